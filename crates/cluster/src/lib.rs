@@ -1,0 +1,732 @@
+//! The embedded local PostgreSQL cluster.
+//!
+//! When the user gives pgtenant no admin URL, it creates and runs a private cluster of its
+//! own: reachable only over TLS on 127.0.0.1 with SCRAM passwords, with a control role that
+//! can create databases and roles but is not a superuser. The cluster is driven entirely
+//! through the PostgreSQL server binaries (initdb, pg_ctl, postgres); this crate never
+//! connects to it as a client.
+//!
+//! Layout of the cluster directory:
+//!
+//! ```text
+//! cluster.json        state, including passwords (0600, invoking user)
+//! ca.crt, ca.key      the cluster's private CA (ca.key 0600, invoking user)
+//! data/               the data directory (0700, server user)
+//! log/postgresql.log  the server log (server user)
+//! ```
+
+mod binaries;
+mod config;
+mod os_user;
+mod state;
+mod tls;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, ErrorKind, Write as _};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+
+pub use binaries::{find_binaries, Binaries, PG_BIN_ENV};
+
+use os_user::{write_new_file, ServerUser};
+use state::State;
+
+/// The role pgtenant manages tenants with.
+pub const CONTROL_ROLE: &str = "pgtenant";
+/// The bootstrap superuser created by initdb.
+pub const SUPERUSER: &str = "postgres";
+/// The database both URLs point at.
+const DATABASE: &str = "postgres";
+
+const STATE_FILE: &str = "cluster.json";
+const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+const DATA_DIR: &str = "data";
+const LOG_DIR: &str = "log";
+const LOG_FILE: &str = "postgresql.log";
+/// initdb reads the superuser password from a file rather than from its arguments, which
+/// other local users could see.
+const INITDB_PWFILE: &str = ".initdb-pwfile";
+/// Seconds pg_ctl waits for the server to start or stop.
+const PG_CTL_TIMEOUT: &str = "60";
+/// Lines of output or log quoted in errors.
+const TAIL_LINES: usize = 20;
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Listen port; None = pick a free port on 127.0.0.1 the first time and remember it.
+    pub port: Option<u16>,
+    /// For tests: fsync=off, synchronous_commit=off, full_page_writes=off, initdb --no-sync.
+    /// Never for real use.
+    pub fast: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in {}; install \
+         PostgreSQL server binaries: apt-get install postgresql (or set PGTENANT_PG_BIN to the \
+         directory holding initdb and pg_ctl)",
+        list_paths(searched)
+    )]
+    BinariesNotFound { searched: Vec<PathBuf> },
+
+    #[error("no pgtenant cluster has been created in {}", dir.display())]
+    NotInitialized { dir: PathBuf },
+
+    #[error("a pgtenant cluster already exists in {}", dir.display())]
+    AlreadyInitialized { dir: PathBuf },
+
+    #[error("`{program} {}` failed ({status}){}", args.join(" "), indent(output))]
+    Command {
+        program: String,
+        /// Never holds a secret: passwords go through files and stdin.
+        args: Vec<String>,
+        status: String,
+        /// The tail of the program's error output, and of the server log where relevant.
+        output: String,
+    },
+
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+
+    #[error(
+        "the PostgreSQL server runs as OS user `{user}`, which cannot enter {dir}: run \
+         `chmod o+x {dir}` or choose another state directory",
+        dir = dir.display()
+    )]
+    NotTraversable { dir: PathBuf, user: String },
+
+    #[error(
+        "running as root, but neither OS user `postgres` nor `nobody` exists to run the \
+         PostgreSQL server, which refuses to run as root; create a `postgres` user or run \
+         pgtenant as an ordinary user"
+    )]
+    NoServerUser,
+
+    #[error("generating the cluster's TLS certificates: {0}")]
+    Tls(#[from] rcgen::Error),
+
+    #[error("{}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+
+    #[error(
+        "port {port} of the cluster in {} is in use by another process; stop that process \
+         and try again (the cluster keeps the port it was created with)",
+        dir.display()
+    )]
+    PortInUse { port: u16, dir: PathBuf },
+}
+
+impl ClusterError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        ClusterError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
+
+fn indent(output: &str) -> String {
+    output.lines().fold(String::new(), |mut text, line| {
+        let _ = write!(text, "\n  {line}");
+        text
+    })
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    pub initialized: bool,
+    pub running: bool,
+    pub port: Option<u16>,
+    pub data_dir: PathBuf,
+    /// Major version the data directory was created by, e.g. "15".
+    pub version: Option<String>,
+    pub server_user: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// A cluster directory. Holds only the path: the state is read from `cluster.json` on each
+/// call, so the handle never goes stale when another process changes the cluster.
+#[derive(Debug, Clone)]
+pub struct EmbeddedCluster {
+    dir: PathBuf,
+}
+
+impl EmbeddedCluster {
+    /// `dir` is the cluster's own directory (the CLI passes `<state-dir>/cluster`). Nothing is
+    /// created yet.
+    pub fn at(dir: &Path) -> Self {
+        // Absolute, because the server binaries run in another working directory and the
+        // CA path ends up in URLs used from anywhere.
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        EmbeddedCluster { dir }
+    }
+
+    /// Creates (the first time) and starts the cluster. Idempotent: an initialized cluster is
+    /// only started if stopped; a running one is left alone. `options` apply to creation,
+    /// but a port that contradicts the one the cluster was created with is an error.
+    pub fn ensure_running(dir: &Path, options: &ClusterOptions) -> Result<Self, ClusterError> {
+        let cluster = Self::at(dir);
+        match cluster.load_state()? {
+            Some(state) if state.initialized => {
+                if let Some(port) = options.port.filter(|p| *p != state.port) {
+                    return Err(ClusterError::State {
+                        path: cluster.dir.clone(),
+                        reason: format!(
+                            "the cluster was created with port {}, not {port}",
+                            state.port
+                        ),
+                    });
+                }
+            }
+            _ => cluster.init(options)?,
+        }
+        cluster.start()?;
+        Ok(cluster)
+    }
+
+    /// Creates the cluster without starting it; an error if one exists already.
+    pub fn init(&self, options: &ClusterOptions) -> Result<(), ClusterError> {
+        let state_path = self.state_path();
+        if let Some(state) = State::load(&state_path)? {
+            return Err(if state.initialized {
+                ClusterError::AlreadyInitialized {
+                    dir: self.dir.clone(),
+                }
+            } else {
+                ClusterError::State {
+                    path: self.dir.clone(),
+                    reason: "an earlier attempt to create a cluster here did not finish; \
+                             delete this directory and try again"
+                        .into(),
+                }
+            });
+        }
+        let binaries = find_binaries()?;
+        let user = ServerUser::for_new_cluster()?;
+
+        fs::create_dir_all(&self.dir).map_err(|e| ClusterError::io(&self.dir, e))?;
+        // The server account must pass through to data/ and log/; what it must not read
+        // (passwords, the CA key) sits in files only the invoking user can read.
+        let mode = if user.switches() { 0o755 } else { 0o700 };
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(mode))
+            .map_err(|e| ClusterError::io(&self.dir, e))?;
+        user.check_traversable(&self.dir)?;
+
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
+        let mut state = State {
+            port,
+            server_user: user.name.clone(),
+            bin_dir: binaries.bin_dir.clone(),
+            superuser_password: state::random_password(),
+            control_password: state::random_password(),
+            initialized: false,
+        };
+        state.save(&state_path)?;
+
+        create_private_dir(&self.data_dir(), &user)?;
+        create_private_dir(&self.dir.join(LOG_DIR), &user)?;
+        self.initdb(&binaries, &user, &state, options.fast)?;
+        self.write_tls(&user)?;
+        self.write_config(&user, port, options.fast)?;
+        self.create_control_role(&binaries, &user, &state, options.fast)?;
+
+        state.initialized = true;
+        state.save(&state_path)
+    }
+
+    /// Starts the server and waits until it accepts connections; nothing to do if it runs.
+    pub fn start(&self) -> Result<(), ClusterError> {
+        let state = self.initialized_state()?;
+        let (binaries, user) = self.server(&state)?;
+        if self.is_running(&binaries, &user)? {
+            return Ok(());
+        }
+        // Checked up front because the server's own complaint is buried in its log.
+        if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, state.port)) {
+            if e.kind() == ErrorKind::AddrInUse {
+                return Err(ClusterError::PortInUse {
+                    port: state.port,
+                    dir: self.dir.clone(),
+                });
+            }
+        }
+        // pg_ctl waits by watching postmaster.pid for the "ready" mark, so it needs no
+        // socket to connect to.
+        let mut cmd = self.pg_ctl(&binaries, &user);
+        cmd.arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", PG_CTL_TIMEOUT, "start"]);
+        run(&mut cmd, None)
+            .map(drop)
+            .map_err(|e| self.with_log_tail(e))
+    }
+
+    /// Stops the server (fast shutdown: sessions are disconnected, transactions rolled back);
+    /// nothing to do if it is not running or there is no cluster.
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        let Some(state) = self.load_state()?.filter(|s| s.initialized) else {
+            return Ok(());
+        };
+        let (binaries, user) = self.server(&state)?;
+        if !self.is_running(&binaries, &user)? {
+            return Ok(());
+        }
+        let mut cmd = self.pg_ctl(&binaries, &user);
+        cmd.args(["-m", "fast", "-w", "-t", PG_CTL_TIMEOUT, "stop"]);
+        run(&mut cmd, None)
+            .map(drop)
+            .map_err(|e| self.with_log_tail(e))
+    }
+
+    pub fn status(&self) -> Result<ClusterStatus, ClusterError> {
+        let state = self.load_state()?;
+        let initialized = state.as_ref().is_some_and(|s| s.initialized);
+        let running = match &state {
+            Some(state) if initialized => {
+                let (binaries, user) = self.server(state)?;
+                self.is_running(&binaries, &user)?
+            }
+            _ => false,
+        };
+        let ca_cert = self.ca_cert_path();
+        Ok(ClusterStatus {
+            initialized,
+            running,
+            port: state.as_ref().map(|s| s.port),
+            data_dir: self.data_dir(),
+            version: self.data_version(),
+            server_user: state.map(|s| s.server_user),
+            ca_cert: ca_cert.exists().then_some(ca_cert),
+        })
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        matches!(self.load_state(), Ok(Some(state)) if state.initialized)
+    }
+
+    /// libpq URL of the control role, which pgtenant manages tenants with: LOGIN CREATEDB
+    /// CREATEROLE, not a superuser.
+    pub fn control_url(&self) -> Result<String, ClusterError> {
+        let state = self.initialized_state()?;
+        Ok(self.url(CONTROL_ROLE, &state.control_password, state.port))
+    }
+
+    /// libpq URL of the bootstrap superuser, for tests and maintenance; pgtenant's engine
+    /// works through [`Self::control_url`] only.
+    pub fn superuser_url(&self) -> Result<String, ClusterError> {
+        let state = self.initialized_state()?;
+        Ok(self.url(SUPERUSER, &state.superuser_password, state.port))
+    }
+
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join(CA_CERT)
+    }
+
+    pub fn port(&self) -> Result<u16, ClusterError> {
+        Ok(self.initialized_state()?.port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(DATA_DIR)
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join(LOG_DIR).join(LOG_FILE)
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    fn load_state(&self) -> Result<Option<State>, ClusterError> {
+        State::load(&self.state_path())
+    }
+
+    fn initialized_state(&self) -> Result<State, ClusterError> {
+        self.load_state()?
+            .filter(|s| s.initialized)
+            .ok_or_else(|| ClusterError::NotInitialized {
+                dir: self.dir.clone(),
+            })
+    }
+
+    /// The major version recorded in the data directory.
+    fn data_version(&self) -> Option<String> {
+        let text = fs::read_to_string(self.data_dir().join("PG_VERSION")).ok()?;
+        Some(text.trim().to_string())
+    }
+
+    /// The binaries and the account to run an existing cluster's server with.
+    fn server(&self, state: &State) -> Result<(Binaries, ServerUser), ClusterError> {
+        let data_dir = self.data_dir();
+        let user = ServerUser::for_existing_cluster(&state.server_user, &data_dir)?;
+        user.check_traversable(&data_dir)?;
+        if let Some(binaries) = Binaries::in_dir(&state.bin_dir) {
+            return Ok((binaries, user));
+        }
+        // The binaries init used are gone (say, PGTENANT_PG_BIN pointed at a build tree
+        // since removed); others will do if they are of the same major version.
+        let found = find_binaries()?;
+        match self.data_version() {
+            Some(version) if version == found.version => Ok((found, user)),
+            version => Err(ClusterError::State {
+                path: data_dir,
+                reason: format!(
+                    "created by PostgreSQL {} with the binaries in {}, which are gone; the \
+                     binaries found in {} are version {}",
+                    version.as_deref().unwrap_or("(unknown version)"),
+                    state.bin_dir.display(),
+                    found.bin_dir.display(),
+                    found.version
+                ),
+            }),
+        }
+    }
+
+    fn pg_ctl(&self, binaries: &Binaries, user: &ServerUser) -> Command {
+        let mut cmd = user.command(&binaries.program("pg_ctl"), &self.dir);
+        cmd.arg("-D").arg(self.data_dir());
+        cmd
+    }
+
+    fn is_running(&self, binaries: &Binaries, user: &ServerUser) -> Result<bool, ClusterError> {
+        let mut cmd = self.pg_ctl(binaries, user);
+        cmd.arg("status");
+        let output = output(&mut cmd, None)?;
+        // pg_ctl status: 0 = running, 3 = not running; anything else is a real problem.
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(3) => Ok(false),
+            _ => Err(command_error(&cmd, output.status, &output.stderr)),
+        }
+    }
+
+    fn initdb(
+        &self,
+        binaries: &Binaries,
+        user: &ServerUser,
+        state: &State,
+        fast: bool,
+    ) -> Result<(), ClusterError> {
+        let pwfile = RemoveOnDrop(self.dir.join(INITDB_PWFILE));
+        let password = format!("{}\n", state.superuser_password);
+        write_new_file(&pwfile.0, password.as_bytes(), 0o600, Some(user))?;
+        let mut cmd = user.command(&binaries.program("initdb"), &self.dir);
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-U", SUPERUSER, "--auth=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.0.display()))
+            .args(["-E", "UTF8", "--locale=C"]);
+        if fast {
+            cmd.arg("--no-sync");
+        }
+        run(&mut cmd, None).map(drop)
+    }
+
+    fn write_tls(&self, user: &ServerUser) -> Result<(), ClusterError> {
+        let tls = tls::generate()?;
+        let data = self.data_dir();
+        write_new_file(&self.ca_cert_path(), tls.ca_cert.as_bytes(), 0o644, None)?;
+        write_new_file(&self.dir.join(CA_KEY), tls.ca_key.as_bytes(), 0o600, None)?;
+        // The server refuses a key that others can read.
+        let server_cert = data.join(config::SERVER_CERT);
+        write_new_file(&server_cert, tls.server_cert.as_bytes(), 0o600, Some(user))?;
+        let server_key = data.join(config::SERVER_KEY);
+        write_new_file(&server_key, tls.server_key.as_bytes(), 0o600, Some(user))
+    }
+
+    fn write_config(&self, user: &ServerUser, port: u16, fast: bool) -> Result<(), ClusterError> {
+        let data = self.data_dir();
+        let conf = config::server_conf(port, fast);
+        write_new_file(
+            &data.join(config::CONF_FILE),
+            conf.as_bytes(),
+            0o600,
+            Some(user),
+        )?;
+        // Both files exist already, created by initdb and owned by the server account, which
+        // writing in place keeps.
+        let postgresql_conf = data.join("postgresql.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&postgresql_conf)
+            .and_then(|mut f| f.write_all(config::INCLUDE_LINE.as_bytes()))
+            .map_err(|e| ClusterError::io(&postgresql_conf, e))?;
+        let hba = data.join("pg_hba.conf");
+        fs::write(&hba, config::HBA_CONF).map_err(|e| ClusterError::io(&hba, e))
+    }
+
+    /// Creates the control role in single-user mode, before the server ever listens, so no
+    /// client connection (and no client library) is needed.
+    fn create_control_role(
+        &self,
+        binaries: &Binaries,
+        user: &ServerUser,
+        state: &State,
+        fast: bool,
+    ) -> Result<(), ClusterError> {
+        let verifier =
+            postgres_protocol::password::scram_sha_256(state.control_password.as_bytes());
+        let sql = config::create_control_role_sql(CONTROL_ROLE, &verifier);
+        let mut cmd = user.command(&binaries.program("postgres"), &self.dir);
+        cmd.arg("--single")
+            .arg("-D")
+            .arg(self.data_dir())
+            // A failed statement would otherwise be echoed, verifier and all, to stderr and
+            // from there into our error message.
+            .args(["-c", "log_min_error_statement=panic"]);
+        if fast {
+            cmd.arg("-F");
+        }
+        cmd.arg(DATABASE);
+        let output = run(&mut cmd, Some(sql.as_bytes()))?;
+        // Single-user mode reports a failed statement on stderr but still exits with 0.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("ERROR:") || stderr.contains("FATAL:") {
+            return Err(command_error(&cmd, output.status, &output.stderr));
+        }
+        Ok(())
+    }
+
+    fn url(&self, user: &str, password: &str, port: u16) -> String {
+        // Passwords are alphanumeric, so only the CA path needs escaping.
+        format!(
+            "postgresql://{user}:{password}@127.0.0.1:{port}/{DATABASE}\
+             ?sslmode=verify-full&sslrootcert={}",
+            percent_encode(&self.ca_cert_path())
+        )
+    }
+
+    /// Adds the end of the server log to a failed pg_ctl's error, where the actual reason is.
+    fn with_log_tail(&self, err: ClusterError) -> ClusterError {
+        match err {
+            ClusterError::Command {
+                program,
+                args,
+                status,
+                mut output,
+            } => {
+                let log = self.log_file();
+                if let Ok(text) = fs::read(&log) {
+                    let _ = write!(output, "\nend of {}:\n{}", log.display(), tail(&text));
+                }
+                ClusterError::Command {
+                    program,
+                    args,
+                    status,
+                    output,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Deletes a file when it goes out of scope, error or not.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn create_private_dir(path: &Path, owner: &ServerUser) -> Result<(), ClusterError> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| ClusterError::io(path, e))?;
+    owner.chown(path)
+}
+
+/// A port on 127.0.0.1 that is free right now.
+fn free_port() -> Result<u16, ClusterError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| ClusterError::io(Path::new("127.0.0.1:0"), e))
+}
+
+/// Runs `cmd`, feeding it `stdin`, and captures its output whatever its exit status.
+fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<Output, ClusterError> {
+    let program = PathBuf::from(cmd.get_program());
+    let spawn_err = |e| ClusterError::io(&program, e);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // Small enough to fit the pipe buffer, so this cannot block on the child's output.
+        pipe.write_all(input).map_err(spawn_err)?;
+    }
+    child.wait_with_output().map_err(spawn_err)
+}
+
+/// Like [`output`], but a failing exit status is an error.
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<Output, ClusterError> {
+    let output = output(cmd, stdin)?;
+    if !output.status.success() {
+        return Err(command_error(cmd, output.status, &output.stderr));
+    }
+    Ok(output)
+}
+
+fn command_error(cmd: &Command, status: ExitStatus, stderr: &[u8]) -> ClusterError {
+    ClusterError::Command {
+        program: cmd.get_program().to_string_lossy().into_owned(),
+        args: cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        status: status.to_string(),
+        output: tail(stderr),
+    }
+}
+
+fn tail(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// Escapes a path for a URL query value: libpq decodes %XX there.
+fn percent_encode(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(String::new(), |mut out, &b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                out.push(b as char);
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+            out
+        })
+}
+
+/// A throwaway cluster in a temporary directory, for tests: created with the fast options,
+/// stopped and deleted on drop.
+#[cfg(feature = "test-support")]
+pub struct TestCluster {
+    pub cluster: EmbeddedCluster,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "test-support")]
+impl TestCluster {
+    pub fn start() -> Result<Self, ClusterError> {
+        let dir = tempfile::Builder::new()
+            .prefix("pgtenant-test-")
+            .tempdir()
+            .map_err(|e| ClusterError::io(&std::env::temp_dir(), e))?;
+        // When we are root the server runs as another account, which must be able to enter
+        // the directory whatever the umask (or tempfile version) made of it.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .map_err(|e| ClusterError::io(dir.path(), e))?;
+        let options = ClusterOptions {
+            port: None,
+            fast: true,
+        };
+        let cluster = EmbeddedCluster::ensure_running(&dir.path().join("cluster"), &options)?;
+        Ok(TestCluster { cluster, _dir: dir })
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_path_is_escaped_in_urls() {
+        assert_eq!(
+            percent_encode(Path::new("/tmp/my state/ca&1.crt")),
+            "/tmp/my%20state/ca%261.crt"
+        );
+    }
+
+    #[test]
+    fn urls_need_an_initialized_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = EmbeddedCluster::at(&dir.path().join("cluster"));
+        assert!(!cluster.is_initialized());
+        assert!(matches!(
+            cluster.control_url(),
+            Err(ClusterError::NotInitialized { .. })
+        ));
+        assert!(matches!(
+            cluster.port(),
+            Err(ClusterError::NotInitialized { .. })
+        ));
+        cluster.stop().unwrap();
+        let status = cluster.status().unwrap();
+        assert!(!status.initialized && !status.running);
+        assert_eq!(status.port, None);
+        assert_eq!(status.data_dir, dir.path().join("cluster/data"));
+    }
+
+    #[test]
+    fn relative_dir_becomes_absolute() {
+        let cluster = EmbeddedCluster::at(Path::new("state/cluster"));
+        assert!(cluster.data_dir().is_absolute());
+        assert!(cluster.ca_cert_path().ends_with("state/cluster/ca.crt"));
+    }
+
+    #[test]
+    fn unfinished_init_is_reported_not_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = EmbeddedCluster::at(dir.path());
+        let state = State {
+            port: 1,
+            server_user: "postgres".into(),
+            bin_dir: "/nonexistent".into(),
+            superuser_password: state::random_password(),
+            control_password: state::random_password(),
+            initialized: false,
+        };
+        state.save(&cluster.state_path()).unwrap();
+        let err = cluster.init(&ClusterOptions::default()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("did not finish"), "{message}");
+        assert!(!message.contains(&state.superuser_password));
+        assert!(!cluster.is_initialized());
+    }
+
+    #[test]
+    fn command_errors_show_program_args_and_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo first >&2; echo second >&2; exit 3"]);
+        let message = run(&mut cmd, None).unwrap_err().to_string();
+        assert!(
+            message.starts_with(
+                "`sh -c echo first >&2; echo second >&2; exit 3` failed (exit status: 3)"
+            ),
+            "{message}"
+        );
+        assert!(message.ends_with("\n  first\n  second"), "{message}");
+    }
+}

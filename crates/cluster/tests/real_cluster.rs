@@ -1,0 +1,325 @@
+//! Against real PostgreSQL servers. When run as root (as here and in CI) this exercises
+//! the switch to an unprivileged server account.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pgtenant_cluster::{
+    find_binaries, ClusterError, ClusterOptions, EmbeddedCluster, TestCluster, CONTROL_ROLE,
+};
+
+const PSQL: &str = "/usr/bin/psql";
+
+/// A libpq URL split into the password and the rest, so that psql gets the password through
+/// PGPASSWORD instead of its arguments.
+struct Url {
+    without_password: String,
+    password: String,
+}
+
+impl Url {
+    fn parse(url: &str) -> Url {
+        let rest = url
+            .strip_prefix("postgresql://")
+            .expect("postgresql:// URL");
+        let (userinfo, host_and_more) = rest.split_once('@').expect("user info");
+        let (user, password) = userinfo.split_once(':').expect("password in URL");
+        Url {
+            without_password: format!("postgresql://{user}@{host_and_more}"),
+            password: password.to_string(),
+        }
+    }
+
+    /// The same URL with the query (sslmode, sslrootcert) replaced.
+    fn with_query(&self, query: &str) -> String {
+        let base = self.without_password.split('?').next().unwrap();
+        format!("{base}?{query}")
+    }
+}
+
+/// Runs one statement with psql; stdout on success, stderr on failure.
+fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new(PSQL)
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            conninfo,
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("LC_ALL", "C")
+        .output()
+        .expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn query(url: &str, sql: &str) -> String {
+    let url = Url::parse(url);
+    psql(&url.without_password, &url.password, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn cluster_dir(cluster: &EmbeddedCluster) -> PathBuf {
+    cluster.data_dir().parent().unwrap().to_path_buf()
+}
+
+fn postmaster_pid(cluster: &EmbeddedCluster) -> u32 {
+    let pidfile = fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    pidfile.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// The value of a `Name:` line of /proc/<pid>/status.
+fn proc_status(pid: u32, field: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn tls_roles_and_unprivileged_server() {
+    let tc = TestCluster::start().unwrap();
+    let cluster = &tc.cluster;
+    let superuser = cluster.superuser_url().unwrap();
+    let control = cluster.control_url().unwrap();
+
+    let port = cluster.port().unwrap();
+    let ca = cluster.ca_cert_path();
+    assert!(ca.is_absolute());
+    assert!(
+        control.starts_with(&format!("postgresql://{CONTROL_ROLE}:")),
+        "control URL has the control role"
+    );
+    let expected_tail = format!(
+        "@127.0.0.1:{port}/postgres?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    );
+    assert!(superuser.ends_with(&expected_tail), "{superuser}");
+    assert!(control.ends_with(&expected_tail), "{control}");
+
+    // verify-full with our CA works, and the session really is encrypted.
+    assert_eq!(
+        query(
+            &superuser,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ),
+        "t"
+    );
+    assert_eq!(
+        query(
+            &superuser,
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles \
+             WHERE rolname = 'pgtenant'"
+        ),
+        "f|t|t|t"
+    );
+    assert_eq!(
+        query(
+            &control,
+            "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ),
+        "pgtenant|t"
+    );
+    // The verifier, not a password, is what the server stored.
+    assert_eq!(
+        query(
+            &superuser,
+            "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'pgtenant'"
+        ),
+        "SCRAM-SHA-256$"
+    );
+
+    // Plaintext is refused by pg_hba.conf.
+    let url = Url::parse(&superuser);
+    let err = psql(
+        &url.with_query("sslmode=disable"),
+        &url.password,
+        "SELECT 1",
+    )
+    .unwrap_err();
+    assert!(err.contains("no encryption"), "{err}");
+    // A wrong password is refused too.
+    let err = psql(&url.without_password, "wrong", "SELECT 1").unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+
+    // The server does not run as root and keeps none of root's groups.
+    let pid = postmaster_pid(cluster);
+    let uids = proc_status(pid, "Uid");
+    assert!(
+        uids.split_whitespace().all(|uid| uid != "0"),
+        "postmaster uids: {uids}"
+    );
+    let status = cluster.status().unwrap();
+    assert!(status.initialized && status.running);
+    assert_eq!(status.port, Some(port));
+    assert_eq!(
+        status.version.as_deref(),
+        Some(find_binaries().unwrap().version.as_str())
+    );
+    assert_eq!(status.ca_cert.as_deref(), Some(ca.as_path()));
+    if is_root() {
+        assert_eq!(proc_status(pid, "Groups"), "", "supplementary groups");
+        assert_eq!(status.server_user.as_deref(), Some("postgres"));
+    }
+
+    // File modes: secrets private, the key owned by the server.
+    let dir = cluster_dir(cluster);
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("cluster.json")), 0o600);
+    assert_eq!(mode(&dir.join("ca.key")), 0o600);
+    assert_eq!(mode(&ca), 0o644);
+    let server_key = cluster.data_dir().join("server.key");
+    assert_eq!(mode(&server_key), 0o600);
+    assert_eq!(
+        fs::metadata(&server_key).unwrap().uid(),
+        fs::metadata(cluster.data_dir()).unwrap().uid()
+    );
+    assert!(!dir.join(".initdb-pwfile").exists());
+
+    // Passwords appear nowhere but in cluster.json.
+    let log = fs::read_to_string(cluster.log_file()).unwrap();
+    assert!(log.contains("database system is ready"), "{log}");
+    for secret in [&url.password, &Url::parse(&control).password] {
+        assert!(!log.contains(secret.as_str()));
+    }
+}
+
+#[test]
+fn clusters_have_their_own_ports_and_cas() {
+    let a = TestCluster::start().unwrap();
+    let b = TestCluster::start().unwrap();
+    let (a, b) = (&a.cluster, &b.cluster);
+    assert_ne!(a.port().unwrap(), b.port().unwrap());
+    assert_eq!(query(&a.superuser_url().unwrap(), "SELECT 1"), "1");
+    assert_eq!(query(&b.superuser_url().unwrap(), "SELECT 1"), "1");
+
+    let url = Url::parse(&a.superuser_url().unwrap());
+    let foreign_ca = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        b.ca_cert_path().display()
+    );
+    let err = psql(&url.with_query(&foreign_ca), &url.password, "SELECT 1").unwrap_err();
+    assert!(err.contains("certificate verify failed"), "{err}");
+}
+
+#[test]
+fn restart_keeps_port_and_ensure_running_is_idempotent() {
+    let tc = TestCluster::start().unwrap();
+    let cluster = &tc.cluster;
+    let dir = cluster_dir(cluster);
+    let port = cluster.port().unwrap();
+    let pid = postmaster_pid(cluster);
+
+    // Running: left alone.
+    let again = EmbeddedCluster::ensure_running(&dir, &ClusterOptions::default()).unwrap();
+    assert_eq!(again.port().unwrap(), port);
+    assert_eq!(postmaster_pid(cluster), pid, "no restart");
+    cluster.start().unwrap();
+    assert_eq!(postmaster_pid(cluster), pid, "no restart");
+    assert!(matches!(
+        cluster.init(&ClusterOptions::default()),
+        Err(ClusterError::AlreadyInitialized { .. })
+    ));
+
+    cluster.stop().unwrap();
+    let status = cluster.status().unwrap();
+    assert!(status.initialized && !status.running);
+    assert_eq!(status.port, Some(port));
+    cluster.stop().unwrap();
+
+    cluster.start().unwrap();
+    assert!(cluster.status().unwrap().running);
+    assert_eq!(cluster.port().unwrap(), port);
+    assert_eq!(query(&cluster.control_url().unwrap(), "SELECT 1"), "1");
+
+    // Stopped: ensure_running starts it, on the same port.
+    cluster.stop().unwrap();
+    let again = EmbeddedCluster::ensure_running(&dir, &ClusterOptions::default()).unwrap();
+    assert!(again.status().unwrap().running);
+    assert_eq!(again.port().unwrap(), port);
+    assert_eq!(query(&again.superuser_url().unwrap(), "SELECT 1"), "1");
+
+    // A port contradicting the remembered one is an error, not a silent change.
+    let other = ClusterOptions {
+        port: Some(port.wrapping_add(1)),
+        fast: true,
+    };
+    let err = EmbeddedCluster::ensure_running(&dir, &other).unwrap_err();
+    assert!(err.to_string().contains("created with port"), "{err}");
+}
+
+#[test]
+fn start_reports_a_port_taken_by_another_process() {
+    let tc = TestCluster::start().unwrap();
+    let cluster = &tc.cluster;
+    let port = cluster.port().unwrap();
+    cluster.stop().unwrap();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    match cluster.start() {
+        Err(ClusterError::PortInUse { port: p, .. }) => assert_eq!(p, port),
+        other => panic!("expected PortInUse, got {other:?}"),
+    }
+    drop(squatter);
+    cluster.start().unwrap();
+    assert!(cluster.status().unwrap().running);
+}
+
+/// Stops a cluster created outside TestCluster when the test ends, passing or not.
+struct StopOnDrop<'a>(&'a EmbeddedCluster);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
+#[test]
+fn state_dir_the_server_cannot_enter_is_refused_until_fixed() {
+    if !is_root() {
+        eprintln!("not root: the server runs as us and can enter our own directories");
+        return;
+    }
+    let parent = tempfile::tempdir().unwrap();
+    fs::set_permissions(parent.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = parent.path().join("cluster");
+    let options = ClusterOptions {
+        port: None,
+        fast: true,
+    };
+    let err = EmbeddedCluster::ensure_running(&dir, &options).unwrap_err();
+    match &err {
+        ClusterError::NotTraversable { dir: d, user } => {
+            assert_eq!(d, parent.path());
+            assert_eq!(user, "postgres");
+        }
+        other => panic!("expected NotTraversable, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("chmod o+x {}", parent.path().display())),
+        "{message}"
+    );
+
+    fs::set_permissions(parent.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let cluster = EmbeddedCluster::ensure_running(&dir, &options).unwrap();
+    let _stop = StopOnDrop(&cluster);
+    assert_eq!(query(&cluster.superuser_url().unwrap(), "SELECT 1"), "1");
+}

@@ -1,0 +1,393 @@
+//! Connections to the managed cluster: libpq-style URL handling, TLS the way libpq's `sslmode` means it,
+//! and the session settings every control connection carries.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::config::{Host, SslMode as WireSslMode};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::EngineError;
+
+/// libpq's `sslmode` values that pgtenant honours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<Self, EngineError> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => return Err(EngineError::AdminUrl(format!(
+                "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
+            ))),
+        })
+    }
+}
+
+/// Everything needed to open connections to the cluster as the control role.
+pub struct Connector {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+}
+
+/// Bounded waits on every control connection, so a stuck lock or server never hangs a run.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const SESSION_OPTIONS: &str =
+    "-c statement_timeout=300000 -c lock_timeout=30000 -c search_path=pg_catalog,pg_temp -c standard_conforming_strings=on";
+
+impl Connector {
+    /// Accepts a `postgresql://` URL or a `key=value` connection string, like libpq.
+    pub fn from_url(url: &str) -> Result<Self, EngineError> {
+        let (rest, ssl_mode, root_cert) = split_tls_parameters(url)?;
+        let mut config: tokio_postgres::Config = rest
+            .parse()
+            .map_err(|e: tokio_postgres::Error| EngineError::AdminUrl(e.to_string()))?;
+        config.ssl_mode(match ssl_mode {
+            SslMode::Disable => WireSslMode::Disable,
+            SslMode::Prefer => WireSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => WireSslMode::Require,
+        });
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("pgtenant");
+        }
+        config.options(SESSION_OPTIONS);
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        let tls = MakeRustlsConnect::new(client_tls_config(ssl_mode, root_cert.as_deref())?);
+        Ok(Connector { config, tls })
+    }
+
+    /// Host and port of the admin URL: the default endpoint written into credentials.
+    pub fn endpoint(&self) -> (String, u16) {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            #[cfg(unix)]
+            Some(Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        (host, port)
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.config.get_user()
+    }
+
+    /// `database` None is the admin URL's own database.
+    pub async fn connect(&self, database: Option<&str>) -> Result<Client, EngineError> {
+        let mut config = self.config.clone();
+        if let Some(database) = database {
+            config.dbname(database);
+        }
+        let (client, connection) =
+            config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|source| EngineError::Connect {
+                    database: database.map(str::to_string),
+                    source,
+                })?;
+        tokio::spawn(async move {
+            // The client reports the error to its caller; nothing to add here.
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+}
+
+/// tokio-postgres knows only disable/prefer/require; pull libpq's stricter modes and the CA out
+/// of the URL and implement them with rustls.
+fn split_tls_parameters(url: &str) -> Result<(String, SslMode, Option<PathBuf>), EngineError> {
+    let mut ssl_mode = None;
+    let mut root_cert = None;
+    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url.split_once('?') {
+            None => url.to_string(),
+            Some((base, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| match pair.split_once('=') {
+                        Some(("sslmode", value)) => {
+                            ssl_mode = Some(percent_decode(value));
+                            false
+                        }
+                        Some(("sslrootcert", value)) => {
+                            root_cert = Some(PathBuf::from(percent_decode(value)));
+                            false
+                        }
+                        _ => true,
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        url.split_whitespace()
+            .filter(|pair| match pair.split_once('=') {
+                Some(("sslmode", value)) => {
+                    ssl_mode = Some(value.to_string());
+                    false
+                }
+                Some(("sslrootcert", value)) => {
+                    root_cert = Some(PathBuf::from(value));
+                    false
+                }
+                _ => true,
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let ssl_mode = SslMode::parse(ssl_mode.as_deref().unwrap_or("prefer"))?;
+    Ok((rest, ssl_mode, root_cert))
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn client_tls_config(
+    ssl_mode: SslMode,
+    root_cert: Option<&Path>,
+) -> Result<rustls::ClientConfig, EngineError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EngineError::Tls(e.to_string()))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match ssl_mode {
+        // libpq does not verify the server in these modes: encryption only.
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(EncryptOnly(provider)),
+        SslMode::VerifyCa | SslMode::VerifyFull => {
+            let path = match root_cert {
+                Some(path) => path.to_path_buf(),
+                None => default_root_cert()?,
+            };
+            let roots = load_roots(&path)?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| EngineError::Tls(e.to_string()))?;
+            if ssl_mode == SslMode::VerifyCa {
+                Arc::new(ChainOnly(webpki))
+            } else {
+                webpki
+            }
+        }
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+fn default_root_cert() -> Result<PathBuf, EngineError> {
+    std::env::var_os("HOME")
+        .map(|home| Path::new(&home).join(".postgresql/root.crt"))
+        .ok_or_else(|| {
+            EngineError::Tls("sslmode verify-ca/verify-full needs sslrootcert=<CA file>".into())
+        })
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, EngineError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        EngineError::Tls(format!("cannot read sslrootcert {}: {e}", path.display()))
+    })?;
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert
+            .map_err(|e| EngineError::Tls(format!("bad certificate in {}: {e}", path.display())))?;
+        roots.add(cert).map_err(|e| {
+            EngineError::Tls(format!("unusable certificate in {}: {e}", path.display()))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(EngineError::Tls(format!(
+            "no certificate found in {}",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+/// `sslmode=require`: the channel is encrypted and handshake signatures are checked, the certificate is not.
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `sslmode=verify-ca`: the chain must lead to the CA, the host name is not compared.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_urls() {
+        let (rest, mode, root) =
+            split_tls_parameters("postgresql://u:p@127.0.0.1:5433/postgres?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.crt&application_name=x")
+                .unwrap();
+        assert_eq!(
+            rest,
+            "postgresql://u:p@127.0.0.1:5433/postgres?application_name=x"
+        );
+        assert_eq!(mode, SslMode::VerifyFull);
+        assert_eq!(root.as_deref(), Some(Path::new("/tmp/ca.crt")));
+    }
+
+    #[test]
+    fn key_value_strings_and_defaults() {
+        let (rest, mode, root) = split_tls_parameters("host=db user=u sslmode=require").unwrap();
+        assert_eq!(rest, "host=db user=u");
+        assert_eq!(mode, SslMode::Require);
+        assert_eq!(root, None);
+        let (_, mode, _) = split_tls_parameters("postgresql://db/x").unwrap();
+        assert_eq!(mode, SslMode::Prefer);
+        assert!(split_tls_parameters("postgresql://db/x?sslmode=bogus").is_err());
+    }
+
+    #[test]
+    fn endpoint_comes_from_the_url() {
+        let connector =
+            Connector::from_url("postgresql://u@db.internal:6432/postgres?sslmode=require")
+                .unwrap();
+        assert_eq!(connector.endpoint(), ("db.internal".to_string(), 6432));
+        assert_eq!(connector.user(), Some("u"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

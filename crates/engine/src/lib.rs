@@ -1,0 +1,146 @@
+//! The engine of pgtenant: spec → [`Desired`] → ([`Observed`] catalog) → [`Plan`] → apply.
+//!
+//! [`desired`] and [`plan`] are pure; [`catalog`] (reading) and [`execute`] (writing) are the only I/O.
+//! SQL text lives in [`sql`] (changes) and [`catalog`] (reads); identifiers are quoted only in [`ident`].
+
+pub mod catalog;
+pub mod check;
+pub mod connect;
+pub mod desired;
+pub mod execute;
+pub mod ident;
+pub mod observed;
+pub mod plan;
+pub mod sql;
+
+use std::collections::BTreeMap;
+
+use futures::stream::{self, StreamExt};
+use pgtenant_secrets::{CredentialStore, StoreError};
+
+pub use connect::Connector;
+pub use desired::{Desired, DesiredTenant, RoleKind};
+pub use execute::{ApplyOutcome, Endpoint, Executor, TenantOutcome};
+pub use ident::Ident;
+pub use observed::Observed;
+pub use plan::{plan, Operation, Phase, Plan, PlanContext};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid admin URL: {0}")]
+    AdminUrl(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot connect to {}", database.as_deref().map_or("the cluster".to_string(), |d| format!("database `{d}`")))]
+    Connect {
+        database: Option<String>,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("reading the catalog of {}", database.as_deref().map_or("the cluster".to_string(), |d| format!("database `{d}`")))]
+    Catalog {
+        database: Option<String>,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("credential store")]
+    Store(#[from] StoreError),
+}
+
+/// Reads everything the planner compares against: the cluster catalog, inside every declared database
+/// that exists (in parallel, bounded by the connections the server has free), and the credential store.
+pub async fn observe(
+    connector: &Connector,
+    desired: &Desired,
+    store: &dyn CredentialStore,
+) -> Result<Observed, EngineError> {
+    let control = connector.connect(None).await?;
+    let cluster = catalog::read_cluster(&control).await?;
+    drop(control);
+
+    let mut observed = Observed {
+        server: cluster.server,
+        roles: cluster.roles,
+        databases: cluster.databases,
+        ..Observed::default()
+    };
+    observed.stored_credentials = read_store(store)?;
+
+    let existing: Vec<&DesiredTenant> = desired
+        .tenants
+        .iter()
+        .filter(|t| observed.databases.contains_key(t.database.as_str()))
+        .collect();
+    let inspected: Vec<(
+        &DesiredTenant,
+        Result<observed::DatabaseCatalog, EngineError>,
+    )> = stream::iter(existing)
+        .map(|tenant| async move { (tenant, inspect(connector, tenant).await) })
+        .buffer_unordered(observed.server.parallelism())
+        .collect()
+        .await;
+    for (tenant, result) in inspected {
+        let name = tenant.database.as_str().to_string();
+        match result {
+            Ok(catalog) => {
+                observed.database_catalogs.insert(name, catalog);
+            }
+            Err(error) => {
+                observed.uninspected.insert(name, error_chain(&error));
+            }
+        }
+    }
+    Ok(observed)
+}
+
+async fn inspect(
+    connector: &Connector,
+    tenant: &DesiredTenant,
+) -> Result<observed::DatabaseCatalog, EngineError> {
+    let client = connector.connect(Some(tenant.database.as_str())).await?;
+    let grantees = [
+        tenant.role(RoleKind::Write).name.as_str(),
+        tenant.role(RoleKind::Read).name.as_str(),
+    ];
+    catalog::read_database(
+        &client,
+        tenant.database.as_str(),
+        tenant.admin().as_str(),
+        &grantees,
+    )
+    .await
+}
+
+/// Connection details of every stored credential. A store that cannot be read (missing or wrong key,
+/// tampering) stops the run: treating its secrets as absent would issue new passwords and lock apps out.
+fn read_store(
+    store: &dyn CredentialStore,
+) -> Result<BTreeMap<pgtenant_secrets::SecretPath, observed::StoredCredential>, EngineError> {
+    let mut stored = BTreeMap::new();
+    for path in store.list()? {
+        if let Some(credential) = store.get(&path)? {
+            stored.insert(
+                path,
+                observed::StoredCredential {
+                    username: credential.username,
+                    endpoint: credential.endpoint,
+                    port: credential.port,
+                    dbname: credential.dbname,
+                },
+            );
+        }
+    }
+    Ok(stored)
+}
+
+/// An error and its causes on one line, for reports that are not the binary's own error output.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,126 @@
+//! What the cluster looks like, as read from its catalog. Plain data: the catalog reader fills it,
+//! the planner and the check report read it, tests build it by hand.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pgtenant_secrets::SecretPath;
+use serde::Serialize;
+
+use crate::desired::{Marker, RoleAttributes};
+
+/// Privileges per grantee as `aclexplode()` reports them; `None` is PUBLIC.
+pub type Acl = BTreeMap<Option<String>, BTreeSet<String>>;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Observed {
+    pub server: ServerInfo,
+    pub roles: BTreeMap<String, ObservedRole>,
+    pub databases: BTreeMap<String, ObservedDatabase>,
+    /// Inside each tenant database that exists and was inspected.
+    pub database_catalogs: BTreeMap<String, DatabaseCatalog>,
+    /// Which credentials the store holds (never the passwords: the planner doesn't need them).
+    pub stored_credentials: BTreeMap<SecretPath, StoredCredential>,
+    /// Declared databases that exist but could not be inspected, with the reason.
+    pub uninspected: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerInfo {
+    pub version_num: i32,
+    pub current_user: String,
+    pub is_superuser: bool,
+    pub max_connections: i32,
+    pub reserved_connections: i32,
+    pub connections_in_use: i32,
+}
+
+impl ServerInfo {
+    /// How many tenant databases to work on at once: a quarter of the connections the server has free,
+    /// so applications keep theirs, and never more than a small fixed cap.
+    pub fn parallelism(&self) -> usize {
+        let free = self.max_connections - self.reserved_connections - self.connections_in_use;
+        usize::try_from(free / 4).unwrap_or(0).clamp(1, 16)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedRole {
+    pub attributes: RoleAttributes,
+    pub comment: Option<String>,
+    /// Roles this role is a member of.
+    pub member_of: BTreeSet<String>,
+    /// Roles that are members of this role.
+    pub members: BTreeSet<String>,
+}
+
+impl ObservedRole {
+    pub fn marker(&self) -> Option<Marker> {
+        self.comment.as_deref().and_then(Marker::parse)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedDatabase {
+    pub owner: String,
+    pub comment: Option<String>,
+    /// `datacl` as the server prints it, for humans.
+    pub acl_text: Option<String>,
+    /// Effective privileges (the default ACL when `datacl` is NULL).
+    pub acl: Acl,
+}
+
+impl ObservedDatabase {
+    pub fn marker(&self) -> Option<Marker> {
+        self.comment.as_deref().and_then(Marker::parse)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DatabaseCatalog {
+    pub schemas: BTreeMap<String, ObservedSchema>,
+    /// Database-wide default privileges (`FOR ROLE r` without `IN SCHEMA`), by owner role and object class code.
+    pub default_acls: BTreeMap<(String, String), DefaultAcl>,
+    /// Relations owned by the tenant's admin role, with what the read and write roles hold on each.
+    pub relations: Vec<ObservedRelation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedSchema {
+    pub owner: String,
+    pub acl_text: Option<String>,
+    pub acl: Acl,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DefaultAcl {
+    pub acl_text: String,
+    pub acl: Acl,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedRelation {
+    pub schema: String,
+    pub name: String,
+    pub is_sequence: bool,
+    /// Privileges per grantee, only for the grantees the reader was asked about.
+    pub acl: Acl,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredCredential {
+    pub username: String,
+    pub endpoint: String,
+    pub port: u16,
+    pub dbname: String,
+}
+
+/// Builds an [`Acl`] from `(grantee, privilege)` pairs; an empty grantee is PUBLIC.
+pub fn acl_from_pairs<'a>(pairs: impl IntoIterator<Item = (Option<&'a str>, &'a str)>) -> Acl {
+    let mut acl = Acl::new();
+    for (grantee, privilege) in pairs {
+        acl.entry(grantee.map(str::to_string))
+            .or_default()
+            .insert(privilege.to_string());
+    }
+    acl
+}

@@ -1,0 +1,834 @@
+//! The planner: Desired × Observed → an ordered list of idempotent operations. Pure: no I/O, so every
+//! decision is unit- and snapshot-tested. Statement text is built in [`crate::sql`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pgtenant_secrets::SecretPath;
+use pgtenant_spec::Mode;
+use serde::Serialize;
+
+use crate::desired::{
+    policy, policy::DefaultObject, Desired, DesiredTenant, Marker, RoleAttributes, RoleKind,
+};
+use crate::ident::Ident;
+use crate::observed::{
+    acl_from_pairs, Acl, DatabaseCatalog, Observed, ObservedDatabase, ObservedSchema,
+};
+use crate::sql;
+
+/// Operations run in this order within a tenant; drops of removed tenants run after every other tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Roles,
+    Database,
+    Schemas,
+    DefaultPrivileges,
+    Credentials,
+    Drop,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Roles => "roles",
+            Phase::Database => "database",
+            Phase::Schemas => "schemas",
+            Phase::DefaultPrivileges => "default-privileges",
+            Phase::Credentials => "credentials",
+            Phase::Drop => "drop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// A statement on the control connection, or inside `database` as its admin role.
+    Sql {
+        sql: String,
+        transactional: bool,
+    },
+    /// A statement whose [`sql::PASSWORD_PLACEHOLDER`] the executor replaces with the SCRAM verifier of
+    /// the stored password (or of a new one, stored first).
+    SetPassword {
+        sql: String,
+        role: Ident,
+        secret_path: SecretPath,
+    },
+    /// Refresh the connection details of a stored credential; the password is kept.
+    StoreCredential {
+        secret_path: SecretPath,
+        username: String,
+        dbname: String,
+    },
+    DeleteCredential {
+        secret_path: SecretPath,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operation {
+    pub tenant: String,
+    pub phase: Phase,
+    /// Where it runs: None is the control connection; Some is inside that tenant database, as `run_as`.
+    pub database: Option<Ident>,
+    pub run_as: Option<Ident>,
+    #[serde(flatten)]
+    pub action: Action,
+    pub why: String,
+    pub destructive: bool,
+}
+
+impl Operation {
+    /// The statement as a reviewer reads it: the SQL, or what is done to the credential store.
+    pub fn display(&self) -> String {
+        match &self.action {
+            Action::Sql { sql, .. } | Action::SetPassword { sql, .. } => format!("{sql};"),
+            Action::StoreCredential { secret_path, .. } => {
+                format!("-- credential store: update connection details of {secret_path}")
+            }
+            Action::DeleteCredential { secret_path } => {
+                format!("-- credential store: delete {secret_path}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKind {
+    /// A protected database removed from the repo: kept with its roles and credentials.
+    Retained,
+    /// A drop not made in this run, and why.
+    Held,
+    /// A declared database that exists but could not be inspected: its inside is not compared this run.
+    Deferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub tenant: String,
+    pub database: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub operations: Vec<Operation>,
+    pub notices: Vec<Notice>,
+}
+
+impl Plan {
+    /// Nothing to run and nothing left unexamined.
+    pub fn is_converged(&self) -> bool {
+        self.operations.is_empty() && !self.notices.iter().any(|n| n.kind == NoticeKind::Deferred)
+    }
+
+    pub fn destructive_count(&self) -> usize {
+        self.operations.iter().filter(|op| op.destructive).count()
+    }
+
+    /// The operations grouped by tenant, in plan order.
+    pub fn by_tenant(&self) -> Vec<(&str, Vec<&Operation>)> {
+        let mut groups: Vec<(&str, Vec<&Operation>)> = Vec::new();
+        for op in &self.operations {
+            match groups.last_mut() {
+                Some((tenant, ops)) if *tenant == op.tenant => ops.push(op),
+                _ => groups.push((&op.tenant, vec![op])),
+            }
+        }
+        groups
+    }
+}
+
+/// What the planner needs to know besides desired and observed state.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    /// Host and port that applications connect to, written into stored credentials.
+    pub endpoint_host: String,
+    pub endpoint_port: u16,
+}
+
+pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Plan {
+    let mut plan = Plan::default();
+    for tenant in &desired.tenants {
+        plan.operations.extend(
+            TenantPlanner {
+                tenant,
+                observed,
+                context,
+                ops: Vec::new(),
+            }
+            .run(),
+        );
+    }
+    for (database, reason) in &observed.uninspected {
+        let tenant = desired
+            .tenants
+            .iter()
+            .find(|t| t.database.as_str() == database);
+        plan.notices.push(Notice {
+            kind: NoticeKind::Deferred,
+            tenant: tenant.map_or_else(|| database.clone(), |t| t.id.clone()),
+            database: Some(database.clone()),
+            reason: format!("could not look inside the database ({reason}); its schemas and default privileges are compared on the next run"),
+        });
+    }
+    plan_removals(desired, observed, &mut plan);
+    plan
+}
+
+struct TenantPlanner<'a> {
+    tenant: &'a DesiredTenant,
+    observed: &'a Observed,
+    context: &'a PlanContext,
+    ops: Vec<Operation>,
+}
+
+impl TenantPlanner<'_> {
+    fn run(mut self) -> Vec<Operation> {
+        self.roles();
+        let created = self.database();
+        self.inside_database(created);
+        self.ops.sort_by_key(|op| op.phase);
+        self.ops
+    }
+
+    fn push(&mut self, phase: Phase, action: Action, why: impl Into<String>) {
+        let inside = matches!(phase, Phase::Schemas | Phase::DefaultPrivileges);
+        self.ops.push(Operation {
+            tenant: self.tenant.id.clone(),
+            phase,
+            database: inside.then(|| self.tenant.database.clone()),
+            run_as: inside.then(|| self.tenant.admin().clone()),
+            action,
+            why: why.into(),
+            destructive: false,
+        });
+    }
+
+    fn push_sql(&mut self, phase: Phase, sql: String, why: impl Into<String>) {
+        self.push(
+            phase,
+            Action::Sql {
+                sql,
+                transactional: true,
+            },
+            why,
+        );
+    }
+
+    /// The control role joins every tenant role: PostgreSQL lets a non-superuser create a database
+    /// owned by admin, grant as admin and end the tenant's sessions only as a member of those roles.
+    fn expected_members(&self) -> BTreeSet<String> {
+        let server = &self.observed.server;
+        if server.is_superuser {
+            BTreeSet::new()
+        } else {
+            BTreeSet::from([server.current_user.clone()])
+        }
+    }
+
+    fn roles(&mut self) {
+        let control = Ident::new(self.observed.server.current_user.clone());
+        for role in self.tenant.roles.clone() {
+            let marker = Marker::role(self.tenant, role.kind);
+            let observed = self.observed.roles.get(role.name.as_str());
+            let (member_of, members) = match observed {
+                None => {
+                    self.push(
+                        Phase::Roles,
+                        Action::SetPassword {
+                            sql: sql::create_role(&role.name, &RoleAttributes::TENANT),
+                            role: role.name.clone(),
+                            secret_path: role.secret_path.clone(),
+                        },
+                        "declared in the spec; the role does not exist",
+                    );
+                    self.push_sql(
+                        Phase::Roles,
+                        sql::comment_on_role(&role.name, &marker),
+                        "mark the role as managed by pgtenant",
+                    );
+                    (BTreeSet::new(), BTreeSet::new())
+                }
+                Some(existing) => {
+                    let options = RoleAttributes::options_towards(
+                        Some(&existing.attributes),
+                        &RoleAttributes::TENANT,
+                    );
+                    if !options.is_empty() {
+                        let why = format!("attributes drifted; restoring {}", options.join(", "));
+                        self.push_sql(Phase::Roles, sql::alter_role(&role.name, &options), why);
+                    }
+                    if existing.marker().as_ref() != Some(&marker) {
+                        let why = match existing.marker() {
+                            None => "adopt the existing role: mark it as managed by pgtenant",
+                            Some(_) => "the role's pgtenant marker is out of date",
+                        };
+                        self.push_sql(Phase::Roles, sql::comment_on_role(&role.name, &marker), why);
+                    }
+                    self.credentials(&role.name, &role.secret_path);
+                    (existing.member_of.clone(), existing.members.clone())
+                }
+            };
+            for other in &member_of {
+                self.push_sql(
+                    Phase::Roles,
+                    sql::revoke_membership(&Ident::new(other.clone()), &role.name),
+                    format!("a tenant role must not hold the privileges of `{other}`"),
+                );
+            }
+            let expected = self.expected_members();
+            for member in members.difference(&expected) {
+                self.push_sql(
+                    Phase::Roles,
+                    sql::revoke_membership(&role.name, &Ident::new(member.clone())),
+                    format!(
+                        "`{member}` must not hold the privileges of this tenant's {} role",
+                        role.kind.as_str()
+                    ),
+                );
+            }
+            if expected.iter().any(|m| !members.contains(m)) {
+                self.push_sql(
+                    Phase::Roles,
+                    sql::grant_membership(&role.name, &control),
+                    "the control role (not a superuser) acts for the tenant through membership",
+                );
+            }
+        }
+    }
+
+    fn credentials(&mut self, role: &Ident, secret_path: &SecretPath) {
+        match self.observed.stored_credentials.get(secret_path) {
+            None => self.push(
+                Phase::Roles,
+                Action::SetPassword {
+                    sql: sql::set_password(role),
+                    role: role.clone(),
+                    secret_path: secret_path.clone(),
+                },
+                "no stored credentials for this existing role: issuing a new password",
+            ),
+            Some(stored) => {
+                let current = (
+                    &stored.username,
+                    &stored.endpoint,
+                    stored.port,
+                    &stored.dbname,
+                );
+                let wanted = (
+                    &role.as_str().to_string(),
+                    &self.context.endpoint_host,
+                    self.context.endpoint_port,
+                    &self.tenant.database.as_str().to_string(),
+                );
+                if current != wanted {
+                    self.push(
+                        Phase::Credentials,
+                        Action::StoreCredential {
+                            secret_path: secret_path.clone(),
+                            username: role.as_str().to_string(),
+                            dbname: self.tenant.database.as_str().to_string(),
+                        },
+                        format!(
+                            "stored connection details ({}@{}:{}/{}) differ from {}@{}:{}/{}",
+                            current.0,
+                            current.1,
+                            current.2,
+                            current.3,
+                            wanted.0,
+                            wanted.1,
+                            wanted.2,
+                            wanted.3
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Returns whether this plan creates the database.
+    fn database(&mut self) -> bool {
+        let tenant = self.tenant;
+        let admin = tenant.admin();
+        let observed = self.observed.databases.get(tenant.database.as_str());
+        let mut current = match observed {
+            Some(db) => db.clone(),
+            None => {
+                self.push(
+                    Phase::Database,
+                    Action::Sql {
+                        sql: sql::create_database(&tenant.database, admin),
+                        transactional: false,
+                    },
+                    "declared in the spec; the database does not exist",
+                );
+                fresh_database(admin)
+            }
+        };
+        if current.owner != admin.as_str() {
+            self.push_sql(
+                Phase::Database,
+                sql::alter_database_owner(&tenant.database, admin),
+                format!(
+                    "owned by `{}`; the tenant's admin role must own it",
+                    current.owner
+                ),
+            );
+            // ALTER … OWNER hands the old owner's ACL entry to the new owner.
+            current.acl = transfer_owner(current.acl, &current.owner, admin.as_str());
+        }
+        let marker = Marker::database(tenant);
+        if current.marker().as_ref() != Some(&marker) {
+            let why = match (observed, current.marker()) {
+                (None, _) => "mark the database as managed by pgtenant, with its mode",
+                (Some(_), None) => "adopt the existing database: mark it as managed by pgtenant",
+                (Some(_), Some(old)) if old.mode != marker.mode => "the deletion mode changed",
+                (Some(_), Some(_)) => "the database's pgtenant marker is out of date",
+            };
+            self.push_sql(
+                Phase::Database,
+                sql::comment_on_database(&tenant.database, &marker),
+                why,
+            );
+        }
+        let wanted = role_acl(tenant, policy::database);
+        for change in diff_acl(&current.acl, &wanted, true) {
+            let object = format!("DATABASE {}", tenant.database.quote());
+            let (statement, why) = change.render(&object, "the database");
+            self.push_sql(Phase::Database, statement, why);
+        }
+        observed.is_none()
+    }
+
+    fn inside_database(&mut self, created: bool) {
+        let tenant = self.tenant;
+        let admin = tenant.admin().as_str().to_string();
+        let catalog = match self
+            .observed
+            .database_catalogs
+            .get(tenant.database.as_str())
+        {
+            Some(catalog) => catalog.clone(),
+            None if created => fresh_catalog(),
+            // The reader inspects every declared database that exists; without it we cannot judge.
+            None => return,
+        };
+        let mut schemas = catalog.schemas.clone();
+        if let Some(public) = schemas.get_mut("public") {
+            if public.owner != admin {
+                self.push_sql(
+                    Phase::Schemas,
+                    sql::alter_schema_owner(&Ident::new("public"), tenant.admin()),
+                    format!(
+                        "schema public is owned by `{}`; the tenant's admin role must own it",
+                        public.owner
+                    ),
+                );
+                public.acl = transfer_owner(std::mem::take(&mut public.acl), &public.owner, &admin);
+                public.owner = admin.clone();
+            }
+            if public.acl.contains_key(&None) {
+                self.push_sql(
+                    Phase::Schemas,
+                    sql::revoke_all_on(
+                        &format!("SCHEMA {}", Ident::new("public").quote()),
+                        &[None],
+                    ),
+                    "PUBLIC must not use schema public: only the tenant's roles may",
+                );
+            }
+        }
+        let wanted_schema = role_acl(tenant, policy::schema);
+        for (name, schema) in schemas.iter().filter(|(_, s)| s.owner == admin) {
+            let object = format!("SCHEMA {}", Ident::new(name.clone()).quote());
+            for change in diff_acl(&schema.acl, &wanted_schema, false) {
+                let (statement, why) = change.render(&object, &format!("schema {name}"));
+                self.push_sql(Phase::Schemas, statement, why);
+            }
+            self.existing_relations(&catalog, name);
+        }
+        self.default_privileges(&catalog);
+    }
+
+    /// Objects created before the grants (or with grants revoked by hand) get them on the next apply.
+    fn existing_relations(&mut self, catalog: &DatabaseCatalog, schema: &str) {
+        let schema_ident = Ident::new(schema.to_string());
+        for (is_sequence, wanted_of, keyword) in [
+            (false, policy::table as fn(RoleKind) -> _, "TABLES"),
+            (true, policy::sequence, "SEQUENCES"),
+        ] {
+            for kind in [RoleKind::Write, RoleKind::Read] {
+                let role = &self.tenant.role(kind).name;
+                let wanted = wanted_of(kind);
+                let lacking: Vec<&str> = catalog
+                    .relations
+                    .iter()
+                    .filter(|r| r.schema == schema && r.is_sequence == is_sequence)
+                    .filter(|r| {
+                        let held = r.acl.get(&Some(role.as_str().to_string()));
+                        wanted.iter().any(|p| !held.is_some_and(|h| h.contains(*p)))
+                    })
+                    .map(|r| r.name.as_str())
+                    .collect();
+                if lacking.is_empty() {
+                    continue;
+                }
+                self.push_sql(
+                    Phase::Schemas,
+                    sql::grant_on_all_in_schema(&wanted, keyword, &schema_ident, role),
+                    format!(
+                        "{} of schema {schema} lack {} for the {} role: {}",
+                        keyword.to_lowercase(),
+                        join_privileges(&wanted),
+                        kind.as_str(),
+                        summarize(&lacking)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn default_privileges(&mut self, catalog: &DatabaseCatalog) {
+        let admin = self.tenant.admin().clone();
+        for object in DefaultObject::ALL {
+            let current = catalog
+                .default_acls
+                .get(&(
+                    admin.as_str().to_string(),
+                    object.catalog_code().to_string(),
+                ))
+                .map(|d| d.acl.clone())
+                .unwrap_or_default();
+            for kind in [RoleKind::Write, RoleKind::Read] {
+                let role = &self.tenant.role(kind).name;
+                let wanted = object.grants(kind);
+                let held = current.get(&Some(role.as_str().to_string()));
+                let missing: BTreeSet<&'static str> = wanted
+                    .iter()
+                    .copied()
+                    .filter(|p| !held.is_some_and(|h| h.contains(*p)))
+                    .collect();
+                if missing.is_empty() {
+                    continue;
+                }
+                self.push_sql(
+                    Phase::DefaultPrivileges,
+                    sql::alter_default_privileges(&admin, &missing, object.sql_keyword(), role),
+                    format!(
+                        "{} that admin creates later must grant {} to the {} role automatically",
+                        object.sql_keyword().to_lowercase(),
+                        join_privileges(&missing),
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The removal half of the plan: tenants the cluster marks as ours that the repo no longer declares.
+fn plan_removals(desired: &Desired, observed: &Observed, plan: &mut Plan) {
+    let declared: BTreeSet<&str> = desired.tenants.iter().map(|t| t.id.as_str()).collect();
+    let mut removed: BTreeMap<String, Removed> = BTreeMap::new();
+    for (name, db) in &observed.databases {
+        if let Some(marker) = db.marker() {
+            let entry = removed.entry(marker.tenant.clone()).or_default();
+            entry.database = Some((name.clone(), marker.mode.unwrap_or_default()));
+        }
+    }
+    for (name, role) in &observed.roles {
+        if let Some(Marker {
+            tenant,
+            role: Some(kind),
+            ..
+        }) = role.marker()
+        {
+            removed
+                .entry(tenant)
+                .or_default()
+                .roles
+                .push((name.clone(), kind));
+        }
+    }
+    for (tenant, found) in removed
+        .into_iter()
+        .filter(|(t, _)| !declared.contains(t.as_str()))
+    {
+        let database = found.database.as_ref().map(|(name, _)| name.clone());
+        let notice = |kind, reason: String| Notice {
+            kind,
+            tenant: tenant.clone(),
+            database: database.clone(),
+            reason,
+        };
+        if let Some(reason) = &desired.drops_held_because {
+            plan.notices.push(notice(NoticeKind::Held, reason.clone()));
+            continue;
+        }
+        if let Some((_, Mode::Protected)) = found.database {
+            plan.notices.push(notice(
+                NoticeKind::Retained,
+                "protected: removed from the repo, so no longer reconciled; the database, its roles and \
+                 credentials are kept. Declare it again to adopt it with its data."
+                    .into(),
+            ));
+            continue;
+        }
+        let drop = |action: Action, why: String| Operation {
+            tenant: tenant.clone(),
+            phase: Phase::Drop,
+            database: None,
+            run_as: None,
+            action,
+            why,
+            destructive: true,
+        };
+        if let Some((name, _)) = &found.database {
+            plan.operations.push(drop(
+                Action::Sql {
+                    sql: sql::drop_database(&Ident::new(name.clone())),
+                    transactional: false,
+                },
+                "mode standard and removed from the repo: dropped, open sessions are terminated"
+                    .into(),
+            ));
+        }
+        let mut roles = found.roles;
+        roles.sort_by_key(|(_, kind)| *kind);
+        for (name, _) in &roles {
+            plan.operations.push(drop(
+                Action::Sql {
+                    sql: sql::drop_role(&Ident::new(name.clone())),
+                    transactional: true,
+                },
+                "role of a removed standard database".into(),
+            ));
+        }
+        if let Some((namespace, database)) = tenant.split_once('/') {
+            for kind in roles.iter().map(|(_, kind)| *kind) {
+                let secret_path = SecretPath::for_role(namespace, database, kind.as_str());
+                if observed.stored_credentials.contains_key(&secret_path) {
+                    plan.operations.push(drop(
+                        Action::DeleteCredential { secret_path },
+                        "credentials of a dropped role".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Removed {
+    database: Option<(String, Mode)>,
+    roles: Vec<(String, RoleKind)>,
+}
+
+/// What `CREATE DATABASE … OWNER admin` yields on PostgreSQL 15+: owner rights, plus CONNECT and TEMP for PUBLIC.
+fn fresh_database(admin: &Ident) -> ObservedDatabase {
+    ObservedDatabase {
+        owner: admin.as_str().to_string(),
+        comment: None,
+        acl_text: None,
+        acl: acl_from_pairs([
+            (Some(admin.as_str()), "CREATE"),
+            (Some(admin.as_str()), "TEMPORARY"),
+            (Some(admin.as_str()), "CONNECT"),
+            (None, "TEMPORARY"),
+            (None, "CONNECT"),
+        ]),
+    }
+}
+
+/// A new database's catalog on PostgreSQL 15+: schema public owned by pg_database_owner, USAGE for PUBLIC.
+fn fresh_catalog() -> DatabaseCatalog {
+    let owner = "pg_database_owner";
+    let public = ObservedSchema {
+        owner: owner.into(),
+        acl_text: None,
+        acl: acl_from_pairs([
+            (Some(owner), "USAGE"),
+            (Some(owner), "CREATE"),
+            (None, "USAGE"),
+        ]),
+    };
+    DatabaseCatalog {
+        schemas: BTreeMap::from([("public".to_string(), public)]),
+        ..DatabaseCatalog::default()
+    }
+}
+
+fn transfer_owner(mut acl: Acl, old: &str, new: &str) -> Acl {
+    if let Some(privileges) = acl.remove(&Some(old.to_string())) {
+        acl.entry(Some(new.to_string()))
+            .or_default()
+            .extend(privileges);
+    }
+    acl
+}
+
+/// The wanted ACL of an object: each tenant role with what the policy gives it.
+fn role_acl(
+    tenant: &DesiredTenant,
+    policy_of: fn(RoleKind) -> BTreeSet<&'static str>,
+) -> BTreeMap<Ident, BTreeSet<&'static str>> {
+    RoleKind::ALL
+        .into_iter()
+        .map(|kind| (tenant.role(kind).name.clone(), policy_of(kind)))
+        .filter(|(_, privileges)| !privileges.is_empty())
+        .collect()
+}
+
+/// One GRANT or REVOKE that moves an ACL towards the wanted one.
+enum AclChange {
+    Grant {
+        privileges: BTreeSet<&'static str>,
+        grantees: Vec<Ident>,
+    },
+    RevokeAll {
+        grantee: Option<Ident>,
+    },
+    Revoke {
+        privileges: BTreeSet<String>,
+        grantee: Ident,
+    },
+}
+
+impl AclChange {
+    fn render(&self, object: &str, what: &str) -> (String, String) {
+        match self {
+            AclChange::Grant {
+                privileges,
+                grantees,
+            } => (
+                sql::grant_on(privileges, object, grantees),
+                format!(
+                    "{} on {what} missing for {}",
+                    join_privileges(privileges),
+                    names(grantees)
+                ),
+            ),
+            AclChange::RevokeAll { grantee: None } => (
+                sql::revoke_all_on(object, &[None]),
+                format!(
+                    "PUBLIC must have no access to {what}: tenants are isolated from each other"
+                ),
+            ),
+            AclChange::RevokeAll {
+                grantee: Some(role),
+            } => (
+                sql::revoke_all_on(object, &[Some(role.clone())]),
+                format!(
+                    "`{role}` is not one of this tenant's roles and must have no access to {what}"
+                ),
+            ),
+            AclChange::Revoke {
+                privileges,
+                grantee,
+            } => {
+                let privileges: BTreeSet<&str> = privileges.iter().map(String::as_str).collect();
+                (
+                    sql::revoke_on(&privileges, object, grantee),
+                    format!(
+                        "`{grantee}` holds {} on {what} beyond least privilege",
+                        join_privileges(&privileges)
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Grants missing privileges (roles lacking the same set share one GRANT). With `exact`, also revokes
+/// what anyone else holds and what the tenant's roles hold beyond the policy.
+fn diff_acl(
+    current: &Acl,
+    wanted: &BTreeMap<Ident, BTreeSet<&'static str>>,
+    exact: bool,
+) -> Vec<AclChange> {
+    let mut changes = Vec::new();
+    if exact {
+        for (grantee, held) in current {
+            let wanted_here = grantee
+                .as_ref()
+                .and_then(|g| wanted.get(&Ident::new(g.clone())));
+            match wanted_here {
+                None => changes.push(AclChange::RevokeAll {
+                    grantee: grantee.clone().map(Ident::new),
+                }),
+                Some(wanted_here) => {
+                    let extra: BTreeSet<String> = held
+                        .iter()
+                        .filter(|p| !wanted_here.contains(p.as_str()))
+                        .cloned()
+                        .collect();
+                    if !extra.is_empty() {
+                        changes.push(AclChange::Revoke {
+                            privileges: extra,
+                            grantee: Ident::new(grantee.clone().unwrap_or_default()),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let mut missing_by_set: BTreeMap<BTreeSet<&'static str>, Vec<Ident>> = BTreeMap::new();
+    for (grantee, wanted_here) in wanted {
+        let held = current.get(&Some(grantee.as_str().to_string()));
+        let missing: BTreeSet<&'static str> = wanted_here
+            .iter()
+            .copied()
+            .filter(|p| !held.is_some_and(|h| h.contains(*p)))
+            .collect();
+        if !missing.is_empty() {
+            missing_by_set
+                .entry(missing)
+                .or_default()
+                .push(grantee.clone());
+        }
+    }
+    changes.extend(
+        missing_by_set
+            .into_iter()
+            .map(|(privileges, grantees)| AclChange::Grant {
+                privileges,
+                grantees,
+            }),
+    );
+    changes
+}
+
+fn join_privileges<'a>(privileges: impl IntoIterator<Item = &'a &'a str>) -> String {
+    privileges
+        .into_iter()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn names(idents: &[Ident]) -> String {
+    idents
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn summarize(items: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = items
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
+}

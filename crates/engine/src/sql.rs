@@ -1,0 +1,162 @@
+//! Statement text for everything the planner changes. Identifiers only through [`Ident::quote`],
+//! literals only through [`quote_literal`]; privilege keywords come from the policy, never from input.
+
+use std::collections::BTreeSet;
+
+use crate::desired::{Marker, RoleAttributes};
+use crate::ident::{quote_list, quote_literal, Ident};
+
+/// Stands where the SCRAM verifier goes; the executor substitutes it. Plans show it as is, so no
+/// secret (not even a verifier) appears in plan output or snapshots.
+pub const PASSWORD_PLACEHOLDER: &str = "'<scram-sha-256 verifier>'";
+
+pub fn create_role(role: &Ident, attributes: &RoleAttributes) -> String {
+    format!(
+        "CREATE ROLE {} WITH {} PASSWORD {PASSWORD_PLACEHOLDER}",
+        role.quote(),
+        RoleAttributes::options_towards(None, attributes).join(" ")
+    )
+}
+
+pub fn alter_role(role: &Ident, options: &[String]) -> String {
+    format!("ALTER ROLE {} WITH {}", role.quote(), options.join(" "))
+}
+
+pub fn set_password(role: &Ident) -> String {
+    format!(
+        "ALTER ROLE {} WITH PASSWORD {PASSWORD_PLACEHOLDER}",
+        role.quote()
+    )
+}
+
+pub fn comment_on_role(role: &Ident, marker: &Marker) -> String {
+    format!(
+        "COMMENT ON ROLE {} IS {}",
+        role.quote(),
+        quote_literal(&marker.to_comment())
+    )
+}
+
+pub fn grant_membership(role: &Ident, member: &Ident) -> String {
+    format!("GRANT {} TO {}", role.quote(), member.quote())
+}
+
+pub fn revoke_membership(role: &Ident, member: &Ident) -> String {
+    format!("REVOKE {} FROM {}", role.quote(), member.quote())
+}
+
+pub fn drop_role(role: &Ident) -> String {
+    format!("DROP ROLE {}", role.quote())
+}
+
+pub fn create_database(database: &Ident, owner: &Ident) -> String {
+    format!(
+        "CREATE DATABASE {} OWNER {}",
+        database.quote(),
+        owner.quote()
+    )
+}
+
+pub fn alter_database_owner(database: &Ident, owner: &Ident) -> String {
+    format!(
+        "ALTER DATABASE {} OWNER TO {}",
+        database.quote(),
+        owner.quote()
+    )
+}
+
+pub fn comment_on_database(database: &Ident, marker: &Marker) -> String {
+    format!(
+        "COMMENT ON DATABASE {} IS {}",
+        database.quote(),
+        quote_literal(&marker.to_comment())
+    )
+}
+
+/// `WITH (FORCE)` terminates the database's sessions in the same step (PostgreSQL 13+); the control
+/// role may do so because it is a member of every tenant role.
+pub fn drop_database(database: &Ident) -> String {
+    format!("DROP DATABASE {} WITH (FORCE)", database.quote())
+}
+
+pub fn alter_schema_owner(schema: &Ident, owner: &Ident) -> String {
+    format!("ALTER SCHEMA {} OWNER TO {}", schema.quote(), owner.quote())
+}
+
+/// `object` is a keyword plus a quoted name, e.g. `DATABASE "x"`.
+pub fn grant_on(privileges: &BTreeSet<&str>, object: &str, grantees: &[Ident]) -> String {
+    format!(
+        "GRANT {} ON {object} TO {}",
+        privilege_list(privileges),
+        quote_list(grantees)
+    )
+}
+
+pub fn revoke_on(privileges: &BTreeSet<&str>, object: &str, grantee: &Ident) -> String {
+    format!(
+        "REVOKE {} ON {object} FROM {}",
+        privilege_list(privileges),
+        grantee.quote()
+    )
+}
+
+/// `None` is PUBLIC.
+pub fn revoke_all_on(object: &str, grantees: &[Option<Ident>]) -> String {
+    let grantees = grantees
+        .iter()
+        .map(|g| {
+            g.as_ref()
+                .map_or_else(|| "PUBLIC".to_string(), Ident::quote)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("REVOKE ALL ON {object} FROM {grantees}")
+}
+
+pub fn grant_on_all_in_schema(
+    privileges: &BTreeSet<&str>,
+    class: &str,
+    schema: &Ident,
+    grantee: &Ident,
+) -> String {
+    format!(
+        "GRANT {} ON ALL {class} IN SCHEMA {} TO {}",
+        privilege_list(privileges),
+        schema.quote(),
+        grantee.quote()
+    )
+}
+
+/// Without `IN SCHEMA`: the defaults cover every schema, including those admin creates later.
+pub fn alter_default_privileges(
+    owner: &Ident,
+    privileges: &BTreeSet<&str>,
+    class: &str,
+    grantee: &Ident,
+) -> String {
+    format!(
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {} ON {class} TO {}",
+        owner.quote(),
+        privilege_list(privileges),
+        grantee.quote()
+    )
+}
+
+/// Privileges in the order PostgreSQL documents them, so statements read naturally and stay stable.
+fn privilege_list(privileges: &BTreeSet<&str>) -> String {
+    const ORDER: [&str; 10] = [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "USAGE",
+        "CREATE",
+        "CONNECT",
+        "TEMPORARY",
+        "EXECUTE",
+    ];
+    let mut sorted: Vec<&str> = privileges.iter().copied().collect();
+    sorted.sort_by_key(|p| ORDER.iter().position(|o| o == p).unwrap_or(ORDER.len()));
+    sorted.join(", ")
+}

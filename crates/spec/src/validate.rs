@@ -1,0 +1,710 @@
+//! What the parsed values mean: names, lengths, legacy fields and collisions.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use crate::diagnostic::{shown, Diagnostic};
+use crate::location::SourceLocation;
+use crate::model::{DatabaseSpec, Mode, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES};
+use crate::parse::{Field, RawEntry, RawFile, DATABASES_KEY, LEGACY_PROTECTION};
+
+/// RFC 1123 label length, which Kubernetes namespace names share.
+const MAX_LABEL_BYTES: usize = 63;
+
+const LABEL_RULE: &str = "use 1 to 63 characters among lowercase letters a-z, digits 0-9 and `-`, \
+    starting and ending with a letter or digit";
+
+/// Most distinct bad characters listed in one message.
+const MAX_LISTED_CHARACTERS: usize = 5;
+
+/// A database as declared, kept with its field path so that collisions found later, possibly
+/// across files, can point at it.
+#[derive(Debug)]
+pub(crate) struct Declaration {
+    pub spec: DatabaseSpec,
+    /// Path of the entry's `name`, e.g. `postgresqlDatabases[0].name`.
+    pub field: String,
+}
+
+/// Whether `s` is a DNS-1123 label: 1 to 63 characters among `a-z`, `0-9` and `-`, starting
+/// and ending with a letter or digit. Namespaces and database names must be, since they end up
+/// in Kubernetes object names and PostgreSQL identifiers, where anything else would need
+/// quoting or be rejected.
+pub fn is_dns_label(s: &str) -> bool {
+    label_problems(s).is_empty()
+}
+
+/// Why `s` is not a DNS-1123 label, as phrases for a message; empty when it is one.
+fn label_problems(s: &str) -> Vec<String> {
+    if s.is_empty() {
+        return vec!["it is empty".to_owned()];
+    }
+    let mut problems = Vec::new();
+    let mut upper_case = false;
+    let mut others: Vec<char> = Vec::new();
+    for c in s.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+            continue;
+        }
+        if c.is_uppercase() {
+            upper_case = true;
+        } else if !others.contains(&c) {
+            others.push(c);
+        }
+    }
+    let mut contained: Vec<String> = Vec::new();
+    if upper_case {
+        contained.push("upper-case letters".to_owned());
+    }
+    contained.extend(
+        others
+            .iter()
+            .take(MAX_LISTED_CHARACTERS)
+            .map(|&c| describe_char(c)),
+    );
+    if others.len() > MAX_LISTED_CHARACTERS {
+        contained.push("more".to_owned());
+    }
+    if !contained.is_empty() {
+        problems.push(format!("it contains {}", join_and(&contained)));
+    }
+    if s.starts_with('-') {
+        problems.push("it starts with `-`".to_owned());
+    }
+    if s.ends_with('-') {
+        problems.push("it ends with `-`".to_owned());
+    }
+    // Counted in characters to match the rule users are shown; a label with any multi-byte
+    // character is already rejected above, so this agrees with the byte limit.
+    let length = s.chars().count();
+    if length > MAX_LABEL_BYTES {
+        problems.push(format!(
+            "it is {length} characters long, more than {MAX_LABEL_BYTES}"
+        ));
+    }
+    problems
+}
+
+fn describe_char(c: char) -> String {
+    match c {
+        ' ' => "spaces".to_owned(),
+        '`' => "backticks".to_owned(),
+        c if c.is_control() => format!("`{}`", c.escape_default()),
+        c => format!("`{c}`"),
+    }
+}
+
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [only] => only.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// A valid label close to `s`, to show the user what is meant; `None` when nothing usable is
+/// left (e.g. `$$`).
+fn label_example(s: &str) -> Option<String> {
+    let mut example = String::new();
+    for c in s.chars().map(|c| c.to_ascii_lowercase()) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && (example.is_empty() || example.ends_with('-'))) {
+            example.push(c);
+        }
+    }
+    example.truncate(MAX_LABEL_BYTES);
+    let example = example.trim_end_matches('-');
+    (!example.is_empty()).then(|| example.to_owned())
+}
+
+fn label_hint(prefix: &str, s: &str) -> String {
+    match label_example(s) {
+        Some(example) => format!("{prefix}{LABEL_RULE}, e.g. `{example}`"),
+        None => format!("{prefix}{LABEL_RULE}"),
+    }
+}
+
+/// The message for a value that is not a DNS-1123 label; `what` says which value it is.
+fn label_message(what: &str, value: &str, problems: &[String]) -> String {
+    if value.is_empty() {
+        format!("{what} is empty")
+    } else {
+        format!(
+            "{what} `{}` is not a valid DNS-1123 label: {}",
+            shown(value),
+            problems.join("; ")
+        )
+    }
+}
+
+/// Checks one parsed file and returns its declarations, including those of a file that has
+/// errors: whether a file is applied is decided once collisions across files are known too.
+pub(crate) fn validate(
+    file: &Path,
+    raw: RawFile,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Declaration> {
+    let Some(declared_at) = raw.declared_at else {
+        return Vec::new();
+    };
+    let namespace = namespace(file, declared_at, diagnostics);
+    raw.entries
+        .into_iter()
+        .filter_map(|entry| validate_entry(entry, namespace.as_deref(), diagnostics))
+        .collect()
+}
+
+/// The file's namespace if it is usable; problems with it are reported once per file.
+fn namespace(
+    file: &Path,
+    declared_at: SourceLocation,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let mut components = file.components();
+    let first = components.next();
+    let (Some(Component::Normal(folder)), Some(_)) = (first, components.next()) else {
+        diagnostics.push(
+            Diagnostic::error(
+                declared_at,
+                DATABASES_KEY,
+                "databases declared outside a namespace folder",
+            )
+            .with_hint(
+                "move this file to `<namespace>/<app>/values.yaml`: the first folder is the namespace",
+            ),
+        );
+        return None;
+    };
+    let namespace = folder.to_string_lossy();
+    let problems = label_problems(&namespace);
+    if problems.is_empty() {
+        return Some(namespace.into_owned());
+    }
+    diagnostics.push(
+        Diagnostic::error(
+            SourceLocation::file_start(file),
+            "namespace",
+            label_message("namespace folder", &namespace, &problems),
+        )
+        .with_hint(label_hint("rename the folder: ", &namespace)),
+    );
+    None
+}
+
+fn validate_entry(
+    entry: RawEntry,
+    namespace: Option<&str>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Declaration> {
+    let mode = mode(&entry, diagnostics);
+    let field = format!("{}.name", entry.path);
+    let name = match entry.name {
+        Field::Given(name) => name,
+        Field::Invalid => return None,
+        Field::Absent => {
+            diagnostics.push(
+                Diagnostic::error(entry.location, entry.path, "missing field `name`")
+                    .with_hint("add `name: <database>` to this entry"),
+            );
+            return None;
+        }
+    };
+    let problems = label_problems(&name.value);
+    if !problems.is_empty() {
+        diagnostics.push(
+            Diagnostic::error(
+                name.location,
+                field,
+                label_message("database name", &name.value, &problems),
+            )
+            .with_hint(label_hint("", &name.value)),
+        );
+        return None;
+    }
+    let namespace = namespace?;
+    if let Some(diagnostic) = identifier_too_long(namespace, &name.value, &name.location, &field) {
+        diagnostics.push(diagnostic);
+    }
+    Some(Declaration {
+        spec: DatabaseSpec {
+            namespace: namespace.to_owned(),
+            name: name.value,
+            mode,
+            location: name.location,
+        },
+        field,
+    })
+}
+
+/// The entry's mode, converting chart 0.5.0's `deletionProtection`. Falls back to the default
+/// when the fields are unusable; the file fails in that case anyway.
+fn mode(entry: &RawEntry, diagnostics: &mut Vec<Diagnostic>) -> Mode {
+    let field = format!("{}.{LEGACY_PROTECTION}", entry.path);
+    match (&entry.mode, &entry.deletion_protection) {
+        (Field::Given(mode), Field::Absent) => mode.value,
+        (Field::Absent | Field::Invalid, Field::Absent) | (Field::Absent, Field::Invalid) => {
+            Mode::default()
+        }
+        (Field::Absent, Field::Given(legacy)) => {
+            let mode = if legacy.value {
+                Mode::Protected
+            } else {
+                Mode::Standard
+            };
+            diagnostics.push(
+                Diagnostic::warning(
+                    legacy.location.clone(),
+                    field,
+                    format!(
+                        "`{LEGACY_PROTECTION}` is the legacy (chart 0.5.0) spelling of `mode`; \
+                         read as `mode: {}`",
+                        mode.as_str()
+                    ),
+                )
+                .with_hint(format!(
+                    "replace `{LEGACY_PROTECTION}: {}` with `mode: {}`",
+                    legacy.value,
+                    mode.as_str()
+                )),
+            );
+            mode
+        }
+        (Field::Given(_) | Field::Invalid, Field::Given(_) | Field::Invalid) => {
+            let location = match &entry.deletion_protection {
+                Field::Given(legacy) => legacy.location.clone(),
+                _ => entry.location.clone(),
+            };
+            diagnostics.push(
+                Diagnostic::error(
+                    location,
+                    field,
+                    format!("both `mode` and the legacy `{LEGACY_PROTECTION}` are set"),
+                )
+                .with_hint(format!("remove `{LEGACY_PROTECTION}`: `mode` replaces it")),
+            );
+            Mode::default()
+        }
+    }
+}
+
+/// The longest role suffix; the first one on a tie, so messages name `admin`.
+fn longest_role_suffix() -> &'static str {
+    ROLE_SUFFIXES
+        .into_iter()
+        .fold(ROLE_SUFFIXES[0], |longest, suffix| {
+            if suffix.len() > longest.len() {
+                suffix
+            } else {
+                longest
+            }
+        })
+}
+
+fn identifier_too_long(
+    namespace: &str,
+    name: &str,
+    location: &SourceLocation,
+    field: &str,
+) -> Option<Diagnostic> {
+    let suffix = longest_role_suffix();
+    let identifier = format!("{namespace}-{name}-{suffix}");
+    if identifier.len() <= MAX_IDENTIFIER_BYTES {
+        return None;
+    }
+    let over = identifier.len() - MAX_IDENTIFIER_BYTES;
+    let room = MAX_IDENTIFIER_BYTES.saturating_sub(namespace.len() + suffix.len() + 2);
+    let hint = if room == 0 {
+        format!("the namespace `{namespace}` leaves no room for a database name: use a shorter namespace")
+    } else {
+        format!("shorten the database name to at most {room} characters")
+    };
+    Some(
+        Diagnostic::error(
+            location.clone(),
+            field,
+            format!(
+                "the role name `{identifier}` is {} bytes, {over} {} over PostgreSQL's \
+                 {MAX_IDENTIFIER_BYTES}-byte identifier limit: PostgreSQL would silently \
+                 truncate it and two tenants could end up sharing a role",
+                identifier.len(),
+                if over == 1 { "byte" } else { "bytes" },
+            ),
+        )
+        .with_hint(hint),
+    )
+}
+
+/// An error at each declaration that maps to the same PostgreSQL database as another one:
+/// the same tenant declared twice, or two tenants whose `<namespace>-<name>` coincide
+/// (`a-b/c` and `a/b-c`).
+pub(crate) fn collisions(declarations: &[Declaration]) -> Vec<Diagnostic> {
+    let mut by_database: BTreeMap<String, Vec<&Declaration>> = BTreeMap::new();
+    for declaration in declarations {
+        by_database
+            .entry(declaration.spec.database_name())
+            .or_default()
+            .push(declaration);
+    }
+    let mut diagnostics = Vec::new();
+    for (database, group) in by_database.into_iter().filter(|(_, group)| group.len() > 1) {
+        for (index, declaration) in group.iter().enumerate() {
+            let others: Vec<&&Declaration> = group
+                .iter()
+                .enumerate()
+                .filter(|&(other, _)| other != index)
+                .map(|(_, other)| other)
+                .collect();
+            diagnostics.push(collision(declaration, &others, &database));
+        }
+    }
+    diagnostics
+}
+
+fn collision(declaration: &Declaration, others: &[&&Declaration], database: &str) -> Diagnostic {
+    let tenant = declaration.spec.tenant_id();
+    let same_tenant = others.iter().all(|other| other.spec.tenant_id() == tenant);
+    let (message, hint) = if same_tenant {
+        let places: Vec<String> = others
+            .iter()
+            .map(|other| other.spec.location.to_string())
+            .collect();
+        (
+            format!(
+                "database `{tenant}` is declared more than once, also at {}",
+                join_and(&places)
+            ),
+            "keep one declaration and remove the others; until then none of the files \
+             involved is applied",
+        )
+    } else {
+        let places: Vec<String> = others
+            .iter()
+            .map(|other| format!("`{}` at {}", other.spec.tenant_id(), other.spec.location))
+            .collect();
+        (
+            format!(
+                "database `{tenant}` collides with {}: all become the PostgreSQL database \
+                 `{database}`",
+                join_and(&places)
+            ),
+            "rename one of them; until then none of the files involved is applied",
+        )
+    };
+    Diagnostic::error(
+        declaration.spec.location.clone(),
+        &declaration.field,
+        message,
+    )
+    .with_hint(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::diagnostic::Severity;
+    use crate::file::parse_file;
+
+    const FILE: &str = "idp-dev/my-db/values.yaml";
+
+    fn one_database(name: &str) -> String {
+        format!("postgresqlDatabases:\n  - name: '{name}'\n")
+    }
+
+    fn diagnostics_of(file: &str, text: &str) -> Vec<Diagnostic> {
+        let (databases, diagnostics) = parse_file(Path::new(file), text);
+        if diagnostics.iter().any(Diagnostic::is_error) {
+            assert!(databases.is_empty());
+        }
+        diagnostics
+    }
+
+    #[test]
+    fn dns_labels() {
+        for good in ["a", "my-db", "0", "a-1-b", &"a".repeat(63)] {
+            assert!(is_dns_label(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a\"b",
+            "x;drop",
+            "$$",
+            "My-DB",
+            "a_b",
+            "-a",
+            "a-",
+            "a b",
+            "é",
+            "a.b",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_rejected_saying_what_is_allowed() {
+        let cases = [
+            ("a\"b", "it contains `\"`", Some("a-b")),
+            ("x;drop", "it contains `;`", Some("x-drop")),
+            ("$$", "it contains `$`", None),
+            ("My-DB", "it contains upper-case letters", Some("my-db")),
+            ("a_b", "it contains `_`", Some("a-b")),
+            ("-a", "it starts with `-`", Some("a")),
+            ("a-", "it ends with `-`", Some("a")),
+            ("", "it is empty", None),
+            ("drop table", "it contains spaces", Some("drop-table")),
+            (
+                &"a".repeat(64),
+                "it is 64 characters long, more than 63",
+                Some(&*"a".repeat(63)),
+            ),
+        ];
+        for (name, reason, example) in cases {
+            let diagnostics = diagnostics_of(FILE, &one_database(name));
+            assert_eq!(diagnostics.len(), 1, "{name:?}: {diagnostics:#?}");
+            let d = &diagnostics[0];
+            assert_eq!(d.severity, Severity::Error);
+            assert_eq!(d.field, "postgresqlDatabases[0].name");
+            assert_eq!((d.location.line, d.location.column), (2, 11));
+            if name.is_empty() {
+                assert_eq!(d.message, "database name is empty");
+            } else {
+                assert_eq!(
+                    d.message,
+                    format!("database name `{name}` is not a valid DNS-1123 label: {reason}")
+                );
+            }
+            let hint = d.hint.as_deref().unwrap_or_default();
+            assert!(hint.starts_with(LABEL_RULE), "{hint}");
+            match example {
+                Some(example) => assert!(hint.ends_with(&format!(", e.g. `{example}`")), "{hint}"),
+                None => assert_eq!(hint, LABEL_RULE),
+            }
+        }
+    }
+
+    #[test]
+    fn all_reasons_of_a_bad_label_are_given() {
+        assert_eq!(
+            label_problems("-Bad_Name;-"),
+            [
+                "it contains upper-case letters, `_` and `;`",
+                "it starts with `-`",
+                "it ends with `-`",
+            ]
+        );
+        assert_eq!(
+            label_problems("a!@#%^&*b"),
+            ["it contains `!`, `@`, `#`, `%`, `^` and more"]
+        );
+    }
+
+    #[test]
+    fn a_bad_namespace_folder_is_reported_at_the_start_of_the_file() {
+        let diagnostics = diagnostics_of("IDP_dev/my-db/values.yaml", &one_database("my-db"));
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(
+            diagnostics[0].to_string(),
+            format!(
+                "error: IDP_dev/my-db/values.yaml:1:1: namespace: namespace folder `IDP_dev` is not a valid DNS-1123 label: it contains upper-case letters and `_`\n  help: rename the folder: {LABEL_RULE}, e.g. `idp-dev`"
+            )
+        );
+    }
+
+    #[test]
+    fn databases_at_the_repo_root_have_no_namespace() {
+        let diagnostics = diagnostics_of("values.yaml", &one_database("my-db"));
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(
+            diagnostics[0].to_string(),
+            "error: values.yaml:1:1: postgresqlDatabases: databases declared outside a namespace folder\n  help: move this file to `<namespace>/<app>/values.yaml`: the first folder is the namespace"
+        );
+        assert!(diagnostics_of("values.yaml", "image: nginx\n").is_empty());
+    }
+
+    #[test]
+    fn the_longest_identifier_must_fit_postgresql() {
+        assert_eq!(longest_role_suffix(), "admin");
+        // `idp-dev-` + name + `-admin` is 14 bytes plus the name.
+        let fits = "n".repeat(MAX_IDENTIFIER_BYTES - 14);
+        let (databases, diagnostics) = parse_file(Path::new(FILE), &one_database(&fits));
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(databases.len(), 1);
+        assert_eq!(
+            format!("{}-admin", databases[0].database_name()).len(),
+            MAX_IDENTIFIER_BYTES
+        );
+
+        let too_long = "n".repeat(MAX_IDENTIFIER_BYTES - 13);
+        let diagnostics = diagnostics_of(FILE, &one_database(&too_long));
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        let d = &diagnostics[0];
+        assert_eq!(d.field, "postgresqlDatabases[0].name");
+        assert_eq!(
+            d.message,
+            format!("the role name `idp-dev-{too_long}-admin` is 64 bytes, 1 byte over PostgreSQL's 63-byte identifier limit: PostgreSQL would silently truncate it and two tenants could end up sharing a role")
+        );
+        assert_eq!(
+            d.hint.as_deref(),
+            Some("shorten the database name to at most 49 characters")
+        );
+
+        let diagnostics = diagnostics_of(FILE, &one_database(&"n".repeat(52)));
+        assert!(diagnostics[0].message.contains("is 66 bytes, 3 bytes over"));
+    }
+
+    #[test]
+    fn a_namespace_can_leave_no_room_for_a_name() {
+        let namespace = "n".repeat(56);
+        let file = format!("{namespace}/app/values.yaml");
+        let diagnostics = diagnostics_of(&file, &one_database("a"));
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(
+            diagnostics[0].hint.as_deref(),
+            Some(&*format!("the namespace `{namespace}` leaves no room for a database name: use a shorter namespace"))
+        );
+    }
+
+    #[test]
+    fn legacy_deletion_protection_is_converted_with_a_warning() {
+        for (legacy, mode) in [(true, Mode::Protected), (false, Mode::Standard)] {
+            let text = format!(
+                "postgresqlDatabases:\n  - name: my-db\n    deletionProtection: {legacy}\n"
+            );
+            let (databases, diagnostics) = parse_file(Path::new(FILE), &text);
+            assert_eq!(databases.len(), 1);
+            assert_eq!(databases[0].mode, mode);
+            assert_eq!(diagnostics.len(), 1);
+            assert_eq!(
+                diagnostics[0].to_string(),
+                format!(
+                    "warning: {FILE}:3:5: postgresqlDatabases[0].deletionProtection: `deletionProtection` is the legacy (chart 0.5.0) spelling of `mode`; read as `mode: {mode}`\n  help: replace `deletionProtection: {legacy}` with `mode: {mode}`",
+                    mode = mode.as_str()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn mode_and_deletion_protection_together_are_an_error() {
+        for fields in [
+            "mode: protected\n    deletionProtection: true",
+            "deletionProtection: false\n    mode: protected",
+        ] {
+            let text = format!("postgresqlDatabases:\n  - name: my-db\n    {fields}\n");
+            let diagnostics = diagnostics_of(FILE, &text);
+            assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+            let d = &diagnostics[0];
+            assert_eq!(d.severity, Severity::Error);
+            assert_eq!(d.field, "postgresqlDatabases[0].deletionProtection");
+            assert_eq!(
+                d.message,
+                "both `mode` and the legacy `deletionProtection` are set"
+            );
+            assert_eq!(
+                d.hint.as_deref(),
+                Some("remove `deletionProtection`: `mode` replaces it")
+            );
+        }
+        // Still a conflict when one of them is unusable: which one was meant is unclear.
+        let text =
+            "postgresqlDatabases:\n  - name: my-db\n    mode: 3\n    deletionProtection: true\n";
+        assert_eq!(diagnostics_of(FILE, text).len(), 2);
+    }
+
+    #[test]
+    fn a_name_is_required() {
+        let diagnostics = diagnostics_of(FILE, "postgresqlDatabases:\n  - mode: protected\n");
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(
+            diagnostics[0].to_string(),
+            format!("error: {FILE}:2:5: postgresqlDatabases[0]: missing field `name`\n  help: add `name: <database>` to this entry")
+        );
+    }
+
+    #[test]
+    fn every_problem_of_an_entry_is_reported() {
+        let text = "postgresqlDatabases:\n  - name: Bad_Name\n    mdoe: protected\n    deletionProtection: true\n";
+        let diagnostics = diagnostics_of(FILE, text);
+        let fields: Vec<&str> = diagnostics.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "postgresqlDatabases[0].name",
+                "postgresqlDatabases[0].mdoe",
+                "postgresqlDatabases[0].deletionProtection",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_in_one_file_are_reported_at_each_declaration() {
+        let text = "postgresqlDatabases:\n  - name: my-db\n  - name: other\n  - name: my-db\n    mode: protected\n";
+        let diagnostics = diagnostics_of(FILE, text);
+        let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            [
+                format!("error: {FILE}:2:11: postgresqlDatabases[0].name: database `idp-dev/my-db` is declared more than once, also at {FILE}:4:11\n  help: keep one declaration and remove the others; until then none of the files involved is applied"),
+                format!("error: {FILE}:4:11: postgresqlDatabases[2].name: database `idp-dev/my-db` is declared more than once, also at {FILE}:2:11\n  help: keep one declaration and remove the others; until then none of the files involved is applied"),
+            ]
+        );
+    }
+
+    fn declaration(file: &str, namespace: &str, name: &str) -> Declaration {
+        Declaration {
+            spec: DatabaseSpec {
+                namespace: namespace.into(),
+                name: name.into(),
+                mode: Mode::Standard,
+                location: SourceLocation {
+                    file: PathBuf::from(file),
+                    line: 2,
+                    column: 11,
+                },
+            },
+            field: "postgresqlDatabases[0].name".into(),
+        }
+    }
+
+    #[test]
+    fn tenants_sharing_a_database_name_collide() {
+        let declarations = [
+            declaration("a-b/app/values.yaml", "a-b", "c"),
+            declaration("a/app/values.yaml", "a", "b-c"),
+            declaration("a/other/values.yaml", "a", "c"),
+        ];
+        let rendered: Vec<String> = collisions(&declarations)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                "error: a-b/app/values.yaml:2:11: postgresqlDatabases[0].name: database `a-b/c` collides with `a/b-c` at a/app/values.yaml:2:11: all become the PostgreSQL database `a-b-c`\n  help: rename one of them; until then none of the files involved is applied",
+                "error: a/app/values.yaml:2:11: postgresqlDatabases[0].name: database `a/b-c` collides with `a-b/c` at a-b/app/values.yaml:2:11: all become the PostgreSQL database `a-b-c`\n  help: rename one of them; until then none of the files involved is applied",
+            ]
+        );
+    }
+
+    #[test]
+    fn three_declarations_each_name_the_two_others() {
+        let declarations = [
+            declaration("ns/a/values.yaml", "ns", "db"),
+            declaration("ns/b/values.yaml", "ns", "db"),
+            declaration("ns/c/values.yaml", "ns", "db"),
+        ];
+        let diagnostics = collisions(&declarations);
+        assert_eq!(diagnostics.len(), 3);
+        assert_eq!(
+            diagnostics[1].message,
+            "database `ns/db` is declared more than once, also at ns/a/values.yaml:2:11 and ns/c/values.yaml:2:11"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Resolving global options into the things commands use: the cluster to manage (given, or the
+//! embedded one), the credential store and the endpoint written into credentials.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use pgtenant_cluster::{ClusterOptions, EmbeddedCluster};
+use pgtenant_engine::{Connector, Endpoint};
+use pgtenant_secrets::{CredentialStore, FileStore};
+
+use crate::Cli;
+
+pub struct Context {
+    admin_url: Option<String>,
+    state_dir: PathBuf,
+    endpoint: Option<String>,
+    store_key_file: PathBuf,
+}
+
+pub struct Connected {
+    pub connector: Connector,
+    pub endpoint: Endpoint,
+}
+
+impl Context {
+    pub fn new(cli: &Cli) -> Result<Self> {
+        let state_dir = match &cli.state_dir {
+            Some(dir) => dir.clone(),
+            None => default_state_dir()?,
+        };
+        let store_key_file = cli
+            .store_key_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("keys").join("store.key"));
+        Ok(Context {
+            admin_url: cli.admin_url.clone().filter(|url| !url.trim().is_empty()),
+            state_dir,
+            endpoint: cli.endpoint.clone(),
+            store_key_file,
+        })
+    }
+
+    pub fn embedded(&self) -> EmbeddedCluster {
+        EmbeddedCluster::at(&self.state_dir.join("cluster"))
+    }
+
+    pub fn start_embedded(&self) -> Result<EmbeddedCluster> {
+        self.create_state_dir()?;
+        let dir = self.state_dir.join("cluster");
+        let first_time = !EmbeddedCluster::at(&dir).is_initialized();
+        if first_time {
+            eprintln!(
+                "creating the embedded PostgreSQL cluster in {}",
+                dir.display()
+            );
+        }
+        EmbeddedCluster::ensure_running(&dir, &ClusterOptions::default())
+            .with_context(|| format!("starting the embedded cluster in {}", dir.display()))
+    }
+
+    /// The admin URL when given; otherwise the embedded cluster, created and started as needed.
+    pub fn connect(&self) -> Result<Connected> {
+        let url = match &self.admin_url {
+            Some(url) => url.clone(),
+            None => self.start_embedded()?.control_url()?,
+        };
+        let connector = Connector::from_url(&url).context("using the admin URL")?;
+        let endpoint = match &self.endpoint {
+            Some(endpoint) => parse_endpoint(endpoint)?,
+            None => {
+                let (host, port) = connector.endpoint();
+                Endpoint { host, port }
+            }
+        };
+        Ok(Connected {
+            connector,
+            endpoint,
+        })
+    }
+
+    pub fn store(&self) -> Result<Arc<dyn CredentialStore>> {
+        self.create_state_dir()?;
+        let data_dir = self.state_dir.join("credentials");
+        let store = FileStore::open(&data_dir, &self.store_key_file).with_context(|| {
+            format!(
+                "opening the credential store {} (key {})",
+                data_dir.display(),
+                self.store_key_file.display()
+            )
+        })?;
+        Ok(Arc::new(store))
+    }
+
+    /// Private to its owner, but traversable when the embedded server runs as another OS user
+    /// (running as root): it must reach the cluster directory inside.
+    fn create_state_dir(&self) -> Result<()> {
+        create_private_dir(&self.state_dir, if is_root() { 0o711 } else { 0o700 })
+    }
+}
+
+fn create_private_dir(dir: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    // The umask may have narrowed the mode; set it exactly.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions of {}", dir.display()))
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// root keeps state where system services do; everyone else under the XDG state directory.
+fn default_state_dir() -> Result<PathBuf> {
+    if is_root() {
+        return Ok(PathBuf::from("/var/lib/pgtenant"));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("pgtenant"));
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/pgtenant")),
+        None => bail!("cannot choose a state directory: set --state-dir or PGTENANT_STATE_DIR"),
+    }
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<Endpoint> {
+    let parsed = endpoint.rsplit_once(':').and_then(|(host, port)| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse::<u16>().ok()?;
+        (!host.is_empty()).then(|| Endpoint {
+            host: host.to_string(),
+            port,
+        })
+    });
+    parsed.with_context(|| {
+        format!("--endpoint `{endpoint}` is not HOST:PORT (for example db.internal:5432)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let e = parse_endpoint("db.internal:6432").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("db.internal", 6432));
+        let e = parse_endpoint("[::1]:5432").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 5432));
+        assert!(parse_endpoint("db.internal").is_err());
+        assert!(parse_endpoint(":5432").is_err());
+        assert!(parse_endpoint("db:99999").is_err());
+    }
+}
