@@ -574,7 +574,11 @@ fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<Output, ClusterErro
     let mut child = cmd.spawn().map_err(spawn_err)?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // Small enough to fit the pipe buffer, so this cannot block on the child's output.
-        pipe.write_all(input).map_err(spawn_err)?;
+        // A child that exited early closed the pipe; its status and stderr tell why.
+        match pipe.write_all(input) {
+            Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(spawn_err(e)),
+            _ => {}
+        }
     }
     child.wait_with_output().map_err(spawn_err)
 }
@@ -714,6 +718,21 @@ mod tests {
         assert!(message.contains("did not finish"), "{message}");
         assert!(!message.contains(&state.superuser_password));
         assert!(!cluster.is_initialized());
+    }
+
+    #[test]
+    fn failed_role_creation_is_an_error_without_the_verifier() {
+        let tc = TestCluster::start().unwrap();
+        let cluster = &tc.cluster;
+        cluster.stop().unwrap();
+        let state = cluster.initialized_state().unwrap();
+        let (binaries, user) = cluster.server(&state).unwrap();
+        let err = cluster
+            .create_control_role(&binaries, &user, &state, true)
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("already exists"), "{message}");
+        assert!(!message.contains("SCRAM-SHA-256$"), "{message}");
     }
 
     #[test]

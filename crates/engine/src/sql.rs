@@ -143,7 +143,7 @@ pub fn alter_default_privileges(
 }
 
 /// Privileges in the order PostgreSQL documents them, so statements read naturally and stay stable.
-fn privilege_list(privileges: &BTreeSet<&str>) -> String {
+pub fn privilege_list(privileges: &BTreeSet<&str>) -> String {
     const ORDER: [&str; 10] = [
         "SELECT",
         "INSERT",

@@ -832,3 +832,6 @@ fn summarize(items: &[&str]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use pgtenant_secrets::SecretPath;
+use pgtenant_spec::{DatabaseSpec, Mode, SourceLocation};
+
+use super::*;
+use crate::desired::{Desired, DesiredTenant, Marker, RoleAttributes, RoleKind};
+use crate::observed::{
+    acl_from_pairs, DatabaseCatalog, DefaultAcl, Observed, ObservedDatabase, ObservedRelation, ObservedRole,
+    ObservedSchema, ServerInfo, StoredCredential,
+};
+
+const CONTROL: &str = "pgtenant";
+
+fn spec(namespace: &str, name: &str, mode: Mode) -> DatabaseSpec {
+    DatabaseSpec {
+        namespace: namespace.into(),
+        name: name.into(),
+        mode,
+        location: SourceLocation { file: PathBuf::from(format!("{namespace}/{name}/values.yaml")), line: 2, column: 11 },
+    }
+}
+
+fn desired(specs: &[DatabaseSpec]) -> Desired {
+    Desired { tenants: specs.iter().map(DesiredTenant::from_spec).collect(), drops_held_because: None }
+}
+
+fn context() -> PlanContext {
+    PlanContext { endpoint_host: "db.internal".into(), endpoint_port: 5432 }
+}
+
+fn empty_cluster() -> Observed {
+    Observed {
+        server: ServerInfo {
+            version_num: 150_018,
+            current_user: CONTROL.into(),
+            is_superuser: false,
+            max_connections: 100,
+            reserved_connections: 3,
+            connections_in_use: 5,
+        },
+        ..Observed::default()
+    }
+}
+
+/// The state a successful apply leaves behind, written out by hand from the seed's role model,
+/// so the planner is checked against an independent statement of it.
+fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
+    let db = tenant.database.as_str();
+    let admin = tenant.admin().as_str();
+    let write = tenant.role(RoleKind::Write).name.as_str();
+    let read = tenant.role(RoleKind::Read).name.as_str();
+    for role in &tenant.roles {
+        observed.roles.insert(
+            role.name.to_string(),
+            ObservedRole {
+                attributes: RoleAttributes::TENANT,
+                comment: Some(Marker::role(tenant, role.kind).to_comment()),
+                member_of: Default::default(),
+                members: [CONTROL.to_string()].into(),
+            },
+        );
+        observed.stored_credentials.insert(
+            role.secret_path.clone(),
+            StoredCredential {
+                username: role.name.to_string(),
+                endpoint: "db.internal".into(),
+                port: 5432,
+                dbname: db.into(),
+            },
+        );
+    }
+    observed.databases.insert(
+        db.into(),
+        ObservedDatabase {
+            owner: admin.into(),
+            comment: Some(Marker::database(tenant).to_comment()),
+            acl_text: None,
+            acl: acl_from_pairs([
+                (Some(admin), "CREATE"),
+                (Some(admin), "TEMPORARY"),
+                (Some(admin), "CONNECT"),
+                (Some(write), "CONNECT"),
+                (Some(write), "TEMPORARY"),
+                (Some(read), "CONNECT"),
+                (Some(read), "TEMPORARY"),
+            ]),
+        },
+    );
+    let schema_acl = acl_from_pairs([
+        (Some(admin), "USAGE"),
+        (Some(admin), "CREATE"),
+        (Some(write), "USAGE"),
+        (Some(read), "USAGE"),
+    ]);
+    let default_acl = |pairs: Vec<(Option<&str>, &str)>| DefaultAcl { acl_text: String::new(), acl: acl_from_pairs(pairs) };
+    let catalog = DatabaseCatalog {
+        schemas: BTreeMap::from([(
+            "public".to_string(),
+            ObservedSchema { owner: admin.into(), acl_text: None, acl: schema_acl },
+        )]),
+        default_acls: BTreeMap::from([
+            (
+                (admin.to_string(), "r".to_string()),
+                default_acl(vec![
+                    (Some(write), "SELECT"),
+                    (Some(write), "INSERT"),
+                    (Some(write), "UPDATE"),
+                    (Some(write), "DELETE"),
+                    (Some(write), "TRUNCATE"),
+                    (Some(read), "SELECT"),
+                ]),
+            ),
+            (
+                (admin.to_string(), "S".to_string()),
+                default_acl(vec![
+                    (Some(write), "SELECT"),
+                    (Some(write), "UPDATE"),
+                    (Some(write), "USAGE"),
+                    (Some(read), "SELECT"),
+                ]),
+            ),
+            (
+                (admin.to_string(), "n".to_string()),
+                default_acl(vec![(Some(write), "USAGE"), (Some(read), "USAGE")]),
+            ),
+        ]),
+        relations: vec![ObservedRelation {
+            schema: "public".into(),
+            name: "orders".into(),
+            is_sequence: false,
+            acl: acl_from_pairs([
+                (Some(write), "SELECT"),
+                (Some(write), "INSERT"),
+                (Some(write), "UPDATE"),
+                (Some(write), "DELETE"),
+                (Some(write), "TRUNCATE"),
+                (Some(read), "SELECT"),
+            ]),
+        }],
+    };
+    observed.database_catalogs.insert(db.into(), catalog);
+}
+
+/// The plan as a reviewer reads it.
+fn render(plan: &Plan) -> String {
+    let mut text = String::new();
+    for op in &plan.operations {
+        let place = op.database.as_ref().map_or(String::new(), |d| format!(" in {d} as {}", op.run_as.as_ref().unwrap()));
+        let mark = if op.destructive { "DESTRUCTIVE " } else { "" };
+        text.push_str(&format!("{} [{}{place}] {mark}{}\n    -- {}\n", op.tenant, op.phase.as_str(), op.display(), op.why));
+    }
+    for notice in &plan.notices {
+        text.push_str(&format!("{:?} {}: {}\n", notice.kind, notice.tenant, notice.reason));
+    }
+    text
+}
+
+#[test]
+fn new_tenant_on_an_empty_cluster() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let plan = plan(&desired, &empty_cluster(), &context());
+    insta::assert_snapshot!(render(&plan));
+}
+
+#[test]
+fn converged_state_plans_nothing() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard), spec("shop", "cart", Mode::Protected)]);
+    let mut observed = empty_cluster();
+    for tenant in &desired.tenants {
+        converge(&mut observed, tenant);
+    }
+    let plan = plan(&desired, &observed, &context());
+    assert!(plan.is_converged(), "{}", render(&plan));
+}
+
+#[test]
+fn drift_is_repaired() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let tenant = &desired.tenants[0];
+    let mut observed = empty_cluster();
+    converge(&mut observed, tenant);
+    let read = "idp-dev-my-db-read".to_string();
+    let write = "idp-dev-my-db-write".to_string();
+
+    // A role attribute altered, a membership granted to another role, credentials lost.
+    let admin_role = observed.roles.get_mut("idp-dev-my-db-admin").unwrap();
+    admin_role.attributes.createdb = true;
+    observed.roles.get_mut(&read).unwrap().member_of.insert("pg_read_all_data".into());
+    observed.stored_credentials.remove(&SecretPath::for_role("idp-dev", "my-db", "write"));
+    // Database: owner changed by hand, CONNECT granted to PUBLIC, CREATE to write, another tenant's role let in.
+    let db = observed.databases.get_mut("idp-dev-my-db").unwrap();
+    db.owner = "postgres".into();
+    let admin_privileges = db.acl.remove(&Some("idp-dev-my-db-admin".into())).unwrap();
+    db.acl.insert(Some("postgres".into()), admin_privileges);
+    db.acl.insert(None, ["CONNECT".to_string()].into());
+    db.acl.get_mut(&Some(write.clone())).unwrap().insert("CREATE".into());
+    db.acl.insert(Some("shop-cart-read".into()), ["CONNECT".to_string()].into());
+    // Inside: a default privilege removed, a grant revoked by hand, a new schema without USAGE.
+    let catalog = observed.database_catalogs.get_mut("idp-dev-my-db").unwrap();
+    catalog.default_acls.remove(&("idp-dev-my-db-admin".into(), "n".into()));
+    catalog.relations[0].acl.remove(&Some(read.clone()));
+    catalog.schemas.insert(
+        "reporting".into(),
+        ObservedSchema {
+            owner: "idp-dev-my-db-admin".into(),
+            acl_text: None,
+            acl: acl_from_pairs([(Some("idp-dev-my-db-admin"), "USAGE"), (Some("idp-dev-my-db-admin"), "CREATE")]),
+        },
+    );
+    let plan = plan(&desired, &observed, &context());
+    insta::assert_snapshot!(render(&plan));
+}
+
+#[test]
+fn removed_tenants_dropped_retained_or_held() {
+    let kept = spec("idp-dev", "my-db", Mode::Standard);
+    let removed_standard = spec("idp-dev", "old", Mode::Standard);
+    let removed_protected = spec("shop", "cart", Mode::Protected);
+    let mut observed = empty_cluster();
+    for s in [&kept, &removed_standard, &removed_protected] {
+        converge(&mut observed, &DesiredTenant::from_spec(s));
+    }
+    // Someone else's database and role on the shared cluster: never ours to drop.
+    observed.databases.insert(
+        "analytics".into(),
+        ObservedDatabase { owner: "postgres".into(), comment: Some("BI team".into()), acl_text: None, acl: Acl::new() },
+    );
+
+    let mut wanted = desired(std::slice::from_ref(&kept));
+    let plan_now = plan(&wanted, &observed, &context());
+    insta::assert_snapshot!("removals", render(&plan_now));
+    assert!(plan_now.operations.iter().all(|op| op.tenant == "idp-dev/old" && op.destructive));
+
+    wanted.drops_held_because = Some("1 spec file(s) failed to parse".into());
+    let held = plan(&wanted, &observed, &context());
+    assert!(held.operations.is_empty(), "{}", render(&held));
+    assert_eq!(held.notices.iter().filter(|n| n.kind == NoticeKind::Held).count(), 2);
+}
+
+#[test]
+fn superuser_control_role_needs_no_memberships() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let mut observed = empty_cluster();
+    observed.server.is_superuser = true;
+    let plan = plan(&desired, &observed, &context());
+    assert!(plan.operations.iter().all(|op| !op.display().starts_with("GRANT \"idp-dev-my-db-")));
+}
+
+#[test]
+fn adopting_an_existing_database_marks_it_and_issues_missing_credentials() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Protected)]);
+    let tenant = &desired.tenants[0];
+    let mut observed = empty_cluster();
+    converge(&mut observed, tenant);
+    observed.databases.get_mut("idp-dev-my-db").unwrap().comment = None;
+    observed.stored_credentials.clear();
+    let plan = plan(&desired, &observed, &context());
+    let whys: Vec<&str> = plan.operations.iter().map(|op| op.why.as_str()).collect();
+    assert!(whys.contains(&"adopt the existing database: mark it as managed by pgtenant"));
+    let passwords = plan.operations.iter().filter(|op| matches!(op.action, Action::SetPassword { .. })).count();
+    assert_eq!(passwords, 3);
+    assert!(plan.operations.iter().all(|op| !op.destructive));
+}
+
+#[test]
+fn uninspected_database_is_deferred_not_converged() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let mut observed = empty_cluster();
+    converge(&mut observed, &desired.tenants[0]);
+    observed.database_catalogs.clear();
+    observed.uninspected.insert("idp-dev-my-db".into(), "permission denied".into());
+    let plan = plan(&desired, &observed, &context());
+    assert!(plan.operations.is_empty());
+    assert!(!plan.is_converged());
+}
