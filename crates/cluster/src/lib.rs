@@ -90,7 +90,8 @@ pub enum ClusterError {
         output: String,
     },
 
-    #[error("{}: {source}", path.display())]
+    /// The cause is left to `source()`, as error reporters print the chain.
+    #[error("I/O error on {}", path.display())]
     Io { path: PathBuf, source: io::Error },
 
     #[error(
@@ -107,7 +108,7 @@ pub enum ClusterError {
     )]
     NoServerUser,
 
-    #[error("generating the cluster's TLS certificates: {0}")]
+    #[error("generating the cluster's TLS certificates failed")]
     Tls(#[from] rcgen::Error),
 
     #[error("{}: {reason}", path.display())]

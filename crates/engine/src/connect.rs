@@ -34,9 +34,11 @@ impl SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => return Err(EngineError::AdminUrl(format!(
+            other => {
+                return Err(EngineError::AdminUrl(format!(
                 "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
-            ))),
+            )))
+            }
         })
     }
 }
@@ -76,6 +78,13 @@ impl Connector {
         }
         let tls = MakeRustlsConnect::new(client_tls_config(ssl_mode, root_cert.as_deref())?);
         Ok(Connector { config, tls })
+    }
+
+    /// For sessions as an application would open them (tenant roles): the server's defaults for
+    /// search_path and timeouts instead of the control connection's.
+    pub fn as_application(mut self) -> Self {
+        self.config.options("");
+        self
     }
 
     /// Host and port of the admin URL: the default endpoint written into credentials.

@@ -7,8 +7,8 @@ use pgtenant_spec::{DatabaseSpec, Mode, SourceLocation};
 use super::*;
 use crate::desired::{Desired, DesiredTenant, Marker, RoleAttributes, RoleKind};
 use crate::observed::{
-    acl_from_pairs, DatabaseCatalog, DefaultAcl, Observed, ObservedDatabase, ObservedRelation, ObservedRole,
-    ObservedSchema, ServerInfo, StoredCredential,
+    acl_from_pairs, DatabaseCatalog, DefaultAcl, Observed, ObservedDatabase, ObservedRelation,
+    ObservedRole, ObservedSchema, ServerInfo, StoredCredential,
 };
 
 const CONTROL: &str = "pgtenant";
@@ -18,16 +18,26 @@ fn spec(namespace: &str, name: &str, mode: Mode) -> DatabaseSpec {
         namespace: namespace.into(),
         name: name.into(),
         mode,
-        location: SourceLocation { file: PathBuf::from(format!("{namespace}/{name}/values.yaml")), line: 2, column: 11 },
+        location: SourceLocation {
+            file: PathBuf::from(format!("{namespace}/{name}/values.yaml")),
+            line: 2,
+            column: 11,
+        },
     }
 }
 
 fn desired(specs: &[DatabaseSpec]) -> Desired {
-    Desired { tenants: specs.iter().map(DesiredTenant::from_spec).collect(), drops_held_because: None }
+    Desired {
+        tenants: specs.iter().map(DesiredTenant::from_spec).collect(),
+        drops_held_because: None,
+    }
 }
 
 fn context() -> PlanContext {
-    PlanContext { endpoint_host: "db.internal".into(), endpoint_port: 5432 }
+    PlanContext {
+        endpoint_host: "db.internal".into(),
+        endpoint_port: 5432,
+    }
 }
 
 fn empty_cluster() -> Observed {
@@ -94,11 +104,18 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
         (Some(write), "USAGE"),
         (Some(read), "USAGE"),
     ]);
-    let default_acl = |pairs: Vec<(Option<&str>, &str)>| DefaultAcl { acl_text: String::new(), acl: acl_from_pairs(pairs) };
+    let default_acl = |pairs: Vec<(Option<&str>, &str)>| DefaultAcl {
+        acl_text: String::new(),
+        acl: acl_from_pairs(pairs),
+    };
     let catalog = DatabaseCatalog {
         schemas: BTreeMap::from([(
             "public".to_string(),
-            ObservedSchema { owner: admin.into(), acl_text: None, acl: schema_acl },
+            ObservedSchema {
+                owner: admin.into(),
+                acl_text: None,
+                acl: schema_acl,
+            },
         )]),
         default_acls: BTreeMap::from([
             (
@@ -147,12 +164,23 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
 fn render(plan: &Plan) -> String {
     let mut text = String::new();
     for op in &plan.operations {
-        let place = op.database.as_ref().map_or(String::new(), |d| format!(" in {d} as {}", op.run_as.as_ref().unwrap()));
+        let place = op.database.as_ref().map_or(String::new(), |d| {
+            format!(" in {d} as {}", op.run_as.as_ref().unwrap())
+        });
         let mark = if op.destructive { "DESTRUCTIVE " } else { "" };
-        text.push_str(&format!("{} [{}{place}] {mark}{}\n    -- {}\n", op.tenant, op.phase.as_str(), op.display(), op.why));
+        text.push_str(&format!(
+            "{} [{}{place}] {mark}{}\n    -- {}\n",
+            op.tenant,
+            op.phase.as_str(),
+            op.display(),
+            op.why
+        ));
     }
     for notice in &plan.notices {
-        text.push_str(&format!("{:?} {}: {}\n", notice.kind, notice.tenant, notice.reason));
+        text.push_str(&format!(
+            "{:?} {}: {}\n",
+            notice.kind, notice.tenant, notice.reason
+        ));
     }
     text
 }
@@ -166,7 +194,10 @@ fn new_tenant_on_an_empty_cluster() {
 
 #[test]
 fn converged_state_plans_nothing() {
-    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard), spec("shop", "cart", Mode::Protected)]);
+    let desired = desired(&[
+        spec("idp-dev", "my-db", Mode::Standard),
+        spec("shop", "cart", Mode::Protected),
+    ]);
     let mut observed = empty_cluster();
     for tenant in &desired.tenants {
         converge(&mut observed, tenant);
@@ -187,26 +218,44 @@ fn drift_is_repaired() {
     // A role attribute altered, a membership granted to another role, credentials lost.
     let admin_role = observed.roles.get_mut("idp-dev-my-db-admin").unwrap();
     admin_role.attributes.createdb = true;
-    observed.roles.get_mut(&read).unwrap().member_of.insert("pg_read_all_data".into());
-    observed.stored_credentials.remove(&SecretPath::for_role("idp-dev", "my-db", "write"));
+    observed
+        .roles
+        .get_mut(&read)
+        .unwrap()
+        .member_of
+        .insert("pg_read_all_data".into());
+    observed
+        .stored_credentials
+        .remove(&SecretPath::for_role("idp-dev", "my-db", "write"));
     // Database: owner changed by hand, CONNECT granted to PUBLIC, CREATE to write, another tenant's role let in.
     let db = observed.databases.get_mut("idp-dev-my-db").unwrap();
     db.owner = "postgres".into();
     let admin_privileges = db.acl.remove(&Some("idp-dev-my-db-admin".into())).unwrap();
     db.acl.insert(Some("postgres".into()), admin_privileges);
     db.acl.insert(None, ["CONNECT".to_string()].into());
-    db.acl.get_mut(&Some(write.clone())).unwrap().insert("CREATE".into());
-    db.acl.insert(Some("shop-cart-read".into()), ["CONNECT".to_string()].into());
+    db.acl
+        .get_mut(&Some(write.clone()))
+        .unwrap()
+        .insert("CREATE".into());
+    db.acl.insert(
+        Some("shop-cart-read".into()),
+        ["CONNECT".to_string()].into(),
+    );
     // Inside: a default privilege removed, a grant revoked by hand, a new schema without USAGE.
     let catalog = observed.database_catalogs.get_mut("idp-dev-my-db").unwrap();
-    catalog.default_acls.remove(&("idp-dev-my-db-admin".into(), "n".into()));
+    catalog
+        .default_acls
+        .remove(&("idp-dev-my-db-admin".into(), "n".into()));
     catalog.relations[0].acl.remove(&Some(read.clone()));
     catalog.schemas.insert(
         "reporting".into(),
         ObservedSchema {
             owner: "idp-dev-my-db-admin".into(),
             acl_text: None,
-            acl: acl_from_pairs([(Some("idp-dev-my-db-admin"), "USAGE"), (Some("idp-dev-my-db-admin"), "CREATE")]),
+            acl: acl_from_pairs([
+                (Some("idp-dev-my-db-admin"), "USAGE"),
+                (Some("idp-dev-my-db-admin"), "CREATE"),
+            ]),
         },
     );
     let plan = plan(&desired, &observed, &context());
@@ -225,18 +274,32 @@ fn removed_tenants_dropped_retained_or_held() {
     // Someone else's database and role on the shared cluster: never ours to drop.
     observed.databases.insert(
         "analytics".into(),
-        ObservedDatabase { owner: "postgres".into(), comment: Some("BI team".into()), acl_text: None, acl: Acl::new() },
+        ObservedDatabase {
+            owner: "postgres".into(),
+            comment: Some("BI team".into()),
+            acl_text: None,
+            acl: Acl::new(),
+        },
     );
 
     let mut wanted = desired(std::slice::from_ref(&kept));
     let plan_now = plan(&wanted, &observed, &context());
     insta::assert_snapshot!("removals", render(&plan_now));
-    assert!(plan_now.operations.iter().all(|op| op.tenant == "idp-dev/old" && op.destructive));
+    assert!(plan_now
+        .operations
+        .iter()
+        .all(|op| op.tenant == "idp-dev/old" && op.destructive));
 
     wanted.drops_held_because = Some("1 spec file(s) failed to parse".into());
     let held = plan(&wanted, &observed, &context());
     assert!(held.operations.is_empty(), "{}", render(&held));
-    assert_eq!(held.notices.iter().filter(|n| n.kind == NoticeKind::Held).count(), 2);
+    assert_eq!(
+        held.notices
+            .iter()
+            .filter(|n| n.kind == NoticeKind::Held)
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -245,7 +308,10 @@ fn superuser_control_role_needs_no_memberships() {
     let mut observed = empty_cluster();
     observed.server.is_superuser = true;
     let plan = plan(&desired, &observed, &context());
-    assert!(plan.operations.iter().all(|op| !op.display().starts_with("GRANT \"idp-dev-my-db-")));
+    assert!(plan
+        .operations
+        .iter()
+        .all(|op| !op.display().starts_with("GRANT \"idp-dev-my-db-")));
 }
 
 #[test]
@@ -259,7 +325,11 @@ fn adopting_an_existing_database_marks_it_and_issues_missing_credentials() {
     let plan = plan(&desired, &observed, &context());
     let whys: Vec<&str> = plan.operations.iter().map(|op| op.why.as_str()).collect();
     assert!(whys.contains(&"adopt the existing database: mark it as managed by pgtenant"));
-    let passwords = plan.operations.iter().filter(|op| matches!(op.action, Action::SetPassword { .. })).count();
+    let passwords = plan
+        .operations
+        .iter()
+        .filter(|op| matches!(op.action, Action::SetPassword { .. }))
+        .count();
     assert_eq!(passwords, 3);
     assert!(plan.operations.iter().all(|op| !op.destructive));
 }
@@ -270,7 +340,9 @@ fn uninspected_database_is_deferred_not_converged() {
     let mut observed = empty_cluster();
     converge(&mut observed, &desired.tenants[0]);
     observed.database_catalogs.clear();
-    observed.uninspected.insert("idp-dev-my-db".into(), "permission denied".into());
+    observed
+        .uninspected
+        .insert("idp-dev-my-db".into(), "permission denied".into());
     let plan = plan(&desired, &observed, &context());
     assert!(plan.operations.is_empty());
     assert!(!plan.is_converged());

@@ -1,0 +1,158 @@
+//! Shared by the integration tests: a real PostgreSQL cluster per test (started from the system
+//! binaries, non-superuser control role), a temporary apps repo and state dir, and the real binary.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use pgtenant_cluster::TestCluster;
+use pgtenant_engine::Connector;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio_postgres::Client;
+
+pub struct Env {
+    pub cluster: TestCluster,
+    pub state: TempDir,
+    pub repo: TempDir,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            cluster: TestCluster::start().expect("start a test cluster"),
+            state: tempfile::tempdir().unwrap(),
+            repo: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn admin_url(&self) -> String {
+        self.cluster.cluster.control_url().unwrap()
+    }
+
+    /// The binary, pointed at this test's cluster, state dir and repo.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("pgtenant").unwrap();
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PGTENANT_ADMIN_URL", self.admin_url())
+            .env("PGTENANT_STATE_DIR", self.state.path())
+            .current_dir(self.repo.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let output = self.cmd().args(args).output().unwrap();
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// `apply --format json`, which must succeed.
+    pub fn apply(&self) -> Value {
+        let out = self.run(&["apply", "--format", "json"]);
+        assert_eq!(out.code, 0, "apply failed:\n{}\n{}", out.stdout, out.stderr);
+        out.json()
+    }
+
+    pub fn plan(&self) -> Output {
+        self.run(&["plan", "--format", "json"])
+    }
+
+    pub fn write(&self, relative: &str, text: &str) {
+        let path = self.repo.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn remove(&self, relative: &str) {
+        std::fs::remove_file(self.repo.path().join(relative)).unwrap();
+    }
+
+    /// Declares databases `names` (with their modes) in `<namespace>/<folder>/values.yaml`.
+    pub fn declare(&self, namespace: &str, folder: &str, entries: &[(&str, &str)]) {
+        let mut yaml = String::from("postgresqlDatabases:\n");
+        for (name, mode) in entries {
+            yaml.push_str(&format!("  - name: {name}\n    mode: {mode}\n"));
+        }
+        self.write(&format!("{namespace}/{folder}/values.yaml"), &yaml);
+    }
+
+    pub fn credentials(&self, tenant: &str, role: &str) -> Value {
+        let out = self.run(&["credentials", tenant, "--role", role, "--format", "json"]);
+        assert_eq!(out.code, 0, "credentials failed:\n{}", out.stderr);
+        out.json()
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.state.path().to_path_buf()
+    }
+
+    pub fn repo_path(&self) -> &Path {
+        self.repo.path()
+    }
+
+    pub async fn connect_as(&self, tenant: &str, role: &str) -> Client {
+        let uri = self.credentials(tenant, role)["uri"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        connect(&uri, None)
+            .await
+            .unwrap_or_else(|e| panic!("{role} of {tenant} cannot connect: {e}"))
+    }
+
+    pub async fn superuser(&self, database: Option<&str>) -> Client {
+        connect(&self.cluster.cluster.superuser_url().unwrap(), database)
+            .await
+            .unwrap()
+    }
+
+    pub async fn control(&self) -> Client {
+        connect(&self.admin_url(), None).await.unwrap()
+    }
+}
+
+/// A session as an application opens it (server defaults, not the control connection's settings).
+pub async fn connect(url: &str, database: Option<&str>) -> Result<Client, String> {
+    let connector = Connector::from_url(url)
+        .map_err(|e| e.to_string())?
+        .as_application();
+    connector
+        .connect(database)
+        .await
+        .map_err(|e| pgtenant_engine::error_chain(&e))
+}
+
+/// The SQLSTATE of a failed statement, to assert *why* something was refused.
+pub async fn sqlstate(client: &Client, sql: &str) -> Option<String> {
+    match client.batch_execute(sql).await {
+        Ok(()) => None,
+        Err(e) => Some(
+            e.code()
+                .map(|c| c.code().to_string())
+                .unwrap_or_else(|| e.to_string()),
+        ),
+    }
+}
+
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
