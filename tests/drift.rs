@@ -1,0 +1,175 @@
+//! Changes made by hand behind pgtenant's back: `plan` and `check` show them, `apply` repairs them.
+
+mod common;
+
+use common::{sqlstate, Env};
+
+#[tokio::test]
+async fn drift_is_reported_and_repaired() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.declare("idp-dev", "other", &[("other", "standard")]);
+    env.apply();
+
+    let admin = env.connect_as("idp-dev/my-db", "admin").await;
+    admin
+        .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1)")
+        .await
+        .unwrap();
+    // A grant revoked and a default privilege removed, by the tenant's own admin.
+    admin
+        .batch_execute(
+            r#"REVOKE SELECT ON items FROM "idp-dev-my-db-read";
+               ALTER DEFAULT PRIVILEGES FOR ROLE "idp-dev-my-db-admin" REVOKE SELECT ON TABLES FROM "idp-dev-my-db-read";"#,
+        )
+        .await
+        .unwrap();
+    // An owner changed, a role attribute altered, CONNECT granted to PUBLIC, by a DBA.
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(
+            r#"ALTER DATABASE "idp-dev-my-db" OWNER TO "idp-dev-my-db-write";
+               ALTER ROLE "idp-dev-my-db-read" CREATEDB;
+               GRANT CONNECT ON DATABASE "idp-dev-my-db" TO PUBLIC;"#,
+        )
+        .await
+        .unwrap();
+
+    let check = env.run(&["check", "--format", "json"]);
+    assert_eq!(
+        check.code, 2,
+        "drift must exit 2:\n{}\n{}",
+        check.stdout, check.stderr
+    );
+    let report = check.json();
+    assert_eq!(report["in_sync"], false);
+    let tenants = report["tenants"].as_array().unwrap();
+    let my_db = tenants
+        .iter()
+        .find(|t| t["tenant"] == "idp-dev/my-db")
+        .unwrap();
+    let other = tenants
+        .iter()
+        .find(|t| t["tenant"] == "idp-dev/other")
+        .unwrap();
+    assert_eq!(my_db["status"], "drift");
+    assert_eq!(
+        other["status"], "in-sync",
+        "drift in one tenant is not reported for another"
+    );
+    assert_eq!(my_db["database_owner"], "idp-dev-my-db-write");
+    for key in [
+        "roles",
+        "roles_with_groups",
+        "database_acl",
+        "schema_privileges",
+        "default_privileges",
+    ] {
+        assert!(my_db.get(key).is_some(), "check report lacks {key}");
+    }
+    let drift: Vec<String> = my_db["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["fix"].as_str().unwrap().to_string())
+        .collect();
+    let expected = [
+        r#"ALTER ROLE "idp-dev-my-db-read" WITH NOCREATEDB;"#,
+        r#"ALTER DATABASE "idp-dev-my-db" OWNER TO "idp-dev-my-db-admin";"#,
+        r#"REVOKE ALL ON DATABASE "idp-dev-my-db" FROM PUBLIC;"#,
+        r#"GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "idp-dev-my-db-read";"#,
+        r#"ALTER DEFAULT PRIVILEGES FOR ROLE "idp-dev-my-db-admin" GRANT SELECT ON TABLES TO "idp-dev-my-db-read";"#,
+    ];
+    for statement in expected {
+        assert!(
+            drift.iter().any(|d| d == statement),
+            "missing fix {statement} in {drift:#?}"
+        );
+    }
+    assert_eq!(env.plan().code, 2);
+
+    let applied = env.apply();
+    assert_eq!(applied["failed"], 0, "{applied:#}");
+
+    // Repaired for real.
+    let read = env.connect_as("idp-dev/my-db", "read").await;
+    assert_eq!(
+        read.query("SELECT * FROM items", &[]).await.unwrap().len(),
+        1
+    );
+    admin
+        .batch_execute("CREATE TABLE later (id int)")
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(&read, "SELECT * FROM later").await,
+        None,
+        "default privilege restored"
+    );
+    let row = superuser
+        .query_one(
+            r#"SELECT (SELECT rolcreatedb FROM pg_roles WHERE rolname = 'idp-dev-my-db-read'),
+                      (SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'idp-dev-my-db')"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, String>(1), "idp-dev-my-db-admin");
+    let other_uri = env.credentials("idp-dev/other", "read")["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = common::connect(&other_uri, Some("idp-dev-my-db"))
+        .await
+        .err()
+        .expect("PUBLIC CONNECT revoked again");
+    assert!(
+        refused.contains("permission denied for database"),
+        "{refused}"
+    );
+
+    let check = env.run(&["check", "--format", "json"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    assert_eq!(env.plan().code, 0);
+}
+
+#[tokio::test]
+async fn foreign_memberships_are_revoked() {
+    let env = Env::new();
+    env.declare("team-a", "app", &[("app", "standard")]);
+    env.declare("team-b", "app", &[("app", "standard")]);
+    env.apply();
+    // Someone lets tenant B's read role act as tenant A's admin.
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(r#"GRANT "team-a-app-admin" TO "team-b-app-read""#)
+        .await
+        .unwrap();
+    let b_read_uri = env.credentials("team-b/app", "read")["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        common::connect(&b_read_uri, Some("team-a-app"))
+            .await
+            .is_ok(),
+        "precondition: B got into A"
+    );
+
+    let plan = env.plan();
+    assert_eq!(plan.code, 2);
+    assert!(
+        plan.stdout
+            .contains(r#"REVOKE \"team-a-app-admin\" FROM \"team-b-app-read\""#),
+        "{}",
+        plan.stdout
+    );
+    env.apply();
+    assert!(
+        common::connect(&b_read_uri, Some("team-a-app"))
+            .await
+            .is_err(),
+        "B is out of A again"
+    );
+}

@@ -1,0 +1,166 @@
+//! Databases removed from the repo: standard ones are dropped (sessions terminated), protected ones
+//! kept and adopted again, and nothing is dropped while any spec file is broken.
+
+mod common;
+
+use common::Env;
+
+async fn database_exists(env: &Env, name: &str) -> bool {
+    env.control()
+        .await
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn roles_like(env: &Env, prefix: &str) -> i64 {
+    env.control()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn standard_is_dropped_with_open_sessions_protected_is_kept_and_adopted_again() {
+    let env = Env::new();
+    env.declare("team", "keep", &[("keep", "standard")]);
+    env.declare("team", "gone", &[("gone", "standard")]);
+    env.declare("team", "safe", &[("safe", "protected")]);
+    env.apply();
+
+    let safe_admin = env.connect_as("team/safe", "admin").await;
+    safe_admin
+        .batch_execute("CREATE TABLE ledger (amount int); INSERT INTO ledger VALUES (42)")
+        .await
+        .unwrap();
+    let safe_password = env.credentials("team/safe", "write")["password"].clone();
+    let open_session = env.connect_as("team/gone", "write").await;
+    open_session.batch_execute("SELECT 1").await.unwrap();
+
+    env.remove("team/gone/values.yaml");
+    env.remove("team/safe/values.yaml");
+    let plan = env.plan();
+    assert_eq!(plan.code, 2);
+    let plan = plan.json();
+    let destructive: Vec<&str> = plan["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|op| op["destructive"] == true)
+        .map(|op| op["statement"].as_str().unwrap())
+        .collect();
+    assert_eq!(destructive[0], r#"DROP DATABASE "team-gone" WITH (FORCE);"#);
+    assert!(
+        destructive
+            .iter()
+            .all(|s| !s.contains("team-safe") && !s.contains("team-keep")),
+        "{destructive:#?}"
+    );
+    let notices = plan["notices"].as_array().unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n["kind"] == "retained" && n["tenant"] == "team/safe"),
+        "{notices:#?}"
+    );
+
+    env.apply();
+    assert!(!database_exists(&env, "team-gone").await);
+    assert_eq!(roles_like(&env, "team-gone-").await, 0);
+    let missing = env.run(&["credentials", "team/gone", "--role", "admin"]);
+    assert_eq!(
+        missing.code, 1,
+        "credentials of a dropped database are deleted"
+    );
+    assert!(
+        open_session.batch_execute("SELECT 1").await.is_err(),
+        "the open session was terminated"
+    );
+
+    assert!(database_exists(&env, "team-safe").await);
+    assert!(database_exists(&env, "team-keep").await);
+    assert_eq!(roles_like(&env, "team-safe-").await, 3);
+    assert_eq!(
+        env.credentials("team/safe", "write")["password"],
+        safe_password
+    );
+    assert_eq!(
+        env.plan().code,
+        0,
+        "a retained database is not pending work"
+    );
+
+    // Declared again: adopted with its data and credentials.
+    env.declare("team", "safe", &[("safe", "protected")]);
+    env.apply();
+    let write = env.connect_as("team/safe", "write").await;
+    let amount: i32 = write
+        .query_one("SELECT amount FROM ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 42);
+    assert_eq!(
+        env.credentials("team/safe", "write")["password"],
+        safe_password
+    );
+}
+
+#[tokio::test]
+async fn a_broken_file_drops_nothing_and_other_tenants_go_on() {
+    let env = Env::new();
+    env.declare("team", "a", &[("a", "standard")]);
+    env.declare("team", "b", &[("b", "standard")]);
+    env.apply();
+
+    env.write(
+        "team/a/values.yaml",
+        "postgresqlDatabases:\n  - name: a\n    mode: [standard\n",
+    );
+    env.remove("team/b/values.yaml");
+    env.declare("team", "c", &[("c", "standard")]);
+
+    let out = env.run(&["apply", "--format", "json"]);
+    assert_eq!(
+        out.code, 1,
+        "spec errors make apply exit 1:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("team/a/values.yaml:"),
+        "the error names the file and line:\n{}",
+        out.stderr
+    );
+    let report = out.json();
+    assert!(report["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["kind"] == "held" && n["tenant"] == "team/b"));
+    assert!(
+        database_exists(&env, "team-a").await,
+        "the broken file's database is untouched"
+    );
+    assert!(
+        database_exists(&env, "team-b").await,
+        "no drop while any file is broken"
+    );
+    assert!(
+        database_exists(&env, "team-c").await,
+        "valid tenants are still reconciled"
+    );
+
+    env.declare("team", "a", &[("a", "standard")]);
+    env.apply();
+    assert!(database_exists(&env, "team-a").await);
+    assert!(
+        !database_exists(&env, "team-b").await,
+        "once every file parses the removal goes ahead"
+    );
+}
