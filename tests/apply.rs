@@ -118,8 +118,7 @@ async fn credentials_have_the_platform_keys_and_log_in_over_ssl() {
         .replace("sslmode=require", "sslmode=disable");
     let refused = common::connect(&uri, None)
         .await
-        .err()
-        .expect("non-SSL login must fail");
+        .expect_err("non-SSL login must fail");
     assert!(refused.contains("no encryption"), "{refused}");
 
     // Passwords survive further applies.
@@ -318,8 +317,7 @@ async fn tenants_cannot_reach_each_other() {
             .to_string();
         let error = common::connect(&uri, Some("team-b-app"))
             .await
-            .err()
-            .expect("A must not connect to B");
+            .expect_err("A must not connect to B");
         assert!(
             error.contains("permission denied for database"),
             "{role}: {error}"

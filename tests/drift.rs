@@ -122,8 +122,7 @@ async fn drift_is_reported_and_repaired() {
         .to_string();
     let refused = common::connect(&other_uri, Some("idp-dev-my-db"))
         .await
-        .err()
-        .expect("PUBLIC CONNECT revoked again");
+        .expect_err("PUBLIC CONNECT revoked again");
     assert!(
         refused.contains("permission denied for database"),
         "{refused}"

@@ -1,0 +1,260 @@
+//! The command contract through the binary: exit codes, JSON shapes, error messages, the embedded cluster.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use assert_cmd::Command;
+use common::Env;
+use predicates::prelude::*;
+
+#[tokio::test]
+async fn hostile_names_are_rejected_with_file_line_and_nothing_is_created() {
+    let env = Env::new();
+    env.write(
+        "team/app/values.yaml",
+        "postgresqlDatabases:\n  - name: \"x\\\";DROP DATABASE postgres;--\"\n  - name: \"$$\"\n  - name: \"Upper\"\n",
+    );
+    env.write(
+        "bad_ns/app/values.yaml",
+        "postgresqlDatabases:\n  - name: fine\n",
+    );
+    let out = env.run(&["apply"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("team/app/values.yaml:2:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("team/app/values.yaml:3:"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("bad_ns"), "{}", out.stderr);
+    let managed: i64 = env
+        .control()
+        .await
+        .query_one("SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(managed, 0);
+}
+
+#[tokio::test]
+async fn plan_json_contract_and_exit_codes() {
+    let env = Env::new();
+    let empty = env.plan();
+    assert_eq!(empty.code, 0, "an empty repo is in sync");
+    env.declare("idp-dev", "my-db", &[("my-db", "protected")]);
+    env.write(
+        "idp-dev/typo/values.yaml",
+        "postgresqlDatabases:\n  - name: typo\n    mdoe: standard\n",
+    );
+    let out = env.plan();
+    assert_eq!(out.code, 1, "a spec error outranks pending changes");
+    assert!(
+        out.stderr.contains("idp-dev/typo/values.yaml:3:5"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("did you mean `mode`"), "{}", out.stderr);
+    let plan = out.json();
+    for key in [
+        "converged",
+        "operations",
+        "notices",
+        "diagnostics",
+        "summary",
+    ] {
+        assert!(plan.get(key).is_some(), "plan JSON lacks {key}");
+    }
+    let op = &plan["operations"][0];
+    for key in [
+        "tenant",
+        "phase",
+        "database",
+        "run_as",
+        "statement",
+        "why",
+        "destructive",
+    ] {
+        assert!(op.get(key).is_some(), "operation JSON lacks {key}: {op:#}");
+    }
+    assert_eq!(
+        plan["diagnostics"][0]["field"],
+        "postgresqlDatabases[0].mdoe"
+    );
+    assert_eq!(plan["diagnostics"][0]["location"]["line"], 3);
+
+    env.remove("idp-dev/typo/values.yaml");
+    assert_eq!(env.plan().code, 2);
+    env.apply();
+    assert_eq!(env.plan().code, 0);
+
+    let text = env.run(&["plan"]);
+    assert!(text.stdout.contains("In sync"), "{}", text.stdout);
+}
+
+#[test]
+fn legacy_field_is_converted_with_a_warning() {
+    let env = Env::new();
+    env.write(
+        "shop/cart/values.yaml",
+        "postgresqlDatabases:\n  - name: cart\n    deletionProtection: true\n",
+    );
+    let out = env.run(&["plan", "--format", "json"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("warning: shop/cart/values.yaml:3:5"),
+        "{}",
+        out.stderr
+    );
+    let comment = out.json()["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| {
+            op["statement"]
+                .as_str()
+                .unwrap()
+                .starts_with("COMMENT ON DATABASE")
+        })
+        .unwrap()["statement"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(comment.contains(r#""mode":"protected""#), "{comment}");
+}
+
+#[test]
+fn credentials_errors_are_explained() {
+    let env = Env::new();
+    let out = env.run(&["credentials", "idp-dev/nope", "--role", "read"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("no stored credentials at customer/idp-dev/nope-read"),
+        "{}",
+        out.stderr
+    );
+    let out = env.run(&["credentials", "not-a-tenant", "--role", "read"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("NAMESPACE/DATABASE"), "{}", out.stderr);
+}
+
+#[test]
+fn unreachable_or_invalid_admin_url_is_an_error_with_its_cause() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env(
+            "PGTENANT_ADMIN_URL",
+            "postgresql://x@127.0.0.1:1/postgres?sslmode=verify-full&sslrootcert=/nonexistent",
+        )
+        .args(["plan"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains("Caused by:") && stderr.contains("/nonexistent"),
+        "{stderr}"
+    );
+}
+
+fn bare_command(state_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::cargo_bin("pgtenant").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGTENANT_STATE_DIR", state_dir);
+    cmd
+}
+
+/// Stops the embedded cluster even when an assertion fails midway, so no server outlives the test.
+struct StopOnDrop(std::path::PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = bare_command(&self.0).arg("down").output();
+    }
+}
+
+#[test]
+fn embedded_cluster_up_plan_apply_status_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // As root the server runs as an unprivileged user, which must be able to enter the state dir.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("idp-dev/my-db")).unwrap();
+    std::fs::write(
+        repo.join("idp-dev/my-db/values.yaml"),
+        "postgresqlDatabases:\n  - name: my-db\n",
+    )
+    .unwrap();
+
+    let _stop = StopOnDrop(state.clone());
+    bare_command(&state)
+        .arg("up")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("running:     true"));
+    bare_command(&state)
+        .args(["plan"])
+        .arg(&repo)
+        .assert()
+        .code(2);
+    bare_command(&state)
+        .args(["apply"])
+        .arg(&repo)
+        .assert()
+        .success();
+    bare_command(&state)
+        .args(["plan"])
+        .arg(&repo)
+        .assert()
+        .code(0);
+    let status = bare_command(&state)
+        .args(["status", "--format", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["version"], "15");
+    bare_command(&state).arg("down").assert().success();
+    let status = bare_command(&state)
+        .args(["status", "--format", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["running"], false);
+    // Credentials stay readable with the cluster down; the store is local.
+    bare_command(&state)
+        .args([
+            "credentials",
+            "idp-dev/my-db",
+            "--role",
+            "write",
+            "--format",
+            "uri",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sslmode=require"));
+}
+
+#[test]
+fn missing_postgres_binaries_name_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_bin = dir.path().join("bin");
+    std::fs::create_dir(&empty_bin).unwrap();
+    bare_command(&dir.path().join("state"))
+        .env("PGTENANT_PG_BIN", &empty_bin)
+        .arg("up")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("apt-get install postgresql"));
+}
