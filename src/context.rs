@@ -19,7 +19,7 @@ pub struct Context {
 }
 
 pub struct Connected {
-    pub connector: Connector,
+    pub connector: Arc<Connector>,
     pub endpoint: Endpoint,
 }
 
@@ -65,7 +65,7 @@ impl Context {
             Some(url) => url.clone(),
             None => self.start_embedded()?.control_url()?,
         };
-        let connector = Connector::from_url(&url).context("using the admin URL")?;
+        let connector = Arc::new(Connector::from_url(&url).context("using the admin URL")?);
         let endpoint = match &self.endpoint {
             Some(endpoint) => parse_endpoint(endpoint)?,
             None => {

@@ -228,7 +228,7 @@ fn apply_command(context: &Context, args: &RepoArgs) -> Result<u8> {
     let planned = load_and_plan(context, args, &runtime)?;
     let store: Arc<dyn CredentialStore> = context.store()?;
     let executor = Executor {
-        connector: Arc::new(planned.connected.connector),
+        connector: planned.connected.connector,
         store,
         endpoint: planned.connected.endpoint,
         parallelism: planned.observed.server.parallelism(),

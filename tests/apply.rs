@@ -368,3 +368,46 @@ async fn tables_created_before_the_grants_are_covered_by_the_next_apply() {
     assert_eq!(rows.len(), 2, "the data is intact and readable");
     assert_eq!(env.plan().code, 0);
 }
+
+#[tokio::test]
+async fn one_tenant_failing_does_not_stop_the_others() {
+    let env = Env::new();
+    // A database of that name already exists and belongs to the superuser: a control role without
+    // superuser cannot take it over, so this tenant must fail with PostgreSQL's own reason.
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(r#"CREATE DATABASE "team-taken""#)
+        .await
+        .unwrap();
+    env.declare("team", "taken", &[("taken", "standard")]);
+    env.declare("team", "fine", &[("fine", "standard")]);
+
+    let out = env.run(&["apply", "--format", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let report = out.json();
+    let tenants = report["tenants"].as_array().unwrap();
+    let taken = tenants
+        .iter()
+        .find(|t| t["tenant"] == "team/taken")
+        .unwrap();
+    let fine = tenants.iter().find(|t| t["tenant"] == "team/fine").unwrap();
+    assert_eq!(
+        taken["error"]["sqlstate"], INSUFFICIENT_PRIVILEGE,
+        "{taken:#}"
+    );
+    assert!(taken["error"]["statement"]
+        .as_str()
+        .unwrap()
+        .contains("team-taken"));
+    assert!(fine["error"].is_null());
+    env.connect_as("team/fine", "read").await;
+
+    let text = env.run(&["apply"]);
+    assert_eq!(text.code, 1);
+    assert!(
+        text.stdout.contains("FAILED  team/taken"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("SQLSTATE 42501"), "{}", text.stdout);
+}

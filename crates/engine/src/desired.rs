@@ -1,7 +1,7 @@
 //! What the cluster should look like: names, roles and privileges per tenant, derived from the spec.
 //! Pure: no I/O. The privilege model of seed 000 lives here and nowhere else.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use pgtenant_secrets::SecretPath;
 use pgtenant_spec::{DatabaseSpec, LoadedRepo, Mode};
@@ -312,11 +312,94 @@ impl<'de> serde::Deserialize<'de> for RoleKind {
     }
 }
 
-/// Desired tenants by database name, for the planner's lookups.
-pub fn by_database(desired: &Desired) -> BTreeMap<&str, &DesiredTenant> {
-    desired
-        .tenants
-        .iter()
-        .map(|t| (t.database.as_str(), t))
-        .collect()
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use pgtenant_spec::SourceLocation;
+
+    use super::*;
+
+    fn tenant(mode: Mode) -> DesiredTenant {
+        DesiredTenant::from_spec(&DatabaseSpec {
+            namespace: "idp-dev".into(),
+            name: "my-db".into(),
+            mode,
+            location: SourceLocation {
+                file: PathBuf::from("idp-dev/my-db/values.yaml"),
+                line: 2,
+                column: 11,
+            },
+        })
+    }
+
+    #[test]
+    fn names_follow_the_platform_convention() {
+        let t = tenant(Mode::Standard);
+        assert_eq!(t.id, "idp-dev/my-db");
+        assert_eq!(t.database.as_str(), "idp-dev-my-db");
+        let names: Vec<&str> = t.roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "idp-dev-my-db-admin",
+                "idp-dev-my-db-write",
+                "idp-dev-my-db-read"
+            ]
+        );
+        assert_eq!(
+            t.role(RoleKind::Read).secret_path.as_str(),
+            "customer/idp-dev/my-db-read"
+        );
+        for kind in RoleKind::ALL {
+            assert_eq!(t.role(kind).kind, kind);
+        }
+    }
+
+    #[test]
+    fn markers_round_trip_and_ignore_foreign_comments() {
+        let t = tenant(Mode::Protected);
+        let marker = Marker::database(&t);
+        assert_eq!(Marker::parse(&marker.to_comment()), Some(marker));
+        let role = Marker::role(&t, RoleKind::Write);
+        assert_eq!(Marker::parse(&role.to_comment()), Some(role));
+        assert_eq!(Marker::parse("BI team's scratch database"), None);
+        assert_eq!(
+            Marker::parse(r#"{"managed_by":"someone-else","tenant":"x/y"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn attribute_changes_name_only_what_differs() {
+        let all = RoleAttributes::options_towards(None, &RoleAttributes::TENANT);
+        assert_eq!(
+            all.join(" "),
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1"
+        );
+        let mut drifted = RoleAttributes::TENANT;
+        drifted.createdb = true;
+        drifted.connection_limit = 5;
+        assert_eq!(
+            RoleAttributes::options_towards(Some(&drifted), &RoleAttributes::TENANT),
+            ["NOCREATEDB", "CONNECTION LIMIT -1"]
+        );
+        assert!(RoleAttributes::options_towards(
+            Some(&RoleAttributes::TENANT),
+            &RoleAttributes::TENANT
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn failed_files_hold_every_drop() {
+        let repo = LoadedRepo {
+            failed_files: vec![PathBuf::from("a/b/values.yaml")],
+            ..LoadedRepo::default()
+        };
+        assert!(Desired::from_repo(&repo).drops_held_because.is_some());
+        assert!(Desired::from_repo(&LoadedRepo::default())
+            .drops_held_because
+            .is_none());
+    }
 }

@@ -259,10 +259,10 @@ impl Worker {
                 sql,
                 role,
                 secret_path,
+                dbname,
             } => {
-                let database = op.tenant.replacen('/', "-", 1);
                 let password = self
-                    .password_for(role, secret_path, &database)
+                    .password_for(role, secret_path, dbname)
                     .map_err(|e| store_error(op, &e))?;
                 let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
                 Ok(sql.replace(PASSWORD_PLACEHOLDER, &quote_literal(&verifier)))

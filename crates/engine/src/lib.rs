@@ -15,8 +15,10 @@ pub mod sql;
 
 use std::collections::BTreeMap;
 
-use futures::stream::{self, StreamExt};
+use std::sync::Arc;
+
 use pgtenant_secrets::{CredentialStore, StoreError};
+use tokio::sync::Semaphore;
 
 pub use connect::Connector;
 pub use desired::{Desired, DesiredTenant, RoleKind};
@@ -48,9 +50,10 @@ pub enum EngineError {
 }
 
 /// Reads everything the planner compares against: the cluster catalog, inside every declared database
-/// that exists (in parallel, bounded by the connections the server has free), and the credential store.
+/// that exists (in parallel tasks, so TLS and SCRAM work spreads over the cores, bounded by the
+/// connections the server has free), and the credential store.
 pub async fn observe(
-    connector: &Connector,
+    connector: &Arc<Connector>,
     desired: &Desired,
     store: &dyn CredentialStore,
 ) -> Result<Observed, EngineError> {
@@ -66,21 +69,30 @@ pub async fn observe(
     };
     observed.stored_credentials = read_store(store)?;
 
-    let existing: Vec<&DesiredTenant> = desired
+    let existing: Vec<DesiredTenant> = desired
         .tenants
         .iter()
         .filter(|t| observed.databases.contains_key(t.database.as_str()))
+        .cloned()
         .collect();
-    let inspected: Vec<(
-        &DesiredTenant,
-        Result<observed::DatabaseCatalog, EngineError>,
-    )> = stream::iter(existing)
-        .map(|tenant| async move { (tenant, inspect(connector, tenant).await) })
-        .buffer_unordered(observed.server.parallelism())
-        .collect()
-        .await;
-    for (tenant, result) in inspected {
-        let name = tenant.database.as_str().to_string();
+    let limit = Arc::new(Semaphore::new(observed.server.parallelism()));
+    let tasks: Vec<_> = existing
+        .into_iter()
+        .map(|tenant| {
+            let connector = connector.clone();
+            let limit = limit.clone();
+            tokio::spawn(async move {
+                let _permit = limit
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
+                let result = inspect(&connector, &tenant).await;
+                (tenant.database.as_str().to_string(), result)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (name, result) = task.await.expect("inspection task panicked");
         match result {
             Ok(catalog) => {
                 observed.database_catalogs.insert(name, catalog);

@@ -55,6 +55,7 @@ pub enum Action {
         sql: String,
         role: Ident,
         secret_path: SecretPath,
+        dbname: String,
     },
     /// Refresh the connection details of a stored credential; the password is kept.
     StoreCredential {
@@ -244,6 +245,7 @@ impl TenantPlanner<'_> {
                             sql: sql::create_role(&role.name, &RoleAttributes::TENANT),
                             role: role.name.clone(),
                             secret_path: role.secret_path.clone(),
+                            dbname: self.tenant.database.as_str().to_string(),
                         },
                         "declared in the spec; the role does not exist",
                     );
@@ -310,6 +312,7 @@ impl TenantPlanner<'_> {
                     sql: sql::set_password(role),
                     role: role.clone(),
                     secret_path: secret_path.clone(),
+                    dbname: self.tenant.database.as_str().to_string(),
                 },
                 "no stored credentials for this existing role: issuing a new password",
             ),
