@@ -34,15 +34,21 @@ impl fmt::Display for Ident {
 }
 
 fn quote_ident(name: &str) -> String {
-    let mut quoted = String::with_capacity(name.len() + 2);
-    quoted.push('"');
-    for ch in name.chars() {
-        if ch == '"' {
-            quoted.push('"');
+    enclose(name, '"')
+}
+
+/// Wraps `text` in `quote`, doubling every `quote` inside: SQL's one escaping rule for both
+/// quoted identifiers and standard string literals.
+fn enclose(text: &str, quote: char) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push(quote);
+    for ch in text.chars() {
+        if ch == quote {
+            quoted.push(quote);
         }
         quoted.push(ch);
     }
-    quoted.push('"');
+    quoted.push(quote);
     quoted
 }
 
@@ -50,16 +56,7 @@ fn quote_ident(name: &str) -> String {
 /// stay literal (the server runs with `standard_conforming_strings = on`, the default since 9.1,
 /// and the executor sets it on every control connection).
 pub fn quote_literal(value: &str) -> String {
-    let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('\'');
-    for ch in value.chars() {
-        if ch == '\'' {
-            quoted.push('\'');
-        }
-        quoted.push(ch);
-    }
-    quoted.push('\'');
-    quoted
+    enclose(value, '\'')
 }
 
 /// A comma-separated list of quoted identifiers, for `GRANT … TO a, b`.

@@ -472,10 +472,7 @@ impl TenantPlanner<'_> {
                     .relations
                     .iter()
                     .filter(|r| r.schema == schema && r.is_sequence == is_sequence)
-                    .filter(|r| {
-                        let held = r.acl.get(&Some(role.as_str().to_string()));
-                        wanted.iter().any(|p| !held.is_some_and(|h| h.contains(*p)))
-                    })
+                    .filter(|r| !missing_privileges(&wanted, &r.acl, role).is_empty())
                     .map(|r| r.name.as_str())
                     .collect();
                 if lacking.is_empty() {
@@ -510,12 +507,7 @@ impl TenantPlanner<'_> {
             for kind in [RoleKind::Write, RoleKind::Read] {
                 let role = &self.tenant.role(kind).name;
                 let wanted = object.grants(kind);
-                let held = current.get(&Some(role.as_str().to_string()));
-                let missing: BTreeSet<&'static str> = wanted
-                    .iter()
-                    .copied()
-                    .filter(|p| !held.is_some_and(|h| h.contains(*p)))
-                    .collect();
+                let missing = missing_privileges(&wanted, &current, role);
                 if missing.is_empty() {
                     continue;
                 }
@@ -782,12 +774,7 @@ fn diff_acl(
     }
     let mut missing_by_set: BTreeMap<BTreeSet<&'static str>, Vec<Ident>> = BTreeMap::new();
     for (grantee, wanted_here) in wanted {
-        let held = current.get(&Some(grantee.as_str().to_string()));
-        let missing: BTreeSet<&'static str> = wanted_here
-            .iter()
-            .copied()
-            .filter(|p| !held.is_some_and(|h| h.contains(*p)))
-            .collect();
+        let missing = missing_privileges(wanted_here, current, grantee);
         if !missing.is_empty() {
             missing_by_set
                 .entry(missing)
@@ -806,12 +793,23 @@ fn diff_acl(
     changes
 }
 
-fn join_privileges<'a>(privileges: impl IntoIterator<Item = &'a &'a str>) -> String {
-    privileges
-        .into_iter()
+/// What `grantee` lacks of `wanted` in `acl`.
+fn missing_privileges(
+    wanted: &BTreeSet<&'static str>,
+    acl: &Acl,
+    grantee: &Ident,
+) -> BTreeSet<&'static str> {
+    let held = acl.get(&Some(grantee.as_str().to_string()));
+    wanted
+        .iter()
         .copied()
-        .collect::<Vec<_>>()
-        .join(", ")
+        .filter(|p| !held.is_some_and(|h| h.contains(*p)))
+        .collect()
+}
+
+/// Privileges for messages, in the order statements list them.
+fn join_privileges(privileges: &BTreeSet<&str>) -> String {
+    sql::privilege_list(privileges)
 }
 
 fn names(idents: &[Ident]) -> String {
