@@ -168,12 +168,16 @@ struct Planned {
     observed: pgtenant_engine::Observed,
     plan: pgtenant_engine::Plan,
     connected: context::Connected,
+    _lock: Option<pgtenant_engine::ApplyLock>,
 }
 
+/// `exclusive`: hold the cluster-wide apply lock from before the catalog is read until the
+/// returned [`Planned`] is dropped, so two applies never plan against each other's half-done work.
 fn load_and_plan(
     context: &Context,
     args: &RepoArgs,
     runtime: &tokio::runtime::Runtime,
+    exclusive: bool,
 ) -> Result<Planned> {
     let root = args.repo.clone().unwrap_or_else(|| PathBuf::from("."));
     let repo = pgtenant_spec::load_repo(&root)
@@ -182,6 +186,10 @@ fn load_and_plan(
     let desired = Desired::from_repo(&repo);
     let connected = context.connect()?;
     let store = context.store()?;
+    let lock = match exclusive {
+        true => Some(runtime.block_on(pgtenant_engine::ApplyLock::acquire(&connected.connector))?),
+        false => None,
+    };
     let observed = runtime
         .block_on(pgtenant_engine::observe(
             &connected.connector,
@@ -200,6 +208,7 @@ fn load_and_plan(
         observed,
         plan,
         connected,
+        _lock: lock,
     })
 }
 
@@ -212,7 +221,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn plan_command(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args, &runtime)?;
+    let planned = load_and_plan(context, args, &runtime, false)?;
     render::plan(&planned.plan, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR
@@ -225,7 +234,7 @@ fn plan_command(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 fn apply_command(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args, &runtime)?;
+    let planned = load_and_plan(context, args, &runtime, true)?;
     let store: Arc<dyn CredentialStore> = context.store()?;
     let executor = Executor {
         connector: planned.connected.connector,
@@ -249,7 +258,7 @@ fn apply_command(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 fn check_command(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args, &runtime)?;
+    let planned = load_and_plan(context, args, &runtime, false)?;
     let report = check::report(&planned.desired, &planned.observed, &planned.plan);
     render::check(&report, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {

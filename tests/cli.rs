@@ -258,3 +258,31 @@ fn missing_postgres_binaries_name_the_package() {
         .code(1)
         .stderr(predicate::str::contains("apt-get install postgresql"));
 }
+
+#[tokio::test]
+async fn concurrent_applies_are_refused_not_interleaved() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    let holder = env.control().await;
+    let pid: i32 = holder
+        .query_one(
+            "SELECT pg_advisory_lock(8099570433841524340), pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(1);
+    let out = env.run(&["apply"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(&format!(
+            "another `pgtenant apply` is running against this cluster (backend pid {pid})"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.plan().code, 2, "plan does not need the lock");
+    drop(holder);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    env.apply();
+}

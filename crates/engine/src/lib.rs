@@ -47,6 +47,52 @@ pub enum EngineError {
     },
     #[error("credential store")]
     Store(#[from] StoreError),
+    #[error("another `pgtenant apply` is running against this cluster (backend pid {holder}); try again when it has finished")]
+    Busy { holder: i32 },
+}
+
+/// A session-level advisory lock on the admin database, held by one open connection: every pgtenant
+/// that manages the cluster takes it before reading the catalog for an apply. Released when dropped
+/// (the connection closes), also if the process dies.
+pub struct ApplyLock {
+    _session: tokio_postgres::Client,
+}
+
+/// "pgtenant" in ASCII: the advisory lock key, unlikely to clash with an application's.
+const APPLY_LOCK_KEY: i64 = 0x7067_7465_6e61_6e74;
+
+impl ApplyLock {
+    pub async fn acquire(connector: &Connector) -> Result<Self, EngineError> {
+        let session = connector.connect(None).await?;
+        let catalog_error = |source| EngineError::Catalog {
+            database: None,
+            source,
+        };
+        let locked: bool = session
+            .query_one(
+                "SELECT pg_catalog.pg_try_advisory_lock($1)",
+                &[&APPLY_LOCK_KEY],
+            )
+            .await
+            .map_err(catalog_error)?
+            .get(0);
+        if locked {
+            return Ok(ApplyLock { _session: session });
+        }
+        let holder: Option<i32> = session
+            .query_opt(
+                "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted
+                   AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+                   AND ((classid::int8 << 32) | objid::int8) = $1",
+                &[&APPLY_LOCK_KEY],
+            )
+            .await
+            .map_err(catalog_error)?
+            .map(|row| row.get(0));
+        Err(EngineError::Busy {
+            holder: holder.unwrap_or_default(),
+        })
+    }
 }
 
 /// Reads everything the planner compares against: the cluster catalog, inside every declared database
