@@ -286,3 +286,60 @@ async fn concurrent_applies_are_refused_not_interleaved() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     env.apply();
 }
+
+#[test]
+fn endpoint_is_written_into_credentials_and_kept_up_to_date() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    let apply = |endpoint: &str| {
+        let out = env
+            .cmd()
+            .env("PGTENANT_ENDPOINT", endpoint)
+            .args(["apply", "--format", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    apply("rds-proxy.internal:5432");
+    let first = env.credentials("idp-dev/my-db", "write");
+    assert_eq!(first["endpoint"], "rds-proxy.internal");
+    assert_eq!(first["port"], 5432);
+    assert!(first["uri"]
+        .as_str()
+        .unwrap()
+        .contains("@rds-proxy.internal:5432/idp-dev-my-db?sslmode=require"));
+
+    // The platform moves behind a pooler: stored details follow, passwords stay.
+    let moved = apply("pooler.internal:6432");
+    let statements: Vec<&str> = moved["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["statement"].as_str().unwrap())
+        .collect();
+    assert_eq!(statements.len(), 3, "{statements:#?}");
+    assert!(statements
+        .iter()
+        .all(|s| s.starts_with("-- credential store: update connection details")));
+    let second = env.credentials("idp-dev/my-db", "write");
+    assert_eq!(
+        (second["endpoint"].as_str(), second["port"].as_u64()),
+        (Some("pooler.internal"), Some(6432))
+    );
+    assert_eq!(second["password"], first["password"]);
+
+    let bad = env
+        .cmd()
+        .env("PGTENANT_ENDPOINT", "no-port")
+        .args(["plan"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not HOST:PORT"));
+}
