@@ -1,21 +1,23 @@
 //! Everything the binary prints. Results go to stdout (text or JSON); diagnostics, progress and
 //! errors go to stderr, so `--format json` output is always machine-readable.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use pgtenant_cluster::ClusterStatus;
 use pgtenant_engine::check::CheckReport;
 use pgtenant_engine::plan::{Notice, NoticeKind};
 use pgtenant_engine::{ApplyOutcome, Operation, Plan, TenantOutcome};
-use pgtenant_secrets::Credential;
 use pgtenant_spec::{Diagnostic, LoadedRepo};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{CredentialFormat, Format};
+/// Output format of commands that print results.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
 
 /// cargo's style: the error, then each cause on its own line.
 pub fn error(error: &anyhow::Error) {
@@ -76,7 +78,7 @@ fn diagnostics_json(diagnostics: &[Diagnostic]) -> serde_json::Value {
     serde_json::to_value(diagnostics).expect("diagnostics serialize")
 }
 
-fn print_json(value: &impl Serialize) -> Result<()> {
+pub fn print_json(value: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -260,79 +262,5 @@ pub fn check(report: &CheckReport, repo: &LoadedRepo, format: Format) -> Result<
             "Drift found: `pgtenant apply` repairs it."
         }
     );
-    Ok(())
-}
-
-pub fn credential(credential: &Credential, format: CredentialFormat) -> Result<()> {
-    const SSLMODE: &str = "require";
-    let uri = format!(
-        "postgresql://{}:{}@{}:{}/{}?sslmode={SSLMODE}",
-        credential.username,
-        credential.password,
-        uri_host(&credential.endpoint),
-        credential.port,
-        credential.dbname
-    );
-    match format {
-        CredentialFormat::Json => print_json(&json!({
-            "username": credential.username,
-            "password": credential.password,
-            "endpoint": credential.endpoint,
-            "port": credential.port,
-            "dbname": credential.dbname,
-            "sslmode": SSLMODE,
-            "uri": uri,
-        })),
-        CredentialFormat::Uri => {
-            println!("{uri}");
-            Ok(())
-        }
-        CredentialFormat::Env => {
-            let vars = BTreeMap::from([
-                ("DB_NAME", credential.dbname.clone()),
-                ("DB_USER", credential.username.clone()),
-                ("DB_PASSWORD", credential.password.clone()),
-                ("DB_HOST", credential.endpoint.clone()),
-                ("DB_PORT", credential.port.to_string()),
-                ("DB_SSLMODE", SSLMODE.to_string()),
-                ("DATABASE_URL", uri),
-            ]);
-            for (name, value) in vars {
-                println!("{name}={}", shell_quote(&value));
-            }
-            Ok(())
-        }
-    }
-}
-
-fn uri_host(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
-}
-
-/// Single quotes make any value literal in POSIX shells and in dotenv files.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
-
-pub fn cluster_status(status: &ClusterStatus, format: Format) -> Result<()> {
-    if format == Format::Json {
-        return print_json(status);
-    }
-    println!("initialized: {}", status.initialized);
-    println!("running:     {}", status.running);
-    if let Some(port) = status.port {
-        println!("address:     127.0.0.1:{port} (TLS required)");
-    }
-    println!("data dir:    {}", status.data_dir.display());
-    if let Some(version) = &status.version {
-        println!("version:     PostgreSQL {version}");
-    }
-    if let Some(ca) = &status.ca_cert {
-        println!("CA:          {}", ca.display());
-    }
     Ok(())
 }

@@ -1,0 +1,50 @@
+//! `up`, `down`, `status`: the embedded local cluster.
+
+use anyhow::Result;
+use pgtenant_cluster::ClusterStatus;
+
+use crate::context::Context;
+use crate::render::{print_json, Format};
+use crate::EXIT_OK;
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+pub fn up(context: &Context, args: &StatusArgs) -> Result<u8> {
+    let cluster = context.start_embedded()?;
+    print_status(&cluster.status()?, args.format)?;
+    Ok(EXIT_OK)
+}
+
+pub fn down(context: &Context) -> Result<u8> {
+    context.embedded().stop()?;
+    eprintln!("embedded cluster stopped");
+    Ok(EXIT_OK)
+}
+
+pub fn status(context: &Context, args: &StatusArgs) -> Result<u8> {
+    print_status(&context.embedded().status()?, args.format)?;
+    Ok(EXIT_OK)
+}
+
+fn print_status(status: &ClusterStatus, format: Format) -> Result<()> {
+    if format == Format::Json {
+        return print_json(status);
+    }
+    println!("initialized: {}", status.initialized);
+    println!("running:     {}", status.running);
+    if let Some(port) = status.port {
+        println!("address:     127.0.0.1:{port} (TLS required)");
+    }
+    println!("data dir:    {}", status.data_dir.display());
+    if let Some(version) = &status.version {
+        println!("version:     PostgreSQL {version}");
+    }
+    if let Some(ca) = &status.ca_cert {
+        println!("CA:          {}", ca.display());
+    }
+    Ok(())
+}
