@@ -1,11 +1,11 @@
 //! `plan`, `apply` and `check`: spec → desired → observed → plan, then print, execute or report.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use pgtenant_engine::{check, Desired, Executor, PlanContext};
+use pgtenant_engine::{check, ApplyOutcome, Desired, Executor, PlanContext};
 use pgtenant_secrets::CredentialStore;
 
 use crate::context::{self, Context};
@@ -34,12 +34,12 @@ struct Planned {
 /// returned [`Planned`] is dropped, so two applies never plan against each other's half-done work.
 fn load_and_plan(
     context: &Context,
-    args: &RepoArgs,
+    repo: Option<&Path>,
     runtime: &tokio::runtime::Runtime,
     exclusive: bool,
 ) -> Result<Planned> {
-    let root = args.repo.clone().unwrap_or_else(|| PathBuf::from("."));
-    let repo = pgtenant_spec::load_repo(&root)
+    let root = repo.unwrap_or(Path::new("."));
+    let repo = pgtenant_spec::load_repo(root)
         .with_context(|| format!("reading the apps repo {}", root.display()))?;
     render::diagnostics(&repo);
     let desired = Desired::from_repo(&repo);
@@ -71,7 +71,7 @@ fn load_and_plan(
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,7 +80,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args, &runtime, false)?;
+    let planned = load_and_plan(context, args.repo.as_deref(), &runtime, false)?;
     render::plan(&planned.plan, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR
@@ -93,18 +93,9 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args, &runtime, true)?;
-    let store: Arc<dyn CredentialStore> = context.store()?;
-    let executor = Executor {
-        connector: planned.connected.connector,
-        store,
-        endpoint: planned.connected.endpoint,
-        parallelism: planned.observed.server.parallelism(),
-    };
+    let planned = load_and_plan(context, args.repo.as_deref(), &runtime, true)?;
     let show_progress = args.format == Format::Text && std::io::stderr().is_terminal();
-    let progress = render::ApplyProgress::new(&planned.plan, show_progress);
-    let outcome = runtime.block_on(executor.apply(&planned.plan, progress.callback()));
-    progress.finish();
+    let outcome = execute(context, &runtime, &planned, &planned.plan, show_progress)?;
     render::apply(&planned.plan, &outcome, &planned.repo, args.format)?;
     Ok(
         if planned.repo.has_errors() || outcome.failed().next().is_some() {
@@ -115,9 +106,51 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     )
 }
 
+fn execute(
+    context: &Context,
+    runtime: &tokio::runtime::Runtime,
+    planned: &Planned,
+    plan: &pgtenant_engine::Plan,
+    show_progress: bool,
+) -> Result<ApplyOutcome> {
+    let store: Arc<dyn CredentialStore> = context.store()?;
+    let executor = Executor {
+        connector: planned.connected.connector.clone(),
+        store,
+        endpoint: planned.connected.endpoint.clone(),
+        parallelism: planned.observed.server.parallelism(),
+    };
+    let progress = render::ApplyProgress::new(plan, show_progress);
+    let outcome = runtime.block_on(executor.apply(plan, progress.callback()));
+    progress.finish();
+    Ok(outcome)
+}
+
+/// Converges one declared tenant only (its roles, ownership, grants, default privileges), leaving
+/// every other tenant alone and dropping nothing: for commands that changed that tenant's database
+/// behind the engine's back, such as a restore.
+pub fn reconcile_tenant(
+    context: &Context,
+    repo: Option<&Path>,
+    tenant: &str,
+) -> Result<ApplyOutcome> {
+    let runtime = runtime()?;
+    let planned = load_and_plan(context, repo, &runtime, true)?;
+    if !planned.desired.tenants.iter().any(|t| t.id == tenant) {
+        anyhow::bail!(
+            "{tenant} is not declared in the apps repo: declare it and run `pgtenant apply` first"
+        );
+    }
+    let mut plan = planned.plan.clone();
+    plan.operations
+        .retain(|op| op.tenant == tenant && !op.destructive);
+    plan.notices.clear();
+    execute(context, &runtime, &planned, &plan, false)
+}
+
 pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args, &runtime, false)?;
+    let planned = load_and_plan(context, args.repo.as_deref(), &runtime, false)?;
     let report = check::report(&planned.desired, &planned.observed, &planned.plan);
     render::check(&report, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
