@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{cluster, credentials, reconcile};
+use commands::{cluster, credentials, reconcile, rotate};
 use context::Context;
 
 /// Exit codes: the contract scripts rely on.
@@ -47,6 +47,11 @@ struct Cli {
     #[arg(long, env = "PGTENANT_STORE_KEY_FILE", global = true)]
     store_key_file: Option<PathBuf>,
 
+    /// CA bundle (PEM) that verifies the cluster's server certificate, for `--sslmode verify-full`
+    /// [default: the embedded cluster's CA; none for an admin URL].
+    #[arg(long, env = "PGTENANT_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +66,8 @@ enum Command {
     Check(reconcile::RepoArgs),
     /// Print a tenant role's credentials from the store.
     Credentials(credentials::CredentialsArgs),
+    /// New passwords for a tenant's roles (crash-safe; `--grace` for zero downtime).
+    Rotate(rotate::RotateArgs),
     /// Create (first time) and start the embedded local cluster.
     Up(cluster::StatusArgs),
     /// Stop the embedded local cluster.
@@ -87,6 +94,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Apply(args) => reconcile::apply(&context, args),
         Command::Check(args) => reconcile::check(&context, args),
         Command::Credentials(args) => credentials::run(&context, args),
+        Command::Rotate(args) => rotate::run(&context, args),
         Command::Up(args) => cluster::up(&context, args),
         Command::Down => cluster::down(&context),
         Command::Status(args) => cluster::status(&context, args),

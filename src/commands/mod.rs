@@ -3,3 +3,17 @@
 pub mod cluster;
 pub mod credentials;
 pub mod reconcile;
+pub mod rotate;
+
+use anyhow::{bail, Result};
+
+/// `NAMESPACE/DATABASE` as users type it, checked the way the spec checks names.
+pub fn parse_tenant(tenant: &str) -> Result<(&str, &str)> {
+    let Some((namespace, database)) = tenant.split_once('/') else {
+        bail!("`{tenant}` is not NAMESPACE/DATABASE (for example idp-dev/my-db)");
+    };
+    if !pgtenant_spec::is_dns_label(namespace) || !pgtenant_spec::is_dns_label(database) {
+        bail!("`{tenant}` is not NAMESPACE/DATABASE with lowercase letters, digits and '-' only");
+    }
+    Ok((namespace, database))
+}

@@ -46,7 +46,12 @@ fn load_and_plan(
     let connected = context.connect()?;
     let store = context.store()?;
     let lock = match exclusive {
-        true => Some(runtime.block_on(pgtenant_engine::ApplyLock::acquire(&connected.connector))?),
+        true => {
+            let lock =
+                runtime.block_on(pgtenant_engine::ApplyLock::acquire(&connected.connector))?;
+            finish_interrupted_rotations(runtime, &connected, store.as_ref())?;
+            Some(lock)
+        }
         false => None,
     };
     let observed = runtime
@@ -69,6 +74,34 @@ fn load_and_plan(
         connected,
         _lock: lock,
     })
+}
+
+/// A rotation killed midway left a journal entry: settle it before planning, so the plan (and the
+/// credentials it writes) start from what the server really accepts.
+fn finish_interrupted_rotations(
+    runtime: &tokio::runtime::Runtime,
+    connected: &context::Connected,
+    store: &dyn CredentialStore,
+) -> Result<()> {
+    let rotator = pgtenant_engine::rotate::Rotator {
+        connector: &connected.connector,
+        store,
+    };
+    for recovered in runtime
+        .block_on(rotator.recover_all())
+        .context("finishing an interrupted rotation")?
+    {
+        let what = if recovered.completed {
+            "completed"
+        } else {
+            "rolled back (the server never had it)"
+        };
+        eprintln!(
+            "an interrupted rotation of {} was {what}",
+            recovered.secret_path
+        );
+    }
+    Ok(())
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -87,6 +87,16 @@ impl Connector {
         self
     }
 
+    /// The same server reached as another role: to prove a tenant login works.
+    pub fn with_login(&self, user: &str, password: &str) -> Self {
+        let mut config = self.config.clone();
+        config.user(user).password(password).options("");
+        Connector {
+            config,
+            tls: self.tls.clone(),
+        }
+    }
+
     /// Host and port of the admin URL: the default endpoint written into credentials.
     pub fn endpoint(&self) -> (String, u16) {
         let host = match self.config.get_hosts().first() {

@@ -37,6 +37,8 @@ impl RoleKind {
 pub struct DesiredRole {
     pub kind: RoleKind,
     pub name: Ident,
+    /// The second login that grace rotation alternates with (created only by `rotate --grace`).
+    pub alternate: Ident,
     pub secret_path: SecretPath,
 }
 
@@ -53,20 +55,26 @@ pub struct DesiredTenant {
 
 impl DesiredTenant {
     pub fn from_spec(spec: &DatabaseSpec) -> Self {
-        let database = spec.database_name();
+        Self::new(&spec.namespace, &spec.name, spec.mode)
+    }
+
+    /// `namespace` and `name` must be valid DNS-1123 labels (the spec validates them; commands that
+    /// take `NS/DB` check with `pgtenant_spec::is_dns_label`).
+    pub fn new(namespace: &str, name: &str, mode: Mode) -> Self {
+        let database = format!("{namespace}-{name}");
         let role = |kind: RoleKind| DesiredRole {
             kind,
             name: Ident::new(role_name(&database, kind)),
-            secret_path: SecretPath::for_role(&spec.namespace, &spec.name, kind.as_str()),
+            alternate: Ident::new(alternate_name(&role_name(&database, kind))),
+            secret_path: SecretPath::for_role(namespace, name, kind.as_str()),
         };
-        let roles = RoleKind::ALL.map(role);
         DesiredTenant {
-            roles,
-            id: spec.tenant_id(),
-            namespace: spec.namespace.clone(),
-            name: spec.name.clone(),
+            roles: RoleKind::ALL.map(role),
+            id: format!("{namespace}/{name}"),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
             database: Ident::new(database),
-            mode: spec.mode,
+            mode,
         }
     }
 
@@ -81,6 +89,11 @@ impl DesiredTenant {
 
 pub fn role_name(database: &str, kind: RoleKind) -> String {
     format!("{database}-{}", kind.as_str())
+}
+
+/// Grace rotation's second login for `role`.
+pub fn alternate_name(role: &str) -> String {
+    format!("{role}-alt")
 }
 
 /// The desired state of every tenant whose spec file parsed and validated.
@@ -270,6 +283,9 @@ pub struct Marker {
     pub mode: Option<Mode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<RoleKind>,
+    /// Set on grace rotation's second login of a role.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alternate: bool,
 }
 
 pub const MANAGED_BY: &str = "pgtenant";
@@ -281,6 +297,7 @@ impl Marker {
             tenant: tenant.id.clone(),
             mode: Some(tenant.mode),
             role: None,
+            alternate: false,
         }
     }
 
@@ -290,6 +307,14 @@ impl Marker {
             tenant: tenant.id.clone(),
             mode: None,
             role: Some(kind),
+            alternate: false,
+        }
+    }
+
+    pub fn alternate(tenant: &DesiredTenant, kind: RoleKind) -> Self {
+        Marker {
+            alternate: true,
+            ..Marker::role(tenant, kind)
         }
     }
 

@@ -205,13 +205,12 @@ impl Worker {
             Action::DeleteCredential { secret_path } => self.store.delete(secret_path),
             Action::StoreCredential {
                 secret_path,
-                username,
                 dbname,
             } => match self.store.get(secret_path) {
                 Ok(Some(existing)) => self.store.put(
                     secret_path,
                     &Credential {
-                        username: username.clone(),
+                        username: existing.username,
                         password: existing.password,
                         endpoint: self.endpoint.host.clone(),
                         port: self.endpoint.port,

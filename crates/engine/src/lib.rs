@@ -11,6 +11,7 @@ pub mod execute;
 pub mod ident;
 pub mod observed;
 pub mod plan;
+pub mod rotate;
 pub mod sql;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ pub enum EngineError {
     },
     #[error("credential store")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Rotation(String),
     #[error("another `pgtenant apply` is running against this cluster (backend pid {holder}); try again when it has finished")]
     Busy { holder: i32 },
 }

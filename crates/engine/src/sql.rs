@@ -29,6 +29,15 @@ pub fn set_password(role: &Ident) -> String {
     )
 }
 
+/// Sessions of `role` act as `target` from login on, so what they create is owned by `target`.
+pub fn set_default_role(role: &Ident, target: &Ident) -> String {
+    format!(
+        "ALTER ROLE {} SET role = {}",
+        role.quote(),
+        quote_literal(target.as_str())
+    )
+}
+
 pub fn comment_on_role(role: &Ident, marker: &Marker) -> String {
     format!(
         "COMMENT ON ROLE {} IS {}",

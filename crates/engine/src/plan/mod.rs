@@ -60,7 +60,6 @@ pub enum Action {
     /// Refresh the connection details of a stored credential; the password is kept.
     StoreCredential {
         secret_path: SecretPath,
-        username: String,
         dbname: String,
     },
     DeleteCredential {
@@ -233,120 +232,169 @@ impl TenantPlanner<'_> {
     }
 
     fn roles(&mut self) {
-        let control = Ident::new(self.observed.server.current_user.clone());
         for role in self.tenant.roles.clone() {
-            let marker = Marker::role(self.tenant, role.kind);
-            let observed = self.observed.roles.get(role.name.as_str());
-            let (member_of, members) = match observed {
-                None => {
-                    self.push(
-                        Phase::Roles,
-                        Action::SetPassword {
-                            sql: sql::create_role(&role.name, &RoleAttributes::TENANT),
-                            role: role.name.clone(),
-                            secret_path: role.secret_path.clone(),
-                            dbname: self.tenant.database.as_str().to_string(),
-                        },
-                        "declared in the spec; the role does not exist",
-                    );
-                    self.push_sql(
-                        Phase::Roles,
-                        sql::comment_on_role(&role.name, &marker),
-                        "mark the role as managed by pgtenant",
-                    );
-                    (BTreeSet::new(), BTreeSet::new())
-                }
-                Some(existing) => {
-                    let options = RoleAttributes::options_towards(
-                        Some(&existing.attributes),
-                        &RoleAttributes::TENANT,
-                    );
-                    if !options.is_empty() {
-                        let why = format!("attributes drifted; restoring {}", options.join(", "));
-                        self.push_sql(Phase::Roles, sql::alter_role(&role.name, &options), why);
-                    }
-                    if existing.marker().as_ref() != Some(&marker) {
-                        let why = match existing.marker() {
-                            None => "adopt the existing role: mark it as managed by pgtenant",
-                            Some(_) => "the role's pgtenant marker is out of date",
-                        };
-                        self.push_sql(Phase::Roles, sql::comment_on_role(&role.name, &marker), why);
-                    }
-                    self.credentials(&role.name, &role.secret_path);
-                    (existing.member_of.clone(), existing.members.clone())
-                }
-            };
-            for other in &member_of {
-                self.push_sql(
+            let alternate = self
+                .observed
+                .roles
+                .get(role.alternate.as_str())
+                .filter(|a| {
+                    a.marker()
+                        .is_some_and(|m| m == Marker::alternate(self.tenant, role.kind))
+                });
+            let mut members = self.expected_members();
+            if alternate.is_some() {
+                members.insert(role.alternate.as_str().to_string());
+            }
+            let exists = self.observed.roles.contains_key(role.name.as_str());
+            if !exists {
+                self.push(
                     Phase::Roles,
-                    sql::revoke_membership(&Ident::new(other.clone()), &role.name),
-                    format!("a tenant role must not hold the privileges of `{other}`"),
+                    Action::SetPassword {
+                        sql: sql::create_role(&role.name, &RoleAttributes::TENANT),
+                        role: role.name.clone(),
+                        secret_path: role.secret_path.clone(),
+                        dbname: self.tenant.database.as_str().to_string(),
+                    },
+                    "declared in the spec; the role does not exist",
                 );
             }
-            let expected = self.expected_members();
-            for member in members.difference(&expected) {
-                self.push_sql(
-                    Phase::Roles,
-                    sql::revoke_membership(&role.name, &Ident::new(member.clone())),
-                    format!(
-                        "`{member}` must not hold the privileges of this tenant's {} role",
-                        role.kind.as_str()
-                    ),
-                );
+            self.login_role(
+                &role.name,
+                Marker::role(self.tenant, role.kind),
+                &BTreeSet::new(),
+                &members,
+            );
+            if exists {
+                self.credentials(&role.name, &role.alternate, &role.secret_path);
             }
-            if expected.iter().any(|m| !members.contains(m)) {
-                self.push_sql(
-                    Phase::Roles,
-                    sql::grant_membership(&role.name, &control),
-                    "the control role (not a superuser) acts for the tenant through membership",
+            if alternate.is_some() {
+                // The grace-rotation twin: a login that holds the role's privileges through membership.
+                let member_of = BTreeSet::from([role.name.as_str().to_string()]);
+                self.login_role(
+                    &role.alternate,
+                    Marker::alternate(self.tenant, role.kind),
+                    &member_of,
+                    &self.expected_members(),
                 );
             }
         }
     }
 
-    fn credentials(&mut self, role: &Ident, secret_path: &SecretPath) {
-        match self.observed.stored_credentials.get(secret_path) {
-            None => self.push(
+    /// Attributes, marker and memberships of one tenant login role; a role that does not exist yet
+    /// is taken as just created with the tenant attributes and no memberships.
+    fn login_role(
+        &mut self,
+        name: &Ident,
+        marker: Marker,
+        member_of_wanted: &BTreeSet<String>,
+        members_wanted: &BTreeSet<String>,
+    ) {
+        let observed = self.observed.roles.get(name.as_str());
+        let empty = BTreeSet::new();
+        let (member_of, members) = match observed {
+            None => {
+                self.push_sql(
+                    Phase::Roles,
+                    sql::comment_on_role(name, &marker),
+                    "mark the role as managed by pgtenant",
+                );
+                (&empty, &empty)
+            }
+            Some(existing) => {
+                let options = RoleAttributes::options_towards(
+                    Some(&existing.attributes),
+                    &RoleAttributes::TENANT,
+                );
+                if !options.is_empty() {
+                    let why = format!("attributes drifted; restoring {}", options.join(", "));
+                    self.push_sql(Phase::Roles, sql::alter_role(name, &options), why);
+                }
+                if existing.marker().as_ref() != Some(&marker) {
+                    let why = match existing.marker() {
+                        None => "adopt the existing role: mark it as managed by pgtenant",
+                        Some(_) => "the role's pgtenant marker is out of date",
+                    };
+                    self.push_sql(Phase::Roles, sql::comment_on_role(name, &marker), why);
+                }
+                (&existing.member_of, &existing.members)
+            }
+        };
+        for other in member_of.difference(member_of_wanted) {
+            self.push_sql(
+                Phase::Roles,
+                sql::revoke_membership(&Ident::new(other.clone()), name),
+                format!("a tenant role must not hold the privileges of `{other}`"),
+            );
+        }
+        for other in member_of_wanted.difference(member_of) {
+            self.push_sql(
+                Phase::Roles,
+                sql::grant_membership(&Ident::new(other.clone()), name),
+                format!("the alternate login holds the privileges of `{other}` through membership"),
+            );
+        }
+        for member in members.difference(members_wanted) {
+            self.push_sql(
+                Phase::Roles,
+                sql::revoke_membership(name, &Ident::new(member.clone())),
+                format!("`{member}` must not hold the privileges of `{name}`"),
+            );
+        }
+        let control = &self.observed.server.current_user;
+        if members_wanted.contains(control) && !members.contains(control) {
+            self.push_sql(
+                Phase::Roles,
+                sql::grant_membership(name, &Ident::new(control.clone())),
+                "the control role (not a superuser) acts for the tenant through membership",
+            );
+        }
+    }
+
+    /// The store must hold credentials for the role (or its grace-rotation alternate, whichever
+    /// the last rotation switched to) with the current connection details.
+    fn credentials(&mut self, role: &Ident, alternate: &Ident, secret_path: &SecretPath) {
+        let dbname = self.tenant.database.as_str();
+        let stored = self.observed.stored_credentials.get(secret_path);
+        let usable = stored.filter(|s| {
+            s.username == role.as_str()
+                || (s.username == alternate.as_str()
+                    && self.observed.roles.contains_key(alternate.as_str()))
+        });
+        match (stored, usable) {
+            (_, None) => self.push(
                 Phase::Roles,
                 Action::SetPassword {
                     sql: sql::set_password(role),
                     role: role.clone(),
                     secret_path: secret_path.clone(),
-                    dbname: self.tenant.database.as_str().to_string(),
+                    dbname: dbname.to_string(),
                 },
-                "no stored credentials for this existing role: issuing a new password",
+                match stored {
+                    None => "no stored credentials for this existing role: issuing a new password"
+                        .to_string(),
+                    Some(s) => format!(
+                        "stored credentials name `{}`, not this role: issuing a new password",
+                        s.username
+                    ),
+                },
             ),
-            Some(stored) => {
-                let current = (
-                    &stored.username,
-                    &stored.endpoint,
-                    stored.port,
-                    &stored.dbname,
-                );
+            (_, Some(stored)) => {
+                let current = (&stored.endpoint, stored.port, stored.dbname.as_str());
                 let wanted = (
-                    &role.as_str().to_string(),
                     &self.context.endpoint_host,
                     self.context.endpoint_port,
-                    &self.tenant.database.as_str().to_string(),
+                    dbname,
                 );
                 if current != wanted {
                     self.push(
                         Phase::Credentials,
                         Action::StoreCredential {
                             secret_path: secret_path.clone(),
-                            username: role.as_str().to_string(),
-                            dbname: self.tenant.database.as_str().to_string(),
+                            dbname: dbname.to_string(),
                         },
                         format!(
-                            "stored connection details ({}@{}:{}/{}) differ from {}@{}:{}/{}",
-                            current.0,
-                            current.1,
-                            current.2,
-                            current.3,
-                            wanted.0,
-                            wanted.1,
-                            wanted.2,
-                            wanted.3
+                            "stored connection details ({}:{}/{}) differ from {}:{}/{}",
+                            current.0, current.1, current.2, wanted.0, wanted.1, wanted.2
                         ),
                     );
                 }
@@ -605,7 +653,8 @@ fn plan_removals(desired: &Desired, observed: &Observed, plan: &mut Plan) {
             ));
         }
         if let Some((namespace, database)) = tenant.split_once('/') {
-            for kind in roles.iter().map(|(_, kind)| *kind) {
+            let kinds: BTreeSet<RoleKind> = roles.iter().map(|(_, kind)| *kind).collect();
+            for kind in kinds {
                 let secret_path = SecretPath::for_role(namespace, database, kind.as_str());
                 if observed.stored_credentials.contains_key(&secret_path) {
                     plan.operations.push(drop(

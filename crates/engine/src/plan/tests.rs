@@ -347,3 +347,56 @@ fn uninspected_database_is_deferred_not_converged() {
     assert!(plan.operations.is_empty());
     assert!(!plan.is_converged());
 }
+
+#[test]
+fn grace_rotation_twin_is_part_of_the_model() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let tenant = &desired.tenants[0];
+    let mut observed = empty_cluster();
+    converge(&mut observed, tenant);
+    let write = tenant.role(RoleKind::Write);
+    observed.roles.insert(
+        write.alternate.to_string(),
+        ObservedRole {
+            attributes: RoleAttributes::TENANT,
+            comment: Some(Marker::alternate(tenant, RoleKind::Write).to_comment()),
+            member_of: [write.name.to_string()].into(),
+            members: [CONTROL.to_string()].into(),
+        },
+    );
+    observed
+        .roles
+        .get_mut(write.name.as_str())
+        .unwrap()
+        .members
+        .insert(write.alternate.to_string());
+    observed
+        .stored_credentials
+        .get_mut(&write.secret_path)
+        .unwrap()
+        .username = write.alternate.to_string();
+    let converged = plan(&desired, &observed, &context());
+    assert!(converged.is_converged(), "{}", render(&converged));
+
+    // A twin that lost its membership gets it back; a stranger's login named in the store does not count.
+    observed
+        .roles
+        .get_mut(write.alternate.as_str())
+        .unwrap()
+        .member_of
+        .clear();
+    observed
+        .stored_credentials
+        .get_mut(&write.secret_path)
+        .unwrap()
+        .username = "someone-else".into();
+    let repaired = render(&plan(&desired, &observed, &context()));
+    assert!(
+        repaired.contains(r#"GRANT "idp-dev-my-db-write" TO "idp-dev-my-db-write-alt";"#),
+        "{repaired}"
+    );
+    assert!(
+        repaired.contains(r#"ALTER ROLE "idp-dev-my-db-write" WITH PASSWORD"#),
+        "{repaired}"
+    );
+}

@@ -1,0 +1,234 @@
+//! Password rotation, crash-safe, with an optional grace mode.
+//!
+//! PostgreSQL keeps one password per role, so a plain rotation has an instant where the server and the
+//! credential store disagree. pgtenant makes that instant as short as one local file rename and makes
+//! it survivable: the new password is written to a *journal* entry first, then set on the server, then
+//! promoted into the store, then the journal is removed. A crash at any step leaves a journal that
+//! the next `rotate` or `apply` resolves by logging in with the journalled password: accepted means the
+//! server has it (finish the promotion), rejected means it does not (drop the journal; nothing changed).
+//!
+//! Grace mode removes the instant altogether for roles running applications use: each role gets a
+//! second login, `<role>-alt`, a member of the role (so it holds exactly its privileges; the admin's
+//! twin also assumes the admin role at login so objects keep one owner). A grace rotation sets a new
+//! password on the login the store does *not* currently name and switches the store to it, so the
+//! credentials apps already hold stay valid until the next grace rotation.
+
+use pgtenant_secrets::{generate_password, Credential, CredentialStore, SecretPath};
+use serde::Serialize;
+use tokio_postgres::error::SqlState;
+
+use crate::connect::Connector;
+use crate::desired::{DesiredTenant, Marker, RoleAttributes, RoleKind};
+use crate::ident::{quote_literal, Ident};
+use crate::sql;
+use crate::EngineError;
+
+/// Where the journal entry of a rotation of `secret_path` lives in the store.
+fn journal_path(secret_path: &SecretPath) -> SecretPath {
+    let rest = secret_path
+        .as_str()
+        .strip_prefix("customer/")
+        .unwrap_or(secret_path.as_str());
+    SecretPath::parse(&format!("{JOURNAL_PREFIX}{rest}"))
+        .expect("journal path is derived from a valid path")
+}
+
+const JOURNAL_PREFIX: &str = "pgtenant/rotation/";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotated {
+    pub tenant: String,
+    pub role: RoleKind,
+    /// The login the store names now (the role itself, or its grace twin).
+    pub username: String,
+    pub grace: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    pub secret_path: String,
+    /// true: the server had the new password, the store was updated; false: it did not, nothing changed.
+    pub completed: bool,
+}
+
+/// Test hook for crash-safety tests: `PGTENANT_FAILPOINT=<name>` aborts the process right there,
+/// exactly as a kill between two steps would.
+pub fn failpoint(name: &str) {
+    if std::env::var("PGTENANT_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+pub struct Rotator<'a> {
+    pub connector: &'a Connector,
+    pub store: &'a dyn CredentialStore,
+}
+
+impl Rotator<'_> {
+    /// Resolves every interrupted rotation left in the store.
+    pub async fn recover_all(&self) -> Result<Vec<Recovered>, EngineError> {
+        let mut recovered = Vec::new();
+        for journal in self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|p| p.as_str().starts_with(JOURNAL_PREFIX))
+        {
+            let rest = &journal.as_str()[JOURNAL_PREFIX.len()..];
+            let secret_path = SecretPath::parse(&format!("customer/{rest}"))?;
+            recovered.push(self.recover(&secret_path, &journal).await?);
+        }
+        Ok(recovered)
+    }
+
+    async fn recover(
+        &self,
+        secret_path: &SecretPath,
+        journal: &SecretPath,
+    ) -> Result<Recovered, EngineError> {
+        let Some(pending) = self.store.get(journal)? else {
+            return Ok(Recovered {
+                secret_path: secret_path.to_string(),
+                completed: false,
+            });
+        };
+        let accepted = match self
+            .connector
+            .with_login(&pending.username, &pending.password)
+            .connect(Some(&pending.dbname))
+            .await
+        {
+            Ok(_) => true,
+            Err(EngineError::Connect { source, .. })
+                if source.code() == Some(&SqlState::INVALID_PASSWORD) =>
+            {
+                false
+            }
+            Err(other) => return Err(other),
+        };
+        if accepted {
+            self.store.put(secret_path, &pending)?;
+        }
+        self.store.delete(journal)?;
+        Ok(Recovered {
+            secret_path: secret_path.to_string(),
+            completed: accepted,
+        })
+    }
+
+    pub async fn rotate(
+        &self,
+        tenant: &DesiredTenant,
+        kind: RoleKind,
+        grace: bool,
+    ) -> Result<Rotated, EngineError> {
+        let role = tenant.role(kind);
+        let journal = journal_path(&role.secret_path);
+        if self.store.get(&journal)?.is_some() {
+            self.recover(&role.secret_path, &journal).await?;
+        }
+        let current = self.store.get(&role.secret_path)?.ok_or_else(|| {
+            EngineError::Rotation(format!(
+                "no stored credentials for {} role of {}: run `pgtenant apply` first",
+                kind.as_str(),
+                tenant.id
+            ))
+        })?;
+        let control = self.connector.connect(None).await?;
+        let row = control
+            .query_one(
+                "SELECT current_user::text, r.rolsuper,
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)
+                   FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+                &[&role.alternate.as_str()],
+            )
+            .await
+            .map_err(|source| EngineError::Catalog {
+                database: None,
+                source,
+            })?;
+        let (control_role, is_superuser, alternate_exists): (String, bool, bool) =
+            (row.get(0), row.get(1), row.get(2));
+
+        let target = match grace {
+            false => Ident::new(current.username.clone()),
+            true if current.username == role.alternate.as_str() => role.name.clone(),
+            true => role.alternate.clone(),
+        };
+        if grace
+            && target == role.alternate
+            && role.alternate.as_str().len() > pgtenant_spec::MAX_IDENTIFIER_BYTES
+        {
+            return Err(EngineError::Rotation(format!(
+                "grace rotation needs the login `{}` ({} bytes), longer than PostgreSQL's {}-byte limit; rotate without --grace",
+                role.alternate,
+                role.alternate.as_str().len(),
+                pgtenant_spec::MAX_IDENTIFIER_BYTES
+            )));
+        }
+        let next = Credential {
+            username: target.as_str().to_string(),
+            password: generate_password(),
+            ..current
+        };
+        self.store.put(&journal, &next)?;
+        failpoint("rotate:after-journal");
+
+        let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(
+            next.password.as_bytes(),
+        ));
+        let statements = if target == role.alternate && !alternate_exists {
+            let mut statements = vec![
+                sql::create_role(&target, &RoleAttributes::TENANT),
+                sql::comment_on_role(&target, &Marker::alternate(tenant, kind)),
+                sql::grant_membership(&role.name, &target),
+            ];
+            if !is_superuser {
+                statements.push(sql::grant_membership(&target, &Ident::new(control_role)));
+            }
+            if kind == RoleKind::Admin {
+                statements.push(sql::set_default_role(&target, &role.name));
+            }
+            statements
+        } else {
+            vec![sql::set_password(&target)]
+        };
+        // One simple query: several statements commit together or not at all.
+        let batch = statements
+            .join(";\n")
+            .replace(sql::PASSWORD_PLACEHOLDER, &verifier);
+        control
+            .batch_execute(&batch)
+            .await
+            .map_err(|source| EngineError::Catalog {
+                database: None,
+                source,
+            })?;
+        failpoint("rotate:after-server");
+
+        self.store.put(&role.secret_path, &next)?;
+        failpoint("rotate:after-store");
+        self.store.delete(&journal)?;
+        Ok(Rotated {
+            tenant: tenant.id.clone(),
+            role: kind,
+            username: next.username,
+            grace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_lives_beside_the_platform_paths() {
+        let path = SecretPath::for_role("idp-dev", "my-db", "write");
+        assert_eq!(
+            journal_path(&path).as_str(),
+            "pgtenant/rotation/idp-dev/my-db-write"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! `rotate`: new passwords for a tenant's roles, crash-safe, optionally with a grace period.
+
+use anyhow::{bail, Context as _, Result};
+use pgtenant_engine::rotate::Rotator;
+use pgtenant_engine::{ApplyLock, DesiredTenant, RoleKind};
+use pgtenant_spec::Mode;
+use serde_json::json;
+
+use crate::commands::credentials::RoleArg;
+use crate::commands::parse_tenant;
+use crate::commands::reconcile::runtime;
+use crate::context::Context;
+use crate::render::{print_json, Format};
+use crate::EXIT_OK;
+
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    /// NAMESPACE/DATABASE, as declared in the repo.
+    pub tenant: String,
+    /// The role to rotate.
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub role: Option<RoleArg>,
+    /// Rotate admin, write and read.
+    #[arg(long)]
+    pub all: bool,
+    /// Zero downtime: switch to the role's second login (`<role>-alt`) with a new password; the
+    /// credentials apps hold now stay valid until the next grace rotation.
+    #[arg(long)]
+    pub grace: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
+    let (namespace, name) = parse_tenant(&args.tenant)?;
+    let tenant = DesiredTenant::new(namespace, name, Mode::default());
+    let kinds: Vec<RoleKind> = match args.role {
+        Some(role) => vec![RoleKind::parse(role.as_str()).expect("RoleArg names a RoleKind")],
+        None => RoleKind::ALL.to_vec(),
+    };
+    let connected = context.connect()?;
+    let store = context.store()?;
+    let runtime = runtime()?;
+    let (recovered, rotated) = runtime.block_on(async {
+        let _lock = ApplyLock::acquire(&connected.connector).await?;
+        let rotator = Rotator {
+            connector: &connected.connector,
+            store: store.as_ref(),
+        };
+        let recovered = rotator.recover_all().await?;
+        let mut rotated = Vec::new();
+        for kind in kinds {
+            let done = rotator
+                .rotate(&tenant, kind, args.grace)
+                .await
+                .with_context(|| format!("rotating the {} role of {}", kind.as_str(), tenant.id))?;
+            rotated.push(done);
+        }
+        anyhow::Ok((recovered, rotated))
+    })?;
+    if rotated.is_empty() {
+        bail!("nothing rotated");
+    }
+    match args.format {
+        Format::Json => print_json(&json!({ "rotated": rotated, "recovered": recovered }))?,
+        Format::Text => {
+            for r in &recovered {
+                let what = if r.completed {
+                    "completed"
+                } else {
+                    "rolled back (the server never had it)"
+                };
+                eprintln!("an interrupted rotation of {} was {what}", r.secret_path);
+            }
+            for r in &rotated {
+                let grace = if r.grace {
+                    " (grace: the previous login keeps working until the next grace rotation)"
+                } else {
+                    ""
+                };
+                println!(
+                    "rotated {} {}: now `{}`{grace}",
+                    r.tenant,
+                    r.role.as_str(),
+                    r.username
+                );
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,224 @@
+//! `pgtenant rotate`: new passwords with sessions open, crash safety between every step, and grace
+//! rotation through a second login per role (including the owner role).
+
+mod common;
+
+use common::{connect, Env};
+
+fn uri(env: &Env, role: &str) -> String {
+    env.credentials("idp-dev/my-db", role)["uri"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn rotation_keeps_open_sessions_and_changes_new_logins() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    let before = uri(&env, "write");
+    let long_running = connect(&before, None).await.unwrap();
+
+    let out = env.run(&[
+        "rotate",
+        "idp-dev/my-db",
+        "--role",
+        "write",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["rotated"][0]["username"], "idp-dev-my-db-write");
+
+    let after = uri(&env, "write");
+    assert_ne!(before, after);
+    long_running
+        .batch_execute("SELECT 1")
+        .await
+        .expect("an open session survives the rotation");
+    let refused = connect(&before, None)
+        .await
+        .expect_err("the old password no longer logs in");
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
+    connect(&after, None)
+        .await
+        .expect("the new password logs in");
+    assert_eq!(
+        env.plan().code,
+        0,
+        "rotation leaves nothing for apply to do"
+    );
+
+    // --all, and the owner role too.
+    let admin_before = uri(&env, "admin");
+    assert_eq!(env.run(&["rotate", "idp-dev/my-db", "--all"]).code, 0);
+    assert_ne!(uri(&env, "admin"), admin_before);
+    for role in ["admin", "write", "read"] {
+        connect(&uri(&env, role), None)
+            .await
+            .unwrap_or_else(|e| panic!("{role}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_killed_between_any_two_steps_is_completed_by_the_next_run() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    for (step, next_run) in [
+        ("rotate:after-journal", "apply"),
+        ("rotate:after-server", "apply"),
+        ("rotate:after-store", "rotate"),
+        ("rotate:after-server", "rotate"),
+    ] {
+        let before = uri(&env, "read");
+        let killed = env
+            .cmd()
+            .env("PGTENANT_FAILPOINT", step)
+            .args(["rotate", "idp-dev/my-db", "--role", "read"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            killed.status.code(),
+            None,
+            "{step}: the process must die by a signal"
+        );
+        let out = match next_run {
+            "apply" => env.run(&["apply"]),
+            _ => env.run(&["rotate", "idp-dev/my-db", "--role", "read"]),
+        };
+        assert_eq!(
+            out.code, 0,
+            "{step} then {next_run}:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        if step != "rotate:after-store" {
+            assert!(
+                out.stderr
+                    .contains("an interrupted rotation of customer/idp-dev/my-db-read was"),
+                "{}",
+                out.stderr
+            );
+        }
+        let now = uri(&env, "read");
+        connect(&now, None)
+            .await
+            .unwrap_or_else(|e| panic!("after {step} and {next_run}: {e}"));
+        if step == "rotate:after-server" && next_run == "apply" {
+            assert_ne!(
+                now, before,
+                "the server had the new password: the store must have it too"
+            );
+        }
+        assert_eq!(env.plan().code, 0, "after {step} and {next_run}");
+    }
+}
+
+#[tokio::test]
+async fn grace_rotation_keeps_the_previous_credentials_valid_for_one_period() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    let admin = connect(&uri(&env, "admin"), None).await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE orders (id int)")
+        .await
+        .unwrap();
+
+    let first = uri(&env, "write");
+    let out = env.run(&[
+        "rotate",
+        "idp-dev/my-db",
+        "--role",
+        "write",
+        "--grace",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["rotated"][0]["username"],
+        "idp-dev-my-db-write-alt"
+    );
+    let second = uri(&env, "write");
+    let old = connect(&first, None)
+        .await
+        .expect("apps holding the previous credentials keep connecting");
+    let new = connect(&second, None)
+        .await
+        .expect("the new credentials log in");
+    for client in [&old, &new] {
+        client
+            .batch_execute("INSERT INTO orders VALUES (1)")
+            .await
+            .expect("same privileges on both logins");
+    }
+    assert_eq!(
+        env.plan().code,
+        0,
+        "the second login is part of the model, not drift"
+    );
+
+    // The next grace rotation switches back and retires the first credentials.
+    assert_eq!(
+        env.run(&["rotate", "idp-dev/my-db", "--role", "write", "--grace"])
+            .code,
+        0
+    );
+    let third = uri(&env, "write");
+    assert!(third.starts_with("postgresql://idp-dev-my-db-write:"));
+    connect(&second, None)
+        .await
+        .expect("the previous period's credentials still work");
+    connect(&third, None).await.unwrap();
+    assert!(
+        connect(&first, None).await.is_err(),
+        "credentials two rotations old are retired"
+    );
+
+    // The owner role rotates too, and objects keep one owner whichever login created them.
+    assert_eq!(
+        env.run(&["rotate", "idp-dev/my-db", "--role", "admin", "--grace"])
+            .code,
+        0
+    );
+    let admin_alt = connect(&uri(&env, "admin"), None).await.unwrap();
+    admin_alt
+        .batch_execute("CREATE TABLE invoices (id int)")
+        .await
+        .unwrap();
+    let owner: String = admin_alt
+        .query_one(
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = 'invoices'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "idp-dev-my-db-admin");
+    let read = connect(&uri(&env, "read"), None).await.unwrap();
+    read.batch_execute("SELECT * FROM invoices")
+        .await
+        .expect("default privileges apply to the twin's tables");
+    assert_eq!(env.plan().code, 0);
+
+    // Removing the tenant removes the twins with it.
+    env.remove("idp-dev/my-db/values.yaml");
+    drop((admin, admin_alt, old, new, read));
+    env.apply();
+    let left: i64 = env
+        .control()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, 'idp-dev-my-db')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
