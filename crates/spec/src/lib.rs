@@ -21,6 +21,9 @@ mod validate;
 pub use diagnostic::{Diagnostic, Severity};
 pub use file::parse_file;
 pub use location::SourceLocation;
-pub use model::{DatabaseSpec, Mode, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES};
+pub use model::{
+    ApiVersion, DatabaseSpec, Environment, LogStatements, Mode, Preset, RoleSettings, API_VERSION_V1,
+    MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
+};
 pub use repo::{load_repo, LoadedRepo, SpecError};
 pub use validate::is_dns_label;

@@ -7,7 +7,7 @@ use serde::Serialize;
 /// A position in the apps repo.
 ///
 /// Ordered by file, then line, then column, which is the order diagnostics are reported in.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
 pub struct SourceLocation {
     /// Path relative to the repo root, e.g. `idp-dev/my-db/values.yaml`.
     pub file: PathBuf,

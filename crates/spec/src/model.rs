@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::location::SourceLocation;
@@ -34,8 +36,131 @@ impl Mode {
     }
 }
 
+/// The role model of a database: which roles exist and what each may do (the engine holds the
+/// privileges; the spec knows the names, so it can validate `roles:` keys and identifier lengths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Seed 000: login roles admin (owner), write, read.
+    #[default]
+    Idp,
+    /// Seed 004: login roles migrator (owns the database and schema `app`, runs migrations) and app (DML only).
+    AppMigrator,
+    /// Seed 002: NOLOGIN owner owns the schemas; logins app and write assume it; login read has SELECT.
+    SchemaOwner,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Idp, Preset::AppMigrator, Preset::SchemaOwner];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Preset::Idp => "idp",
+            Preset::AppMigrator => "app-migrator",
+            Preset::SchemaOwner => "schema-owner",
+        }
+    }
+
+    /// Every role suffix of the preset, login or not (`<namespace>-<name>-<suffix>`).
+    pub fn role_suffixes(&self) -> &'static [&'static str] {
+        match self {
+            Preset::Idp => &["admin", "write", "read"],
+            Preset::AppMigrator => &["migrator", "app"],
+            Preset::SchemaOwner => &["owner", "app", "write", "read"],
+        }
+    }
+
+    /// The roles that log in and so have credentials.
+    pub fn login_roles(&self) -> &'static [&'static str] {
+        match self {
+            Preset::Idp => &["admin", "write", "read"],
+            Preset::AppMigrator => &["migrator", "app"],
+            Preset::SchemaOwner => &["app", "write", "read"],
+        }
+    }
+}
+
+/// Environment tier: decides backup retention and similar defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    Staging,
+    Test,
+    #[default]
+    Dev,
+}
+
+impl Environment {
+    pub const ALL: [Environment; 4] = [Environment::Production, Environment::Staging, Environment::Test, Environment::Dev];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Staging => "staging",
+            Environment::Test => "test",
+            Environment::Dev => "dev",
+        }
+    }
+
+    /// Production and staging keep 35 days, test and dev 7 (seed 000).
+    pub fn retention_days(&self) -> u32 {
+        match self {
+            Environment::Production | Environment::Staging => 35,
+            Environment::Test | Environment::Dev => 7,
+        }
+    }
+}
+
+/// PostgreSQL's `log_statement` values: which statements of a role the server logs (seed 002 logs
+/// every query of human roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStatements {
+    #[default]
+    None,
+    Ddl,
+    Mod,
+    All,
+}
+
+impl LogStatements {
+    pub const ALL: [LogStatements; 4] = [LogStatements::None, LogStatements::Ddl, LogStatements::Mod, LogStatements::All];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogStatements::None => "none",
+            LogStatements::Ddl => "ddl",
+            LogStatements::Mod => "mod",
+            LogStatements::All => "all",
+        }
+    }
+}
+
+/// Per-role settings (`roles: {write: {...}}`); unset fields keep the server's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct RoleSettings {
+    /// `CONNECTION LIMIT`; None is unlimited (-1).
+    pub connection_limit: Option<i32>,
+    /// `statement_timeout` in milliseconds (the spec accepts `30s`, `5min`, `250ms`, `1h` or a number of ms).
+    pub statement_timeout_ms: Option<u64>,
+    pub log_statements: Option<LogStatements>,
+}
+
+/// The format a values file is written in: no `apiVersion` (the chart's 0.5/1.0 fields only), or v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiVersion {
+    #[default]
+    Legacy,
+    V1,
+}
+
+/// The `apiVersion` value of v1 files.
+pub const API_VERSION_V1: &str = "pgtenant.io/v1";
+
 /// One tenant database declared in the apps repo, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct DatabaseSpec {
     /// The first-level folder of the values file.
     pub namespace: String,
@@ -44,6 +169,18 @@ pub struct DatabaseSpec {
     pub mode: Mode,
     /// Where the entry's `name` value is.
     pub location: SourceLocation,
+    pub api_version: ApiVersion,
+    pub preset: Preset,
+    /// Extra schemas, owned like `public` and with the same grants.
+    pub schemas: Vec<String>,
+    /// Extensions created in the database.
+    pub extensions: Vec<String>,
+    /// Database `CONNECTION LIMIT`; None is unlimited.
+    pub connection_limit: Option<i32>,
+    /// Overrides the platform's environment tier for this database.
+    pub environment: Option<Environment>,
+    /// By role suffix of the preset (`admin`, `write`, `app`, …).
+    pub roles: BTreeMap<String, RoleSettings>,
 }
 
 impl DatabaseSpec {
@@ -75,6 +212,7 @@ mod tests {
                 line: 2,
                 column: 11,
             },
+            ..DatabaseSpec::default()
         };
         assert_eq!(spec.database_name(), "idp-dev-my-db");
         assert_eq!(spec.tenant_id(), "idp-dev/my-db");

@@ -235,6 +235,7 @@ fn validate_entry(
             name: name.value,
             mode,
             location: name.location,
+            ..DatabaseSpec::default()
         },
         field,
     })
