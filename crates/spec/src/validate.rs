@@ -669,6 +669,7 @@ mod tests {
                     line: 2,
                     column: 11,
                 },
+                ..DatabaseSpec::default()
             },
             field: "postgresqlDatabases[0].name".into(),
         }
