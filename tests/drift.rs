@@ -76,8 +76,8 @@ async fn drift_is_reported_and_repaired() {
     let expected = [
         r#"ALTER ROLE "idp-dev-my-db-read" WITH NOCREATEDB;"#,
         r#"ALTER DATABASE "idp-dev-my-db" OWNER TO "idp-dev-my-db-admin";"#,
-        r#"REVOKE ALL ON DATABASE "idp-dev-my-db" FROM PUBLIC;"#,
-        r#"GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "idp-dev-my-db-read";"#,
+        r#"REVOKE ALL ON DATABASE "idp-dev-my-db" FROM PUBLIC CASCADE;"#,
+        r#"GRANT SELECT ON TABLE "public"."items" TO "idp-dev-my-db-read";"#,
         r#"ALTER DEFAULT PRIVILEGES FOR ROLE "idp-dev-my-db-admin" GRANT SELECT ON TABLES TO "idp-dev-my-db-read";"#,
     ];
     for statement in expected {
@@ -171,4 +171,58 @@ async fn foreign_memberships_are_revoked() {
             .is_err(),
         "B is out of A again"
     );
+}
+
+#[tokio::test]
+async fn a_grant_option_cannot_be_used_to_let_another_tenant_in() {
+    let env = Env::new();
+    env.declare("team-a", "app", &[("app", "standard")]);
+    env.declare("team-b", "app", &[("app", "standard")]);
+    env.apply();
+    let a_admin = env.connect_as("team-a/app", "admin").await;
+    a_admin
+        .batch_execute(r#"GRANT CONNECT ON DATABASE "team-a-app" TO "team-a-app-write" WITH GRANT OPTION"#)
+        .await
+        .unwrap();
+    let a_write = env.connect_as("team-a/app", "write").await;
+    a_write
+        .batch_execute(r#"GRANT CONNECT ON DATABASE "team-a-app" TO "team-b-app-read""#)
+        .await
+        .unwrap();
+    let b_read = env.credentials("team-b/app", "read")["uri"].as_str().unwrap().to_string();
+    assert!(common::connect(&b_read, Some("team-a-app")).await.is_ok(), "precondition: B got into A");
+
+    let applied = env.apply();
+    assert_eq!(applied["failed"], 0, "{applied:#}");
+    assert!(common::connect(&b_read, Some("team-a-app")).await.is_err(), "B is out of A again");
+    assert_eq!(env.plan().code, 0, "converged: nothing is planned again and again");
+}
+
+#[tokio::test]
+async fn disabled_connections_and_foreign_tables_do_not_wedge_a_tenant() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    // A DBA's table in the tenant's schema: admin cannot grant on it, and must not need to.
+    let inside = env.superuser(Some("idp-dev-my-db")).await;
+    inside.batch_execute("CREATE TABLE public.dba_audit (id int)").await.unwrap();
+    let admin = env.connect_as("idp-dev/my-db", "admin").await;
+    admin.batch_execute("CREATE TABLE mine (id int)").await.unwrap();
+    admin.batch_execute(r#"REVOKE SELECT ON mine FROM "idp-dev-my-db-read""#).await.unwrap();
+    assert_eq!(env.apply()["failed"], 0);
+    assert_eq!(env.plan().code, 0);
+
+    // Connections switched off by a DBA: the database cannot be inspected this run.
+    drop(admin);
+    let superuser = env.superuser(None).await;
+    superuser.batch_execute(r#"ALTER DATABASE "idp-dev-my-db" ALLOW_CONNECTIONS false"#).await.unwrap();
+    let check = env.run(&["check", "--format", "json"]);
+    assert_eq!(check.code, 2, "{}", check.stdout);
+    assert_eq!(check.json()["tenants"][0]["status"], "deferred");
+    let first = env.run(&["apply", "--format", "json"]);
+    assert_eq!(first.code, 1, "an apply that could not look inside a database has not converged:\n{}", first.stdout);
+    assert_eq!(first.json()["ok"], false);
+    let second = env.run(&["apply", "--format", "json"]);
+    assert_eq!(second.code, 0, "connections are allowed again, the rest is checked:\n{}", second.stdout);
+    assert_eq!(env.plan().code, 0);
 }

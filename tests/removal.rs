@@ -164,3 +164,38 @@ async fn a_broken_file_drops_nothing_and_other_tenants_go_on() {
         "once every file parses the removal goes ahead"
     );
 }
+
+#[tokio::test]
+async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing() {
+    let env = Env::new();
+    env.declare("team", "one", &[("one", "standard")]);
+    env.declare("team", "two", &[("two", "standard")]);
+    env.apply();
+    let before = env.credentials("team/one", "write")["uri"].as_str().unwrap().to_string();
+
+    // An empty directory: nothing declared, nothing dropped.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = env.cmd().current_dir(elsewhere.path()).args(["apply", "--format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["notices"][0]["reason"].as_str().unwrap().contains("no database is declared"));
+    assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
+
+    // An empty credential store (another --state-dir): no password is replaced.
+    let other_state = tempfile::tempdir().unwrap();
+    let out = env.cmd().env("PGTENANT_STATE_DIR", other_state.path()).args(["apply", "--format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["notices"].as_array().unwrap().iter().any(|n| n["kind"] == "blocked"));
+    common::connect(&before, None).await.expect("the stored passwords still work");
+
+    // Two databases removed at once exceed the default --max-drops 1.
+    env.remove("team/one/values.yaml");
+    env.remove("team/two/values.yaml");
+    env.declare("team", "three", &[("three", "standard")]);
+    env.apply();
+    assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
+    let out = env.run(&["apply", "--max-drops", "2", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!database_exists(&env, "team-one").await && !database_exists(&env, "team-two").await);
+}

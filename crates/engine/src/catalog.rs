@@ -34,16 +34,21 @@ SELECT pg_catalog.pg_get_userbyid(m.roleid)::text, pg_catalog.pg_get_userbyid(m.
 
 const DATABASES: &str = "
 SELECT d.datname::text, pg_catalog.pg_get_userbyid(d.datdba)::text,
-       pg_catalog.shobj_description(d.oid, 'pg_database'), d.datacl::text
+       pg_catalog.shobj_description(d.oid, 'pg_database'), d.datacl::text, d.datallowconn, d.datconnlimit
   FROM pg_catalog.pg_database d";
 
 /// `acldefault` stands in for a NULL ACL, so the owner's implicit rights and PUBLIC's defaults show.
+/// A grant option shows as a second entry, `<privilege> WITH GRANT OPTION`: a tenant role holding
+/// one could let other tenants in.
 const DATABASE_ACLS: &str = "
 SELECT d.datname::text,
        CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
-       a.privilege_type
+       p.privilege
   FROM pg_catalog.pg_database d
- CROSS JOIN LATERAL pg_catalog.aclexplode(COALESCE(d.datacl, pg_catalog.acldefault('d', d.datdba))) a";
+ CROSS JOIN LATERAL pg_catalog.aclexplode(COALESCE(d.datacl, pg_catalog.acldefault('d', d.datdba))) a
+ CROSS JOIN LATERAL (VALUES (a.privilege_type),
+                            (CASE WHEN a.is_grantable THEN a.privilege_type || ' WITH GRANT OPTION' END)) p(privilege)
+ WHERE p.privilege IS NOT NULL";
 
 const SCHEMAS: &str = "
 SELECT n.nspname::text, pg_catalog.pg_get_userbyid(n.nspowner)::text, n.nspacl::text,
@@ -150,6 +155,8 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
                 comment: row.get(2),
                 acl_text: row.get(3),
                 acl: acls.remove(&name).unwrap_or_default(),
+                allow_connections: row.get(4),
+                connection_limit: row.get(5),
             };
             (name, database)
         })

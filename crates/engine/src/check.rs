@@ -22,7 +22,7 @@ pub struct CheckReport {
 pub struct TenantReport {
     pub tenant: String,
     pub database: String,
-    /// `in-sync`, `drift`, or `missing` when the database does not exist yet.
+    /// `in-sync`, `drift`, `missing` (the database does not exist yet) or `deferred` (it could not be inspected).
     pub status: &'static str,
     pub mode: Option<String>,
     pub database_owner: Option<String>,
@@ -115,6 +115,7 @@ pub fn report(desired: &Desired, observed: &Observed, plan: &Plan) -> CheckRepor
             database: tenant.database.to_string(),
             status: match (database, drift.is_empty()) {
                 (None, _) => "missing",
+                _ if observed.uninspected.contains_key(tenant.database.as_str()) => "deferred",
                 (Some(_), true) => "in-sync",
                 (Some(_), false) => "drift",
             },

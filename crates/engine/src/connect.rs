@@ -51,8 +51,10 @@ pub struct Connector {
 
 /// Bounded waits on every control connection, so a stuck lock or server never hangs a run.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `idle_session_timeout=0`: the apply lock lives in an idle session that must not be cut.
 const SESSION_OPTIONS: &str =
-    "-c statement_timeout=300000 -c lock_timeout=30000 -c search_path=pg_catalog,pg_temp -c standard_conforming_strings=on";
+    "-c statement_timeout=300000 -c lock_timeout=30000 -c idle_session_timeout=0 \
+     -c search_path=pg_catalog,pg_temp -c standard_conforming_strings=on";
 
 impl Connector {
     /// Accepts a `postgresql://` URL or a `key=value` connection string, like libpq.
@@ -60,7 +62,7 @@ impl Connector {
         let (rest, ssl_mode, root_cert) = split_tls_parameters(url)?;
         let mut config: tokio_postgres::Config = rest
             .parse()
-            .map_err(|e: tokio_postgres::Error| EngineError::AdminUrl(e.to_string()))?;
+            .map_err(|e: tokio_postgres::Error| EngineError::AdminUrl(crate::error_chain(&e)))?;
         config.ssl_mode(match ssl_mode {
             SslMode::Disable => WireSslMode::Disable,
             SslMode::Prefer => WireSslMode::Prefer,
@@ -166,23 +168,75 @@ fn split_tls_parameters(url: &str) -> Result<(String, SslMode, Option<PathBuf>),
             }
         }
     } else {
-        url.split_whitespace()
-            .filter(|pair| match pair.split_once('=') {
-                Some(("sslmode", value)) => {
-                    ssl_mode = Some(value.to_string());
-                    false
-                }
-                Some(("sslrootcert", value)) => {
-                    root_cert = Some(PathBuf::from(value));
-                    false
-                }
-                _ => true,
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut kept = Vec::new();
+        for (key, value) in parse_conninfo(url)? {
+            match key.as_str() {
+                "sslmode" => ssl_mode = Some(value),
+                "sslrootcert" => root_cert = Some(PathBuf::from(value)),
+                _ => kept.push(format!(
+                    "{key}='{}'",
+                    value.replace('\\', "\\\\").replace('\'', "\\'")
+                )),
+            }
+        }
+        kept.join(" ")
     };
     let ssl_mode = SslMode::parse(ssl_mode.as_deref().unwrap_or("prefer"))?;
     Ok((rest, ssl_mode, root_cert))
+}
+
+/// libpq's `key = value` grammar: spaces allowed around `=`, values bare or single-quoted, with
+/// backslash escapes in both. Parsed here (not split on whitespace) so `sslmode = require` is honoured.
+fn parse_conninfo(conninfo: &str) -> Result<Vec<(String, String)>, EngineError> {
+    let malformed =
+        |why: &str| EngineError::AdminUrl(format!("malformed connection string: {why}"));
+    let mut pairs = Vec::new();
+    let mut chars = conninfo.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(malformed(&format!("`{key}` has no `=`")));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.push(
+                        chars
+                            .next()
+                            .ok_or_else(|| malformed("dangling backslash"))?,
+                    ),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => {
+                        return Err(malformed(&format!("unterminated quoted value of `{key}`")))
+                    }
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.push(
+                        chars
+                            .next()
+                            .ok_or_else(|| malformed("dangling backslash"))?,
+                    );
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
 }
 
 fn percent_decode(value: &str) -> String {
@@ -216,18 +270,30 @@ pub fn client_tls_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| EngineError::Tls(e.to_string()))?;
+    // libpq: with a root certificate given (or present at the default path), prefer and require
+    // verify the chain like verify-ca; without one they encrypt only.
+    let implied_root = match (ssl_mode, root_cert) {
+        (SslMode::Prefer | SslMode::Require, None) => {
+            default_root_cert().ok().filter(|p| p.exists())
+        }
+        _ => None,
+    };
+    let root_cert = root_cert.or(implied_root.as_deref());
     let verifier: Arc<dyn ServerCertVerifier> = match ssl_mode {
-        // libpq does not verify the server in these modes: encryption only.
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(EncryptOnly(provider)),
+        SslMode::Disable => Arc::new(EncryptOnly(provider)),
+        SslMode::Prefer | SslMode::Require if root_cert.is_none() => {
+            Arc::new(EncryptOnly(provider))
+        }
+        SslMode::Prefer | SslMode::Require => Arc::new(ChainOnly(webpki_verifier(
+            root_cert.expect("checked"),
+            provider,
+        )?)),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let path = match root_cert {
                 Some(path) => path.to_path_buf(),
                 None => default_root_cert()?,
             };
-            let roots = load_roots(&path)?;
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| EngineError::Tls(e.to_string()))?;
+            let webpki = webpki_verifier(&path, provider)?;
             if ssl_mode == SslMode::VerifyCa {
                 Arc::new(ChainOnly(webpki))
             } else {
@@ -239,6 +305,15 @@ pub fn client_tls_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
+}
+
+fn webpki_verifier(
+    root_cert: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, EngineError> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(root_cert)?), provider)
+        .build()
+        .map_err(|e| EngineError::Tls(e.to_string()))
 }
 
 fn default_root_cert() -> Result<PathBuf, EngineError> {
@@ -386,7 +461,7 @@ mod tests {
     #[test]
     fn key_value_strings_and_defaults() {
         let (rest, mode, root) = split_tls_parameters("host=db user=u sslmode=require").unwrap();
-        assert_eq!(rest, "host=db user=u");
+        assert_eq!(rest, "host='db' user='u'");
         assert_eq!(mode, SslMode::Require);
         assert_eq!(root, None);
         let (_, mode, _) = split_tls_parameters("postgresql://db/x").unwrap();
@@ -401,6 +476,33 @@ mod tests {
                 .unwrap();
         assert_eq!(connector.endpoint(), ("db.internal".to_string(), 6432));
         assert_eq!(connector.user(), Some("u"));
+    }
+
+    #[test]
+    fn conninfo_follows_libpq_grammar() {
+        let pairs =
+            parse_conninfo(r"host = db sslmode= require password='a\'b c' dbname=x\ y").unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("host", "db"),
+                ("sslmode", "require"),
+                ("password", "a'b c"),
+                ("dbname", "x y")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        let (rest, mode, _) = split_tls_parameters("host = db sslmode = require").unwrap();
+        assert_eq!(
+            mode,
+            SslMode::Require,
+            "spaces around = must not turn require into prefer"
+        );
+        assert_eq!(rest, "host='db'");
+        let config: tokio_postgres::Config = "host='db' password='a\\'b'".parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"a'b"[..]));
+        assert!(parse_conninfo("host").is_err());
+        assert!(parse_conninfo("password='open").is_err());
     }
 
     #[test]

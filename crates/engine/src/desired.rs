@@ -51,11 +51,16 @@ pub struct DesiredTenant {
     pub database: Ident,
     pub mode: Mode,
     pub roles: [DesiredRole; 3],
+    /// The database's `CONNECTION LIMIT` (-1: none).
+    pub connection_limit: i32,
 }
 
 impl DesiredTenant {
     pub fn from_spec(spec: &DatabaseSpec) -> Self {
-        Self::new(&spec.namespace, &spec.name, spec.mode)
+        DesiredTenant {
+            connection_limit: spec.connection_limit.unwrap_or(-1),
+            ..Self::new(&spec.namespace, &spec.name, spec.mode)
+        }
     }
 
     /// `namespace` and `name` must be valid DNS-1123 labels (the spec validates them; commands that
@@ -75,6 +80,7 @@ impl DesiredTenant {
             name: name.to_string(),
             database: Ident::new(database),
             mode,
+            connection_limit: -1,
         }
     }
 
@@ -355,6 +361,7 @@ mod tests {
                 line: 2,
                 column: 11,
             },
+            ..DatabaseSpec::default()
         })
     }
 

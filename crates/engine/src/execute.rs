@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use crate::connect::Connector;
 use crate::ident::{quote_literal, Ident};
 use crate::plan::{Action, Operation, Phase, Plan};
+use crate::rotate::journal_path;
 use crate::sql::PASSWORD_PLACEHOLDER;
 use crate::EngineError;
 
@@ -227,44 +228,49 @@ impl Worker {
         result.map_err(|e| Box::new(store_error(op, &e)))
     }
 
-    /// The password the role should have: the stored one, or a new one stored before the server sees it,
-    /// so there is never a moment when the server accepts a password the store does not hold.
-    fn password_for(
-        &self,
-        role: &Ident,
-        secret_path: &SecretPath,
-        database: &str,
-    ) -> Result<String, pgtenant_secrets::StoreError> {
-        if let Some(existing) = self.store.get(secret_path)? {
-            return Ok(existing.password);
-        }
-        let credential = Credential {
-            username: role.as_str().to_string(),
-            password: generate_password(),
-            endpoint: self.endpoint.host.clone(),
-            port: self.endpoint.port,
-            dbname: database.to_string(),
-        };
-        self.store.put(secret_path, &credential)?;
-        Ok(credential.password)
-    }
-
-    /// Statement text to send: password placeholders replaced by SCRAM verifiers computed here, so the
-    /// plaintext never leaves this process (not even into the server log with `log_statement=all`).
-    fn statement(&self, op: &Operation) -> Result<String, OperationError> {
+    /// The statement to send and, for a new password, the credential to promote once the server has
+    /// accepted it. A new password goes to the journal first (see [`crate::rotate`]): if the process
+    /// dies before the promotion, the next run logs in with it to learn whether the server has it.
+    fn prepare(&self, op: &Operation) -> Result<(String, Option<Pending>), OperationError> {
         match &op.action {
-            Action::Sql { sql, .. } => Ok(sql.clone()),
+            Action::Sql { sql, .. } => Ok((sql.clone(), None)),
             Action::SetPassword {
                 sql,
                 role,
                 secret_path,
                 dbname,
             } => {
-                let password = self
-                    .password_for(role, secret_path, dbname)
-                    .map_err(|e| store_error(op, &e))?;
+                let store_failed = |e: pgtenant_secrets::StoreError| store_error(op, &e);
+                let (password, pending) = match self.store.get(secret_path).map_err(store_failed)? {
+                    Some(existing) => (existing.password, None),
+                    None => {
+                        let credential = Credential {
+                            username: role.as_str().to_string(),
+                            password: generate_password(),
+                            endpoint: self.endpoint.host.clone(),
+                            port: self.endpoint.port,
+                            dbname: dbname.clone(),
+                        };
+                        let journal = journal_path(secret_path);
+                        self.store
+                            .put(&journal, &credential)
+                            .map_err(store_failed)?;
+                        let password = credential.password.clone();
+                        (
+                            password,
+                            Some(Pending {
+                                secret_path: secret_path.clone(),
+                                journal,
+                                credential,
+                            }),
+                        )
+                    }
+                };
                 let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-                Ok(sql.replace(PASSWORD_PLACEHOLDER, &quote_literal(&verifier)))
+                Ok((
+                    sql.replace(PASSWORD_PLACEHOLDER, &quote_literal(&verifier)),
+                    pending,
+                ))
             }
             Action::StoreCredential { .. } | Action::DeleteCredential { .. } => {
                 unreachable!("segments() routes store operations elsewhere")
@@ -272,88 +278,174 @@ impl Worker {
         }
     }
 
+    /// One connection's operations, in batches: consecutive transactional statements run as one
+    /// transaction (one round trip, all or nothing); CREATE/DROP DATABASE run alone. The first failure
+    /// stops the tenant. Returns how many operations took effect.
     async fn sql_segment(
         &mut self,
         database: Option<&Ident>,
         run_as: Option<&Ident>,
         ops: Vec<&Operation>,
     ) -> (usize, Option<OperationError>) {
-        let mut statements = Vec::with_capacity(ops.len());
-        for op in &ops {
-            match self.statement(op) {
-                Ok(statement) => statements.push(statement),
-                Err(error) => return (0, Some(error)),
+        let session = match database {
+            None => self.control().await.map(|()| None),
+            Some(db) => self.connector.connect(Some(db.as_str())).await.map(Some),
+        };
+        let session = match session {
+            Ok(session) => session,
+            Err(e) => return (0, Some(engine_error(ops[0], &e))),
+        };
+        let client = session
+            .as_ref()
+            .or(self.control.as_ref())
+            .expect("a connection");
+        if let Some(role) = run_as {
+            if let Err(e) = client
+                .batch_execute(&format!("SET ROLE {}", role.quote()))
+                .await
+            {
+                return (0, Some(db_error(ops[0], &e)));
             }
         }
-        let mut pending: Vec<usize> = (0..ops.len()).collect();
         let mut applied = 0;
-        for attempt in 0..RETRIES {
-            let connected = match database {
-                None => self.control().await,
-                Some(db) => self.connector.connect(Some(db.as_str())).await.map(Some),
-            };
-            let session = match connected {
-                Ok(session) => session,
-                Err(e) if attempt + 1 < RETRIES && e.is_transient() => {
-                    backoff(attempt).await;
-                    continue;
-                }
-                Err(e) => return (applied, Some(engine_error(ops[pending[0]], &e))),
-            };
-            let client = session
-                .as_ref()
-                .or(self.control.as_ref())
-                .expect("a connection");
-            if let Some(role) = run_as {
-                if let Err(e) = client
-                    .batch_execute(&format!("SET ROLE {}", role.quote()))
-                    .await
-                {
-                    return (applied, Some(db_error(ops[pending[0]], &e)));
-                }
-            }
-            // Pipelined: all requests are queued before the first answer is awaited.
-            let results = join_all(
-                pending
-                    .iter()
-                    .map(|&i| client.batch_execute(&statements[i])),
-            )
-            .await;
-            let mut failed = Vec::new();
-            let mut first_error = None;
-            for (&i, result) in pending.iter().zip(results) {
-                match result {
-                    Ok(()) => applied += 1,
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                        failed.push(i);
+        for batch in batches(&ops) {
+            let mut statements = Vec::with_capacity(batch.len());
+            let mut pending = Vec::new();
+            for op in &batch {
+                match self.prepare(op) {
+                    Ok((statement, promote)) => {
+                        statements.push(statement);
+                        pending.extend(promote);
                     }
+                    Err(error) => return (applied, Some(error)),
                 }
             }
-            let Some(error) = first_error else {
-                return (applied, None);
+            let transactional = batch.len() > 1
+                || !matches!(
+                    batch[0].action,
+                    Action::Sql {
+                        transactional: false,
+                        ..
+                    }
+                );
+            let text = match transactional {
+                true => format!("BEGIN;\n{};\nCOMMIT", statements.join(";\n")),
+                false => statements[0].clone(),
             };
-            if error.is_closed() && database.is_none() {
-                self.control = None;
+            let mut result = client.batch_execute(&text).await;
+            for attempt in 0..RETRIES {
+                // Retry only what the server reported as transient: the transaction was rolled back.
+                match &result {
+                    Err(e) if attempt + 1 < RETRIES && is_transient(e) => {
+                        backoff(attempt).await;
+                        result = client.batch_execute(&text).await;
+                    }
+                    _ => break,
+                }
             }
-            if attempt + 1 < RETRIES && is_transient(&error) {
-                pending = failed;
-                backoff(attempt).await;
-                continue;
+            match result {
+                Ok(()) => {
+                    for promote in pending {
+                        if let Err(e) = promote.apply(self.store.as_ref()) {
+                            return (applied, Some(store_error(batch[0], &e)));
+                        }
+                    }
+                    applied += batch.len();
+                }
+                Err(error) => {
+                    if error.as_db_error().is_some() {
+                        // Rolled back: the server never saw these passwords.
+                        for promote in &pending {
+                            let _ = self.store.delete(&promote.journal);
+                        }
+                    }
+                    let failed = match (
+                        transactional && batch.len() > 1,
+                        error.as_db_error().is_some(),
+                    ) {
+                        (true, true) => self.failing_statement(client, &batch, &statements).await,
+                        _ => batch[0],
+                    };
+                    return (applied, Some(db_error(failed, &error)));
+                }
             }
-            return (applied, Some(db_error(ops[failed[0]], &error)));
         }
-        unreachable!("the last attempt returns")
+        (applied, None)
     }
 
-    /// The worker's control connection, opened once. Returns None when it already exists (use `self.control`).
-    async fn control(&mut self) -> Result<Option<Client>, EngineError> {
-        if self.control.as_ref().is_some_and(|c| !c.is_closed()) {
-            return Ok(None);
+    /// Which statement of a failed (and rolled back) batch fails: replayed one by one in a
+    /// transaction that is rolled back, so the report names it.
+    async fn failing_statement<'a>(
+        &self,
+        client: &Client,
+        batch: &[&'a Operation],
+        statements: &[String],
+    ) -> &'a Operation {
+        if client.batch_execute("BEGIN").await.is_err() {
+            return batch[0];
         }
-        self.control = Some(self.connector.connect(None).await?);
-        Ok(None)
+        let mut failing = batch[0];
+        for (op, statement) in batch.iter().zip(statements) {
+            if client.batch_execute(statement).await.is_err() {
+                failing = op;
+                break;
+            }
+        }
+        let _ = client.batch_execute("ROLLBACK").await;
+        failing
     }
+
+    /// Opens the worker's control connection unless it has a live one (in `self.control`).
+    async fn control(&mut self) -> Result<(), EngineError> {
+        if self.control.as_ref().is_none_or(|c| c.is_closed()) {
+            self.control = Some(self.connector.connect(None).await?);
+        }
+        Ok(())
+    }
+}
+
+/// A new password the server is being given, journalled until it has it.
+struct Pending {
+    secret_path: SecretPath,
+    journal: SecretPath,
+    credential: Credential,
+}
+
+impl Pending {
+    fn apply(self, store: &dyn CredentialStore) -> Result<(), pgtenant_secrets::StoreError> {
+        store.put(&self.secret_path, &self.credential)?;
+        store.delete(&self.journal)
+    }
+}
+
+/// Consecutive transactional operations form one batch; a non-transactional one stands alone.
+fn batches<'a>(ops: &[&'a Operation]) -> Vec<Vec<&'a Operation>> {
+    let mut batches: Vec<Vec<&Operation>> = Vec::new();
+    for op in ops {
+        let alone = matches!(
+            op.action,
+            Action::Sql {
+                transactional: false,
+                ..
+            }
+        );
+        match batches.last_mut() {
+            Some(last)
+                if !alone
+                    && !matches!(
+                        last[0].action,
+                        Action::Sql {
+                            transactional: false,
+                            ..
+                        }
+                    ) =>
+            {
+                last.push(op)
+            }
+            _ => batches.push(vec![op]),
+        }
+    }
+    batches
 }
 
 const RETRIES: usize = 3;
@@ -362,34 +454,18 @@ async fn backoff(attempt: usize) {
     tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
 }
 
-/// Transient by SQLSTATE class, never by message text: connection trouble, serialization failures,
-/// deadlocks, lock timeouts, a server starting up or out of connection slots.
+/// Transient by SQLSTATE, never by message text, and only when the server itself reported it (so the
+/// statement certainly did not take effect): serialization failures, deadlocks, lock timeouts.
+/// A lost connection is not retried: a COMMIT may have happened; the next run re-reads the catalog.
 fn is_transient(error: &tokio_postgres::Error) -> bool {
-    match error.code() {
-        Some(code) => {
-            code.code().starts_with("08")
-                || [
-                    SqlState::T_R_SERIALIZATION_FAILURE,
-                    SqlState::T_R_DEADLOCK_DETECTED,
-                    SqlState::LOCK_NOT_AVAILABLE,
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::TOO_MANY_CONNECTIONS,
-                ]
-                .contains(code)
-        }
-        None => error.is_closed(),
-    }
-}
-
-impl EngineError {
-    fn is_transient(&self) -> bool {
-        match self {
-            EngineError::Connect { source, .. } => {
-                is_transient(source) || source.as_db_error().is_none()
-            }
-            _ => false,
-        }
-    }
+    error.code().is_some_and(|code| {
+        [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+        ]
+        .contains(code)
+    })
 }
 
 enum Segment<'a> {
@@ -401,7 +477,7 @@ enum Segment<'a> {
     Store(&'a Operation),
 }
 
-/// Consecutive SQL operations for the same connection form one pipelined segment; credential-store
+/// Consecutive SQL operations for the same connection form one segment; credential-store
 /// operations stand alone, so they run only when everything before them succeeded.
 fn segments(ops: &[Operation]) -> Vec<Segment<'_>> {
     let mut segments: Vec<Segment<'_>> = Vec::new();
@@ -432,7 +508,7 @@ fn db_error(op: &Operation, error: &tokio_postgres::Error) -> OperationError {
     let db = error.as_db_error();
     OperationError {
         statement: op.display(),
-        message: db.map_or_else(|| error.to_string(), |d| d.message().to_string()),
+        message: db.map_or_else(|| crate::error_chain(error), |d| d.message().to_string()),
         sqlstate: error.code().map(|c| c.code().to_string()),
         detail: db.and_then(|d| d.detail().map(str::to_string)),
         hint: db.and_then(|d| d.hint().map(str::to_string)),
@@ -448,7 +524,7 @@ fn engine_error(op: &Operation, error: &EngineError) -> OperationError {
         }
         other => OperationError {
             statement: op.display(),
-            message: other.to_string(),
+            message: crate::error_chain(other),
             sqlstate: None,
             detail: None,
             hint: None,

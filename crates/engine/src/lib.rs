@@ -50,6 +50,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Rotation(String),
+    #[error("PostgreSQL {} is not supported: pgtenant needs 15 or later (schema public owned by the database owner, DROP DATABASE … WITH (FORCE))", version_num / 10000)]
+    UnsupportedServer { version_num: i32 },
     #[error("another `pgtenant apply` is running against this cluster (backend pid {holder}); try again when it has finished")]
     Busy { holder: i32 },
 }
@@ -60,6 +62,9 @@ pub enum EngineError {
 pub struct ApplyLock {
     _session: tokio_postgres::Client,
 }
+
+/// PostgreSQL 15: the first release whose `public` schema belongs to the database owner.
+const MIN_SERVER_VERSION: i32 = 150_000;
 
 /// "pgtenant" in ASCII: the advisory lock key, unlikely to clash with an application's.
 const APPLY_LOCK_KEY: i64 = 0x7067_7465_6e61_6e74;
@@ -86,7 +91,7 @@ impl ApplyLock {
             .query_opt(
                 "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted
                    AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-                   AND ((classid::int8 << 32) | objid::int8) = $1",
+                   AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1",
                 &[&APPLY_LOCK_KEY],
             )
             .await
@@ -106,9 +111,25 @@ pub async fn observe(
     desired: &Desired,
     store: &dyn CredentialStore,
 ) -> Result<Observed, EngineError> {
+    observe_tenants(connector, desired, store, |_| true).await
+}
+
+/// [`observe`], looking inside only the declared databases of the tenants `inspect` selects (the
+/// cluster-wide catalog is read whole either way): for re-checking what an apply changed.
+pub async fn observe_tenants(
+    connector: &Arc<Connector>,
+    desired: &Desired,
+    store: &dyn CredentialStore,
+    should_inspect: impl Fn(&DesiredTenant) -> bool,
+) -> Result<Observed, EngineError> {
     let control = connector.connect(None).await?;
     let cluster = catalog::read_cluster(&control).await?;
     drop(control);
+    if cluster.server.version_num < MIN_SERVER_VERSION {
+        return Err(EngineError::UnsupportedServer {
+            version_num: cluster.server.version_num,
+        });
+    }
 
     let mut observed = Observed {
         server: cluster.server,
@@ -121,7 +142,7 @@ pub async fn observe(
     let existing: Vec<DesiredTenant> = desired
         .tenants
         .iter()
-        .filter(|t| observed.databases.contains_key(t.database.as_str()))
+        .filter(|t| observed.databases.contains_key(t.database.as_str()) && should_inspect(t))
         .cloned()
         .collect();
     let limit = Arc::new(Semaphore::new(observed.server.parallelism()));

@@ -67,6 +67,8 @@ pub struct ObservedDatabase {
     pub acl_text: Option<String>,
     /// Effective privileges (the default ACL when `datacl` is NULL).
     pub acl: Acl,
+    pub allow_connections: bool,
+    pub connection_limit: i32,
 }
 
 impl ObservedDatabase {

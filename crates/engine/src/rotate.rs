@@ -23,8 +23,9 @@ use crate::ident::{quote_literal, Ident};
 use crate::sql;
 use crate::EngineError;
 
-/// Where the journal entry of a rotation of `secret_path` lives in the store.
-fn journal_path(secret_path: &SecretPath) -> SecretPath {
+/// Where a new password for `secret_path` waits until the server is known to have it (rotation,
+/// and the executor's new and adopted roles).
+pub(crate) fn journal_path(secret_path: &SecretPath) -> SecretPath {
     let rest = secret_path
         .as_str()
         .strip_prefix("customer/")
@@ -33,7 +34,7 @@ fn journal_path(secret_path: &SecretPath) -> SecretPath {
         .expect("journal path is derived from a valid path")
 }
 
-const JOURNAL_PREFIX: &str = "pgtenant/rotation/";
+const JOURNAL_PREFIX: &str = "pgtenant/pending/";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Rotated {
@@ -228,7 +229,7 @@ mod tests {
         let path = SecretPath::for_role("idp-dev", "my-db", "write");
         assert_eq!(
             journal_path(&path).as_str(),
-            "pgtenant/rotation/idp-dev/my-db-write"
+            "pgtenant/pending/idp-dev/my-db-write"
         );
     }
 }

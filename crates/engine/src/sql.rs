@@ -74,6 +74,11 @@ pub fn alter_database_owner(database: &Ident, owner: &Ident) -> String {
     )
 }
 
+/// `setting` is pgtenant's own text (`ALLOW_CONNECTIONS true`, `CONNECTION LIMIT 20`), never input.
+pub fn alter_database(database: &Ident, setting: &str) -> String {
+    format!("ALTER DATABASE {} WITH {setting}", database.quote())
+}
+
 pub fn comment_on_database(database: &Ident, marker: &Marker) -> String {
     format!(
         "COMMENT ON DATABASE {} IS {}",
@@ -101,9 +106,18 @@ pub fn grant_on(privileges: &BTreeSet<&str>, object: &str, grantees: &[Ident]) -
     )
 }
 
+/// With CASCADE: grants the grantee made with a grant option are revoked along with it.
 pub fn revoke_on(privileges: &BTreeSet<&str>, object: &str, grantee: &Ident) -> String {
     format!(
-        "REVOKE {} ON {object} FROM {}",
+        "REVOKE {} ON {object} FROM {} CASCADE",
+        privilege_list(privileges),
+        grantee.quote()
+    )
+}
+
+pub fn revoke_grant_option(privileges: &BTreeSet<&str>, object: &str, grantee: &Ident) -> String {
+    format!(
+        "REVOKE GRANT OPTION FOR {} ON {object} FROM {} CASCADE",
         privilege_list(privileges),
         grantee.quote()
     )
@@ -119,19 +133,25 @@ pub fn revoke_all_on(object: &str, grantees: &[Option<Ident>]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!("REVOKE ALL ON {object} FROM {grantees}")
+    format!("REVOKE ALL ON {object} FROM {grantees} CASCADE")
 }
 
-pub fn grant_on_all_in_schema(
+/// `class` is `TABLE` or `SEQUENCE`; `relations` are names inside `schema`.
+pub fn grant_on_relations(
     privileges: &BTreeSet<&str>,
     class: &str,
     schema: &Ident,
+    relations: &[&str],
     grantee: &Ident,
 ) -> String {
+    let names = relations
+        .iter()
+        .map(|r| format!("{}.{}", schema.quote(), Ident::new(*r).quote()))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "GRANT {} ON ALL {class} IN SCHEMA {} TO {}",
+        "GRANT {} ON {class} {names} TO {}",
         privilege_list(privileges),
-        schema.quote(),
         grantee.quote()
     )
 }

@@ -104,6 +104,8 @@ pub enum NoticeKind {
     Held,
     /// A declared database that exists but could not be inspected: its inside is not compared this run.
     Deferred,
+    /// Something pgtenant will not do on its own and a person must decide (the notice says how).
+    Blocked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,7 +125,15 @@ pub struct Plan {
 impl Plan {
     /// Nothing to run and nothing left unexamined.
     pub fn is_converged(&self) -> bool {
-        self.operations.is_empty() && !self.notices.iter().any(|n| n.kind == NoticeKind::Deferred)
+        self.operations.is_empty() && !self.has_unresolved()
+    }
+
+    /// Something was left undone that `apply` cannot do on its own (a database it could not
+    /// inspect, a step it refuses to take): it must not claim to have converged.
+    pub fn has_unresolved(&self) -> bool {
+        self.notices
+            .iter()
+            .any(|n| matches!(n.kind, NoticeKind::Deferred | NoticeKind::Blocked))
     }
 
     pub fn destructive_count(&self) -> usize {
@@ -149,20 +159,28 @@ pub struct PlanContext {
     /// Host and port that applications connect to, written into stored credentials.
     pub endpoint_host: String,
     pub endpoint_port: u16,
+    pub guard: DropGuard,
 }
 
 pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Plan {
     let mut plan = Plan::default();
     for tenant in &desired.tenants {
-        plan.operations.extend(
-            TenantPlanner {
-                tenant,
-                observed,
-                context,
-                ops: Vec::new(),
-            }
-            .run(),
-        );
+        let planner = TenantPlanner {
+            tenant,
+            observed,
+            context,
+            ops: Vec::new(),
+            blocked: Vec::new(),
+        };
+        let (operations, blocked) = planner.run();
+        plan.operations.extend(operations);
+        plan.notices
+            .extend(blocked.into_iter().map(|reason| Notice {
+                kind: NoticeKind::Blocked,
+                tenant: tenant.id.clone(),
+                database: Some(tenant.database.to_string()),
+                reason,
+            }));
     }
     for (database, reason) in &observed.uninspected {
         let tenant = desired
@@ -176,8 +194,19 @@ pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Pl
             reason: format!("could not look inside the database ({reason}); its schemas and default privileges are compared on the next run"),
         });
     }
-    plan_removals(desired, observed, &mut plan);
+    plan_removals(desired, observed, &context.guard, &mut plan);
+    dedupe(&mut plan.operations);
     plan
+}
+
+/// Two tenants can ask for the same statement (a membership between their roles is seen from both
+/// sides): run it once.
+/// Keeps statements readable and well under any protocol limit.
+const RELATIONS_PER_GRANT: usize = 500;
+
+fn dedupe(operations: &mut Vec<Operation>) {
+    let mut seen = BTreeSet::new();
+    operations.retain(|op| seen.insert((op.database.clone(), op.display())));
 }
 
 struct TenantPlanner<'a> {
@@ -185,15 +214,17 @@ struct TenantPlanner<'a> {
     observed: &'a Observed,
     context: &'a PlanContext,
     ops: Vec<Operation>,
+    /// Reasons for [`NoticeKind::Blocked`] notices.
+    blocked: Vec<String>,
 }
 
 impl TenantPlanner<'_> {
-    fn run(mut self) -> Vec<Operation> {
+    fn run(mut self) -> (Vec<Operation>, Vec<String>) {
         self.roles();
         let created = self.database();
         self.inside_database(created);
         self.ops.sort_by_key(|op| op.phase);
-        self.ops
+        (self.ops, self.blocked)
     }
 
     fn push(&mut self, phase: Phase, action: Action, why: impl Into<String>) {
@@ -350,6 +381,14 @@ impl TenantPlanner<'_> {
         }
     }
 
+    fn store_is_empty(&self) -> bool {
+        !self
+            .observed
+            .stored_credentials
+            .keys()
+            .any(|p| p.as_str().starts_with("customer/"))
+    }
+
     /// The store must hold credentials for the role (or its grace-rotation alternate, whichever
     /// the last rotation switched to) with the current connection details.
     fn credentials(&mut self, role: &Ident, alternate: &Ident, secret_path: &SecretPath) {
@@ -360,6 +399,21 @@ impl TenantPlanner<'_> {
                 || (s.username == alternate.as_str()
                     && self.observed.roles.contains_key(alternate.as_str()))
         });
+        let managed = self
+            .observed
+            .roles
+            .get(role.as_str())
+            .and_then(|r| r.marker())
+            .is_some();
+        if usable.is_none() && managed && self.store_is_empty() {
+            self.blocked.push(format!(
+                "no credentials for `{role}` in the credential store, and the store holds no tenant credentials at all \
+                 (a different --state-dir or machine?): issuing new passwords would lock applications out, so none \
+                 is issued. Point pgtenant at the store that has them, or run `pgtenant rotate {} --all` to issue new ones",
+                self.tenant.id
+            ));
+            return;
+        }
         match (stored, usable) {
             (_, None) => self.push(
                 Phase::Roles,
@@ -432,6 +486,26 @@ impl TenantPlanner<'_> {
             );
             // ALTER … OWNER hands the old owner's ACL entry to the new owner.
             current.acl = transfer_owner(current.acl, &current.owner, admin.as_str());
+        }
+        if !current.allow_connections {
+            self.push_sql(
+                Phase::Database,
+                sql::alter_database(&tenant.database, "ALLOW_CONNECTIONS true"),
+                "connections to the database were disabled; its roles must be able to connect",
+            );
+        }
+        if current.connection_limit != tenant.connection_limit {
+            self.push_sql(
+                Phase::Database,
+                sql::alter_database(
+                    &tenant.database,
+                    &format!("CONNECTION LIMIT {}", tenant.connection_limit),
+                ),
+                format!(
+                    "connection limit is {}, the spec says {}",
+                    current.connection_limit, tenant.connection_limit
+                ),
+            );
         }
         let marker = Marker::database(tenant);
         if current.marker().as_ref() != Some(&marker) {
@@ -510,8 +584,8 @@ impl TenantPlanner<'_> {
     fn existing_relations(&mut self, catalog: &DatabaseCatalog, schema: &str) {
         let schema_ident = Ident::new(schema.to_string());
         for (is_sequence, wanted_of, keyword) in [
-            (false, policy::table as fn(RoleKind) -> _, "TABLES"),
-            (true, policy::sequence, "SEQUENCES"),
+            (false, policy::table as fn(RoleKind) -> _, "TABLE"),
+            (true, policy::sequence, "SEQUENCE"),
         ] {
             for kind in [RoleKind::Write, RoleKind::Read] {
                 let role = &self.tenant.role(kind).name;
@@ -523,20 +597,21 @@ impl TenantPlanner<'_> {
                     .filter(|r| !missing_privileges(&wanted, &r.acl, role).is_empty())
                     .map(|r| r.name.as_str())
                     .collect();
-                if lacking.is_empty() {
-                    continue;
+                // Named one by one, not `ON ALL TABLES IN SCHEMA`: a relation someone else owns there
+                // would make the whole GRANT fail on every run.
+                for chunk in lacking.chunks(RELATIONS_PER_GRANT) {
+                    self.push_sql(
+                        Phase::Schemas,
+                        sql::grant_on_relations(&wanted, keyword, &schema_ident, chunk, role),
+                        format!(
+                            "{}s of schema {schema} lack {} for the {} role: {}",
+                            keyword.to_lowercase(),
+                            join_privileges(&wanted),
+                            kind.as_str(),
+                            summarize(chunk)
+                        ),
+                    );
                 }
-                self.push_sql(
-                    Phase::Schemas,
-                    sql::grant_on_all_in_schema(&wanted, keyword, &schema_ident, role),
-                    format!(
-                        "{} of schema {schema} lack {} for the {} role: {}",
-                        keyword.to_lowercase(),
-                        join_privileges(&wanted),
-                        kind.as_str(),
-                        summarize(&lacking)
-                    ),
-                );
             }
         }
     }
@@ -575,16 +650,38 @@ impl TenantPlanner<'_> {
 }
 
 /// The removal half of the plan: tenants the cluster marks as ours that the repo no longer declares.
-fn plan_removals(desired: &Desired, observed: &Observed, plan: &mut Plan) {
+fn plan_removals(desired: &Desired, observed: &Observed, guard: &DropGuard, plan: &mut Plan) {
     let declared: BTreeSet<&str> = desired.tenants.iter().map(|t| t.id.as_str()).collect();
+    // Names a declared tenant derives are never dropped, whatever tenant their marker names: a
+    // namespace/name split that changed (`a-b/c` → `a/b-c`) maps to the same database and adopts it.
+    let derived: BTreeSet<&str> = desired
+        .tenants
+        .iter()
+        .flat_map(|t| {
+            std::iter::once(t.database.as_str()).chain(
+                t.roles
+                    .iter()
+                    .flat_map(|r| [r.name.as_str(), r.alternate.as_str()]),
+            )
+        })
+        .collect();
     let mut removed: BTreeMap<String, Removed> = BTreeMap::new();
-    for (name, db) in &observed.databases {
+    for (name, db) in observed
+        .databases
+        .iter()
+        .filter(|(n, _)| !derived.contains(n.as_str()))
+    {
         if let Some(marker) = db.marker() {
             let entry = removed.entry(marker.tenant.clone()).or_default();
-            entry.database = Some((name.clone(), marker.mode.unwrap_or_default()));
+            // A marker without a mode is not ours to judge: treat it as protected.
+            entry.database = Some((name.clone(), marker.mode.unwrap_or(Mode::Protected)));
         }
     }
-    for (name, role) in &observed.roles {
+    for (name, role) in observed
+        .roles
+        .iter()
+        .filter(|(n, _)| !derived.contains(n.as_str()))
+    {
         if let Some(Marker {
             tenant,
             role: Some(kind),
@@ -598,10 +695,39 @@ fn plan_removals(desired: &Desired, observed: &Observed, plan: &mut Plan) {
                 .push((name.clone(), kind));
         }
     }
-    for (tenant, found) in removed
-        .into_iter()
-        .filter(|(t, _)| !declared.contains(t.as_str()))
-    {
+    removed.retain(|tenant, _| !declared.contains(tenant.as_str()));
+
+    let dropping: Vec<&String> = removed
+        .iter()
+        .filter(|(_, found)| !matches!(found.database, Some((_, Mode::Protected))))
+        .map(|(tenant, _)| tenant)
+        .collect();
+    let databases_dropping = removed
+        .values()
+        .filter(|found| matches!(found.database, Some((_, Mode::Standard))))
+        .count();
+    let declared_namespaces: BTreeSet<&str> = desired
+        .tenants
+        .iter()
+        .map(|t| t.namespace.as_str())
+        .collect();
+    let hold_all = desired.drops_held_because.clone().or_else(|| {
+        if desired.tenants.is_empty() && !dropping.is_empty() && !guard.allow_empty_repo {
+            Some("no database is declared in the repo (the wrong directory?): nothing is dropped; \
+                  pass --allow-empty-repo to remove every tenant"
+                .to_string())
+        } else if databases_dropping > guard.max_drops {
+            Some(format!(
+                "{databases_dropping} databases would be dropped, more than --max-drops {}: nothing is dropped; \
+                 rerun with --max-drops {databases_dropping} if that is intended",
+                guard.max_drops
+            ))
+        } else {
+            None
+        }
+    });
+
+    for (tenant, found) in removed {
         let database = found.database.as_ref().map(|(name, _)| name.clone());
         let notice = |kind, reason: String| Notice {
             kind,
@@ -609,19 +735,49 @@ fn plan_removals(desired: &Desired, observed: &Observed, plan: &mut Plan) {
             database: database.clone(),
             reason,
         };
-        if let Some(reason) = &desired.drops_held_because {
-            plan.notices.push(notice(NoticeKind::Held, reason.clone()));
-            continue;
-        }
         if let Some((_, Mode::Protected)) = found.database {
             plan.notices.push(notice(
                 NoticeKind::Retained,
                 "protected: removed from the repo, so no longer reconciled; the database, its roles and \
-                 credentials are kept. Declare it again to adopt it with its data."
+                 credentials are kept. Declare it again to adopt it with its data; to drop it, first set \
+                 `mode: standard` and apply, then remove it."
                     .into(),
             ));
             continue;
         }
+        if let Some(reason) = &hold_all {
+            plan.notices.push(notice(NoticeKind::Held, reason.clone()));
+            continue;
+        }
+        let namespace = tenant.split_once('/').map_or(tenant.as_str(), |(ns, _)| ns);
+        let namespace_allowed =
+            guard.allow_empty_repo || guard.allow_namespace_removal.iter().any(|n| n == namespace);
+        if !declared_namespaces.contains(namespace) && !namespace_allowed {
+            plan.notices.push(notice(
+                NoticeKind::Held,
+                format!(
+                    "namespace {namespace} declares no database any more (a folder lost in a merge?): nothing in it \
+                     is dropped; pass --allow-namespace-removal {namespace} if it is meant to go"
+                ),
+            ));
+            continue;
+        }
+        let renamed_to: Vec<&str> = desired
+            .tenants
+            .iter()
+            .filter(|t| {
+                t.namespace == namespace && !observed.databases.contains_key(t.database.as_str())
+            })
+            .map(|t| t.id.as_str())
+            .collect();
+        let rename_hint = match renamed_to.as_slice() {
+            [] => String::new(),
+            new => format!(
+                "; {} is new in the same namespace: if this is a rename, note that a rename is a drop and a create, \
+                 the data is not moved (keep the old name, or restore the final backup into the new one)",
+                new.join(", ")
+            ),
+        };
         let drop = |action: Action, why: String| Operation {
             tenant: tenant.clone(),
             phase: Phase::Drop,
@@ -633,16 +789,12 @@ fn plan_removals(desired: &Desired, observed: &Observed, plan: &mut Plan) {
         };
         if let Some((name, _)) = &found.database {
             plan.operations.push(drop(
-                Action::Sql {
-                    sql: sql::drop_database(&Ident::new(name.clone())),
-                    transactional: false,
-                },
-                "mode standard and removed from the repo: dropped, open sessions are terminated"
-                    .into(),
+                Action::Sql { sql: sql::drop_database(&Ident::new(name.clone())), transactional: false },
+                format!("mode standard and removed from the repo: dropped, open sessions are terminated{rename_hint}"),
             ));
         }
         let mut roles = found.roles;
-        roles.sort_by_key(|(_, kind)| *kind);
+        roles.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         for (name, _) in &roles {
             plan.operations.push(drop(
                 Action::Sql {
@@ -667,6 +819,27 @@ fn plan_removals(desired: &Desired, observed: &Observed, plan: &mut Plan) {
     }
 }
 
+/// Limits on what one run may drop (issue: a bad merge, a wrong directory, a mistyped key).
+#[derive(Debug, Clone)]
+pub struct DropGuard {
+    /// At most this many databases dropped in one run; more holds every drop.
+    pub max_drops: usize,
+    /// Allow drops when the repo declares no database at all (and so of whole namespaces).
+    pub allow_empty_repo: bool,
+    /// Namespaces that may lose all their databases in this run.
+    pub allow_namespace_removal: Vec<String>,
+}
+
+impl Default for DropGuard {
+    fn default() -> Self {
+        DropGuard {
+            max_drops: 1,
+            allow_empty_repo: false,
+            allow_namespace_removal: Vec::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Removed {
     database: Option<(String, Mode)>,
@@ -686,6 +859,8 @@ fn fresh_database(admin: &Ident) -> ObservedDatabase {
             (None, "TEMPORARY"),
             (None, "CONNECT"),
         ]),
+        allow_connections: true,
+        connection_limit: -1,
     }
 }
 
@@ -775,18 +950,39 @@ impl AclChange {
                 privileges,
                 grantee,
             } => {
-                let privileges: BTreeSet<&str> = privileges.iter().map(String::as_str).collect();
+                let grant_options: BTreeSet<&str> = privileges
+                    .iter()
+                    .filter_map(|p| p.strip_suffix(GRANT_OPTION_SUFFIX))
+                    .collect();
+                let plain: BTreeSet<&str> = privileges
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|p| !p.ends_with(GRANT_OPTION_SUFFIX))
+                    .collect();
+                // CASCADE: whatever the role granted on with its option goes too (another tenant's
+                // CONNECT, for one), which a REVOKE by the owner alone would leave in place.
+                let statement = match (plain.is_empty(), grant_options.is_empty()) {
+                    (false, _) => sql::revoke_on(
+                        &plain.union(&grant_options).copied().collect(),
+                        object,
+                        grantee,
+                    ),
+                    (true, _) => sql::revoke_grant_option(&grant_options, object, grantee),
+                };
+                let held = privileges.iter().map(String::as_str).collect();
                 (
-                    sql::revoke_on(&privileges, object, grantee),
+                    statement,
                     format!(
                         "`{grantee}` holds {} on {what} beyond least privilege",
-                        join_privileges(&privileges)
+                        join_privileges(&held)
                     ),
                 )
             }
         }
     }
 }
+
+const GRANT_OPTION_SUFFIX: &str = " WITH GRANT OPTION";
 
 /// Grants missing privileges (roles lacking the same set share one GRANT). With `exact`, also revokes
 /// what anyone else holds and what the tenant's roles hold beyond the policy.

@@ -23,6 +23,7 @@ fn spec(namespace: &str, name: &str, mode: Mode) -> DatabaseSpec {
             line: 2,
             column: 11,
         },
+        ..DatabaseSpec::default()
     }
 }
 
@@ -37,6 +38,7 @@ fn context() -> PlanContext {
     PlanContext {
         endpoint_host: "db.internal".into(),
         endpoint_port: 5432,
+        guard: DropGuard::default(),
     }
 }
 
@@ -96,6 +98,8 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 (Some(read), "CONNECT"),
                 (Some(read), "TEMPORARY"),
             ]),
+            allow_connections: true,
+            connection_limit: -1,
         },
     );
     let schema_acl = acl_from_pairs([
@@ -279,6 +283,8 @@ fn removed_tenants_dropped_retained_or_held() {
             comment: Some("BI team".into()),
             acl_text: None,
             acl: Acl::new(),
+            allow_connections: true,
+            connection_limit: -1,
         },
     );
 
@@ -293,12 +299,17 @@ fn removed_tenants_dropped_retained_or_held() {
     wanted.drops_held_because = Some("1 spec file(s) failed to parse".into());
     let held = plan(&wanted, &observed, &context());
     assert!(held.operations.is_empty(), "{}", render(&held));
+    let kinds: Vec<(NoticeKind, &str)> = held
+        .notices
+        .iter()
+        .map(|n| (n.kind, n.tenant.as_str()))
+        .collect();
     assert_eq!(
-        held.notices
-            .iter()
-            .filter(|n| n.kind == NoticeKind::Held)
-            .count(),
-        2
+        kinds,
+        [
+            (NoticeKind::Held, "idp-dev/old"),
+            (NoticeKind::Retained, "shop/cart")
+        ]
     );
 }
 
@@ -322,6 +333,27 @@ fn adopting_an_existing_database_marks_it_and_issues_missing_credentials() {
     converge(&mut observed, tenant);
     observed.databases.get_mut("idp-dev-my-db").unwrap().comment = None;
     observed.stored_credentials.clear();
+
+    // A store with nothing at all for any tenant is more likely the wrong store than lost
+    // credentials: no password is changed, a person decides.
+    let wrong_store = plan(&desired, &observed, &context());
+    assert!(wrong_store
+        .operations
+        .iter()
+        .all(|op| !matches!(op.action, Action::SetPassword { .. })));
+    assert!(wrong_store
+        .notices
+        .iter()
+        .any(|n| n.kind == NoticeKind::Blocked));
+    assert!(!wrong_store.is_converged());
+
+    converge(
+        &mut observed,
+        &DesiredTenant::from_spec(&spec("other", "app", Mode::Standard)),
+    );
+    observed
+        .stored_credentials
+        .retain(|path, _| path.as_str().starts_with("customer/other/"));
     let plan = plan(&desired, &observed, &context());
     let whys: Vec<&str> = plan.operations.iter().map(|op| op.why.as_str()).collect();
     assert!(whys.contains(&"adopt the existing database: mark it as managed by pgtenant"));
@@ -398,5 +430,116 @@ fn grace_rotation_twin_is_part_of_the_model() {
     assert!(
         repaired.contains(r#"ALTER ROLE "idp-dev-my-db-write" WITH PASSWORD"#),
         "{repaired}"
+    );
+}
+
+fn dropped_databases(plan: &Plan) -> Vec<String> {
+    plan.operations
+        .iter()
+        .filter(|op| op.display().starts_with("DROP DATABASE"))
+        .map(|op| op.display())
+        .collect()
+}
+
+fn held(plan: &Plan) -> Vec<String> {
+    plan.notices
+        .iter()
+        .filter(|n| n.kind == NoticeKind::Held)
+        .map(|n| n.reason.clone())
+        .collect()
+}
+
+#[test]
+fn drop_guards_hold_back_mass_and_accidental_removals() {
+    let mut observed = empty_cluster();
+    for (ns, name) in [("team", "a"), ("team", "b"), ("team", "c"), ("other", "x")] {
+        converge(
+            &mut observed,
+            &DesiredTenant::from_spec(&spec(ns, name, Mode::Standard)),
+        );
+    }
+    let mut context = context();
+
+    // An empty repo (the wrong directory) drops nothing.
+    let empty = plan(&desired(&[]), &observed, &context);
+    assert!(dropped_databases(&empty).is_empty());
+    assert!(
+        held(&empty)[0].contains("no database is declared"),
+        "{:?}",
+        held(&empty)
+    );
+
+    // Two databases removed, more than the default of one per run: both held.
+    let keep_a = desired(&[
+        spec("team", "a", Mode::Standard),
+        spec("other", "x", Mode::Standard),
+    ]);
+    let two = plan(&keep_a, &observed, &context);
+    assert!(dropped_databases(&two).is_empty());
+    assert_eq!(held(&two).len(), 2);
+    assert!(held(&two)[0].contains("--max-drops 2"), "{:?}", held(&two));
+    context.guard.max_drops = 2;
+    assert_eq!(
+        dropped_databases(&plan(&keep_a, &observed, &context)).len(),
+        2
+    );
+
+    // A namespace folder that vanished whole is held even within --max-drops.
+    let without_other = desired(&[
+        spec("team", "a", Mode::Standard),
+        spec("team", "b", Mode::Standard),
+        spec("team", "c", Mode::Standard),
+    ]);
+    let vanished = plan(&without_other, &observed, &context);
+    assert!(dropped_databases(&vanished).is_empty());
+    assert!(held(&vanished)[0].contains("namespace other declares no database"));
+    context.guard.allow_namespace_removal = vec!["other".into()];
+    assert_eq!(
+        dropped_databases(&plan(&without_other, &observed, &context)),
+        [r#"DROP DATABASE "other-x" WITH (FORCE);"#]
+    );
+}
+
+#[test]
+fn a_database_a_declared_tenant_maps_to_is_never_dropped() {
+    // `a-b/c` renamed in the repo to `a/b-c`: both are database `a-b-c`.
+    let mut observed = empty_cluster();
+    converge(
+        &mut observed,
+        &DesiredTenant::from_spec(&spec("a-b", "c", Mode::Standard)),
+    );
+    let now = desired(&[spec("a", "b-c", Mode::Standard)]);
+    let plan = plan(&now, &observed, &context());
+    assert!(
+        plan.operations.iter().all(|op| !op.destructive),
+        "{}",
+        render(&plan)
+    );
+}
+
+#[test]
+fn a_removal_beside_a_new_name_hints_at_a_rename() {
+    let mut observed = empty_cluster();
+    converge(
+        &mut observed,
+        &DesiredTenant::from_spec(&spec("shop", "cart", Mode::Standard)),
+    );
+    let renamed = desired(&[spec("shop", "basket", Mode::Standard)]);
+    let plan = plan(&renamed, &observed, &context());
+    let drop = plan
+        .operations
+        .iter()
+        .find(|op| op.display().starts_with("DROP DATABASE"))
+        .unwrap();
+    assert!(
+        drop.why
+            .contains("shop/basket is new in the same namespace"),
+        "{}",
+        drop.why
+    );
+    assert!(
+        drop.why.contains("a rename is a drop and a create"),
+        "{}",
+        drop.why
     );
 }
