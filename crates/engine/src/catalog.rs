@@ -28,6 +28,21 @@ SELECT r.rolname::text, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterol
        r.rolbypassrls, r.rolinherit, r.rolconnlimit, pg_catalog.shobj_description(r.oid, 'pg_authid')
   FROM pg_catalog.pg_roles r";
 
+/// Settings for every database (`setdatabase = 0`): what `ALTER ROLE … SET` wrote.
+const ROLE_SETTINGS: &str = "
+SELECT r.rolname::text, s.setconfig
+  FROM pg_catalog.pg_db_role_setting s
+  JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+ WHERE s.setdatabase = 0";
+
+/// Trusted extensions may be created by a database owner (PostgreSQL 13+).
+const AVAILABLE_EXTENSIONS: &str = "
+SELECT e.name::text, COALESCE(v.trusted, false)
+  FROM pg_catalog.pg_available_extensions e
+  LEFT JOIN pg_catalog.pg_available_extension_versions v ON v.name = e.name AND v.version = e.default_version";
+
+const EXTENSIONS: &str = "SELECT extname::text FROM pg_catalog.pg_extension";
+
 const MEMBERSHIPS: &str = "
 SELECT pg_catalog.pg_get_userbyid(m.roleid)::text, pg_catalog.pg_get_userbyid(m.member)::text
   FROM pg_catalog.pg_auth_members m";
@@ -84,17 +99,20 @@ pub struct ClusterCatalog {
     pub server: ServerInfo,
     pub roles: BTreeMap<String, ObservedRole>,
     pub databases: BTreeMap<String, ObservedDatabase>,
+    pub available_extensions: BTreeMap<String, bool>,
 }
 
 /// The cluster-wide half: server facts, every role with its memberships, every database with its ACL.
 /// The five queries go out together on one connection (pipelined), so this is one round trip.
 pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError> {
-    let (server, roles, memberships, databases, database_acls) = tokio::try_join!(
+    let (server, roles, memberships, databases, database_acls, settings, extensions) = tokio::try_join!(
         client.query_one(SERVER, &[]),
         client.query(ROLES, &[]),
         client.query(MEMBERSHIPS, &[]),
         client.query(DATABASES, &[]),
         client.query(DATABASE_ACLS, &[]),
+        client.query(ROLE_SETTINGS, &[]),
+        client.query(AVAILABLE_EXTENSIONS, &[]),
     )
     .map_err(|source| EngineError::Catalog {
         database: None,
@@ -128,6 +146,7 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
                 comment: row.get(9),
                 member_of: Default::default(),
                 members: Default::default(),
+                config: Default::default(),
             };
             (row.get::<_, String>(0), role)
         })
@@ -141,6 +160,17 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
             r.members.insert(member);
         }
     }
+
+    for row in &settings {
+        if let Some(role) = observed_roles.get_mut(&row.get::<_, String>(0)) {
+            for entry in row.get::<_, Vec<String>>(1) {
+                if let Some((key, value)) = entry.split_once('=') {
+                    role.config.insert(key.to_string(), value.to_string());
+                }
+            }
+        }
+    }
+    let available_extensions = extensions.iter().map(|row| (row.get(0), row.get(1))).collect();
 
     let mut acls: BTreeMap<String, Acl> = BTreeMap::new();
     for row in &database_acls {
@@ -166,6 +196,7 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
         server,
         roles: observed_roles,
         databases,
+        available_extensions,
     })
 }
 
@@ -179,10 +210,11 @@ pub async fn read_database(
 ) -> Result<DatabaseCatalog, EngineError> {
     let grantees: Vec<String> = grantees.iter().map(|g| g.to_string()).collect();
     let relation_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&owner, &grantees];
-    let (schemas, default_acls, relations) = tokio::try_join!(
+    let (schemas, default_acls, relations, extensions) = tokio::try_join!(
         client.query(SCHEMAS, &[]),
         client.query(DEFAULT_ACLS, &[]),
         client.query(RELATIONS, &relation_params),
+        client.query(EXTENSIONS, &[]),
     )
     .map_err(|source| EngineError::Catalog {
         database: Some(database.to_string()),
@@ -226,6 +258,7 @@ pub async fn read_database(
         add_acl_row(&mut relation.acl, row, 3);
     }
     catalog.relations = by_relation.into_values().collect();
+    catalog.extensions = extensions.iter().map(|row| row.get(0)).collect();
     Ok(catalog)
 }
 

@@ -101,7 +101,7 @@ pub fn report(desired: &Desired, observed: &Observed, plan: &Plan) -> CheckRepor
             .map(|c| {
                 c.default_acls
                     .iter()
-                    .filter(|((role, _), _)| role == tenant.admin().as_str())
+                    .filter(|((role, _), _)| role == tenant.owner().as_str())
                     .map(|((role, code), acl)| DefaultPrivilegeReport {
                         role: role.clone(),
                         object: object_name(code),

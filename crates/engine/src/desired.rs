@@ -1,29 +1,37 @@
 //! What the cluster should look like: names, roles and privileges per tenant, derived from the spec.
 //! Pure: no I/O. The privilege model of seed 000 lives here and nowhere else.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pgtenant_secrets::SecretPath;
-use pgtenant_spec::{DatabaseSpec, LoadedRepo, Mode};
+use pgtenant_spec::{DatabaseSpec, LoadedRepo, LogStatements, Mode, Preset};
 use serde::Serialize;
 
 use crate::ident::Ident;
 
+/// A tenant role's suffix: `<namespace>-<name>-<suffix>`. Which ones a tenant has is its preset's call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RoleKind {
     Admin,
+    Migrator,
+    Owner,
     Write,
+    App,
     Read,
 }
 
 impl RoleKind {
-    pub const ALL: [RoleKind; 3] = [RoleKind::Admin, RoleKind::Write, RoleKind::Read];
+    pub const ALL: [RoleKind; 6] =
+        [RoleKind::Admin, RoleKind::Migrator, RoleKind::Owner, RoleKind::Write, RoleKind::App, RoleKind::Read];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RoleKind::Admin => "admin",
+            RoleKind::Migrator => "migrator",
+            RoleKind::Owner => "owner",
             RoleKind::Write => "write",
+            RoleKind::App => "app",
             RoleKind::Read => "read",
         }
     }
@@ -33,14 +41,64 @@ impl RoleKind {
     }
 }
 
+/// What a role is given by grants (what it gets through ownership or membership is not listed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Access {
+    pub database: Privileges,
+    pub schema: Privileges,
+    pub table: Privileges,
+    pub sequence: Privileges,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredRole {
     pub kind: RoleKind,
     pub name: Ident,
     /// The second login that grace rotation alternates with (created only by `rotate --grace`).
     pub alternate: Ident,
-    pub secret_path: SecretPath,
+    /// Where its credentials live; None for a role that does not log in.
+    pub secret_path: Option<SecretPath>,
+    /// Owns the database and the tenant's schemas.
+    pub owner: bool,
+    /// Roles of the tenant whose privileges it holds through membership.
+    pub member_of: Vec<Ident>,
+    /// `ALTER ROLE … SET role`: sessions act as this role from login on (so objects get one owner).
+    pub assumes: Option<Ident>,
+    pub access: Access,
+    pub attributes: RoleAttributes,
+    pub statement_timeout_ms: Option<u64>,
+    pub log_statements: Option<LogStatements>,
 }
+
+impl DesiredRole {
+    /// Session defaults pgtenant manages (`ALTER ROLE … SET`), as `pg_db_role_setting` stores them.
+    pub fn config(&self) -> BTreeMap<&'static str, String> {
+        let mut config = BTreeMap::new();
+        if let Some(target) = &self.assumes {
+            config.insert("role", target.as_str().to_string());
+        }
+        if let Some(ms) = self.statement_timeout_ms {
+            config.insert("statement_timeout", ms.to_string());
+        }
+        if let Some(level) = self.log_statements {
+            config.insert("log_statement", level.as_str().to_string());
+        }
+        config
+    }
+
+    /// The grace-rotation twin's settings: the role's own, and for an owner, acting as the owner so
+    /// what the twin creates is owned by the same role.
+    pub fn alternate_config(&self) -> BTreeMap<&'static str, String> {
+        let mut config = self.config();
+        if self.owner {
+            config.insert("role", self.name.as_str().to_string());
+        }
+        config
+    }
+}
+
+/// Keys of `pg_db_role_setting` that pgtenant owns; any other setting is left alone.
+pub const MANAGED_ROLE_SETTINGS: [&str; 3] = ["role", "statement_timeout", "log_statement"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredTenant {
@@ -50,46 +108,89 @@ pub struct DesiredTenant {
     pub name: String,
     pub database: Ident,
     pub mode: Mode,
-    pub roles: [DesiredRole; 3],
+    pub preset: Preset,
+    /// The preset's roles; exactly one is the owner.
+    pub roles: Vec<DesiredRole>,
+    /// Schemas besides `public` that must exist, owned and granted like `public`.
+    pub schemas: Vec<Ident>,
+    pub extensions: Vec<String>,
     /// The database's `CONNECTION LIMIT` (-1: none).
     pub connection_limit: i32,
 }
 
 impl DesiredTenant {
     pub fn from_spec(spec: &DatabaseSpec) -> Self {
+        let database = spec.database_name();
+        let roles = policy::roles(spec.preset)
+            .into_iter()
+            .map(|model| {
+                let name = |kind: RoleKind| Ident::new(role_name(&database, kind));
+                let settings = spec.roles.get(model.kind.as_str()).cloned().unwrap_or_default();
+                DesiredRole {
+                    kind: model.kind,
+                    name: name(model.kind),
+                    alternate: Ident::new(alternate_name(&role_name(&database, model.kind))),
+                    secret_path: model
+                        .login
+                        .then(|| SecretPath::for_role(&spec.namespace, &spec.name, model.kind.as_str())),
+                    owner: model.owner,
+                    member_of: model.member_of.iter().map(|k| name(*k)).collect(),
+                    assumes: model.assumes.map(name),
+                    access: model.access,
+                    attributes: RoleAttributes {
+                        login: model.login,
+                        connection_limit: settings.connection_limit.unwrap_or(-1),
+                        ..RoleAttributes::TENANT
+                    },
+                    statement_timeout_ms: settings.statement_timeout_ms,
+                    log_statements: settings.log_statements,
+                }
+            })
+            .collect();
+        let mut schemas: Vec<Ident> = policy::implied_schemas(spec.preset)
+            .iter()
+            .map(|s| s.to_string())
+            .chain(spec.schemas.iter().cloned())
+            .map(Ident::new)
+            .collect();
+        schemas.sort();
+        schemas.dedup();
         DesiredTenant {
+            id: spec.tenant_id(),
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            database: Ident::new(database),
+            mode: spec.mode,
+            preset: spec.preset,
+            roles,
+            schemas,
+            extensions: spec.extensions.clone(),
             connection_limit: spec.connection_limit.unwrap_or(-1),
-            ..Self::new(&spec.namespace, &spec.name, spec.mode)
         }
     }
 
-    /// `namespace` and `name` must be valid DNS-1123 labels (the spec validates them; commands that
-    /// take `NS/DB` check with `pgtenant_spec::is_dns_label`).
+    /// A tenant named on the command line (`NS/DB`): the default preset and settings.
+    /// `namespace` and `name` must be valid DNS-1123 labels (`pgtenant_spec::is_dns_label`).
     pub fn new(namespace: &str, name: &str, mode: Mode) -> Self {
-        let database = format!("{namespace}-{name}");
-        let role = |kind: RoleKind| DesiredRole {
-            kind,
-            name: Ident::new(role_name(&database, kind)),
-            alternate: Ident::new(alternate_name(&role_name(&database, kind))),
-            secret_path: SecretPath::for_role(namespace, name, kind.as_str()),
-        };
-        DesiredTenant {
-            roles: RoleKind::ALL.map(role),
-            id: format!("{namespace}/{name}"),
+        Self::from_spec(&DatabaseSpec {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            database: Ident::new(database),
             mode,
-            connection_limit: -1,
-        }
+            ..DatabaseSpec::default()
+        })
     }
 
-    pub fn role(&self, kind: RoleKind) -> &DesiredRole {
-        &self.roles[kind as usize]
+    pub fn role(&self, kind: RoleKind) -> Option<&DesiredRole> {
+        self.roles.iter().find(|r| r.kind == kind)
     }
 
-    pub fn admin(&self) -> &Ident {
-        &self.role(RoleKind::Admin).name
+    /// The role that owns the database and its schemas.
+    pub fn owner(&self) -> &Ident {
+        &self.roles.iter().find(|r| r.owner).expect("every preset has an owner").name
+    }
+
+    pub fn login_roles(&self) -> impl Iterator<Item = &DesiredRole> {
+        self.roles.iter().filter(|r| r.secret_path.is_some())
     }
 }
 
@@ -132,45 +233,104 @@ fn privileges(names: &[&'static str]) -> Privileges {
     names.iter().copied().collect()
 }
 
-/// The least-privilege role model of seed 000, extended to schemas admin creates later.
+/// The role models of the presets (seeds 000, 002 and 004), least privilege, extended to schemas
+/// the owner creates later. The only place privileges are decided.
 pub mod policy {
     use super::*;
 
-    /// Owner rights on the database are the defaults; read and write may only connect and use temp tables.
-    pub fn database(kind: RoleKind) -> Privileges {
-        match kind {
-            RoleKind::Admin => privileges(&["CREATE", "TEMPORARY", "CONNECT"]),
-            RoleKind::Write | RoleKind::Read => privileges(&["CONNECT", "TEMPORARY"]),
+    /// One role of a preset.
+    pub struct RoleModel {
+        pub kind: RoleKind,
+        pub login: bool,
+        pub owner: bool,
+        pub member_of: &'static [RoleKind],
+        pub assumes: Option<RoleKind>,
+        pub access: Access,
+    }
+
+    /// Owner rights on the database are the defaults; everyone else may only connect and use temp tables.
+    fn connect() -> Privileges {
+        privileges(&["CONNECT", "TEMPORARY"])
+    }
+
+    fn owner(kind: RoleKind, login: bool) -> RoleModel {
+        RoleModel {
+            kind,
+            login,
+            owner: true,
+            member_of: &[],
+            assumes: None,
+            access: Access { database: privileges(&["CREATE", "TEMPORARY", "CONNECT"]), ..Access::default() },
         }
     }
 
-    /// Read and write may look up objects in every schema admin owns; only admin may create.
-    pub fn schema(kind: RoleKind) -> Privileges {
-        match kind {
-            RoleKind::Admin => privileges(&["USAGE", "CREATE"]),
-            RoleKind::Write | RoleKind::Read => privileges(&["USAGE"]),
+    fn writer(kind: RoleKind) -> RoleModel {
+        RoleModel {
+            kind,
+            login: true,
+            owner: false,
+            member_of: &[],
+            assumes: None,
+            access: Access {
+                database: connect(),
+                schema: privileges(&["USAGE"]),
+                table: privileges(&["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]),
+                sequence: privileges(&["SELECT", "UPDATE", "USAGE"]),
+            },
         }
     }
 
-    /// Tables, views, materialized views, foreign and partitioned tables.
-    pub fn table(kind: RoleKind) -> Privileges {
-        match kind {
-            RoleKind::Admin => Privileges::new(),
-            RoleKind::Write => privileges(&["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]),
-            RoleKind::Read => privileges(&["SELECT"]),
+    fn reader(kind: RoleKind) -> RoleModel {
+        RoleModel {
+            kind,
+            login: true,
+            owner: false,
+            member_of: &[],
+            assumes: None,
+            access: Access {
+                database: connect(),
+                schema: privileges(&["USAGE"]),
+                table: privileges(&["SELECT"]),
+                sequence: privileges(&["SELECT"]),
+            },
         }
     }
 
-    pub fn sequence(kind: RoleKind) -> Privileges {
-        match kind {
-            RoleKind::Admin => Privileges::new(),
-            RoleKind::Write => privileges(&["SELECT", "UPDATE", "USAGE"]),
-            RoleKind::Read => privileges(&["SELECT"]),
+    /// A login that acts as the owner (seed 002): one owner for every object, whoever created it.
+    fn acts_as_owner(kind: RoleKind) -> RoleModel {
+        RoleModel {
+            kind,
+            login: true,
+            owner: false,
+            member_of: &[RoleKind::Owner],
+            assumes: Some(RoleKind::Owner),
+            access: Access { database: connect(), ..Access::default() },
         }
     }
 
-    /// The object classes covered by `ALTER DEFAULT PRIVILEGES FOR ROLE admin` (no `IN SCHEMA`, so
-    /// schemas admin creates later, and their tables, are covered with no GRANT run by anyone).
+    pub fn roles(preset: Preset) -> Vec<RoleModel> {
+        match preset {
+            Preset::Idp => vec![owner(RoleKind::Admin, true), writer(RoleKind::Write), reader(RoleKind::Read)],
+            Preset::AppMigrator => vec![owner(RoleKind::Migrator, true), writer(RoleKind::App)],
+            Preset::SchemaOwner => vec![
+                owner(RoleKind::Owner, false),
+                acts_as_owner(RoleKind::App),
+                acts_as_owner(RoleKind::Write),
+                reader(RoleKind::Read),
+            ],
+        }
+    }
+
+    /// Schemas a preset brings besides `public` (seed 004 keeps the application's tables in `app`).
+    pub fn implied_schemas(preset: Preset) -> &'static [&'static str] {
+        match preset {
+            Preset::AppMigrator => &["app"],
+            Preset::Idp | Preset::SchemaOwner => &[],
+        }
+    }
+
+    /// The object classes covered by `ALTER DEFAULT PRIVILEGES FOR ROLE <owner>` (no `IN SCHEMA`, so
+    /// schemas the owner creates later, and their tables, are covered with no GRANT run by anyone).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
     #[serde(rename_all = "lowercase")]
     pub enum DefaultObject {
@@ -180,11 +340,7 @@ pub mod policy {
     }
 
     impl DefaultObject {
-        pub const ALL: [DefaultObject; 3] = [
-            DefaultObject::Tables,
-            DefaultObject::Sequences,
-            DefaultObject::Schemas,
-        ];
+        pub const ALL: [DefaultObject; 3] = [DefaultObject::Tables, DefaultObject::Sequences, DefaultObject::Schemas];
 
         /// `pg_default_acl.defaclobjtype`.
         pub fn catalog_code(self) -> &'static str {
@@ -195,10 +351,6 @@ pub mod policy {
             }
         }
 
-        pub fn from_catalog_code(code: &str) -> Option<Self> {
-            Self::ALL.into_iter().find(|o| o.catalog_code() == code)
-        }
-
         pub fn sql_keyword(self) -> &'static str {
             match self {
                 DefaultObject::Tables => "TABLES",
@@ -207,14 +359,11 @@ pub mod policy {
             }
         }
 
-        pub fn grants(self, kind: RoleKind) -> Privileges {
+        pub fn grants(self, access: &Access) -> &Privileges {
             match self {
-                DefaultObject::Tables => table(kind),
-                DefaultObject::Sequences => sequence(kind),
-                DefaultObject::Schemas => match kind {
-                    RoleKind::Admin => Privileges::new(),
-                    RoleKind::Write | RoleKind::Read => schema(kind),
-                },
+                DefaultObject::Tables => &access.table,
+                DefaultObject::Sequences => &access.sequence,
+                DefaultObject::Schemas => &access.schema,
             }
         }
     }
@@ -380,12 +529,60 @@ mod tests {
             ]
         );
         assert_eq!(
-            t.role(RoleKind::Read).secret_path.as_str(),
+            t.role(RoleKind::Read).unwrap().secret_path.as_ref().unwrap().as_str(),
             "customer/idp-dev/my-db-read"
         );
-        for kind in RoleKind::ALL {
-            assert_eq!(t.role(kind).kind, kind);
-        }
+        assert_eq!(t.owner().as_str(), "idp-dev-my-db-admin");
+    }
+
+    #[test]
+    fn presets_name_their_roles_and_owner() {
+        let spec = |preset| DatabaseSpec {
+            namespace: "shop".into(),
+            name: "cart".into(),
+            preset,
+            schemas: vec!["app".into(), "audit".into()],
+            ..DatabaseSpec::default()
+        };
+        let migrator = DesiredTenant::from_spec(&spec(Preset::AppMigrator));
+        let names: Vec<&str> = migrator.roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["shop-cart-migrator", "shop-cart-app"]);
+        assert_eq!(migrator.owner().as_str(), "shop-cart-migrator");
+        assert_eq!(migrator.schemas, [Ident::new("app"), Ident::new("audit")], "app implied once");
+
+        let owned = DesiredTenant::from_spec(&spec(Preset::SchemaOwner));
+        let owner = owned.role(RoleKind::Owner).unwrap();
+        assert!(!owner.attributes.login && owner.secret_path.is_none());
+        let app = owned.role(RoleKind::App).unwrap();
+        assert_eq!(app.member_of, [Ident::new("shop-cart-owner")]);
+        assert_eq!(app.config()["role"], "shop-cart-owner");
+        assert_eq!(owned.login_roles().count(), 3);
+    }
+
+    #[test]
+    fn role_settings_become_session_defaults() {
+        let mut roles = BTreeMap::new();
+        roles.insert(
+            "read".to_string(),
+            pgtenant_spec::RoleSettings {
+                connection_limit: Some(5),
+                statement_timeout_ms: Some(30_000),
+                log_statements: Some(LogStatements::All),
+            },
+        );
+        let t = DesiredTenant::from_spec(&DatabaseSpec {
+            namespace: "idp-dev".into(),
+            name: "my-db".into(),
+            roles,
+            ..DatabaseSpec::default()
+        });
+        let read = t.role(RoleKind::Read).unwrap();
+        assert_eq!(read.attributes.connection_limit, 5);
+        let config = read.config();
+        let config: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(config, [("log_statement", "all"), ("statement_timeout", "30000")]);
+        let admin = t.role(RoleKind::Admin).unwrap();
+        assert_eq!(admin.alternate_config()["role"], "idp-dev-my-db-admin");
     }
 
     #[test]

@@ -353,6 +353,11 @@ impl Worker {
                     applied += batch.len();
                 }
                 Err(error) => {
+                    // A failed statement inside BEGIN skips the rest of the query, COMMIT included:
+                    // the session sits in an aborted transaction until it is rolled back.
+                    if transactional {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                    }
                     if error.as_db_error().is_some() {
                         // Rolled back: the server never saw these passwords.
                         for promote in &pending {
@@ -484,8 +489,8 @@ fn segments(ops: &[Operation]) -> Vec<Segment<'_>> {
     for op in ops {
         match &op.action {
             Action::Sql { .. } | Action::SetPassword { .. } => {
-                if let Some(Segment::Sql { database, ops, .. }) = segments.last_mut() {
-                    if *database == op.database.as_ref() {
+                if let Some(Segment::Sql { database, run_as, ops }) = segments.last_mut() {
+                    if *database == op.database.as_ref() && *run_as == op.run_as.as_ref() {
                         ops.push(op);
                         continue;
                     }

@@ -135,6 +135,7 @@ pub async fn observe_tenants(
         server: cluster.server,
         roles: cluster.roles,
         databases: cluster.databases,
+        available_extensions: cluster.available_extensions,
         ..Observed::default()
     };
     observed.stored_credentials = read_store(store)?;
@@ -180,17 +181,13 @@ async fn inspect(
     tenant: &DesiredTenant,
 ) -> Result<observed::DatabaseCatalog, EngineError> {
     let client = connector.connect(Some(tenant.database.as_str())).await?;
-    let grantees = [
-        tenant.role(RoleKind::Write).name.as_str(),
-        tenant.role(RoleKind::Read).name.as_str(),
-    ];
-    catalog::read_database(
-        &client,
-        tenant.database.as_str(),
-        tenant.admin().as_str(),
-        &grantees,
-    )
-    .await
+    let grantees: Vec<&str> = tenant
+        .roles
+        .iter()
+        .filter(|r| !r.access.table.is_empty() || !r.access.sequence.is_empty())
+        .map(|r| r.name.as_str())
+        .collect();
+    catalog::read_database(&client, tenant.database.as_str(), tenant.owner().as_str(), &grantees).await
 }
 
 /// Connection details of every stored credential. A store that cannot be read (missing or wrong key,

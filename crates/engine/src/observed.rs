@@ -22,6 +22,8 @@ pub struct Observed {
     pub stored_credentials: BTreeMap<SecretPath, StoredCredential>,
     /// Declared databases that exist but could not be inspected, with the reason.
     pub uninspected: BTreeMap<String, String>,
+    /// Extensions the server could install, and whether they are trusted (a database owner may create them).
+    pub available_extensions: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -51,6 +53,8 @@ pub struct ObservedRole {
     pub member_of: BTreeSet<String>,
     /// Roles that are members of this role.
     pub members: BTreeSet<String>,
+    /// Session defaults (`ALTER ROLE … SET`) for all databases, by setting name.
+    pub config: BTreeMap<String, String>,
 }
 
 impl ObservedRole {
@@ -82,8 +86,9 @@ pub struct DatabaseCatalog {
     pub schemas: BTreeMap<String, ObservedSchema>,
     /// Database-wide default privileges (`FOR ROLE r` without `IN SCHEMA`), by owner role and object class code.
     pub default_acls: BTreeMap<(String, String), DefaultAcl>,
-    /// Relations owned by the tenant's admin role, with what the read and write roles hold on each.
+    /// Relations owned by the tenant's owner role, with what its other roles hold on each.
     pub relations: Vec<ObservedRelation>,
+    pub extensions: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

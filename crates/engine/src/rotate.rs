@@ -18,7 +18,11 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 
 use crate::connect::Connector;
-use crate::desired::{DesiredTenant, Marker, RoleAttributes, RoleKind};
+use std::collections::BTreeMap;
+
+use crate::desired::{
+    alternate_name, role_name, DesiredTenant, Marker, RoleAttributes, RoleKind, MANAGED_ROLE_SETTINGS,
+};
 use crate::ident::{quote_literal, Ident};
 use crate::sql;
 use crate::EngineError;
@@ -124,91 +128,94 @@ impl Rotator<'_> {
         kind: RoleKind,
         grace: bool,
     ) -> Result<Rotated, EngineError> {
-        let role = tenant.role(kind);
-        let journal = journal_path(&role.secret_path);
+        // Names follow from the tenant and the role alone, whatever the preset: `rotate` needs no repo.
+        let role = Ident::new(role_name(tenant.database.as_str(), kind));
+        let alternate = Ident::new(alternate_name(role.as_str()));
+        let secret_path = SecretPath::for_role(&tenant.namespace, &tenant.name, kind.as_str());
+        let journal = journal_path(&secret_path);
         if self.store.get(&journal)?.is_some() {
-            self.recover(&role.secret_path, &journal).await?;
+            self.recover(&secret_path, &journal).await?;
         }
-        let current = self.store.get(&role.secret_path)?.ok_or_else(|| {
+        let current = self.store.get(&secret_path)?.ok_or_else(|| {
             EngineError::Rotation(format!(
-                "no stored credentials for {} role of {}: run `pgtenant apply` first",
+                "no stored credentials for the {} role of {}: is that a login role of its preset, and has \
+                 `pgtenant apply` run?",
                 kind.as_str(),
                 tenant.id
             ))
         })?;
         let control = self.connector.connect(None).await?;
+        let catalog_error = |source| EngineError::Catalog { database: None, source };
         let row = control
             .query_one(
                 "SELECT current_user::text, r.rolsuper,
-                        EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
+                        COALESCE((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s
+                                   WHERE s.setdatabase = 0
+                                     AND s.setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2)),
+                                 '{}'::text[]),
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_database
+                                 WHERE datname = $3
+                                   AND datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2))
                    FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
-                &[&role.alternate.as_str()],
+                &[&alternate.as_str(), &role.as_str(), &tenant.database.as_str()],
             )
             .await
-            .map_err(|source| EngineError::Catalog {
-                database: None,
-                source,
-            })?;
+            .map_err(catalog_error)?;
         let (control_role, is_superuser, alternate_exists): (String, bool, bool) =
             (row.get(0), row.get(1), row.get(2));
+        let role_config: Vec<String> = row.get(3);
+        let owns_database: bool = row.get(4);
 
         let target = match grace {
             false => Ident::new(current.username.clone()),
-            true if current.username == role.alternate.as_str() => role.name.clone(),
-            true => role.alternate.clone(),
+            true if current.username == alternate.as_str() => role.clone(),
+            true => alternate.clone(),
         };
-        if grace
-            && target == role.alternate
-            && role.alternate.as_str().len() > pgtenant_spec::MAX_IDENTIFIER_BYTES
-        {
+        if grace && target == alternate && alternate.as_str().len() > pgtenant_spec::MAX_IDENTIFIER_BYTES {
             return Err(EngineError::Rotation(format!(
-                "grace rotation needs the login `{}` ({} bytes), longer than PostgreSQL's {}-byte limit; rotate without --grace",
-                role.alternate,
-                role.alternate.as_str().len(),
+                "grace rotation needs the login `{alternate}` ({} bytes), longer than PostgreSQL's {}-byte limit; \
+                 rotate without --grace",
+                alternate.as_str().len(),
                 pgtenant_spec::MAX_IDENTIFIER_BYTES
             )));
         }
-        let next = Credential {
-            username: target.as_str().to_string(),
-            password: generate_password(),
-            ..current
-        };
+        let next = Credential { username: target.as_str().to_string(), password: generate_password(), ..current };
         self.store.put(&journal, &next)?;
         failpoint("rotate:after-journal");
 
-        let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(
-            next.password.as_bytes(),
-        ));
-        let statements = if target == role.alternate && !alternate_exists {
+        let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(next.password.as_bytes()));
+        let statements = if target == alternate && !alternate_exists {
             let mut statements = vec![
                 sql::create_role(&target, &RoleAttributes::TENANT),
                 sql::comment_on_role(&target, &Marker::alternate(tenant, kind)),
-                sql::grant_membership(&role.name, &target),
+                sql::grant_membership(&role, &target),
             ];
             if !is_superuser {
                 statements.push(sql::grant_membership(&target, &Ident::new(control_role)));
             }
-            if kind == RoleKind::Admin {
-                statements.push(sql::set_default_role(&target, &role.name));
+            // The twin behaves like the role: same managed session settings, and an owner's twin
+            // acts as the owner so what it creates keeps one owner.
+            let mut config: BTreeMap<String, String> = role_config
+                .iter()
+                .filter_map(|entry| entry.split_once('='))
+                .filter(|(key, _)| MANAGED_ROLE_SETTINGS.contains(key))
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect();
+            if owns_database {
+                config.entry("role".to_string()).or_insert_with(|| role.as_str().to_string());
             }
+            statements.extend(config.iter().map(|(key, value)| sql::set_role_config(&target, key, value)));
             statements
         } else {
             vec![sql::set_password(&target)]
         };
         // One simple query: several statements commit together or not at all.
-        let batch = statements
-            .join(";\n")
-            .replace(sql::PASSWORD_PLACEHOLDER, &verifier);
-        control
-            .batch_execute(&batch)
-            .await
-            .map_err(|source| EngineError::Catalog {
-                database: None,
-                source,
-            })?;
+        let batch = statements.join(";\n").replace(sql::PASSWORD_PLACEHOLDER, &verifier);
+        control.batch_execute(&batch).await.map_err(catalog_error)?;
         failpoint("rotate:after-server");
 
-        self.store.put(&role.secret_path, &next)?;
+        self.store.put(&secret_path, &next)?;
         failpoint("rotate:after-store");
         self.store.delete(&journal)?;
         Ok(Rotated {

@@ -8,7 +8,8 @@ use pgtenant_spec::Mode;
 use serde::Serialize;
 
 use crate::desired::{
-    policy, policy::DefaultObject, Desired, DesiredTenant, Marker, RoleAttributes, RoleKind,
+    policy::DefaultObject, Access, Desired, DesiredTenant, Marker, Privileges, RoleAttributes, RoleKind,
+    MANAGED_ROLE_SETTINGS,
 };
 use crate::ident::Ident;
 use crate::observed::{
@@ -24,6 +25,7 @@ pub enum Phase {
     Database,
     Schemas,
     DefaultPrivileges,
+    Extensions,
     Credentials,
     Drop,
 }
@@ -35,6 +37,7 @@ impl Phase {
             Phase::Database => "database",
             Phase::Schemas => "schemas",
             Phase::DefaultPrivileges => "default-privileges",
+            Phase::Extensions => "extensions",
             Phase::Credentials => "credentials",
             Phase::Drop => "drop",
         }
@@ -160,6 +163,8 @@ pub struct PlanContext {
     pub endpoint_host: String,
     pub endpoint_port: u16,
     pub guard: DropGuard,
+    /// Extensions that need superuser and that the platform allows (seed 004's `superuser_extensions`).
+    pub superuser_extensions: BTreeSet<String>,
 }
 
 pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Plan {
@@ -229,11 +234,18 @@ impl TenantPlanner<'_> {
 
     fn push(&mut self, phase: Phase, action: Action, why: impl Into<String>) {
         let inside = matches!(phase, Phase::Schemas | Phase::DefaultPrivileges);
+        self.push_at(phase, inside.then(|| self.tenant.owner().clone()), action, why);
+    }
+
+    /// `run_as`: inside the tenant database as that role (schemas, default privileges) — or, with
+    /// `Phase::Extensions` and None, inside it as the control role itself.
+    fn push_at(&mut self, phase: Phase, run_as: Option<Ident>, action: Action, why: impl Into<String>) {
+        let inside = matches!(phase, Phase::Schemas | Phase::DefaultPrivileges | Phase::Extensions);
         self.ops.push(Operation {
             tenant: self.tenant.id.clone(),
             phase,
             database: inside.then(|| self.tenant.database.clone()),
-            run_as: inside.then(|| self.tenant.admin().clone()),
+            run_as,
             action,
             why: why.into(),
             destructive: false,
@@ -241,19 +253,12 @@ impl TenantPlanner<'_> {
     }
 
     fn push_sql(&mut self, phase: Phase, sql: String, why: impl Into<String>) {
-        self.push(
-            phase,
-            Action::Sql {
-                sql,
-                transactional: true,
-            },
-            why,
-        );
+        self.push(phase, Action::Sql { sql, transactional: true }, why);
     }
 
     /// The control role joins every tenant role: PostgreSQL lets a non-superuser create a database
-    /// owned by admin, grant as admin and end the tenant's sessions only as a member of those roles.
-    fn expected_members(&self) -> BTreeSet<String> {
+    /// owned by the owner role, grant as it and end the tenant's sessions only as a member of those roles.
+    fn control_members(&self) -> BTreeSet<String> {
         let server = &self.observed.server;
         if server.is_superuser {
             BTreeSet::new()
@@ -268,55 +273,67 @@ impl TenantPlanner<'_> {
                 .observed
                 .roles
                 .get(role.alternate.as_str())
-                .filter(|a| {
-                    a.marker()
-                        .is_some_and(|m| m == Marker::alternate(self.tenant, role.kind))
-                });
-            let mut members = self.expected_members();
+                .filter(|a| a.marker().is_some_and(|m| m == Marker::alternate(self.tenant, role.kind)));
+            let mut members = self.control_members();
             if alternate.is_some() {
                 members.insert(role.alternate.as_str().to_string());
             }
+            members.extend(
+                self.tenant
+                    .roles
+                    .iter()
+                    .filter(|other| other.member_of.contains(&role.name))
+                    .map(|other| other.name.as_str().to_string()),
+            );
             let exists = self.observed.roles.contains_key(role.name.as_str());
             if !exists {
-                self.push(
-                    Phase::Roles,
-                    Action::SetPassword {
-                        sql: sql::create_role(&role.name, &RoleAttributes::TENANT),
-                        role: role.name.clone(),
-                        secret_path: role.secret_path.clone(),
-                        dbname: self.tenant.database.as_str().to_string(),
-                    },
-                    "declared in the spec; the role does not exist",
-                );
+                match &role.secret_path {
+                    Some(secret_path) => self.push(
+                        Phase::Roles,
+                        Action::SetPassword {
+                            sql: sql::create_role(&role.name, &role.attributes),
+                            role: role.name.clone(),
+                            secret_path: secret_path.clone(),
+                            dbname: self.tenant.database.as_str().to_string(),
+                        },
+                        "declared in the spec; the role does not exist",
+                    ),
+                    None => self.push_sql(
+                        Phase::Roles,
+                        sql::create_nologin_role(&role.name, &role.attributes),
+                        "the preset's owner role (no login) does not exist",
+                    ),
+                }
             }
-            self.login_role(
-                &role.name,
-                Marker::role(self.tenant, role.kind),
-                &BTreeSet::new(),
-                &members,
-            );
-            if exists {
-                self.credentials(&role.name, &role.alternate, &role.secret_path);
+            let member_of: BTreeSet<String> = role.member_of.iter().map(|r| r.as_str().to_string()).collect();
+            self.login_role(&role.name, Marker::role(self.tenant, role.kind), &role.attributes, &member_of, &members);
+            self.role_config(&role.name, &role.config());
+            if let (true, Some(secret_path)) = (exists, &role.secret_path) {
+                self.credentials(&role.name, &role.alternate, secret_path);
             }
             if alternate.is_some() {
                 // The grace-rotation twin: a login that holds the role's privileges through membership.
                 let member_of = BTreeSet::from([role.name.as_str().to_string()]);
+                let control = self.control_members();
                 self.login_role(
                     &role.alternate,
                     Marker::alternate(self.tenant, role.kind),
+                    &role.attributes,
                     &member_of,
-                    &self.expected_members(),
+                    &control,
                 );
+                self.role_config(&role.alternate, &role.alternate_config());
             }
         }
     }
 
-    /// Attributes, marker and memberships of one tenant login role; a role that does not exist yet
-    /// is taken as just created with the tenant attributes and no memberships.
+    /// Attributes, marker and memberships of one tenant role; a role that does not exist yet is
+    /// taken as just created with `attributes` and no memberships.
     fn login_role(
         &mut self,
         name: &Ident,
         marker: Marker,
+        attributes: &RoleAttributes,
         member_of_wanted: &BTreeSet<String>,
         members_wanted: &BTreeSet<String>,
     ) {
@@ -324,20 +341,13 @@ impl TenantPlanner<'_> {
         let empty = BTreeSet::new();
         let (member_of, members) = match observed {
             None => {
-                self.push_sql(
-                    Phase::Roles,
-                    sql::comment_on_role(name, &marker),
-                    "mark the role as managed by pgtenant",
-                );
+                self.push_sql(Phase::Roles, sql::comment_on_role(name, &marker), "mark the role as managed by pgtenant");
                 (&empty, &empty)
             }
             Some(existing) => {
-                let options = RoleAttributes::options_towards(
-                    Some(&existing.attributes),
-                    &RoleAttributes::TENANT,
-                );
+                let options = RoleAttributes::options_towards(Some(&existing.attributes), attributes);
                 if !options.is_empty() {
-                    let why = format!("attributes drifted; restoring {}", options.join(", "));
+                    let why = format!("attributes differ; setting {}", options.join(", "));
                     self.push_sql(Phase::Roles, sql::alter_role(name, &options), why);
                 }
                 if existing.marker().as_ref() != Some(&marker) {
@@ -361,7 +371,7 @@ impl TenantPlanner<'_> {
             self.push_sql(
                 Phase::Roles,
                 sql::grant_membership(&Ident::new(other.clone()), name),
-                format!("the alternate login holds the privileges of `{other}` through membership"),
+                format!("`{name}` holds the privileges of `{other}` through membership"),
             );
         }
         for member in members.difference(members_wanted) {
@@ -381,12 +391,32 @@ impl TenantPlanner<'_> {
         }
     }
 
+    /// `ALTER ROLE … SET/RESET` for the settings pgtenant manages; others are left alone.
+    fn role_config(&mut self, name: &Ident, wanted: &BTreeMap<&'static str, String>) {
+        let current = self.observed.roles.get(name.as_str()).map(|r| &r.config);
+        for key in MANAGED_ROLE_SETTINGS {
+            let have = current.and_then(|c| c.get(key));
+            match (wanted.get(key), have) {
+                (Some(value), have) if have != Some(value) => self.push_sql(
+                    Phase::Roles,
+                    sql::set_role_config(name, key, value),
+                    match have {
+                        None => format!("sessions of `{name}` get {key} = {value}"),
+                        Some(old) => format!("{key} is {old}, the spec says {value}"),
+                    },
+                ),
+                (None, Some(old)) => self.push_sql(
+                    Phase::Roles,
+                    sql::reset_role_config(name, key),
+                    format!("{key} = {old} is not in the spec"),
+                ),
+                _ => {}
+            }
+        }
+    }
+
     fn store_is_empty(&self) -> bool {
-        !self
-            .observed
-            .stored_credentials
-            .keys()
-            .any(|p| p.as_str().starts_with("customer/"))
+        !self.observed.stored_credentials.keys().any(|p| p.as_str().starts_with("customer/"))
     }
 
     /// The store must hold credentials for the role (or its grace-rotation alternate, whichever
@@ -396,15 +426,9 @@ impl TenantPlanner<'_> {
         let stored = self.observed.stored_credentials.get(secret_path);
         let usable = stored.filter(|s| {
             s.username == role.as_str()
-                || (s.username == alternate.as_str()
-                    && self.observed.roles.contains_key(alternate.as_str()))
+                || (s.username == alternate.as_str() && self.observed.roles.contains_key(alternate.as_str()))
         });
-        let managed = self
-            .observed
-            .roles
-            .get(role.as_str())
-            .and_then(|r| r.marker())
-            .is_some();
+        let managed = self.observed.roles.get(role.as_str()).and_then(|r| r.marker()).is_some();
         if usable.is_none() && managed && self.store_is_empty() {
             self.blocked.push(format!(
                 "no credentials for `{role}` in the credential store, and the store holds no tenant credentials at all \
@@ -424,28 +448,17 @@ impl TenantPlanner<'_> {
                     dbname: dbname.to_string(),
                 },
                 match stored {
-                    None => "no stored credentials for this existing role: issuing a new password"
-                        .to_string(),
-                    Some(s) => format!(
-                        "stored credentials name `{}`, not this role: issuing a new password",
-                        s.username
-                    ),
+                    None => "no stored credentials for this existing role: issuing a new password".to_string(),
+                    Some(s) => format!("stored credentials name `{}`, not this role: issuing a new password", s.username),
                 },
             ),
             (_, Some(stored)) => {
                 let current = (&stored.endpoint, stored.port, stored.dbname.as_str());
-                let wanted = (
-                    &self.context.endpoint_host,
-                    self.context.endpoint_port,
-                    dbname,
-                );
+                let wanted = (&self.context.endpoint_host, self.context.endpoint_port, dbname);
                 if current != wanted {
                     self.push(
                         Phase::Credentials,
-                        Action::StoreCredential {
-                            secret_path: secret_path.clone(),
-                            dbname: dbname.to_string(),
-                        },
+                        Action::StoreCredential { secret_path: secret_path.clone(), dbname: dbname.to_string() },
                         format!(
                             "stored connection details ({}:{}/{}) differ from {}:{}/{}",
                             current.0, current.1, current.2, wanted.0, wanted.1, wanted.2
@@ -459,33 +472,27 @@ impl TenantPlanner<'_> {
     /// Returns whether this plan creates the database.
     fn database(&mut self) -> bool {
         let tenant = self.tenant;
-        let admin = tenant.admin();
+        let owner = tenant.owner();
         let observed = self.observed.databases.get(tenant.database.as_str());
         let mut current = match observed {
             Some(db) => db.clone(),
             None => {
                 self.push(
                     Phase::Database,
-                    Action::Sql {
-                        sql: sql::create_database(&tenant.database, admin),
-                        transactional: false,
-                    },
+                    Action::Sql { sql: sql::create_database(&tenant.database, owner), transactional: false },
                     "declared in the spec; the database does not exist",
                 );
-                fresh_database(admin)
+                fresh_database(owner)
             }
         };
-        if current.owner != admin.as_str() {
+        if current.owner != owner.as_str() {
             self.push_sql(
                 Phase::Database,
-                sql::alter_database_owner(&tenant.database, admin),
-                format!(
-                    "owned by `{}`; the tenant's admin role must own it",
-                    current.owner
-                ),
+                sql::alter_database_owner(&tenant.database, owner),
+                format!("owned by `{}`; the tenant's owner role `{owner}` must own it", current.owner),
             );
             // ALTER … OWNER hands the old owner's ACL entry to the new owner.
-            current.acl = transfer_owner(current.acl, &current.owner, admin.as_str());
+            current.acl = transfer_owner(current.acl, &current.owner, owner.as_str());
         }
         if !current.allow_connections {
             self.push_sql(
@@ -497,14 +504,8 @@ impl TenantPlanner<'_> {
         if current.connection_limit != tenant.connection_limit {
             self.push_sql(
                 Phase::Database,
-                sql::alter_database(
-                    &tenant.database,
-                    &format!("CONNECTION LIMIT {}", tenant.connection_limit),
-                ),
-                format!(
-                    "connection limit is {}, the spec says {}",
-                    current.connection_limit, tenant.connection_limit
-                ),
+                sql::alter_database(&tenant.database, &format!("CONNECTION LIMIT {}", tenant.connection_limit)),
+                format!("connection limit is {}, the spec says {}", current.connection_limit, tenant.connection_limit),
             );
         }
         let marker = Marker::database(tenant);
@@ -515,13 +516,9 @@ impl TenantPlanner<'_> {
                 (Some(_), Some(old)) if old.mode != marker.mode => "the deletion mode changed",
                 (Some(_), Some(_)) => "the database's pgtenant marker is out of date",
             };
-            self.push_sql(
-                Phase::Database,
-                sql::comment_on_database(&tenant.database, &marker),
-                why,
-            );
+            self.push_sql(Phase::Database, sql::comment_on_database(&tenant.database, &marker), why);
         }
-        let wanted = role_acl(tenant, policy::database);
+        let wanted = role_acl(tenant, |access| &access.database);
         for change in diff_acl(&current.acl, &wanted, true) {
             let object = format!("DATABASE {}", tenant.database.quote());
             let (statement, why) = change.render(&object, "the database");
@@ -532,12 +529,8 @@ impl TenantPlanner<'_> {
 
     fn inside_database(&mut self, created: bool) {
         let tenant = self.tenant;
-        let admin = tenant.admin().as_str().to_string();
-        let catalog = match self
-            .observed
-            .database_catalogs
-            .get(tenant.database.as_str())
-        {
+        let owner = tenant.owner().as_str().to_string();
+        let catalog = match self.observed.database_catalogs.get(tenant.database.as_str()) {
             Some(catalog) => catalog.clone(),
             None if created => fresh_catalog(),
             // The reader inspects every declared database that exists; without it we cannot judge.
@@ -545,31 +538,48 @@ impl TenantPlanner<'_> {
         };
         let mut schemas = catalog.schemas.clone();
         if let Some(public) = schemas.get_mut("public") {
-            if public.owner != admin {
+            if public.owner != owner {
                 self.push_sql(
                     Phase::Schemas,
-                    sql::alter_schema_owner(&Ident::new("public"), tenant.admin()),
-                    format!(
-                        "schema public is owned by `{}`; the tenant's admin role must own it",
-                        public.owner
-                    ),
+                    sql::alter_schema_owner(&Ident::new("public"), tenant.owner()),
+                    format!("schema public is owned by `{}`; the tenant's owner role must own it", public.owner),
                 );
-                public.acl = transfer_owner(std::mem::take(&mut public.acl), &public.owner, &admin);
-                public.owner = admin.clone();
+                public.acl = transfer_owner(std::mem::take(&mut public.acl), &public.owner, &owner);
+                public.owner = owner.clone();
             }
             if public.acl.contains_key(&None) {
                 self.push_sql(
                     Phase::Schemas,
-                    sql::revoke_all_on(
-                        &format!("SCHEMA {}", Ident::new("public").quote()),
-                        &[None],
-                    ),
+                    sql::revoke_all_on(&format!("SCHEMA {}", Ident::new("public").quote()), &[None]),
                     "PUBLIC must not use schema public: only the tenant's roles may",
                 );
             }
         }
-        let wanted_schema = role_acl(tenant, policy::schema);
-        for (name, schema) in schemas.iter().filter(|(_, s)| s.owner == admin) {
+        for schema in &tenant.schemas {
+            match schemas.get_mut(schema.as_str()) {
+                None => {
+                    self.push_sql(
+                        Phase::Schemas,
+                        sql::create_schema(schema, tenant.owner()),
+                        format!("schema {schema} is declared and does not exist"),
+                    );
+                    // A new schema gets the owner's default privileges for schemas at once.
+                    schemas.insert(schema.as_str().to_string(), self.new_schema_by_owner(&catalog, &owner));
+                }
+                Some(existing) if existing.owner != owner => {
+                    self.push_sql(
+                        Phase::Schemas,
+                        sql::alter_schema_owner(schema, tenant.owner()),
+                        format!("schema {schema} is owned by `{}`; the tenant's owner role must own it", existing.owner),
+                    );
+                    existing.acl = transfer_owner(std::mem::take(&mut existing.acl), &existing.owner, &owner);
+                    existing.owner = owner.clone();
+                }
+                Some(_) => {}
+            }
+        }
+        let wanted_schema = role_acl(tenant, |access| &access.schema);
+        for (name, schema) in schemas.iter().filter(|(_, s)| s.owner == owner) {
             let object = format!("SCHEMA {}", Ident::new(name.clone()).quote());
             for change in diff_acl(&schema.acl, &wanted_schema, false) {
                 let (statement, why) = change.render(&object, &format!("schema {name}"));
@@ -578,23 +588,37 @@ impl TenantPlanner<'_> {
             self.existing_relations(&catalog, name);
         }
         self.default_privileges(&catalog);
+        self.extensions(&catalog);
+    }
+
+    /// The ACL a schema gets when the owner creates it: the owner's rights plus its default
+    /// privileges for schemas as they will be after this plan.
+    fn new_schema_by_owner(&self, catalog: &DatabaseCatalog, owner: &str) -> ObservedSchema {
+        let mut acl = acl_from_pairs([(Some(owner), "USAGE"), (Some(owner), "CREATE")]);
+        let defaults = catalog.default_acls.get(&(owner.to_string(), "n".to_string()));
+        if let Some(defaults) = defaults {
+            for (grantee, privileges) in &defaults.acl {
+                acl.entry(grantee.clone()).or_default().extend(privileges.iter().cloned());
+            }
+        }
+        ObservedSchema { owner: owner.to_string(), acl_text: None, acl }
     }
 
     /// Objects created before the grants (or with grants revoked by hand) get them on the next apply.
     fn existing_relations(&mut self, catalog: &DatabaseCatalog, schema: &str) {
         let schema_ident = Ident::new(schema.to_string());
-        for (is_sequence, wanted_of, keyword) in [
-            (false, policy::table as fn(RoleKind) -> _, "TABLE"),
-            (true, policy::sequence, "SEQUENCE"),
-        ] {
-            for kind in [RoleKind::Write, RoleKind::Read] {
-                let role = &self.tenant.role(kind).name;
-                let wanted = wanted_of(kind);
+        for role in self.tenant.roles.clone() {
+            for (is_sequence, wanted, keyword) in
+                [(false, &role.access.table, "TABLE"), (true, &role.access.sequence, "SEQUENCE")]
+            {
+                if wanted.is_empty() {
+                    continue;
+                }
                 let lacking: Vec<&str> = catalog
                     .relations
                     .iter()
                     .filter(|r| r.schema == schema && r.is_sequence == is_sequence)
-                    .filter(|r| !missing_privileges(&wanted, &r.acl, role).is_empty())
+                    .filter(|r| !missing_privileges(wanted, &r.acl, &role.name).is_empty())
                     .map(|r| r.name.as_str())
                     .collect();
                 // Named one by one, not `ON ALL TABLES IN SCHEMA`: a relation someone else owns there
@@ -602,12 +626,12 @@ impl TenantPlanner<'_> {
                 for chunk in lacking.chunks(RELATIONS_PER_GRANT) {
                     self.push_sql(
                         Phase::Schemas,
-                        sql::grant_on_relations(&wanted, keyword, &schema_ident, chunk, role),
+                        sql::grant_on_relations(wanted, keyword, &schema_ident, chunk, &role.name),
                         format!(
                             "{}s of schema {schema} lack {} for the {} role: {}",
                             keyword.to_lowercase(),
-                            join_privileges(&wanted),
-                            kind.as_str(),
+                            join_privileges(wanted),
+                            role.kind.as_str(),
                             summarize(chunk)
                         ),
                     );
@@ -617,33 +641,65 @@ impl TenantPlanner<'_> {
     }
 
     fn default_privileges(&mut self, catalog: &DatabaseCatalog) {
-        let admin = self.tenant.admin().clone();
+        let owner = self.tenant.owner().clone();
         for object in DefaultObject::ALL {
             let current = catalog
                 .default_acls
-                .get(&(
-                    admin.as_str().to_string(),
-                    object.catalog_code().to_string(),
-                ))
+                .get(&(owner.as_str().to_string(), object.catalog_code().to_string()))
                 .map(|d| d.acl.clone())
                 .unwrap_or_default();
-            for kind in [RoleKind::Write, RoleKind::Read] {
-                let role = &self.tenant.role(kind).name;
-                let wanted = object.grants(kind);
-                let missing = missing_privileges(&wanted, &current, role);
+            for role in self.tenant.roles.clone().iter().filter(|r| !r.owner) {
+                let missing = missing_privileges(object.grants(&role.access), &current, &role.name);
                 if missing.is_empty() {
                     continue;
                 }
                 self.push_sql(
                     Phase::DefaultPrivileges,
-                    sql::alter_default_privileges(&admin, &missing, object.sql_keyword(), role),
+                    sql::alter_default_privileges(&owner, &missing, object.sql_keyword(), &role.name),
                     format!(
-                        "{} that admin creates later must grant {} to the {} role automatically",
+                        "{} that the owner creates later must grant {} to the {} role automatically",
                         object.sql_keyword().to_lowercase(),
                         join_privileges(&missing),
-                        kind.as_str()
+                        role.kind.as_str()
                     ),
                 );
+            }
+        }
+    }
+
+    /// Declared extensions that are missing: trusted ones created by the owner, others only when
+    /// the platform allows them, by the control role; what cannot be created blocks this tenant only.
+    fn extensions(&mut self, catalog: &DatabaseCatalog) {
+        for name in &self.tenant.extensions {
+            if catalog.extensions.contains(name) {
+                continue;
+            }
+            let statement = sql::create_extension(&Ident::new(name.clone()), &Ident::new("public"));
+            match self.observed.available_extensions.get(name) {
+                None => self.blocked.push(format!(
+                    "extension {name} is not available on this server (pg_available_extensions): install its \
+                     package on the database host or remove it from the spec"
+                )),
+                Some(true) => {
+                    let owner = self.tenant.owner().clone();
+                    self.push_at(
+                        Phase::Extensions,
+                        Some(owner),
+                        Action::Sql { sql: statement, transactional: true },
+                        format!("extension {name} is declared (trusted: the owner may create it)"),
+                    );
+                }
+                Some(false) if self.context.superuser_extensions.contains(name) => self.push_at(
+                    Phase::Extensions,
+                    None,
+                    Action::Sql { sql: statement, transactional: true },
+                    format!("extension {name} is declared and on the platform's superuser allowlist"),
+                ),
+                Some(false) => self.blocked.push(format!(
+                    "extension {name} needs superuser to create and is not on the platform's allowlist \
+                     (--superuser-extensions): ask the platform team to allow it, or create it in a migration \
+                     if your managed service trusts it"
+                )),
             }
         }
     }
@@ -892,13 +948,11 @@ fn transfer_owner(mut acl: Acl, old: &str, new: &str) -> Acl {
 }
 
 /// The wanted ACL of an object: each tenant role with what the policy gives it.
-fn role_acl(
-    tenant: &DesiredTenant,
-    policy_of: fn(RoleKind) -> BTreeSet<&'static str>,
-) -> BTreeMap<Ident, BTreeSet<&'static str>> {
-    RoleKind::ALL
-        .into_iter()
-        .map(|kind| (tenant.role(kind).name.clone(), policy_of(kind)))
+fn role_acl(tenant: &DesiredTenant, access_of: fn(&Access) -> &Privileges) -> BTreeMap<Ident, Privileges> {
+    tenant
+        .roles
+        .iter()
+        .map(|role| (role.name.clone(), access_of(&role.access).clone()))
         .filter(|(_, privileges)| !privileges.is_empty())
         .collect()
 }

@@ -39,6 +39,7 @@ fn context() -> PlanContext {
         endpoint_host: "db.internal".into(),
         endpoint_port: 5432,
         guard: DropGuard::default(),
+        superuser_extensions: Default::default(),
     }
 }
 
@@ -60,9 +61,9 @@ fn empty_cluster() -> Observed {
 /// so the planner is checked against an independent statement of it.
 fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
     let db = tenant.database.as_str();
-    let admin = tenant.admin().as_str();
-    let write = tenant.role(RoleKind::Write).name.as_str();
-    let read = tenant.role(RoleKind::Read).name.as_str();
+    let admin = tenant.owner().as_str();
+    let write = tenant.role(RoleKind::Write).unwrap().name.as_str();
+    let read = tenant.role(RoleKind::Read).unwrap().name.as_str();
     for role in &tenant.roles {
         observed.roles.insert(
             role.name.to_string(),
@@ -71,10 +72,11 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 comment: Some(Marker::role(tenant, role.kind).to_comment()),
                 member_of: Default::default(),
                 members: [CONTROL.to_string()].into(),
+                config: Default::default(),
             },
         );
         observed.stored_credentials.insert(
-            role.secret_path.clone(),
+            role.secret_path.clone().expect("idp roles log in"),
             StoredCredential {
                 username: role.name.to_string(),
                 endpoint: "db.internal".into(),
@@ -160,6 +162,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 (Some(read), "SELECT"),
             ]),
         }],
+        extensions: Default::default(),
     };
     observed.database_catalogs.insert(db.into(), catalog);
 }
@@ -386,7 +389,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
     let tenant = &desired.tenants[0];
     let mut observed = empty_cluster();
     converge(&mut observed, tenant);
-    let write = tenant.role(RoleKind::Write);
+    let write = tenant.role(RoleKind::Write).unwrap();
     observed.roles.insert(
         write.alternate.to_string(),
         ObservedRole {
@@ -394,6 +397,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
             comment: Some(Marker::alternate(tenant, RoleKind::Write).to_comment()),
             member_of: [write.name.to_string()].into(),
             members: [CONTROL.to_string()].into(),
+            config: Default::default(),
         },
     );
     observed
@@ -404,7 +408,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
         .insert(write.alternate.to_string());
     observed
         .stored_credentials
-        .get_mut(&write.secret_path)
+        .get_mut(&write.secret_path.as_ref().unwrap())
         .unwrap()
         .username = write.alternate.to_string();
     let converged = plan(&desired, &observed, &context());
@@ -419,7 +423,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
         .clear();
     observed
         .stored_credentials
-        .get_mut(&write.secret_path)
+        .get_mut(&write.secret_path.as_ref().unwrap())
         .unwrap()
         .username = "someone-else".into();
     let repaired = render(&plan(&desired, &observed, &context()));
@@ -542,4 +546,32 @@ fn a_removal_beside_a_new_name_hints_at_a_rename() {
         "{}",
         drop.why
     );
+}
+
+#[test]
+fn presets_on_an_empty_cluster() {
+    let mut settings = BTreeMap::new();
+    settings.insert(
+        "app".to_string(),
+        pgtenant_spec::RoleSettings {
+            connection_limit: Some(20),
+            statement_timeout_ms: Some(30_000),
+            log_statements: None,
+        },
+    );
+    let migrator = DatabaseSpec {
+        preset: pgtenant_spec::Preset::AppMigrator,
+        extensions: vec!["pgcrypto".into(), "postgres_fdw".into(), "no_such_ext".into()],
+        roles: settings,
+        ..spec("shop", "checkout", Mode::Protected)
+    };
+    let owner = DatabaseSpec {
+        preset: pgtenant_spec::Preset::SchemaOwner,
+        schemas: vec!["reporting".into()],
+        ..spec("notify", "api", Mode::Standard)
+    };
+    let mut observed = empty_cluster();
+    observed.available_extensions = [("pgcrypto".to_string(), true), ("postgres_fdw".to_string(), false)].into();
+    let plan = plan(&desired(&[migrator, owner]), &observed, &context());
+    insta::assert_snapshot!(render(&plan));
 }
