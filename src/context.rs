@@ -1,6 +1,7 @@
 //! Resolving global options into the things commands use: the cluster to manage (given, or the
 //! embedded one), the credential store and the endpoint written into credentials.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ pub struct Context {
     state_dir: PathBuf,
     endpoint: Option<String>,
     store_key_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    superuser_extensions: BTreeSet<String>,
 }
 
 pub struct Connected {
@@ -38,7 +41,27 @@ impl Context {
             state_dir,
             endpoint: cli.endpoint.clone(),
             store_key_file,
+            ca_file: cli.ca_file.clone().filter(|f| !f.as_os_str().is_empty()),
+            superuser_extensions: cli
+                .superuser_extensions
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
         })
+    }
+
+    pub fn superuser_extensions(&self) -> &BTreeSet<String> {
+        &self.superuser_extensions
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The admin URL when one is given (None: the embedded cluster).
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref()
     }
 
     pub fn embedded(&self) -> EmbeddedCluster {
@@ -55,8 +78,12 @@ impl Context {
                 dir.display()
             );
         }
-        EmbeddedCluster::ensure_running(&dir, &ClusterOptions::default())
-            .with_context(|| format!("starting the embedded cluster in {}", dir.display()))
+        let cluster = EmbeddedCluster::ensure_running(&dir, &ClusterOptions::default())
+            .with_context(|| format!("starting the embedded cluster in {}", dir.display()))?;
+        if first_time {
+            grant_platform_parameters(&cluster)?;
+        }
+        Ok(cluster)
     }
 
     /// The admin URL when given; otherwise the embedded cluster, created and started as needed.
@@ -80,6 +107,23 @@ impl Context {
     }
 
     pub fn store(&self) -> Result<Arc<dyn CredentialStore>> {
+        Ok(Arc::new(self.file_store()?))
+    }
+
+    /// The CA that verifies the cluster's server certificate, absolute: `--ca-file`, else the
+    /// embedded cluster's own CA when no admin URL is given. None when neither is known.
+    pub fn ca_file(&self) -> Result<Option<PathBuf>> {
+        match (&self.ca_file, &self.admin_url) {
+            (Some(file), _) => Ok(Some(std::path::absolute(file).with_context(|| {
+                format!("resolving --ca-file {}", file.display())
+            })?)),
+            (None, None) => Ok(Some(self.embedded().ca_cert_path())),
+            (None, Some(_)) => Ok(None),
+        }
+    }
+
+    /// The store as the concrete file store, for what only it offers (`verify`).
+    pub fn file_store(&self) -> Result<FileStore> {
         self.create_state_dir()?;
         let data_dir = self.state_dir.join("credentials");
         let store = FileStore::open(&data_dir, &self.store_key_file).with_context(|| {
@@ -89,7 +133,7 @@ impl Context {
                 self.store_key_file.display()
             )
         })?;
-        Ok(Arc::new(store))
+        Ok(store)
     }
 
     /// Private to its owner, but traversable when the embedded server runs as another OS user
@@ -97,6 +141,29 @@ impl Context {
     fn create_state_dir(&self) -> Result<()> {
         create_private_dir(&self.state_dir, if is_root() { 0o711 } else { 0o700 })
     }
+}
+
+/// What a managed service's master role may do and the embedded control role otherwise could not:
+/// set `log_statement` for tenant roles (seed 002 logs every statement of human roles).
+pub fn grant_platform_parameters(cluster: &EmbeddedCluster) -> Result<()> {
+    let url = cluster.superuser_url()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(async {
+            let superuser = Connector::from_url(&url)?.connect(None).await?;
+            let grant = format!(
+                "GRANT SET ON PARAMETER log_statement TO {}",
+                pgtenant_engine::Ident::new(pgtenant_cluster::CONTROL_ROLE).quote()
+            );
+            superuser
+                .batch_execute(&grant)
+                .await
+                .map_err(|source| pgtenant_engine::EngineError::Catalog { database: None, source })
+        })
+        .context("granting the control role the platform's parameters")
 }
 
 fn create_private_dir(dir: &Path, mode: u32) -> Result<()> {

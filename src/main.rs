@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{cluster, credentials, reconcile, rotate};
+use commands::{cluster, connect, credentials, reconcile, rotate, store};
 use context::Context;
 
 /// Exit codes: the contract scripts rely on.
@@ -52,6 +52,11 @@ struct Cli {
     #[arg(long, env = "PGTENANT_CA_FILE", global = true)]
     ca_file: Option<PathBuf>,
 
+    /// Extensions that need superuser and that tenants may still declare: the control role creates
+    /// them where the server lets it (seed 004's `superuser_extensions`). Comma-separated.
+    #[arg(long, env = "PGTENANT_SUPERUSER_EXTENSIONS", global = true, value_delimiter = ',')]
+    superuser_extensions: Vec<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -66,18 +71,50 @@ enum Command {
     Check(reconcile::RepoArgs),
     /// Print a tenant role's credentials from the store.
     Credentials(credentials::CredentialsArgs),
+    /// Write the credentials of every tenant role declared in the repo to files (mode 0600).
+    Export(credentials::ExportArgs),
+    /// Run psql as a tenant role (read by default); the password goes through the environment.
+    Psql(connect::PsqlArgs),
+    /// Print a tenant role's connection URI.
+    Url(connect::UrlArgs),
+    /// Print the CA certificate (PEM) that verifies the cluster, for sslmode=verify-full.
+    Ca,
+    /// Log in as a tenant's roles with the stored credentials; explain what fails.
+    Doctor(connect::DoctorArgs),
+    /// The credential store.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// New passwords for a tenant's roles (crash-safe; `--grace` for zero downtime).
     Rotate(rotate::RotateArgs),
+    /// Backups: `backup run` (the cluster, pgBackRest), `backup NS/DB` (one tenant, pg_dump),
+    /// `backup list`, `backup verify`, `backup expire`.
+    Backup(commands::backup::BackupArgs),
+    /// Restore one tenant database to a point in time or a backup, in place or `--into` another.
+    Restore(commands::backup::RestoreArgs),
     /// Create (first time) and start the embedded local cluster.
     Up(cluster::StatusArgs),
     /// Stop the embedded local cluster.
     Down,
     /// Show the embedded local cluster's state.
     Status(cluster::StatusArgs),
+    /// The apps repo's values files: `upgrade` legacy files to v1, print the JSON `schema`.
+    Spec {
+        #[command(subcommand)]
+        command: commands::spec::SpecCommand,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits 2 on a usage error; 2 means "changes pending" here, so usage errors exit 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+        }
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -94,9 +131,18 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Apply(args) => reconcile::apply(&context, args),
         Command::Check(args) => reconcile::check(&context, args),
         Command::Credentials(args) => credentials::run(&context, args),
+        Command::Export(args) => credentials::export(&context, args),
+        Command::Psql(args) => connect::psql(&context, args),
+        Command::Url(args) => connect::url(&context, args),
+        Command::Ca => connect::ca(&context),
+        Command::Doctor(args) => connect::doctor(&context, args),
+        Command::Store { command } => store::run(&context, command),
         Command::Rotate(args) => rotate::run(&context, args),
+        Command::Backup(args) => commands::backup::backup(&context, args),
+        Command::Restore(args) => commands::backup::restore(&context, args),
         Command::Up(args) => cluster::up(&context, args),
         Command::Down => cluster::down(&context),
         Command::Status(args) => cluster::status(&context, args),
+        Command::Spec { command } => commands::spec::run(command),
     }
 }

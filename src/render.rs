@@ -132,6 +132,7 @@ fn summary(plan: &Plan) -> serde_json::Value {
         "retained": count(NoticeKind::Retained),
         "held": count(NoticeKind::Held),
         "deferred": count(NoticeKind::Deferred),
+        "blocked": count(NoticeKind::Blocked),
     })
 }
 
@@ -141,6 +142,7 @@ fn notices(notices: &[Notice]) {
             NoticeKind::Retained => "retained",
             NoticeKind::Held => "held",
             NoticeKind::Deferred => "deferred",
+            NoticeKind::Blocked => "blocked",
         };
         let database = notice
             .database
@@ -156,7 +158,7 @@ pub fn apply(plan: &Plan, outcome: &ApplyOutcome, repo: &LoadedRepo, format: For
         let operations: Vec<OperationView> =
             plan.operations.iter().map(OperationView::from).collect();
         return print_json(&json!({
-            "ok": failed == 0 && !repo.has_errors(),
+            "ok": failed == 0 && !repo.has_errors() && !plan.has_unresolved(),
             "applied": outcome.applied(),
             "failed": failed,
             "tenants": outcome.tenants,
@@ -180,7 +182,7 @@ pub fn apply(plan: &Plan, outcome: &ApplyOutcome, repo: &LoadedRepo, format: For
         }
     }
     notices(&plan.notices);
-    if plan.operations.is_empty() {
+    if plan.is_converged() {
         println!(
             "In sync: nothing to do ({} tenant(s) declared).",
             repo.databases.len()

@@ -21,6 +21,18 @@ async fn app_migrator_preset_separates_migrations_from_the_app() {
         "checkout",
         "  - name: checkout\n    preset: app-migrator\n    extensions: [pgcrypto]\n    roles:\n      app: {connectionLimit: 20, statementTimeout: 30s, logStatements: mod}\n",
     );
+    // log_statement is a superuser setting: without the platform's grant the tenant fails with the reason.
+    let refused = env.run(&["apply", "--format", "json"]);
+    assert_eq!(refused.code, 1);
+    let error = &refused.json()["tenants"][0]["error"];
+    assert_eq!(error["sqlstate"], "42501", "{error:#}");
+    assert!(error["statement"].as_str().unwrap().contains("SET log_statement"));
+    // What `pgtenant up` does for the embedded cluster and an RDS master user has: the right to set it.
+    env.superuser(None)
+        .await
+        .batch_execute("GRANT SET ON PARAMETER log_statement TO pgtenant")
+        .await
+        .unwrap();
     let applied = env.apply();
     assert_eq!(applied["failed"], 0, "{applied:#}");
     assert_eq!(env.plan().code, 0);

@@ -15,6 +15,8 @@ pub struct StatusArgs {
 
 pub fn up(context: &Context, args: &StatusArgs) -> Result<u8> {
     let cluster = context.start_embedded()?;
+    // Also for clusters created by an older pgtenant; granting again changes nothing.
+    crate::context::grant_platform_parameters(&cluster)?;
     print_status(&cluster.status()?, args.format)?;
     Ok(EXIT_OK)
 }

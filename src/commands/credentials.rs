@@ -1,15 +1,20 @@
-//! `credentials`: a tenant role's credentials from the store, in the formats applications use.
+//! `credentials` and `export`: tenant roles' credentials from the store, in the formats applications
+//! use (rendered by `pgtenant_secrets::export`).
 
-use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::ValueEnum;
-use pgtenant_secrets::{Credential, SecretPath};
-use serde_json::json;
+use pgtenant_secrets::{
+    ConnectionOptions, Credential, CredentialStore, Export, ExportFormat, SecretPath, SslMode,
+    TenantRole,
+};
 
+use crate::commands::parse_tenant;
 use crate::context::Context;
-use crate::render::print_json;
-use crate::EXIT_OK;
+use crate::render::{self, print_json};
+use crate::{EXIT_ERROR, EXIT_OK};
 
 #[derive(clap::Args)]
 pub struct CredentialsArgs {
@@ -19,13 +24,45 @@ pub struct CredentialsArgs {
     pub role: RoleArg,
     #[arg(long, value_enum, default_value_t = CredentialFormat::Json)]
     pub format: CredentialFormat,
+    #[command(flatten)]
+    pub ssl: SslArgs,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The apps repo [default: the current directory].
+    pub repo: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: CredentialFormat,
+    /// Directory to write the files into, `<namespace>-<database>-<role>.<ext>`, mode 0600
+    /// (created with mode 0700 if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these roles (repeatable) [default: admin, write and read].
+    #[arg(long = "role", value_enum)]
+    pub roles: Vec<RoleArg>,
+    #[command(flatten)]
+    pub ssl: SslArgs,
+}
+
+/// How clients secure their connections.
+#[derive(clap::Args)]
+pub struct SslArgs {
+    /// libpq sslmode written into the credentials: `require` encrypts; `verify-full` also checks the
+    /// server's certificate and host name against the CA (`--ca-file`, or the embedded cluster's).
+    #[arg(long, value_enum, default_value_t = SslModeArg::Require)]
+    pub sslmode: SslModeArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RoleArg {
     Admin,
     Write,
     Read,
+    /// app-migrator preset: owns the database and schema `app`, runs migrations.
+    Migrator,
+    /// app-migrator and schema-owner presets: the application's login.
+    App,
 }
 
 impl RoleArg {
@@ -34,88 +71,303 @@ impl RoleArg {
             RoleArg::Admin => "admin",
             RoleArg::Write => "write",
             RoleArg::Read => "read",
+            RoleArg::Migrator => "migrator",
+            RoleArg::App => "app",
+        }
+    }
+
+    /// Every login role of every preset.
+    pub const ALL: [RoleArg; 5] = [RoleArg::Admin, RoleArg::Write, RoleArg::Read, RoleArg::Migrator, RoleArg::App];
+
+    /// The login roles of a tenant's preset.
+    pub fn of_preset(preset: pgtenant_spec::Preset) -> Vec<RoleArg> {
+        preset
+            .login_roles()
+            .iter()
+            .filter_map(|name| RoleArg::ALL.into_iter().find(|r| r.as_str() == *name))
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CredentialFormat {
+    /// {username, password, endpoint, port, dbname, sslmode, sslrootcert, uri, jdbc}
+    Json,
+    /// DB_NAME, DB_USER, DB_PASSWORD, DB_HOST, DB_PORT, DB_SSLMODE, DATABASE_URL, single-quoted.
+    Env,
+    /// postgresql://user:password@host:port/dbname?sslmode=…
+    Uri,
+    /// jdbc:postgresql://host:port/dbname?user=…&password=…&sslmode=…
+    Jdbc,
+    /// A Kubernetes Secret `<ns>-<db>-<role>` in namespace `<ns>`.
+    K8sSecret,
+    /// The platform's ExternalSecret reading `customer/<ns>/<db>-<role>` (no password).
+    ExternalSecret,
+    /// A ~/.pgpass line.
+    Pgpass,
+}
+
+impl From<CredentialFormat> for ExportFormat {
+    fn from(format: CredentialFormat) -> Self {
+        match format {
+            CredentialFormat::Json => ExportFormat::Json,
+            CredentialFormat::Env => ExportFormat::Env,
+            CredentialFormat::Uri => ExportFormat::Uri,
+            CredentialFormat::Jdbc => ExportFormat::Jdbc,
+            CredentialFormat::K8sSecret => ExportFormat::K8sSecret,
+            CredentialFormat::ExternalSecret => ExportFormat::ExternalSecret,
+            CredentialFormat::Pgpass => ExportFormat::Pgpass,
         }
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum CredentialFormat {
-    Json,
-    Env,
-    Uri,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SslModeArg {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl From<SslModeArg> for SslMode {
+    fn from(mode: SslModeArg) -> Self {
+        match mode {
+            SslModeArg::Disable => SslMode::Disable,
+            SslModeArg::Allow => SslMode::Allow,
+            SslModeArg::Prefer => SslMode::Prefer,
+            SslModeArg::Require => SslMode::Require,
+            SslModeArg::VerifyCa => SslMode::VerifyCa,
+            SslModeArg::VerifyFull => SslMode::VerifyFull,
+        }
+    }
+}
+
+/// A tenant role and its stored credential.
+pub struct Loaded {
+    pub namespace: String,
+    pub database: String,
+    pub role: RoleArg,
+    pub credential: Credential,
+}
+
+impl Loaded {
+    pub fn tenant_role(&self) -> TenantRole<'_> {
+        TenantRole {
+            namespace: &self.namespace,
+            database: &self.database,
+            role: self.role.as_str(),
+        }
+    }
+
+    pub fn export<'a>(&'a self, options: &'a ConnectionOptions) -> Export<'a> {
+        Export {
+            tenant: self.tenant_role(),
+            credential: &self.credential,
+            options,
+        }
+    }
+}
+
+/// The stored credential of `role` in `tenant` (NAMESPACE/DATABASE), or why there is none.
+pub fn load(context: &Context, tenant: &str, role: RoleArg) -> Result<Loaded> {
+    let (namespace, database) = parse_tenant(tenant)?;
+    let store = context.store()?;
+    let credential = read(store.as_ref(), namespace, database, role)?.with_context(|| {
+        let path = SecretPath::for_role(namespace, database, role.as_str());
+        format!(
+            "no stored credentials at {path}: is {tenant} declared in the repo, and has `pgtenant apply` run?"
+        )
+    })?;
+    Ok(Loaded {
+        namespace: namespace.to_string(),
+        database: database.to_string(),
+        role,
+        credential,
+    })
+}
+
+fn read(
+    store: &dyn CredentialStore,
+    namespace: &str,
+    database: &str,
+    role: RoleArg,
+) -> Result<Option<Credential>> {
+    let path = SecretPath::for_role(namespace, database, role.as_str());
+    store
+        .get(&path)
+        .with_context(|| format!("reading {path} from the credential store"))
+}
+
+/// `sslmode` and, for the verifying modes, the CA clients check the server with.
+pub fn connection_options(context: &Context, sslmode: SslModeArg) -> Result<ConnectionOptions> {
+    let sslmode = SslMode::from(sslmode);
+    if !sslmode.verifies_server() {
+        // Not even when a CA is known: with a root certificate libpq turns `require` into
+        // `verify-ca`, which is not what was asked for.
+        return Ok(ConnectionOptions {
+            sslmode,
+            sslrootcert: None,
+        });
+    }
+    let ca = context.ca_file()?.with_context(|| {
+        format!(
+            "sslmode {} needs the CA that signed the cluster's certificate: pass --ca-file FILE \
+             (or set PGTENANT_CA_FILE)",
+            sslmode.as_str()
+        )
+    })?;
+    if !ca.is_file() {
+        bail!(
+            "the CA file {} does not exist: for the embedded cluster run `pgtenant up` first, \
+             otherwise pass the cluster's CA with --ca-file",
+            ca.display()
+        );
+    }
+    Ok(ConnectionOptions {
+        sslmode,
+        sslrootcert: Some(ca),
+    })
+}
+
+/// Exported credentials must work against a cluster that requires SSL.
+fn exportable_options(context: &Context, sslmode: SslModeArg) -> Result<ConnectionOptions> {
+    let options = connection_options(context, sslmode)?;
+    if matches!(
+        options.sslmode,
+        SslMode::Disable | SslMode::Allow | SslMode::Prefer
+    ) {
+        bail!(
+            "sslmode {} is not offered for credentials: the cluster requires SSL, so use require \
+             (the default), verify-ca or verify-full",
+            options.sslmode.as_str()
+        );
+    }
+    Ok(options)
 }
 
 pub fn run(context: &Context, args: &CredentialsArgs) -> Result<u8> {
-    let (tenant, role, format) = (args.tenant.as_str(), args.role, args.format);
-    let Some((namespace, database)) = tenant.split_once('/') else {
-        bail!("`{tenant}` is not NAMESPACE/DATABASE (for example idp-dev/my-db)");
-    };
-    if !pgtenant_spec::is_dns_label(namespace) || !pgtenant_spec::is_dns_label(database) {
-        bail!("`{tenant}` is not NAMESPACE/DATABASE with lowercase letters, digits and '-' only");
+    let options = exportable_options(context, args.ssl.sslmode)?;
+    let loaded = load(context, &args.tenant, args.role)?;
+    let export = loaded.export(&options);
+    match args.format {
+        CredentialFormat::Json => print_json(&export.json())?,
+        format => print!("{}", export.render(format.into())),
     }
-    let path = SecretPath::for_role(namespace, database, role.as_str());
-    let store = context.store()?;
-    let credential = store
-        .get(&path)
-        .with_context(|| format!("reading {path} from the credential store"))?
-        .with_context(|| {
-            format!("no stored credentials at {path}: is {tenant} declared in the repo, and has `pgtenant apply` run?")
-        })?;
-    print(&credential, format)?;
     Ok(EXIT_OK)
 }
 
-fn print(credential: &Credential, format: CredentialFormat) -> Result<()> {
-    const SSLMODE: &str = "require";
-    let uri = format!(
-        "postgresql://{}:{}@{}:{}/{}?sslmode={SSLMODE}",
-        credential.username,
-        credential.password,
-        uri_host(&credential.endpoint),
-        credential.port,
-        credential.dbname
+/// `export`: one file per declared tenant role. Missing or unreadable credentials are reported and
+/// make the exit code 1; the others are still written.
+pub fn export(context: &Context, args: &ExportArgs) -> Result<u8> {
+    let options = exportable_options(context, args.ssl.sslmode)?;
+    let format = ExportFormat::from(args.format);
+    let root = args.repo.as_deref().unwrap_or(Path::new("."));
+    let repo = pgtenant_spec::load_repo(root)
+        .with_context(|| format!("reading the apps repo {}", root.display()))?;
+    render::diagnostics(&repo);
+    let store = context.store()?;
+    create_out_dir(&args.out)?;
+
+    let (mut written, mut missing, mut failed) = (0usize, 0usize, 0usize);
+    for spec in &repo.databases {
+        let roles = RoleArg::of_preset(spec.preset)
+            .into_iter()
+            .filter(|role| args.roles.is_empty() || args.roles.contains(role));
+        for role in roles {
+            let loaded = match read(store.as_ref(), &spec.namespace, &spec.name, role) {
+                Ok(Some(credential)) => Loaded {
+                    namespace: spec.namespace.clone(),
+                    database: spec.name.clone(),
+                    role,
+                    credential,
+                },
+                Ok(None) => {
+                    missing += 1;
+                    eprintln!(
+                        "error: {} ({} role): no stored credentials at {}",
+                        spec.tenant_id(),
+                        role.as_str(),
+                        SecretPath::for_role(&spec.namespace, &spec.name, role.as_str())
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    failed += 1;
+                    render::error(&error);
+                    continue;
+                }
+            };
+            let file = args.out.join(format!(
+                "{}.{}",
+                loaded.tenant_role().object_name(),
+                format.extension()
+            ));
+            write_private(&file, loaded.export(&options).render(format).as_bytes())?;
+            println!("{}", file.display());
+            written += 1;
+        }
+    }
+
+    eprintln!(
+        "exported {written} credential(s) of {} tenant(s) as {} to {}",
+        repo.databases.len(),
+        format.name(),
+        args.out.display()
     );
-    match format {
-        CredentialFormat::Json => print_json(&json!({
-            "username": credential.username,
-            "password": credential.password,
-            "endpoint": credential.endpoint,
-            "port": credential.port,
-            "dbname": credential.dbname,
-            "sslmode": SSLMODE,
-            "uri": uri,
-        })),
-        CredentialFormat::Uri => {
-            println!("{uri}");
-            Ok(())
-        }
-        CredentialFormat::Env => {
-            let vars = BTreeMap::from([
-                ("DB_NAME", credential.dbname.clone()),
-                ("DB_USER", credential.username.clone()),
-                ("DB_PASSWORD", credential.password.clone()),
-                ("DB_HOST", credential.endpoint.clone()),
-                ("DB_PORT", credential.port.to_string()),
-                ("DB_SSLMODE", SSLMODE.to_string()),
-                ("DATABASE_URL", uri),
-            ]);
-            for (name, value) in vars {
-                println!("{name}={}", shell_quote(&value));
-            }
-            Ok(())
-        }
+    if missing > 0 {
+        eprintln!(
+            "{missing} credential(s) missing from the store: run `pgtenant apply` for the repo to \
+             create them"
+        );
     }
+    if failed > 0 {
+        eprintln!(
+            "{failed} credential(s) could not be read: `pgtenant store verify` lists every bad entry"
+        );
+    }
+    if repo.has_errors() {
+        eprintln!("the repo has errors: the tenants of the failed files were not exported");
+    }
+    let clean = missing == 0 && failed == 0 && !repo.has_errors();
+    Ok(if clean { EXIT_OK } else { EXIT_ERROR })
 }
 
-fn uri_host(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
+fn create_out_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
     }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the output directory {}", dir.display()))
 }
 
-/// Single quotes make any value literal in POSIX shells and in dotenv files.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
+/// Writes a new mode-0600 file next to `file` and renames it into place, so the credential never
+/// sits in a file others can read, even when it replaces one with a looser mode.
+fn write_private(file: &Path, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = file
+        .file_name()
+        .context("an output file name")?
+        .to_string_lossy();
+    let temp = file.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| {
+            f.write_all(contents)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, file));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(error).with_context(|| format!("writing {}", file.display()));
+    }
+    Ok(())
 }

@@ -1,9 +1,13 @@
 //! One module per command group; `main.rs` only parses and dispatches.
 
+pub mod backup;
 pub mod cluster;
+pub mod connect;
 pub mod credentials;
 pub mod reconcile;
 pub mod rotate;
+pub mod spec;
+pub mod store;
 
 use anyhow::{bail, Result};
 

@@ -1,10 +1,13 @@
 //! `plan`, `apply` and `check`: spec → desired → observed → plan, then print, execute or report.
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
+use pgtenant_engine::plan::DropGuard;
+use pgtenant_engine::execute::OperationError;
 use pgtenant_engine::{check, ApplyOutcome, Desired, Executor, PlanContext};
 use pgtenant_secrets::CredentialStore;
 
@@ -18,6 +21,32 @@ pub struct RepoArgs {
     pub repo: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// What one run may drop; beyond it every drop is held and the plan says why.
+#[derive(clap::Args, Clone)]
+pub struct GuardArgs {
+    /// Drop at most this many databases in one run.
+    #[arg(long, default_value_t = 1)]
+    pub max_drops: usize,
+    /// Allow drops although the repo declares no database at all.
+    #[arg(long)]
+    pub allow_empty_repo: bool,
+    /// Allow every database of this namespace to be dropped (repeatable).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub allow_namespace_removal: Vec<String>,
+}
+
+impl GuardArgs {
+    fn drop_guard(&self) -> DropGuard {
+        DropGuard {
+            max_drops: self.max_drops,
+            allow_empty_repo: self.allow_empty_repo,
+            allow_namespace_removal: self.allow_namespace_removal.clone(),
+        }
+    }
 }
 
 /// Spec → desired → observed → plan: what plan, apply and check share.
@@ -27,6 +56,7 @@ struct Planned {
     observed: pgtenant_engine::Observed,
     plan: pgtenant_engine::Plan,
     connected: context::Connected,
+    plan_context: PlanContext,
     _lock: Option<pgtenant_engine::ApplyLock>,
 }
 
@@ -35,6 +65,7 @@ struct Planned {
 fn load_and_plan(
     context: &Context,
     repo: Option<&Path>,
+    guard: &DropGuard,
     runtime: &tokio::runtime::Runtime,
     exclusive: bool,
 ) -> Result<Planned> {
@@ -64,6 +95,9 @@ fn load_and_plan(
     let plan_context = PlanContext {
         endpoint_host: connected.endpoint.host.clone(),
         endpoint_port: connected.endpoint.port,
+        guard: guard.clone(),
+        superuser_extensions: context.superuser_extensions().clone(),
+        now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
     let plan = pgtenant_engine::plan(&desired, &observed, &plan_context);
     Ok(Planned {
@@ -72,6 +106,7 @@ fn load_and_plan(
         observed,
         plan,
         connected,
+        plan_context,
         _lock: lock,
     })
 }
@@ -89,7 +124,7 @@ fn finish_interrupted_rotations(
     };
     for recovered in runtime
         .block_on(rotator.recover_all())
-        .context("finishing an interrupted rotation")?
+        .context("finishing an interrupted password change")?
     {
         let what = if recovered.completed {
             "completed"
@@ -97,7 +132,7 @@ fn finish_interrupted_rotations(
             "rolled back (the server never had it)"
         };
         eprintln!(
-            "an interrupted rotation of {} was {what}",
+            "an interrupted password change of {} was {what}",
             recovered.secret_path
         );
     }
@@ -113,7 +148,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args.repo.as_deref(), &runtime, false)?;
+    let planned = load_and_plan(context, args.repo.as_deref(), &args.guard.drop_guard(), &runtime, false)?;
     render::plan(&planned.plan, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR
@@ -126,12 +161,13 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args.repo.as_deref(), &runtime, true)?;
+    let planned = load_and_plan(context, args.repo.as_deref(), &args.guard.drop_guard(), &runtime, true)?;
     let show_progress = args.format == Format::Text && std::io::stderr().is_terminal();
     let outcome = execute(context, &runtime, &planned, &planned.plan, show_progress)?;
+    let outcome = verify(context, &runtime, &planned, outcome)?;
     render::apply(&planned.plan, &outcome, &planned.repo, args.format)?;
     Ok(
-        if planned.repo.has_errors() || outcome.failed().next().is_some() {
+        if planned.repo.has_errors() || outcome.failed().next().is_some() || planned.plan.has_unresolved() {
             EXIT_ERROR
         } else {
             EXIT_OK
@@ -159,6 +195,52 @@ fn execute(
     Ok(outcome)
 }
 
+/// Reads back every tenant the apply changed and plans again: whatever is still pending had no
+/// effect although the server accepted it (PostgreSQL only warns, for instance, when a REVOKE finds
+/// no grant by the revoking role). Such a tenant is reported as failed instead of converged.
+fn verify(
+    context: &Context,
+    runtime: &tokio::runtime::Runtime,
+    planned: &Planned,
+    mut outcome: ApplyOutcome,
+) -> Result<ApplyOutcome> {
+    let touched: BTreeSet<String> = outcome
+        .tenants
+        .iter()
+        .filter(|t| t.error.is_none() && t.applied > 0)
+        .map(|t| t.tenant.clone())
+        .collect();
+    if touched.is_empty() {
+        return Ok(outcome);
+    }
+    let store = context.store()?;
+    let observed = runtime
+        .block_on(pgtenant_engine::observe_tenants(
+            &planned.connected.connector,
+            &planned.desired,
+            store.as_ref(),
+            |tenant| touched.contains(&tenant.id),
+        ))
+        .context("reading the cluster back after apply")?;
+    let again = pgtenant_engine::plan(&planned.desired, &observed, &planned.plan_context);
+    for tenant in outcome.tenants.iter_mut().filter(|t| touched.contains(&t.tenant)) {
+        if let Some(op) = again.operations.iter().find(|op| op.tenant == tenant.tenant) {
+            tenant.error = Some(OperationError {
+                statement: op.display(),
+                message: format!(
+                    "still pending after apply ({}): an earlier statement was accepted without effect; \
+                     the server log has its warning",
+                    op.why
+                ),
+                sqlstate: None,
+                detail: None,
+                hint: None,
+            });
+        }
+    }
+    Ok(outcome)
+}
+
 /// Converges one declared tenant only (its roles, ownership, grants, default privileges), leaving
 /// every other tenant alone and dropping nothing: for commands that changed that tenant's database
 /// behind the engine's back, such as a restore.
@@ -168,7 +250,7 @@ pub fn reconcile_tenant(
     tenant: &str,
 ) -> Result<ApplyOutcome> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, repo, &runtime, true)?;
+    let planned = load_and_plan(context, repo, &DropGuard::default(), &runtime, true)?;
     if !planned.desired.tenants.iter().any(|t| t.id == tenant) {
         anyhow::bail!(
             "{tenant} is not declared in the apps repo: declare it and run `pgtenant apply` first"
@@ -183,7 +265,7 @@ pub fn reconcile_tenant(
 
 pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args.repo.as_deref(), &runtime, false)?;
+    let planned = load_and_plan(context, args.repo.as_deref(), &args.guard.drop_guard(), &runtime, false)?;
     let report = check::report(&planned.desired, &planned.observed, &planned.plan);
     render::check(&report, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {

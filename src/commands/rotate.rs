@@ -3,6 +3,7 @@
 use anyhow::{bail, Context as _, Result};
 use pgtenant_engine::rotate::Rotator;
 use pgtenant_engine::{ApplyLock, DesiredTenant, RoleKind};
+use pgtenant_secrets::SecretPath;
 use pgtenant_spec::Mode;
 use serde_json::json;
 
@@ -41,7 +42,16 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
     let tenant = DesiredTenant::new(namespace, name, Mode::default());
     let kinds: Vec<RoleKind> = match args.role {
         Some(role) => vec![RoleKind::parse(role.as_str()).expect("RoleArg names a RoleKind")],
-        None => RoleKind::ALL.to_vec(),
+        // Every login role the store holds credentials for: rotate needs no repo to know the preset.
+        None => RoleKind::ALL
+            .into_iter()
+            .filter(|kind| {
+                matches!(
+                    context.store().ok().map(|s| s.get(&SecretPath::for_role(namespace, name, kind.as_str()))),
+                    Some(Ok(Some(_)))
+                )
+            })
+            .collect(),
     };
     let connected = context.connect()?;
     let store = context.store()?;
@@ -75,7 +85,7 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
                 } else {
                     "rolled back (the server never had it)"
                 };
-                eprintln!("an interrupted rotation of {} was {what}", r.secret_path);
+                eprintln!("an interrupted password change of {} was {what}", r.secret_path);
             }
             for r in &rotated {
                 let grace = if r.grace {

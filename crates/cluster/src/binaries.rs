@@ -48,7 +48,9 @@ impl Binaries {
         })
     }
 
-    pub(crate) fn program(&self, name: &str) -> PathBuf {
+    /// A program of this installation (`pg_dump`, `pg_restore` and `psql` sit beside the server
+    /// binaries in the usual packages).
+    pub fn program(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
 }
@@ -86,6 +88,30 @@ pub(crate) fn find_binaries_in(
         .iter()
         .find_map(|dir| Binaries::in_dir(dir))
         .ok_or(ClusterError::BinariesNotFound { searched })
+}
+
+/// Binaries of major version `version` (as in `PG_VERSION`, e.g. "15"): the versioned directory
+/// `/usr/lib/postgresql/<version>/bin` if present, else whatever [`find_binaries`] finds if it is of
+/// that version. A data directory runs only under binaries of its own major version.
+pub fn find_binaries_for_version(version: &str) -> Result<Binaries, ClusterError> {
+    let dir = Path::new(VERSIONED_ROOT).join(version).join("bin");
+    if std::env::var_os(PG_BIN_ENV).is_none_or(|d| d.is_empty()) {
+        if let Some(found) = Binaries::in_dir(&dir).filter(|b| b.version == version) {
+            return Ok(found);
+        }
+    }
+    let found = find_binaries()?;
+    if found.version == version {
+        return Ok(found);
+    }
+    Err(ClusterError::State {
+        path: found.bin_dir.clone(),
+        reason: format!(
+            "PostgreSQL {} binaries, but data of PostgreSQL {version} needs binaries of that \
+             version: apt-get install postgresql-{version} (or set {PG_BIN_ENV})",
+            found.version
+        ),
+    })
 }
 
 /// `<root>/<version>/bin` for each installed version, highest version first.

@@ -13,11 +13,16 @@
 //! ca.crt, ca.key      the cluster's private CA (ca.key 0600, invoking user)
 //! data/               the data directory (0700, server user)
 //! log/postgresql.log  the server log (server user)
+//! socket/             the Unix socket, only once WAL archiving is on (0700, server user)
 //! ```
+//!
+//! [`EmbeddedCluster::enable_archiving`] turns on WAL archiving (for pgBackRest, which also needs
+//! the private Unix socket); [`ScratchCluster`] runs throwaway servers on restored backups.
 
 mod binaries;
 mod config;
 mod os_user;
+mod scratch;
 mod state;
 mod tls;
 
@@ -29,9 +34,11 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 
-pub use binaries::{find_binaries, Binaries, PG_BIN_ENV};
+pub use binaries::{find_binaries, find_binaries_for_version, Binaries, PG_BIN_ENV};
+pub use os_user::ServerUser;
+pub use scratch::{remove_leftovers, ScratchCluster};
 
-use os_user::{write_new_file, ServerUser};
+use os_user::write_new_file;
 use state::State;
 
 /// The role pgtenant manages tenants with.
@@ -47,6 +54,7 @@ const CA_KEY: &str = "ca.key";
 const DATA_DIR: &str = "data";
 const LOG_DIR: &str = "log";
 const LOG_FILE: &str = "postgresql.log";
+const SOCKET_DIR: &str = "socket";
 /// initdb reads the superuser password from a file rather than from its arguments, which
 /// other local users could see.
 const INITDB_PWFILE: &str = ".initdb-pwfile";
@@ -273,6 +281,97 @@ impl EmbeddedCluster {
         run(&mut cmd, None)
             .map(drop)
             .map_err(|e| self.with_log_tail(e))
+    }
+
+    /// Stops, then starts the server: for settings that only take effect at server start.
+    pub fn restart(&self) -> Result<(), ClusterError> {
+        self.stop()?;
+        self.start()
+    }
+
+    /// Makes a running server re-read its configuration files; nothing to do if it is stopped.
+    pub fn reload(&self) -> Result<(), ClusterError> {
+        let state = self.initialized_state()?;
+        let (binaries, user) = self.server(&state)?;
+        if !self.is_running(&binaries, &user)? {
+            return Ok(());
+        }
+        let mut cmd = self.pg_ctl(&binaries, &user);
+        cmd.arg("reload");
+        run(&mut cmd, None).map(drop)
+    }
+
+    /// Turns on WAL archiving with `archive_command` (`%p` is the segment's path) and
+    /// `archive_timeout`, and opens the private Unix socket ([`Self::socket_dir`]) on which the
+    /// server's own OS account may log in as the superuser (peer authentication), which is how
+    /// pgBackRest talks to the server. Idempotent; returns whether a file changed.
+    ///
+    /// A running server is reloaded, but `archive_mode`, `wal_level` and the socket take effect
+    /// only at its next start: the caller checks `pg_settings.pending_restart` and restarts
+    /// ([`Self::restart`]) when it can.
+    pub fn enable_archiving(
+        &self,
+        archive_command: &str,
+        archive_timeout_secs: u32,
+    ) -> Result<bool, ClusterError> {
+        let state = self.initialized_state()?;
+        let (_, user) = self.server(&state)?;
+        let socket = self.socket_dir();
+        match fs::DirBuilder::new().mode(0o700).create(&socket) {
+            Ok(()) => user.chown(&socket)?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ClusterError::io(&socket, e)),
+        }
+        let data = self.data_dir();
+        let block = config::archive_block(archive_command, archive_timeout_secs, &socket);
+        let files = [
+            (data.join(config::CONF_FILE), None),
+            (data.join("pg_hba.conf"), Some(config::hba_with_socket(SUPERUSER))),
+            (
+                data.join("pg_ident.conf"),
+                Some(config::ident_conf(user.name(), SUPERUSER)),
+            ),
+        ];
+        let mut changed = false;
+        for (path, wanted) in files {
+            let current = fs::read_to_string(&path).map_err(|e| ClusterError::io(&path, e))?;
+            let wanted = wanted.unwrap_or_else(|| config::with_archive_block(&current, &block));
+            if current != wanted {
+                // Written in place: the files belong to the server account, which keeps them.
+                fs::write(&path, wanted).map_err(|e| ClusterError::io(&path, e))?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.reload()?;
+        }
+        Ok(changed)
+    }
+
+    /// Whether [`Self::enable_archiving`] has configured this cluster.
+    pub fn archiving_enabled(&self) -> bool {
+        fs::read_to_string(self.data_dir().join(config::CONF_FILE))
+            .is_ok_and(|conf| conf.lines().any(|l| l == config::ARCHIVE_BEGIN))
+    }
+
+    /// The directory of the Unix socket opened by [`Self::enable_archiving`].
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.join(SOCKET_DIR)
+    }
+
+    /// The cluster's own directory (holding `data/`, `log/`, the CA).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The OS account the server runs as, for programs that must act as it (pgBackRest).
+    pub fn server_user(&self) -> Result<ServerUser, ClusterError> {
+        Ok(self.server(&self.initialized_state()?)?.1)
+    }
+
+    /// The server binaries the cluster runs with.
+    pub fn binaries(&self) -> Result<Binaries, ClusterError> {
+        Ok(self.server(&self.initialized_state()?)?.0)
     }
 
     /// Stops the server (fast shutdown: sessions are disconnected, transactions rolled back);

@@ -18,8 +18,10 @@ use crate::ClusterError;
 /// Accounts tried, in order, for the server of a cluster created by root.
 const SERVER_USER_CANDIDATES: [&str; 2] = ["postgres", "nobody"];
 
+/// The OS account a cluster's server (and every program that must read its data directory, such
+/// as pgBackRest) runs as.
 #[derive(Debug, Clone)]
-pub(crate) struct ServerUser {
+pub struct ServerUser {
     pub(crate) name: String,
     uid: Uid,
     gid: Gid,
@@ -29,8 +31,9 @@ pub(crate) struct ServerUser {
 }
 
 impl ServerUser {
-    /// The account the server of a new cluster will run as.
-    pub(crate) fn for_new_cluster() -> Result<Self, ClusterError> {
+    /// The account the server of a new cluster will run as: us, or when we are root `postgres`
+    /// (else `nobody`).
+    pub fn for_new_cluster() -> Result<Self, ClusterError> {
         if !unistd::geteuid().is_root() {
             return Ok(Self::current());
         }
@@ -72,7 +75,8 @@ impl ServerUser {
         Ok(me)
     }
 
-    fn current() -> Self {
+    /// The invoking account (no switch).
+    pub fn current() -> Self {
         let uid = unistd::geteuid();
         let user = User::from_uid(uid).ok().flatten();
         ServerUser {
@@ -96,13 +100,18 @@ impl ServerUser {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Whether the server binaries run as another account than ours.
-    pub(crate) fn switches(&self) -> bool {
+    pub fn switches(&self) -> bool {
         self.switch
     }
 
-    /// A command for a server binary that runs as this account, in `cwd`.
-    pub(crate) fn command(&self, program: &Path, cwd: &Path) -> Command {
+    /// A command for a server binary that runs as this account, in `cwd`, without inherited
+    /// `PG*` variables.
+    pub fn command(&self, program: &Path, cwd: &Path) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(cwd);
         // Inherited PGDATA, PGPORT and the like would silently override what we pass.
@@ -133,7 +142,7 @@ impl ServerUser {
     }
 
     /// Hands `path` to this account (nothing to do when it is us).
-    pub(crate) fn chown(&self, path: &Path) -> Result<(), ClusterError> {
+    pub fn chown(&self, path: &Path) -> Result<(), ClusterError> {
         if !self.switch {
             return Ok(());
         }
@@ -143,7 +152,7 @@ impl ServerUser {
 
     /// Fails unless this account can enter `dir` and each of its ancestors, which the server
     /// needs to reach its data directory.
-    pub(crate) fn check_traversable(&self, dir: &Path) -> Result<(), ClusterError> {
+    pub fn check_traversable(&self, dir: &Path) -> Result<(), ClusterError> {
         if !self.switch {
             return Ok(());
         }

@@ -441,6 +441,9 @@ pub struct Marker {
     /// Set on grace rotation's second login of a role.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub alternate: bool,
+    /// When a protected database was first seen no longer declared (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphaned_since: Option<String>,
 }
 
 pub const MANAGED_BY: &str = "pgtenant";
@@ -453,6 +456,7 @@ impl Marker {
             mode: Some(tenant.mode),
             role: None,
             alternate: false,
+            orphaned_since: None,
         }
     }
 
@@ -463,6 +467,7 @@ impl Marker {
             mode: None,
             role: Some(kind),
             alternate: false,
+            orphaned_since: None,
         }
     }
 

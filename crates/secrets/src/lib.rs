@@ -67,6 +67,7 @@
 
 mod credential;
 mod error;
+pub mod export;
 mod file_store;
 mod memory;
 mod password;
@@ -74,6 +75,7 @@ mod path;
 
 pub use credential::Credential;
 pub use error::StoreError;
+pub use export::{ConnectionOptions, Export, ExportFormat, SslMode, TenantRole};
 pub use file_store::FileStore;
 pub use memory::MemoryStore;
 pub use password::{generate_password, PASSWORD_LENGTH};

@@ -69,7 +69,8 @@ impl Diagnostic {
         self
     }
 
-    pub(crate) fn is_error(&self) -> bool {
+    /// Whether it fails its file.
+    pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
 }

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use crate::diagnostic::{self, Diagnostic};
 use crate::model::DatabaseSpec;
-use crate::parse::parse;
+use crate::parse::{parse, Reading};
 use crate::validate::{collisions, validate, Declaration};
 
 /// One file checked on its own; collisions are left to the caller, who may see more files.
@@ -12,8 +12,12 @@ pub(crate) struct CheckedFile {
 }
 
 pub(crate) fn check_file(relative: &Path, text: &str) -> CheckedFile {
+    check_file_for(relative, text, Reading::AsWritten)
+}
+
+pub(crate) fn check_file_for(relative: &Path, text: &str, reading: Reading) -> CheckedFile {
     let mut diagnostics = Vec::new();
-    let raw = parse(relative, text, &mut diagnostics);
+    let raw = parse(relative, text, reading, &mut diagnostics);
     let declarations = validate(relative, raw, &mut diagnostics);
     CheckedFile {
         declarations,
@@ -28,10 +32,19 @@ pub(crate) fn check_file(relative: &Path, text: &str) -> CheckedFile {
 /// unknown then. Diagnostics are sorted by line and column. Only collisions within this file
 /// are found; [`load_repo`](crate::load_repo) also finds them across files.
 pub fn parse_file(relative: &Path, text: &str) -> (Vec<DatabaseSpec>, Vec<Diagnostic>) {
+    parse_file_for(relative, text, Reading::AsWritten)
+}
+
+/// [`parse_file`], read as `reading` says.
+pub(crate) fn parse_file_for(
+    relative: &Path,
+    text: &str,
+    reading: Reading,
+) -> (Vec<DatabaseSpec>, Vec<Diagnostic>) {
     let CheckedFile {
         declarations,
         mut diagnostics,
-    } = check_file(relative, text);
+    } = check_file_for(relative, text, reading);
     diagnostics.extend(collisions(&declarations));
     diagnostic::sort(&mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {

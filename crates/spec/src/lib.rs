@@ -10,20 +10,25 @@
 //! Every problem of a repo is reported in one run, so a user fixes everything at once.
 
 mod diagnostic;
+mod duration;
 mod file;
 mod location;
 mod model;
 mod parse;
 mod repo;
+mod schema;
 mod suggest;
+mod upgrade;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use file::parse_file;
 pub use location::SourceLocation;
 pub use model::{
-    ApiVersion, DatabaseSpec, Environment, LogStatements, Mode, Preset, RoleSettings, API_VERSION_V1,
-    MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
+    ApiVersion, DatabaseSpec, Environment, LogStatements, Mode, Preset, RoleSettings,
+    API_VERSION_V1, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
 };
-pub use repo::{load_repo, LoadedRepo, SpecError};
+pub use repo::{find_values_files, load_repo, read_values_file, LoadedRepo, SpecError};
+pub use schema::{values_file_schema, values_file_schema_text};
+pub use upgrade::{upgrade, Change, Unchanged, Upgrade};
 pub use validate::is_dns_label;

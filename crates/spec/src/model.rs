@@ -78,6 +78,28 @@ impl Preset {
             Preset::SchemaOwner => &["app", "write", "read"],
         }
     }
+
+    /// Schemas every database of the preset has besides `public` (app-migrator's `app`, seed
+    /// 004). [`DatabaseSpec::schemas`] always starts with them.
+    pub fn implied_schemas(&self) -> &'static [&'static str] {
+        match self {
+            Preset::AppMigrator => &["app"],
+            Preset::Idp | Preset::SchemaOwner => &[],
+        }
+    }
+
+    /// The longest of [`role_suffixes`](Self::role_suffixes), the first one on a tie: it decides
+    /// whether `<namespace>-<name>-<suffix>` fits in [`MAX_IDENTIFIER_BYTES`].
+    pub fn longest_role_suffix(&self) -> &'static str {
+        let suffixes = self.role_suffixes();
+        suffixes.iter().fold(suffixes[0], |longest, &suffix| {
+            if suffix.len() > longest.len() {
+                suffix
+            } else {
+                longest
+            }
+        })
+    }
 }
 
 /// Environment tier: decides backup retention and similar defaults.
@@ -92,7 +114,12 @@ pub enum Environment {
 }
 
 impl Environment {
-    pub const ALL: [Environment; 4] = [Environment::Production, Environment::Staging, Environment::Test, Environment::Dev];
+    pub const ALL: [Environment; 4] = [
+        Environment::Production,
+        Environment::Staging,
+        Environment::Test,
+        Environment::Dev,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -125,7 +152,12 @@ pub enum LogStatements {
 }
 
 impl LogStatements {
-    pub const ALL: [LogStatements; 4] = [LogStatements::None, LogStatements::Ddl, LogStatements::Mod, LogStatements::All];
+    pub const ALL: [LogStatements; 4] = [
+        LogStatements::None,
+        LogStatements::Ddl,
+        LogStatements::Mod,
+        LogStatements::All,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -171,9 +203,11 @@ pub struct DatabaseSpec {
     pub location: SourceLocation,
     pub api_version: ApiVersion,
     pub preset: Preset,
-    /// Extra schemas, owned like `public` and with the same grants.
+    /// Extra schemas, owned like `public` and with the same grants: the preset's
+    /// [`implied_schemas`](Preset::implied_schemas) first, then the declared ones in file order,
+    /// each once. Never `public`.
     pub schemas: Vec<String>,
-    /// Extensions created in the database.
+    /// Extensions created in the database, in file order, each once.
     pub extensions: Vec<String>,
     /// Database `CONNECTION LIMIT`; None is unlimited.
     pub connection_limit: Option<i32>,

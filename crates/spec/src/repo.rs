@@ -62,32 +62,12 @@ pub enum SpecError {
 /// Reads and validates every `values.yaml` / `values.yml` below `root`, reporting all problems
 /// at once.
 pub fn load_repo(root: &Path) -> Result<LoadedRepo, SpecError> {
-    match fs::metadata(root) {
-        Ok(metadata) if metadata.is_dir() => {}
-        Ok(_) => {
-            return Err(SpecError::NotADirectory {
-                path: root.to_path_buf(),
-            })
-        }
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Err(SpecError::Missing {
-                path: root.to_path_buf(),
-            })
-        }
-        Err(source) => {
-            return Err(SpecError::UnreadableDirectory {
-                path: root.to_path_buf(),
-                source,
-            })
-        }
-    }
-    let mut files_read = Vec::new();
-    find_values_files(root, Path::new(""), &mut files_read)?;
+    let files_read = find_values_files(root)?;
 
     let mut declarations = Vec::new();
     let mut diagnostics = Vec::new();
     for relative in &files_read {
-        match read_text(&root.join(relative), relative) {
+        match read_values_file(root, relative) {
             Ok(text) => {
                 let checked = check_file(relative, &text);
                 declarations.extend(checked.declarations);
@@ -121,9 +101,36 @@ pub fn load_repo(root: &Path) -> Result<LoadedRepo, SpecError> {
     })
 }
 
+/// Every values file of the repo at `root` that [`load_repo`] reads, relative to `root` and
+/// sorted: `values.yaml` and `values.yml` below it, skipping dot folders and symlinked folders.
+pub fn find_values_files(root: &Path) -> Result<Vec<PathBuf>, SpecError> {
+    match fs::metadata(root) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => {
+            return Err(SpecError::NotADirectory {
+                path: root.to_path_buf(),
+            })
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Err(SpecError::Missing {
+                path: root.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(SpecError::UnreadableDirectory {
+                path: root.to_path_buf(),
+                source,
+            })
+        }
+    }
+    let mut found = Vec::new();
+    collect_values_files(root, Path::new(""), &mut found)?;
+    Ok(found)
+}
+
 /// Collects values files below `dir` (`relative` inside the repo) in sorted order, so that
 /// reports are the same on every machine.
-fn find_values_files(
+fn collect_values_files(
     root: &Path,
     relative: &Path,
     found: &mut Vec<PathBuf>,
@@ -148,7 +155,7 @@ fn find_values_files(
         let file_type = entry.file_type().map_err(unreadable)?;
         let path = relative.join(&name);
         if file_type.is_dir() {
-            find_values_files(root, &path, found)?;
+            collect_values_files(root, &path, found)?;
         } else if VALUES_FILES.iter().any(|values| name == *values)
             && !(file_type.is_symlink() && entry.path().is_dir())
         {
@@ -158,11 +165,14 @@ fn find_values_files(
     Ok(())
 }
 
-fn read_text(path: &Path, relative: &Path) -> Result<String, Diagnostic> {
+/// The text of the values file `relative` inside the repo at `root`; a file that cannot be read
+/// or is not UTF-8 is a diagnostic located at its start.
+pub fn read_values_file(root: &Path, relative: &Path) -> Result<String, Diagnostic> {
+    let path = root.join(relative);
     let unreadable = |message: String, hint: &str| {
         Diagnostic::error(SourceLocation::file_start(relative), "", message).with_hint(hint)
     };
-    let bytes = fs::read(path).map_err(|error| {
+    let bytes = fs::read(&path).map_err(|error| {
         unreadable(
             format!("cannot read file: {error}"),
             "make the file readable by pgtenant",

@@ -4,6 +4,9 @@
 /// (`nmae`, `protcted`) without turning every short word into a suggestion.
 const MAX_TYPO_DISTANCE: usize = 2;
 
+/// Shortest abbreviation taken for the word it starts (`prod` for `production`).
+const MIN_ABBREVIATION_CHARS: usize = 3;
+
 /// The candidate `input` most plausibly meant, if any is close enough.
 pub(crate) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
@@ -11,6 +14,26 @@ pub(crate) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str
         .filter_map(|&candidate| distance(input, candidate).map(|d| (d, candidate)))
         .min_by_key(|&(d, _)| d)
         .map(|(_, candidate)| candidate)
+}
+
+/// [`closest`] for a value among fixed words, which may also be an abbreviation of exactly one
+/// of them (`prod`). Not for keys: a chart's `postgres:` must not read as `postgresqlDatabases`.
+pub(crate) fn closest_word<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    closest(input, candidates).or_else(|| abbreviated(input, candidates))
+}
+
+fn abbreviated<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let input = normalized(input);
+    if input.chars().count() < MIN_ABBREVIATION_CHARS {
+        return None;
+    }
+    let mut starting = candidates
+        .iter()
+        .filter(|candidate| normalized(candidate).starts_with(&input));
+    match (starting.next(), starting.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    }
 }
 
 fn distance(input: &str, candidate: &str) -> Option<usize> {
@@ -52,6 +75,16 @@ mod tests {
             closest("protect", &["standard", "protected"]),
             Some("protected")
         );
+    }
+
+    #[test]
+    fn finds_unambiguous_abbreviations() {
+        let tiers = ["production", "staging", "test", "dev"];
+        assert_eq!(closest_word("prod", &tiers), Some("production"));
+        assert_eq!(closest_word("Stag", &tiers), Some("staging"));
+        assert_eq!(closest_word("pr", &tiers), None);
+        assert_eq!(closest_word("app", &["app-migrator", "application"]), None);
+        assert_eq!(closest("prod", &tiers), None);
     }
 
     #[test]

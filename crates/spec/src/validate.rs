@@ -5,8 +5,12 @@ use std::path::{Component, Path};
 
 use crate::diagnostic::{shown, Diagnostic};
 use crate::location::SourceLocation;
-use crate::model::{DatabaseSpec, Mode, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES};
-use crate::parse::{Field, RawEntry, RawFile, DATABASES_KEY, LEGACY_PROTECTION};
+use crate::model::{DatabaseSpec, Mode, Preset, RoleSettings, MAX_IDENTIFIER_BYTES};
+use crate::parse::{
+    listed, mode_of, Field, Format, Located, RawEntry, RawFile, DATABASES_KEY, EXTENSIONS,
+    LEGACY_PROTECTION, NAME, SCHEMAS,
+};
+use crate::suggest::closest;
 
 /// RFC 1123 label length, which Kubernetes namespace names share.
 const MAX_LABEL_BYTES: usize = 63;
@@ -154,7 +158,7 @@ pub(crate) fn validate(
     let namespace = namespace(file, declared_at, diagnostics);
     raw.entries
         .into_iter()
-        .filter_map(|entry| validate_entry(entry, namespace.as_deref(), diagnostics))
+        .filter_map(|entry| validate_entry(entry, raw.format, namespace.as_deref(), diagnostics))
         .collect()
 }
 
@@ -197,11 +201,21 @@ fn namespace(
 
 fn validate_entry(
     entry: RawEntry,
+    format: Format,
     namespace: Option<&str>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Declaration> {
-    let mode = mode(&entry, diagnostics);
-    let field = format!("{}.name", entry.path);
+    let mode = mode(&entry, format, diagnostics);
+    // An unusable preset is reported already; what depends on it is not checked further.
+    let preset = match &entry.preset {
+        Field::Given(preset) => Some(preset.value),
+        Field::Absent => Some(Preset::default()),
+        Field::Invalid => None,
+    };
+    let schemas = schemas(&entry, preset, diagnostics);
+    let extensions = extensions(&entry, diagnostics);
+    let roles = roles(&entry, preset, diagnostics);
+    let field = format!("{}.{NAME}", entry.path);
     let name = match entry.name {
         Field::Given(name) => name,
         Field::Invalid => return None,
@@ -226,8 +240,12 @@ fn validate_entry(
         return None;
     }
     let namespace = namespace?;
-    if let Some(diagnostic) = identifier_too_long(namespace, &name.value, &name.location, &field) {
-        diagnostics.push(diagnostic);
+    if let Some(preset) = preset {
+        if let Some(diagnostic) =
+            identifier_too_long(namespace, &name.value, preset, &name.location, &field)
+        {
+            diagnostics.push(diagnostic);
+        }
     }
     Some(Declaration {
         spec: DatabaseSpec {
@@ -235,7 +253,13 @@ fn validate_entry(
             name: name.value,
             mode,
             location: name.location,
-            ..DatabaseSpec::default()
+            api_version: format.api_version(),
+            preset: preset.unwrap_or_default(),
+            schemas,
+            extensions,
+            connection_limit: entry.connection_limit.given().copied(),
+            environment: entry.environment.given().copied(),
+            roles,
         },
         field,
     })
@@ -243,7 +267,7 @@ fn validate_entry(
 
 /// The entry's mode, converting chart 0.5.0's `deletionProtection`. Falls back to the default
 /// when the fields are unusable; the file fails in that case anyway.
-fn mode(entry: &RawEntry, diagnostics: &mut Vec<Diagnostic>) -> Mode {
+fn mode(entry: &RawEntry, format: Format, diagnostics: &mut Vec<Diagnostic>) -> Mode {
     let field = format!("{}.{LEGACY_PROTECTION}", entry.path);
     match (&entry.mode, &entry.deletion_protection) {
         (Field::Given(mode), Field::Absent) => mode.value,
@@ -251,27 +275,26 @@ fn mode(entry: &RawEntry, diagnostics: &mut Vec<Diagnostic>) -> Mode {
             Mode::default()
         }
         (Field::Absent, Field::Given(legacy)) => {
-            let mode = if legacy.value {
-                Mode::Protected
-            } else {
-                Mode::Standard
-            };
-            diagnostics.push(
-                Diagnostic::warning(
-                    legacy.location.clone(),
-                    field,
-                    format!(
-                        "`{LEGACY_PROTECTION}` is the legacy (chart 0.5.0) spelling of `mode`; \
-                         read as `mode: {}`",
+            let mode = mode_of(legacy.value);
+            // `spec upgrade` replaces the field, so it does not warn about what it fixes.
+            if format == Format::Legacy {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        legacy.location.clone(),
+                        field,
+                        format!(
+                            "`{LEGACY_PROTECTION}` is the legacy (chart 0.5.0) spelling of `mode`; \
+                             read as `mode: {}`",
+                            mode.as_str()
+                        ),
+                    )
+                    .with_hint(format!(
+                        "replace `{LEGACY_PROTECTION}: {}` with `mode: {}` (`pgtenant spec upgrade` does it)",
+                        legacy.value,
                         mode.as_str()
-                    ),
-                )
-                .with_hint(format!(
-                    "replace `{LEGACY_PROTECTION}: {}` with `mode: {}`",
-                    legacy.value,
-                    mode.as_str()
-                )),
-            );
+                    )),
+                );
+            }
             mode
         }
         (Field::Given(_) | Field::Invalid, Field::Given(_) | Field::Invalid) => {
@@ -292,26 +315,294 @@ fn mode(entry: &RawEntry, diagnostics: &mut Vec<Diagnostic>) -> Mode {
     }
 }
 
-/// The longest role suffix; the first one on a tie, so messages name `admin`.
-fn longest_role_suffix() -> &'static str {
-    ROLE_SUFFIXES
-        .into_iter()
-        .fold(ROLE_SUFFIXES[0], |longest, suffix| {
-            if suffix.len() > longest.len() {
-                suffix
-            } else {
-                longest
+/// The schemas of the entry: the preset's own first, then the declared ones that are valid,
+/// each once. Declaring a schema the preset implies is fine; declaring one twice is not.
+fn schemas(
+    entry: &RawEntry,
+    preset: Option<Preset>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<String> {
+    let implied = preset.map_or(&[][..], |preset| preset.implied_schemas());
+    let mut schemas: Vec<String> = implied.iter().map(|&schema| schema.to_owned()).collect();
+    let Field::Given(listed) = &entry.schemas else {
+        return schemas;
+    };
+    let mut seen: Vec<&Located<String>> = Vec::new();
+    for (index, schema) in &listed.value {
+        let field = format!("{}.{SCHEMAS}[{index}]", entry.path);
+        let name = &schema.value;
+        if let Some((message, hint)) = schema_problem(name) {
+            diagnostics
+                .push(Diagnostic::error(schema.location.clone(), field, message).with_hint(hint));
+        } else if let Some(first) = seen.iter().find(|first| first.value == *name) {
+            diagnostics.push(duplicate("schema", schema, first, field, SCHEMAS));
+        } else {
+            seen.push(schema);
+            if !schemas.contains(name) {
+                schemas.push(name.clone());
             }
-        })
+        }
+    }
+    schemas
+}
+
+fn extensions(entry: &RawEntry, diagnostics: &mut Vec<Diagnostic>) -> Vec<String> {
+    let Field::Given(listed) = &entry.extensions else {
+        return Vec::new();
+    };
+    let mut seen: Vec<&Located<String>> = Vec::new();
+    for (index, extension) in &listed.value {
+        let field = format!("{}.{EXTENSIONS}[{index}]", entry.path);
+        if let Some((message, hint)) = extension_problem(&extension.value) {
+            diagnostics.push(
+                Diagnostic::error(extension.location.clone(), field, message).with_hint(hint),
+            );
+        } else if let Some(first) = seen.iter().find(|first| first.value == extension.value) {
+            diagnostics.push(duplicate("extension", extension, first, field, EXTENSIONS));
+        } else {
+            seen.push(extension);
+        }
+    }
+    seen.into_iter()
+        .map(|extension| extension.value.clone())
+        .collect()
+}
+
+fn duplicate(
+    what: &str,
+    again: &Located<String>,
+    first: &Located<String>,
+    field: String,
+    key: &str,
+) -> Diagnostic {
+    Diagnostic::error(
+        again.location.clone(),
+        field,
+        format!(
+            "{what} `{}` is listed twice, also at {}:{}",
+            shown(&again.value),
+            first.location.line,
+            first.location.column
+        ),
+    )
+    .with_hint(format!("remove one of them from `{key}`"))
+}
+
+/// Why `name` cannot be a tenant schema, as a message and a fix.
+fn schema_problem(name: &str) -> Option<(String, String)> {
+    const RULE: &str = "use lowercase letters a-z, digits 0-9 and `_`, not starting with a digit";
+    if name.is_empty() {
+        return Some((
+            "schema name is empty".to_owned(),
+            format!("{RULE}, e.g. `app`"),
+        ));
+    }
+    let problems = identifier_problems(
+        name,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_',
+        |c| c.is_ascii_lowercase() || c == '_',
+    );
+    if !problems.is_empty() {
+        let example: String = name
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '_') => c,
+                _ => '_',
+            })
+            .collect();
+        let example = match example.chars().next() {
+            Some('0'..='9') => format!("s_{example}"),
+            _ => example,
+        };
+        return Some((
+            format!(
+                "schema name `{}` is not a lowercase identifier: {}",
+                shown(name),
+                problems.join("; ")
+            ),
+            format!("{RULE}, e.g. `{}`", shown(&example)),
+        ));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Some((
+            format!(
+                "schema name `{}` is {} bytes, more than PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte \
+                 identifier limit",
+                shown(name),
+                name.len()
+            ),
+            format!("shorten it to at most {MAX_IDENTIFIER_BYTES} characters"),
+        ));
+    }
+    if name == "public" {
+        return Some((
+            "schema `public` is always there and pgtenant manages it already".to_owned(),
+            format!("remove `public` from `{SCHEMAS}`"),
+        ));
+    }
+    if name == "information_schema" {
+        return Some((
+            "`information_schema` is PostgreSQL's own schema".to_owned(),
+            "choose another name".to_owned(),
+        ));
+    }
+    if let Some(rest) = name.strip_prefix("pg_") {
+        let hint = if rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_digit()) {
+            "choose a name that does not start with `pg_`".to_owned()
+        } else {
+            format!("choose a name that does not start with `pg_`, e.g. `{rest}`")
+        };
+        return Some((
+            format!(
+                "schema name `{}` starts with `pg_`, which PostgreSQL reserves for its own schemas",
+                shown(name)
+            ),
+            hint,
+        ));
+    }
+    None
+}
+
+/// Why `name` cannot be an extension name, as a message and a fix.
+fn extension_problem(name: &str) -> Option<(String, String)> {
+    const RULE: &str = "extension names use lowercase letters a-z, digits 0-9, `_` and `-`, not \
+         starting with `-`, e.g. `pgcrypto` or `uuid-ossp`";
+    if name.is_empty() {
+        return Some(("extension name is empty".to_owned(), RULE.to_owned()));
+    }
+    let problems = identifier_problems(
+        name,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
+        |c| c != '-',
+    );
+    if !problems.is_empty() {
+        return Some((
+            format!(
+                "extension name `{}` is not valid: {}",
+                shown(name),
+                problems.join("; ")
+            ),
+            RULE.to_owned(),
+        ));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Some((
+            format!(
+                "extension name `{}` is {} bytes, more than PostgreSQL's \
+                 {MAX_IDENTIFIER_BYTES}-byte identifier limit",
+                shown(name),
+                name.len()
+            ),
+            "check the extension's name in `pg_available_extensions`".to_owned(),
+        ));
+    }
+    None
+}
+
+/// Why `s` breaks a character rule, as phrases for a message; empty when it does not.
+fn identifier_problems(
+    s: &str,
+    allowed: impl Fn(char) -> bool,
+    first_allowed: impl Fn(char) -> bool,
+) -> Vec<String> {
+    let mut upper_case = false;
+    let mut others: Vec<char> = Vec::new();
+    for c in s.chars() {
+        if allowed(c) {
+            continue;
+        }
+        if c.is_uppercase() {
+            upper_case = true;
+        } else if !others.contains(&c) {
+            others.push(c);
+        }
+    }
+    let mut contained: Vec<String> = Vec::new();
+    if upper_case {
+        contained.push("upper-case letters".to_owned());
+    }
+    contained.extend(
+        others
+            .iter()
+            .take(MAX_LISTED_CHARACTERS)
+            .map(|&c| describe_char(c)),
+    );
+    if others.len() > MAX_LISTED_CHARACTERS {
+        contained.push("more".to_owned());
+    }
+    let mut problems = Vec::new();
+    if !contained.is_empty() {
+        problems.push(format!("it contains {}", join_and(&contained)));
+    }
+    if let Some(first) = s.chars().next() {
+        if allowed(first) && !first_allowed(first) {
+            problems.push(format!("it starts with `{first}`"));
+        }
+    }
+    problems
+}
+
+/// Settings by role suffix; each suffix must be a login role of the preset.
+fn roles(
+    entry: &RawEntry,
+    preset: Option<Preset>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, RoleSettings> {
+    let mut settings = BTreeMap::new();
+    let Field::Given(roles) = &entry.roles else {
+        return settings;
+    };
+    let Some(preset) = preset else {
+        return settings;
+    };
+    let named = match entry.preset {
+        Field::Absent => format!("preset `{}` (the default)", preset.as_str()),
+        _ => format!("preset `{}`", preset.as_str()),
+    };
+    let logins = listed(preset.login_roles(), "and");
+    for role in &roles.value {
+        let suffix = role.suffix.value.as_str();
+        if preset.login_roles().contains(&suffix) {
+            settings.insert(suffix.to_owned(), role.settings.clone());
+            continue;
+        }
+        let (message, hint) = if preset.role_suffixes().contains(&suffix) {
+            (
+                format!("role `{suffix}` of {named} does not log in, so it takes no settings"),
+                format!("settings apply to its login roles {logins}"),
+            )
+        } else {
+            let hint = match closest(suffix, preset.login_roles()) {
+                Some(known) => format!("did you mean `{known}`?"),
+                None => match Preset::ALL
+                    .iter()
+                    .find(|other| other.login_roles().contains(&suffix))
+                {
+                    Some(other) => format!(
+                        "`{suffix}` is a role of preset `{}`; the login roles of {named} are {logins}",
+                        other.as_str()
+                    ),
+                    None => format!("the login roles of {named} are {logins}"),
+                },
+            };
+            (format!("{named} has no role `{}`", shown(suffix)), hint)
+        };
+        diagnostics.push(
+            Diagnostic::error(role.suffix.location.clone(), role.path.clone(), message)
+                .with_hint(hint),
+        );
+    }
+    settings
 }
 
 fn identifier_too_long(
     namespace: &str,
     name: &str,
+    preset: Preset,
     location: &SourceLocation,
     field: &str,
 ) -> Option<Diagnostic> {
-    let suffix = longest_role_suffix();
+    let suffix = preset.longest_role_suffix();
     let identifier = format!("{namespace}-{name}-{suffix}");
     if identifier.len() <= MAX_IDENTIFIER_BYTES {
         return None;
@@ -531,7 +822,8 @@ mod tests {
 
     #[test]
     fn the_longest_identifier_must_fit_postgresql() {
-        assert_eq!(longest_role_suffix(), "admin");
+        assert_eq!(Preset::Idp.longest_role_suffix(), "admin");
+        assert_eq!(Preset::Idp.role_suffixes(), crate::model::ROLE_SUFFIXES);
         // `idp-dev-` + name + `-admin` is 14 bytes plus the name.
         let fits = "n".repeat(MAX_IDENTIFIER_BYTES - 14);
         let (databases, diagnostics) = parse_file(Path::new(FILE), &one_database(&fits));
@@ -585,7 +877,7 @@ mod tests {
             assert_eq!(
                 diagnostics[0].to_string(),
                 format!(
-                    "warning: {FILE}:3:5: postgresqlDatabases[0].deletionProtection: `deletionProtection` is the legacy (chart 0.5.0) spelling of `mode`; read as `mode: {mode}`\n  help: replace `deletionProtection: {legacy}` with `mode: {mode}`",
+                    "warning: {FILE}:3:5: postgresqlDatabases[0].deletionProtection: `deletionProtection` is the legacy (chart 0.5.0) spelling of `mode`; read as `mode: {mode}`\n  help: replace `deletionProtection: {legacy}` with `mode: {mode}` (`pgtenant spec upgrade` does it)",
                     mode = mode.as_str()
                 )
             );
@@ -707,6 +999,219 @@ mod tests {
         assert_eq!(
             diagnostics[1].message,
             "database `ns/db` is declared more than once, also at ns/a/values.yaml:2:11 and ns/c/values.yaml:2:11"
+        );
+    }
+
+    fn v1(fields: &str) -> String {
+        format!("apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: my-db\n    {fields}\n")
+    }
+
+    /// Each diagnostic of a v1 entry with `fields`, as `line:column field: message | hint`.
+    fn v1_problems(fields: &str) -> Vec<String> {
+        diagnostics_of(FILE, &v1(fields))
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{} {}: {} | {}",
+                    d.location.line,
+                    d.location.column,
+                    d.field,
+                    d.message,
+                    d.hint.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    fn v1_database(fields: &str) -> DatabaseSpec {
+        let (databases, diagnostics) = parse_file(Path::new(FILE), &v1(fields));
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        databases.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_v1_entry_becomes_a_full_spec() {
+        use crate::model::{ApiVersion, Environment, LogStatements};
+        let database = v1_database(
+            "mode: protected\n    preset: schema-owner\n    schemas: [billing, audit_log]\n    extensions: [pgcrypto, \"uuid-ossp\"]\n    connectionLimit: 40\n    environment: staging\n    roles:\n      read: {logStatements: all, connectionLimit: 5}\n      write: {statementTimeout: 2min}",
+        );
+        assert_eq!(
+            database,
+            DatabaseSpec {
+                namespace: "idp-dev".into(),
+                name: "my-db".into(),
+                mode: Mode::Protected,
+                location: SourceLocation {
+                    file: PathBuf::from(FILE),
+                    line: 3,
+                    column: 11,
+                },
+                api_version: ApiVersion::V1,
+                preset: Preset::SchemaOwner,
+                schemas: vec!["billing".into(), "audit_log".into()],
+                extensions: vec!["pgcrypto".into(), "uuid-ossp".into()],
+                connection_limit: Some(40),
+                environment: Some(Environment::Staging),
+                roles: BTreeMap::from([
+                    (
+                        "read".to_owned(),
+                        RoleSettings {
+                            connection_limit: Some(5),
+                            statement_timeout_ms: None,
+                            log_statements: Some(LogStatements::All),
+                        }
+                    ),
+                    (
+                        "write".to_owned(),
+                        RoleSettings {
+                            statement_timeout_ms: Some(120_000),
+                            ..RoleSettings::default()
+                        }
+                    ),
+                ]),
+            }
+        );
+        let legacy = parse_file(Path::new(FILE), &one_database("my-db")).0;
+        assert_eq!(legacy[0].api_version, ApiVersion::Legacy);
+        assert_eq!(legacy[0].preset, Preset::Idp);
+        let minimal = v1_database("mode: standard");
+        assert_eq!(minimal.api_version, ApiVersion::V1);
+        assert_eq!(
+            (
+                minimal.preset,
+                minimal.schemas.len(),
+                minimal.roles.len(),
+                minimal.connection_limit,
+                minimal.environment
+            ),
+            (Preset::Idp, 0, 0, None, None)
+        );
+    }
+
+    #[test]
+    fn app_migrator_implies_schema_app() {
+        assert_eq!(v1_database("preset: app-migrator").schemas, ["app"]);
+        assert_eq!(
+            v1_database("preset: app-migrator\n    schemas: [billing, app]").schemas,
+            ["app", "billing"]
+        );
+        // The preset may come after the list.
+        assert_eq!(
+            v1_database("schemas: [app]\n    preset: app-migrator").schemas,
+            ["app"]
+        );
+        assert_eq!(v1_database("schemas: [app]").schemas, ["app"]);
+    }
+
+    #[test]
+    fn schema_names_are_lowercase_identifiers_of_the_tenant() {
+        let long = "s".repeat(64);
+        let cases = [
+            ("schemas: [Billing]", "4:15 postgresqlDatabases[0].schemas[0]: schema name `Billing` is not a lowercase identifier: it contains upper-case letters | use lowercase letters a-z, digits 0-9 and `_`, not starting with a digit, e.g. `billing`"),
+            ("schemas: [audit-log]", "4:15 postgresqlDatabases[0].schemas[0]: schema name `audit-log` is not a lowercase identifier: it contains `-` | use lowercase letters a-z, digits 0-9 and `_`, not starting with a digit, e.g. `audit_log`"),
+            ("schemas: [\"2024\"]", "4:15 postgresqlDatabases[0].schemas[0]: schema name `2024` is not a lowercase identifier: it starts with `2` | use lowercase letters a-z, digits 0-9 and `_`, not starting with a digit, e.g. `s_2024`"),
+            ("schemas: [\"a;drop\"]", "4:15 postgresqlDatabases[0].schemas[0]: schema name `a;drop` is not a lowercase identifier: it contains `;` | use lowercase letters a-z, digits 0-9 and `_`, not starting with a digit, e.g. `a_drop`"),
+            ("schemas: ['']", "4:15 postgresqlDatabases[0].schemas[0]: schema name is empty | use lowercase letters a-z, digits 0-9 and `_`, not starting with a digit, e.g. `app`"),
+            ("schemas: [public]", "4:15 postgresqlDatabases[0].schemas[0]: schema `public` is always there and pgtenant manages it already | remove `public` from `schemas`"),
+            ("schemas: [information_schema]", "4:15 postgresqlDatabases[0].schemas[0]: `information_schema` is PostgreSQL's own schema | choose another name"),
+            ("schemas: [pg_audit]", "4:15 postgresqlDatabases[0].schemas[0]: schema name `pg_audit` starts with `pg_`, which PostgreSQL reserves for its own schemas | choose a name that does not start with `pg_`, e.g. `audit`"),
+            ("schemas: [pg_]", "4:15 postgresqlDatabases[0].schemas[0]: schema name `pg_` starts with `pg_`, which PostgreSQL reserves for its own schemas | choose a name that does not start with `pg_`"),
+            (&*format!("schemas: [{long}]"), &*format!("4:15 postgresqlDatabases[0].schemas[0]: schema name `{long}` is 64 bytes, more than PostgreSQL's 63-byte identifier limit | shorten it to at most 63 characters")),
+            ("schemas: [app, billing, app]", "4:29 postgresqlDatabases[0].schemas[2]: schema `app` is listed twice, also at 4:15 | remove one of them from `schemas`"),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(v1_problems(fields), [expected], "{fields}");
+        }
+        assert!(v1_problems(&format!("schemas: [_x, a1, {}]", "s".repeat(63))).is_empty());
+    }
+
+    #[test]
+    fn extension_names() {
+        let cases = [
+            ("extensions: [PgCrypto]", "4:18 postgresqlDatabases[0].extensions[0]: extension name `PgCrypto` is not valid: it contains upper-case letters | extension names use lowercase letters a-z, digits 0-9, `_` and `-`, not starting with `-`, e.g. `pgcrypto` or `uuid-ossp`"),
+            ("extensions: [\"-x\"]", "4:18 postgresqlDatabases[0].extensions[0]: extension name `-x` is not valid: it starts with `-` | extension names use lowercase letters a-z, digits 0-9, `_` and `-`, not starting with `-`, e.g. `pgcrypto` or `uuid-ossp`"),
+            ("extensions: [\"pg crypto\"]", "4:18 postgresqlDatabases[0].extensions[0]: extension name `pg crypto` is not valid: it contains spaces | extension names use lowercase letters a-z, digits 0-9, `_` and `-`, not starting with `-`, e.g. `pgcrypto` or `uuid-ossp`"),
+            ("extensions: [pgcrypto, pgcrypto]", "4:28 postgresqlDatabases[0].extensions[1]: extension `pgcrypto` is listed twice, also at 4:18 | remove one of them from `extensions`"),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(v1_problems(fields), [expected], "{fields}");
+        }
+        assert_eq!(
+            v1_database("extensions: [\"uuid-ossp\", pg_trgm, 0x]").extensions,
+            ["uuid-ossp", "pg_trgm", "0x"]
+        );
+    }
+
+    #[test]
+    fn role_settings_are_for_login_roles_of_the_preset() {
+        let cases = [
+            ("roles: {wirte: {}}", "4:13 postgresqlDatabases[0].roles.wirte: preset `idp` (the default) has no role `wirte` | did you mean `write`?"),
+            ("roles: {app: {}}", "4:13 postgresqlDatabases[0].roles.app: preset `idp` (the default) has no role `app` | `app` is a role of preset `app-migrator`; the login roles of preset `idp` (the default) are `admin`, `write` and `read`"),
+            ("preset: app-migrator\n    roles: {admin: {}}", "5:13 postgresqlDatabases[0].roles.admin: preset `app-migrator` has no role `admin` | `admin` is a role of preset `idp`; the login roles of preset `app-migrator` are `migrator` and `app`"),
+            ("preset: schema-owner\n    roles: {owner: {statementTimeout: 1s}}", "5:13 postgresqlDatabases[0].roles.owner: role `owner` of preset `schema-owner` does not log in, so it takes no settings | settings apply to its login roles `app`, `write` and `read`"),
+            ("roles: {dba: {}}", "4:13 postgresqlDatabases[0].roles.dba: preset `idp` (the default) has no role `dba` | the login roles of preset `idp` (the default) are `admin`, `write` and `read`"),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(v1_problems(fields), [expected], "{fields}");
+        }
+        // An unusable preset is reported once; the roles are not judged against a guess.
+        let problems = v1_problems("preset: bogus\n    roles: {migrator: {}}");
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        for preset in Preset::ALL {
+            for role in preset.login_roles() {
+                let database = v1_database(&format!(
+                    "preset: {}\n    roles: {{{role}: {{connectionLimit: 1}}}}",
+                    preset.as_str()
+                ));
+                assert_eq!(database.roles[*role].connection_limit, Some(1));
+            }
+        }
+    }
+
+    #[test]
+    fn the_longest_role_of_the_preset_must_fit_postgresql() {
+        assert_eq!(Preset::AppMigrator.longest_role_suffix(), "migrator");
+        assert_eq!(Preset::SchemaOwner.longest_role_suffix(), "owner");
+        // `idp-dev-` + name + `-migrator` is 17 bytes plus the name.
+        let fits = "n".repeat(MAX_IDENTIFIER_BYTES - 17);
+        let text = format!("apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: {fits}\n    preset: app-migrator\n  - name: {fits}x\n");
+        assert!(
+            diagnostics_of(FILE, &text).is_empty(),
+            "idp's admin is shorter"
+        );
+        let text = format!("apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: {fits}x\n    preset: app-migrator\n");
+        let diagnostics = diagnostics_of(FILE, &text);
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(
+            diagnostics[0].message,
+            format!("the role name `idp-dev-{fits}x-migrator` is 64 bytes, 1 byte over PostgreSQL's 63-byte identifier limit: PostgreSQL would silently truncate it and two tenants could end up sharing a role")
+        );
+        assert_eq!(
+            diagnostics[0].hint.as_deref(),
+            Some("shorten the database name to at most 46 characters")
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_v1_entry_is_reported() {
+        let problems = v1_problems(
+            "preset: app-migrator\n    schemas: [Bad]\n    extensions: [pgcrypto, pgcrypto]\n    connectionLimit: -5\n    environment: qa\n    roles: {admin: {}, app: {statementTimeout: 1y}}\n    deletionProtection: true",
+        );
+        let fields: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(": ").next().unwrap().split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "postgresqlDatabases[0].schemas[0]",
+                "postgresqlDatabases[0].extensions[1]",
+                "postgresqlDatabases[0].connectionLimit",
+                "postgresqlDatabases[0].environment",
+                "postgresqlDatabases[0].roles.admin",
+                "postgresqlDatabases[0].roles.app.statementTimeout",
+                "postgresqlDatabases[0].deletionProtection",
+            ]
         );
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use pgtenant_spec::{load_repo, LoadedRepo};
+use pgtenant_spec::{load_repo, ApiVersion, LoadedRepo};
 
 fn write_repo(root: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
@@ -21,9 +21,13 @@ fn report(loaded: &LoadedRepo) -> String {
     }
     writeln!(out, "\ndatabases:").unwrap();
     for database in &loaded.databases {
+        let format = match database.api_version {
+            ApiVersion::Legacy => "legacy".to_owned(),
+            ApiVersion::V1 => format!("v1, preset {}", database.preset.as_str()),
+        };
         writeln!(
             out,
-            "  {} ({}) from {}",
+            "  {} ({}, {format}) from {}",
             database.tenant_id(),
             database.mode.as_str(),
             database.location
@@ -116,6 +120,45 @@ fn a_repo_with_many_mistakes() {
                 "image: x\n---\npostgresqlDatabases:\n  - name: second\n",
             ),
             ("healthy/app/values.yaml", "postgresqlDatabases:\n  - name: ok\n    mode: protected\n"),
+            (
+                "v1/typos/values.yaml",
+                "apiVersion: pgtenant.io/v1\n\
+                 postgresqlDatabases:\n\
+                 \x20 - name: presets\n\
+                 \x20   preset: app_migrator\n\
+                 \x20   environment: prod\n\
+                 \x20 - name: lists\n\
+                 \x20   schemas: [app, Billing, public, pg_audit, app]\n\
+                 \x20   extensions: [pgcrypto, \"uuid_ossp\", pgcrypto, \"-x\"]\n\
+                 \x20 - name: limits\n\
+                 \x20   connectionLimit: -2\n\
+                 \x20   roles:\n\
+                 \x20     wirte: {statementTimeout: 30sec}\n\
+                 \x20     read: {logStatements: everything, connectionLimit: \"5\"}\n\
+                 \x20     admin: {statementTimeout: 30d, timeout: 1s}\n\
+                 \x20 - name: owners\n\
+                 \x20   preset: schema-owner\n\
+                 \x20   roles: {owner: {statementTimeout: 1.5s}, admin: {}}\n\
+                 \x20 - name: legacy\n\
+                 \x20   deletionProtection: true\n\
+                 \x20   extension: [pgcrypto]\n",
+            ),
+            (
+                "v1/needs-v1/values.yaml",
+                "# No apiVersion: legacy format.\npostgresqlDatabases:\n  - name: shop\n    preset: app-migrator\n    schemas: [billing]\n    deletionProtection: true\n",
+            ),
+            (
+                "v1/unknown-version/values.yaml",
+                "apiVersion: pgtenant.io/v2\npostgresqlDatabases:\n  - name: future\n",
+            ),
+            (
+                "v1/long/values.yaml",
+                "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: a-database-name-that-fits-idp-roles-but-not-migrator\n    preset: app-migrator\n",
+            ),
+            (
+                "v1/healthy/values.yaml",
+                "image: shop\napiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: checkout\n    mode: protected\n    preset: app-migrator\n    schemas: [app, billing]\n    extensions: [pgcrypto]\n    connectionLimit: 100\n    environment: production\n    roles:\n      app: {connectionLimit: 80, statementTimeout: 30s, logStatements: mod}\n      migrator: {statementTimeout: 15min, logStatements: ddl}\n  - name: reports\n    preset: schema-owner\n",
+            ),
         ],
     );
 
@@ -150,6 +193,34 @@ fn a_healthy_repo_serializes_for_the_cli() {
     let loaded = load_repo(dir.path()).unwrap();
     insta::assert_snapshot!(
         "healthy_json",
+        serde_json::to_string_pretty(&loaded).unwrap()
+    );
+}
+
+#[test]
+fn a_v1_repo_serializes_for_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    write_repo(
+        dir.path(),
+        &[(
+            "shop/checkout/values.yaml",
+            "apiVersion: pgtenant.io/v1\n\
+             postgresqlDatabases:\n\
+             \x20 - name: checkout\n\
+             \x20   mode: protected\n\
+             \x20   preset: app-migrator\n\
+             \x20   schemas: [billing]\n\
+             \x20   extensions: [pgcrypto, \"uuid-ossp\"]\n\
+             \x20   connectionLimit: 100\n\
+             \x20   environment: production\n\
+             \x20   roles:\n\
+             \x20     app: {connectionLimit: 80, statementTimeout: 30s, logStatements: mod}\n\
+             \x20     migrator: {statementTimeout: 15min}\n",
+        )],
+    );
+    let loaded = load_repo(dir.path()).unwrap();
+    insta::assert_snapshot!(
+        "healthy_v1_json",
         serde_json::to_string_pretty(&loaded).unwrap()
     );
 }

@@ -165,6 +165,8 @@ pub struct PlanContext {
     pub guard: DropGuard,
     /// Extensions that need superuser and that the platform allows (seed 004's `superuser_extensions`).
     pub superuser_extensions: BTreeSet<String>,
+    /// The time of this run (RFC 3339, UTC), written where the plan records a moment.
+    pub now: String,
 }
 
 pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Plan {
@@ -199,7 +201,7 @@ pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Pl
             reason: format!("could not look inside the database ({reason}); its schemas and default privileges are compared on the next run"),
         });
     }
-    plan_removals(desired, observed, &context.guard, &mut plan);
+    plan_removals(desired, observed, &context.guard, &context.now, &mut plan);
     dedupe(&mut plan.operations);
     plan
 }
@@ -706,7 +708,7 @@ impl TenantPlanner<'_> {
 }
 
 /// The removal half of the plan: tenants the cluster marks as ours that the repo no longer declares.
-fn plan_removals(desired: &Desired, observed: &Observed, guard: &DropGuard, plan: &mut Plan) {
+fn plan_removals(desired: &Desired, observed: &Observed, guard: &DropGuard, now: &str, plan: &mut Plan) {
     let declared: BTreeSet<&str> = desired.tenants.iter().map(|t| t.id.as_str()).collect();
     // Names a declared tenant derives are never dropped, whatever tenant their marker names: a
     // namespace/name split that changed (`a-b/c` → `a/b-c`) maps to the same database and adopts it.
@@ -731,6 +733,7 @@ fn plan_removals(desired: &Desired, observed: &Observed, guard: &DropGuard, plan
             let entry = removed.entry(marker.tenant.clone()).or_default();
             // A marker without a mode is not ours to judge: treat it as protected.
             entry.database = Some((name.clone(), marker.mode.unwrap_or(Mode::Protected)));
+            entry.marker = Some(marker);
         }
     }
     for (name, role) in observed
@@ -791,7 +794,24 @@ fn plan_removals(desired: &Desired, observed: &Observed, guard: &DropGuard, plan
             database: database.clone(),
             reason,
         };
-        if let Some((_, Mode::Protected)) = found.database {
+        if let Some((name, Mode::Protected)) = &found.database {
+            // Only when the repo is trustworthy: a broken file may still declare it.
+            let unmarked = found.marker.as_ref().filter(|m| m.orphaned_since.is_none() && hold_all.is_none());
+            if let Some(marker) = unmarked {
+                let marked = Marker { orphaned_since: Some(now.to_string()), ..marker.clone() };
+                plan.operations.push(Operation {
+                    tenant: tenant.clone(),
+                    phase: Phase::Database,
+                    database: None,
+                    run_as: None,
+                    action: Action::Sql {
+                        sql: sql::comment_on_database(&Ident::new(name.clone()), &marked),
+                        transactional: true,
+                    },
+                    why: "record since when the protected database is no longer declared (`pgtenant list`)".into(),
+                    destructive: false,
+                });
+            }
             plan.notices.push(notice(
                 NoticeKind::Retained,
                 "protected: removed from the repo, so no longer reconciled; the database, its roles and \
@@ -898,6 +918,7 @@ impl Default for DropGuard {
 
 #[derive(Default)]
 struct Removed {
+    marker: Option<Marker>,
     database: Option<(String, Mode)>,
     roles: Vec<(String, RoleKind)>,
 }

@@ -1,0 +1,798 @@
+//! Backups and point-in-time restore of tenant databases on a shared cluster.
+//!
+//! Real engines, orchestrated:
+//! - **physical backups and WAL archiving: pgBackRest.** For the embedded cluster pgtenant writes
+//!   the stanza's configuration, turns on archiving (`archive_timeout` = [`ARCHIVE_TIMEOUT_SECS`],
+//!   the recovery point objective) and creates the stanza; an external cluster brings its own
+//!   configuration file and stanza. Retention follows the environment tier.
+//! - **logical backups of one tenant: `pg_dump`** (custom format, or parallel directory format
+//!   for large databases) into the repository, with a catalog entry.
+//! - **restore of one tenant database to a point in time** ([`Backups::restore`]): the seed's
+//!   manual procedure, automated — the cluster backup is restored into a scratch cluster holding
+//!   only that database (`--db-include`), recovered to the target time, dumped with `pg_dump -Fc`
+//!   and restored into the live database with `pg_restore --clean --if-exists` as the tenant's
+//!   admin role, in one transaction. Other tenants are never touched.
+//!
+//! Layout of the repository (`<state-dir>/backups`):
+//!
+//! ```text
+//! pgbackrest.conf         the embedded stanza's configuration (generated)
+//! repo/                   pgBackRest repo1-path (server account)
+//! log/, lock/             pgBackRest's logs and locks (server account)
+//! logical/<ns>/<db>/      logical backups (pg_dump), 0700
+//! scratch/<id>/           scratch clusters of running restores and verifications
+//! catalog.json            logical backups, restores, verifications, retention settings
+//! ```
+
+mod catalog;
+mod libpq;
+mod logical;
+mod pgbackrest;
+mod process;
+mod restore;
+mod sql;
+mod timestamp;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use pgtenant_cluster::{ClusterError, EmbeddedCluster, ServerUser};
+use serde::{Deserialize, Serialize};
+
+pub use catalog::{
+    Catalog, LogicalBackup, RestoreRecord, Settings, Verification, VerifiedDatabase,
+};
+pub use libpq::ServerAddress;
+pub use pgbackrest::{BackupSet, PgBackRest, StanzaInfo, EMBEDDED_STANZA};
+pub use restore::{Progress, RestorePoint, RestoreReport, RestoreRequest, StepTiming};
+pub use timestamp::Timestamp;
+
+use catalog::CatalogFile;
+
+/// `archive_timeout` of the embedded cluster: a segment with any write in it is archived at most
+/// this many seconds later, which bounds the data a lost server can take with it (RPO).
+pub const ARCHIVE_TIMEOUT_SECS: u32 = 60;
+
+/// Databases larger than this get a parallel directory-format logical backup.
+pub const PARALLEL_DUMP_BYTES: i64 = 1 << 30;
+
+const CONFIG_FILE: &str = "pgbackrest.conf";
+const REPO_DIR: &str = "repo";
+const LOG_DIR: &str = "log";
+const LOCK_DIR: &str = "lock";
+const LOGICAL_DIR: &str = "logical";
+const SCRATCH_DIR: &str = "scratch";
+const SCRATCH_LOCK: &str = "scratch.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(
+        "pgBackRest is not installed (no `pgbackrest` on PATH): apt-get install pgbackrest"
+    )]
+    PgBackRestMissing,
+
+    #[error("`{command}` failed ({status}){}", indent(output))]
+    Command {
+        /// Never holds a secret: passwords travel in the environment.
+        command: String,
+        status: String,
+        output: String,
+    },
+
+    #[error("could not run {}", program.display())]
+    Spawn { program: PathBuf, source: io::Error },
+
+    #[error("I/O error on {}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+
+    #[error("{0}")]
+    Parse(String),
+
+    #[error("{0}")]
+    Sql(String),
+
+    #[error("{0}")]
+    Config(String),
+
+    #[error("no backup `{0}`: `pgtenant backup list` shows the backups")]
+    UnknownBackup(String),
+
+    #[error("there is no backup yet: run `pgtenant backup run` first")]
+    NoBackups,
+
+    #[error(
+        "{target} is outside the restorable window {window}: {reason}; nothing was changed"
+    )]
+    OutsideWindow {
+        target: String,
+        window: String,
+        reason: String,
+    },
+
+    #[error("{0}")]
+    Restore(String),
+
+    #[error(
+        "the data of {tenant} is restored, but re-applying its ownership and grants failed \
+         (run `pgtenant apply` to finish): {message}"
+    )]
+    Reapply { tenant: String, message: String },
+
+    #[error(
+        "logical backup {id} is damaged: its SHA-256 is {actual}, the catalog recorded {expected}"
+    )]
+    Checksum {
+        id: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+fn indent(output: &str) -> String {
+    output
+        .lines()
+        .map(|line| format!("\n  {line}"))
+        .collect::<String>()
+}
+
+/// The environment tier, which sets the default retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    Staging,
+    Test,
+    Dev,
+}
+
+impl Environment {
+    /// Production and staging keep 35 days, test and dev 7 (the platform's snapshot retention).
+    pub fn default_retention_days(self) -> u32 {
+        match self {
+            Environment::Production | Environment::Staging => 35,
+            Environment::Test | Environment::Dev => 7,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Staging => "staging",
+            Environment::Test => "test",
+            Environment::Dev => "dev",
+        }
+    }
+}
+
+/// Retention as given on the command line; what is not given comes from the last command that
+/// gave it, else the dev tier.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetentionChoice {
+    pub environment: Option<Environment>,
+    pub days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Retention {
+    pub environment: Environment,
+    pub days: u32,
+}
+
+/// The cluster whose backups these are.
+#[derive(Debug, Clone)]
+pub enum Cluster {
+    /// pgtenant's own cluster: pgtenant configures archiving and the stanza.
+    Embedded {
+        cluster: EmbeddedCluster,
+        superuser_url: String,
+    },
+    /// A cluster with a pgBackRest stanza configured by its operators.
+    External { config: PathBuf, stanza: String },
+}
+
+/// A tenant database as users name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl TenantName {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        TenantName {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// `NAMESPACE/NAME`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The database: `<namespace>-<name>`.
+    pub fn database(&self) -> String {
+        format!("{}-{}", self.namespace, self.name)
+    }
+
+    pub fn admin_role(&self) -> String {
+        format!("{}-admin", self.database())
+    }
+}
+
+/// Credentials of a tenant role, for pg_dump and pg_restore.
+#[derive(Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({}, ***)", self.user)
+    }
+}
+
+/// The backups of one cluster, kept in one repository directory.
+pub struct Backups {
+    root: PathBuf,
+    cluster: Cluster,
+    control_url: String,
+    rest: PgBackRest,
+    retention: Retention,
+    catalog: CatalogFile,
+}
+
+/// What `backup run` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub backup: PhysicalBackup,
+    pub seconds: f64,
+    pub restarted_cluster: bool,
+    pub expired: ExpireReport,
+}
+
+/// What `backup expire` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExpireReport {
+    pub retention: Option<Retention>,
+    pub physical: Vec<String>,
+    pub logical: Vec<String>,
+}
+
+/// A pgBackRest backup set as `backup list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhysicalBackup {
+    pub id: String,
+    /// full, diff or incr.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub size_bytes: u64,
+    pub repo_size_bytes: u64,
+    pub prior: Option<String>,
+    pub wal_start: Option<String>,
+    pub wal_stop: Option<String>,
+}
+
+impl From<&BackupSet> for PhysicalBackup {
+    fn from(set: &BackupSet) -> Self {
+        PhysicalBackup {
+            id: set.label.clone(),
+            kind: set.kind.clone(),
+            started: set.started(),
+            finished: set.stopped(),
+            size_bytes: set.info.size,
+            repo_size_bytes: set.info.repository.size,
+            prior: set.prior.clone(),
+            wal_start: set.archive.start.clone(),
+            wal_stop: set.archive.stop.clone(),
+        }
+    }
+}
+
+/// The span of time a tenant database can be restored to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// The end of the oldest backup: recovery must get past it to be consistent.
+    pub earliest: Option<Timestamp>,
+    /// When the newest archived WAL segment reached the repository (None if unknown).
+    pub latest: Option<Timestamp>,
+    pub wal_min: Option<String>,
+    pub wal_max: Option<String>,
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.earliest, &self.latest) {
+            (Some(a), Some(b)) => write!(f, "{a} … {b}"),
+            (Some(a), None) => write!(f, "{a} … the last archived WAL"),
+            _ => write!(f, "(empty: no backup)"),
+        }
+    }
+}
+
+/// What `backup list` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub stanza: String,
+    pub repository: PathBuf,
+    pub retention: Retention,
+    pub rpo_seconds: Option<u32>,
+    pub window: Window,
+    pub physical: Vec<PhysicalBackup>,
+    pub logical: Vec<LogicalBackup>,
+    pub restores: Vec<RestoreRecord>,
+    pub verifications: Vec<Verification>,
+}
+
+impl Backups {
+    /// The repository at `root` (`<state-dir>/backups`), created if missing, for `cluster`;
+    /// `control_url` reaches the cluster as the control role. Writes the embedded stanza's
+    /// configuration (retention included) when it changed.
+    pub fn open(
+        root: &Path,
+        cluster: Cluster,
+        control_url: String,
+        choice: RetentionChoice,
+    ) -> Result<Self, BackupError> {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let program = PgBackRest::find_program()?;
+        let server_user = match &cluster {
+            Cluster::Embedded { cluster, .. } => cluster.server_user()?,
+            Cluster::External { .. } => ServerUser::current(),
+        };
+        create_dir(&root, 0o711, None)?;
+        let catalog = CatalogFile::new(&root);
+        let retention = resolve_retention(&catalog, choice)?;
+        let (config, stanza, extra) = match &cluster {
+            Cluster::Embedded { cluster, .. } => {
+                for dir in [REPO_DIR, LOG_DIR, LOCK_DIR] {
+                    create_dir(&root.join(dir), 0o750, Some(&server_user))?;
+                }
+                let config = root.join(CONFIG_FILE);
+                let text = pgbackrest::EmbeddedConfig {
+                    repo: &root.join(REPO_DIR),
+                    log: &root.join(LOG_DIR),
+                    lock: &root.join(LOCK_DIR),
+                    retention_days: retention.days,
+                    data_dir: &cluster.data_dir(),
+                    port: cluster.port()?,
+                    socket_dir: &cluster.socket_dir(),
+                    superuser: pgtenant_cluster::SUPERUSER,
+                }
+                .render();
+                write_if_changed(&config, &text, 0o644)?;
+                (config, EMBEDDED_STANZA.to_string(), Vec::new())
+            }
+            Cluster::External { config, stanza } => (
+                std::path::absolute(config).unwrap_or_else(|_| config.clone()),
+                stanza.clone(),
+                vec![
+                    "--repo1-retention-full-type=time".to_string(),
+                    format!("--repo1-retention-full={}", retention.days),
+                ],
+            ),
+        };
+        let rest = PgBackRest {
+            program,
+            config,
+            stanza,
+            user: server_user,
+            cwd: root.clone(),
+            extra,
+        };
+        Ok(Backups {
+            root,
+            cluster,
+            control_url,
+            rest,
+            retention,
+            catalog,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    pub fn pgbackrest(&self) -> &PgBackRest {
+        &self.rest
+    }
+
+    pub fn catalog(&self) -> Result<Catalog, BackupError> {
+        self.catalog.load()
+    }
+
+    fn embedded(&self) -> Option<(&EmbeddedCluster, &str)> {
+        match &self.cluster {
+            Cluster::Embedded {
+                cluster,
+                superuser_url,
+            } => Some((cluster, superuser_url)),
+            Cluster::External { .. } => None,
+        }
+    }
+
+    /// For the embedded cluster: archiving on (restarting the server once if the settings need
+    /// it, which `progress` is told) and the stanza created. Returns whether it restarted.
+    pub fn ensure_configured(&self, progress: &mut dyn Progress) -> Result<bool, BackupError> {
+        let Some((cluster, superuser_url)) = self.embedded() else {
+            return Ok(false);
+        };
+        cluster.enable_archiving(&self.rest.archive_command(), ARCHIVE_TIMEOUT_SECS)?;
+        let pending: Vec<String> = sql::block_on(async {
+            let client = sql::connect(superuser_url, None).await?;
+            let rows = client
+                .query(
+                    "SELECT name FROM pg_catalog.pg_settings WHERE pending_restart \
+                     OR (name = 'archive_mode' AND setting <> 'on') ORDER BY name",
+                    &[],
+                )
+                .await
+                .map_err(|e| sql::sql_error("reading the server settings", e))?;
+            Ok::<_, BackupError>(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })??;
+        let restarted = !pending.is_empty();
+        if restarted {
+            progress.warn(&format!(
+                "restarting the embedded cluster once to turn on WAL archiving ({} take effect \
+                 only at server start); open sessions are disconnected",
+                pending.join(", ")
+            ));
+            cluster.restart()?;
+        }
+        let info_file = self
+            .root
+            .join(REPO_DIR)
+            .join("backup")
+            .join(&self.rest.stanza)
+            .join("backup.info");
+        if !info_file.exists() {
+            self.rest.run("stanza-create", &[])?;
+        }
+        Ok(restarted)
+    }
+
+    /// `backup run`: a pgBackRest backup of the whole cluster (`full`, `diff` or `incr`; pgBackRest
+    /// makes the first one full whatever is asked), then expiry by the retention.
+    pub fn run(&self, kind: &str, progress: &mut dyn Progress) -> Result<RunReport, BackupError> {
+        let started = Timestamp::now();
+        let restarted = self.ensure_configured(progress)?;
+        let before: Vec<String> = self
+            .rest
+            .info()?
+            .backup
+            .iter()
+            .map(|b| b.label.clone())
+            .collect();
+        self.rest.run("backup", &[format!("--type={kind}")])?;
+        let info = self.rest.info()?;
+        let newest = info
+            .backup
+            .iter()
+            .filter(|b| !before.contains(&b.label))
+            .max_by_key(|b| b.timestamp.stop)
+            .ok_or_else(|| BackupError::Parse("pgbackrest info lists no new backup".into()))?;
+        // pgBackRest expires after each backup by itself; tell what it removed.
+        let physical = before
+            .into_iter()
+            .filter(|label| !info.backup.iter().any(|b| &b.label == label))
+            .collect();
+        let logical = self.expire_logical()?;
+        Ok(RunReport {
+            backup: PhysicalBackup::from(newest),
+            seconds: Timestamp::now().seconds_since(started),
+            restarted_cluster: restarted,
+            expired: ExpireReport {
+                retention: Some(self.retention),
+                physical,
+                logical,
+            },
+        })
+    }
+
+    /// `backup expire`: physical backups and WAL past the retention (pgBackRest's `expire`), and
+    /// logical backups older than the retention.
+    pub fn expire(&self) -> Result<ExpireReport, BackupError> {
+        let before = self.rest.info()?;
+        if before.backup.is_empty() {
+            return Ok(ExpireReport {
+                retention: Some(self.retention),
+                physical: Vec::new(),
+                logical: self.expire_logical()?,
+            });
+        }
+        self.rest.run("expire", &[])?;
+        let after = self.rest.info()?;
+        let physical = before
+            .backup
+            .iter()
+            .filter(|b| !after.backup.iter().any(|a| a.label == b.label))
+            .map(|b| b.label.clone())
+            .collect();
+        Ok(ExpireReport {
+            retention: Some(self.retention),
+            physical,
+            logical: self.expire_logical()?,
+        })
+    }
+
+    fn expire_logical(&self) -> Result<Vec<String>, BackupError> {
+        let cutoff = Timestamp::now().plus_seconds(-(i64::from(self.retention.days) * 86_400));
+        let expired = self.catalog.update(|catalog| {
+            let (old, keep): (Vec<_>, Vec<_>) = catalog
+                .logical
+                .drain(..)
+                .partition(|b| b.finished < cutoff);
+            catalog.logical = keep;
+            old
+        })?;
+        for backup in &expired {
+            let path = self.root.join(&backup.path);
+            let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir_all(&path));
+        }
+        Ok(expired.into_iter().map(|b| b.id).collect())
+    }
+
+    /// `backup list`: physical backups, logical ones (of `tenant` only, if given), restores and
+    /// verifications, and the restorable window.
+    pub fn list(&self, tenant: Option<&TenantName>) -> Result<Listing, BackupError> {
+        let info = self.rest.info()?;
+        let catalog = self.catalog.load()?;
+        let tenant_id = tenant.map(TenantName::id);
+        let mine = |t: &str| tenant_id.as_deref().is_none_or(|id| id == t);
+        Ok(Listing {
+            stanza: self.rest.stanza.clone(),
+            repository: self.root.clone(),
+            retention: self.retention,
+            rpo_seconds: self.embedded().map(|_| ARCHIVE_TIMEOUT_SECS),
+            window: self.window(&info),
+            physical: info.backup.iter().map(PhysicalBackup::from).collect(),
+            logical: catalog
+                .logical
+                .into_iter()
+                .filter(|b| mine(&b.tenant))
+                .collect(),
+            restores: catalog
+                .restores
+                .into_iter()
+                .filter(|r| mine(&r.tenant) || mine(&r.into))
+                .collect(),
+            verifications: catalog.verifications,
+        })
+    }
+
+    /// The restorable window according to `info`.
+    pub(crate) fn window(&self, info: &StanzaInfo) -> Window {
+        let earliest = info
+            .backup
+            .iter()
+            .map(|b| b.timestamp.stop)
+            .min()
+            .map(|stop| Timestamp::from_unix(stop + 1));
+        let range = info.archive.last();
+        let wal_max = range.and_then(|r| r.max.clone());
+        let latest = match (range, &wal_max) {
+            (Some(range), Some(max)) if earliest.is_some() => self.archived_at(&range.id, max),
+            _ => None,
+        };
+        Window {
+            earliest,
+            latest,
+            wal_min: range.and_then(|r| r.min.clone()),
+            wal_max,
+        }
+    }
+
+    /// When WAL segment `segment` reached the (local) repository: its file's modification time.
+    fn archived_at(&self, archive_id: &str, segment: &str) -> Option<Timestamp> {
+        self.embedded()?;
+        let dir = self
+            .root
+            .join(REPO_DIR)
+            .join("archive")
+            .join(&self.rest.stanza)
+            .join(archive_id)
+            .join(segment.get(..16)?);
+        fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(segment))
+            .filter_map(|e| e.metadata().ok()?.modified().ok())
+            .max()
+            .map(Timestamp::from_system)
+    }
+
+    fn scratch_parent(&self) -> Result<PathBuf, BackupError> {
+        let dir = self.root.join(SCRATCH_DIR);
+        create_dir(&dir, 0o711, None)?;
+        Ok(dir)
+    }
+
+    /// Removes scratch clusters a killed run left behind, if no restore or verification is
+    /// running now. Returns how many.
+    pub fn clean_leftovers(&self) -> Result<usize, BackupError> {
+        let Some(_lock) = catalog::try_lock_file(&self.root.join(SCRATCH_LOCK))? else {
+            return Ok(0);
+        };
+        Ok(pgtenant_cluster::remove_leftovers(&self.root.join(SCRATCH_DIR))?.len())
+    }
+}
+
+fn resolve_retention(
+    catalog: &CatalogFile,
+    choice: RetentionChoice,
+) -> Result<Retention, BackupError> {
+    if choice.days == Some(0) {
+        return Err(BackupError::Config(
+            "--retention-days must be at least 1".into(),
+        ));
+    }
+    let settings = if choice.environment.is_some() || choice.days.is_some() {
+        catalog.update(|c| {
+            if let Some(environment) = choice.environment {
+                c.settings.environment = Some(environment);
+                // A new tier brings its own default unless days are given too.
+                c.settings.retention_days = None;
+            }
+            if let Some(days) = choice.days {
+                c.settings.retention_days = Some(days);
+            }
+            c.settings.clone()
+        })?
+    } else {
+        catalog.load()?.settings
+    };
+    let environment = settings.environment.unwrap_or(Environment::Dev);
+    Ok(Retention {
+        environment,
+        days: settings
+            .retention_days
+            .unwrap_or_else(|| environment.default_retention_days()),
+    })
+}
+
+/// Creates `path` with `mode` if missing (handing it to `owner`), and fixes the mode if present.
+fn create_dir(path: &Path, mode: u32, owner: Option<&ServerUser>) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(io)?;
+        if let Some(owner) = owner {
+            owner.chown(path)?;
+        }
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)
+}
+
+fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<(), BackupError> {
+    if fs::read_to_string(path).is_ok_and(|current| current == text) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    let io = |source| BackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::write(&tmp, text).map_err(io)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+/// Hex SHA-256 of a file, or of a directory's files (name and digest of each, in name order).
+pub(crate) fn sha256_of(path: &Path) -> Result<(String, u64), BackupError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let io = |source| BackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    let meta = fs::metadata(path).map_err(io)?;
+    if meta.is_dir() {
+        let mut names: Vec<PathBuf> = fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        let mut outer = Sha256::new();
+        let mut total = 0;
+        for name in names {
+            let (digest, size) = sha256_of(&name)?;
+            outer.update(name.file_name().unwrap_or_default().as_encoded_bytes());
+            outer.update(b" ");
+            outer.update(digest.as_bytes());
+            outer.update(b"\n");
+            total += size;
+        }
+        return Ok((hex(&outer.finalize()), total));
+    }
+    let mut file = fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex(&hasher.finalize()), meta.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_by_tier_remembered_and_overridable() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = CatalogFile::new(dir.path());
+        let get = |environment, days| {
+            resolve_retention(&catalog, RetentionChoice { environment, days }).unwrap()
+        };
+        assert_eq!(get(None, None).days, 7);
+        assert_eq!(get(Some(Environment::Production), None).days, 35);
+        // Remembered: a later command without options keeps production's retention.
+        let kept = get(None, None);
+        assert_eq!((kept.environment, kept.days), (Environment::Production, 35));
+        assert_eq!(get(None, Some(90)).days, 90);
+        assert_eq!(get(None, None).days, 90);
+        assert_eq!(get(Some(Environment::Test), None).days, 7);
+        assert_eq!(Environment::Staging.default_retention_days(), 35);
+        assert!(resolve_retention(
+            &catalog,
+            RetentionChoice {
+                environment: None,
+                days: Some(0)
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn checksums_of_files_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a");
+        fs::write(&file, b"abc").unwrap();
+        let (digest, size) = sha256_of(&file).unwrap();
+        assert_eq!(
+            digest,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(size, 3);
+        fs::write(dir.path().join("b"), b"de").unwrap();
+        let (first, total) = sha256_of(dir.path()).unwrap();
+        assert_eq!(total, 5);
+        fs::write(dir.path().join("b"), b"dE").unwrap();
+        assert_ne!(sha256_of(dir.path()).unwrap().0, first);
+    }
+
+    #[test]
+    fn tenant_names() {
+        let t = TenantName::new("shop", "cart");
+        assert_eq!(t.id(), "shop/cart");
+        assert_eq!(t.database(), "shop-cart");
+        assert_eq!(t.admin_role(), "shop-cart-admin");
+        assert_eq!(format!("{:?}", Login { user: "u".into(), password: "secret".into() }), "Login(u, ***)");
+    }
+}

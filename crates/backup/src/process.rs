@@ -1,0 +1,112 @@
+//! Running the external programs (pgBackRest, pg_dump, pg_restore): their errors carry the
+//! command line and the end of their output, never a password (those travel in the environment),
+//! and they die with us.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::Signal;
+
+use crate::BackupError;
+
+/// Lines of a program's error output quoted in errors.
+const TAIL_LINES: usize = 20;
+
+/// Makes `cmd` receive SIGTERM when the calling thread's process dies, so that a killed pgtenant
+/// leaves no pg_dump or pg_restore running (a pg_restore that dies rolls its transaction back).
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    // Registered after any account switch the command already carries, which would clear it.
+    // SAFETY: prctl is async-signal-safe and the hook allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            Ok(())
+        });
+    }
+}
+
+/// Runs `cmd` to completion; its stdout on success, else an error with its stderr's tail.
+pub(crate) fn run(cmd: &mut Command) -> Result<String, BackupError> {
+    die_with_parent(cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let program = PathBuf::from(cmd.get_program());
+    let output = cmd.output().map_err(|source| BackupError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    if !output.status.success() {
+        return Err(command_failed(cmd, &output.status.to_string(), &output.stderr, &output.stdout));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `cmd` with its stdout discarded and its stderr captured (for programs that write data
+/// elsewhere and may print a lot of notices).
+pub(crate) fn run_quiet(cmd: &mut Command) -> Result<(), BackupError> {
+    die_with_parent(cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let program = PathBuf::from(cmd.get_program());
+    let spawn_err = |source| BackupError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_end(&mut stderr);
+    }
+    let status = child.wait().map_err(spawn_err)?;
+    if !status.success() {
+        return Err(command_failed(cmd, &status.to_string(), &stderr, &[]));
+    }
+    Ok(())
+}
+
+fn command_failed(cmd: &Command, status: &str, stderr: &[u8], stdout: &[u8]) -> BackupError {
+    let mut output = tail(stderr);
+    if output.trim().is_empty() {
+        output = tail(stdout);
+    }
+    BackupError::Command {
+        command: describe(cmd),
+        status: status.to_string(),
+        output,
+    }
+}
+
+/// The program's file name and its arguments, for messages.
+pub(crate) fn describe(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!("{program} {}", args.join(" "))
+}
+
+pub(crate) fn tail(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// `name` on `PATH`, as an absolute path.
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

@@ -1,0 +1,826 @@
+//! Point-in-time restore of one tenant database on a shared cluster, and backup verification.
+//!
+//! The procedure of the platform's runbook (seed 000), automated:
+//! 1. restore the cluster backup into a scratch data directory with only that database
+//!    (`pgbackrest restore --db-include`), recovery target = the time, and start it: a private
+//!    server with no TCP listener that archives nothing;
+//! 2. `pg_dump -Fc` that database from the scratch cluster;
+//! 3. `pg_restore --clean --if-exists` into the live database (or another declared tenant's) as
+//!    the tenant's admin role, in a single transaction, then let the engine re-apply ownership
+//!    and grants;
+//! 4. stop and delete the scratch cluster and record the restore in the catalog.
+//!
+//! Nothing touches the live cluster before step 3, and step 3 is one transaction: a failure or a
+//! kill at any point leaves the live database as it was. Other tenants are never touched.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pgtenant_cluster::{ScratchCluster, ServerUser};
+use serde::Serialize;
+
+use crate::catalog::{self, RestoreRecord, Verification, VerifiedDatabase};
+use crate::libpq::{clear_pg_env, ServerAddress};
+use crate::pgbackrest::{BackupSet, PgBackRest, StanzaInfo};
+use crate::timestamp::Timestamp;
+use crate::{process, sql, BackupError, Backups, Cluster, Login, TenantName, SCRATCH_LOCK};
+
+/// How long a scratch server may take to replay WAL up to the target.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// The dump file inside a scratch directory.
+const DUMP_FILE: &str = "database.pgdump";
+
+/// Where progress and warnings go (the CLI draws them; tests ignore them).
+pub trait Progress {
+    /// Step `number` of `total` begins.
+    fn step(&mut self, number: usize, total: usize, title: &str);
+    fn warn(&mut self, message: &str);
+}
+
+/// What to restore to.
+#[derive(Debug, Clone)]
+pub enum RestorePoint {
+    /// The state at this instant (commits up to and including it).
+    Time(Timestamp),
+    /// The end of a pgBackRest backup set, or a logical backup, by id.
+    Backup(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// The tenant whose data is restored.
+    pub tenant: TenantName,
+    /// The tenant database restored into: `tenant` itself (in place) or another declared one.
+    pub into: TenantName,
+    pub point: RestorePoint,
+    /// The admin role of `into`, which pg_restore runs as.
+    pub admin: Login,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub step: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub id: String,
+    pub tenant: String,
+    pub into: String,
+    pub in_place: bool,
+    pub target: String,
+    /// The backup set (or logical backup) the data came from.
+    pub source_backup: String,
+    /// Whether the scratch restore held only this database (`--db-include`).
+    pub single_database: bool,
+    pub sessions_terminated: u64,
+    pub grants_reapplied: usize,
+    pub steps: Vec<StepTiming>,
+    pub seconds: f64,
+}
+
+/// Times the steps of a run and reports them to the progress display.
+struct Steps<'p> {
+    progress: &'p mut dyn Progress,
+    total: usize,
+    done: Vec<StepTiming>,
+    current: Option<(String, Instant)>,
+}
+
+impl<'p> Steps<'p> {
+    fn new(progress: &'p mut dyn Progress, total: usize) -> Self {
+        Steps {
+            progress,
+            total,
+            done: Vec::new(),
+            current: None,
+        }
+    }
+
+    fn begin(&mut self, title: &str) {
+        self.finish();
+        let number = self.done.len() + 1;
+        self.progress.step(number, self.total, title);
+        self.current = Some((title.to_string(), Instant::now()));
+    }
+
+    fn finish(&mut self) {
+        if let Some((step, started)) = self.current.take() {
+            self.done.push(StepTiming {
+                step,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+}
+
+/// What steps 1 and 2 start from.
+enum Source {
+    Physical {
+        set: BackupSet,
+        /// PostgreSQL major version of the backup.
+        version: String,
+        /// `Some(target)` for a time target, None for the end of the set.
+        time: Option<Timestamp>,
+        single_database: bool,
+    },
+    Logical {
+        id: String,
+    },
+}
+
+#[derive(Default)]
+struct Outcome {
+    sessions: u64,
+    reapplied: usize,
+}
+
+impl Backups {
+    /// Restores one tenant database; see the module documentation for the steps. `reapply`
+    /// re-applies ownership and grants of `request.into` (the engine's reconcile of that one
+    /// tenant) and returns the number of statements it ran.
+    pub fn restore(
+        &self,
+        request: &RestoreRequest,
+        reapply: &mut dyn FnMut() -> Result<usize, String>,
+        progress: &mut dyn Progress,
+    ) -> Result<RestoreReport, BackupError> {
+        let started = Timestamp::now();
+        let clock = Instant::now();
+        let in_place = request.into == request.tenant;
+        // One scratch user at a time; what a killed run left goes first.
+        let _lock = catalog::lock_file(&self.root.join(SCRATCH_LOCK))?;
+        let leftovers = pgtenant_cluster::remove_leftovers(&self.scratch_parent()?)?;
+        if !leftovers.is_empty() {
+            progress.warn(&format!(
+                "removed {} scratch cluster(s) left behind by an interrupted run",
+                leftovers.len()
+            ));
+        }
+        self.require_database(&request.into)?;
+        let source = self.resolve_source(&request.tenant, &request.point, progress)?;
+        let (target_kind, target) = match &request.point {
+            RestorePoint::Time(t) => ("time", t.to_string()),
+            RestorePoint::Backup(id) => ("backup", id.clone()),
+        };
+        let (source_backup, single_database, total) = match &source {
+            Source::Physical {
+                set,
+                single_database,
+                ..
+            } => (set.label.clone(), *single_database, 4),
+            Source::Logical { id } => (id.clone(), false, 2),
+        };
+        let id = format!(
+            "{}R-{}.{}",
+            started.compact(),
+            request.into.namespace,
+            request.into.name
+        );
+        let mut steps = Steps::new(progress, total);
+        let mut outcome = Outcome::default();
+        let result = self.restore_steps(&id, request, &source, reapply, &mut steps, &mut outcome);
+        steps.finish();
+        let seconds = clock.elapsed().as_secs_f64();
+        let record = RestoreRecord {
+            id: id.clone(),
+            tenant: request.tenant.id(),
+            into: request.into.id(),
+            in_place,
+            target_kind: target_kind.into(),
+            target: target.clone(),
+            source_backup: source_backup.clone(),
+            started,
+            finished: Timestamp::now(),
+            seconds,
+            sessions_terminated: outcome.sessions,
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+        };
+        self.catalog.update(|c| c.restores.push(record))?;
+        result?;
+        Ok(RestoreReport {
+            id,
+            tenant: request.tenant.id(),
+            into: request.into.id(),
+            in_place,
+            target,
+            source_backup,
+            single_database,
+            sessions_terminated: outcome.sessions,
+            grants_reapplied: outcome.reapplied,
+            steps: steps.done,
+            seconds,
+        })
+    }
+
+    fn restore_steps(
+        &self,
+        id: &str,
+        request: &RestoreRequest,
+        source: &Source,
+        reapply: &mut dyn FnMut() -> Result<usize, String>,
+        steps: &mut Steps<'_>,
+        outcome: &mut Outcome,
+    ) -> Result<(), BackupError> {
+        let source_db = request.tenant.database();
+        let target_db = request.into.database();
+        let mut scratch = None;
+        let dump = match source {
+            Source::Physical {
+                set,
+                version,
+                time,
+                single_database,
+            } => {
+                let what = match time {
+                    Some(t) => format!("to {t}"),
+                    None => "to its end".to_string(),
+                };
+                let only = if *single_database {
+                    format!(" holding only {source_db}")
+                } else {
+                    " (whole cluster)".to_string()
+                };
+                steps.begin(&format!(
+                    "restoring backup {} {what} into a scratch cluster{only}",
+                    set.label
+                ));
+                let (mut cluster, rest) = self.scratch_cluster(id, version)?;
+                let mut args = vec![
+                    format!("--pg1-path={}", cluster.data_dir().display()),
+                    format!("--set={}", set.label),
+                    "--archive-mode=off".to_string(),
+                ];
+                if *single_database {
+                    args.push(format!("--db-include={source_db}"));
+                }
+                match time {
+                    Some(t) => args.extend([
+                        "--type=time".to_string(),
+                        format!("--target={}", t.to_postgres()),
+                        "--target-action=promote".to_string(),
+                    ]),
+                    None => args.extend([
+                        "--type=immediate".to_string(),
+                        "--target-action=promote".to_string(),
+                    ]),
+                }
+                rest.run("restore", &args)?;
+                cluster.start(RECOVERY_TIMEOUT).map_err(|e| {
+                    BackupError::Restore(format!(
+                        "the scratch cluster did not recover {what}: {e}"
+                    ))
+                })?;
+
+                steps.begin(&format!("pg_dump -Fc of {source_db} from the scratch cluster"));
+                let t0 = Instant::now();
+                let superuser = scratch_superuser(&cluster, &request.tenant, &source_db)?;
+                eprintln!("DEBUG su {:?}", t0.elapsed());
+                let dump = cluster.dir().join(DUMP_FILE);
+                let mut cmd = Command::new(cluster.binaries().program("pg_dump"));
+                clear_pg_env(&mut cmd);
+                cmd.arg("--no-password")
+                    .arg("-h")
+                    .arg(cluster.socket_dir())
+                    .arg("-p")
+                    .arg(cluster.port().to_string())
+                    .arg("-U")
+                    .arg(&superuser)
+                    .arg("-d")
+                    .arg(&source_db)
+                    // Read once, seconds later: compression would only cost time.
+                    .args(["-Fc", "-Z0", "-f"])
+                    .arg(&dump);
+                process::run_quiet(&mut cmd)?;
+                eprintln!("DEBUG dump {:?}", t0.elapsed());
+                // The dump is all we need; free the scratch server and its data now.
+                cluster.discard_data()?;
+                eprintln!("DEBUG discard {:?}", t0.elapsed());
+                scratch = Some(cluster);
+                dump
+            }
+            Source::Logical { id } => {
+                steps.begin(&format!("checking logical backup {id} (SHA-256)"));
+                self.checked_logical(id)?.1
+            }
+        };
+
+        steps.begin(&format!(
+            "pg_restore --clean --if-exists into {target_db} as {} (one transaction), then \
+             ownership and grants",
+            request.admin.user
+        ));
+        if request.into == request.tenant {
+            outcome.sessions = self.terminate_sessions(&target_db)?;
+            if outcome.sessions > 0 {
+                steps.progress.warn(&format!(
+                    "terminated {} open session(s) on {target_db} for the in-place restore",
+                    outcome.sessions
+                ));
+            }
+        }
+        self.pg_restore(&dump, &target_db, &request.admin, request.into != request.tenant)?;
+        outcome.reapplied = reapply().map_err(|message| BackupError::Reapply {
+            tenant: request.into.id(),
+            message,
+        })?;
+
+        if let Some(cluster) = scratch {
+            steps.begin("removing the scratch cluster");
+            drop(cluster);
+        }
+        Ok(())
+    }
+
+    /// The live database must exist: a restore fills a database, it does not create one.
+    fn require_database(&self, tenant: &TenantName) -> Result<(), BackupError> {
+        let database = tenant.database();
+        let exists = sql::block_on(async {
+            let client = sql::connect(&self.control_url, None).await?;
+            client
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1",
+                    &[&database],
+                )
+                .await
+                .map_err(|e| sql::sql_error("looking up the database", e))
+                .map(|row| row.is_some())
+        })??;
+        if !exists {
+            return Err(BackupError::Restore(format!(
+                "database {database} does not exist on the cluster: declare {} in the apps repo \
+                 and run `pgtenant apply` first",
+                tenant.id()
+            )));
+        }
+        Ok(())
+    }
+
+    fn resolve_source(
+        &self,
+        tenant: &TenantName,
+        point: &RestorePoint,
+        progress: &mut dyn Progress,
+    ) -> Result<Source, BackupError> {
+        let database = tenant.database();
+        match point {
+            RestorePoint::Backup(id) => {
+                let info = self.rest.info()?;
+                if let Some(set) = info.backup.iter().find(|b| &b.label == id) {
+                    let version = set_version(&info, set);
+                    if !self.set_has_database(set, &database)? {
+                        return Err(BackupError::Restore(format!(
+                            "database {database} is not in backup {id} (taken {}): it did not \
+                             exist then",
+                            set.stopped()
+                        )));
+                    }
+                    return Ok(Source::Physical {
+                        set: set.clone(),
+                        version,
+                        time: None,
+                        single_database: true,
+                    });
+                }
+                let catalog = self.catalog.load()?;
+                let entry = catalog
+                    .logical
+                    .iter()
+                    .find(|b| &b.id == id)
+                    .ok_or_else(|| BackupError::UnknownBackup(id.clone()))?;
+                if entry.tenant != tenant.id() {
+                    return Err(BackupError::Restore(format!(
+                        "logical backup {id} holds {}, not {}: restore it as `pgtenant restore {} \
+                         --backup {id} --into {}`",
+                        entry.tenant,
+                        tenant.id(),
+                        entry.tenant,
+                        tenant.id()
+                    )));
+                }
+                Ok(Source::Logical { id: id.clone() })
+            }
+            RestorePoint::Time(target) => {
+                let target = *target;
+                let mut info = self.rest.info()?;
+                if info.backup.is_empty() {
+                    return Err(BackupError::NoBackups);
+                }
+                let mut window = self.window(&info);
+                let outside = |window: &crate::Window, reason: String| BackupError::OutsideWindow {
+                    target: target.to_string(),
+                    window: window.to_string(),
+                    reason,
+                };
+                let now = Timestamp::now();
+                if target > now {
+                    window.latest = Some(now);
+                    return Err(outside(&window, format!("it is in the future (now is {now})")));
+                }
+                let earliest = window.earliest.expect("there are backups");
+                if target < earliest {
+                    return Err(outside(
+                        &window,
+                        format!(
+                            "it is before the end of the oldest backup kept (retention: {} days)",
+                            self.retention.days
+                        ),
+                    ));
+                }
+                if window.latest.is_none_or(|latest| target >= latest) {
+                    // The WAL holding the target may still be on the server: make sure a commit
+                    // after the target exists and that its segment reaches the archive.
+                    self.archive_now(progress)?;
+                    info = self.rest.info()?;
+                }
+                let set = info
+                    .backup
+                    .iter()
+                    .filter(|b| Timestamp::from_unix(b.timestamp.stop + 1) <= target)
+                    .max_by_key(|b| b.timestamp.stop)
+                    .ok_or_else(|| outside(&window, "no backup ends before it".into()))?
+                    .clone();
+                let version = set_version(&info, &set);
+                let single_database = self.set_has_database(&set, &database)?;
+                if !single_database {
+                    progress.warn(&format!(
+                        "database {database} is not in backup {} (it was created after that \
+                         backup): --db-include needs it there, so the whole cluster is restored \
+                         into the scratch directory instead",
+                        set.label
+                    ));
+                }
+                Ok(Source::Physical {
+                    set,
+                    version,
+                    time: Some(target),
+                    single_database,
+                })
+            }
+        }
+    }
+
+    fn set_has_database(&self, set: &BackupSet, database: &str) -> Result<bool, BackupError> {
+        let detailed = self.rest.set_info(&set.label)?;
+        Ok(detailed
+            .databases
+            .unwrap_or_default()
+            .iter()
+            .any(|d| d.name == database))
+    }
+
+    /// Writes a commit record now and waits until its WAL segment is in the archive, so that
+    /// recovery to any earlier instant finds a commit past it (PostgreSQL stops at the first
+    /// commit after the target; running out of WAL before one is an error).
+    fn archive_now(&self, progress: &mut dyn Progress) -> Result<(), BackupError> {
+        sql::block_on(async {
+            let client = sql::connect(&self.control_url, None).await?;
+            client
+                .simple_query("SELECT pg_catalog.txid_current()")
+                .await
+                .map_err(|e| sql::sql_error("writing a commit record", e))
+        })??;
+        // `check` switches to a new WAL segment and waits until the old one is archived.
+        if let Err(e) = self.rest.run("check", &[]) {
+            match self.cluster {
+                Cluster::Embedded { .. } => return Err(e),
+                Cluster::External { .. } => progress.warn(&format!(
+                    "could not force a WAL switch with `pgbackrest check` ({e}); the restore can \
+                     reach only what archive_timeout has archived"
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    /// A scratch cluster for a restore of a backup of PostgreSQL `version`, and the pgBackRest
+    /// to fill it with (running as the account the scratch server runs as).
+    fn scratch_cluster(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> Result<(ScratchCluster, PgBackRest), BackupError> {
+        let (binaries, user) = match &self.cluster {
+            Cluster::Embedded { cluster, .. } => (cluster.binaries()?, cluster.server_user()?),
+            Cluster::External { .. } => (
+                pgtenant_cluster::find_binaries_for_version(version)?,
+                ServerUser::for_new_cluster()?,
+            ),
+        };
+        let dir = self.scratch_parent()?.join(id);
+        let scratch = ScratchCluster::create(&dir, binaries, user.clone())?;
+        let rest = PgBackRest {
+            user,
+            ..self.rest.clone()
+        };
+        Ok((scratch, rest))
+    }
+
+    /// Ends the sessions on `database` that the control role may end (those of the tenant's
+    /// roles); returns how many.
+    fn terminate_sessions(&self, database: &str) -> Result<u64, BackupError> {
+        let database = database.to_string();
+        sql::block_on(async {
+            let client = sql::connect(&self.control_url, None).await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)) \
+                     FROM pg_catalog.pg_stat_activity \
+                     WHERE datname OPERATOR(pg_catalog.=) $1 \
+                     AND pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+                     AND pg_catalog.pg_has_role(usesysid, 'MEMBER')",
+                    &[&database],
+                )
+                .await
+                .map_err(|e| sql::sql_error("terminating sessions", e))?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })?
+    }
+
+    /// `pg_restore --clean --if-exists` of `dump` into `database` as `admin`, in one transaction.
+    ///
+    /// `--no-owner`: everything restored is owned by the admin role, which is what the tenant
+    /// model wants, and a dump of another tenant names owners that do not apply here. Privileges
+    /// (`GRANT`s, default privileges) are kept for an in-place restore, where they name the same
+    /// roles and reproduce the snapshot exactly, and dropped (`--no-acl`) into another tenant's
+    /// database, where they would grant the source tenant's roles; the engine's re-apply then
+    /// gives the target tenant's roles what they should have.
+    fn pg_restore(
+        &self,
+        dump: &Path,
+        database: &str,
+        admin: &Login,
+        other_tenant: bool,
+    ) -> Result<(), BackupError> {
+        let binaries = self.client_binaries()?;
+        let address = ServerAddress::from_admin_url(&self.control_url)?;
+        let mut cmd = Command::new(binaries.program("pg_restore"));
+        clear_pg_env(&mut cmd);
+        address.apply(&mut cmd, &admin.user, &admin.password, database);
+        cmd.args([
+            "--no-password",
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-owner",
+        ]);
+        if other_tenant {
+            cmd.arg("--no-acl");
+        }
+        cmd.arg("-d").arg(database).arg(dump);
+        process::run_quiet(&mut cmd).map_err(|e| {
+            BackupError::Restore(format!(
+                "pg_restore into {database} failed and was rolled back: the database is as it \
+                 was before the restore\n{e}"
+            ))
+        })
+    }
+
+    /// `backup verify [ID]`: restores a backup into a scratch cluster and checks that it starts
+    /// and every database reads completely (a pg_dump of each to /dev/null); for a logical
+    /// backup, its checksum and table of contents. Records the result in the catalog.
+    pub fn verify(
+        &self,
+        id: Option<&str>,
+        progress: &mut dyn Progress,
+    ) -> Result<Verification, BackupError> {
+        let clock = Instant::now();
+        let at = Timestamp::now();
+        let _lock = catalog::lock_file(&self.root.join(SCRATCH_LOCK))?;
+        pgtenant_cluster::remove_leftovers(&self.scratch_parent()?)?;
+        let info = self.rest.info()?;
+        let logical = id.and_then(|id| {
+            self.catalog
+                .load()
+                .ok()?
+                .logical
+                .into_iter()
+                .find(|b| b.id == id)
+        });
+        let (label, result) = if let Some(entry) = logical {
+            let mut steps = Steps::new(progress, 1);
+            steps.begin(&format!("checking logical backup {} (SHA-256, table of contents)", entry.id));
+            let result = self.verify_logical(&entry.id);
+            steps.finish();
+            (entry.id, result)
+        } else {
+            let set = match id {
+                Some(id) => info.backup.iter().find(|b| b.label == id),
+                None => info.backup.iter().max_by_key(|b| b.timestamp.stop),
+            }
+            .ok_or_else(|| match id {
+                Some(id) => BackupError::UnknownBackup(id.to_string()),
+                None => BackupError::NoBackups,
+            })?
+            .clone();
+            let version = set_version(&info, &set);
+            let result = self.verify_physical(&set, &version, progress);
+            (set.label, result)
+        };
+        let verification = match result {
+            Ok(databases) => Verification {
+                backup: label,
+                at,
+                seconds: clock.elapsed().as_secs_f64(),
+                ok: databases.iter().all(|d| d.readable),
+                databases,
+                error: None,
+            },
+            Err(e) => Verification {
+                backup: label,
+                at,
+                seconds: clock.elapsed().as_secs_f64(),
+                ok: false,
+                databases: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        };
+        self.catalog
+            .update(|c| c.verifications.push(verification.clone()))?;
+        Ok(verification)
+    }
+
+    fn verify_logical(&self, id: &str) -> Result<Vec<VerifiedDatabase>, BackupError> {
+        let (entry, path) = self.checked_logical(id)?;
+        let binaries = self.client_binaries()?;
+        let mut cmd = Command::new(binaries.program("pg_restore"));
+        clear_pg_env(&mut cmd);
+        cmd.arg("-l").arg(&path);
+        let toc = process::run(&mut cmd)?;
+        let tables = toc.lines().filter(|l| l.contains(" TABLE DATA ")).count() as i64;
+        Ok(vec![VerifiedDatabase {
+            name: entry.database,
+            tables,
+            size_bytes: entry.size_bytes as i64,
+            readable: true,
+        }])
+    }
+
+    fn verify_physical(
+        &self,
+        set: &BackupSet,
+        version: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<VerifiedDatabase>, BackupError> {
+        let mut steps = Steps::new(progress, 3);
+        steps.begin(&format!(
+            "restoring backup {} into a scratch cluster and starting it",
+            set.label
+        ));
+        let id = format!("{}V-{}", Timestamp::now().compact(), set.label);
+        let (mut cluster, rest) = self.scratch_cluster(&id, version)?;
+        rest.run(
+            "restore",
+            &[
+                format!("--pg1-path={}", cluster.data_dir().display()),
+                format!("--set={}", set.label),
+                "--archive-mode=off".into(),
+                "--type=immediate".into(),
+                "--target-action=promote".into(),
+            ],
+        )?;
+        cluster.start(RECOVERY_TIMEOUT)?;
+        steps.begin("reading every database completely (pg_dump to /dev/null)");
+        let control_user = pgtenant_engine::Connector::from_url(&self.control_url)
+            .ok()
+            .and_then(|c| c.user().map(str::to_string));
+        let candidates: Vec<String> = [Some(pgtenant_cluster::SUPERUSER.to_string()), control_user]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (superuser, databases) = sql::block_on(async {
+            let mut last = None;
+            for user in &candidates {
+                match sql::connect_socket(&cluster.socket_dir(), cluster.port(), user, "postgres")
+                    .await
+                {
+                    Ok(client) => {
+                        let su: String = client
+                            .query_one("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10", &[])
+                            .await
+                            .map_err(|e| sql::sql_error("reading the scratch cluster", e))?
+                            .get(0);
+                        let rows = client
+                            .query(
+                                "SELECT datname::text FROM pg_catalog.pg_database \
+                                 WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+                                &[],
+                            )
+                            .await
+                            .map_err(|e| sql::sql_error("listing databases", e))?;
+                        return Ok((su, rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| BackupError::Sql("no role to connect with".into())))
+        })??;
+        let mut verified = Vec::new();
+        for database in databases {
+            let (tables, size) = sql::block_on(async {
+                let client = sql::connect_socket(
+                    &cluster.socket_dir(),
+                    cluster.port(),
+                    &superuser,
+                    &database,
+                )
+                .await?;
+                let row = client
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM pg_catalog.pg_class c \
+                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                           WHERE c.relkind IN ('r', 'p', 'm') \
+                           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                           AND n.nspname NOT LIKE 'pg\\_toast%'), \
+                         pg_catalog.pg_database_size(pg_catalog.current_database())",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| sql::sql_error("reading a restored database", e))?;
+                Ok::<_, BackupError>((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+            })??;
+            let mut cmd = Command::new(cluster.binaries().program("pg_dump"));
+            clear_pg_env(&mut cmd);
+            cmd.arg("--no-password")
+                .arg("-h")
+                .arg(cluster.socket_dir())
+                .arg("-p")
+                .arg(cluster.port().to_string())
+                .arg("-U")
+                .arg(&superuser)
+                .arg("-d")
+                .arg(&database)
+                .args(["-Fc", "-Z0", "-f", "/dev/null"]);
+            let readable = match process::run_quiet(&mut cmd) {
+                Ok(()) => true,
+                Err(e) => {
+                    steps.progress.warn(&format!("{database} is not readable: {e}"));
+                    false
+                }
+            };
+            verified.push(VerifiedDatabase {
+                name: database,
+                tables,
+                size_bytes: size,
+                readable,
+            });
+        }
+        steps.begin("removing the scratch cluster");
+        drop(cluster);
+        steps.finish();
+        Ok(verified)
+    }
+}
+
+/// The major version a backup set was taken from.
+fn set_version(info: &StanzaInfo, set: &BackupSet) -> String {
+    info.db
+        .iter()
+        .find(|db| db.id == set.database.id)
+        .or(info.db.last())
+        .map(|db| db.version.clone())
+        .unwrap_or_default()
+}
+
+/// The bootstrap superuser of a scratch cluster (any role may log in there; the socket is
+/// private), after checking that the database exists in it.
+fn scratch_superuser(
+    cluster: &ScratchCluster,
+    tenant: &TenantName,
+    database: &str,
+) -> Result<String, BackupError> {
+    let database = database.to_string();
+    sql::block_on(async {
+        let mut client = None;
+        let mut last = None;
+        for user in [tenant.admin_role(), pgtenant_cluster::SUPERUSER.to_string()] {
+            match sql::connect_socket(&cluster.socket_dir(), cluster.port(), &user, "postgres").await
+            {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let client = client.ok_or_else(|| last.expect("a connection was tried"))?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10), \
+                 EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1)",
+                &[&database],
+            )
+            .await
+            .map_err(|e| sql::sql_error("reading the scratch cluster", e))?;
+        if !row.get::<_, bool>(1) {
+            return Err(BackupError::Restore(format!(
+                "database {database} did not exist at the restore target"
+            )));
+        }
+        Ok(row.get::<_, String>(0))
+    })?
+}

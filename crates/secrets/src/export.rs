@@ -1,0 +1,744 @@
+//! A [`Credential`] in the formats applications and tools consume: a libpq
+//! URI, a JDBC URL, `KEY=value` lines, a `~/.pgpass` line, JSON, a Kubernetes
+//! `Secret` and the `ExternalSecret` that reads the same values from the
+//! platform's secret manager.
+//!
+//! Everything here is pure text rendering; what to connect with and how to
+//! secure it comes from [`ConnectionOptions`], who the credential belongs to
+//! from [`TenantRole`].
+//!
+//! Escaping follows each consumer's rules: URIs are percent-encoded (libpq and
+//! PgJDBC decode every component), `KEY=value` values are single-quoted for
+//! POSIX shells and dotenv loaders, `.pgpass` fields escape `\` and `:` as
+//! libpq requires, and YAML strings are double-quoted with JSON escapes (a
+//! subset of YAML's), so that a value such as `5432` or `yes` stays a string.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::{Credential, SecretPath};
+
+/// libpq's `sslmode`, as written into connection strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    /// Encrypted, server not verified: the minimum the platform accepts.
+    #[default]
+    Require,
+    /// Encrypted, server certificate signed by the CA in `sslrootcert`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const ALL: [SslMode; 6] = [
+        SslMode::Disable,
+        SslMode::Allow,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    /// The spelling libpq, PgJDBC and most drivers use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<SslMode> {
+        SslMode::ALL.into_iter().find(|mode| mode.as_str() == value)
+    }
+
+    /// Whether the server's certificate is checked, which needs a CA (`sslrootcert`).
+    pub fn verifies_server(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+/// How clients secure the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectionOptions {
+    pub sslmode: SslMode,
+    /// The CA bundle that verifies the server (`sslrootcert`). Written into
+    /// connection strings as given, so it should be absolute, and it must
+    /// exist where the client runs.
+    pub sslrootcert: Option<PathBuf>,
+}
+
+/// Whose credential it is, in the repo's terms: names the Kubernetes objects
+/// and the secret path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantRole<'a> {
+    pub namespace: &'a str,
+    /// The declared name, without the namespace prefix.
+    pub database: &'a str,
+    /// `admin`, `write` or `read`.
+    pub role: &'a str,
+}
+
+impl TenantRole<'_> {
+    /// `<namespace>-<database>-<role>`: the platform's Kubernetes Secret name
+    /// (and the role's login name).
+    pub fn object_name(&self) -> String {
+        format!("{}-{}-{}", self.namespace, self.database, self.role)
+    }
+
+    /// `customer/<namespace>/<database>-<role>`.
+    ///
+    /// # Panics
+    ///
+    /// As [`SecretPath::for_role`], on names outside `[a-z0-9-]`.
+    pub fn secret_path(&self) -> SecretPath {
+        SecretPath::for_role(self.namespace, self.database, self.role)
+    }
+}
+
+/// The output formats of [`Export::render`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Json,
+    Uri,
+    Jdbc,
+    Env,
+    K8sSecret,
+    ExternalSecret,
+    Pgpass,
+}
+
+impl ExportFormat {
+    pub const ALL: [ExportFormat; 7] = [
+        ExportFormat::Json,
+        ExportFormat::Uri,
+        ExportFormat::Jdbc,
+        ExportFormat::Env,
+        ExportFormat::K8sSecret,
+        ExportFormat::ExternalSecret,
+        ExportFormat::Pgpass,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Json => "json",
+            ExportFormat::Uri => "uri",
+            ExportFormat::Jdbc => "jdbc",
+            ExportFormat::Env => "env",
+            ExportFormat::K8sSecret => "k8s-secret",
+            ExportFormat::ExternalSecret => "external-secret",
+            ExportFormat::Pgpass => "pgpass",
+        }
+    }
+
+    /// File name suffix, distinct per format so that exports of several
+    /// formats can share a directory.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Json => "json",
+            ExportFormat::Uri => "uri",
+            ExportFormat::Jdbc => "jdbc",
+            ExportFormat::Env => "env",
+            ExportFormat::K8sSecret => "secret.yaml",
+            ExportFormat::ExternalSecret => "external-secret.yaml",
+            ExportFormat::Pgpass => "pgpass",
+        }
+    }
+
+    /// Whether the rendering carries the password. The `ExternalSecret` only
+    /// points at where the password is kept.
+    pub fn contains_password(self) -> bool {
+        self != ExportFormat::ExternalSecret
+    }
+}
+
+/// The `ClusterSecretStore` the platform's `ExternalSecret`s read from.
+pub const CLUSTER_SECRET_STORE: &str = "aws-secrets";
+/// How often the External Secrets Operator refreshes the Kubernetes Secret.
+pub const EXTERNAL_SECRET_REFRESH: &str = "1h";
+/// The properties the platform's secrets hold, in the seed's order.
+pub const EXTERNAL_SECRET_PROPERTIES: [&str; 4] = ["username", "password", "endpoint", "port"];
+
+/// A credential ready to be rendered.
+#[derive(Debug, Clone, Copy)]
+pub struct Export<'a> {
+    pub tenant: TenantRole<'a>,
+    pub credential: &'a Credential,
+    pub options: &'a ConnectionOptions,
+}
+
+impl Export<'_> {
+    /// The text of `format`, ending with a newline.
+    pub fn render(&self, format: ExportFormat) -> String {
+        match format {
+            ExportFormat::Json => {
+                let mut text = serde_json::to_string_pretty(&self.json())
+                    .expect("a JSON value always serialises");
+                text.push('\n');
+                text
+            }
+            ExportFormat::Uri => format!("{}\n", self.uri()),
+            ExportFormat::Jdbc => format!("{}\n", self.jdbc()),
+            ExportFormat::Env => self.env(),
+            ExportFormat::K8sSecret => self.k8s_secret(),
+            ExportFormat::ExternalSecret => self.external_secret(),
+            ExportFormat::Pgpass => format!("{}\n", self.pgpass()),
+        }
+    }
+
+    fn query(&self) -> String {
+        let mut query = format!("sslmode={}", self.options.sslmode.as_str());
+        if let Some(ca) = &self.options.sslrootcert {
+            let _ = write!(
+                query,
+                "&sslrootcert={}",
+                percent_encode(&ca.to_string_lossy(), b"/")
+            );
+        }
+        query
+    }
+
+    fn host_port(&self) -> String {
+        let host = &self.credential.endpoint;
+        if host.contains(':') {
+            format!("[{host}]:{}", self.credential.port)
+        } else {
+            format!("{}:{}", percent_encode(host, b""), self.credential.port)
+        }
+    }
+
+    /// `postgresql://user:password@host:port/dbname?sslmode=…[&sslrootcert=…]`,
+    /// what libpq (`psql "$URI"`) and most drivers accept.
+    pub fn uri(&self) -> String {
+        let c = self.credential;
+        format!(
+            "postgresql://{}:{}@{}/{}?{}",
+            percent_encode(&c.username, b""),
+            percent_encode(&c.password, b""),
+            self.host_port(),
+            percent_encode(&c.dbname, b""),
+            self.query()
+        )
+    }
+
+    /// `jdbc:postgresql://host:port/dbname?user=…&password=…&sslmode=…`, for
+    /// PgJDBC (whose default `LibPQFactory` reads `sslrootcert`).
+    pub fn jdbc(&self) -> String {
+        let c = self.credential;
+        format!(
+            "jdbc:postgresql://{}/{}?user={}&password={}&{}",
+            self.host_port(),
+            percent_encode(&c.dbname, b""),
+            percent_encode(&c.username, b""),
+            percent_encode(&c.password, b""),
+            self.query()
+        )
+    }
+
+    /// The variables of the platform's application values (`DB_NAME`,
+    /// `DB_USER`, `DB_PASSWORD`, `DB_HOST`, `DB_PORT`), then `DB_SSLMODE`,
+    /// `DB_SSLROOTCERT` when a CA is given, and `DATABASE_URL`.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        let c = self.credential;
+        let mut vars = vec![
+            ("DB_NAME", c.dbname.clone()),
+            ("DB_USER", c.username.clone()),
+            ("DB_PASSWORD", c.password.clone()),
+            ("DB_HOST", c.endpoint.clone()),
+            ("DB_PORT", c.port.to_string()),
+            ("DB_SSLMODE", self.options.sslmode.as_str().to_string()),
+        ];
+        if let Some(ca) = &self.options.sslrootcert {
+            vars.push(("DB_SSLROOTCERT", ca.to_string_lossy().into_owned()));
+        }
+        vars.push(("DATABASE_URL", self.uri()));
+        vars
+    }
+
+    /// [`Self::env_vars`] as `NAME='value'` lines: `set -a; . ./file` in a
+    /// POSIX shell, and dotenv loaders, read them back verbatim.
+    pub fn env(&self) -> String {
+        self.env_vars()
+            .into_iter()
+            .map(|(name, value)| format!("{name}={}\n", shell_quote(&value)))
+            .collect()
+    }
+
+    /// The variables libpq reads (psql, pg_dump, any libpq program): the
+    /// password travels in the environment, never on a command line.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let c = self.credential;
+        let mut vars = vec![
+            ("PGHOST", c.endpoint.clone()),
+            ("PGPORT", c.port.to_string()),
+            ("PGUSER", c.username.clone()),
+            ("PGPASSWORD", c.password.clone()),
+            ("PGDATABASE", c.dbname.clone()),
+            ("PGSSLMODE", self.options.sslmode.as_str().to_string()),
+        ];
+        if let Some(ca) = &self.options.sslrootcert {
+            vars.push(("PGSSLROOTCERT", ca.to_string_lossy().into_owned()));
+        }
+        vars
+    }
+
+    /// `hostname:port:database:username:password` for `~/.pgpass` (or
+    /// `PGPASSFILE`), with `\` and `:` escaped by a backslash as libpq
+    /// requires.
+    pub fn pgpass(&self) -> String {
+        let c = self.credential;
+        [
+            c.endpoint.as_str(),
+            &c.port.to_string(),
+            &c.dbname,
+            &c.username,
+            &c.password,
+        ]
+        .map(pgpass_escape)
+        .join(":")
+    }
+
+    /// The keys of `pgtenant credentials --format json` (`username`,
+    /// `password`, `endpoint`, `port`, `dbname`, `sslmode`, `uri`), plus
+    /// `sslrootcert` (null without a CA) and `jdbc`.
+    pub fn json(&self) -> Value {
+        let c = self.credential;
+        json!({
+            "username": c.username,
+            "password": c.password,
+            "endpoint": c.endpoint,
+            "port": c.port,
+            "dbname": c.dbname,
+            "sslmode": self.options.sslmode.as_str(),
+            "sslrootcert": self.options.sslrootcert.as_ref().map(|ca| ca.to_string_lossy()),
+            "uri": self.uri(),
+            "jdbc": self.jdbc(),
+        })
+    }
+
+    /// A Kubernetes `Secret` named like the platform's (`<ns>-<db>-<role>`)
+    /// in the tenant's namespace, with keys `username`, `password`,
+    /// `endpoint`, `port`, `dbname`, `uri` and `jdbc-uri` as `stringData`.
+    pub fn k8s_secret(&self) -> String {
+        let c = self.credential;
+        let name = self.tenant.object_name();
+        let mut yaml = String::new();
+        yaml.push_str("apiVersion: v1\nkind: Secret\nmetadata:\n");
+        let _ = writeln!(yaml, "  name: {}", yaml_str(&name));
+        let _ = writeln!(yaml, "  namespace: {}", yaml_str(self.tenant.namespace));
+        yaml.push_str("  labels:\n    app.kubernetes.io/managed-by: pgtenant\n");
+        yaml.push_str("type: Opaque\nstringData:\n");
+        for (key, value) in [
+            ("username", c.username.clone()),
+            ("password", c.password.clone()),
+            ("endpoint", c.endpoint.clone()),
+            ("port", c.port.to_string()),
+            ("dbname", c.dbname.clone()),
+            ("uri", self.uri()),
+            ("jdbc-uri", self.jdbc()),
+        ] {
+            let _ = writeln!(yaml, "  {key}: {}", yaml_str(&value));
+        }
+        yaml
+    }
+
+    /// The `ExternalSecret` of the platform's restore procedure: the External
+    /// Secrets Operator fills Secret `<ns>-<db>-<role>` from
+    /// `customer/<ns>/<db>-<role>` in the `aws-secrets` `ClusterSecretStore`.
+    /// It holds no password.
+    pub fn external_secret(&self) -> String {
+        let name = yaml_str(&self.tenant.object_name());
+        let key = yaml_str(self.tenant.secret_path().as_str());
+        let mut yaml = String::new();
+        yaml.push_str("apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata:\n");
+        let _ = writeln!(yaml, "  name: {name}");
+        let _ = writeln!(yaml, "  namespace: {}", yaml_str(self.tenant.namespace));
+        yaml.push_str("spec:\n");
+        let _ = writeln!(yaml, "  refreshInterval: {EXTERNAL_SECRET_REFRESH}");
+        yaml.push_str("  secretStoreRef:\n");
+        let _ = writeln!(yaml, "    name: {CLUSTER_SECRET_STORE}");
+        yaml.push_str("    kind: ClusterSecretStore\n  target:\n");
+        let _ = writeln!(yaml, "    name: {name}");
+        yaml.push_str("  data:\n");
+        for property in EXTERNAL_SECRET_PROPERTIES {
+            let _ = writeln!(yaml, "    - secretKey: {property}");
+            yaml.push_str("      remoteRef:\n");
+            let _ = writeln!(yaml, "        key: {key}");
+            let _ = writeln!(yaml, "        property: {property}");
+        }
+        yaml
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters and
+/// `keep`. `+` is encoded too, which PgJDBC would otherwise decode to a space.
+pub fn percent_encode(value: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Single quotes make any value literal in POSIX shells and dotenv files.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// libpq's `.pgpass` escaping: a backslash before `\` and `:`.
+pub fn pgpass_escape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    for ch in field.chars() {
+        if ch == '\\' || ch == ':' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A YAML double-quoted scalar: JSON string syntax is valid YAML and keeps the
+/// value a string whatever it looks like.
+fn yaml_str(value: &str) -> String {
+    serde_json::to_string(value).expect("a string always serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use saphyr::{LoadableYamlNode, Yaml};
+
+    use super::*;
+
+    fn credential(password: &str) -> Credential {
+        Credential {
+            username: "idp-dev-my-db-write".into(),
+            password: password.into(),
+            endpoint: "db.internal".into(),
+            port: 5432,
+            dbname: "idp-dev-my-db".into(),
+        }
+    }
+
+    const TENANT: TenantRole<'static> = TenantRole {
+        namespace: "idp-dev",
+        database: "my-db",
+        role: "write",
+    };
+
+    fn export<'a>(credential: &'a Credential, options: &'a ConnectionOptions) -> Export<'a> {
+        Export {
+            tenant: TENANT,
+            credential,
+            options,
+        }
+    }
+
+    fn verify_full() -> ConnectionOptions {
+        ConnectionOptions {
+            sslmode: SslMode::VerifyFull,
+            sslrootcert: Some(PathBuf::from("/var/lib/pgtenant/cluster/ca.crt")),
+        }
+    }
+
+    fn load_yaml(text: &str) -> Yaml<'_> {
+        let mut docs = Yaml::load_from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(docs.len(), 1, "{text}");
+        docs.remove(0)
+    }
+
+    fn yaml_string<'a>(node: &'a Yaml<'a>, path: &[&str]) -> &'a str {
+        let mut node = node;
+        for key in path {
+            node = node
+                .as_mapping_get(key)
+                .unwrap_or_else(|| panic!("no {key} in {path:?}"));
+        }
+        node.as_str()
+            .unwrap_or_else(|| panic!("{path:?} is not a string: {node:?}"))
+    }
+
+    #[test]
+    fn uri_with_require_by_default() {
+        let c = credential("Abc123");
+        let options = ConnectionOptions::default();
+        assert_eq!(
+            export(&c, &options).uri(),
+            "postgresql://idp-dev-my-db-write:Abc123@db.internal:5432/idp-dev-my-db?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn uri_with_verify_full_names_the_ca() {
+        let c = credential("Abc123");
+        let options = ConnectionOptions {
+            sslmode: SslMode::VerifyFull,
+            sslrootcert: Some(PathBuf::from("/tmp/my state/ca&1.crt")),
+        };
+        assert_eq!(
+            export(&c, &options).uri(),
+            "postgresql://idp-dev-my-db-write:Abc123@db.internal:5432/idp-dev-my-db\
+             ?sslmode=verify-full&sslrootcert=/tmp/my%20state/ca%261.crt"
+        );
+    }
+
+    #[test]
+    fn uri_and_jdbc_escape_every_component() {
+        let mut c = credential("p@ss:w/o rd?&+#%");
+        c.endpoint = "::1".into();
+        let options = ConnectionOptions::default();
+        let e = export(&c, &options);
+        assert_eq!(
+            e.uri(),
+            "postgresql://idp-dev-my-db-write:p%40ss%3Aw%2Fo%20rd%3F%26%2B%23%25@[::1]:5432/idp-dev-my-db?sslmode=require"
+        );
+        assert_eq!(
+            e.jdbc(),
+            "jdbc:postgresql://[::1]:5432/idp-dev-my-db?user=idp-dev-my-db-write\
+             &password=p%40ss%3Aw%2Fo%20rd%3F%26%2B%23%25&sslmode=require"
+        );
+    }
+
+    #[test]
+    fn jdbc_carries_user_password_and_ssl() {
+        let c = credential("Abc123");
+        let options = verify_full();
+        assert_eq!(
+            export(&c, &options).jdbc(),
+            "jdbc:postgresql://db.internal:5432/idp-dev-my-db?user=idp-dev-my-db-write\
+             &password=Abc123&sslmode=verify-full&sslrootcert=/var/lib/pgtenant/cluster/ca.crt"
+        );
+    }
+
+    #[test]
+    fn env_has_the_platform_variables_quoted() {
+        let c = credential("it's");
+        let options = ConnectionOptions::default();
+        let text = export(&c, &options).env();
+        let names: Vec<&str> = text
+            .lines()
+            .map(|line| line.split_once('=').unwrap().0)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "DB_NAME",
+                "DB_USER",
+                "DB_PASSWORD",
+                "DB_HOST",
+                "DB_PORT",
+                "DB_SSLMODE",
+                "DATABASE_URL"
+            ]
+        );
+        assert!(text.contains("DB_PASSWORD='it'\\''s'\n"), "{text}");
+        assert!(text.contains("DB_PORT='5432'\n"), "{text}");
+        assert!(text.contains("DB_SSLMODE='require'\n"), "{text}");
+
+        let options = verify_full();
+        let text = export(&c, &options).env();
+        assert!(
+            text.contains("DB_SSLROOTCERT='/var/lib/pgtenant/cluster/ca.crt'\n"),
+            "{text}"
+        );
+        assert!(text.contains("DB_SSLMODE='verify-full'\n"), "{text}");
+    }
+
+    #[test]
+    fn env_reads_back_through_a_shell() {
+        let c = credential("a'b\"c$d`e\\f g");
+        let options = verify_full();
+        let text = export(&c, &options).env();
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{text}printf '%s' \"$DB_PASSWORD\""))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(output.stdout).unwrap(), c.password);
+    }
+
+    #[test]
+    fn libpq_env_names_the_ca_only_when_given() {
+        let c = credential("Abc123");
+        let options = ConnectionOptions::default();
+        let vars = export(&c, &options).libpq_env();
+        let names: Vec<&str> = vars.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "PGHOST",
+                "PGPORT",
+                "PGUSER",
+                "PGPASSWORD",
+                "PGDATABASE",
+                "PGSSLMODE"
+            ]
+        );
+        let options = verify_full();
+        let vars = export(&c, &options).libpq_env();
+        assert!(vars.contains(&("PGSSLMODE", "verify-full".into())));
+        assert!(vars.contains(&("PGSSLROOTCERT", "/var/lib/pgtenant/cluster/ca.crt".into())));
+    }
+
+    #[test]
+    fn pgpass_escapes_colons_and_backslashes() {
+        let c = credential(r"a:b\c");
+        let options = ConnectionOptions::default();
+        assert_eq!(
+            export(&c, &options).pgpass(),
+            r"db.internal:5432:idp-dev-my-db:idp-dev-my-db-write:a\:b\\c"
+        );
+        let mut c = credential("x");
+        c.endpoint = "::1".into();
+        assert_eq!(
+            export(&c, &options).pgpass(),
+            r"\:\:1:5432:idp-dev-my-db:idp-dev-my-db-write:x"
+        );
+    }
+
+    #[test]
+    fn json_keeps_the_credentials_keys() {
+        let c = credential("Abc123");
+        let options = ConnectionOptions::default();
+        let e = export(&c, &options);
+        let value: Value = serde_json::from_str(&e.render(ExportFormat::Json)).unwrap();
+        for key in [
+            "username", "password", "endpoint", "port", "dbname", "sslmode", "uri",
+        ] {
+            assert!(value.get(key).is_some(), "{key} missing: {value:#}");
+        }
+        assert_eq!(value["port"], 5432);
+        assert_eq!(value["sslmode"], "require");
+        assert_eq!(value["sslrootcert"], Value::Null);
+        assert_eq!(value["uri"], e.uri());
+        assert_eq!(value["jdbc"], e.jdbc());
+    }
+
+    #[test]
+    fn k8s_secret_is_a_valid_secret_manifest() {
+        // A password that YAML would misread unquoted.
+        for password in ["yes", "0123", "a: b # c", "\"quoted\"\n'x'", "~"] {
+            let c = credential(password);
+            let options = verify_full();
+            let e = export(&c, &options);
+            let text = e.render(ExportFormat::K8sSecret);
+            let doc = load_yaml(&text);
+            assert_eq!(yaml_string(&doc, &["apiVersion"]), "v1");
+            assert_eq!(yaml_string(&doc, &["kind"]), "Secret");
+            assert_eq!(yaml_string(&doc, &["type"]), "Opaque");
+            assert_eq!(
+                yaml_string(&doc, &["metadata", "name"]),
+                "idp-dev-my-db-write"
+            );
+            assert_eq!(yaml_string(&doc, &["metadata", "namespace"]), "idp-dev");
+            let data = doc.as_mapping_get("stringData").unwrap();
+            let keys: Vec<&str> = data
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                keys,
+                ["username", "password", "endpoint", "port", "dbname", "uri", "jdbc-uri"]
+            );
+            let get = |key: &str| yaml_string(&doc, &["stringData", key]).to_string();
+            assert_eq!(get("password"), password);
+            assert_eq!(get("username"), "idp-dev-my-db-write");
+            assert_eq!(get("endpoint"), "db.internal");
+            // Secret values must be strings: the port too.
+            assert_eq!(get("port"), "5432");
+            assert_eq!(get("dbname"), "idp-dev-my-db");
+            assert_eq!(get("uri"), e.uri());
+            assert_eq!(get("jdbc-uri"), e.jdbc());
+        }
+    }
+
+    #[test]
+    fn external_secret_matches_the_platform_manifest() {
+        let c = credential("SuperSecret123");
+        let options = ConnectionOptions::default();
+        let text = export(&c, &options).render(ExportFormat::ExternalSecret);
+        assert!(!text.contains("SuperSecret123"), "{text}");
+        let doc = load_yaml(&text);
+        assert_eq!(yaml_string(&doc, &["apiVersion"]), "external-secrets.io/v1");
+        assert_eq!(yaml_string(&doc, &["kind"]), "ExternalSecret");
+        assert_eq!(
+            yaml_string(&doc, &["metadata", "name"]),
+            "idp-dev-my-db-write"
+        );
+        assert_eq!(yaml_string(&doc, &["metadata", "namespace"]), "idp-dev");
+        assert_eq!(yaml_string(&doc, &["spec", "refreshInterval"]), "1h");
+        assert_eq!(
+            yaml_string(&doc, &["spec", "secretStoreRef", "name"]),
+            "aws-secrets"
+        );
+        assert_eq!(
+            yaml_string(&doc, &["spec", "secretStoreRef", "kind"]),
+            "ClusterSecretStore"
+        );
+        assert_eq!(
+            yaml_string(&doc, &["spec", "target", "name"]),
+            "idp-dev-my-db-write"
+        );
+        let data = doc["spec"]["data"].as_sequence().unwrap();
+        let entries: Vec<(&str, &str, &str)> = data
+            .iter()
+            .map(|entry| {
+                (
+                    yaml_string(entry, &["secretKey"]),
+                    yaml_string(entry, &["remoteRef", "key"]),
+                    yaml_string(entry, &["remoteRef", "property"]),
+                )
+            })
+            .collect();
+        let key = "customer/idp-dev/my-db-write";
+        assert_eq!(
+            entries,
+            [
+                ("username", key, "username"),
+                ("password", key, "password"),
+                ("endpoint", key, "endpoint"),
+                ("port", key, "port"),
+            ]
+        );
+    }
+
+    #[test]
+    fn formats_have_distinct_extensions_and_names() {
+        let mut extensions: Vec<&str> = ExportFormat::ALL.iter().map(|f| f.extension()).collect();
+        extensions.sort();
+        extensions.dedup();
+        assert_eq!(extensions.len(), ExportFormat::ALL.len());
+        assert!(ExportFormat::ALL
+            .iter()
+            .all(|f| f.contains_password() == (*f != ExportFormat::ExternalSecret)));
+        for mode in SslMode::ALL {
+            assert_eq!(SslMode::parse(mode.as_str()), Some(mode));
+        }
+        assert_eq!(SslMode::parse("verify_full"), None);
+    }
+
+    #[test]
+    fn every_format_ends_with_a_newline() {
+        let c = credential("Abc123");
+        let options = verify_full();
+        for format in ExportFormat::ALL {
+            let text = export(&c, &options).render(format);
+            assert!(text.ends_with('\n'), "{format:?}: {text}");
+            assert!(!text.ends_with("\n\n"), "{format:?}: {text}");
+        }
+    }
+}
