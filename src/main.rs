@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{cluster, connect, credentials, reconcile, rotate, store};
+use commands::{cluster, connect, credentials, list, reconcile, rotate, store};
 use context::Context;
 
 /// Exit codes: the contract scripts rely on.
@@ -54,7 +54,12 @@ struct Cli {
 
     /// Extensions that need superuser and that tenants may still declare: the control role creates
     /// them where the server lets it (seed 004's `superuser_extensions`). Comma-separated.
-    #[arg(long, env = "PGTENANT_SUPERUSER_EXTENSIONS", global = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "PGTENANT_SUPERUSER_EXTENSIONS",
+        global = true,
+        value_delimiter = ','
+    )]
     superuser_extensions: Vec<String>,
 
     #[command(subcommand)]
@@ -86,6 +91,8 @@ enum Command {
         #[command(subcommand)]
         command: store::StoreCommand,
     },
+    /// Every database on the cluster: managed, orphaned-protected (since when) or unmanaged.
+    List(list::ListArgs),
     /// New passwords for a tenant's roles (crash-safe; `--grace` for zero downtime).
     Rotate(rotate::RotateArgs),
     /// Backups: `backup run` (the cluster, pgBackRest), `backup NS/DB` (one tenant, pg_dump),
@@ -112,7 +119,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+            return ExitCode::from(if error.use_stderr() {
+                EXIT_ERROR
+            } else {
+                EXIT_OK
+            });
         }
     };
     match run(cli) {
@@ -138,6 +149,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Doctor(args) => connect::doctor(&context, args),
         Command::Store { command } => store::run(&context, command),
         Command::Rotate(args) => rotate::run(&context, args),
+        Command::List(args) => list::run(&context, args),
         Command::Backup(args) => commands::backup::backup(&context, args),
         Command::Restore(args) => commands::backup::restore(&context, args),
         Command::Up(args) => cluster::up(&context, args),

@@ -26,7 +26,10 @@ async fn app_migrator_preset_separates_migrations_from_the_app() {
     assert_eq!(refused.code, 1);
     let error = &refused.json()["tenants"][0]["error"];
     assert_eq!(error["sqlstate"], "42501", "{error:#}");
-    assert!(error["statement"].as_str().unwrap().contains("SET log_statement"));
+    assert!(error["statement"]
+        .as_str()
+        .unwrap()
+        .contains("SET log_statement"));
     // What `pgtenant up` does for the embedded cluster and an RDS master user has: the right to set it.
     env.superuser(None)
         .await
@@ -51,15 +54,40 @@ async fn app_migrator_preset_separates_migrations_from_the_app() {
     )
     .await
     .expect("the app has all DML on the migrator's tables");
-    assert_eq!(sqlstate(&app, "CREATE TABLE app.hack (id int)").await.as_deref(), Some(INSUFFICIENT_PRIVILEGE));
-    assert_eq!(sqlstate(&app, "CREATE TABLE public.hack (id int)").await.as_deref(), Some(INSUFFICIENT_PRIVILEGE));
-    assert_eq!(sqlstate(&app, "DROP TABLE app.orders").await.as_deref(), Some("42501"));
-    let settings = app.query_one("SELECT current_setting('statement_timeout'), current_setting('log_statement')", &[]).await.unwrap();
-    assert_eq!((settings.get::<_, String>(0), settings.get::<_, String>(1)), ("30s".into(), "mod".into()));
+    assert_eq!(
+        sqlstate(&app, "CREATE TABLE app.hack (id int)")
+            .await
+            .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    assert_eq!(
+        sqlstate(&app, "CREATE TABLE public.hack (id int)")
+            .await
+            .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
+    assert_eq!(
+        sqlstate(&app, "DROP TABLE app.orders").await.as_deref(),
+        Some("42501")
+    );
+    let settings = app
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_setting('log_statement')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (settings.get::<_, String>(0), settings.get::<_, String>(1)),
+        ("30s".into(), "mod".into())
+    );
     let limit: i32 = env
         .control()
         .await
-        .query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'shop-checkout-app'", &[])
+        .query_one(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'shop-checkout-app'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -71,7 +99,12 @@ async fn app_migrator_preset_separates_migrations_from_the_app() {
 #[tokio::test]
 async fn schema_owner_preset_gives_every_object_one_owner() {
     let env = Env::new();
-    v1(&env, "notify", "api", "  - name: api\n    preset: schema-owner\n    schemas: [reporting]\n");
+    v1(
+        &env,
+        "notify",
+        "api",
+        "  - name: api\n    preset: schema-owner\n    schemas: [reporting]\n",
+    );
     let applied = env.apply();
     assert_eq!(applied["failed"], 0, "{applied:#}");
     assert_eq!(env.plan().code, 0);
@@ -95,9 +128,18 @@ async fn schema_owner_preset_gives_every_object_one_owner() {
     assert_eq!(owners, ["notify-api-owner"]);
     let read = env.connect_as("notify/api", "read").await;
     for table in ["jobs", "notes", "reporting.daily"] {
-        assert_eq!(sqlstate(&read, &format!("SELECT * FROM {table}")).await, None, "{table}");
+        assert_eq!(
+            sqlstate(&read, &format!("SELECT * FROM {table}")).await,
+            None,
+            "{table}"
+        );
     }
-    assert_eq!(sqlstate(&read, "INSERT INTO jobs VALUES (2)").await.as_deref(), Some(INSUFFICIENT_PRIVILEGE));
+    assert_eq!(
+        sqlstate(&read, "INSERT INTO jobs VALUES (2)")
+            .await
+            .as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE)
+    );
     let owner = env.run(&["credentials", "notify/api", "--role", "owner"]);
     assert_eq!(owner.code, 1, "the owner role does not log in");
 }
@@ -105,17 +147,36 @@ async fn schema_owner_preset_gives_every_object_one_owner() {
 #[tokio::test]
 async fn an_unavailable_extension_fails_only_its_tenant() {
     let env = Env::new();
-    v1(&env, "team", "broken", "  - name: broken\n    extensions: [no_such_extension]\n");
-    v1(&env, "team", "fine", "  - name: fine\n    extensions: [pgcrypto]\n");
+    v1(
+        &env,
+        "team",
+        "broken",
+        "  - name: broken\n    extensions: [no_such_extension]\n",
+    );
+    v1(
+        &env,
+        "team",
+        "fine",
+        "  - name: fine\n    extensions: [pgcrypto]\n",
+    );
     let out = env.run(&["apply", "--format", "json"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     let report = out.json();
-    let blocked: Vec<&serde_json::Value> =
-        report["notices"].as_array().unwrap().iter().filter(|n| n["kind"] == "blocked").collect();
+    let blocked: Vec<&serde_json::Value> = report["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "blocked")
+        .collect();
     assert_eq!(blocked.len(), 1);
     assert_eq!(blocked[0]["tenant"], "team/broken");
-    assert!(blocked[0]["reason"].as_str().unwrap().contains("no_such_extension is not available"));
+    assert!(blocked[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no_such_extension is not available"));
     let fine = env.connect_as("team/fine", "write").await;
-    fine.batch_execute("SELECT gen_salt('bf')").await.expect("the other tenant got its extension");
+    fine.batch_execute("SELECT gen_salt('bf')")
+        .await
+        .expect("the other tenant got its extension");
     env.connect_as("team/broken", "read").await;
 }

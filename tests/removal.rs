@@ -171,23 +171,50 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
     env.declare("team", "one", &[("one", "standard")]);
     env.declare("team", "two", &[("two", "standard")]);
     env.apply();
-    let before = env.credentials("team/one", "write")["uri"].as_str().unwrap().to_string();
+    let before = env.credentials("team/one", "write")["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // An empty directory: nothing declared, nothing dropped.
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = env.cmd().current_dir(elsewhere.path()).args(["apply", "--format", "json"]).output().unwrap();
+    let out = env
+        .cmd()
+        .current_dir(elsewhere.path())
+        .args(["apply", "--format", "json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["notices"][0]["reason"].as_str().unwrap().contains("no database is declared"));
+    assert!(report["notices"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no database is declared"));
     assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
 
     // An empty credential store (another --state-dir): no password is replaced.
     let other_state = tempfile::tempdir().unwrap();
-    let out = env.cmd().env("PGTENANT_STATE_DIR", other_state.path()).args(["apply", "--format", "json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = env
+        .cmd()
+        .env("PGTENANT_STATE_DIR", other_state.path())
+        .args(["apply", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["notices"].as_array().unwrap().iter().any(|n| n["kind"] == "blocked"));
-    common::connect(&before, None).await.expect("the stored passwords still work");
+    assert!(report["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["kind"] == "blocked"));
+    common::connect(&before, None)
+        .await
+        .expect("the stored passwords still work");
 
     // Two databases removed at once exceed the default --max-drops 1.
     env.remove("team/one/values.yaml");
@@ -198,4 +225,53 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
     let out = env.run(&["apply", "--max-drops", "2", "--format", "json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!database_exists(&env, "team-one").await && !database_exists(&env, "team-two").await);
+}
+
+#[tokio::test]
+async fn list_shows_managed_orphaned_and_unmanaged_databases() {
+    let env = Env::new();
+    env.declare("team", "keep", &[("keep", "standard")]);
+    env.declare("team", "safe", &[("safe", "protected")]);
+    env.apply();
+    env.superuser(None)
+        .await
+        .batch_execute("CREATE DATABASE analytics")
+        .await
+        .unwrap();
+    env.remove("team/safe/values.yaml");
+    env.apply();
+
+    let list = |env: &Env| {
+        let out = env.run(&["list", "--format", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()
+    };
+    let listed = list(&env);
+    let state = |listed: &serde_json::Value, db: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["database"] == db)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(state(&listed, "team-keep")["state"], "managed");
+    assert_eq!(state(&listed, "analytics")["state"], "unmanaged");
+    let safe = state(&listed, "team-safe");
+    assert_eq!(safe["state"], "orphaned-protected");
+    assert_eq!(safe["mode"], "protected");
+    assert!(
+        safe["orphaned_since"].as_str().unwrap().starts_with("20"),
+        "{safe:#}"
+    );
+    assert_eq!(env.plan().code, 0, "recording the orphan is done once");
+
+    env.declare("team", "safe", &[("safe", "protected")]);
+    env.apply();
+    assert_eq!(
+        state(&list(&env), "team-safe")["state"],
+        "managed",
+        "adopted again"
+    );
 }

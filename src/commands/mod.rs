@@ -4,6 +4,7 @@ pub mod backup;
 pub mod cluster;
 pub mod connect;
 pub mod credentials;
+pub mod list;
 pub mod reconcile;
 pub mod rotate;
 pub mod spec;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use pgtenant_engine::plan::DropGuard;
 use pgtenant_engine::execute::OperationError;
+use pgtenant_engine::plan::DropGuard;
 use pgtenant_engine::{check, ApplyOutcome, Desired, Executor, PlanContext};
 use pgtenant_secrets::CredentialStore;
 
@@ -148,7 +148,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args.repo.as_deref(), &args.guard.drop_guard(), &runtime, false)?;
+    let planned = load_and_plan(
+        context,
+        args.repo.as_deref(),
+        &args.guard.drop_guard(),
+        &runtime,
+        false,
+    )?;
     render::plan(&planned.plan, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR
@@ -161,13 +167,22 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args.repo.as_deref(), &args.guard.drop_guard(), &runtime, true)?;
+    let planned = load_and_plan(
+        context,
+        args.repo.as_deref(),
+        &args.guard.drop_guard(),
+        &runtime,
+        true,
+    )?;
     let show_progress = args.format == Format::Text && std::io::stderr().is_terminal();
     let outcome = execute(context, &runtime, &planned, &planned.plan, show_progress)?;
     let outcome = verify(context, &runtime, &planned, outcome)?;
     render::apply(&planned.plan, &outcome, &planned.repo, args.format)?;
     Ok(
-        if planned.repo.has_errors() || outcome.failed().next().is_some() || planned.plan.has_unresolved() {
+        if planned.repo.has_errors()
+            || outcome.failed().next().is_some()
+            || planned.plan.has_unresolved()
+        {
             EXIT_ERROR
         } else {
             EXIT_OK
@@ -223,8 +238,16 @@ fn verify(
         ))
         .context("reading the cluster back after apply")?;
     let again = pgtenant_engine::plan(&planned.desired, &observed, &planned.plan_context);
-    for tenant in outcome.tenants.iter_mut().filter(|t| touched.contains(&t.tenant)) {
-        if let Some(op) = again.operations.iter().find(|op| op.tenant == tenant.tenant) {
+    for tenant in outcome
+        .tenants
+        .iter_mut()
+        .filter(|t| touched.contains(&t.tenant))
+    {
+        if let Some(op) = again
+            .operations
+            .iter()
+            .find(|op| op.tenant == tenant.tenant)
+        {
             tenant.error = Some(OperationError {
                 statement: op.display(),
                 message: format!(
@@ -265,7 +288,13 @@ pub fn reconcile_tenant(
 
 pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, args.repo.as_deref(), &args.guard.drop_guard(), &runtime, false)?;
+    let planned = load_and_plan(
+        context,
+        args.repo.as_deref(),
+        &args.guard.drop_guard(),
+        &runtime,
+        false,
+    )?;
     let report = check::report(&planned.desired, &planned.observed, &planned.plan);
     render::check(&report, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {

@@ -47,7 +47,11 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
             .into_iter()
             .filter(|kind| {
                 matches!(
-                    context.store().ok().map(|s| s.get(&SecretPath::for_role(namespace, name, kind.as_str()))),
+                    context.store().ok().map(|s| s.get(&SecretPath::for_role(
+                        namespace,
+                        name,
+                        kind.as_str()
+                    ))),
                     Some(Ok(Some(_)))
                 )
             })
@@ -85,7 +89,10 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
                 } else {
                     "rolled back (the server never had it)"
                 };
-                eprintln!("an interrupted password change of {} was {what}", r.secret_path);
+                eprintln!(
+                    "an interrupted password change of {} was {what}",
+                    r.secret_path
+                );
             }
             for r in &rotated {
                 let grace = if r.grace {

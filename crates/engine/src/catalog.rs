@@ -105,19 +105,20 @@ pub struct ClusterCatalog {
 /// The cluster-wide half: server facts, every role with its memberships, every database with its ACL.
 /// The five queries go out together on one connection (pipelined), so this is one round trip.
 pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError> {
-    let (server, roles, memberships, databases, database_acls, settings, extensions) = tokio::try_join!(
-        client.query_one(SERVER, &[]),
-        client.query(ROLES, &[]),
-        client.query(MEMBERSHIPS, &[]),
-        client.query(DATABASES, &[]),
-        client.query(DATABASE_ACLS, &[]),
-        client.query(ROLE_SETTINGS, &[]),
-        client.query(AVAILABLE_EXTENSIONS, &[]),
-    )
-    .map_err(|source| EngineError::Catalog {
-        database: None,
-        source,
-    })?;
+    let (server, roles, memberships, databases, database_acls, settings, extensions) =
+        tokio::try_join!(
+            client.query_one(SERVER, &[]),
+            client.query(ROLES, &[]),
+            client.query(MEMBERSHIPS, &[]),
+            client.query(DATABASES, &[]),
+            client.query(DATABASE_ACLS, &[]),
+            client.query(ROLE_SETTINGS, &[]),
+            client.query(AVAILABLE_EXTENSIONS, &[]),
+        )
+        .map_err(|source| EngineError::Catalog {
+            database: None,
+            source,
+        })?;
 
     let server = ServerInfo {
         current_user: server.get(0),
@@ -170,7 +171,10 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
             }
         }
     }
-    let available_extensions = extensions.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let available_extensions = extensions
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
 
     let mut acls: BTreeMap<String, Acl> = BTreeMap::new();
     for row in &database_acls {

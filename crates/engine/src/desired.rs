@@ -22,8 +22,14 @@ pub enum RoleKind {
 }
 
 impl RoleKind {
-    pub const ALL: [RoleKind; 6] =
-        [RoleKind::Admin, RoleKind::Migrator, RoleKind::Owner, RoleKind::Write, RoleKind::App, RoleKind::Read];
+    pub const ALL: [RoleKind; 6] = [
+        RoleKind::Admin,
+        RoleKind::Migrator,
+        RoleKind::Owner,
+        RoleKind::Write,
+        RoleKind::App,
+        RoleKind::Read,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -125,14 +131,18 @@ impl DesiredTenant {
             .into_iter()
             .map(|model| {
                 let name = |kind: RoleKind| Ident::new(role_name(&database, kind));
-                let settings = spec.roles.get(model.kind.as_str()).cloned().unwrap_or_default();
+                let settings = spec
+                    .roles
+                    .get(model.kind.as_str())
+                    .cloned()
+                    .unwrap_or_default();
                 DesiredRole {
                     kind: model.kind,
                     name: name(model.kind),
                     alternate: Ident::new(alternate_name(&role_name(&database, model.kind))),
-                    secret_path: model
-                        .login
-                        .then(|| SecretPath::for_role(&spec.namespace, &spec.name, model.kind.as_str())),
+                    secret_path: model.login.then(|| {
+                        SecretPath::for_role(&spec.namespace, &spec.name, model.kind.as_str())
+                    }),
                     owner: model.owner,
                     member_of: model.member_of.iter().map(|k| name(*k)).collect(),
                     assumes: model.assumes.map(name),
@@ -186,7 +196,12 @@ impl DesiredTenant {
 
     /// The role that owns the database and its schemas.
     pub fn owner(&self) -> &Ident {
-        &self.roles.iter().find(|r| r.owner).expect("every preset has an owner").name
+        &self
+            .roles
+            .iter()
+            .find(|r| r.owner)
+            .expect("every preset has an owner")
+            .name
     }
 
     pub fn login_roles(&self) -> impl Iterator<Item = &DesiredRole> {
@@ -260,7 +275,10 @@ pub mod policy {
             owner: true,
             member_of: &[],
             assumes: None,
-            access: Access { database: privileges(&["CREATE", "TEMPORARY", "CONNECT"]), ..Access::default() },
+            access: Access {
+                database: privileges(&["CREATE", "TEMPORARY", "CONNECT"]),
+                ..Access::default()
+            },
         }
     }
 
@@ -304,13 +322,20 @@ pub mod policy {
             owner: false,
             member_of: &[RoleKind::Owner],
             assumes: Some(RoleKind::Owner),
-            access: Access { database: connect(), ..Access::default() },
+            access: Access {
+                database: connect(),
+                ..Access::default()
+            },
         }
     }
 
     pub fn roles(preset: Preset) -> Vec<RoleModel> {
         match preset {
-            Preset::Idp => vec![owner(RoleKind::Admin, true), writer(RoleKind::Write), reader(RoleKind::Read)],
+            Preset::Idp => vec![
+                owner(RoleKind::Admin, true),
+                writer(RoleKind::Write),
+                reader(RoleKind::Read),
+            ],
             Preset::AppMigrator => vec![owner(RoleKind::Migrator, true), writer(RoleKind::App)],
             Preset::SchemaOwner => vec![
                 owner(RoleKind::Owner, false),
@@ -340,7 +365,11 @@ pub mod policy {
     }
 
     impl DefaultObject {
-        pub const ALL: [DefaultObject; 3] = [DefaultObject::Tables, DefaultObject::Sequences, DefaultObject::Schemas];
+        pub const ALL: [DefaultObject; 3] = [
+            DefaultObject::Tables,
+            DefaultObject::Sequences,
+            DefaultObject::Schemas,
+        ];
 
         /// `pg_default_acl.defaclobjtype`.
         pub fn catalog_code(self) -> &'static str {
@@ -534,7 +563,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            t.role(RoleKind::Read).unwrap().secret_path.as_ref().unwrap().as_str(),
+            t.role(RoleKind::Read)
+                .unwrap()
+                .secret_path
+                .as_ref()
+                .unwrap()
+                .as_str(),
             "customer/idp-dev/my-db-read"
         );
         assert_eq!(t.owner().as_str(), "idp-dev-my-db-admin");
@@ -553,7 +587,11 @@ mod tests {
         let names: Vec<&str> = migrator.roles.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["shop-cart-migrator", "shop-cart-app"]);
         assert_eq!(migrator.owner().as_str(), "shop-cart-migrator");
-        assert_eq!(migrator.schemas, [Ident::new("app"), Ident::new("audit")], "app implied once");
+        assert_eq!(
+            migrator.schemas,
+            [Ident::new("app"), Ident::new("audit")],
+            "app implied once"
+        );
 
         let owned = DesiredTenant::from_spec(&spec(Preset::SchemaOwner));
         let owner = owned.role(RoleKind::Owner).unwrap();
@@ -585,7 +623,10 @@ mod tests {
         assert_eq!(read.attributes.connection_limit, 5);
         let config = read.config();
         let config: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        assert_eq!(config, [("log_statement", "all"), ("statement_timeout", "30000")]);
+        assert_eq!(
+            config,
+            [("log_statement", "all"), ("statement_timeout", "30000")]
+        );
         let admin = t.role(RoleKind::Admin).unwrap();
         assert_eq!(admin.alternate_config()["role"], "idp-dev-my-db-admin");
     }

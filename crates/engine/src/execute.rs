@@ -489,7 +489,12 @@ fn segments(ops: &[Operation]) -> Vec<Segment<'_>> {
     for op in ops {
         match &op.action {
             Action::Sql { .. } | Action::SetPassword { .. } => {
-                if let Some(Segment::Sql { database, run_as, ops }) = segments.last_mut() {
+                if let Some(Segment::Sql {
+                    database,
+                    run_as,
+                    ops,
+                }) = segments.last_mut()
+                {
                     if *database == op.database.as_ref() && *run_as == op.run_as.as_ref() {
                         ops.push(op);
                         continue;

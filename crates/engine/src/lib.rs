@@ -9,6 +9,7 @@ pub mod connect;
 pub mod desired;
 pub mod execute;
 pub mod ident;
+pub mod inventory;
 pub mod observed;
 pub mod plan;
 pub mod rotate;
@@ -187,7 +188,13 @@ async fn inspect(
         .filter(|r| !r.access.table.is_empty() || !r.access.sequence.is_empty())
         .map(|r| r.name.as_str())
         .collect();
-    catalog::read_database(&client, tenant.database.as_str(), tenant.owner().as_str(), &grantees).await
+    catalog::read_database(
+        &client,
+        tenant.database.as_str(),
+        tenant.owner().as_str(),
+        &grantees,
+    )
+    .await
 }
 
 /// Connection details of every stored credential. A store that cannot be read (missing or wrong key,
@@ -210,6 +217,14 @@ fn read_store(
         }
     }
     Ok(stored)
+}
+
+/// Every database on the cluster with its state (see [`inventory`]).
+pub async fn list_databases(
+    connector: &Connector,
+) -> Result<Vec<inventory::ListedDatabase>, EngineError> {
+    let control = connector.connect(None).await?;
+    Ok(inventory::list(&catalog::read_cluster(&control).await?))
 }
 
 /// An error and its causes on one line, for reports that are not the binary's own error output.

@@ -21,7 +21,8 @@ use crate::connect::Connector;
 use std::collections::BTreeMap;
 
 use crate::desired::{
-    alternate_name, role_name, DesiredTenant, Marker, RoleAttributes, RoleKind, MANAGED_ROLE_SETTINGS,
+    alternate_name, role_name, DesiredTenant, Marker, RoleAttributes, RoleKind,
+    MANAGED_ROLE_SETTINGS,
 };
 use crate::ident::{quote_literal, Ident};
 use crate::sql;
@@ -145,7 +146,10 @@ impl Rotator<'_> {
             ))
         })?;
         let control = self.connector.connect(None).await?;
-        let catalog_error = |source| EngineError::Catalog { database: None, source };
+        let catalog_error = |source| EngineError::Catalog {
+            database: None,
+            source,
+        };
         let row = control
             .query_one(
                 "SELECT current_user::text, r.rolsuper,
@@ -172,7 +176,10 @@ impl Rotator<'_> {
             true if current.username == alternate.as_str() => role.clone(),
             true => alternate.clone(),
         };
-        if grace && target == alternate && alternate.as_str().len() > pgtenant_spec::MAX_IDENTIFIER_BYTES {
+        if grace
+            && target == alternate
+            && alternate.as_str().len() > pgtenant_spec::MAX_IDENTIFIER_BYTES
+        {
             return Err(EngineError::Rotation(format!(
                 "grace rotation needs the login `{alternate}` ({} bytes), longer than PostgreSQL's {}-byte limit; \
                  rotate without --grace",
@@ -180,11 +187,17 @@ impl Rotator<'_> {
                 pgtenant_spec::MAX_IDENTIFIER_BYTES
             )));
         }
-        let next = Credential { username: target.as_str().to_string(), password: generate_password(), ..current };
+        let next = Credential {
+            username: target.as_str().to_string(),
+            password: generate_password(),
+            ..current
+        };
         self.store.put(&journal, &next)?;
         failpoint("rotate:after-journal");
 
-        let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(next.password.as_bytes()));
+        let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(
+            next.password.as_bytes(),
+        ));
         let statements = if target == alternate && !alternate_exists {
             let mut statements = vec![
                 sql::create_role(&target, &RoleAttributes::TENANT),
@@ -203,15 +216,23 @@ impl Rotator<'_> {
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect();
             if owns_database {
-                config.entry("role".to_string()).or_insert_with(|| role.as_str().to_string());
+                config
+                    .entry("role".to_string())
+                    .or_insert_with(|| role.as_str().to_string());
             }
-            statements.extend(config.iter().map(|(key, value)| sql::set_role_config(&target, key, value)));
+            statements.extend(
+                config
+                    .iter()
+                    .map(|(key, value)| sql::set_role_config(&target, key, value)),
+            );
             statements
         } else {
             vec![sql::set_password(&target)]
         };
         // One simple query: several statements commit together or not at all.
-        let batch = statements.join(";\n").replace(sql::PASSWORD_PLACEHOLDER, &verifier);
+        let batch = statements
+            .join(";\n")
+            .replace(sql::PASSWORD_PLACEHOLDER, &verifier);
         control.batch_execute(&batch).await.map_err(catalog_error)?;
         failpoint("rotate:after-server");
 

@@ -19,12 +19,20 @@ pub fn create_role(role: &Ident, attributes: &RoleAttributes) -> String {
 }
 
 pub fn create_nologin_role(role: &Ident, attributes: &RoleAttributes) -> String {
-    format!("CREATE ROLE {} WITH {}", role.quote(), RoleAttributes::options_towards(None, attributes).join(" "))
+    format!(
+        "CREATE ROLE {} WITH {}",
+        role.quote(),
+        RoleAttributes::options_towards(None, attributes).join(" ")
+    )
 }
 
 /// `key` is one of pgtenant's managed settings, never input; the value is a literal.
 pub fn set_role_config(role: &Ident, key: &str, value: &str) -> String {
-    format!("ALTER ROLE {} SET {key} = {}", role.quote(), quote_literal(value))
+    format!(
+        "ALTER ROLE {} SET {key} = {}",
+        role.quote(),
+        quote_literal(value)
+    )
 }
 
 pub fn reset_role_config(role: &Ident, key: &str) -> String {
@@ -32,13 +40,21 @@ pub fn reset_role_config(role: &Ident, key: &str) -> String {
 }
 
 pub fn create_schema(schema: &Ident, owner: &Ident) -> String {
-    format!("CREATE SCHEMA {} AUTHORIZATION {}", schema.quote(), owner.quote())
+    format!(
+        "CREATE SCHEMA {} AUTHORIZATION {}",
+        schema.quote(),
+        owner.quote()
+    )
 }
 
 /// Into `schema` explicitly: control sessions run with `search_path = pg_catalog`, where an
 /// extension's objects must never land.
 pub fn create_extension(extension: &Ident, schema: &Ident) -> String {
-    format!("CREATE EXTENSION {} SCHEMA {}", extension.quote(), schema.quote())
+    format!(
+        "CREATE EXTENSION {} SCHEMA {}",
+        extension.quote(),
+        schema.quote()
+    )
 }
 
 pub fn alter_role(role: &Ident, options: &[String]) -> String {
@@ -51,7 +67,6 @@ pub fn set_password(role: &Ident) -> String {
         role.quote()
     )
 }
-
 
 pub fn comment_on_role(role: &Ident, marker: &Marker) -> String {
     format!(

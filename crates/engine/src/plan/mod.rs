@@ -8,8 +8,8 @@ use pgtenant_spec::Mode;
 use serde::Serialize;
 
 use crate::desired::{
-    policy::DefaultObject, Access, Desired, DesiredTenant, Marker, Privileges, RoleAttributes, RoleKind,
-    MANAGED_ROLE_SETTINGS,
+    policy::DefaultObject, Access, Desired, DesiredTenant, Marker, Privileges, RoleAttributes,
+    RoleKind, MANAGED_ROLE_SETTINGS,
 };
 use crate::ident::Ident;
 use crate::observed::{
@@ -236,13 +236,27 @@ impl TenantPlanner<'_> {
 
     fn push(&mut self, phase: Phase, action: Action, why: impl Into<String>) {
         let inside = matches!(phase, Phase::Schemas | Phase::DefaultPrivileges);
-        self.push_at(phase, inside.then(|| self.tenant.owner().clone()), action, why);
+        self.push_at(
+            phase,
+            inside.then(|| self.tenant.owner().clone()),
+            action,
+            why,
+        );
     }
 
     /// `run_as`: inside the tenant database as that role (schemas, default privileges) — or, with
     /// `Phase::Extensions` and None, inside it as the control role itself.
-    fn push_at(&mut self, phase: Phase, run_as: Option<Ident>, action: Action, why: impl Into<String>) {
-        let inside = matches!(phase, Phase::Schemas | Phase::DefaultPrivileges | Phase::Extensions);
+    fn push_at(
+        &mut self,
+        phase: Phase,
+        run_as: Option<Ident>,
+        action: Action,
+        why: impl Into<String>,
+    ) {
+        let inside = matches!(
+            phase,
+            Phase::Schemas | Phase::DefaultPrivileges | Phase::Extensions
+        );
         self.ops.push(Operation {
             tenant: self.tenant.id.clone(),
             phase,
@@ -255,7 +269,14 @@ impl TenantPlanner<'_> {
     }
 
     fn push_sql(&mut self, phase: Phase, sql: String, why: impl Into<String>) {
-        self.push(phase, Action::Sql { sql, transactional: true }, why);
+        self.push(
+            phase,
+            Action::Sql {
+                sql,
+                transactional: true,
+            },
+            why,
+        );
     }
 
     /// The control role joins every tenant role: PostgreSQL lets a non-superuser create a database
@@ -275,7 +296,10 @@ impl TenantPlanner<'_> {
                 .observed
                 .roles
                 .get(role.alternate.as_str())
-                .filter(|a| a.marker().is_some_and(|m| m == Marker::alternate(self.tenant, role.kind)));
+                .filter(|a| {
+                    a.marker()
+                        .is_some_and(|m| m == Marker::alternate(self.tenant, role.kind))
+                });
             let mut members = self.control_members();
             if alternate.is_some() {
                 members.insert(role.alternate.as_str().to_string());
@@ -307,8 +331,18 @@ impl TenantPlanner<'_> {
                     ),
                 }
             }
-            let member_of: BTreeSet<String> = role.member_of.iter().map(|r| r.as_str().to_string()).collect();
-            self.login_role(&role.name, Marker::role(self.tenant, role.kind), &role.attributes, &member_of, &members);
+            let member_of: BTreeSet<String> = role
+                .member_of
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect();
+            self.login_role(
+                &role.name,
+                Marker::role(self.tenant, role.kind),
+                &role.attributes,
+                &member_of,
+                &members,
+            );
             self.role_config(&role.name, &role.config());
             if let (true, Some(secret_path)) = (exists, &role.secret_path) {
                 self.credentials(&role.name, &role.alternate, secret_path);
@@ -343,11 +377,16 @@ impl TenantPlanner<'_> {
         let empty = BTreeSet::new();
         let (member_of, members) = match observed {
             None => {
-                self.push_sql(Phase::Roles, sql::comment_on_role(name, &marker), "mark the role as managed by pgtenant");
+                self.push_sql(
+                    Phase::Roles,
+                    sql::comment_on_role(name, &marker),
+                    "mark the role as managed by pgtenant",
+                );
                 (&empty, &empty)
             }
             Some(existing) => {
-                let options = RoleAttributes::options_towards(Some(&existing.attributes), attributes);
+                let options =
+                    RoleAttributes::options_towards(Some(&existing.attributes), attributes);
                 if !options.is_empty() {
                     let why = format!("attributes differ; setting {}", options.join(", "));
                     self.push_sql(Phase::Roles, sql::alter_role(name, &options), why);
@@ -418,7 +457,11 @@ impl TenantPlanner<'_> {
     }
 
     fn store_is_empty(&self) -> bool {
-        !self.observed.stored_credentials.keys().any(|p| p.as_str().starts_with("customer/"))
+        !self
+            .observed
+            .stored_credentials
+            .keys()
+            .any(|p| p.as_str().starts_with("customer/"))
     }
 
     /// The store must hold credentials for the role (or its grace-rotation alternate, whichever
@@ -428,9 +471,15 @@ impl TenantPlanner<'_> {
         let stored = self.observed.stored_credentials.get(secret_path);
         let usable = stored.filter(|s| {
             s.username == role.as_str()
-                || (s.username == alternate.as_str() && self.observed.roles.contains_key(alternate.as_str()))
+                || (s.username == alternate.as_str()
+                    && self.observed.roles.contains_key(alternate.as_str()))
         });
-        let managed = self.observed.roles.get(role.as_str()).and_then(|r| r.marker()).is_some();
+        let managed = self
+            .observed
+            .roles
+            .get(role.as_str())
+            .and_then(|r| r.marker())
+            .is_some();
         if usable.is_none() && managed && self.store_is_empty() {
             self.blocked.push(format!(
                 "no credentials for `{role}` in the credential store, and the store holds no tenant credentials at all \
@@ -450,17 +499,28 @@ impl TenantPlanner<'_> {
                     dbname: dbname.to_string(),
                 },
                 match stored {
-                    None => "no stored credentials for this existing role: issuing a new password".to_string(),
-                    Some(s) => format!("stored credentials name `{}`, not this role: issuing a new password", s.username),
+                    None => "no stored credentials for this existing role: issuing a new password"
+                        .to_string(),
+                    Some(s) => format!(
+                        "stored credentials name `{}`, not this role: issuing a new password",
+                        s.username
+                    ),
                 },
             ),
             (_, Some(stored)) => {
                 let current = (&stored.endpoint, stored.port, stored.dbname.as_str());
-                let wanted = (&self.context.endpoint_host, self.context.endpoint_port, dbname);
+                let wanted = (
+                    &self.context.endpoint_host,
+                    self.context.endpoint_port,
+                    dbname,
+                );
                 if current != wanted {
                     self.push(
                         Phase::Credentials,
-                        Action::StoreCredential { secret_path: secret_path.clone(), dbname: dbname.to_string() },
+                        Action::StoreCredential {
+                            secret_path: secret_path.clone(),
+                            dbname: dbname.to_string(),
+                        },
                         format!(
                             "stored connection details ({}:{}/{}) differ from {}:{}/{}",
                             current.0, current.1, current.2, wanted.0, wanted.1, wanted.2
@@ -481,7 +541,10 @@ impl TenantPlanner<'_> {
             None => {
                 self.push(
                     Phase::Database,
-                    Action::Sql { sql: sql::create_database(&tenant.database, owner), transactional: false },
+                    Action::Sql {
+                        sql: sql::create_database(&tenant.database, owner),
+                        transactional: false,
+                    },
                     "declared in the spec; the database does not exist",
                 );
                 fresh_database(owner)
@@ -491,7 +554,10 @@ impl TenantPlanner<'_> {
             self.push_sql(
                 Phase::Database,
                 sql::alter_database_owner(&tenant.database, owner),
-                format!("owned by `{}`; the tenant's owner role `{owner}` must own it", current.owner),
+                format!(
+                    "owned by `{}`; the tenant's owner role `{owner}` must own it",
+                    current.owner
+                ),
             );
             // ALTER … OWNER hands the old owner's ACL entry to the new owner.
             current.acl = transfer_owner(current.acl, &current.owner, owner.as_str());
@@ -506,8 +572,14 @@ impl TenantPlanner<'_> {
         if current.connection_limit != tenant.connection_limit {
             self.push_sql(
                 Phase::Database,
-                sql::alter_database(&tenant.database, &format!("CONNECTION LIMIT {}", tenant.connection_limit)),
-                format!("connection limit is {}, the spec says {}", current.connection_limit, tenant.connection_limit),
+                sql::alter_database(
+                    &tenant.database,
+                    &format!("CONNECTION LIMIT {}", tenant.connection_limit),
+                ),
+                format!(
+                    "connection limit is {}, the spec says {}",
+                    current.connection_limit, tenant.connection_limit
+                ),
             );
         }
         let marker = Marker::database(tenant);
@@ -518,7 +590,11 @@ impl TenantPlanner<'_> {
                 (Some(_), Some(old)) if old.mode != marker.mode => "the deletion mode changed",
                 (Some(_), Some(_)) => "the database's pgtenant marker is out of date",
             };
-            self.push_sql(Phase::Database, sql::comment_on_database(&tenant.database, &marker), why);
+            self.push_sql(
+                Phase::Database,
+                sql::comment_on_database(&tenant.database, &marker),
+                why,
+            );
         }
         let wanted = role_acl(tenant, |access| &access.database);
         for change in diff_acl(&current.acl, &wanted, true) {
@@ -532,7 +608,11 @@ impl TenantPlanner<'_> {
     fn inside_database(&mut self, created: bool) {
         let tenant = self.tenant;
         let owner = tenant.owner().as_str().to_string();
-        let catalog = match self.observed.database_catalogs.get(tenant.database.as_str()) {
+        let catalog = match self
+            .observed
+            .database_catalogs
+            .get(tenant.database.as_str())
+        {
             Some(catalog) => catalog.clone(),
             None if created => fresh_catalog(),
             // The reader inspects every declared database that exists; without it we cannot judge.
@@ -544,7 +624,10 @@ impl TenantPlanner<'_> {
                 self.push_sql(
                     Phase::Schemas,
                     sql::alter_schema_owner(&Ident::new("public"), tenant.owner()),
-                    format!("schema public is owned by `{}`; the tenant's owner role must own it", public.owner),
+                    format!(
+                        "schema public is owned by `{}`; the tenant's owner role must own it",
+                        public.owner
+                    ),
                 );
                 public.acl = transfer_owner(std::mem::take(&mut public.acl), &public.owner, &owner);
                 public.owner = owner.clone();
@@ -552,7 +635,10 @@ impl TenantPlanner<'_> {
             if public.acl.contains_key(&None) {
                 self.push_sql(
                     Phase::Schemas,
-                    sql::revoke_all_on(&format!("SCHEMA {}", Ident::new("public").quote()), &[None]),
+                    sql::revoke_all_on(
+                        &format!("SCHEMA {}", Ident::new("public").quote()),
+                        &[None],
+                    ),
                     "PUBLIC must not use schema public: only the tenant's roles may",
                 );
             }
@@ -566,15 +652,22 @@ impl TenantPlanner<'_> {
                         format!("schema {schema} is declared and does not exist"),
                     );
                     // A new schema gets the owner's default privileges for schemas at once.
-                    schemas.insert(schema.as_str().to_string(), self.new_schema_by_owner(&catalog, &owner));
+                    schemas.insert(
+                        schema.as_str().to_string(),
+                        self.new_schema_by_owner(&catalog, &owner),
+                    );
                 }
                 Some(existing) if existing.owner != owner => {
                     self.push_sql(
                         Phase::Schemas,
                         sql::alter_schema_owner(schema, tenant.owner()),
-                        format!("schema {schema} is owned by `{}`; the tenant's owner role must own it", existing.owner),
+                        format!(
+                            "schema {schema} is owned by `{}`; the tenant's owner role must own it",
+                            existing.owner
+                        ),
                     );
-                    existing.acl = transfer_owner(std::mem::take(&mut existing.acl), &existing.owner, &owner);
+                    existing.acl =
+                        transfer_owner(std::mem::take(&mut existing.acl), &existing.owner, &owner);
                     existing.owner = owner.clone();
                 }
                 Some(_) => {}
@@ -597,22 +690,31 @@ impl TenantPlanner<'_> {
     /// privileges for schemas as they will be after this plan.
     fn new_schema_by_owner(&self, catalog: &DatabaseCatalog, owner: &str) -> ObservedSchema {
         let mut acl = acl_from_pairs([(Some(owner), "USAGE"), (Some(owner), "CREATE")]);
-        let defaults = catalog.default_acls.get(&(owner.to_string(), "n".to_string()));
+        let defaults = catalog
+            .default_acls
+            .get(&(owner.to_string(), "n".to_string()));
         if let Some(defaults) = defaults {
             for (grantee, privileges) in &defaults.acl {
-                acl.entry(grantee.clone()).or_default().extend(privileges.iter().cloned());
+                acl.entry(grantee.clone())
+                    .or_default()
+                    .extend(privileges.iter().cloned());
             }
         }
-        ObservedSchema { owner: owner.to_string(), acl_text: None, acl }
+        ObservedSchema {
+            owner: owner.to_string(),
+            acl_text: None,
+            acl,
+        }
     }
 
     /// Objects created before the grants (or with grants revoked by hand) get them on the next apply.
     fn existing_relations(&mut self, catalog: &DatabaseCatalog, schema: &str) {
         let schema_ident = Ident::new(schema.to_string());
         for role in self.tenant.roles.clone() {
-            for (is_sequence, wanted, keyword) in
-                [(false, &role.access.table, "TABLE"), (true, &role.access.sequence, "SEQUENCE")]
-            {
+            for (is_sequence, wanted, keyword) in [
+                (false, &role.access.table, "TABLE"),
+                (true, &role.access.sequence, "SEQUENCE"),
+            ] {
                 if wanted.is_empty() {
                     continue;
                 }
@@ -647,7 +749,10 @@ impl TenantPlanner<'_> {
         for object in DefaultObject::ALL {
             let current = catalog
                 .default_acls
-                .get(&(owner.as_str().to_string(), object.catalog_code().to_string()))
+                .get(&(
+                    owner.as_str().to_string(),
+                    object.catalog_code().to_string(),
+                ))
                 .map(|d| d.acl.clone())
                 .unwrap_or_default();
             for role in self.tenant.roles.clone().iter().filter(|r| !r.owner) {
@@ -708,7 +813,13 @@ impl TenantPlanner<'_> {
 }
 
 /// The removal half of the plan: tenants the cluster marks as ours that the repo no longer declares.
-fn plan_removals(desired: &Desired, observed: &Observed, guard: &DropGuard, now: &str, plan: &mut Plan) {
+fn plan_removals(
+    desired: &Desired,
+    observed: &Observed,
+    guard: &DropGuard,
+    now: &str,
+    plan: &mut Plan,
+) {
     let declared: BTreeSet<&str> = desired.tenants.iter().map(|t| t.id.as_str()).collect();
     // Names a declared tenant derives are never dropped, whatever tenant their marker names: a
     // namespace/name split that changed (`a-b/c` → `a/b-c`) maps to the same database and adopts it.
@@ -796,9 +907,15 @@ fn plan_removals(desired: &Desired, observed: &Observed, guard: &DropGuard, now:
         };
         if let Some((name, Mode::Protected)) = &found.database {
             // Only when the repo is trustworthy: a broken file may still declare it.
-            let unmarked = found.marker.as_ref().filter(|m| m.orphaned_since.is_none() && hold_all.is_none());
+            let unmarked = found
+                .marker
+                .as_ref()
+                .filter(|m| m.orphaned_since.is_none() && hold_all.is_none());
             if let Some(marker) = unmarked {
-                let marked = Marker { orphaned_since: Some(now.to_string()), ..marker.clone() };
+                let marked = Marker {
+                    orphaned_since: Some(now.to_string()),
+                    ..marker.clone()
+                };
                 plan.operations.push(Operation {
                     tenant: tenant.clone(),
                     phase: Phase::Database,
@@ -969,7 +1086,10 @@ fn transfer_owner(mut acl: Acl, old: &str, new: &str) -> Acl {
 }
 
 /// The wanted ACL of an object: each tenant role with what the policy gives it.
-fn role_acl(tenant: &DesiredTenant, access_of: fn(&Access) -> &Privileges) -> BTreeMap<Ident, Privileges> {
+fn role_acl(
+    tenant: &DesiredTenant,
+    access_of: fn(&Access) -> &Privileges,
+) -> BTreeMap<Ident, Privileges> {
     tenant
         .roles
         .iter()

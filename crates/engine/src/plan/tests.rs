@@ -563,7 +563,11 @@ fn presets_on_an_empty_cluster() {
     );
     let migrator = DatabaseSpec {
         preset: pgtenant_spec::Preset::AppMigrator,
-        extensions: vec!["pgcrypto".into(), "postgres_fdw".into(), "no_such_ext".into()],
+        extensions: vec![
+            "pgcrypto".into(),
+            "postgres_fdw".into(),
+            "no_such_ext".into(),
+        ],
         roles: settings,
         ..spec("shop", "checkout", Mode::Protected)
     };
@@ -573,7 +577,11 @@ fn presets_on_an_empty_cluster() {
         ..spec("notify", "api", Mode::Standard)
     };
     let mut observed = empty_cluster();
-    observed.available_extensions = [("pgcrypto".to_string(), true), ("postgres_fdw".to_string(), false)].into();
+    observed.available_extensions = [
+        ("pgcrypto".to_string(), true),
+        ("postgres_fdw".to_string(), false),
+    ]
+    .into();
     let plan = plan(&desired(&[migrator, owner]), &observed, &context());
     insta::assert_snapshot!(render(&plan));
 }
