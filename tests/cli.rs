@@ -343,3 +343,31 @@ fn endpoint_is_written_into_credentials_and_kept_up_to_date() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not HOST:PORT"));
 }
+
+#[tokio::test]
+async fn tenant_scope_reconciles_only_the_named_tenants() {
+    let env = Env::new();
+    env.declare("team", "a", &[("a", "standard")]);
+    env.declare("team", "b", &[("b", "standard")]);
+    env.apply();
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(r#"ALTER ROLE "team-a-read" CREATEDB; ALTER ROLE "team-b-read" CREATEDB"#)
+        .await
+        .unwrap();
+    env.declare("team", "c", &[("c", "standard")]);
+
+    let out = env.run(&["apply", "--tenant", "team/c", "--tenant", "team/a", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let touched: Vec<String> = out.json()["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(touched, ["team/a", "team/c"]);
+    let plan = env.plan().json();
+    let pending: Vec<&str> = plan["operations"].as_array().unwrap().iter().map(|op| op["tenant"].as_str().unwrap()).collect();
+    assert_eq!(pending, ["team/b"], "b was out of scope and keeps its drift");
+    assert_eq!(env.run(&["plan", "--tenant", "bad name"]).code, 1);
+}

@@ -23,6 +23,19 @@ pub struct RepoArgs {
     pub format: Format,
     #[command(flatten)]
     pub guard: GuardArgs,
+    /// Reconcile only this tenant, NAMESPACE/DATABASE (repeatable): only its database is inspected,
+    /// so the cost does not grow with the number of tenants on the cluster. Without it, all of them.
+    #[arg(long = "tenant", value_name = "NS/DB")]
+    pub tenants: Vec<String>,
+}
+
+impl RepoArgs {
+    fn scope(&self) -> Result<BTreeSet<String>> {
+        for tenant in &self.tenants {
+            crate::commands::parse_tenant(tenant)?;
+        }
+        Ok(self.tenants.iter().cloned().collect())
+    }
 }
 
 /// What one run may drop; beyond it every drop is held and the plan says why.
@@ -62,10 +75,12 @@ struct Planned {
 
 /// `exclusive`: hold the cluster-wide apply lock from before the catalog is read until the
 /// returned [`Planned`] is dropped, so two applies never plan against each other's half-done work.
+/// `scope`: the tenants to reconcile, empty for all.
 fn load_and_plan(
     context: &Context,
     repo: Option<&Path>,
     guard: &DropGuard,
+    scope: &BTreeSet<String>,
     runtime: &tokio::runtime::Runtime,
     exclusive: bool,
 ) -> Result<Planned> {
@@ -85,11 +100,13 @@ fn load_and_plan(
         }
         false => None,
     };
+    let in_scope = |tenant: &str| scope.is_empty() || scope.contains(tenant);
     let observed = runtime
-        .block_on(pgtenant_engine::observe(
+        .block_on(pgtenant_engine::observe_tenants(
             &connected.connector,
             &desired,
             store.as_ref(),
+            |tenant| in_scope(&tenant.id),
         ))
         .context("reading the cluster")?;
     let plan_context = PlanContext {
@@ -99,7 +116,9 @@ fn load_and_plan(
         superuser_extensions: context.superuser_extensions().clone(),
         now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
-    let plan = pgtenant_engine::plan(&desired, &observed, &plan_context);
+    let mut plan = pgtenant_engine::plan(&desired, &observed, &plan_context);
+    plan.operations.retain(|op| in_scope(&op.tenant));
+    plan.notices.retain(|notice| in_scope(&notice.tenant));
     Ok(Planned {
         repo,
         desired,
@@ -152,6 +171,7 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
         context,
         args.repo.as_deref(),
         &args.guard.drop_guard(),
+        &args.scope()?,
         &runtime,
         false,
     )?;
@@ -171,6 +191,7 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
         context,
         args.repo.as_deref(),
         &args.guard.drop_guard(),
+        &args.scope()?,
         &runtime,
         true,
     )?;
@@ -273,7 +294,7 @@ pub fn reconcile_tenant(
     tenant: &str,
 ) -> Result<ApplyOutcome> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, repo, &DropGuard::default(), &runtime, true)?;
+    let planned = load_and_plan(context, repo, &DropGuard::default(), &BTreeSet::from([tenant.to_string()]), &runtime, true)?;
     if !planned.desired.tenants.iter().any(|t| t.id == tenant) {
         anyhow::bail!(
             "{tenant} is not declared in the apps repo: declare it and run `pgtenant apply` first"
@@ -292,6 +313,7 @@ pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
         context,
         args.repo.as_deref(),
         &args.guard.drop_guard(),
+        &args.scope()?,
         &runtime,
         false,
     )?;
