@@ -5,6 +5,12 @@
 //! This crate reads such a repo, keeps the source position of every value, validates it and
 //! converts legacy fields. It never touches a database.
 //!
+//! Two formats: legacy files (no `apiVersion`: the chart's `name`, `mode` and 0.5.0's
+//! `deletionProtection`) and v1 files (`apiVersion: pgtenant.io/v1`: presets, schemas,
+//! extensions, limits, environment, role settings). [`upgrade()`] turns a legacy file into v1 as a
+//! minimal textual edit; [`values_file_schema`] is the JSON Schema of a values file for editors.
+//! `docs/spec.md` is the user-facing reference.
+//!
 //! The contract with the engine: a file with any error contributes no databases and is listed
 //! in [`LoadedRepo::failed_files`]; the tenants it declares are unknown and must be left alone.
 //! Every problem of a repo is reported in one run, so a user fixes everything at once.

@@ -1,4 +1,5 @@
-//! The JSON Schema for editors: the committed copy is current, the examples conform, and the
+//! The JSON Schema for editors and docs/spec.md: the committed schema is current, the examples
+//! conform, the documented mistakes and upgrade are what pgtenant reports and does, and the
 //! schema never rejects what the parser accepts.
 //!
 //! Validation uses a small draft-07 validator below, covering exactly the keywords the schema
