@@ -410,7 +410,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
         .insert(write.alternate.to_string());
     observed
         .stored_credentials
-        .get_mut(&write.secret_path.as_ref().unwrap())
+        .get_mut(write.secret_path.as_ref().unwrap())
         .unwrap()
         .username = write.alternate.to_string();
     let converged = plan(&desired, &observed, &context());
@@ -425,7 +425,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
         .clear();
     observed
         .stored_credentials
-        .get_mut(&write.secret_path.as_ref().unwrap())
+        .get_mut(write.secret_path.as_ref().unwrap())
         .unwrap()
         .username = "someone-else".into();
     let repaired = render(&plan(&desired, &observed, &context()));
