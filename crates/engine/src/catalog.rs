@@ -43,8 +43,14 @@ SELECT e.name::text, COALESCE(v.trusted, false)
 
 const EXTENSIONS: &str = "SELECT extname::text FROM pg_catalog.pg_extension";
 
+/// PostgreSQL 16 records a grantor and INHERIT/SET options per membership (and gives a CREATEROLE
+/// creator an ADMIN-only membership that conveys no privileges). Read through `to_jsonb`, one query
+/// serves 15 (no such columns: every membership is a full one) and 16+.
 const MEMBERSHIPS: &str = "
-SELECT pg_catalog.pg_get_userbyid(m.roleid)::text, pg_catalog.pg_get_userbyid(m.member)::text
+SELECT pg_catalog.pg_get_userbyid(m.roleid)::text, pg_catalog.pg_get_userbyid(m.member)::text,
+       pg_catalog.pg_get_userbyid(m.grantor)::text,
+       COALESCE((pg_catalog.to_jsonb(m) ->> 'inherit_option')::bool, true)
+         AND COALESCE((pg_catalog.to_jsonb(m) ->> 'set_option')::bool, true)
   FROM pg_catalog.pg_auth_members m";
 
 const DATABASES: &str = "
@@ -148,17 +154,27 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
                 member_of: Default::default(),
                 members: Default::default(),
                 config: Default::default(),
+                membership_grantors: Default::default(),
             };
             (row.get::<_, String>(0), role)
         })
         .collect();
     for row in &memberships {
-        let (role, member): (String, String) = (row.get(0), row.get(1));
+        let (role, member, grantor, conveys): (String, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         if let Some(r) = observed_roles.get_mut(&member) {
-            r.member_of.insert(role.clone());
+            if conveys {
+                r.member_of.insert(role.clone());
+            }
+            r.membership_grantors
+                .entry(role.clone())
+                .or_default()
+                .insert(grantor.clone());
         }
         if let Some(r) = observed_roles.get_mut(&role) {
-            r.members.insert(member);
+            if conveys {
+                r.members.insert(member);
+            }
         }
     }
 

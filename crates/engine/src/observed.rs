@@ -55,6 +55,8 @@ pub struct ObservedRole {
     pub members: BTreeSet<String>,
     /// Session defaults (`ALTER ROLE … SET`) for all databases, by setting name.
     pub config: BTreeMap<String, String>,
+    /// Who granted each of this role's memberships (PostgreSQL 16 revokes per grantor).
+    pub membership_grantors: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl ObservedRole {

@@ -160,7 +160,8 @@ impl Rotator<'_> {
                                  '{}'::text[]),
                         EXISTS (SELECT 1 FROM pg_catalog.pg_database
                                  WHERE datname = $3
-                                   AND datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2))
+                                   AND datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2)),
+                        pg_catalog.current_setting('server_version_num')::int4
                    FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
                 &[&alternate.as_str(), &role.as_str(), &tenant.database.as_str()],
             )
@@ -170,6 +171,7 @@ impl Rotator<'_> {
             (row.get(0), row.get(1), row.get(2));
         let role_config: Vec<String> = row.get(3);
         let owns_database: bool = row.get(4);
+        let version: i32 = row.get(5);
 
         let target = match grace {
             false => Ident::new(current.username.clone()),
@@ -202,10 +204,14 @@ impl Rotator<'_> {
             let mut statements = vec![
                 sql::create_role(&target, &RoleAttributes::TENANT),
                 sql::comment_on_role(&target, &Marker::alternate(tenant, kind)),
-                sql::grant_membership(&role, &target),
+                sql::grant_membership(&role, &target, version),
             ];
             if !is_superuser {
-                statements.push(sql::grant_membership(&target, &Ident::new(control_role)));
+                statements.push(sql::grant_membership(
+                    &target,
+                    &Ident::new(control_role),
+                    version,
+                ));
             }
             // The twin behaves like the role: same managed session settings, and an owner's twin
             // acts as the owner so what it creates keeps one owner.

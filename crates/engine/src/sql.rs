@@ -76,12 +76,28 @@ pub fn comment_on_role(role: &Ident, marker: &Marker) -> String {
     )
 }
 
-pub fn grant_membership(role: &Ident, member: &Ident) -> String {
-    format!("GRANT {} TO {}", role.quote(), member.quote())
+/// PostgreSQL 16+ takes the options explicitly, so the membership conveys privileges whatever the
+/// member's INHERIT attribute and `createrole_self_grant` say.
+pub fn grant_membership(role: &Ident, member: &Ident, server_version: i32) -> String {
+    let options = if server_version >= 160_000 {
+        " WITH INHERIT TRUE, SET TRUE"
+    } else {
+        ""
+    };
+    format!("GRANT {} TO {}{options}", role.quote(), member.quote())
 }
 
-pub fn revoke_membership(role: &Ident, member: &Ident) -> String {
-    format!("REVOKE {} FROM {}", role.quote(), member.quote())
+/// On PostgreSQL 16+ a membership exists once per grantor; each is revoked `GRANTED BY` it.
+pub fn revoke_membership(role: &Ident, member: &Ident, grantor: Option<&Ident>) -> String {
+    match grantor {
+        Some(grantor) => format!(
+            "REVOKE {} FROM {} GRANTED BY {}",
+            role.quote(),
+            member.quote(),
+            grantor.quote()
+        ),
+        None => format!("REVOKE {} FROM {}", role.quote(), member.quote()),
+    }
 }
 
 pub fn drop_role(role: &Ident) -> String {

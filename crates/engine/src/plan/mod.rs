@@ -401,34 +401,61 @@ impl TenantPlanner<'_> {
                 (&existing.member_of, &existing.members)
             }
         };
+        let version = self.observed.server.version_num;
         for other in member_of.difference(member_of_wanted) {
-            self.push_sql(
-                Phase::Roles,
-                sql::revoke_membership(&Ident::new(other.clone()), name),
-                format!("a tenant role must not hold the privileges of `{other}`"),
-            );
+            for statement in self.revoke_membership(other, name.as_str()) {
+                self.push_sql(
+                    Phase::Roles,
+                    statement,
+                    format!("a tenant role must not hold the privileges of `{other}`"),
+                );
+            }
         }
         for other in member_of_wanted.difference(member_of) {
             self.push_sql(
                 Phase::Roles,
-                sql::grant_membership(&Ident::new(other.clone()), name),
+                sql::grant_membership(&Ident::new(other.clone()), name, version),
                 format!("`{name}` holds the privileges of `{other}` through membership"),
             );
         }
         for member in members.difference(members_wanted) {
-            self.push_sql(
-                Phase::Roles,
-                sql::revoke_membership(name, &Ident::new(member.clone())),
-                format!("`{member}` must not hold the privileges of `{name}`"),
-            );
+            for statement in self.revoke_membership(name.as_str(), member) {
+                self.push_sql(
+                    Phase::Roles,
+                    statement,
+                    format!("`{member}` must not hold the privileges of `{name}`"),
+                );
+            }
         }
         let control = &self.observed.server.current_user;
         if members_wanted.contains(control) && !members.contains(control) {
             self.push_sql(
                 Phase::Roles,
-                sql::grant_membership(name, &Ident::new(control.clone())),
+                sql::grant_membership(name, &Ident::new(control.clone()), version),
                 "the control role (not a superuser) acts for the tenant through membership",
             );
+        }
+    }
+
+    /// REVOKE statements that end `member`'s membership in `role`: on PostgreSQL 16+ one per grantor,
+    /// since a REVOKE only removes the revoker's own grant (and otherwise merely warns).
+    fn revoke_membership(&self, role: &str, member: &str) -> Vec<String> {
+        let (role_ident, member_ident) =
+            (Ident::new(role.to_string()), Ident::new(member.to_string()));
+        let grantors = self
+            .observed
+            .roles
+            .get(member)
+            .and_then(|m| m.membership_grantors.get(role))
+            .filter(|_| self.observed.server.version_num >= 160_000);
+        match grantors {
+            Some(grantors) if !grantors.is_empty() => grantors
+                .iter()
+                .map(|g| {
+                    sql::revoke_membership(&role_ident, &member_ident, Some(&Ident::new(g.clone())))
+                })
+                .collect(),
+            _ => vec![sql::revoke_membership(&role_ident, &member_ident, None)],
         }
     }
 

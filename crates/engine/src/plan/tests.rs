@@ -74,6 +74,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 member_of: Default::default(),
                 members: [CONTROL.to_string()].into(),
                 config: Default::default(),
+                membership_grantors: Default::default(),
             },
         );
         observed.stored_credentials.insert(
@@ -400,6 +401,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
             member_of: [write.name.to_string()].into(),
             members: [CONTROL.to_string()].into(),
             config: Default::default(),
+            membership_grantors: Default::default(),
         },
     );
     observed
@@ -584,4 +586,32 @@ fn presets_on_an_empty_cluster() {
     .into();
     let plan = plan(&desired(&[migrator, owner]), &observed, &context());
     insta::assert_snapshot!(render(&plan));
+}
+
+#[test]
+fn postgresql_16_memberships_carry_options_and_are_revoked_per_grantor() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let mut observed = empty_cluster();
+    observed.server.version_num = 160_004;
+    let fresh = render(&plan(&desired, &observed, &context()));
+    assert!(
+        fresh.contains(r#"GRANT "idp-dev-my-db-admin" TO "pgtenant" WITH INHERIT TRUE, SET TRUE;"#),
+        "{fresh}"
+    );
+
+    converge(&mut observed, &desired.tenants[0]);
+    let read = observed.roles.get_mut("idp-dev-my-db-read").unwrap();
+    read.member_of.insert("pg_read_all_data".into());
+    read.membership_grantors.insert(
+        "pg_read_all_data".into(),
+        ["postgres".to_string(), "dba".to_string()].into(),
+    );
+    let revoked = render(&plan(&desired, &observed, &context()));
+    assert!(
+        revoked
+            .contains(r#"REVOKE "pg_read_all_data" FROM "idp-dev-my-db-read" GRANTED BY "dba";"#),
+        "{revoked}"
+    );
+    assert!(revoked
+        .contains(r#"REVOKE "pg_read_all_data" FROM "idp-dev-my-db-read" GRANTED BY "postgres";"#));
 }
