@@ -30,6 +30,23 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
+    fn load_and_plan(
+        &self,
+        context: &Context,
+        runtime: &tokio::runtime::Runtime,
+        exclusive: bool,
+    ) -> Result<Planned> {
+        let guard = self.guard.drop_guard();
+        load_and_plan(
+            context,
+            self.repo.as_deref(),
+            &guard,
+            &self.scope()?,
+            runtime,
+            exclusive,
+        )
+    }
+
     fn scope(&self) -> Result<BTreeSet<String>> {
         for tenant in &self.tenants {
             crate::commands::parse_tenant(tenant)?;
@@ -167,14 +184,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(
-        context,
-        args.repo.as_deref(),
-        &args.guard.drop_guard(),
-        &args.scope()?,
-        &runtime,
-        false,
-    )?;
+    let planned = args.load_and_plan(context, &runtime, false)?;
     render::plan(&planned.plan, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR
@@ -187,14 +197,7 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(
-        context,
-        args.repo.as_deref(),
-        &args.guard.drop_guard(),
-        &args.scope()?,
-        &runtime,
-        true,
-    )?;
+    let planned = args.load_and_plan(context, &runtime, true)?;
     let show_progress = args.format == Format::Text && std::io::stderr().is_terminal();
     let outcome = execute(context, &runtime, &planned, &planned.plan, show_progress)?;
     let outcome = verify(context, &runtime, &planned, outcome)?;
@@ -294,7 +297,14 @@ pub fn reconcile_tenant(
     tenant: &str,
 ) -> Result<ApplyOutcome> {
     let runtime = runtime()?;
-    let planned = load_and_plan(context, repo, &DropGuard::default(), &BTreeSet::from([tenant.to_string()]), &runtime, true)?;
+    let planned = load_and_plan(
+        context,
+        repo,
+        &DropGuard::default(),
+        &BTreeSet::from([tenant.to_string()]),
+        &runtime,
+        true,
+    )?;
     if !planned.desired.tenants.iter().any(|t| t.id == tenant) {
         anyhow::bail!(
             "{tenant} is not declared in the apps repo: declare it and run `pgtenant apply` first"
@@ -309,14 +319,7 @@ pub fn reconcile_tenant(
 
 pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = load_and_plan(
-        context,
-        args.repo.as_deref(),
-        &args.guard.drop_guard(),
-        &args.scope()?,
-        &runtime,
-        false,
-    )?;
+    let planned = args.load_and_plan(context, &runtime, false)?;
     let report = check::report(&planned.desired, &planned.observed, &planned.plan);
     render::check(&report, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
