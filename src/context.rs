@@ -114,9 +114,11 @@ impl Context {
     /// embedded cluster's own CA when no admin URL is given. None when neither is known.
     pub fn ca_file(&self) -> Result<Option<PathBuf>> {
         match (&self.ca_file, &self.admin_url) {
-            (Some(file), _) => Ok(Some(std::path::absolute(file).with_context(|| {
-                format!("resolving --ca-file {}", file.display())
-            })?)),
+            (Some(file), _) => {
+                Ok(Some(std::path::absolute(file).with_context(|| {
+                    format!("resolving --ca-file {}", file.display())
+                })?))
+            }
             (None, None) => Ok(Some(self.embedded().ca_cert_path())),
             (None, Some(_)) => Ok(None),
         }
@@ -158,10 +160,12 @@ pub fn grant_platform_parameters(cluster: &EmbeddedCluster) -> Result<()> {
                 "GRANT SET ON PARAMETER log_statement TO {}",
                 pgtenant_engine::Ident::new(pgtenant_cluster::CONTROL_ROLE).quote()
             );
-            superuser
-                .batch_execute(&grant)
-                .await
-                .map_err(|source| pgtenant_engine::EngineError::Catalog { database: None, source })
+            superuser.batch_execute(&grant).await.map_err(|source| {
+                pgtenant_engine::EngineError::Catalog {
+                    database: None,
+                    source,
+                }
+            })
         })
         .context("granting the control role the platform's parameters")
 }

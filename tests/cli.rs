@@ -357,7 +357,9 @@ async fn tenant_scope_reconciles_only_the_named_tenants() {
         .unwrap();
     env.declare("team", "c", &[("c", "standard")]);
 
-    let out = env.run(&["apply", "--tenant", "team/c", "--tenant", "team/a", "--format", "json"]);
+    let out = env.run(&[
+        "apply", "--tenant", "team/c", "--tenant", "team/a", "--format", "json",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let touched: Vec<String> = out.json()["tenants"]
         .as_array()
@@ -367,7 +369,16 @@ async fn tenant_scope_reconciles_only_the_named_tenants() {
         .collect();
     assert_eq!(touched, ["team/a", "team/c"]);
     let plan = env.plan().json();
-    let pending: Vec<&str> = plan["operations"].as_array().unwrap().iter().map(|op| op["tenant"].as_str().unwrap()).collect();
-    assert_eq!(pending, ["team/b"], "b was out of scope and keeps its drift");
+    let pending: Vec<&str> = plan["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pending,
+        ["team/b"],
+        "b was out of scope and keeps its drift"
+    );
     assert_eq!(env.run(&["plan", "--tenant", "bad name"]).code, 1);
 }

@@ -181,7 +181,9 @@ async fn a_grant_option_cannot_be_used_to_let_another_tenant_in() {
     env.apply();
     let a_admin = env.connect_as("team-a/app", "admin").await;
     a_admin
-        .batch_execute(r#"GRANT CONNECT ON DATABASE "team-a-app" TO "team-a-app-write" WITH GRANT OPTION"#)
+        .batch_execute(
+            r#"GRANT CONNECT ON DATABASE "team-a-app" TO "team-a-app-write" WITH GRANT OPTION"#,
+        )
         .await
         .unwrap();
     let a_write = env.connect_as("team-a/app", "write").await;
@@ -189,13 +191,26 @@ async fn a_grant_option_cannot_be_used_to_let_another_tenant_in() {
         .batch_execute(r#"GRANT CONNECT ON DATABASE "team-a-app" TO "team-b-app-read""#)
         .await
         .unwrap();
-    let b_read = env.credentials("team-b/app", "read")["uri"].as_str().unwrap().to_string();
-    assert!(common::connect(&b_read, Some("team-a-app")).await.is_ok(), "precondition: B got into A");
+    let b_read = env.credentials("team-b/app", "read")["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        common::connect(&b_read, Some("team-a-app")).await.is_ok(),
+        "precondition: B got into A"
+    );
 
     let applied = env.apply();
     assert_eq!(applied["failed"], 0, "{applied:#}");
-    assert!(common::connect(&b_read, Some("team-a-app")).await.is_err(), "B is out of A again");
-    assert_eq!(env.plan().code, 0, "converged: nothing is planned again and again");
+    assert!(
+        common::connect(&b_read, Some("team-a-app")).await.is_err(),
+        "B is out of A again"
+    );
+    assert_eq!(
+        env.plan().code,
+        0,
+        "converged: nothing is planned again and again"
+    );
 }
 
 #[tokio::test]
@@ -205,24 +220,44 @@ async fn disabled_connections_and_foreign_tables_do_not_wedge_a_tenant() {
     env.apply();
     // A DBA's table in the tenant's schema: admin cannot grant on it, and must not need to.
     let inside = env.superuser(Some("idp-dev-my-db")).await;
-    inside.batch_execute("CREATE TABLE public.dba_audit (id int)").await.unwrap();
+    inside
+        .batch_execute("CREATE TABLE public.dba_audit (id int)")
+        .await
+        .unwrap();
     let admin = env.connect_as("idp-dev/my-db", "admin").await;
-    admin.batch_execute("CREATE TABLE mine (id int)").await.unwrap();
-    admin.batch_execute(r#"REVOKE SELECT ON mine FROM "idp-dev-my-db-read""#).await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE mine (id int)")
+        .await
+        .unwrap();
+    admin
+        .batch_execute(r#"REVOKE SELECT ON mine FROM "idp-dev-my-db-read""#)
+        .await
+        .unwrap();
     assert_eq!(env.apply()["failed"], 0);
     assert_eq!(env.plan().code, 0);
 
     // Connections switched off by a DBA: the database cannot be inspected this run.
     drop(admin);
     let superuser = env.superuser(None).await;
-    superuser.batch_execute(r#"ALTER DATABASE "idp-dev-my-db" ALLOW_CONNECTIONS false"#).await.unwrap();
+    superuser
+        .batch_execute(r#"ALTER DATABASE "idp-dev-my-db" ALLOW_CONNECTIONS false"#)
+        .await
+        .unwrap();
     let check = env.run(&["check", "--format", "json"]);
     assert_eq!(check.code, 2, "{}", check.stdout);
     assert_eq!(check.json()["tenants"][0]["status"], "deferred");
     let first = env.run(&["apply", "--format", "json"]);
-    assert_eq!(first.code, 1, "an apply that could not look inside a database has not converged:\n{}", first.stdout);
+    assert_eq!(
+        first.code, 1,
+        "an apply that could not look inside a database has not converged:\n{}",
+        first.stdout
+    );
     assert_eq!(first.json()["ok"], false);
     let second = env.run(&["apply", "--format", "json"]);
-    assert_eq!(second.code, 0, "connections are allowed again, the rest is checked:\n{}", second.stdout);
+    assert_eq!(
+        second.code, 0,
+        "connections are allowed again, the rest is checked:\n{}",
+        second.stdout
+    );
     assert_eq!(env.plan().code, 0);
 }

@@ -13,6 +13,7 @@ use pgtenant_backup::{
     Backups, Cluster, Environment, Listing, Login, Progress, RestorePoint, RestoreRequest,
     RetentionChoice, TenantName, Timestamp,
 };
+use pgtenant_engine::DesiredTenant;
 use pgtenant_secrets::SecretPath;
 
 use crate::commands::{parse_tenant, reconcile};
@@ -29,7 +30,12 @@ pub struct RepositoryArgs {
     environment: Option<EnvironmentArg>,
 
     /// Keep backups this many days instead of the tier's default (remembered likewise).
-    #[arg(long, env = "PGTENANT_RETENTION_DAYS", global = true, value_name = "DAYS")]
+    #[arg(
+        long,
+        env = "PGTENANT_RETENTION_DAYS",
+        global = true,
+        value_name = "DAYS"
+    )]
     retention_days: Option<u32>,
 
     /// For a cluster given with --admin-url: its existing pgBackRest configuration file.
@@ -42,7 +48,12 @@ pub struct RepositoryArgs {
     pgbackrest_config: Option<PathBuf>,
 
     /// For a cluster given with --admin-url: its pgBackRest stanza.
-    #[arg(long, env = "PGTENANT_PGBACKREST_STANZA", global = true, value_name = "NAME")]
+    #[arg(
+        long,
+        env = "PGTENANT_PGBACKREST_STANZA",
+        global = true,
+        value_name = "NAME"
+    )]
     stanza: Option<String>,
 }
 
@@ -155,6 +166,12 @@ pub struct RestoreArgs {
 }
 
 pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
+    if args.command.is_none() && args.tenant.is_none() {
+        bail!(
+            "say what to back up: `pgtenant backup run` (the cluster), `pgtenant backup NS/DB` \
+             (one tenant database), or see `pgtenant backup --help`"
+        );
+    }
     let backups = open(context, &args.repository)?;
     let mut progress = CliProgress::new();
     match (&args.command, &args.tenant) {
@@ -199,7 +216,11 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
                         db.name,
                         db.tables,
                         size(db.size_bytes.max(0) as u64),
-                        if db.readable { "readable" } else { "NOT READABLE" }
+                        if db.readable {
+                            "readable"
+                        } else {
+                            "NOT READABLE"
+                        }
                     );
                 }
                 match &verification.error {
@@ -209,7 +230,10 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
                     ),
                     None => println!("backup {} FAILED verification", verification.backup),
                     Some(error) => {
-                        println!("backup {} FAILED verification: {error}", verification.backup)
+                        println!(
+                            "backup {} FAILED verification: {error}",
+                            verification.backup
+                        )
                     }
                 }
             }
@@ -230,9 +254,10 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
         }
         (None, Some(tenant)) => {
             let tenant = tenant_name(tenant)?;
-            let admin = admin_login(context, &tenant)?;
+            // Every preset's owner login is among the candidates: no apps repo needed here.
+            let (_, login) = owner_login(context, &tenant, None)?;
             let entry = backups
-                .backup_tenant(&tenant, &admin, &mut progress)
+                .backup_tenant(&tenant, &login, &mut progress)
                 .with_context(|| format!("backing up {}", tenant.id()))?;
             progress.done();
             if args.format == Format::Json {
@@ -248,10 +273,7 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
                 );
             }
         }
-        (None, None) => bail!(
-            "say what to back up: `pgtenant backup run` (the cluster), `pgtenant backup NS/DB` \
-             (one tenant database), or see `pgtenant backup --help`"
-        ),
+        (None, None) => unreachable!("checked above"),
     }
     Ok(EXIT_OK)
 }
@@ -263,21 +285,34 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
         None => tenant.clone(),
     };
     let point = match (&args.time, &args.backup) {
-        (Some(time), None) => RestorePoint::Time(Timestamp::parse(time).map_err(anyhow::Error::msg)?),
+        (Some(time), None) => {
+            RestorePoint::Time(Timestamp::parse(time).map_err(anyhow::Error::msg)?)
+        }
         (None, Some(id)) => RestorePoint::Backup(id.clone()),
         _ => bail!("give either --time or --backup"),
     };
     let repo = args.repo.clone().unwrap_or_else(|| PathBuf::from("."));
-    require_declared(&repo, &into)?;
-    let backups = open(context, &args.repository)?;
-    let admin = admin_login(context, &into)?;
+    let declared = declared_tenant(&repo, &into)?.with_context(|| {
+        format!(
+            "{} is not declared in the apps repo {}: declare it (and run `pgtenant apply`) \
+             before restoring into it, or pass --repo",
+            into.id(),
+            repo.display()
+        )
+    })?;
     confirm(args.yes, &tenant, &into, &point)?;
+    let (owner, login) = owner_login(context, &into, Some(&declared))?;
+    let backups = open(context, &args.repository)?;
 
     let mut reapply = || -> Result<usize, String> {
         let outcome = reconcile::reconcile_tenant(context, Some(&repo), &into.id())
             .map_err(|e| format!("{e:#}"))?;
         if let Some(failed) = outcome.failed().next() {
-            let error = failed.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+            let error = failed
+                .error
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             return Err(error);
         }
         Ok(outcome.applied())
@@ -286,7 +321,8 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
         tenant: tenant.clone(),
         into: into.clone(),
         point,
-        admin,
+        owner,
+        login,
     };
     let mut progress = CliProgress::new();
     let result = backups.restore(&request, &mut reapply, &mut progress);
@@ -328,11 +364,8 @@ fn open(context: &Context, args: &RepositoryArgs) -> Result<Backups> {
         days: args.retention_days,
     };
     let root = context.state_dir().join("backups");
-    let (cluster, control_url) = match (
-        context.admin_url(),
-        &args.pgbackrest_config,
-        &args.stanza,
-    ) {
+    let (cluster, control_url) = match (context.admin_url(), &args.pgbackrest_config, &args.stanza)
+    {
         (None, None, None) => {
             let cluster = context.start_embedded()?;
             let control_url = cluster.control_url()?;
@@ -371,40 +404,77 @@ fn tenant_name(text: &str) -> Result<TenantName> {
     Ok(TenantName::new(namespace, name))
 }
 
-fn admin_login(context: &Context, tenant: &TenantName) -> Result<Login> {
-    let path = SecretPath::for_role(&tenant.namespace, &tenant.name, "admin");
-    let credential = context
-        .store()?
-        .get(&path)
-        .with_context(|| format!("reading {path} from the credential store"))?
-        .with_context(|| {
-            format!(
-                "no stored credentials at {path}: is {} declared in the repo, and has `pgtenant \
-                 apply` run?",
-                tenant.id()
-            )
-        })?;
-    Ok(Login {
-        user: credential.username,
-        password: credential.password,
-    })
+/// The owner role of `tenant` and the login that acts as it (the owner itself when it logs in,
+/// else a login whose sessions assume it): pg_dump and pg_restore run as that login, so they read
+/// every object and everything restored gets the owner. Without the declaration (a logical
+/// backup, which needs no apps repo) the presets' owner logins are tried in turn: `admin` (idp),
+/// `migrator` (app-migrator), `app` (schema-owner, whose sessions assume the owner role).
+fn owner_login(
+    context: &Context,
+    tenant: &TenantName,
+    declared: Option<&DesiredTenant>,
+) -> Result<(String, Login)> {
+    let candidates: Vec<(String, SecretPath)> = match declared {
+        Some(declared) => {
+            let owner = declared
+                .roles
+                .iter()
+                .find(|r| r.owner)
+                .with_context(|| format!("{} has no owner role", tenant.id()))?;
+            let login = std::iter::once(owner)
+                .chain(
+                    declared
+                        .roles
+                        .iter()
+                        .filter(|r| r.assumes.as_ref() == Some(&owner.name)),
+                )
+                .find_map(|r| r.secret_path.clone())
+                .with_context(|| format!("{} has no login that acts as its owner", tenant.id()))?;
+            vec![(owner.name.as_str().to_string(), login)]
+        }
+        None => ["admin", "migrator", "app"]
+            .iter()
+            .map(|kind| {
+                (
+                    format!("{}-{kind}", tenant.database()),
+                    SecretPath::for_role(&tenant.namespace, &tenant.name, kind),
+                )
+            })
+            .collect(),
+    };
+    let store = context.store()?;
+    for (owner, path) in &candidates {
+        let credential = store
+            .get(path)
+            .with_context(|| format!("reading {path} from the credential store"))?;
+        if let Some(credential) = credential {
+            return Ok((
+                owner.clone(),
+                Login {
+                    user: credential.username,
+                    password: credential.password,
+                },
+            ));
+        }
+    }
+    bail!(
+        "no stored credentials at {}: is {} declared in the repo, and has `pgtenant apply` run?",
+        candidates
+            .iter()
+            .map(|(_, p)| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" or "),
+        tenant.id()
+    )
 }
 
-/// The restore re-applies grants through the engine, which only knows declared tenants: check
-/// before anything is touched.
-fn require_declared(repo: &Path, tenant: &TenantName) -> Result<()> {
+/// The declaration of `tenant` in the apps repo at `repo`, if any. The restore re-applies grants
+/// through the engine, which only knows declared tenants: checked before anything is touched.
+fn declared_tenant(repo: &Path, tenant: &TenantName) -> Result<Option<DesiredTenant>> {
     let loaded = pgtenant_spec::load_repo(repo)
         .with_context(|| format!("reading the apps repo {}", repo.display()))?;
     let desired = pgtenant_engine::Desired::from_repo(&loaded);
-    if !desired.tenants.iter().any(|t| t.id == tenant.id()) {
-        bail!(
-            "{} is not declared in the apps repo {}: declare it (and run `pgtenant apply`) before \
-             restoring into it, or pass --repo",
-            tenant.id(),
-            repo.display()
-        );
-    }
-    Ok(())
+    Ok(desired.tenants.into_iter().find(|t| t.id == tenant.id()))
 }
 
 fn confirm(yes: bool, tenant: &TenantName, into: &TenantName, point: &RestorePoint) -> Result<()> {
@@ -430,7 +500,10 @@ fn confirm(yes: bool, tenant: &TenantName, into: &TenantName, point: &RestorePoi
     if !std::io::stdin().is_terminal() {
         bail!("{what} Pass --yes to confirm.");
     }
-    eprint!("{what}\nType the database name ({}) to go on: ", into.database());
+    eprint!(
+        "{what}\nType the database name ({}) to go on: ",
+        into.database()
+    );
     std::io::stderr().flush().ok();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
@@ -460,7 +533,12 @@ impl CliProgress {
         if let Some((title, started)) = self.current.take() {
             let elapsed = started.elapsed().as_secs_f64();
             match self.bar.take() {
-                Some(bar) => bar.finish_with_message(format!("{title} ({elapsed:.1} s)")),
+                Some(bar) => {
+                    bar.set_style(
+                        ProgressStyle::with_template("✓ [{prefix}] {msg}").expect("valid template"),
+                    );
+                    bar.finish_with_message(format!("{title} ({elapsed:.1} s)"));
+                }
                 None => eprintln!("      done in {elapsed:.1} s"),
             }
         }
@@ -522,7 +600,10 @@ fn print_listing(listing: &Listing) {
     if listing.physical.is_empty() {
         println!("no physical backups: run `pgtenant backup run`");
     } else {
-        println!("\n{:<28} {:<5} {:<24} {:>10} {:>10}", "PHYSICAL", "TYPE", "FINISHED", "SIZE", "REPO");
+        println!(
+            "\n{:<28} {:<5} {:<24} {:>10} {:>10}",
+            "PHYSICAL", "TYPE", "FINISHED", "SIZE", "REPO"
+        );
         for b in &listing.physical {
             println!(
                 "{:<28} {:<5} {:<24} {:>10} {:>10}",
@@ -535,7 +616,10 @@ fn print_listing(listing: &Listing) {
         }
     }
     if !listing.logical.is_empty() {
-        println!("\n{:<40} {:<24} {:<24} {:>10}  {:<12}", "LOGICAL", "TENANT", "FINISHED", "SIZE", "SHA-256");
+        println!(
+            "\n{:<40} {:<24} {:<24} {:>10}  {:<12}",
+            "LOGICAL", "TENANT", "FINISHED", "SIZE", "SHA-256"
+        );
         for b in &listing.logical {
             println!(
                 "{:<40} {:<24} {:<24} {:>10}  {:<12}",
@@ -559,7 +643,10 @@ fn print_listing(listing: &Listing) {
                 r.source_backup,
                 if r.ok { "ok" } else { "FAILED" },
                 r.seconds,
-                r.error.as_deref().map(|e| format!(": {}", e.lines().next().unwrap_or(""))).unwrap_or_default()
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                    .unwrap_or_default()
             );
         }
     }

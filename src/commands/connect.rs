@@ -10,10 +10,10 @@ use pgtenant_secrets::{ConnectionOptions, Export, SslMode};
 use serde_json::json;
 
 use crate::commands::credentials::{self, RoleArg, SslArgs};
-use pgtenant_secrets::SecretPath;
 use crate::context::Context;
 use crate::render::{print_json, Format};
 use crate::{EXIT_ERROR, EXIT_OK};
+use pgtenant_secrets::SecretPath;
 
 #[derive(clap::Args)]
 pub struct PsqlArgs {
@@ -151,7 +151,10 @@ pub fn doctor(context: &Context, args: &DoctorArgs) -> Result<u8> {
         .filter(|role| args.roles.is_empty() || args.roles.contains(role))
         .filter(|role| {
             !args.roles.is_empty()
-                || matches!(store.get(&SecretPath::for_role(namespace, name, role.as_str())), Ok(Some(_)))
+                || matches!(
+                    store.get(&SecretPath::for_role(namespace, name, role.as_str())),
+                    Ok(Some(_))
+                )
         })
         .collect();
     let runtime = runtime()?;

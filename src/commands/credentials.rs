@@ -77,7 +77,13 @@ impl RoleArg {
     }
 
     /// Every login role of every preset.
-    pub const ALL: [RoleArg; 5] = [RoleArg::Admin, RoleArg::Write, RoleArg::Read, RoleArg::Migrator, RoleArg::App];
+    pub const ALL: [RoleArg; 5] = [
+        RoleArg::Admin,
+        RoleArg::Write,
+        RoleArg::Read,
+        RoleArg::Migrator,
+        RoleArg::App,
+    ];
 
     /// The login roles of a tenant's preset.
     pub fn of_preset(preset: pgtenant_spec::Preset) -> Vec<RoleArg> {

@@ -114,9 +114,8 @@ impl CatalogFile {
     pub fn load(&self) -> Result<Catalog, BackupError> {
         let path = self.path();
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                BackupError::Parse(format!("{}: {e}", path.display()))
-            }),
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| BackupError::Parse(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Catalog::default()),
             Err(source) => Err(BackupError::Io { path, source }),
         }
@@ -151,7 +150,8 @@ impl CatalogFile {
             .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
-        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
         file.write_all(&json).map_err(io)?;
         file.sync_all().map_err(io)?;
         fs::rename(&tmp, &path).map_err(|source| BackupError::Io { path, source })
@@ -207,7 +207,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = CatalogFile::new(dir.path());
         assert!(file.load().unwrap().logical.is_empty());
-        file.update(|c| c.settings.retention_days = Some(35)).unwrap();
+        file.update(|c| c.settings.retention_days = Some(35))
+            .unwrap();
         let catalog = file.load().unwrap();
         assert_eq!(catalog.settings.retention_days, Some(35));
         let mode = fs::metadata(file.path()).unwrap().permissions().mode();

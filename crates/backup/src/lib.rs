@@ -68,9 +68,7 @@ const SCRATCH_LOCK: &str = "scratch.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error(
-        "pgBackRest is not installed (no `pgbackrest` on PATH): apt-get install pgbackrest"
-    )]
+    #[error("pgBackRest is not installed (no `pgbackrest` on PATH): apt-get install pgbackrest")]
     PgBackRestMissing,
 
     #[error("`{command}` failed ({status}){}", indent(output))]
@@ -105,9 +103,7 @@ pub enum BackupError {
     #[error("there is no backup yet: run `pgtenant backup run` first")]
     NoBackups,
 
-    #[error(
-        "{target} is outside the restorable window {window}: {reason}; nothing was changed"
-    )]
+    #[error("{target} is outside the restorable window {window}: {reason}; nothing was changed")]
     OutsideWindow {
         target: String,
         window: String,
@@ -218,10 +214,6 @@ impl TenantName {
     /// The database: `<namespace>-<name>`.
     pub fn database(&self) -> String {
         format!("{}-{}", self.namespace, self.name)
-    }
-
-    pub fn admin_role(&self) -> String {
-        format!("{}-admin", self.database())
     }
 }
 
@@ -346,12 +338,14 @@ impl Backups {
         let program = PgBackRest::find_program()?;
         let server_user = match &cluster {
             Cluster::Embedded { cluster, .. } => cluster.server_user()?,
-            Cluster::External { .. } => ServerUser::current(),
+            // pgBackRest runs as the database's account by convention: `postgres` when we are root,
+            // so that nothing in the repository ends up owned by root.
+            Cluster::External { .. } => ServerUser::for_new_cluster()?,
         };
         create_dir(&root, 0o711, None)?;
         let catalog = CatalogFile::new(&root);
         let retention = resolve_retention(&catalog, choice)?;
-        let (config, stanza, extra) = match &cluster {
+        let (config, stanza, retention_args) = match &cluster {
             Cluster::Embedded { cluster, .. } => {
                 for dir in [REPO_DIR, LOG_DIR, LOCK_DIR] {
                     create_dir(&root.join(dir), 0o750, Some(&server_user))?;
@@ -386,7 +380,7 @@ impl Backups {
             stanza,
             user: server_user,
             cwd: root.clone(),
-            extra,
+            retention: retention_args,
         };
         Ok(Backups {
             root,
@@ -468,6 +462,7 @@ impl Backups {
     /// makes the first one full whatever is asked), then expiry by the retention.
     pub fn run(&self, kind: &str, progress: &mut dyn Progress) -> Result<RunReport, BackupError> {
         let started = Timestamp::now();
+        progress.step(1, 3, "checking WAL archiving and the stanza");
         let restarted = self.ensure_configured(progress)?;
         let before: Vec<String> = self
             .rest
@@ -476,7 +471,17 @@ impl Backups {
             .iter()
             .map(|b| b.label.clone())
             .collect();
+        progress.step(
+            2,
+            3,
+            &format!("pgbackrest backup --type={kind} of the whole cluster"),
+        );
         self.rest.run("backup", &[format!("--type={kind}")])?;
+        progress.step(
+            3,
+            3,
+            &format!("expiring what is older than {} days", self.retention.days),
+        );
         let info = self.rest.info()?;
         let newest = info
             .backup
@@ -531,10 +536,8 @@ impl Backups {
     fn expire_logical(&self) -> Result<Vec<String>, BackupError> {
         let cutoff = Timestamp::now().plus_seconds(-(i64::from(self.retention.days) * 86_400));
         let expired = self.catalog.update(|catalog| {
-            let (old, keep): (Vec<_>, Vec<_>) = catalog
-                .logical
-                .drain(..)
-                .partition(|b| b.finished < cutoff);
+            let (old, keep): (Vec<_>, Vec<_>) =
+                catalog.logical.drain(..).partition(|b| b.finished < cutoff);
             catalog.logical = keep;
             old
         })?;
@@ -556,7 +559,10 @@ impl Backups {
             stanza: self.rest.stanza.clone(),
             repository: self.root.clone(),
             retention: self.retention,
-            rpo_seconds: self.embedded().map(|_| ARCHIVE_TIMEOUT_SECS),
+            rpo_seconds: self
+                .embedded()
+                .filter(|(cluster, _)| cluster.archiving_enabled())
+                .map(|_| ARCHIVE_TIMEOUT_SECS),
             window: self.window(&info),
             physical: info.backup.iter().map(PhysicalBackup::from).collect(),
             logical: catalog
@@ -611,7 +617,22 @@ impl Backups {
             .filter(|e| e.file_name().to_string_lossy().starts_with(segment))
             .filter_map(|e| e.metadata().ok()?.modified().ok())
             .max()
-            .map(Timestamp::from_system)
+            // Whole seconds, rounded down: what is shown is surely restorable.
+            .map(|time| Timestamp::from_unix(Timestamp::from_system(time).unix()))
+    }
+
+    /// The lock that lets one restore or verification at a time use scratch clusters; says so
+    /// when it has to wait for another.
+    pub(crate) fn scratch_lock(
+        &self,
+        progress: &mut dyn Progress,
+    ) -> Result<nix::fcntl::Flock<fs::File>, BackupError> {
+        let path = self.root.join(SCRATCH_LOCK);
+        if let Some(lock) = catalog::try_lock_file(&path)? {
+            return Ok(lock);
+        }
+        progress.warn("waiting for another restore or verification to finish");
+        catalog::lock_file(&path)
     }
 
     fn scratch_parent(&self) -> Result<PathBuf, BackupError> {
@@ -792,7 +813,15 @@ mod tests {
         let t = TenantName::new("shop", "cart");
         assert_eq!(t.id(), "shop/cart");
         assert_eq!(t.database(), "shop-cart");
-        assert_eq!(t.admin_role(), "shop-cart-admin");
-        assert_eq!(format!("{:?}", Login { user: "u".into(), password: "secret".into() }), "Login(u, ***)");
+        assert_eq!(
+            format!(
+                "{:?}",
+                Login {
+                    user: "u".into(),
+                    password: "secret".into()
+                }
+            ),
+            "Login(u, ***)"
+        );
     }
 }

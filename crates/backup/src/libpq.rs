@@ -38,7 +38,9 @@ impl ServerAddress {
                 "host" | "hostaddr" if !value.is_empty() => address.host = value,
                 "port" => {
                     address.port = value.parse().map_err(|_| {
-                        BackupError::Config(format!("the admin URL's port `{value}` is not a number"))
+                        BackupError::Config(format!(
+                            "the admin URL's port `{value}` is not a number"
+                        ))
                     })?
                 }
                 "sslmode" => address.sslmode = Some(value),

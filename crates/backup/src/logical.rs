@@ -24,11 +24,12 @@ impl Backups {
         })
     }
 
-    /// `backup NS/DB`: a logical backup of one tenant database, taken as its admin role.
+    /// `backup NS/DB`: a logical backup of one tenant database, taken as `login` (a login that
+    /// acts as the tenant's owner, so it reads every object).
     pub fn backup_tenant(
         &self,
         tenant: &TenantName,
-        admin: &Login,
+        login: &Login,
         progress: &mut dyn Progress,
     ) -> Result<LogicalBackup, BackupError> {
         let database = tenant.database();
@@ -52,7 +53,12 @@ impl Backups {
             ))
         })?;
         let started = Timestamp::now();
-        let id = format!("{}L-{}.{}", started.compact(), tenant.namespace, tenant.name);
+        let id = format!(
+            "{}L-{}.{}",
+            started.compact(),
+            tenant.namespace,
+            tenant.name
+        );
         let relative_dir = PathBuf::from(LOGICAL_DIR)
             .join(&tenant.namespace)
             .join(&tenant.name);
@@ -73,14 +79,14 @@ impl Backups {
             &format!(
                 "pg_dump of {database} ({} MB) as {}",
                 size / 1_000_000,
-                admin.user
+                login.user
             ),
         );
         let binaries = self.client_binaries()?;
         let address = ServerAddress::from_admin_url(&self.control_url)?;
         let mut cmd = std::process::Command::new(binaries.program("pg_dump"));
         clear_pg_env(&mut cmd);
-        address.apply(&mut cmd, &admin.user, &admin.password, &database);
+        address.apply(&mut cmd, &login.user, &login.password, &database);
         cmd.arg("--no-password").arg("-f").arg(&partial);
         if parallel {
             let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
@@ -114,14 +120,17 @@ impl Backups {
             size_bytes,
             sha256,
             server_version,
-            dumped_as: admin.user.clone(),
+            dumped_as: login.user.clone(),
         };
         self.catalog.update(|c| c.logical.push(entry.clone()))?;
         Ok(entry)
     }
 
     /// A logical backup by id, its checksum verified.
-    pub(crate) fn checked_logical(&self, id: &str) -> Result<(LogicalBackup, PathBuf), BackupError> {
+    pub(crate) fn checked_logical(
+        &self,
+        id: &str,
+    ) -> Result<(LogicalBackup, PathBuf), BackupError> {
         let entry = self
             .catalog
             .load()?

@@ -24,8 +24,9 @@ pub struct PgBackRest {
     pub user: ServerUser,
     /// Where commands run (some directory the account may enter).
     pub cwd: PathBuf,
-    /// Options added to every command (`--repo1-retention-full=…` for external stanzas).
-    pub extra: Vec<String>,
+    /// Options added to the commands that expire (`backup`, `expire`): the retention, for
+    /// external stanzas, whose configuration is not ours to write.
+    pub retention: Vec<String>,
 }
 
 impl PgBackRest {
@@ -37,9 +38,11 @@ impl PgBackRest {
     pub fn command(&self, command: &str) -> Command {
         let mut cmd = self.user.command(&self.program, &self.cwd);
         cmd.arg(format!("--config={}", self.config.display()))
-            .arg(format!("--stanza={}", self.stanza))
-            .args(&self.extra)
-            .arg(command);
+            .arg(format!("--stanza={}", self.stanza));
+        if matches!(command, "backup" | "expire") {
+            cmd.args(&self.retention);
+        }
+        cmd.arg(command);
         cmd
     }
 
@@ -63,9 +66,9 @@ impl PgBackRest {
         let out = self.run("info", &["--output=json".into()])?;
         let mut stanzas: Vec<StanzaInfo> = serde_json::from_str(&out)
             .map_err(|e| BackupError::Parse(format!("pgbackrest info: {e}")))?;
-        let mut info = stanzas.pop().ok_or_else(|| {
-            BackupError::Parse("pgbackrest info returned no stanza".into())
-        })?;
+        let mut info = stanzas
+            .pop()
+            .ok_or_else(|| BackupError::Parse("pgbackrest info returned no stanza".into()))?;
         info.backup.retain(|b| !b.error.unwrap_or(false));
         Ok(info)
     }
@@ -257,7 +260,10 @@ mod tests {
         assert_eq!(set.kind, "full");
         assert_eq!(set.stopped().to_string(), "2026-11-21 08:33:03+00");
         assert_eq!(set.databases.as_ref().unwrap()[0].name, "a");
-        assert_eq!(stanzas[0].archive[0].max.as_deref(), Some("000000010000000000000003"));
+        assert_eq!(
+            stanzas[0].archive[0].max.as_deref(),
+            Some("000000010000000000000003")
+        );
     }
 
     #[test]
@@ -268,7 +274,7 @@ mod tests {
             stanza: EMBEDDED_STANZA.into(),
             user: ServerUser::current(),
             cwd: "/".into(),
-            extra: vec![],
+            retention: vec![],
         };
         assert_eq!(
             rest.archive_command(),

@@ -39,7 +39,12 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, BackupError> {
         source,
     })?;
     if !output.status.success() {
-        return Err(command_failed(cmd, &output.status.to_string(), &output.stderr, &output.stdout));
+        return Err(command_failed(
+            cmd,
+            &output.status.to_string(),
+            &output.stderr,
+            &output.stdout,
+        ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -109,4 +114,86 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+/// Runs `producer` (which writes a SQL script to stdout) into `consumer`'s stdin, appending
+/// `sentinel` only once the producer has exited successfully; the consumer is killed instead if
+/// the producer fails, so it never mistakes a truncated script for a complete one.
+pub(crate) fn pipe_script(
+    producer: &mut Command,
+    consumer: &mut Command,
+    sentinel: &[u8],
+) -> Result<(), BackupError> {
+    use std::io::Write;
+    die_with_parent(producer);
+    die_with_parent(consumer);
+    let spawn_err = |cmd: &Command| {
+        let program = PathBuf::from(cmd.get_program());
+        move |source| BackupError::Spawn { program, source }
+    };
+    producer
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    consumer
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut sink = consumer.spawn().map_err(spawn_err(consumer))?;
+    let mut source = match producer.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = sink.kill();
+            let _ = sink.wait();
+            return Err(spawn_err(producer)(e));
+        }
+    };
+    // Both error streams are drained in the background so that neither program blocks on them.
+    let drain = |pipe: Option<std::process::ChildStderr>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            text
+        })
+    };
+    let source_err = drain(source.stderr.take());
+    let sink_err = drain(sink.stderr.take());
+    let mut input = sink.stdin.take().expect("piped stdin");
+    let mut output = source.stdout.take().expect("piped stdout");
+    let copied = std::io::copy(&mut output, &mut input);
+    drop(output);
+    if copied.is_err() {
+        // The consumer stopped reading (it failed); the producer may be blocked on a full pipe.
+        let _ = source.kill();
+    }
+    let source_status = source.wait().map_err(spawn_err(producer))?;
+    let complete = copied.is_ok() && source_status.success();
+    if complete && input.write_all(sentinel).is_ok() {
+        drop(input);
+    } else {
+        drop(input);
+        let _ = sink.kill();
+    }
+    let sink_status = sink.wait().map_err(spawn_err(consumer))?;
+    let source_text = source_err.join().unwrap_or_default();
+    let sink_text = sink_err.join().unwrap_or_default();
+    if !source_status.success() && copied.is_ok() {
+        return Err(command_failed(
+            producer,
+            &source_status.to_string(),
+            &source_text,
+            &[],
+        ));
+    }
+    if !sink_status.success() || !complete {
+        return Err(command_failed(
+            consumer,
+            &sink_status.to_string(),
+            &sink_text,
+            &[],
+        ));
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! Nothing touches the live cluster before step 3, and step 3 is one transaction: a failure or a
 //! kill at any point leaves the live database as it was. Other tenants are never touched.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,11 +21,11 @@ use std::time::{Duration, Instant};
 use pgtenant_cluster::{ScratchCluster, ServerUser};
 use serde::Serialize;
 
-use crate::catalog::{self, RestoreRecord, Verification, VerifiedDatabase};
+use crate::catalog::{RestoreRecord, Verification, VerifiedDatabase};
 use crate::libpq::{clear_pg_env, ServerAddress};
 use crate::pgbackrest::{BackupSet, PgBackRest, StanzaInfo};
 use crate::timestamp::Timestamp;
-use crate::{process, sql, BackupError, Backups, Cluster, Login, TenantName, SCRATCH_LOCK};
+use crate::{process, sql, BackupError, Backups, Cluster, Login, TenantName};
 
 /// How long a scratch server may take to replay WAL up to the target.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
@@ -54,8 +55,11 @@ pub struct RestoreRequest {
     /// The tenant database restored into: `tenant` itself (in place) or another declared one.
     pub into: TenantName,
     pub point: RestorePoint,
-    /// The admin role of `into`, which pg_restore runs as.
-    pub admin: Login,
+    /// The role that owns `into`'s database and objects.
+    pub owner: String,
+    /// A login of `into` that acts as its owner (the owner itself, or a login whose sessions
+    /// assume the owner role): pg_restore runs as it, so everything restored gets that owner.
+    pub login: Login,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,7 +123,7 @@ impl<'p> Steps<'p> {
 /// What steps 1 and 2 start from.
 enum Source {
     Physical {
-        set: BackupSet,
+        set: Box<BackupSet>,
         /// PostgreSQL major version of the backup.
         version: String,
         /// `Some(target)` for a time target, None for the end of the set.
@@ -151,7 +155,7 @@ impl Backups {
         let clock = Instant::now();
         let in_place = request.into == request.tenant;
         // One scratch user at a time; what a killed run left goes first.
-        let _lock = catalog::lock_file(&self.root.join(SCRATCH_LOCK))?;
+        let _lock = self.scratch_lock(progress)?;
         let leftovers = pgtenant_cluster::remove_leftovers(&self.scratch_parent()?)?;
         if !leftovers.is_empty() {
             progress.warn(&format!(
@@ -228,6 +232,8 @@ impl Backups {
         let source_db = request.tenant.database();
         let target_db = request.into.database();
         let mut scratch = None;
+        let mut discarding = None;
+        let mut snapshot = None;
         let dump = match source {
             Source::Physical {
                 set,
@@ -270,15 +276,13 @@ impl Backups {
                 }
                 rest.run("restore", &args)?;
                 cluster.start(RECOVERY_TIMEOUT).map_err(|e| {
-                    BackupError::Restore(format!(
-                        "the scratch cluster did not recover {what}: {e}"
-                    ))
+                    BackupError::Restore(format!("the scratch cluster did not recover {what}: {e}"))
                 })?;
 
-                steps.begin(&format!("pg_dump -Fc of {source_db} from the scratch cluster"));
-                let t0 = Instant::now();
-                let superuser = scratch_superuser(&cluster, &request.tenant, &source_db)?;
-                eprintln!("DEBUG su {:?}", t0.elapsed());
+                steps.begin(&format!(
+                    "pg_dump -Fc of {source_db} from the scratch cluster"
+                ));
+                let superuser = self.scratch_superuser(&cluster, &source_db)?;
                 let dump = cluster.dir().join(DUMP_FILE);
                 let mut cmd = Command::new(cluster.binaries().program("pg_dump"));
                 clear_pg_env(&mut cmd);
@@ -292,13 +296,17 @@ impl Backups {
                     .arg("-d")
                     .arg(&source_db)
                     // Read once, seconds later: compression would only cost time.
-                    .args(["-Fc", "-Z0", "-f"])
+                    .args(["-Fc", "-Z0", "--no-sync", "-f"])
                     .arg(&dump);
                 process::run_quiet(&mut cmd)?;
-                eprintln!("DEBUG dump {:?}", t0.elapsed());
+                snapshot = Some(sql::block_on(objects_at(sql::connect_socket(
+                    &cluster.socket_dir(),
+                    cluster.port(),
+                    &superuser,
+                    &source_db,
+                )))??);
                 // The dump is all we need; free the scratch server and its data now.
-                cluster.discard_data()?;
-                eprintln!("DEBUG discard {:?}", t0.elapsed());
+                discarding = Some(cluster.discard_data()?);
                 scratch = Some(cluster);
                 dump
             }
@@ -311,7 +319,7 @@ impl Backups {
         steps.begin(&format!(
             "pg_restore --clean --if-exists into {target_db} as {} (one transaction), then \
              ownership and grants",
-            request.admin.user
+            request.login.user
         ));
         if request.into == request.tenant {
             outcome.sessions = self.terminate_sessions(&target_db)?;
@@ -322,7 +330,19 @@ impl Backups {
                 ));
             }
         }
-        self.pg_restore(&dump, &target_db, &request.admin, request.into != request.tenant)?;
+        let prelude = match &snapshot {
+            Some(snapshot) => {
+                self.drop_newer_objects(&target_db, &request.owner, snapshot, steps)?
+            }
+            None => String::new(),
+        };
+        self.pg_restore(
+            &dump,
+            &target_db,
+            &request.login,
+            request.into != request.tenant,
+            &prelude,
+        )?;
         outcome.reapplied = reapply().map_err(|message| BackupError::Reapply {
             tenant: request.into.id(),
             message,
@@ -330,6 +350,9 @@ impl Backups {
 
         if let Some(cluster) = scratch {
             steps.begin("removing the scratch cluster");
+            if let Some(thread) = discarding {
+                let _ = thread.join();
+            }
             drop(cluster);
         }
         Ok(())
@@ -379,7 +402,7 @@ impl Backups {
                         )));
                     }
                     return Ok(Source::Physical {
-                        set: set.clone(),
+                        set: Box::new(set.clone()),
                         version,
                         time: None,
                         single_database: true,
@@ -418,7 +441,10 @@ impl Backups {
                 let now = Timestamp::now();
                 if target > now {
                     window.latest = Some(now);
-                    return Err(outside(&window, format!("it is in the future (now is {now})")));
+                    return Err(outside(
+                        &window,
+                        format!("it is in the future (now is {now})"),
+                    ));
                 }
                 let earliest = window.earliest.expect("there are backups");
                 if target < earliest {
@@ -430,12 +456,12 @@ impl Backups {
                         ),
                     ));
                 }
-                if window.latest.is_none_or(|latest| target >= latest) {
-                    // The WAL holding the target may still be on the server: make sure a commit
-                    // after the target exists and that its segment reaches the archive.
-                    self.archive_now(progress)?;
-                    info = self.rest.info()?;
-                }
+                // Recovery stops at the first commit after the target and fails if the archived
+                // WAL ends before one: write a commit now and archive its segment. Needed even for
+                // old targets (a cluster idle since then has no later commit), and an archived
+                // segment's time says nothing about which commits it holds.
+                self.archive_now(progress)?;
+                info = self.rest.info()?;
                 let set = info
                     .backup
                     .iter()
@@ -454,7 +480,7 @@ impl Backups {
                     ));
                 }
                 Ok(Source::Physical {
-                    set,
+                    set: Box::new(set),
                     version,
                     time: Some(target),
                     single_database,
@@ -540,7 +566,76 @@ impl Backups {
         })?
     }
 
-    /// `pg_restore --clean --if-exists` of `dump` into `database` as `admin`, in one transaction.
+    /// `prelude`: statements dropping what exists in `database` but did not exist in the snapshot
+    /// (tables created after the target time), so that the result equals the snapshot; it runs
+    /// in the same transaction as the restore.
+    fn drop_newer_objects(
+        &self,
+        database: &str,
+        owner: &str,
+        snapshot: &Objects,
+        steps: &mut Steps<'_>,
+    ) -> Result<String, BackupError> {
+        let live = sql::block_on(async {
+            objects_at(sql::connect(&self.control_url, Some(database))).await
+        })??;
+        let admin = owner.to_string();
+        let mut prelude = String::new();
+        let mut kept = Vec::new();
+        for (schema, owner) in &live.schemas {
+            if snapshot.schemas.contains_key(schema) {
+                continue;
+            }
+            if owner == &admin {
+                prelude.push_str(&format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE;\n",
+                    quote(schema)
+                ));
+            } else {
+                kept.push(format!("schema {schema} (owned by {owner})"));
+            }
+        }
+        for ((schema, name), (kind, owner)) in &live.relations {
+            if snapshot
+                .relations
+                .contains_key(&(schema.clone(), name.clone()))
+                || !snapshot.schemas.contains_key(schema)
+                    && live.schemas.get(schema) == Some(&admin)
+            {
+                continue;
+            }
+            let Some(keyword) = drop_keyword(kind) else {
+                continue;
+            };
+            if owner == &admin {
+                prelude.push_str(&format!(
+                    "DROP {keyword} IF EXISTS {}.{} CASCADE;\n",
+                    quote(schema),
+                    quote(name)
+                ));
+            } else {
+                kept.push(format!(
+                    "{} {schema}.{name} (owned by {owner})",
+                    keyword.to_lowercase()
+                ));
+            }
+        }
+        if !kept.is_empty() {
+            steps.progress.warn(&format!(
+                "kept objects created after the restore target that {admin} does not own: {}",
+                kept.join(", ")
+            ));
+        }
+        Ok(prelude)
+    }
+
+    /// `pg_restore --clean --if-exists` of `dump` into `database` as `admin`, in one transaction
+    /// that starts with `prelude`.
+    ///
+    /// pg_restore writes the script and psql runs it with `--single-transaction`, after the
+    /// prelude; the transaction commits only if the whole script arrived (a sentinel line that
+    /// pgtenant appends once pg_restore has succeeded), so a failure or a kill at any point
+    /// rolls everything back.
     ///
     /// `--no-owner`: everything restored is owned by the admin role, which is what the tenant
     /// model wants, and a dump of another tenant names owners that do not apply here. Privileges
@@ -554,30 +649,117 @@ impl Backups {
         database: &str,
         admin: &Login,
         other_tenant: bool,
+        prelude: &str,
     ) -> Result<(), BackupError> {
         let binaries = self.client_binaries()?;
         let address = ServerAddress::from_admin_url(&self.control_url)?;
-        let mut cmd = Command::new(binaries.program("pg_restore"));
-        clear_pg_env(&mut cmd);
-        address.apply(&mut cmd, &admin.user, &admin.password, database);
-        cmd.args([
-            "--no-password",
-            "--clean",
-            "--if-exists",
-            "--single-transaction",
-            "--exit-on-error",
-            "--no-owner",
-        ]);
+        let work = tempfile::Builder::new()
+            .prefix("restore-sql-")
+            .tempdir_in(&self.root)
+            .map_err(|source| BackupError::Io {
+                path: self.root.clone(),
+                source,
+            })?;
+        let prelude_file = work.path().join("prelude.sql");
+        let finish_file = work.path().join("finish.sql");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BackupError::Io { path, source }
+        };
+        std::fs::write(
+            &prelude_file,
+            format!("-- pgtenant: objects newer than the restore target\n{prelude}"),
+        )
+        .map_err(io(&prelude_file))?;
+        std::fs::write(&finish_file, FINISH_SQL).map_err(io(&finish_file))?;
+
+        let mut script = Command::new(binaries.program("pg_restore"));
+        clear_pg_env(&mut script);
+        script.args(["--clean", "--if-exists", "--no-owner"]);
         if other_tenant {
-            cmd.arg("--no-acl");
+            script.arg("--no-acl");
         }
-        cmd.arg("-d").arg(database).arg(dump);
-        process::run_quiet(&mut cmd).map_err(|e| {
+        script.args(["-f", "-"]).arg(dump);
+
+        let mut psql = Command::new(binaries.program("psql"));
+        clear_pg_env(&mut psql);
+        address.apply(&mut psql, &admin.user, &admin.password, database);
+        psql.env("PGOPTIONS", "-c client_min_messages=warning")
+            .args([
+                "-X",
+                "-q",
+                "--no-password",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+            ])
+            .arg("-f")
+            .arg(&prelude_file)
+            .args(["-f", "-", "-f"])
+            .arg(&finish_file);
+        process::pipe_script(&mut script, &mut psql, SENTINEL).map_err(|e| {
             BackupError::Restore(format!(
-                "pg_restore into {database} failed and was rolled back: the database is as it \
-                 was before the restore\n{e}"
+                "restoring into {database} failed and was rolled back: the database is as it was \
+                 before the restore\n{e}"
             ))
         })
+    }
+
+    /// Roles to log in to a scratch cluster with (any existing role may: the socket is private):
+    /// the bootstrap superuser's usual name and the control role.
+    fn scratch_logins(&self) -> Vec<String> {
+        let control = pgtenant_engine::Connector::from_url(&self.control_url)
+            .ok()
+            .and_then(|c| c.user().map(str::to_string));
+        [Some(pgtenant_cluster::SUPERUSER.to_string()), control]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The bootstrap superuser of a scratch cluster, after checking that `database` exists in it.
+    fn scratch_superuser(
+        &self,
+        cluster: &ScratchCluster,
+        database: &str,
+    ) -> Result<String, BackupError> {
+        let database = database.to_string();
+        let logins = self.scratch_logins();
+        sql::block_on(async {
+            let mut last = None;
+            for user in &logins {
+                let client = match sql::connect_socket(
+                    &cluster.socket_dir(),
+                    cluster.port(),
+                    user,
+                    "postgres",
+                )
+                .await
+                {
+                    Ok(client) => client,
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                };
+                let row = client
+                    .query_one(
+                        "SELECT (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10), \
+                         EXISTS (SELECT 1 FROM pg_catalog.pg_database \
+                         WHERE datname OPERATOR(pg_catalog.=) $1)",
+                        &[&database],
+                    )
+                    .await
+                    .map_err(|e| sql::sql_error("reading the scratch cluster", e))?;
+                if !row.get::<_, bool>(1) {
+                    return Err(BackupError::Restore(format!(
+                        "database {database} did not exist at the restore target"
+                    )));
+                }
+                return Ok(row.get::<_, String>(0));
+            }
+            Err(last.unwrap_or_else(|| BackupError::Sql("no role to log in with".into())))
+        })?
     }
 
     /// `backup verify [ID]`: restores a backup into a scratch cluster and checks that it starts
@@ -590,7 +772,7 @@ impl Backups {
     ) -> Result<Verification, BackupError> {
         let clock = Instant::now();
         let at = Timestamp::now();
-        let _lock = catalog::lock_file(&self.root.join(SCRATCH_LOCK))?;
+        let _lock = self.scratch_lock(progress)?;
         pgtenant_cluster::remove_leftovers(&self.scratch_parent()?)?;
         let info = self.rest.info()?;
         let logical = id.and_then(|id| {
@@ -603,7 +785,10 @@ impl Backups {
         });
         let (label, result) = if let Some(entry) = logical {
             let mut steps = Steps::new(progress, 1);
-            steps.begin(&format!("checking logical backup {} (SHA-256, table of contents)", entry.id));
+            steps.begin(&format!(
+                "checking logical backup {} (SHA-256, table of contents)",
+                entry.id
+            ));
             let result = self.verify_logical(&entry.id);
             steps.finish();
             (entry.id, result)
@@ -685,13 +870,7 @@ impl Backups {
         )?;
         cluster.start(RECOVERY_TIMEOUT)?;
         steps.begin("reading every database completely (pg_dump to /dev/null)");
-        let control_user = pgtenant_engine::Connector::from_url(&self.control_url)
-            .ok()
-            .and_then(|c| c.user().map(str::to_string));
-        let candidates: Vec<String> = [Some(pgtenant_cluster::SUPERUSER.to_string()), control_user]
-            .into_iter()
-            .flatten()
-            .collect();
+        let candidates = self.scratch_logins();
         let (superuser, databases) = sql::block_on(async {
             let mut last = None;
             for user in &candidates {
@@ -700,7 +879,10 @@ impl Backups {
                 {
                     Ok(client) => {
                         let su: String = client
-                            .query_one("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10", &[])
+                            .query_one(
+                                "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10",
+                                &[],
+                            )
                             .await
                             .map_err(|e| sql::sql_error("reading the scratch cluster", e))?
                             .get(0);
@@ -754,11 +936,13 @@ impl Backups {
                 .arg(&superuser)
                 .arg("-d")
                 .arg(&database)
-                .args(["-Fc", "-Z0", "-f", "/dev/null"]);
+                .args(["-Fc", "-Z0", "--no-sync", "-f", "/dev/null"]);
             let readable = match process::run_quiet(&mut cmd) {
                 Ok(()) => true,
                 Err(e) => {
-                    steps.progress.warn(&format!("{database} is not readable: {e}"));
+                    steps
+                        .progress
+                        .warn(&format!("{database} is not readable: {e}"));
                     false
                 }
             };
@@ -776,6 +960,90 @@ impl Backups {
     }
 }
 
+/// Appended to the script once pg_restore has written all of it; [`FINISH_SQL`] refuses to commit
+/// without it.
+const SENTINEL: &[u8] = b"\n\\set pgtenant_restore_complete on\n";
+
+const FINISH_SQL: &str = "\\if :{?pgtenant_restore_complete}
+\\else
+DO $$BEGIN RAISE EXCEPTION 'the restore script was cut short; rolling back'; END$$;
+\\endif
+";
+
+/// Schemas and relations of a database, with their owners.
+#[derive(Debug, Default)]
+struct Objects {
+    schemas: BTreeMap<String, String>,
+    /// (schema, name) → (relkind, owner)
+    relations: BTreeMap<(String, String), (String, String)>,
+}
+
+/// The user-made schemas and relations (not extension members) of the database `client` is in.
+async fn objects_at(
+    client: impl std::future::Future<Output = Result<tokio_postgres::Client, BackupError>>,
+) -> Result<Objects, BackupError> {
+    let client = client.await?;
+    let not_extension = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+         WHERE d.classid OPERATOR(pg_catalog.=) {table}::pg_catalog.regclass \
+         AND d.objid OPERATOR(pg_catalog.=) {oid} AND d.deptype OPERATOR(pg_catalog.=) 'e')";
+    let user_schema = "{name} NOT IN ('pg_catalog', 'information_schema') \
+         AND {name} !~ '^pg_(toast|temp_)'";
+    let schemas = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, pg_catalog.pg_get_userbyid(n.nspowner)::text \
+                 FROM pg_catalog.pg_namespace n WHERE {} AND {}",
+                user_schema.replace("{name}", "n.nspname"),
+                not_extension
+                    .replace("{table}", "'pg_catalog.pg_namespace'")
+                    .replace("{oid}", "n.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| sql::sql_error("listing schemas", e))?;
+    let relations = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.relkind::text, \
+                 pg_catalog.pg_get_userbyid(c.relowner)::text \
+                 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {} AND {}",
+                user_schema.replace("{name}", "n.nspname"),
+                not_extension
+                    .replace("{table}", "'pg_catalog.pg_class'")
+                    .replace("{oid}", "c.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| sql::sql_error("listing relations", e))?;
+    Ok(Objects {
+        schemas: schemas.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        relations: relations
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+            .collect(),
+    })
+}
+
+fn drop_keyword(relkind: &str) -> Option<&'static str> {
+    Some(match relkind {
+        "r" | "p" => "TABLE",
+        "v" => "VIEW",
+        "m" => "MATERIALIZED VIEW",
+        "f" => "FOREIGN TABLE",
+        "S" => "SEQUENCE",
+        _ => return None,
+    })
+}
+
+/// An identifier, always double-quoted.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The major version a backup set was taken from.
 fn set_version(info: &StanzaInfo, set: &BackupSet) -> String {
     info.db
@@ -784,43 +1052,4 @@ fn set_version(info: &StanzaInfo, set: &BackupSet) -> String {
         .or(info.db.last())
         .map(|db| db.version.clone())
         .unwrap_or_default()
-}
-
-/// The bootstrap superuser of a scratch cluster (any role may log in there; the socket is
-/// private), after checking that the database exists in it.
-fn scratch_superuser(
-    cluster: &ScratchCluster,
-    tenant: &TenantName,
-    database: &str,
-) -> Result<String, BackupError> {
-    let database = database.to_string();
-    sql::block_on(async {
-        let mut client = None;
-        let mut last = None;
-        for user in [tenant.admin_role(), pgtenant_cluster::SUPERUSER.to_string()] {
-            match sql::connect_socket(&cluster.socket_dir(), cluster.port(), &user, "postgres").await
-            {
-                Ok(c) => {
-                    client = Some(c);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let client = client.ok_or_else(|| last.expect("a connection was tried"))?;
-        let row = client
-            .query_one(
-                "SELECT (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10), \
-                 EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1)",
-                &[&database],
-            )
-            .await
-            .map_err(|e| sql::sql_error("reading the scratch cluster", e))?;
-        if !row.get::<_, bool>(1) {
-            return Err(BackupError::Restore(format!(
-                "database {database} did not exist at the restore target"
-            )));
-        }
-        Ok(row.get::<_, String>(0))
-    })?
 }

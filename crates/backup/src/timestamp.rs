@@ -17,7 +17,9 @@ impl Timestamp {
     }
 
     pub fn from_unix(seconds: i64) -> Self {
-        Timestamp(OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+        Timestamp(
+            OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        )
     }
 
     pub fn from_system(time: SystemTime) -> Self {
@@ -74,18 +76,27 @@ impl Timestamp {
             .ok_or_else(|| bad("date and time are separated by a space or T"))?;
         let (clock, zone) = rest.split_at(8);
         let mut parts = clock.split(':');
-        let mut next = || parts.next().and_then(|p| (p.len() == 2).then(|| p.parse::<u8>().ok()).flatten());
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| (p.len() == 2).then(|| p.parse::<u8>().ok()).flatten())
+        };
         let (h, m, s) = match (next(), next(), next()) {
             (Some(h), Some(m), Some(s)) => (h, m, s),
             _ => return Err(bad("the time of day")),
         };
         let (micros, zone) = match zone.strip_prefix('.') {
             Some(fraction) => {
-                let digits: String = fraction.chars().take_while(|c| c.is_ascii_digit()).collect();
+                let digits: String = fraction
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
                 if digits.is_empty() || digits.len() > 6 {
                     return Err(bad("the fraction of a second: 1 to 6 digits"));
                 }
-                let micros = format!("{digits:0<6}").parse::<u32>().map_err(|_| bad("fraction"))?;
+                let micros = format!("{digits:0<6}")
+                    .parse::<u32>()
+                    .map_err(|_| bad("fraction"))?;
                 (micros, &fraction[digits.len()..])
             }
             None => (0, zone),
@@ -150,7 +161,10 @@ fn parse_zone(zone: &str) -> Option<UtcOffset> {
     }
     let (hours, minutes) = match digits.len() {
         2 => (digits.parse::<i8>().ok()?, 0),
-        4 => (digits[..2].parse::<i8>().ok()?, digits[2..].parse::<i8>().ok()?),
+        4 => (
+            digits[..2].parse::<i8>().ok()?,
+            digits[2..].parse::<i8>().ok()?,
+        ),
         _ => return None,
     };
     UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()

@@ -44,7 +44,11 @@ pub(crate) fn ident_conf(os_user: &str, superuser: &str) -> String {
 }
 
 /// The archiving block of [`CONF_FILE`]: `command` is the `archive_command`.
-pub(crate) fn archive_block(command: &str, timeout_secs: u32, socket_dir: &std::path::Path) -> String {
+pub(crate) fn archive_block(
+    command: &str,
+    timeout_secs: u32,
+    socket_dir: &std::path::Path,
+) -> String {
     format!(
         "{ARCHIVE_BEGIN}
 wal_level = replica
@@ -177,14 +181,20 @@ mod tests {
         let socket = std::path::Path::new("/state/cluster/socket");
         let first = with_archive_block(&base, &archive_block("push '%p'", 60, socket));
         assert!(first.starts_with(&base));
-        assert!(first.contains("archive_command = 'push ''%p'''\n"), "{first}");
+        assert!(
+            first.contains("archive_command = 'push ''%p'''\n"),
+            "{first}"
+        );
         assert!(first.contains("archive_timeout = 60\n"));
         assert!(first.contains("unix_socket_directories = '/state/cluster/socket'\n"));
         let second = with_archive_block(&first, &archive_block("other %p", 30, socket));
         assert_eq!(second.matches(ARCHIVE_BEGIN).count(), 1, "{second}");
         assert!(second.contains("archive_command = 'other %p'\n"));
         assert!(!second.contains("push"));
-        assert_eq!(with_archive_block(&second, &archive_block("other %p", 30, socket)), second);
+        assert_eq!(
+            with_archive_block(&second, &archive_block("other %p", 30, socket)),
+            second
+        );
     }
 
     #[test]
@@ -192,7 +202,10 @@ mod tests {
         let hba = hba_with_socket("postgres");
         assert!(hba.starts_with(HBA_CONF));
         assert!(hba.ends_with("local all postgres peer map=pgtenant\n"));
-        assert_eq!(ident_conf("postgres", "postgres").lines().last(), Some("pgtenant postgres postgres"));
+        assert_eq!(
+            ident_conf("postgres", "postgres").lines().last(),
+            Some("pgtenant postgres postgres")
+        );
     }
 
     #[test]

@@ -326,7 +326,10 @@ impl EmbeddedCluster {
         let block = config::archive_block(archive_command, archive_timeout_secs, &socket);
         let files = [
             (data.join(config::CONF_FILE), None),
-            (data.join("pg_hba.conf"), Some(config::hba_with_socket(SUPERUSER))),
+            (
+                data.join("pg_hba.conf"),
+                Some(config::hba_with_socket(SUPERUSER)),
+            ),
             (
                 data.join("pg_ident.conf"),
                 Some(config::ident_conf(user.name(), SUPERUSER)),

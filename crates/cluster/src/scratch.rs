@@ -221,15 +221,20 @@ impl ScratchCluster {
         }
     }
 
-    /// Stops the server and deletes its data directory, keeping the rest of the scratch directory
-    /// (a dump written there, say) until the handle is dropped.
-    pub fn discard_data(&mut self) -> Result<(), ClusterError> {
+    /// Stops the server and deletes its data directory in a background thread (deleting
+    /// freshly synced files can take seconds), keeping the rest of the scratch directory (a dump
+    /// written there, say) until the handle is dropped. Join the returned thread to wait for it.
+    pub fn discard_data(&mut self) -> Result<std::thread::JoinHandle<()>, ClusterError> {
         self.stop();
         let data = self.data_dir();
-        match fs::remove_dir_all(&data) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(ClusterError::io(&data, e)),
-            _ => Ok(()),
+        let discarded = self.dir.join("data.discarded");
+        match fs::rename(&data, &discarded) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(ClusterError::io(&data, e)),
+            _ => {}
         }
+        Ok(std::thread::spawn(move || {
+            let _ = fs::remove_dir_all(discarded);
+        }))
     }
 }
 
@@ -268,7 +273,11 @@ fn stop_stray_server(data_dir: &Path) {
     let Ok(text) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return;
     };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         return;
     };
     // Only a postgres server on this very data directory: the pid may have been reused since.

@@ -323,3 +323,79 @@ fn state_dir_the_server_cannot_enter_is_refused_until_fixed() {
     let _stop = StopOnDrop(&cluster);
     assert_eq!(query(&cluster.superuser_url().unwrap(), "SELECT 1"), "1");
 }
+
+#[test]
+fn archiving_needs_one_restart_and_opens_a_socket_only_the_server_account_may_use() {
+    let tc = TestCluster::start().unwrap();
+    let cluster = &tc.cluster;
+    let superuser = cluster.superuser_url().unwrap();
+    assert!(!cluster.archiving_enabled());
+    assert!(cluster.enable_archiving("true %p", 60).unwrap());
+    assert!(cluster.archiving_enabled());
+    assert!(
+        !cluster.enable_archiving("true %p", 60).unwrap(),
+        "nothing changes the second time"
+    );
+    // Reloaded: archive_mode and the socket wait for a restart, which the caller decides on.
+    let pending = query(
+        &superuser,
+        "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart",
+    );
+    assert!(pending.contains("archive_mode"), "{pending}");
+    assert!(pending.contains("unix_socket_directories"), "{pending}");
+    cluster.restart().unwrap();
+    assert_eq!(
+        query(
+            &superuser,
+            "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_timeout') \
+             || ' ' || current_setting('archive_command')"
+        ),
+        "on 1min true %p"
+    );
+
+    let socket = cluster.socket_dir();
+    let meta = fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let port = cluster.port().unwrap().to_string();
+    let user = cluster.server_user().unwrap();
+    let login_as = |role: &str| {
+        user.command(Path::new(PSQL), cluster.dir())
+            .args(["-X", "-A", "-t", "-h"])
+            .arg(&socket)
+            .args([
+                "-p",
+                &port,
+                "-U",
+                role,
+                "-d",
+                "postgres",
+                "-c",
+                "SELECT current_user",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = login_as("postgres");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postgres");
+    let out = login_as(CONTROL_ROLE);
+    assert!(!out.status.success(), "only the superuser, for pgBackRest");
+
+    // A new archive command replaces the block instead of adding one.
+    assert!(cluster.enable_archiving("false %p", 30).unwrap());
+    let conf = fs::read_to_string(cluster.data_dir().join("pgtenant.conf")).unwrap();
+    assert_eq!(conf.matches("archive_command").count(), 1, "{conf}");
+    assert_eq!(query(&superuser, "SHOW archive_timeout"), "30s");
+    // TLS logins are unchanged.
+    assert_eq!(
+        query(
+            &superuser,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ),
+        "t"
+    );
+}
