@@ -168,7 +168,7 @@ def main():
         f"| {r['add']:.3f} | {r['add_full']:.3f} | {r['rss_mb']:.1f} |"
         for r in results
     )
-    text = f"""# Benchmarks
+    text = f"""## Provisioning and planning
 
 Produced by `python3 bench/run.py --sizes {args.sizes} --runs {args.runs}` (the harness starts its own embedded
 clusters; each figure is the median of {args.runs} runs, each run on a fresh cluster, fsync on).
@@ -191,8 +191,17 @@ PostgreSQL: {pg_version}. Date: {time.strftime('%Y-%m-%d')}.
 - *add 1 at N, full apply*: a plain `pgtenant apply` after declaring another one: it also re-checks every
   other tenant's database for drift, which is what grows with N.
 """
-    Path(args.out).write_text(text)
+    write_section(Path(args.out), "## Provisioning and planning", text)
     print(text)
+
+
+def write_section(path: Path, heading: str, text: str):
+    """Replaces this harness's section of the file, keeping the others (bench/restore.py writes one)."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    sections = old.split("\n## ")
+    head, rest = sections[0], ["## " + s for s in sections[1:]]
+    kept = [s for s in rest if not s.startswith(heading)]
+    path.write_text(head.rstrip() + "\n\n" + text.strip() + "\n\n" + "\n".join(k.rstrip() + "\n" for k in kept))
 
 
 if __name__ == "__main__":
