@@ -91,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         command: store::StoreCommand,
     },
+    /// Final backups of dropped databases: list them, restore one into its database declared again.
+    Trash {
+        #[command(subcommand)]
+        command: commands::trash::TrashCommand,
+    },
     /// Every database on the cluster: managed, orphaned-protected (since when) or unmanaged.
     List(list::ListArgs),
     /// New passwords for a tenant's roles (crash-safe; `--grace` for zero downtime).
@@ -150,6 +155,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Store { command } => store::run(&context, command),
         Command::Rotate(args) => rotate::run(&context, args),
         Command::List(args) => list::run(&context, args),
+        Command::Trash { command } => commands::trash::run_command(&context, command),
         Command::Backup(args) => commands::backup::backup(&context, args),
         Command::Restore(args) => commands::backup::restore(&context, args),
         Command::Up(args) => cluster::up(&context, args),

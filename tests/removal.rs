@@ -275,3 +275,63 @@ async fn list_shows_managed_orphaned_and_unmanaged_databases() {
         "adopted again"
     );
 }
+
+#[tokio::test]
+async fn a_dropped_standard_database_leaves_a_final_backup_that_restores_once_declared_again() {
+    let env = Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    env.declare("shop", "other", &[("other", "standard")]);
+    env.apply();
+    let admin = env.connect_as("shop/cart", "admin").await;
+    admin
+        .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    drop(admin);
+
+    env.remove("shop/cart/values.yaml");
+    let out = env.run(&["apply"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("final backup of shop-cart before it is dropped"),
+        "{}",
+        out.stderr
+    );
+    assert!(!database_exists(&env, "shop-cart").await);
+
+    let listed = env.run(&["trash", "list", "--format", "json"]).json();
+    let entry = &listed[0];
+    assert_eq!(entry["tenant"], "shop/cart");
+    assert_eq!(entry["retention_days"], 7, "dev tier by default");
+    assert!(entry["size"].as_u64().unwrap() > 0);
+
+    // Restoring before the database is declared again says what to do.
+    let early = env.run(&["trash", "restore", "shop/cart"]);
+    assert_eq!(early.code, 1);
+    assert!(
+        early.stderr.contains("declare it again"),
+        "{}",
+        early.stderr
+    );
+
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    env.apply();
+    let out = env.run(&["trash", "restore", "shop/cart"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = env.connect_as("shop/cart", "read").await;
+    let rows = read
+        .query("SELECT id FROM items ORDER BY id", &[])
+        .await
+        .expect("grants re-applied after restore");
+    assert_eq!(rows.len(), 3);
+    let owner: String = read
+        .query_one(
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = 'items'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "shop-cart-admin");
+}

@@ -9,6 +9,7 @@ pub mod reconcile;
 pub mod rotate;
 pub mod spec;
 pub mod store;
+pub mod trash;
 
 use anyhow::{bail, Result};
 

@@ -199,14 +199,25 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
     let planned = args.load_and_plan(context, &runtime, true)?;
     let show_progress = args.format == Format::Text && std::io::stderr().is_terminal();
-    let outcome = execute(context, &runtime, &planned, &planned.plan, show_progress)?;
+    let mut plan = planned.plan.clone();
+    let observed = &planned.observed;
+    crate::commands::trash::take_final_backups(
+        context,
+        &planned.connected.connector,
+        &mut plan,
+        |database| {
+            observed
+                .databases
+                .get(database)
+                .and_then(|db| db.marker())
+                .and_then(|m| m.environment)
+        },
+    )?;
+    let outcome = execute(context, &runtime, &planned, &plan, show_progress)?;
     let outcome = verify(context, &runtime, &planned, outcome)?;
-    render::apply(&planned.plan, &outcome, &planned.repo, args.format)?;
+    render::apply(&plan, &outcome, &planned.repo, args.format)?;
     Ok(
-        if planned.repo.has_errors()
-            || outcome.failed().next().is_some()
-            || planned.plan.has_unresolved()
-        {
+        if planned.repo.has_errors() || outcome.failed().next().is_some() || plan.has_unresolved() {
             EXIT_ERROR
         } else {
             EXIT_OK

@@ -718,7 +718,7 @@ fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<(), BackupErro
 }
 
 /// Hex SHA-256 of a file, or of a directory's files (name and digest of each, in name order).
-pub(crate) fn sha256_of(path: &Path) -> Result<(String, u64), BackupError> {
+pub fn sha256_of(path: &Path) -> Result<(String, u64), BackupError> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let io = |source| BackupError::Io {

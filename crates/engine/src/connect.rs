@@ -47,6 +47,9 @@ impl SslMode {
 pub struct Connector {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
+    /// Kept for the client programs (pg_dump, pg_restore) that reach the server through libpq.
+    ssl_mode: SslMode,
+    root_cert: Option<PathBuf>,
 }
 
 /// Bounded waits on every control connection, so a stuck lock or server never hangs a run.
@@ -79,7 +82,12 @@ impl Connector {
             config.host("localhost");
         }
         let tls = MakeRustlsConnect::new(client_tls_config(ssl_mode, root_cert.as_deref())?);
-        Ok(Connector { config, tls })
+        Ok(Connector {
+            config,
+            tls,
+            ssl_mode,
+            root_cert,
+        })
     }
 
     /// For sessions as an application would open them (tenant roles): the server's defaults for
@@ -96,6 +104,8 @@ impl Connector {
         Connector {
             config,
             tls: self.tls.clone(),
+            ssl_mode: self.ssl_mode,
+            root_cert: self.root_cert.clone(),
         }
     }
 
@@ -113,6 +123,40 @@ impl Connector {
 
     pub fn user(&self) -> Option<&str> {
         self.config.get_user()
+    }
+
+    /// libpq's environment for a client program (pg_dump, pg_restore) to reach `database` the way
+    /// this connector does: the password in the environment, never on a command line.
+    pub fn libpq_env(&self, database: &str) -> Vec<(&'static str, String)> {
+        let (host, port) = self.endpoint();
+        let mut env = vec![
+            ("PGHOST", host),
+            ("PGPORT", port.to_string()),
+            ("PGDATABASE", database.to_string()),
+            ("PGAPPNAME", "pgtenant".to_string()),
+            ("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string()),
+            (
+                "PGSSLMODE",
+                match self.ssl_mode {
+                    SslMode::Disable => "disable",
+                    SslMode::Prefer => "prefer",
+                    SslMode::Require => "require",
+                    SslMode::VerifyCa => "verify-ca",
+                    SslMode::VerifyFull => "verify-full",
+                }
+                .to_string(),
+            ),
+        ];
+        if let Some(user) = self.config.get_user() {
+            env.push(("PGUSER", user.to_string()));
+        }
+        if let Some(password) = self.config.get_password() {
+            env.push(("PGPASSWORD", String::from_utf8_lossy(password).into_owned()));
+        }
+        if let Some(root_cert) = &self.root_cert {
+            env.push(("PGSSLROOTCERT", root_cert.display().to_string()));
+        }
+        env
     }
 
     /// `database` None is the admin URL's own database.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgtenant_secrets::SecretPath;
-use pgtenant_spec::{DatabaseSpec, LoadedRepo, LogStatements, Mode, Preset};
+use pgtenant_spec::{DatabaseSpec, Environment, LoadedRepo, LogStatements, Mode, Preset};
 use serde::Serialize;
 
 use crate::ident::Ident;
@@ -122,6 +122,8 @@ pub struct DesiredTenant {
     pub extensions: Vec<String>,
     /// The database's `CONNECTION LIMIT` (-1: none).
     pub connection_limit: i32,
+    /// Set in the spec; otherwise the platform's tier applies.
+    pub environment: Option<Environment>,
 }
 
 impl DesiredTenant {
@@ -176,6 +178,7 @@ impl DesiredTenant {
             schemas,
             extensions: spec.extensions.clone(),
             connection_limit: spec.connection_limit.unwrap_or(-1),
+            environment: spec.environment,
         }
     }
 
@@ -473,6 +476,10 @@ pub struct Marker {
     /// When a protected database was first seen no longer declared (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orphaned_since: Option<String>,
+    /// The environment tier the spec gave the database, for what outlives its declaration (the
+    /// retention of its final backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
 }
 
 pub const MANAGED_BY: &str = "pgtenant";
@@ -486,6 +493,7 @@ impl Marker {
             role: None,
             alternate: false,
             orphaned_since: None,
+            environment: tenant.environment,
         }
     }
 
@@ -497,6 +505,7 @@ impl Marker {
             role: Some(kind),
             alternate: false,
             orphaned_since: None,
+            environment: None,
         }
     }
 

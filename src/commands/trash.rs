@@ -1,0 +1,295 @@
+//! The final logical backup taken before a standard database is dropped, kept for its environment
+//! tier's retention (`trash list`), and restorable into the database once it is declared again
+//! (`trash restore`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context as _, Result};
+use pgtenant_engine::plan::{Notice, NoticeKind};
+use pgtenant_engine::{Connector, DesiredTenant, Plan};
+use pgtenant_spec::Environment;
+use serde::{Deserialize, Serialize};
+
+use crate::commands::parse_tenant;
+use crate::commands::reconcile::reconcile_tenant;
+use crate::context::Context;
+use crate::render::{print_json, Format};
+use crate::EXIT_OK;
+
+#[derive(clap::Subcommand)]
+pub enum TrashCommand {
+    /// The final backups of dropped databases, newest first; expired ones are removed.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Restore the newest final backup of NS/DB into its database (declare it again and apply first).
+    Restore {
+        tenant: String,
+        /// The apps repo [default: the current directory].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+}
+
+/// Beside each dump, what `trash list` shows and what expiry needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrashEntry {
+    pub tenant: String,
+    pub database: String,
+    pub dropped_at: String,
+    pub expires_at: String,
+    pub retention_days: u32,
+    pub file: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+fn trash_dir(context: &Context) -> PathBuf {
+    context.state_dir().join("trash")
+}
+
+/// Dumps every database the plan drops, before anything runs. A tenant whose dump fails keeps its
+/// database: its drop is taken out of the plan and reported as blocked.
+pub fn take_final_backups(
+    context: &Context,
+    connector: &Connector,
+    plan: &mut Plan,
+    retention: impl Fn(&str) -> Option<Environment>,
+) -> Result<()> {
+    let drops: Vec<(String, String)> = plan
+        .operations
+        .iter()
+        .filter_map(|op| {
+            let statement = op.display();
+            let database = statement
+                .strip_prefix("DROP DATABASE \"")?
+                .split('"')
+                .next()?
+                .to_string();
+            Some((op.tenant.clone(), database))
+        })
+        .collect();
+    for (tenant, database) in drops {
+        let environment = retention(&database).unwrap_or_default();
+        match final_backup(context, connector, &tenant, &database, environment) {
+            Ok(entry) => eprintln!(
+                "final backup of {database} before it is dropped: {} ({} bytes)",
+                entry.file.display(),
+                entry.size
+            ),
+            Err(error) => {
+                plan.operations.retain(|op| op.tenant != tenant);
+                plan.notices.push(Notice {
+                    kind: NoticeKind::Blocked,
+                    tenant: tenant.clone(),
+                    database: Some(database.clone()),
+                    reason: format!(
+                        "the final backup before dropping it failed, so it is not dropped: {}",
+                        pgtenant_engine::error_chain(error.as_ref())
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn final_backup(
+    context: &Context,
+    connector: &Connector,
+    tenant: &str,
+    database: &str,
+    environment: Environment,
+) -> Result<TrashEntry> {
+    let (namespace, name) = parse_tenant(tenant)?;
+    let dir = trash_dir(context).join(namespace).join(name);
+    create_private_dirs(&dir)?;
+    let now = SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let file = dir.join(format!("{}.dump", stamp.replace(':', "")));
+    let partial = file.with_extension("dump.partial");
+    let binaries = pgtenant_cluster::find_binaries().context("finding pg_dump")?;
+    let mut command = Command::new(binaries.bin_dir.join("pg_dump"));
+    command
+        .args(["--format=custom", "--no-owner", "--file"])
+        .arg(&partial);
+    run(command, connector, database, "pg_dump")?;
+    std::fs::rename(&partial, &file).with_context(|| format!("keeping {}", file.display()))?;
+    let (sha256, size) = pgtenant_backup::sha256_of(&file)?;
+    let retention_days = environment.retention_days();
+    let entry = TrashEntry {
+        tenant: tenant.to_string(),
+        database: database.to_string(),
+        dropped_at: stamp,
+        expires_at: humantime::format_rfc3339_seconds(
+            now + Duration::from_secs(u64::from(retention_days) * 86_400),
+        )
+        .to_string(),
+        retention_days,
+        file: file.clone(),
+        size,
+        sha256,
+    };
+    write_private(
+        &file.with_extension("json"),
+        &serde_json::to_vec_pretty(&entry)?,
+    )?;
+    Ok(entry)
+}
+
+/// Runs a client program against `database` as the control role (a member of every tenant role,
+/// so it reads and writes what the owner owns), with libpq's environment and no inherited PG*.
+fn run(mut command: Command, connector: &Connector, database: &str, what: &str) -> Result<()> {
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PG")) {
+        command.env_remove(key);
+    }
+    command.envs(connector.libpq_env(database));
+    let output = command
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn create_private_dirs(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Every entry, newest first; expired ones (dump and sidecar) are deleted on the way.
+pub fn entries(context: &Context) -> Result<Vec<TrashEntry>> {
+    let mut entries = Vec::new();
+    let root = trash_dir(context);
+    if !root.exists() {
+        return Ok(entries);
+    }
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    for namespace in std::fs::read_dir(&root)? {
+        for tenant in std::fs::read_dir(namespace?.path())? {
+            for file in std::fs::read_dir(tenant?.path())? {
+                let path = file?.path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let entry: TrashEntry = serde_json::from_slice(&std::fs::read(&path)?)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                // RFC 3339 UTC timestamps of one format compare as text.
+                if entry.expires_at < now {
+                    let _ = std::fs::remove_file(&entry.file);
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                entries.push(entry);
+            }
+        }
+    }
+    entries.sort_by(|a, b| b.dropped_at.cmp(&a.dropped_at));
+    Ok(entries)
+}
+
+pub fn run_command(context: &Context, command: &TrashCommand) -> Result<u8> {
+    match command {
+        TrashCommand::List { format } => {
+            let entries = entries(context)?;
+            match format {
+                Format::Json => print_json(&entries)?,
+                Format::Text => {
+                    for e in &entries {
+                        println!(
+                            "{}  {}  {} bytes  kept until {}  {}",
+                            e.dropped_at,
+                            e.tenant,
+                            e.size,
+                            e.expires_at,
+                            e.file.display()
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        TrashCommand::Restore { tenant, repo } => restore(context, tenant, repo.as_deref()),
+    }
+}
+
+fn restore(context: &Context, tenant: &str, repo: Option<&Path>) -> Result<u8> {
+    let entry = entries(context)?
+        .into_iter()
+        .find(|e| e.tenant == tenant)
+        .with_context(|| {
+            format!("no final backup of {tenant} in the trash (`pgtenant trash list`)")
+        })?;
+    let root = repo.unwrap_or(Path::new("."));
+    let loaded = pgtenant_spec::load_repo(root)
+        .with_context(|| format!("reading the apps repo {}", root.display()))?;
+    let Some(spec) = loaded.databases.iter().find(|d| d.tenant_id() == tenant) else {
+        bail!("{tenant} is not declared in the apps repo: declare it again and run `pgtenant apply`, then restore");
+    };
+    let desired = DesiredTenant::from_spec(spec);
+    let (checksum, _) = pgtenant_backup::sha256_of(&entry.file)?;
+    if checksum != entry.sha256 {
+        bail!(
+            "{} does not match its recorded checksum: not restoring a damaged backup",
+            entry.file.display()
+        );
+    }
+    let connected = context.connect()?;
+    let binaries = pgtenant_cluster::find_binaries().context("finding pg_restore")?;
+    let mut command = Command::new(binaries.bin_dir.join("pg_restore"));
+    command
+        .args([
+            "--no-owner",
+            "--exit-on-error",
+            "--single-transaction",
+            "--dbname",
+            entry.database.as_str(),
+        ])
+        .arg(format!("--role={}", desired.owner()))
+        .arg(&entry.file);
+    run(command, &connected.connector, &entry.database, "pg_restore")
+        .with_context(|| format!("restoring {} into {} (it must exist and be empty of the dumped objects: declare it, apply, then restore)", entry.file.display(), entry.database))?;
+    let outcome = reconcile_tenant(context, repo, tenant)?;
+    if let Some(failed) = outcome.failed().next() {
+        bail!(
+            "restored, but re-applying grants failed: {}",
+            failed
+                .error
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "restored {} into {} (dropped at {}); ownership and grants re-applied",
+        entry.file.display(),
+        entry.database,
+        entry.dropped_at
+    );
+    Ok(EXIT_OK)
+}
