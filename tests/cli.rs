@@ -381,4 +381,11 @@ async fn tenant_scope_reconciles_only_the_named_tenants() {
         "b was out of scope and keeps its drift"
     );
     assert_eq!(env.run(&["plan", "--tenant", "bad name"]).code, 1);
+    let unknown = env.run(&["plan", "--tenant", "team/nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("no such tenant"),
+        "{}",
+        unknown.stderr
+    );
 }

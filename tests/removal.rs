@@ -279,12 +279,18 @@ async fn list_shows_managed_orphaned_and_unmanaged_databases() {
 #[tokio::test]
 async fn a_dropped_standard_database_leaves_a_final_backup_that_restores_once_declared_again() {
     let env = Env::new();
-    env.declare("shop", "cart", &[("cart", "standard")]);
+    // A v1 tenant with a declared schema: the restore must cope with what apply recreates.
+    let cart =
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: cart\n    schemas: [audit]\n";
+    env.write("shop/cart/values.yaml", cart);
     env.declare("shop", "other", &[("other", "standard")]);
     env.apply();
     let admin = env.connect_as("shop/cart", "admin").await;
     admin
-        .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3)")
+        .batch_execute(
+            "CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3);
+             CREATE TABLE audit.log (line text); INSERT INTO audit.log VALUES ('kept')",
+        )
         .await
         .unwrap();
     drop(admin);
@@ -315,7 +321,7 @@ async fn a_dropped_standard_database_leaves_a_final_backup_that_restores_once_de
         early.stderr
     );
 
-    env.declare("shop", "cart", &[("cart", "standard")]);
+    env.write("shop/cart/values.yaml", cart);
     env.apply();
     let out = env.run(&["trash", "restore", "shop/cart"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -325,6 +331,11 @@ async fn a_dropped_standard_database_leaves_a_final_backup_that_restores_once_de
         .await
         .expect("grants re-applied after restore");
     assert_eq!(rows.len(), 3);
+    let audit = read
+        .query("SELECT line FROM audit.log", &[])
+        .await
+        .expect("the declared schema's data is back");
+    assert_eq!(audit.len(), 1);
     let owner: String = read
         .query_one(
             "SELECT tableowner::text FROM pg_tables WHERE tablename = 'items'",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use pgtenant_engine::execute::OperationError;
 use pgtenant_engine::plan::DropGuard;
-use pgtenant_engine::{check, ApplyOutcome, Desired, Executor, PlanContext};
+use pgtenant_engine::{check, ApplyOutcome, Desired, Executor, Phase, PlanContext};
 use pgtenant_secrets::CredentialStore;
 
 use crate::context::{self, Context};
@@ -132,10 +132,21 @@ fn load_and_plan(
         guard: guard.clone(),
         superuser_extensions: context.superuser_extensions().clone(),
         now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        scope: scope.clone(),
     };
-    let mut plan = pgtenant_engine::plan(&desired, &observed, &plan_context);
-    plan.operations.retain(|op| in_scope(&op.tenant));
-    plan.notices.retain(|notice| in_scope(&notice.tenant));
+    let known = |tenant: &String| {
+        desired.tenants.iter().any(|t| &t.id == tenant)
+            || observed
+                .databases
+                .values()
+                .any(|db| db.marker().is_some_and(|m| &m.tenant == tenant))
+    };
+    if let Some(unknown) = scope.iter().find(|t| !known(t)) {
+        anyhow::bail!(
+            "--tenant {unknown}: no such tenant is declared in the repo or managed on the cluster"
+        );
+    }
+    let plan = pgtenant_engine::plan(&desired, &observed, &plan_context);
     Ok(Planned {
         repo,
         desired,
@@ -162,15 +173,7 @@ fn finish_interrupted_rotations(
         .block_on(rotator.recover_all())
         .context("finishing an interrupted password change")?
     {
-        let what = if recovered.completed {
-            "completed"
-        } else {
-            "rolled back (the server never had it)"
-        };
-        eprintln!(
-            "an interrupted password change of {} was {what}",
-            recovered.secret_path
-        );
+        eprintln!("{recovered}");
     }
     Ok(())
 }
@@ -199,21 +202,28 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
     let planned = args.load_and_plan(context, &runtime, true)?;
     let show_progress = args.format == Format::Text && std::io::stderr().is_terminal();
-    let mut plan = planned.plan.clone();
-    let observed = &planned.observed;
-    crate::commands::trash::take_final_backups(
-        context,
-        &planned.connected.connector,
-        &mut plan,
-        |database| {
-            observed
-                .databases
-                .get(database)
-                .and_then(|db| db.marker())
-                .and_then(|m| m.environment)
-        },
-    )?;
-    let outcome = execute(context, &runtime, &planned, &plan, show_progress)?;
+    // Everything but drops first; then each dropped database's final backup, taken with its
+    // logins stopped; then the drops.
+    let (mut drops, mut plan) = (planned.plan.clone(), planned.plan.clone());
+    drops.operations.retain(|op| op.phase == Phase::Drop);
+    drops.notices.clear();
+    plan.operations.retain(|op| op.phase != Phase::Drop);
+    let mut outcome = execute(context, &runtime, &planned, &plan, show_progress)?;
+    if !drops.operations.is_empty() {
+        crate::commands::trash::take_final_backups(
+            context,
+            &runtime,
+            &planned.connected.connector,
+            &planned.observed,
+            &mut drops,
+        )?;
+        outcome
+            .tenants
+            .extend(execute(context, &runtime, &planned, &drops, show_progress)?.tenants);
+        plan.operations.extend(drops.operations);
+        plan.notices.extend(drops.notices);
+        outcome.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    }
     let outcome = verify(context, &runtime, &planned, outcome)?;
     render::apply(&plan, &outcome, &planned.repo, args.format)?;
     Ok(
@@ -331,7 +341,11 @@ pub fn reconcile_tenant(
 pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
     let planned = args.load_and_plan(context, &runtime, false)?;
-    let report = check::report(&planned.desired, &planned.observed, &planned.plan);
+    let mut report = check::report(&planned.desired, &planned.observed, &planned.plan);
+    // Tenants outside --tenant were not inspected: listing them as in sync would be a claim.
+    report
+        .tenants
+        .retain(|t| planned.plan_context.in_scope(&t.tenant));
     render::check(&report, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR

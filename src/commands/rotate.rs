@@ -84,15 +84,7 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
         Format::Json => print_json(&json!({ "rotated": rotated, "recovered": recovered }))?,
         Format::Text => {
             for r in &recovered {
-                let what = if r.completed {
-                    "completed"
-                } else {
-                    "rolled back (the server never had it)"
-                };
-                eprintln!(
-                    "an interrupted password change of {} was {what}",
-                    r.secret_path
-                );
+                eprintln!("{r}");
             }
             for r in &rotated {
                 let grace = if r.grace {

@@ -7,8 +7,11 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _, Result};
-use pgtenant_engine::plan::{Notice, NoticeKind};
-use pgtenant_engine::{Connector, DesiredTenant, Plan};
+use std::collections::BTreeSet;
+
+use pgtenant_engine::desired::Marker;
+use pgtenant_engine::plan::{Action, Notice, NoticeKind};
+use pgtenant_engine::{Connector, DesiredTenant, Ident, Observed, Plan};
 use pgtenant_spec::Environment;
 use serde::{Deserialize, Serialize};
 
@@ -51,38 +54,74 @@ fn trash_dir(context: &Context) -> PathBuf {
     context.state_dir().join("trash")
 }
 
-/// Dumps every database the plan drops, before anything runs. A tenant whose dump fails keeps its
-/// database: its drop is taken out of the plan and reported as blocked.
+/// Dumps every database the plan drops, right before the drops run: the tenant's roles stop logging
+/// in and its sessions end first, so the dump holds the last write. A tenant whose dump fails keeps
+/// its database (and its logins back): its drop is taken out of the plan and reported as blocked.
 pub fn take_final_backups(
     context: &Context,
+    runtime: &tokio::runtime::Runtime,
     connector: &Connector,
-    plan: &mut Plan,
-    retention: impl Fn(&str) -> Option<Environment>,
+    observed: &Observed,
+    drops: &mut Plan,
 ) -> Result<()> {
-    let drops: Vec<(String, String)> = plan
+    let tenants: BTreeSet<String> = drops
         .operations
         .iter()
-        .filter_map(|op| {
-            let statement = op.display();
-            let database = statement
-                .strip_prefix("DROP DATABASE \"")?
-                .split('"')
-                .next()?
-                .to_string();
-            Some((op.tenant.clone(), database))
+        .filter(|op| {
+            matches!(
+                op.action,
+                Action::Sql {
+                    transactional: false,
+                    ..
+                }
+            )
         })
+        .map(|op| op.tenant.clone())
         .collect();
-    for (tenant, database) in drops {
-        let environment = retention(&database).unwrap_or_default();
-        match final_backup(context, connector, &tenant, &database, environment) {
+    // A database without its own tier keeps its backup as long as the platform's tier says (the one
+    // `pgtenant backup --environment` remembers), else the dev tier's.
+    let platform = pgtenant_backup::CatalogFile::new(&context.state_dir().join("backups"))
+        .load()
+        .ok()
+        .and_then(|catalog| catalog.settings.environment);
+    for tenant in tenants {
+        let marked = |marker: Option<Marker>| marker.filter(|m| m.tenant == tenant);
+        let Some((database, marker)) = observed
+            .databases
+            .iter()
+            .find_map(|(name, db)| marked(db.marker()).map(|m| (name.clone(), m)))
+        else {
+            continue;
+        };
+        let roles: Vec<Ident> = observed
+            .roles
+            .iter()
+            .filter(|(_, role)| marked(role.marker()).is_some())
+            .map(|(name, _)| Ident::new(name.clone()))
+            .collect();
+        let environment = marker.environment.or(platform).unwrap_or_default();
+        let result = runtime
+            .block_on(pgtenant_engine::quiesce::quiesce(
+                connector, &database, &roles,
+            ))
+            .map_err(anyhow::Error::from)
+            .and_then(|stopped| {
+                final_backup(context, connector, &tenant, &database, environment).inspect_err(
+                    |_| {
+                        let _ =
+                            runtime.block_on(pgtenant_engine::quiesce::resume(connector, &stopped));
+                    },
+                )
+            });
+        match result {
             Ok(entry) => eprintln!(
                 "final backup of {database} before it is dropped: {} ({} bytes)",
                 entry.file.display(),
                 entry.size
             ),
             Err(error) => {
-                plan.operations.retain(|op| op.tenant != tenant);
-                plan.notices.push(Notice {
+                drops.operations.retain(|op| op.tenant != tenant);
+                drops.notices.push(Notice {
                     kind: NoticeKind::Blocked,
                     tenant: tenant.clone(),
                     database: Some(database.clone()),
@@ -265,6 +304,9 @@ fn restore(context: &Context, tenant: &str, repo: Option<&Path>) -> Result<u8> {
     command
         .args([
             "--no-owner",
+            // The database was declared and applied again: schemas the spec creates exist already.
+            "--clean",
+            "--if-exists",
             "--exit-on-error",
             "--single-transaction",
             "--dbname",

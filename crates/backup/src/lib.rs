@@ -39,17 +39,15 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use pgtenant_cluster::{ClusterError, EmbeddedCluster, ServerUser};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use catalog::{
-    Catalog, LogicalBackup, RestoreRecord, Settings, Verification, VerifiedDatabase,
+    Catalog, CatalogFile, LogicalBackup, RestoreRecord, Settings, Verification, VerifiedDatabase,
 };
 pub use libpq::ServerAddress;
 pub use pgbackrest::{BackupSet, PgBackRest, StanzaInfo, EMBEDDED_STANZA};
 pub use restore::{Progress, RestorePoint, RestoreReport, RestoreRequest, StepTiming};
 pub use timestamp::Timestamp;
-
-use catalog::CatalogFile;
 
 /// `archive_timeout` of the embedded cluster: a segment with any write in it is archived at most
 /// this many seconds later, which bounds the data a lost server can take with it (RPO).
@@ -136,34 +134,8 @@ fn indent(output: &str) -> String {
         .collect::<String>()
 }
 
-/// The environment tier, which sets the default retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    Production,
-    Staging,
-    Test,
-    Dev,
-}
-
-impl Environment {
-    /// Production and staging keep 35 days, test and dev 7 (the platform's snapshot retention).
-    pub fn default_retention_days(self) -> u32 {
-        match self {
-            Environment::Production | Environment::Staging => 35,
-            Environment::Test | Environment::Dev => 7,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Production => "production",
-            Environment::Staging => "staging",
-            Environment::Test => "test",
-            Environment::Dev => "dev",
-        }
-    }
-}
+/// The environment tier, which sets the default retention: the spec's type, one definition.
+pub use pgtenant_spec::Environment;
 
 /// Retention as given on the command line; what is not given comes from the last command that
 /// gave it, else the dev tier.
@@ -680,7 +652,7 @@ fn resolve_retention(
         environment,
         days: settings
             .retention_days
-            .unwrap_or_else(|| environment.default_retention_days()),
+            .unwrap_or_else(|| environment.retention_days()),
     })
 }
 
@@ -779,7 +751,7 @@ mod tests {
         assert_eq!(get(None, Some(90)).days, 90);
         assert_eq!(get(None, None).days, 90);
         assert_eq!(get(Some(Environment::Test), None).days, 7);
-        assert_eq!(Environment::Staging.default_retention_days(), 35);
+        assert_eq!(Environment::Staging.retention_days(), 35);
         assert!(resolve_retention(
             &catalog,
             RetentionChoice {

@@ -242,8 +242,12 @@ impl Worker {
             } => {
                 let store_failed = |e: pgtenant_secrets::StoreError| store_error(op, &e);
                 let (password, pending) = match self.store.get(secret_path).map_err(store_failed)? {
-                    Some(existing) => (existing.password, None),
-                    None => {
+                    // The stored password is reused only for this very login; credentials naming
+                    // another one (a grace twin dropped by hand) are replaced like missing ones.
+                    Some(existing) if existing.username == role.as_str() => {
+                        (existing.password, None)
+                    }
+                    _ => {
                         let credential = Credential {
                             username: role.as_str().to_string(),
                             password: generate_password(),
@@ -337,6 +341,9 @@ impl Worker {
                 // Retry only what the server reported as transient: the transaction was rolled back.
                 match &result {
                     Err(e) if attempt + 1 < RETRIES && is_transient(e) => {
+                        if transactional {
+                            let _ = client.batch_execute("ROLLBACK").await;
+                        }
                         backoff(attempt).await;
                         result = client.batch_execute(&text).await;
                     }
@@ -345,6 +352,7 @@ impl Worker {
             }
             match result {
                 Ok(()) => {
+                    crate::rotate::failpoint("apply:after-batch");
                     for promote in pending {
                         if let Err(e) = promote.apply(self.store.as_ref()) {
                             return (applied, Some(store_error(batch[0], &e)));

@@ -12,10 +12,11 @@ pub mod ident;
 pub mod inventory;
 pub mod observed;
 pub mod plan;
+pub mod quiesce;
 pub mod rotate;
 pub mod sql;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::Arc;
 
@@ -139,7 +140,13 @@ pub async fn observe_tenants(
         available_extensions: cluster.available_extensions,
         ..Observed::default()
     };
-    observed.stored_credentials = read_store(store)?;
+    let wanted: BTreeSet<pgtenant_secrets::SecretPath> = desired
+        .tenants
+        .iter()
+        .filter(|t| should_inspect(t))
+        .flat_map(|t| t.login_roles().filter_map(|r| r.secret_path.clone()))
+        .collect();
+    (observed.stored_paths, observed.stored_credentials) = read_store(store, &wanted)?;
 
     let existing: Vec<DesiredTenant> = desired
         .tenants
@@ -197,16 +204,26 @@ async fn inspect(
     .await
 }
 
-/// Connection details of every stored credential. A store that cannot be read (missing or wrong key,
-/// tampering) stops the run: treating its secrets as absent would issue new passwords and lock apps out.
+/// Which secrets the store holds (a directory listing), and the connection details of those in
+/// `wanted` (decrypted: cost in proportion to the tenants looked at, not to the whole store). A
+/// store that cannot be read (missing or wrong key, tampering) stops the run: treating its secrets
+/// as absent would issue new passwords and lock apps out.
 fn read_store(
     store: &dyn CredentialStore,
-) -> Result<BTreeMap<pgtenant_secrets::SecretPath, observed::StoredCredential>, EngineError> {
+    wanted: &BTreeSet<pgtenant_secrets::SecretPath>,
+) -> Result<
+    (
+        BTreeSet<pgtenant_secrets::SecretPath>,
+        BTreeMap<pgtenant_secrets::SecretPath, observed::StoredCredential>,
+    ),
+    EngineError,
+> {
+    let paths: BTreeSet<_> = store.list()?.into_iter().collect();
     let mut stored = BTreeMap::new();
-    for path in store.list()? {
-        if let Some(credential) = store.get(&path)? {
+    for path in paths.iter().filter(|p| wanted.contains(*p)) {
+        if let Some(credential) = store.get(path)? {
             stored.insert(
-                path,
+                path.clone(),
                 observed::StoredCredential {
                     username: credential.username,
                     endpoint: credential.endpoint,
@@ -216,7 +233,7 @@ fn read_store(
             );
         }
     }
-    Ok(stored)
+    Ok((paths, stored))
 }
 
 /// Every database on the cluster with its state (see [`inventory`]).

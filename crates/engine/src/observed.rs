@@ -18,7 +18,10 @@ pub struct Observed {
     pub databases: BTreeMap<String, ObservedDatabase>,
     /// Inside each tenant database that exists and was inspected.
     pub database_catalogs: BTreeMap<String, DatabaseCatalog>,
-    /// Which credentials the store holds (never the passwords: the planner doesn't need them).
+    /// Every secret the store holds.
+    pub stored_paths: BTreeSet<SecretPath>,
+    /// Connection details of the stored credentials of the tenants looked at (never the passwords:
+    /// the planner doesn't need them).
     pub stored_credentials: BTreeMap<SecretPath, StoredCredential>,
     /// Declared databases that exist but could not be inspected, with the reason.
     pub uninspected: BTreeMap<String, String>,

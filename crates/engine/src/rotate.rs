@@ -55,6 +55,26 @@ pub struct Recovered {
     pub secret_path: String,
     /// true: the server had the new password, the store was updated; false: it did not, nothing changed.
     pub completed: bool,
+    /// Why it could not be settled this time (the journal is kept for the next run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<String>,
+}
+
+impl std::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = &self.secret_path;
+        match (&self.unresolved, self.completed) {
+            (Some(reason), _) => write!(
+                f,
+                "an interrupted password change of {path} could not be settled yet ({reason}); the next run tries again"
+            ),
+            (None, true) => write!(f, "an interrupted password change of {path} was completed"),
+            (None, false) => write!(
+                f,
+                "an interrupted password change of {path} was rolled back (the server never had it)"
+            ),
+        }
+    }
 }
 
 /// Test hook for crash-safety tests: `PGTENANT_FAILPOINT=<name>` aborts the process right there,
@@ -72,7 +92,9 @@ pub struct Rotator<'a> {
 }
 
 impl Rotator<'_> {
-    /// Resolves every interrupted rotation left in the store.
+    /// Resolves every unconfirmed password change left in the store. One that cannot be settled now
+    /// (the server unreachable as that role for another reason) stays journalled and is reported,
+    /// without stopping the run for every other tenant.
     pub async fn recover_all(&self) -> Result<Vec<Recovered>, EngineError> {
         let mut recovered = Vec::new();
         for journal in self
@@ -83,7 +105,14 @@ impl Rotator<'_> {
         {
             let rest = &journal.as_str()[JOURNAL_PREFIX.len()..];
             let secret_path = SecretPath::parse(&format!("customer/{rest}"))?;
-            recovered.push(self.recover(&secret_path, &journal).await?);
+            recovered.push(match self.recover(&secret_path, &journal).await {
+                Ok(done) => done,
+                Err(error) => Recovered {
+                    secret_path: secret_path.to_string(),
+                    completed: false,
+                    unresolved: Some(crate::error_chain(&error)),
+                },
+            });
         }
         Ok(recovered)
     }
@@ -97,6 +126,7 @@ impl Rotator<'_> {
             return Ok(Recovered {
                 secret_path: secret_path.to_string(),
                 completed: false,
+                unresolved: None,
             });
         };
         let accepted = match self
@@ -106,11 +136,28 @@ impl Rotator<'_> {
             .await
         {
             Ok(_) => true,
-            Err(EngineError::Connect { source, .. })
-                if source.code() == Some(&SqlState::INVALID_PASSWORD) =>
-            {
-                false
-            }
+            // PostgreSQL checks the password first: any later refusal (no such database yet, no
+            // CONNECT, connections disallowed or exhausted) means the password was accepted.
+            Err(EngineError::Connect { source, .. }) => match source.code() {
+                Some(code) if *code == SqlState::INVALID_PASSWORD => false,
+                Some(code)
+                    if [
+                        SqlState::INVALID_CATALOG_NAME,
+                        SqlState::INSUFFICIENT_PRIVILEGE,
+                        SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        SqlState::TOO_MANY_CONNECTIONS,
+                    ]
+                    .contains(code) =>
+                {
+                    true
+                }
+                _ => {
+                    return Err(EngineError::Connect {
+                        database: Some(pending.dbname.clone()),
+                        source,
+                    })
+                }
+            },
             Err(other) => return Err(other),
         };
         if accepted {
@@ -120,6 +167,7 @@ impl Rotator<'_> {
         Ok(Recovered {
             secret_path: secret_path.to_string(),
             completed: accepted,
+            unresolved: None,
         })
     }
 

@@ -167,11 +167,19 @@ pub struct PlanContext {
     pub superuser_extensions: BTreeSet<String>,
     /// The time of this run (RFC 3339, UTC), written where the plan records a moment.
     pub now: String,
+    /// Tenants (`NS/DB`) to plan for; empty: all.
+    pub scope: BTreeSet<String>,
+}
+
+impl PlanContext {
+    pub fn in_scope(&self, tenant: &str) -> bool {
+        self.scope.is_empty() || self.scope.contains(tenant)
+    }
 }
 
 pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Plan {
     let mut plan = Plan::default();
-    for tenant in &desired.tenants {
+    for tenant in desired.tenants.iter().filter(|t| context.in_scope(&t.id)) {
         let planner = TenantPlanner {
             tenant,
             observed,
@@ -202,15 +210,19 @@ pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Pl
         });
     }
     plan_removals(desired, observed, &context.guard, &context.now, &mut plan);
+    // Scope before dedupe: a statement two tenants share must stay with the one in scope.
+    plan.operations.retain(|op| context.in_scope(&op.tenant));
+    plan.notices
+        .retain(|notice| context.in_scope(&notice.tenant));
     dedupe(&mut plan.operations);
     plan
 }
 
-/// Two tenants can ask for the same statement (a membership between their roles is seen from both
-/// sides): run it once.
 /// Keeps statements readable and well under any protocol limit.
 const RELATIONS_PER_GRANT: usize = 500;
 
+/// Two tenants can ask for the same statement (a membership between their roles is seen from both
+/// sides): run it once.
 fn dedupe(operations: &mut Vec<Operation>) {
     let mut seen = BTreeSet::new();
     operations.retain(|op| seen.insert((op.database.clone(), op.display())));
@@ -227,6 +239,9 @@ struct TenantPlanner<'a> {
 
 impl TenantPlanner<'_> {
     fn run(mut self) -> (Vec<Operation>, Vec<String>) {
+        if let Some(reason) = self.preset_changed() {
+            return (Vec::new(), vec![reason]);
+        }
         self.roles();
         let created = self.database();
         self.inside_database(created);
@@ -277,6 +292,34 @@ impl TenantPlanner<'_> {
             },
             why,
         );
+    }
+
+    /// Roles of this tenant that its preset does not have: the database was made with another role
+    /// model. Converting it would change ownership and logins under running applications, so the
+    /// tenant is left alone and a person decides.
+    fn preset_changed(&self) -> Option<String> {
+        let tenant = self.tenant;
+        let foreign: Vec<String> = RoleKind::ALL
+            .into_iter()
+            .filter(|kind| tenant.role(*kind).is_none())
+            .map(|kind| crate::desired::role_name(tenant.database.as_str(), kind))
+            .filter(|name| {
+                self.observed
+                    .roles
+                    .get(name)
+                    .and_then(|r| r.marker())
+                    .is_some_and(|m| m.tenant == tenant.id)
+            })
+            .collect();
+        (!foreign.is_empty()).then(|| {
+            format!(
+                "the database was created with another preset (its roles {} are not part of preset {}): \
+                 pgtenant does not convert a database between role models; keep the previous preset, or \
+                 declare a new database with this one and restore the data into it (`pgtenant restore --into`)",
+                foreign.join(", "),
+                tenant.preset.as_str()
+            )
+        })
     }
 
     /// The control role joins every tenant role: PostgreSQL lets a non-superuser create a database
@@ -486,8 +529,8 @@ impl TenantPlanner<'_> {
     fn store_is_empty(&self) -> bool {
         !self
             .observed
-            .stored_credentials
-            .keys()
+            .stored_paths
+            .iter()
             .any(|p| p.as_str().starts_with("customer/"))
     }
 
@@ -1028,7 +1071,7 @@ fn plan_removals(
             let kinds: BTreeSet<RoleKind> = roles.iter().map(|(_, kind)| *kind).collect();
             for kind in kinds {
                 let secret_path = SecretPath::for_role(namespace, database, kind.as_str());
-                if observed.stored_credentials.contains_key(&secret_path) {
+                if observed.stored_paths.contains(&secret_path) {
                     plan.operations.push(drop(
                         Action::DeleteCredential { secret_path },
                         "credentials of a dropped role".into(),

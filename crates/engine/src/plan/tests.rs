@@ -41,6 +41,7 @@ fn context() -> PlanContext {
         guard: DropGuard::default(),
         superuser_extensions: Default::default(),
         now: "2026-11-21T09:00:00Z".into(),
+        scope: Default::default(),
     }
 }
 
@@ -77,6 +78,9 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 membership_grantors: Default::default(),
             },
         );
+        observed
+            .stored_paths
+            .insert(role.secret_path.clone().expect("idp roles log in"));
         observed.stored_credentials.insert(
             role.secret_path.clone().expect("idp roles log in"),
             StoredCredential {
@@ -339,6 +343,7 @@ fn adopting_an_existing_database_marks_it_and_issues_missing_credentials() {
     converge(&mut observed, tenant);
     observed.databases.get_mut("idp-dev-my-db").unwrap().comment = None;
     observed.stored_credentials.clear();
+    observed.stored_paths.clear();
 
     // A store with nothing at all for any tenant is more likely the wrong store than lost
     // credentials: no password is changed, a person decides.
@@ -614,4 +619,63 @@ fn postgresql_16_memberships_carry_options_and_are_revoked_per_grantor() {
     );
     assert!(revoked
         .contains(r#"REVOKE "pg_read_all_data" FROM "idp-dev-my-db-read" GRANTED BY "postgres";"#));
+}
+
+#[test]
+fn scope_keeps_shared_statements_and_ignores_other_tenants() {
+    let a = spec("team", "a", Mode::Standard);
+    let b = spec("team", "b", Mode::Standard);
+    let desired = desired(&[a, b]);
+    let mut observed = empty_cluster();
+    for tenant in &desired.tenants {
+        converge(&mut observed, tenant);
+    }
+    // A's read role was let into B's admin role: both tenants see it.
+    observed
+        .roles
+        .get_mut("team-a-read")
+        .unwrap()
+        .member_of
+        .insert("team-b-admin".into());
+    observed
+        .roles
+        .get_mut("team-b-admin")
+        .unwrap()
+        .members
+        .insert("team-a-read".into());
+    let mut scoped = context();
+    scoped.scope = ["team/b".to_string()].into();
+    let plan_b = plan(&desired, &observed, &scoped);
+    assert_eq!(
+        plan_b
+            .operations
+            .iter()
+            .map(|op| op.display())
+            .collect::<Vec<_>>(),
+        [r#"REVOKE "team-b-admin" FROM "team-a-read";"#]
+    );
+    assert!(plan_b.operations.iter().all(|op| op.tenant == "team/b"));
+}
+
+#[test]
+fn a_changed_preset_blocks_the_tenant_instead_of_half_converting_it() {
+    let idp = spec("shop", "cart", Mode::Standard);
+    let mut observed = empty_cluster();
+    converge(&mut observed, &DesiredTenant::from_spec(&idp));
+    let migrated = DatabaseSpec {
+        preset: pgtenant_spec::Preset::AppMigrator,
+        ..idp
+    };
+    let plan = plan(&desired(&[migrated]), &observed, &context());
+    assert!(plan.operations.is_empty(), "{}", render(&plan));
+    let blocked = plan
+        .notices
+        .iter()
+        .find(|n| n.kind == NoticeKind::Blocked)
+        .unwrap();
+    assert!(
+        blocked.reason.contains("created with another preset"),
+        "{}",
+        blocked.reason
+    );
 }
