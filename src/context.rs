@@ -71,16 +71,20 @@ impl Context {
     pub fn start_embedded(&self) -> Result<EmbeddedCluster> {
         self.create_state_dir()?;
         let dir = self.state_dir.join("cluster");
-        let first_time = !EmbeddedCluster::at(&dir).is_initialized();
+        let existing = EmbeddedCluster::at(&dir);
+        let first_time = !existing.is_initialized();
         if first_time {
             eprintln!(
                 "creating the embedded PostgreSQL cluster in {}",
                 dir.display()
             );
         }
+        // Granted whenever this run starts the server (not on every command): so clusters made by
+        // an older pgtenant get it too.
+        let starting = first_time || !existing.status().is_ok_and(|status| status.running);
         let cluster = EmbeddedCluster::ensure_running(&dir, &ClusterOptions::default())
             .with_context(|| format!("starting the embedded cluster in {}", dir.display()))?;
-        if first_time {
+        if starting {
             grant_platform_parameters(&cluster)?;
         }
         Ok(cluster)
