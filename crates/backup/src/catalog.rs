@@ -158,9 +158,9 @@ impl CatalogFile {
     }
 }
 
-/// An exclusive lock on `path` (created if missing), held until the returned value is dropped.
-pub(crate) fn lock_file(path: &Path) -> Result<Flock<fs::File>, BackupError> {
-    let file = fs::OpenOptions::new()
+/// The lock file itself (created if missing, private), for [`lock_file`] and [`try_lock_file`].
+fn open_lock_file(path: &Path) -> Result<fs::File, BackupError> {
+    fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
@@ -169,26 +169,22 @@ pub(crate) fn lock_file(path: &Path) -> Result<Flock<fs::File>, BackupError> {
         .map_err(|source| BackupError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| BackupError::Io {
-        path: path.to_path_buf(),
-        source: errno.into(),
+        })
+}
+
+/// An exclusive lock on `path` (created if missing), held until the returned value is dropped.
+pub(crate) fn lock_file(path: &Path) -> Result<Flock<fs::File>, BackupError> {
+    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive).map_err(|(_, errno)| {
+        BackupError::Io {
+            path: path.to_path_buf(),
+            source: errno.into(),
+        }
     })
 }
 
 /// Like [`lock_file`] but gives up at once: None if another process holds it.
 pub(crate) fn try_lock_file(path: &Path) -> Result<Option<Flock<fs::File>>, BackupError> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| BackupError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    match Flock::lock(open_lock_file(path)?, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(BackupError::Io {

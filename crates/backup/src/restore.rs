@@ -284,20 +284,7 @@ impl Backups {
                 ));
                 let superuser = self.scratch_superuser(&cluster, &source_db)?;
                 let dump = cluster.dir().join(DUMP_FILE);
-                let mut cmd = Command::new(cluster.binaries().program("pg_dump"));
-                clear_pg_env(&mut cmd);
-                cmd.arg("--no-password")
-                    .arg("-h")
-                    .arg(cluster.socket_dir())
-                    .arg("-p")
-                    .arg(cluster.port().to_string())
-                    .arg("-U")
-                    .arg(&superuser)
-                    .arg("-d")
-                    .arg(&source_db)
-                    // Read once, seconds later: compression would only cost time.
-                    .args(["-Fc", "-Z0", "--no-sync", "-f"])
-                    .arg(&dump);
+                let mut cmd = scratch_pg_dump(&cluster, &superuser, &source_db, &dump);
                 process::run_quiet(&mut cmd)?;
                 snapshot = Some(sql::block_on(objects_at(sql::connect_socket(
                     &cluster.socket_dir(),
@@ -925,18 +912,7 @@ impl Backups {
                     .map_err(|e| sql::sql_error("reading a restored database", e))?;
                 Ok::<_, BackupError>((row.get::<_, i64>(0), row.get::<_, i64>(1)))
             })??;
-            let mut cmd = Command::new(cluster.binaries().program("pg_dump"));
-            clear_pg_env(&mut cmd);
-            cmd.arg("--no-password")
-                .arg("-h")
-                .arg(cluster.socket_dir())
-                .arg("-p")
-                .arg(cluster.port().to_string())
-                .arg("-U")
-                .arg(&superuser)
-                .arg("-d")
-                .arg(&database)
-                .args(["-Fc", "-Z0", "--no-sync", "-f", "/dev/null"]);
+            let mut cmd = scratch_pg_dump(&cluster, &superuser, &database, Path::new("/dev/null"));
             let readable = match process::run_quiet(&mut cmd) {
                 Ok(()) => true,
                 Err(e) => {
@@ -1052,4 +1028,28 @@ fn set_version(info: &StanzaInfo, set: &BackupSet) -> String {
         .or(info.db.last())
         .map(|db| db.version.clone())
         .unwrap_or_default()
+}
+
+/// pg_dump of `database` from a scratch cluster over its private socket, uncompressed: the dump is
+/// read once, seconds later (or thrown away by `verify`), so compression would only cost time.
+fn scratch_pg_dump(
+    cluster: &ScratchCluster,
+    superuser: &str,
+    database: &str,
+    output: &Path,
+) -> Command {
+    let mut cmd = Command::new(cluster.binaries().program("pg_dump"));
+    clear_pg_env(&mut cmd);
+    cmd.arg("--no-password")
+        .arg("-h")
+        .arg(cluster.socket_dir())
+        .arg("-p")
+        .arg(cluster.port().to_string())
+        .arg("-U")
+        .arg(superuser)
+        .arg("-d")
+        .arg(database)
+        .args(["-Fc", "-Z0", "--no-sync", "-f"])
+        .arg(output);
+    cmd
 }
