@@ -82,6 +82,13 @@ impl Context {
         // Granted whenever this run starts the server (not on every command): so clusters made by
         // an older pgtenant get it too.
         let starting = first_time || !existing.status().is_ok_and(|status| status.running);
+        if starting && !first_time {
+            // Said, not silent: someone may have stopped it on purpose (`pgtenant down`).
+            eprintln!(
+                "starting the embedded PostgreSQL cluster in {} (it was stopped; `pgtenant down` stops it again)",
+                dir.display()
+            );
+        }
         let cluster = EmbeddedCluster::ensure_running(&dir, &ClusterOptions::default())
             .with_context(|| format!("starting the embedded cluster in {}", dir.display()))?;
         if starting {

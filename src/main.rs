@@ -19,6 +19,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_PENDING: u8 = 2;
 
+/// The heading of the options every command takes; shown once, in `pgtenant --help`.
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser)]
 #[command(
     name = "pgtenant",
@@ -27,29 +30,24 @@ pub const EXIT_PENDING: u8 = 2;
 )]
 struct Cli {
     /// The cluster to manage (libpq URL). Without it, pgtenant runs its own local cluster under the state dir.
-    #[arg(
-        long,
-        env = "PGTENANT_ADMIN_URL",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "PGTENANT_ADMIN_URL", global = true, hide_env_values = true, help_heading = GLOBAL)]
     admin_url: Option<String>,
 
     /// Local state: credential store, embedded cluster.
-    #[arg(long, env = "PGTENANT_STATE_DIR", global = true)]
+    #[arg(long, env = "PGTENANT_STATE_DIR", global = true, hide_env_values = true, help_heading = GLOBAL)]
     state_dir: Option<PathBuf>,
 
     /// HOST:PORT that applications connect to, written into credentials [default: the admin URL's host and port].
-    #[arg(long, env = "PGTENANT_ENDPOINT", global = true)]
+    #[arg(long, env = "PGTENANT_ENDPOINT", global = true, hide_env_values = true, help_heading = GLOBAL)]
     endpoint: Option<String>,
 
     /// The credential store's key file, kept apart from the data [default: <state-dir>/keys/store.key].
-    #[arg(long, env = "PGTENANT_STORE_KEY_FILE", global = true)]
+    #[arg(long, env = "PGTENANT_STORE_KEY_FILE", global = true, hide_env_values = true, help_heading = GLOBAL)]
     store_key_file: Option<PathBuf>,
 
     /// CA bundle (PEM) that verifies the cluster's server certificate, for `--sslmode verify-full`
     /// [default: the embedded cluster's CA; none for an admin URL].
-    #[arg(long, env = "PGTENANT_CA_FILE", global = true)]
+    #[arg(long, env = "PGTENANT_CA_FILE", global = true, hide_env_values = true, help_heading = GLOBAL)]
     ca_file: Option<PathBuf>,
 
     /// Extensions that need superuser and that tenants may still declare: the control role creates
@@ -58,7 +56,9 @@ struct Cli {
         long,
         env = "PGTENANT_SUPERUSER_EXTENSIONS",
         global = true,
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true,
+        help_heading = GLOBAL
     )]
     superuser_extensions: Vec<String>,
 
@@ -73,7 +73,7 @@ enum Command {
     /// Converge the cluster to the repo. Exit 0 when everything converged, 1 when anything failed.
     Apply(reconcile::RepoArgs),
     /// Report, per tenant, what the cluster holds and any drift. Exit 0 clean, 2 drift, 1 error.
-    Check(reconcile::RepoArgs),
+    Check(reconcile::CheckArgs),
     /// Print a tenant role's credentials from the store.
     Credentials(credentials::CredentialsArgs),
     /// Write the credentials of every tenant role declared in the repo to files (mode 0600).
@@ -119,6 +119,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Everything pgtenant writes (state, dumps, exports, logs) is private unless made otherwise.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // clap exits 2 on a usage error; 2 means "changes pending" here, so usage errors exit 1.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

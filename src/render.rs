@@ -1,6 +1,7 @@
 //! Everything the binary prints. Results go to stdout (text or JSON); diagnostics, progress and
 //! errors go to stderr, so `--format json` output is always machine-readable.
 
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -11,6 +12,37 @@ use pgtenant_engine::{ApplyOutcome, Operation, Plan, TenantOutcome};
 use pgtenant_spec::{Diagnostic, LoadedRepo};
 use serde::Serialize;
 use serde_json::json;
+
+/// `println!` for results: a closed stdout (`pgtenant status | head -2`) ends the program quietly
+/// with exit 0, as ripgrep does, instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::render::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::render::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
+
+/// `print!` for results, with [`outln!`]'s handling of a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::render::write_stdout(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+pub fn write_stdout(args: std::fmt::Arguments) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(crate::EXIT_OK));
+        }
+        eprintln!("error: writing the results to stdout: {error}");
+        std::process::exit(i32::from(crate::EXIT_ERROR));
+    }
+}
 
 /// Output format of commands that print results.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,7 +111,7 @@ fn diagnostics_json(diagnostics: &[Diagnostic]) -> serde_json::Value {
 }
 
 pub fn print_json(value: &impl Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -96,31 +128,67 @@ pub fn plan(plan: &Plan, repo: &LoadedRepo, format: Format) -> Result<()> {
         }));
     }
     for (tenant, ops) in plan.by_tenant() {
-        println!("{tenant}");
+        outln!("{tenant}");
         for op in ops {
             let mark = if op.destructive { "-" } else { "+" };
             let place = op
                 .database
                 .as_ref()
                 .map_or(String::new(), |d| format!(" in {d}"));
-            println!("  {mark} [{}{place}] {}", op.phase.as_str(), op.display());
-            println!("        -- {}", op.why);
+            outln!("  {mark} [{}{place}] {}", op.phase.as_str(), op.display());
+            outln!("        -- {}", op.why);
         }
     }
     notices(&plan.notices);
     let summary = summary(plan);
     if plan.is_converged() {
-        println!(
+        in_sync_line(repo);
+    } else {
+        outln!(
+            "Plan: {} operation(s) for {} tenant(s), {} destructive.",
+            summary["operations"],
+            summary["tenants"],
+            summary["destructive"]
+        );
+    }
+    held_line(plan);
+    Ok(())
+}
+
+/// Nothing to do — but with a broken file that is not "in sync": its tenants were not compared.
+fn in_sync_line(repo: &LoadedRepo) {
+    if repo.has_errors() {
+        outln!(
+            "Nothing to do for the files that parse ({} tenant(s)); {} file(s) with errors were not \
+             reconciled (fix them: until then their databases are left as they are and nothing is dropped).",
+            repo.databases.len(),
+            repo.failed_files.len()
+        );
+    } else {
+        outln!(
             "In sync: nothing to do ({} tenant(s) declared).",
             repo.databases.len()
         );
-    } else {
-        println!(
-            "Plan: {} operation(s) for {} tenant(s), {} destructive.",
-            summary["operations"], summary["tenants"], summary["destructive"]
+    }
+}
+
+/// The last line whenever a guard held drops back: such a run has not converged (exit 2 for
+/// `plan`, 1 for `apply`), and a script reading the tail sees why.
+fn held_line(plan: &Plan) {
+    let held: Vec<String> = plan
+        .held()
+        .map(|n| match &n.database {
+            Some(database) => format!("{} ({database})", n.tenant),
+            None => n.tenant.clone(),
+        })
+        .collect();
+    if !held.is_empty() {
+        outln!(
+            "{} drop(s) held: {} (see `held:` above for why)",
+            held.len(),
+            held.join(", ")
         );
     }
-    Ok(())
 }
 
 fn summary(plan: &Plan) -> serde_json::Value {
@@ -148,7 +216,7 @@ fn notices(notices: &[Notice]) {
             .database
             .as_deref()
             .map_or(String::new(), |d| format!(" ({d})"));
-        println!("{kind}: {}{database}: {}", notice.tenant, notice.reason);
+        outln!("{kind}: {}{database}: {}", notice.tenant, notice.reason);
     }
 }
 
@@ -169,43 +237,48 @@ pub fn apply(plan: &Plan, outcome: &ApplyOutcome, repo: &LoadedRepo, format: For
     }
     for tenant in &outcome.tenants {
         match &tenant.error {
-            None => println!("ok      {}: {} operation(s)", tenant.tenant, tenant.applied),
+            None => outln!("ok      {}: {} operation(s)", tenant.tenant, tenant.applied),
             Some(error) => {
-                println!(
+                outln!(
                     "FAILED  {}: {} of {} operation(s) applied",
-                    tenant.tenant, tenant.applied, tenant.planned
+                    tenant.tenant,
+                    tenant.applied,
+                    tenant.planned
                 );
                 for line in error.to_string().lines() {
-                    println!("        {line}");
+                    outln!("        {line}");
                 }
             }
         }
     }
     notices(&plan.notices);
     if plan.is_converged() {
-        println!(
-            "In sync: nothing to do ({} tenant(s) declared).",
-            repo.databases.len()
-        );
+        in_sync_line(repo);
     } else {
-        println!(
+        outln!(
             "Applied {} operation(s) to {} tenant(s); {failed} tenant(s) failed.",
             outcome.applied(),
             outcome.tenants.len()
         );
     }
+    held_line(plan);
     Ok(())
 }
 
-/// A progress bar over tenants, on a terminal only.
+/// How a long apply shows it is alive: a bar on a terminal, one stderr line per finished tenant
+/// otherwise (so a 1,000-tenant apply in CI is never silent), nothing with `--format json`.
 pub struct ApplyProgress {
     bar: Option<ProgressBar>,
+    lines: bool,
 }
 
 impl ApplyProgress {
-    pub fn new(plan: &Plan, visible: bool) -> Self {
+    /// `format`: None for a run inside another command (a restore), which shows its own progress.
+    pub fn new(plan: &Plan, format: Option<Format>) -> Self {
         let tenants = plan.by_tenant().len() as u64;
-        let bar = (visible && tenants > 0).then(|| {
+        let terminal = std::io::stderr().is_terminal();
+        let text = format == Some(Format::Text);
+        let bar = (text && terminal && tenants > 0).then(|| {
             let bar = ProgressBar::new(tenants);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -216,15 +289,28 @@ impl ApplyProgress {
             );
             bar
         });
-        ApplyProgress { bar }
+        ApplyProgress {
+            bar,
+            lines: text && !terminal,
+        }
     }
 
     pub fn callback(&self) -> Arc<dyn Fn(&TenantOutcome) + Send + Sync> {
         let bar = self.bar.clone();
+        let lines = self.lines;
         Arc::new(move |outcome: &TenantOutcome| {
             if let Some(bar) = &bar {
                 bar.set_message(outcome.tenant.clone());
                 bar.inc(1);
+            } else if lines {
+                let result = match outcome.error {
+                    None => "done",
+                    Some(_) => "FAILED",
+                };
+                eprintln!(
+                    "{result}: {} ({} of {} operation(s))",
+                    outcome.tenant, outcome.applied, outcome.planned
+                );
             }
         })
     }
@@ -246,23 +332,27 @@ pub fn check(report: &CheckReport, repo: &LoadedRepo, format: Format) -> Result<
         }));
     }
     for tenant in &report.tenants {
-        println!(
+        outln!(
             "{:8} {} ({})",
-            tenant.status, tenant.tenant, tenant.database
+            tenant.status,
+            tenant.tenant,
+            tenant.database
         );
         for item in &tenant.drift {
-            println!("         [{}] {}", item.phase, item.what);
-            println!("           fix: {}", item.fix);
+            outln!("         [{}] {}", item.phase, item.what);
+            outln!("           fix: {}", item.fix);
         }
     }
     notices(&report.notices);
-    println!(
-        "{}",
-        if report.in_sync {
-            "In sync."
-        } else {
-            "Drift found: `pgtenant apply` repairs it."
-        }
-    );
+    if repo.has_errors() {
+        outln!(
+            "{} file(s) with errors were not checked (fix them: until then their databases are left as they are).",
+            repo.failed_files.len()
+        );
+    } else if report.in_sync {
+        outln!("In sync.");
+    } else {
+        outln!("Drift found: `pgtenant apply` repairs it.");
+    }
     Ok(())
 }

@@ -224,7 +224,16 @@ fn embedded_cluster_up_plan_apply_status_down() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["running"], true);
     assert_eq!(status["version"], "15");
-    bare_command(&state).arg("down").assert().success();
+    bare_command(&state)
+        .arg("down")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("embedded cluster stopped"));
+    bare_command(&state)
+        .arg("down")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("was not running"));
     let status = bare_command(&state)
         .args(["status", "--format", "json"])
         .output()
@@ -244,6 +253,142 @@ fn embedded_cluster_up_plan_apply_status_down() {
         .assert()
         .success()
         .stdout(predicate::str::contains("sslmode=require"));
+    // A command that needs the cluster starts it again, and says so.
+    bare_command(&state)
+        .args(["plan"])
+        .arg(&repo)
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("it was stopped"));
+}
+
+#[test]
+fn down_without_a_cluster_says_there_was_nothing_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_command(&dir.path().join("state"))
+        .arg("down")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("nothing to stop"))
+        .stderr(predicate::str::contains("stopped").not());
+}
+
+/// The binary with stdout connected to a pipe whose reading end is already closed: every write
+/// fails with EPIPE, deterministically.
+fn run_with_closed_stdout(state_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("pgtenant"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGTENANT_STATE_DIR", state_dir)
+        .args(args)
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    for args in [
+        &["spec", "schema"][..],
+        &["status"],
+        &["status", "--format", "json"],
+    ] {
+        let out = run_with_closed_stdout(&state, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn held_drops_are_not_success() {
+    let env = Env::new();
+    env.declare(
+        "shop",
+        "cart",
+        &[("a", "standard"), ("b", "standard"), ("c", "standard")],
+    );
+    env.apply();
+    env.declare("shop", "cart", &[("c", "standard")]);
+    // Two drops, --max-drops 1: both held. plan is not "in sync"; apply does not say success.
+    let plan = env.run(&["plan"]);
+    assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(!plan.stdout.contains("In sync"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("held: shop/a"), "{}", plan.stdout);
+    let apply = env.run(&["apply"]);
+    assert_eq!(apply.code, 1, "{}\n{}", apply.stdout, apply.stderr);
+    let last = apply.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("2 drop(s) held: shop/a") && last.contains("shop/b"),
+        "{}",
+        apply.stdout
+    );
+    let json = env.run(&["apply", "--format", "json"]);
+    assert_eq!(json.code, 1);
+    assert_eq!(json.json()["ok"], false);
+    // Allowed, they go, and the run is a success again.
+    let allowed = env.run(&["apply", "--max-drops", "2"]);
+    assert_eq!(allowed.code, 0, "{}\n{}", allowed.stdout, allowed.stderr);
+    assert_eq!(env.plan().code, 0);
+}
+
+#[test]
+fn a_long_apply_reports_each_finished_tenant_on_stderr() {
+    let env = Env::new();
+    env.declare("shop", "cart", &[("a", "standard"), ("b", "standard")]);
+    let out = env.run(&["apply"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for tenant in ["shop/a", "shop/b"] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with("done: ") && l.contains(tenant)),
+            "{}",
+            out.stderr
+        );
+    }
+    // JSON runs stay quiet on stderr.
+    env.declare(
+        "shop",
+        "cart",
+        &[("a", "standard"), ("b", "standard"), ("d", "standard")],
+    );
+    let json = env.run(&["apply", "--format", "json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    assert!(!json.stderr.contains("done: "), "{}", json.stderr);
+}
+
+#[test]
+fn the_repo_comes_from_pgtenant_repo_and_check_hides_drop_options() {
+    let env = Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = env
+        .cmd()
+        .current_dir(elsewhere.path())
+        .env("PGTENANT_REPO", env.repo_path())
+        .args(["plan", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(plan["operations"].as_array().unwrap().len() > 3);
+
+    let help = env.run(&["check", "--help"]);
+    assert!(!help.stdout.contains("--max-drops"), "{}", help.stdout);
+    assert!(help.stdout.contains("Global options:"), "{}", help.stdout);
+    assert!(
+        !help.stdout.contains("=]"),
+        "empty [env: X=] shown: {}",
+        help.stdout
+    );
+    // Still accepted, for scripts that pass the same options to plan, apply and check.
+    assert_ne!(env.run(&["check", "--max-drops", "3"]).code, 1);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `up`, `down`, `status`: the embedded local cluster.
 
+use crate::render::outln;
 use anyhow::Result;
 use pgtenant_cluster::ClusterStatus;
 
@@ -22,8 +23,19 @@ pub fn up(context: &Context, args: &StatusArgs) -> Result<u8> {
 }
 
 pub fn down(context: &Context) -> Result<u8> {
-    context.embedded().stop()?;
-    eprintln!("embedded cluster stopped");
+    let cluster = context.embedded();
+    let status = cluster.status()?;
+    if !status.initialized {
+        eprintln!(
+            "no embedded cluster in {}: nothing to stop",
+            status.data_dir.display()
+        );
+    } else if !status.running {
+        eprintln!("the embedded cluster was not running");
+    } else {
+        cluster.stop()?;
+        eprintln!("embedded cluster stopped");
+    }
     Ok(EXIT_OK)
 }
 
@@ -36,17 +48,17 @@ fn print_status(status: &ClusterStatus, format: Format) -> Result<()> {
     if format == Format::Json {
         return print_json(status);
     }
-    println!("initialized: {}", status.initialized);
-    println!("running:     {}", status.running);
+    outln!("initialized: {}", status.initialized);
+    outln!("running:     {}", status.running);
     if let Some(port) = status.port {
-        println!("address:     127.0.0.1:{port} (TLS required)");
+        outln!("address:     127.0.0.1:{port} (TLS required)");
     }
-    println!("data dir:    {}", status.data_dir.display());
+    outln!("data dir:    {}", status.data_dir.display());
     if let Some(version) = &status.version {
-        println!("version:     PostgreSQL {version}");
+        outln!("version:     PostgreSQL {version}");
     }
     if let Some(ca) = &status.ca_cert {
-        println!("CA:          {}", ca.display());
+        outln!("CA:          {}", ca.display());
     }
     Ok(())
 }

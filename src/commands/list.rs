@@ -1,6 +1,7 @@
 //! `list`: every database on the cluster and its state: managed, orphaned-protected (since when),
 //! or unmanaged.
 
+use crate::render::outln;
 use anyhow::{Context as _, Result};
 
 use crate::commands::reconcile::runtime;
@@ -22,6 +23,7 @@ pub fn run(context: &Context, args: &ListArgs) -> Result<u8> {
     match args.format {
         Format::Json => print_json(&databases)?,
         Format::Text => {
+            outln!("{:<20} {:<32} {:<24} MODE", "STATE", "DATABASE", "TENANT");
             for db in &databases {
                 let tenant = db.tenant.as_deref().unwrap_or("-");
                 let mode = db.mode.as_deref().unwrap_or("-");
@@ -30,9 +32,11 @@ pub fn run(context: &Context, args: &ListArgs) -> Result<u8> {
                     .as_deref()
                     .map(|s| format!(" since {s}"))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "{:<20} {:<32} {:<24} {mode}{since}",
-                    db.state, db.database, tenant
+                    db.state,
+                    db.database,
+                    tenant
                 );
             }
         }

@@ -1,7 +1,6 @@
 //! `plan`, `apply` and `check`: spec → desired → observed → plan, then print, execute or report.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,30 +16,52 @@ use crate::{EXIT_ERROR, EXIT_OK, EXIT_PENDING};
 
 #[derive(clap::Args)]
 pub struct RepoArgs {
-    /// The apps repo [default: the current directory].
+    #[command(flatten)]
+    pub common: ReconcileArgs,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// What `plan`, `apply` and `check` share.
+#[derive(clap::Args)]
+pub struct ReconcileArgs {
+    /// The apps repo [default: the current directory, if it holds values files].
+    #[arg(env = "PGTENANT_REPO", hide_env_values = true)]
     pub repo: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    #[command(flatten)]
-    pub guard: GuardArgs,
     /// Reconcile only this tenant, NAMESPACE/DATABASE (repeatable): only its database is inspected,
     /// so the cost does not grow with the number of tenants on the cluster. Without it, all of them.
     #[arg(long = "tenant", value_name = "NS/DB")]
     pub tenants: Vec<String>,
 }
 
-impl RepoArgs {
+/// `check` drops nothing, so it shows no drop options; they are still accepted (and ignored) for
+/// scripts that pass the same options to plan, apply and check.
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub common: ReconcileArgs,
+    #[arg(long, hide = true)]
+    max_drops: Option<usize>,
+    #[arg(long, hide = true)]
+    allow_empty_repo: bool,
+    #[arg(long, hide = true)]
+    allow_namespace_removal: Vec<String>,
+}
+
+impl ReconcileArgs {
     fn load_and_plan(
         &self,
         context: &Context,
         runtime: &tokio::runtime::Runtime,
+        guard: &DropGuard,
         exclusive: bool,
     ) -> Result<Planned> {
-        let guard = self.guard.drop_guard();
         load_and_plan(
             context,
             self.repo.as_deref(),
-            &guard,
+            guard,
             &self.scope()?,
             runtime,
             exclusive,
@@ -187,8 +208,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = args.load_and_plan(context, &runtime, false)?;
-    render::plan(&planned.plan, &planned.repo, args.format)?;
+    let planned = args
+        .common
+        .load_and_plan(context, &runtime, &args.guard.drop_guard(), false)?;
+    render::plan(&planned.plan, &planned.repo, args.common.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR
     } else if planned.plan.is_converged() {
@@ -200,15 +223,17 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = args.load_and_plan(context, &runtime, true)?;
-    let show_progress = args.format == Format::Text && std::io::stderr().is_terminal();
+    let planned = args
+        .common
+        .load_and_plan(context, &runtime, &args.guard.drop_guard(), true)?;
+    let progress = Some(args.common.format);
     // Everything but drops first; then each dropped database's final backup, taken with its
     // logins stopped; then the drops.
     let (mut drops, mut plan) = (planned.plan.clone(), planned.plan.clone());
     drops.operations.retain(|op| op.phase == Phase::Drop);
     drops.notices.clear();
     plan.operations.retain(|op| op.phase != Phase::Drop);
-    let mut outcome = execute(context, &runtime, &planned, &plan, show_progress)?;
+    let mut outcome = execute(context, &runtime, &planned, &plan, progress)?;
     if !drops.operations.is_empty() {
         crate::commands::trash::take_final_backups(
             context,
@@ -219,13 +244,13 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
         )?;
         outcome
             .tenants
-            .extend(execute(context, &runtime, &planned, &drops, show_progress)?.tenants);
+            .extend(execute(context, &runtime, &planned, &drops, progress)?.tenants);
         plan.operations.extend(drops.operations);
         plan.notices.extend(drops.notices);
         outcome.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     }
     let outcome = verify(context, &runtime, &planned, outcome)?;
-    render::apply(&plan, &outcome, &planned.repo, args.format)?;
+    render::apply(&plan, &outcome, &planned.repo, args.common.format)?;
     Ok(
         if planned.repo.has_errors() || outcome.failed().next().is_some() || plan.has_unresolved() {
             EXIT_ERROR
@@ -235,12 +260,13 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     )
 }
 
+/// `progress`: None inside another command that shows its own.
 fn execute(
     context: &Context,
     runtime: &tokio::runtime::Runtime,
     planned: &Planned,
     plan: &pgtenant_engine::Plan,
-    show_progress: bool,
+    progress: Option<Format>,
 ) -> Result<ApplyOutcome> {
     let store: Arc<dyn CredentialStore> = context.store()?;
     let executor = Executor {
@@ -249,7 +275,7 @@ fn execute(
         endpoint: planned.connected.endpoint.clone(),
         parallelism: planned.observed.server.parallelism(),
     };
-    let progress = render::ApplyProgress::new(plan, show_progress);
+    let progress = render::ApplyProgress::new(plan, progress);
     let outcome = runtime.block_on(executor.apply(plan, progress.callback()));
     progress.finish();
     Ok(outcome)
@@ -335,12 +361,13 @@ pub fn reconcile_tenant(
     plan.operations
         .retain(|op| op.tenant == tenant && !op.destructive);
     plan.notices.clear();
-    execute(context, &runtime, &planned, &plan, false)
+    execute(context, &runtime, &planned, &plan, None)
 }
 
-pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
+pub fn check(context: &Context, args: &CheckArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = args.load_and_plan(context, &runtime, false)?;
+    let args = &args.common;
+    let planned = args.load_and_plan(context, &runtime, &DropGuard::default(), false)?;
     let mut report = check::report(&planned.desired, &planned.observed, &planned.plan);
     // Tenants outside --tenant were not inspected: listing them as in sync would be a claim.
     report

@@ -1,5 +1,6 @@
 //! `spec upgrade` and `spec schema`: the apps repo's files themselves, no cluster involved.
 
+use crate::render::{out, outln};
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ pub fn run(command: &SpecCommand) -> Result<u8> {
     match command {
         SpecCommand::Upgrade(args) => upgrade(args),
         SpecCommand::Schema => {
-            print!("{}", pgtenant_spec::values_file_schema_text());
+            out!("{}", pgtenant_spec::values_file_schema_text());
             Ok(EXIT_OK)
         }
     }
@@ -110,7 +111,7 @@ fn upgrade(args: &UpgradeArgs) -> Result<u8> {
         }))?;
     } else {
         for report in reports.iter().filter(|r| !r.changes.is_empty()) {
-            println!(
+            outln!(
                 "{} {}: {}",
                 report.status.replace('-', " "),
                 report.file.display(),

@@ -132,11 +132,20 @@ impl Plan {
     }
 
     /// Something was left undone that `apply` cannot do on its own (a database it could not
-    /// inspect, a step it refuses to take): it must not claim to have converged.
+    /// inspect, a step it refuses to take, a drop a guard held back): it must not claim to have
+    /// converged. Retained protected databases are the intended end state and do not count.
     pub fn has_unresolved(&self) -> bool {
-        self.notices
-            .iter()
-            .any(|n| matches!(n.kind, NoticeKind::Deferred | NoticeKind::Blocked))
+        self.notices.iter().any(|n| {
+            matches!(
+                n.kind,
+                NoticeKind::Deferred | NoticeKind::Blocked | NoticeKind::Held
+            )
+        })
+    }
+
+    /// The drops a guard held back in this plan.
+    pub fn held(&self) -> impl Iterator<Item = &Notice> {
+        self.notices.iter().filter(|n| n.kind == NoticeKind::Held)
     }
 
     pub fn destructive_count(&self) -> usize {
