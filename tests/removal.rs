@@ -184,7 +184,8 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
         .args(["apply", "--format", "json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    // Held drops are not success (exit 1).
+    assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["notices"][0]["reason"]
         .as_str()
@@ -220,7 +221,9 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
     env.remove("team/one/values.yaml");
     env.remove("team/two/values.yaml");
     env.declare("team", "three", &[("three", "standard")]);
-    env.apply();
+    let held = env.run(&["apply"]);
+    assert_eq!(held.code, 1, "held drops are not success: {}", held.stdout);
+    assert!(held.stdout.contains("2 drop(s) held"), "{}", held.stdout);
     assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
     let out = env.run(&["apply", "--max-drops", "2", "--format", "json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
