@@ -310,10 +310,12 @@ pub fn read_values_file_with(
             Err(error) => return Err(cannot_read(error)),
         };
     if !resolved.starts_with(&root) {
+        let what = match link.file_type().is_symlink() {
+            true => "values file is a symlink that leads outside the repo",
+            false => "values file is outside the repo, through a symlinked folder",
+        };
         return Err(refused(
-            "values file is a symlink that leads outside the repo; pgtenant reads only files \
-             inside the apps repo"
-                .to_owned(),
+            format!("{what}; pgtenant reads only files inside the apps repo"),
             "replace the symlink with the file itself, or point it at a file inside the repo",
         ));
     }
