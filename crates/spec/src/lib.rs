@@ -34,7 +34,10 @@ pub use model::{
     ApiVersion, DatabaseSpec, Environment, LogStatements, Mode, Preset, RoleSettings,
     API_VERSION_V1, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
 };
-pub use repo::{find_values_files, load_repo, read_values_file, LoadedRepo, SpecError};
+pub use repo::{
+    find_values_files, load_repo, load_repo_with, read_values_file, read_values_file_with,
+    LoadOptions, LoadedRepo, SpecError, DEFAULT_MAX_VALUES_FILE_BYTES, MAX_VALUES_FILE_BYTES_ENV,
+};
 pub use schema::{values_file_schema, values_file_schema_text};
 pub use upgrade::{upgrade, Change, Unchanged, Upgrade};
 pub use validate::is_dns_label;

@@ -18,6 +18,8 @@ use crate::suggest::{closest, closest_word};
 pub(crate) const DATABASES_KEY: &str = "postgresqlDatabases";
 /// The top-level key that says which format the databases are written in.
 pub(crate) const API_VERSION_KEY: &str = "apiVersion";
+/// What every pgtenant `apiVersion` starts with.
+const API_GROUP: &str = "pgtenant.io/";
 
 pub(crate) const NAME: &str = "name";
 pub(crate) const MODE: &str = "mode";
@@ -180,10 +182,30 @@ pub(crate) fn parse(
         format: Format::Legacy,
     };
     let mut documents = documents.iter();
-    let raw = match documents.next().map(|document| &document.data) {
-        Some(YamlData::Mapping(top_level)) => parser.top_level(top_level, reading),
-        // Empty files and files whose top level is not a mapping hold no databases.
-        _ => RawFile::default(),
+    let raw = match documents.next() {
+        Some(document) => match &document.data {
+            YamlData::Mapping(top_level) => parser.top_level(top_level, reading),
+            // A file of comments only, or an explicit `~`: nothing declared.
+            YamlData::Value(Scalar::Null) => RawFile::default(),
+            // Helm refuses such a file too; what it declared is unknown.
+            _ => {
+                parser.error(
+                    document,
+                    "",
+                    format!(
+                        "a values file must be a mapping of keys, found {}",
+                        describe(document)
+                    ),
+                    format!(
+                        "write the file as keys and values, databases under `{DATABASES_KEY}:`; \
+                         until then the databases it declared are left as they are"
+                    ),
+                );
+                RawFile::default()
+            }
+        },
+        // An empty file.
+        None => RawFile::default(),
     };
     for document in documents {
         parser.ignored_document(document);
@@ -241,28 +263,56 @@ impl Parser<'_> {
             } else if key_text == API_VERSION_KEY {
                 api_version = Some(value);
             } else if let Some(meant) = closest(key_text, &[DATABASES_KEY, API_VERSION_KEY]) {
-                near_misses.push((key, key_text, meant));
+                near_misses.push((key, key_text, meant, value));
             }
         }
-        for (key, key_text, meant) in near_misses {
-            // A misspelt key would silently declare nothing, and the engine would then see the
-            // file's databases as removed; a misspelt `apiVersion` only matters next to databases.
-            let what = match meant {
-                DATABASES_KEY => "databases are only read from that key",
-                _ if databases.is_some() => "the format version is only read from that key",
+        let mut misspelt_databases = false;
+        for (key, key_text, meant, value) in near_misses {
+            // A misspelt `postgresqlDatabases` would silently declare nothing, and the engine
+            // would then see the file's databases as removed: an error, which leaves them
+            // alone. Only a plain value is let pass with a warning, as no list of databases was
+            // meant there: charts have keys of their own that look alike
+            // (`postgresqlDatabase: app`). A misspelt `apiVersion` only matters next to
+            // databases, and reads them as legacy, which v1 fields then fail.
+            let (what, warn) = match meant {
+                DATABASES_KEY => ("databases are only read from that key", is_plain(value)),
+                _ if databases.is_some() => ("the format version is only read from that key", true),
                 _ => continue,
             };
-            self.diagnostics.push(
-                Diagnostic::warning(
-                    self.location(key),
-                    shown(key_text),
-                    format!("top-level key `{}` is ignored", shown(key_text)),
-                )
-                .with_hint(format!("did you mean `{meant}`? {what}")),
-            );
+            let location = self.location(key);
+            let message = format!("top-level key `{}` is ignored", shown(key_text));
+            let diagnostic = if warn {
+                Diagnostic::warning(location, shown(key_text), message)
+                    .with_hint(format!("did you mean `{meant}`? {what}"))
+            } else {
+                misspelt_databases |= meant == DATABASES_KEY;
+                Diagnostic::error(location, shown(key_text), message).with_hint(format!(
+                    "did you mean `{meant}`? {what}; until it is fixed, the databases this file \
+                     declared are left as they are"
+                ))
+            };
+            self.diagnostics.push(diagnostic);
         }
         let Some((key, value)) = databases else {
-            // Without databases, `apiVersion` may well be the app's own chart value.
+            // Without databases, `apiVersion` may well be the app's own chart value, unless it
+            // names pgtenant's format: then `postgresqlDatabases` went missing.
+            if let Some(version) = api_version.filter(|version| names_pgtenant(version)) {
+                if !misspelt_databases {
+                    self.error(
+                        version,
+                        API_VERSION_KEY,
+                        format!(
+                            "`{API_VERSION_KEY}: {}` without `{DATABASES_KEY}`",
+                            string(version).map(shown).unwrap_or_default()
+                        ),
+                        format!(
+                            "add `{DATABASES_KEY}:` (`{DATABASES_KEY}: []` declares none), or \
+                             remove `{API_VERSION_KEY}` if the file is not pgtenant's; until \
+                             then the databases this file declared are left as they are"
+                        ),
+                    );
+                }
+            }
             return RawFile::default();
         };
         self.format = match api_version {
@@ -940,6 +990,17 @@ pub(crate) fn string<'a>(node: &'a MarkedYaml) -> Option<&'a str> {
     }
 }
 
+/// A scalar other than null: under a key that looks like `postgresqlDatabases`, not a list of
+/// databases.
+fn is_plain(node: &MarkedYaml) -> bool {
+    matches!(&node.data, YamlData::Value(scalar) if !matches!(scalar, Scalar::Null))
+}
+
+/// An `apiVersion` value that is pgtenant's (`pgtenant.io/…`), supported or not.
+fn names_pgtenant(version: &MarkedYaml) -> bool {
+    string(version).is_some_and(|text| text.starts_with(API_GROUP))
+}
+
 /// What a node is, for "expected …, found …" messages.
 fn describe(node: &MarkedYaml) -> String {
     match &node.data {
@@ -1019,8 +1080,8 @@ mod tests {
             "",
             "# nothing here\n",
             "image: nginx\nreplicas: 2\n",
-            "- a list\n",
-            "just a string\n",
+            "~\n",
+            "---\n",
         ] {
             let (raw, diagnostics) = parse_text(text);
             assert!(raw.declared_at.is_none(), "{text:?}");
@@ -1184,15 +1245,94 @@ mod tests {
     }
 
     #[test]
-    fn a_misspelt_top_level_key_is_a_warning() {
-        let (raw, diagnostics) = parse_text("postgresqlDatabase:\n  - name: a\n");
-        assert!(raw.declared_at.is_none());
-        assert_eq!(diagnostics.len(), 1);
-        assert!(!diagnostics[0].is_error());
+    fn a_misspelt_databases_key_is_an_error_in_both_formats() {
+        for (text, key) in [
+            ("postgresqlDatabase:\n  - name: a\n", "postgresqlDatabase"),
+            ("PostgresqlDatabases:\n  - name: a\n", "PostgresqlDatabases"),
+            (
+                "postgresql_databases:\n  - name: a\n",
+                "postgresql_databases",
+            ),
+            ("postgresqlDatabses: []\n", "postgresqlDatabses"),
+            ("postgresqlDatabase:\n", "postgresqlDatabase"),
+            ("postgresqlDatabase: {name: a}\n", "postgresqlDatabase"),
+            (
+                "image: x\npostgresqldatabases:\n  - name: a\n",
+                "postgresqldatabases",
+            ),
+            (
+                "apiVersion: pgtenant.io/v1\npostgresqlDatabase:\n  - name: a\n",
+                "postgresqlDatabase",
+            ),
+            (
+                "postgresqlDatabases: []\npostgresqlDatabase:\n  - name: a\n",
+                "postgresqlDatabase",
+            ),
+        ] {
+            let (raw, diagnostics) = parse_text(text);
+            assert!(raw.entries.is_empty(), "{text:?}");
+            assert_eq!(diagnostics.len(), 1, "{text:?}: {diagnostics:#?}");
+            assert!(diagnostics[0].is_error(), "{text:?}");
+            assert_eq!(diagnostics[0].field, key);
+            assert_eq!(
+                diagnostics[0].message,
+                format!("top-level key `{key}` is ignored"),
+            );
+            assert_eq!(
+                diagnostics[0].hint.as_deref(),
+                Some("did you mean `postgresqlDatabases`? databases are only read from that key; until it is fixed, the databases this file declared are left as they are"),
+            );
+        }
+    }
+
+    #[test]
+    fn a_chart_value_named_like_the_databases_key_is_only_a_warning() {
+        // Charts such as Bitnami's postgresql have `postgresqlDatabase: <name>` of their own.
+        for text in [
+            "postgresqlDatabase: app\n",
+            "postgresqlDatabase: \"\"\n",
+            "postgresqlDatabase: 3\n",
+        ] {
+            let (raw, diagnostics) = parse_text(text);
+            assert!(raw.declared_at.is_none());
+            assert_eq!(diagnostics.len(), 1, "{text:?}");
+            assert!(!diagnostics[0].is_error(), "{text:?}");
+            assert_eq!(
+                diagnostics[0].to_string(),
+                format!("warning: {FILE}:1:1: postgresqlDatabase: top-level key `postgresqlDatabase` is ignored\n  help: did you mean `postgresqlDatabases`? databases are only read from that key")
+            );
+        }
+    }
+
+    #[test]
+    fn a_v1_file_without_databases_is_an_error() {
         assert_eq!(
-            diagnostics[0].to_string(),
-            format!("warning: {FILE}:1:1: postgresqlDatabase: top-level key `postgresqlDatabase` is ignored\n  help: did you mean `postgresqlDatabases`? databases are only read from that key")
+            only_problem("apiVersion: pgtenant.io/v1\nimage: x\n"),
+            "1:13 apiVersion: `apiVersion: pgtenant.io/v1` without `postgresqlDatabases` | add `postgresqlDatabases:` (`postgresqlDatabases: []` declares none), or remove `apiVersion` if the file is not pgtenant's; until then the databases this file declared are left as they are"
         );
+        let (_, diagnostics) = parse_text("apiVersion: pgtenant.io/v2\n");
+        assert_eq!(diagnostics.len(), 1);
+        assert!(diagnostics[0].is_error());
+        // Other charts' `apiVersion` is theirs.
+        for text in ["apiVersion: v2\nimage: x\n", "apiVersion: 2\n"] {
+            let (_, diagnostics) = parse_text(text);
+            assert!(diagnostics.is_empty(), "{text:?}: {diagnostics:#?}");
+        }
+        // A misspelt databases key is the one problem reported.
+        let (_, diagnostics) = parse_text("apiVersion: pgtenant.io/v1\npostgresqlDatabase: []\n");
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(diagnostics[0].field, "postgresqlDatabase");
+    }
+
+    #[test]
+    fn a_top_level_that_is_not_a_mapping_is_an_error() {
+        assert_eq!(
+            only_problem("- a list\n"),
+            "1:1 : a values file must be a mapping of keys, found a list | write the file as keys and values, databases under `postgresqlDatabases:`; until then the databases it declared are left as they are"
+        );
+        let (_, diagnostics) = parse_text("just a string\n");
+        assert_eq!(diagnostics.len(), 1);
+        assert!(diagnostics[0].is_error());
     }
 
     #[test]

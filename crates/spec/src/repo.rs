@@ -1,8 +1,11 @@
 use std::collections::BTreeSet;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::fs::{self, File, FileType};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use serde::Serialize;
 
 use crate::diagnostic::{self, Diagnostic};
@@ -14,9 +17,57 @@ use crate::validate::collisions;
 /// Names of the files databases are declared in, as Helm charts name their values.
 const VALUES_FILES: [&str; 2] = ["values.yaml", "values.yml"];
 
+/// The largest values file read by default: far above any real values file, small enough that a
+/// hostile one (a link to `/dev/zero`, a generated monster) cannot exhaust memory.
+pub const DEFAULT_MAX_VALUES_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Overrides [`DEFAULT_MAX_VALUES_FILE_BYTES`]: a positive number of bytes.
+pub const MAX_VALUES_FILE_BYTES_ENV: &str = "PGTENANT_MAX_VALUES_FILE_BYTES";
+
+/// How an apps repo is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// A values file larger than this is an error for that file.
+    pub max_values_file_bytes: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_values_file_bytes: DEFAULT_MAX_VALUES_FILE_BYTES,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The defaults, with [`MAX_VALUES_FILE_BYTES_ENV`] applied when it is set.
+    pub fn from_env() -> Result<Self, SpecError> {
+        Self::from_env_value(std::env::var_os(MAX_VALUES_FILE_BYTES_ENV).as_deref())
+    }
+
+    fn from_env_value(value: Option<&OsStr>) -> Result<Self, SpecError> {
+        let Some(value) = value else {
+            return Ok(Self::default());
+        };
+        match value.to_str().map(str::trim).map(str::parse::<u64>) {
+            Some(Ok(bytes)) if bytes > 0 => Ok(Self {
+                max_values_file_bytes: bytes,
+            }),
+            _ => Err(SpecError::InvalidOption {
+                name: MAX_VALUES_FILE_BYTES_ENV,
+                value: value.to_string_lossy().into_owned(),
+                expected: "a positive whole number of bytes, e.g. 4194304 for 4 MiB",
+            }),
+        }
+    }
+}
+
 /// Everything read from an apps repo.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct LoadedRepo {
+    /// The repo root as given to [`load_repo`].
+    #[serde(skip)]
+    pub root: PathBuf,
     /// Databases of the files without errors, sorted by namespace then name.
     pub databases: Vec<DatabaseSpec>,
     /// Every problem found, sorted by file, line and column.
@@ -40,6 +91,38 @@ impl LoadedRepo {
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| !d.is_error())
     }
+
+    /// How many values files sit where an apps repo has them, `<namespace>/<folder>/values.yaml`,
+    /// broken ones included.
+    pub fn app_values_files(&self) -> usize {
+        self.files_read
+            .iter()
+            .filter(|file| is_app_values_file(file))
+            .count()
+    }
+
+    /// Whether the root looks like an apps repo at all: at least one values file at
+    /// `<namespace>/<folder>/values.yaml`. A project checkout, a home directory or a mistyped
+    /// path has none, and reading it as a repo that declares nothing would plan to drop every
+    /// tenant. Not checked by [`load_repo`]: the caller decides (an emptied repo is legitimate
+    /// when asked for explicitly).
+    pub fn ensure_apps_repo(&self) -> Result<(), SpecError> {
+        if self.app_values_files() > 0 {
+            return Ok(());
+        }
+        Err(SpecError::NotAnAppsRepo {
+            path: self.root.clone(),
+        })
+    }
+}
+
+fn is_app_values_file(relative: &Path) -> bool {
+    let components: Vec<Component> = relative.components().collect();
+    matches!(
+        components.as_slice(),
+        [Component::Normal(_), Component::Normal(_), Component::Normal(name)]
+            if VALUES_FILES.iter().any(|values| name == values)
+    )
 }
 
 /// The repo as a whole cannot be read. Problems with single files are [`Diagnostic`]s instead.
@@ -57,17 +140,34 @@ pub enum SpecError {
         #[source]
         source: io::Error,
     },
+    /// From [`LoadedRepo::ensure_apps_repo`].
+    #[error(
+        "no values files under {dir}: is this the apps repo? (expected {dir}/<namespace>/<folder>/values.yaml)",
+        dir = path.display()
+    )]
+    NotAnAppsRepo { path: PathBuf },
+    #[error("{name}=`{value}` is not usable: expected {expected}")]
+    InvalidOption {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 /// Reads and validates every `values.yaml` / `values.yml` below `root`, reporting all problems
-/// at once.
+/// at once, with the [`LoadOptions`] of the environment.
 pub fn load_repo(root: &Path) -> Result<LoadedRepo, SpecError> {
+    load_repo_with(root, &LoadOptions::from_env()?)
+}
+
+/// [`load_repo`] with explicit options.
+pub fn load_repo_with(root: &Path, options: &LoadOptions) -> Result<LoadedRepo, SpecError> {
     let files_read = find_values_files(root)?;
 
     let mut declarations = Vec::new();
     let mut diagnostics = Vec::new();
     for relative in &files_read {
-        match read_values_file(root, relative) {
+        match read_values_file_with(root, relative, options) {
             Ok(text) => {
                 let checked = check_file(relative, &text);
                 declarations.extend(checked.declarations);
@@ -94,6 +194,7 @@ pub fn load_repo(root: &Path) -> Result<LoadedRepo, SpecError> {
     let failed_files = failed.into_iter().map(Path::to_path_buf).collect();
 
     Ok(LoadedRepo {
+        root: root.to_path_buf(),
         databases,
         diagnostics,
         files_read,
@@ -102,7 +203,9 @@ pub fn load_repo(root: &Path) -> Result<LoadedRepo, SpecError> {
 }
 
 /// Every values file of the repo at `root` that [`load_repo`] reads, relative to `root` and
-/// sorted: `values.yaml` and `values.yml` below it, skipping dot folders and symlinked folders.
+/// sorted: every entry named `values.yaml` or `values.yml` below it, whatever its type (a
+/// directory or a FIFO of that name is reported when it is read), skipping dot folders and
+/// never entering symlinked folders.
 pub fn find_values_files(root: &Path) -> Result<Vec<PathBuf>, SpecError> {
     match fs::metadata(root) {
         Ok(metadata) if metadata.is_dir() => {}
@@ -151,39 +254,156 @@ fn collect_values_files(
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        // `file_type` does not follow symlinks: a linked folder could leave the repo or loop.
-        let file_type = entry.file_type().map_err(unreadable)?;
         let path = relative.join(&name);
-        if file_type.is_dir() {
-            collect_values_files(root, &path, found)?;
-        } else if VALUES_FILES.iter().any(|values| name == *values)
-            && !(file_type.is_symlink() && entry.path().is_dir())
-        {
+        // Whatever carries a values file's name is one: if it cannot be read as one (a
+        // directory, a FIFO, a link out of the repo), that is an error for it, which holds the
+        // drops its tenants would otherwise suffer.
+        if VALUES_FILES.iter().any(|values| name == *values) {
             found.push(path);
+            continue;
+        }
+        // `file_type` does not follow symlinks: a linked folder could leave the repo or loop.
+        // Other entries (sockets, devices, links) are not looked at, let alone opened.
+        if entry.file_type().map_err(unreadable)?.is_dir() {
+            collect_values_files(root, &path, found)?;
         }
     }
     Ok(())
 }
 
-/// The text of the values file `relative` inside the repo at `root`; a file that cannot be read
-/// or is not UTF-8 is a diagnostic located at its start.
+/// The text of the values file `relative` inside the repo at `root`, read with the
+/// [`LoadOptions`] of the environment; see [`read_values_file_with`].
 pub fn read_values_file(root: &Path, relative: &Path) -> Result<String, Diagnostic> {
-    let path = root.join(relative);
-    let unreadable = |message: String, hint: &str| {
-        Diagnostic::error(SourceLocation::file_start(relative), "", message).with_hint(hint)
-    };
-    let bytes = fs::read(&path).map_err(|error| {
-        unreadable(
-            format!("cannot read file: {error}"),
-            "make the file readable by pgtenant",
+    let options = LoadOptions::from_env().map_err(|error| {
+        Diagnostic::error(SourceLocation::file_start(relative), "", error.to_string()).with_hint(
+            format!("unset {MAX_VALUES_FILE_BYTES_ENV} or give it a number of bytes"),
         )
     })?;
+    read_values_file_with(root, relative, &options)
+}
+
+/// The text of the values file `relative` inside the repo at `root`. Only a regular file inside
+/// the repo is read (through symlinks that stay inside it), and at most
+/// [`LoadOptions::max_values_file_bytes`] of it; anything else is a diagnostic located at the
+/// file's start that never quotes what the file holds.
+pub fn read_values_file_with(
+    root: &Path,
+    relative: &Path,
+    options: &LoadOptions,
+) -> Result<String, Diagnostic> {
+    let refused = |message: String, hint: &str| {
+        Diagnostic::error(SourceLocation::file_start(relative), "", message).with_hint(hint)
+    };
+    let cannot_read =
+        |error: io::Error| refused(format!("cannot read file: {error}"), READABLE_HINT);
+    let path = root.join(relative);
+    let link = fs::symlink_metadata(&path).map_err(cannot_read)?;
+    // Every component resolved, so that neither the file nor a folder above it leads out.
+    let root = fs::canonicalize(root).map_err(cannot_read)?;
+    let resolved =
+        match fs::canonicalize(&path) {
+            Ok(resolved) => resolved,
+            Err(error) if link.file_type().is_symlink() => return Err(refused(
+                format!("values file is a symlink that cannot be followed: {error}"),
+                "point the symlink at a values file inside the repo, or replace it with the file",
+            )),
+            Err(error) => return Err(cannot_read(error)),
+        };
+    if !resolved.starts_with(&root) {
+        let what = match link.file_type().is_symlink() {
+            true => "values file is a symlink that leads outside the repo",
+            false => "values file is outside the repo, through a symlinked folder",
+        };
+        return Err(refused(
+            format!("{what}; pgtenant reads only files inside the apps repo"),
+            "replace the symlink with the file itself, or point it at a file inside the repo",
+        ));
+    }
+    let metadata = fs::metadata(&resolved).map_err(cannot_read)?;
+    not_a_regular_file(
+        metadata.file_type(),
+        link.file_type().is_symlink(),
+        &refused,
+    )?;
+    let too_large = |size: String| {
+        refused(
+            format!(
+                "values file is {size}, over the limit of {} bytes",
+                options.max_values_file_bytes
+            ),
+            &format!(
+                "values files are small: check what this file holds, or raise the limit with \
+                 {MAX_VALUES_FILE_BYTES_ENV}"
+            ),
+        )
+    };
+    if metadata.len() > options.max_values_file_bytes {
+        return Err(too_large(format!("{} bytes", metadata.len())));
+    }
+
+    // `resolved` has no symlink left; should one appear in its place, or a FIFO, opening
+    // neither follows nor waits, and the open file's own type is what counts.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(&resolved)
+        .map_err(cannot_read)?;
+    not_a_regular_file(
+        file.metadata().map_err(cannot_read)?.file_type(),
+        link.file_type().is_symlink(),
+        &refused,
+    )?;
+    let bytes = read_at_most(file, options.max_values_file_bytes).map_err(cannot_read)?;
+    if bytes.len() as u64 > options.max_values_file_bytes {
+        return Err(too_large("larger than that".to_owned()));
+    }
     String::from_utf8(bytes).map_err(|error| {
-        unreadable(
+        refused(
             format!("file is not valid UTF-8: {error}"),
             "save the file as UTF-8",
         )
     })
+}
+
+const READABLE_HINT: &str = "make the file readable by pgtenant";
+
+/// Up to `limit + 1` bytes of `file`: one more than allowed tells a file over the limit.
+fn read_at_most(file: File, limit: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// An error unless `file_type` is a regular file's.
+fn not_a_regular_file(
+    file_type: FileType,
+    through_symlink: bool,
+    refused: &impl Fn(String, &str) -> Diagnostic,
+) -> Result<(), Diagnostic> {
+    if file_type.is_file() {
+        return Ok(());
+    }
+    let what = if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    let how = if through_symlink {
+        "values file is a symlink to"
+    } else {
+        "values file is"
+    };
+    Err(refused(
+        format!("{how} {what}, not a regular file"),
+        "a values file must be a regular file: replace it with one (its databases are left as \
+         they are until then)",
+    ))
 }
 
 #[cfg(test)]
@@ -430,6 +650,252 @@ mod tests {
         let loaded = load_repo(dir.path()).unwrap();
         assert_eq!(loaded.failed_files, paths(&["values.yaml"]));
         assert!(loaded.databases.is_empty());
+    }
+
+    /// The error of `file` in `loaded`, rendered.
+    fn error_of(loaded: &LoadedRepo, file: &str) -> String {
+        let errors: Vec<String> = loaded
+            .errors()
+            .filter(|d| d.location.file == Path::new(file))
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 1, "{:#?}", loaded.diagnostics);
+        assert!(loaded.failed_files.contains(&PathBuf::from(file)));
+        errors.into_iter().next().unwrap()
+    }
+
+    const SECRET: &str = "postgresqlDatabases:\n  - name: outside-secret\n";
+
+    #[test]
+    fn a_values_file_linked_out_of_the_repo_is_an_error_that_quotes_nothing() {
+        let outside = repo(&[("values.yaml", SECRET)]);
+        let dir = repo(&[(
+            "ns/fine/values.yaml",
+            "postgresqlDatabases:\n  - name: fine\n",
+        )]);
+        fs::create_dir_all(dir.path().join("ns/app")).unwrap();
+        symlink(
+            outside.path().join("values.yaml"),
+            dir.path().join("ns/app/values.yaml"),
+        )
+        .unwrap();
+        // A folder link out of the repo, above a plain name, leads out just the same.
+        symlink(outside.path(), dir.path().join("ns/via")).unwrap();
+        let loaded = load_repo(dir.path()).unwrap();
+        assert_eq!(
+            error_of(&loaded, "ns/app/values.yaml"),
+            "error: ns/app/values.yaml:1:1: values file is a symlink that leads outside the repo; pgtenant reads only files inside the apps repo\n  help: replace the symlink with the file itself, or point it at a file inside the repo"
+        );
+        assert_eq!(tenants(&loaded), [("ns/fine".to_owned(), Mode::Standard)]);
+        let via = read_values_file_with(
+            dir.path(),
+            Path::new("ns/via/values.yaml"),
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(via.message.contains("outside the repo"), "{via}");
+        let report = format!("{:?}", loaded.diagnostics) + &via.to_string();
+        assert!(!report.contains("outside-secret"), "{report}");
+    }
+
+    #[test]
+    fn a_values_file_linked_inside_the_repo_is_read() {
+        let dir = repo(&[("shared/db.yaml", "postgresqlDatabases:\n  - name: linked\n")]);
+        fs::create_dir_all(dir.path().join("ns/app")).unwrap();
+        symlink(
+            "../../shared/db.yaml",
+            dir.path().join("ns/app/values.yaml"),
+        )
+        .unwrap();
+        let loaded = load_repo(dir.path()).unwrap();
+        assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+        assert_eq!(tenants(&loaded), [("ns/linked".to_owned(), Mode::Standard)]);
+        // A repo reached through a symlink of its own is still inside itself.
+        let link = tempfile::tempdir().unwrap();
+        symlink(dir.path(), link.path().join("repo")).unwrap();
+        let loaded = load_repo(&link.path().join("repo")).unwrap();
+        assert_eq!(tenants(&loaded), [("ns/linked".to_owned(), Mode::Standard)]);
+    }
+
+    #[test]
+    fn a_dangling_values_file_link_is_an_error() {
+        let dir = repo(&[]);
+        fs::create_dir_all(dir.path().join("ns/app")).unwrap();
+        symlink("gone.yaml", dir.path().join("ns/app/values.yaml")).unwrap();
+        let loaded = load_repo(dir.path()).unwrap();
+        assert!(error_of(&loaded, "ns/app/values.yaml")
+            .contains("values file is a symlink that cannot be followed"));
+    }
+
+    #[test]
+    fn a_directory_named_values_yaml_is_an_error_and_is_not_entered() {
+        let dir = repo(&[(
+            "ns/app/values.yaml/nested/values.yaml",
+            "postgresqlDatabases:\n  - name: nested\n",
+        )]);
+        let loaded = load_repo(dir.path()).unwrap();
+        assert_eq!(loaded.files_read, paths(&["ns/app/values.yaml"]));
+        assert_eq!(
+            error_of(&loaded, "ns/app/values.yaml"),
+            "error: ns/app/values.yaml:1:1: values file is a directory, not a regular file\n  help: a values file must be a regular file: replace it with one (its databases are left as they are until then)"
+        );
+        assert!(loaded.databases.is_empty());
+    }
+
+    /// Runs `load` on another thread and fails the test if it takes longer than a few seconds.
+    fn quickly<T: Send + 'static>(load: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(load()));
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading the repo blocked or took too long")
+    }
+
+    #[test]
+    fn a_fifo_values_file_is_an_error_and_does_not_block() {
+        let dir = repo(&[]);
+        fs::create_dir_all(dir.path().join("ns/app")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("ns/app/values.yaml"),
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .unwrap();
+        // Not a values file by name: never opened.
+        nix::unistd::mkfifo(
+            &dir.path().join("ns/app/pipe"),
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .unwrap();
+        let root = dir.path().to_path_buf();
+        let loaded = quickly(move || load_repo(&root).unwrap());
+        assert_eq!(loaded.files_read, paths(&["ns/app/values.yaml"]));
+        assert_eq!(
+            error_of(&loaded, "ns/app/values.yaml"),
+            "error: ns/app/values.yaml:1:1: values file is a FIFO (named pipe), not a regular file\n  help: a values file must be a regular file: replace it with one (its databases are left as they are until then)"
+        );
+    }
+
+    #[test]
+    fn a_device_is_refused_at_once_and_reading_is_capped() {
+        let dir = repo(&[]);
+        fs::create_dir_all(dir.path().join("ns/app")).unwrap();
+        symlink("/dev/zero", dir.path().join("ns/app/values.yaml")).unwrap();
+        // Other names are not followed, wherever they lead.
+        symlink("/dev/zero", dir.path().join("ns/app/zero")).unwrap();
+        let root = dir.path().to_path_buf();
+        let loaded = quickly(move || load_repo(&root).unwrap());
+        assert!(error_of(&loaded, "ns/app/values.yaml").contains("outside the repo"));
+
+        // Were such a file opened, no more than the cap and one byte would be read.
+        let zero = File::open("/dev/zero").unwrap();
+        assert_eq!(
+            quickly(move || read_at_most(zero, 1024).unwrap().len()),
+            1025
+        );
+    }
+
+    #[test]
+    fn a_values_file_over_the_size_cap_is_an_error() {
+        let dir = repo(&[
+            (
+                "ns/big/values.yaml",
+                &format!("image: x\n{}", "#".repeat(200)),
+            ),
+            (
+                "ns/small/values.yaml",
+                "postgresqlDatabases:\n  - name: small\n",
+            ),
+        ]);
+        let options = LoadOptions {
+            max_values_file_bytes: 100,
+        };
+        let loaded = load_repo_with(dir.path(), &options).unwrap();
+        assert_eq!(
+            error_of(&loaded, "ns/big/values.yaml"),
+            "error: ns/big/values.yaml:1:1: values file is 209 bytes, over the limit of 100 bytes\n  help: values files are small: check what this file holds, or raise the limit with PGTENANT_MAX_VALUES_FILE_BYTES"
+        );
+        assert_eq!(tenants(&loaded), [("ns/small".to_owned(), Mode::Standard)]);
+
+        // The default is 4 MiB: a sparse file just over it fails, one at it does not.
+        let file = File::create(dir.path().join("ns/big/values.yaml")).unwrap();
+        file.set_len(DEFAULT_MAX_VALUES_FILE_BYTES + 1).unwrap();
+        let loaded = load_repo_with(dir.path(), &LoadOptions::default()).unwrap();
+        assert!(error_of(&loaded, "ns/big/values.yaml")
+            .contains("values file is 4194305 bytes, over the limit of 4194304 bytes"));
+        let at_cap = DEFAULT_MAX_VALUES_FILE_BYTES as usize;
+        fs::write(
+            dir.path().join("ns/big/values.yaml"),
+            format!("#{}", " ".repeat(at_cap - 1)),
+        )
+        .unwrap();
+        let loaded = load_repo_with(dir.path(), &LoadOptions::default()).unwrap();
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    }
+
+    #[test]
+    fn the_size_cap_comes_from_the_environment() {
+        assert_eq!(
+            LoadOptions::from_env_value(None).unwrap(),
+            LoadOptions::default()
+        );
+        assert_eq!(
+            LoadOptions::from_env_value(Some(OsStr::new("1000")))
+                .unwrap()
+                .max_values_file_bytes,
+            1000
+        );
+        for bad in ["0", "-1", "4MiB", ""] {
+            let error = LoadOptions::from_env_value(Some(OsStr::new(bad))).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("PGTENANT_MAX_VALUES_FILE_BYTES=`{bad}` is not usable: expected a positive whole number of bytes, e.g. 4194304 for 4 MiB")
+            );
+        }
+    }
+
+    #[test]
+    fn a_values_file_that_is_not_a_mapping_fails_its_file() {
+        let dir = repo(&[
+            ("ns/list/values.yaml", "- name: a\n"),
+            ("ns/comments/values.yaml", "# nothing yet\n"),
+        ]);
+        let loaded = load_repo(dir.path()).unwrap();
+        assert_eq!(loaded.failed_files, paths(&["ns/list/values.yaml"]));
+    }
+
+    #[test]
+    fn a_folder_without_app_values_files_is_not_an_apps_repo() {
+        for files in [
+            &[][..],
+            &[("README.md", "# project\n")][..],
+            // A project checkout with an example repo inside it.
+            &[(
+                "examples/apps/shop/cart/values.yaml",
+                "postgresqlDatabases:\n  - name: cart\n",
+            )][..],
+            &[
+                ("values.yaml", "image: x\n"),
+                ("ns/values.yaml", "image: x\n"),
+            ][..],
+        ] {
+            let dir = repo(files);
+            let loaded = load_repo(dir.path()).unwrap();
+            assert_eq!(loaded.app_values_files(), 0, "{files:?}");
+            let error = loaded.ensure_apps_repo().unwrap_err();
+            assert!(matches!(&error, SpecError::NotAnAppsRepo { path } if path == dir.path()));
+            let dir = dir.path().display();
+            assert_eq!(
+                error.to_string(),
+                format!("no values files under {dir}: is this the apps repo? (expected {dir}/<namespace>/<folder>/values.yaml)")
+            );
+        }
+        // Any file where apps have theirs will do, even a broken or unrelated one.
+        for file in ["ns/app/values.yaml", "ns/app/values.yml"] {
+            let dir = repo(&[(file, "image: [\n")]);
+            let loaded = load_repo(dir.path()).unwrap();
+            assert_eq!(loaded.app_values_files(), 1);
+            loaded.ensure_apps_repo().unwrap();
+        }
     }
 
     #[test]

@@ -525,7 +525,6 @@ apiVersion: pgtenant.io/v1
             "",
             "# nothing\n",
             "image: x\n",
-            "- a\n",
             "apiVersion: v2\nimage: x\n",
         ] {
             assert_eq!(

@@ -156,10 +156,68 @@ pub(crate) fn validate(
         return Vec::new();
     };
     let namespace = namespace(file, declared_at, diagnostics);
-    raw.entries
+    let mut legacy = Vec::new();
+    let declarations = raw
+        .entries
         .into_iter()
-        .filter_map(|entry| validate_entry(entry, raw.format, namespace.as_deref(), diagnostics))
-        .collect()
+        .filter_map(|entry| {
+            validate_entry(
+                entry,
+                raw.format,
+                namespace.as_deref(),
+                &mut legacy,
+                diagnostics,
+            )
+        })
+        .collect();
+    diagnostics.extend(legacy_protection_warning(&legacy));
+    declarations
+}
+
+/// One use of chart 0.5.0's `deletionProtection`: the entry's field path, where the key is,
+/// what it said and the mode it is read as.
+struct LegacyUse {
+    field: String,
+    location: SourceLocation,
+    protected: bool,
+    mode: Mode,
+}
+
+/// The deprecation warning for `deletionProtection`, once per file however many entries use it,
+/// at the first of them.
+fn legacy_protection_warning(uses: &[LegacyUse]) -> Option<Diagnostic> {
+    let (first, more) = uses.split_first()?;
+    let diagnostic = if more.is_empty() {
+        Diagnostic::warning(
+            first.location.clone(),
+            first.field.clone(),
+            format!(
+                "`{LEGACY_PROTECTION}` is the legacy (chart 0.5.0) spelling of `mode`; \
+                 read as `mode: {}`",
+                first.mode.as_str()
+            ),
+        )
+        .with_hint(format!(
+            "replace `{LEGACY_PROTECTION}: {}` with `mode: {}` (`pgtenant spec upgrade` does it)",
+            first.protected,
+            first.mode.as_str()
+        ))
+    } else {
+        Diagnostic::warning(
+            first.location.clone(),
+            first.field.clone(),
+            format!(
+                "`{LEGACY_PROTECTION}` is the legacy (chart 0.5.0) spelling of `mode`, used by {} \
+                 entries of this file; each is read as the `mode` it means",
+                uses.len()
+            ),
+        )
+        .with_hint(format!(
+            "replace `{LEGACY_PROTECTION}: true` with `mode: protected` and \
+             `{LEGACY_PROTECTION}: false` with `mode: standard` (`pgtenant spec upgrade` does it)"
+        ))
+    };
+    Some(diagnostic)
 }
 
 /// The file's namespace if it is usable; problems with it are reported once per file.
@@ -203,9 +261,10 @@ fn validate_entry(
     entry: RawEntry,
     format: Format,
     namespace: Option<&str>,
+    legacy: &mut Vec<LegacyUse>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Declaration> {
-    let mode = mode(&entry, format, diagnostics);
+    let mode = mode(&entry, format, legacy, diagnostics);
     // An unusable preset is reported already; what depends on it is not checked further.
     let preset = match &entry.preset {
         Field::Given(preset) => Some(preset.value),
@@ -267,7 +326,12 @@ fn validate_entry(
 
 /// The entry's mode, converting chart 0.5.0's `deletionProtection`. Falls back to the default
 /// when the fields are unusable; the file fails in that case anyway.
-fn mode(entry: &RawEntry, format: Format, diagnostics: &mut Vec<Diagnostic>) -> Mode {
+fn mode(
+    entry: &RawEntry,
+    format: Format,
+    legacy_uses: &mut Vec<LegacyUse>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Mode {
     let field = format!("{}.{LEGACY_PROTECTION}", entry.path);
     match (&entry.mode, &entry.deletion_protection) {
         (Field::Given(mode), Field::Absent) => mode.value,
@@ -278,22 +342,12 @@ fn mode(entry: &RawEntry, format: Format, diagnostics: &mut Vec<Diagnostic>) -> 
             let mode = mode_of(legacy.value);
             // `spec upgrade` replaces the field, so it does not warn about what it fixes.
             if format == Format::Legacy {
-                diagnostics.push(
-                    Diagnostic::warning(
-                        legacy.location.clone(),
-                        field,
-                        format!(
-                            "`{LEGACY_PROTECTION}` is the legacy (chart 0.5.0) spelling of `mode`; \
-                             read as `mode: {}`",
-                            mode.as_str()
-                        ),
-                    )
-                    .with_hint(format!(
-                        "replace `{LEGACY_PROTECTION}: {}` with `mode: {}` (`pgtenant spec upgrade` does it)",
-                        legacy.value,
-                        mode.as_str()
-                    )),
-                );
+                legacy_uses.push(LegacyUse {
+                    field,
+                    location: legacy.location.clone(),
+                    protected: legacy.value,
+                    mode,
+                });
             }
             mode
         }
@@ -861,6 +915,27 @@ mod tests {
         assert_eq!(
             diagnostics[0].hint.as_deref(),
             Some(&*format!("the namespace `{namespace}` leaves no room for a database name: use a shorter namespace"))
+        );
+    }
+
+    #[test]
+    fn legacy_deletion_protection_warns_once_per_file() {
+        let text = "postgresqlDatabases:\n  - name: a\n    deletionProtection: true\n  - name: b\n  - name: c\n    deletionProtection: false\n  - name: d\n    deletionProtection: true\n";
+        let (databases, diagnostics) = parse_file(Path::new(FILE), text);
+        let modes: Vec<Mode> = databases.iter().map(|d| d.mode).collect();
+        assert_eq!(
+            modes,
+            [
+                Mode::Protected,
+                Mode::Standard,
+                Mode::Standard,
+                Mode::Protected
+            ]
+        );
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(
+            diagnostics[0].to_string(),
+            format!("warning: {FILE}:3:5: postgresqlDatabases[0].deletionProtection: `deletionProtection` is the legacy (chart 0.5.0) spelling of `mode`, used by 3 entries of this file; each is read as the `mode` it means\n  help: replace `deletionProtection: true` with `mode: protected` and `deletionProtection: false` with `mode: standard` (`pgtenant spec upgrade` does it)")
         );
     }
 
