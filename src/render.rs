@@ -65,10 +65,25 @@ pub fn error(error: &anyhow::Error) {
     }
 }
 
-/// Spec problems go to stderr in every format; JSON output also carries them.
+/// Spec problems go to stderr in every format; JSON output also carries them. Once per process:
+/// a command that reads the repo twice (a restore re-applying grants) does not repeat them.
 pub fn diagnostics(repo: &LoadedRepo) {
-    for diagnostic in &repo.diagnostics {
-        eprintln!("{diagnostic}");
+    static SHOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut shown = SHOWN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let new: Vec<String> = repo
+        .diagnostics
+        .iter()
+        .map(|diagnostic| diagnostic.to_string())
+        .filter(|text| !shown.contains(text))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    for text in new {
+        eprintln!("{text}");
+        shown.push(text);
     }
     if repo.has_errors() {
         eprintln!(

@@ -46,7 +46,17 @@ async fn hostile_names_are_rejected_with_file_line_and_nothing_is_created() {
 async fn plan_json_contract_and_exit_codes() {
     let env = Env::new();
     let empty = env.plan();
-    assert_eq!(empty.code, 0, "an empty repo is in sync");
+    assert_eq!(
+        empty.code, 1,
+        "a directory without values files is not an apps repo"
+    );
+    assert!(
+        empty.stderr.contains("no values files under")
+            && empty.stderr.contains("is this the apps repo?"),
+        "{}",
+        empty.stderr
+    );
+    assert_eq!(env.run(&["plan", "--allow-empty-repo"]).code, 0);
     env.declare("idp-dev", "my-db", &[("my-db", "protected")]);
     env.write(
         "idp-dev/typo/values.yaml",
@@ -147,6 +157,7 @@ fn credentials_errors_are_explained() {
 #[test]
 fn unreachable_or_invalid_admin_url_is_an_error_with_its_cause() {
     let env = Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
     let out = env
         .cmd()
         .env(

@@ -176,7 +176,7 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
         .unwrap()
         .to_string();
 
-    // An empty directory: nothing declared, nothing dropped.
+    // The wrong directory (no values files at all) is refused, not taken for an empty repo.
     let elsewhere = tempfile::tempdir().unwrap();
     let out = env
         .cmd()
@@ -184,7 +184,24 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
         .args(["apply", "--format", "json"])
         .output()
         .unwrap();
-    // Held drops are not success (exit 1).
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is this the apps repo?"));
+    assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
+
+    // An apps repo that declares nothing (values files without databases): nothing dropped, and
+    // the held drops are not success (exit 1).
+    std::fs::create_dir_all(elsewhere.path().join("team/chart")).unwrap();
+    std::fs::write(
+        elsewhere.path().join("team/chart/values.yaml"),
+        "replicas: 2\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .current_dir(elsewhere.path())
+        .args(["apply", "--format", "json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["notices"][0]["reason"]

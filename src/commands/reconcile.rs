@@ -82,7 +82,8 @@ pub struct GuardArgs {
     /// Drop at most this many databases in one run.
     #[arg(long, default_value_t = 1)]
     pub max_drops: usize,
-    /// Allow drops although the repo declares no database at all.
+    /// Allow drops although the repo declares no database at all, or holds no values file (a
+    /// directory that is otherwise refused as "not the apps repo").
     #[arg(long)]
     pub allow_empty_repo: bool,
     /// Allow every database of this namespace to be dropped (repeatable).
@@ -125,6 +126,11 @@ fn load_and_plan(
     let root = repo.unwrap_or(Path::new("."));
     let repo = pgtenant_spec::load_repo(root)
         .with_context(|| format!("reading the apps repo {}", root.display()))?;
+    // A directory without values files is the wrong directory, not an empty repo; the flag that
+    // allows dropping everything allows this too.
+    if !guard.allow_empty_repo {
+        repo.ensure_apps_repo()?;
+    }
     render::diagnostics(&repo);
     let desired = Desired::from_repo(&repo);
     let connected = context.connect()?;
