@@ -35,7 +35,7 @@ async fn hostile_names_are_rejected_with_file_line_and_nothing_is_created() {
     let managed: i64 = env
         .control()
         .await
-        .query_one("SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')", &[])
+        .query_one("SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1', 'pgtenant')", &[])
         .await
         .unwrap()
         .get(0);
