@@ -187,7 +187,12 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = args.load_and_plan(context, &runtime, false)?;
+    let mut planned = args.load_and_plan(context, &runtime, false)?;
+    let interrupted =
+        pgtenant_engine::rotate::interrupted_changes(&planned.desired, &planned.observed, |t| {
+            planned.plan_context.in_scope(t)
+        });
+    planned.plan.notices.extend(interrupted);
     render::plan(&planned.plan, &planned.repo, args.format)?;
     Ok(if planned.repo.has_errors() {
         EXIT_ERROR
@@ -340,7 +345,12 @@ pub fn reconcile_tenant(
 
 pub fn check(context: &Context, args: &RepoArgs) -> Result<u8> {
     let runtime = runtime()?;
-    let planned = args.load_and_plan(context, &runtime, false)?;
+    let mut planned = args.load_and_plan(context, &runtime, false)?;
+    let interrupted =
+        pgtenant_engine::rotate::interrupted_changes(&planned.desired, &planned.observed, |t| {
+            planned.plan_context.in_scope(t)
+        });
+    planned.plan.notices.extend(interrupted);
     let mut report = check::report(&planned.desired, &planned.observed, &planned.plan);
     // Tenants outside --tenant were not inspected: listing them as in sync would be a claim.
     report
