@@ -195,7 +195,7 @@ impl ApplyLock {
             database: Some(CONTROL_DATABASE.to_string()),
             source,
         };
-        // Whoever finds the lock busy sees which process holds it, and on which machine.
+        // Whoever finds the lock busy sees which process holds it (and from where: the address).
         session
             .execute(
                 "SELECT pg_catalog.set_config('application_name',
@@ -230,16 +230,11 @@ impl ApplyLock {
     }
 }
 
-/// ` apply lock (pid N on HOST)`, appended to the connection's application_name.
+/// ` apply lock (pid N)`, appended to the connection's application_name. Every role on the
+/// cluster can read application names, so the machine is left to the client address, which
+/// `pg_stat_activity` shows only to the control role (and superusers).
 fn lock_label() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty());
-    match host {
-        Some(host) => format!(" apply lock (pid {} on {host})", std::process::id()),
-        None => format!(" apply lock (pid {})", std::process::id()),
-    }
+    format!(" apply lock (pid {})", std::process::id())
 }
 
 async fn lock_holder(session: &Client) -> Result<Option<LockHolder>, tokio_postgres::Error> {
@@ -277,15 +272,15 @@ mod tests {
     fn a_holder_is_named_by_application_and_address() {
         let holder = LockHolder {
             pid: 42,
-            application_name: Some("pgtenant apply lock (pid 7 on ops-1)".into()),
+            application_name: Some("pgtenant apply lock (pid 7)".into()),
             user: Some("pgtenant".into()),
             client: Some("10.0.0.5:51234".into()),
             since: Some("2024-01-01T00:00:00Z".into()),
         };
         assert_eq!(
             holder.to_string(),
-            "application_name `pgtenant apply lock (pid 7 on ops-1)`, user pgtenant, client \
-             10.0.0.5:51234, connected since 2024-01-01T00:00:00Z"
+            "application_name `pgtenant apply lock (pid 7)`, user pgtenant, client 10.0.0.5:51234, \
+             connected since 2024-01-01T00:00:00Z"
         );
         assert!(LockHolder::default()
             .to_string()
