@@ -35,7 +35,7 @@ async fn hostile_names_are_rejected_with_file_line_and_nothing_is_created() {
     let managed: i64 = env
         .control()
         .await
-        .query_one("SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')", &[])
+        .query_one("SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1', 'pgtenant')", &[])
         .await
         .unwrap()
         .get(0);
@@ -419,7 +419,9 @@ fn missing_postgres_binaries_name_the_package() {
 async fn concurrent_applies_are_refused_not_interleaved() {
     let env = Env::new();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
-    let holder = env.control().await;
+    // The lock lives in pgtenant's control database (created on first use).
+    let connector = pgtenant_engine::Connector::from_url(&env.admin_url()).unwrap();
+    let holder = pgtenant_engine::control::session(&connector).await.unwrap();
     let pid: i32 = holder
         .query_one(
             "SELECT pg_advisory_lock(8099570433841524340), pg_backend_pid()",

@@ -1012,3 +1012,97 @@ async fn store_verify_finds_tampering_and_a_broken_key_never_reissues_passwords(
     assert_eq!(env.run(&["store", "verify"]).code, 0);
     assert_eq!(env.plan().code, 0, "in sync again");
 }
+
+#[test]
+fn doctor_for_a_tenant_without_credentials_is_an_error() {
+    let env = applied_env();
+    for format in ["text", "json"] {
+        let out = env.run(&["doctor", "idp-dev/unknown", "--format", format]);
+        assert_eq!(out.code, 1, "{format}: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains("idp-dev/unknown has no stored credentials"),
+            "{format}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("pgtenant apply"), "{}", out.stderr);
+    }
+    assert_eq!(env.run(&["doctor", TENANT]).code, 0);
+}
+
+#[test]
+fn a_role_outside_the_tenants_preset_is_answered_with_the_presets_roles() {
+    let env = Env::new();
+    env.write(
+        "shop/checkout/values.yaml",
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: checkout\n    preset: app-migrator\n",
+    );
+    env.write(
+        "shop/api/values.yaml",
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: api\n    preset: schema-owner\n",
+    );
+    env.apply();
+    for (tenant, role, expected) in [
+        (
+            "shop/checkout",
+            "admin",
+            "shop/checkout has no admin role: app-migrator tenants have the roles migrator, app",
+        ),
+        (
+            "shop/checkout",
+            "read",
+            "shop/checkout has no read role: app-migrator tenants have the roles migrator, app",
+        ),
+        (
+            "shop/api",
+            "admin",
+            "shop/api has no admin role: schema-owner tenants have the roles app, write, read",
+        ),
+    ] {
+        for command in ["credentials", "url"] {
+            let out = env.run(&[command, tenant, "--role", role]);
+            assert_eq!(out.code, 1, "{command} {tenant} {role}");
+            assert!(out.stderr.contains(expected), "{}", out.stderr);
+            assert!(
+                !out.stderr.contains("declared in the repo"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+    assert_eq!(
+        env.run(&["credentials", "shop/checkout", "--role", "migrator"])
+            .code,
+        0
+    );
+    // An idp tenant that is not there at all still gets the "declared? applied?" question.
+    let out = env.run(&["credentials", "idp-dev/nothing", "--role", "admin"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("declared in the repo"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn role_help_names_every_presets_roles() {
+    let env = Env::new();
+    for command in ["export", "doctor", "credentials", "url", "rotate"] {
+        let help = env.run(&[command, "--help"]);
+        assert_eq!(help.code, 0, "{command}");
+        assert!(
+            help.stdout.contains(
+                "a login role of the tenant's preset (idp: admin|write|read; app-migrator: \
+                 migrator|app; schema-owner: app|write|read)"
+            ),
+            "{command}:\n{}",
+            help.stdout
+        );
+        assert!(
+            !help.stdout.contains("admin, write and read"),
+            "{command}:\n{}",
+            help.stdout
+        );
+    }
+}

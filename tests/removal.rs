@@ -278,6 +278,14 @@ async fn list_shows_managed_orphaned_and_unmanaged_databases() {
     };
     assert_eq!(state(&listed, "team-keep")["state"], "managed");
     assert_eq!(state(&listed, "analytics")["state"], "unmanaged");
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["database"] == "pgtenant"),
+        "pgtenant's own control database is not listed: {listed:#}"
+    );
     let safe = state(&listed, "team-safe");
     assert_eq!(safe["state"], "orphaned-protected");
     assert_eq!(safe["mode"], "protected");

@@ -279,3 +279,126 @@ async fn credentials_naming_a_twin_dropped_by_hand_are_replaced() {
         .expect("the replacement credentials log in");
     assert_eq!(env.plan().code, 0);
 }
+
+#[tokio::test]
+async fn an_interrupted_password_change_is_reported_and_its_credential_withheld() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    // The server has the new password, the store still the old one.
+    let killed = env
+        .cmd()
+        .env("PGTENANT_FAILPOINT", "rotate:after-server")
+        .args(["rotate", "idp-dev/my-db", "--role", "read"])
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "killed mid-rotation");
+    let reported = "interrupted password change for idp-dev-my-db-read: run `pgtenant apply`";
+
+    let plan = env.plan();
+    assert_eq!(
+        plan.code, 2,
+        "not in sync:\n{}\n{}",
+        plan.stdout, plan.stderr
+    );
+    assert_eq!(plan.json()["converged"], false);
+    assert!(
+        plan.json()["notices"].to_string().contains(reported),
+        "{}",
+        plan.stdout
+    );
+    let plan = env.run(&["plan"]);
+    assert_eq!(plan.code, 2);
+    assert!(plan.stdout.contains(reported), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("In sync"), "{}", plan.stdout);
+    let check = env.run(&["check", "--format", "json"]);
+    assert_eq!(check.code, 2, "{}\n{}", check.stdout, check.stderr);
+    assert_eq!(check.json()["in_sync"], false);
+    assert!(
+        check.json()["notices"].to_string().contains(reported),
+        "{}",
+        check.stdout
+    );
+    let check = env.run(&["check"]);
+    assert_eq!(check.code, 2);
+    assert!(check.stdout.contains(reported), "{}", check.stdout);
+    let scoped = env.run(&["plan", "--tenant", "idp-dev/my-db"]);
+    assert_eq!(scoped.code, 2, "{}", scoped.stdout);
+
+    // Nothing hands out (or uses) the credential that may be stale.
+    let refusal = "interrupted password change for the read role of idp-dev/my-db";
+    let out_dir = env.state_path().join("exported");
+    let out_dir = out_dir.to_str().unwrap();
+    for args in [
+        vec!["credentials", "idp-dev/my-db", "--role", "read"],
+        vec!["url", "idp-dev/my-db", "--role", "read"],
+        vec![
+            "psql",
+            "idp-dev/my-db",
+            "--role",
+            "read",
+            "--",
+            "-c",
+            "SELECT 1",
+        ],
+        vec!["doctor", "idp-dev/my-db", "--role", "read"],
+        vec!["doctor", "idp-dev/my-db"],
+        vec!["export", "--format", "env", "--out", out_dir],
+    ] {
+        let out = env.run(&args);
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.code, 1, "{args:?}:\n{said}");
+        assert!(said.contains(refusal), "{args:?}:\n{said}");
+        assert!(said.contains("run `pgtenant apply`"), "{args:?}:\n{said}");
+    }
+    let exported: Vec<_> = std::fs::read_dir(out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        exported.len(),
+        2,
+        "the settled roles are exported: {exported:?}"
+    );
+    assert!(!exported.iter().any(|name| name.contains("read")));
+    assert_eq!(
+        env.run(&["credentials", "idp-dev/my-db", "--role", "write"])
+            .code,
+        0,
+        "the other roles are not affected"
+    );
+
+    // apply settles it; then everything agrees again.
+    let out = env.run(&["apply"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("was completed"), "{}", out.stderr);
+    assert_eq!(env.plan().code, 0);
+    assert_eq!(env.run(&["check"]).code, 0);
+    connect(&uri(&env, "read"), None)
+        .await
+        .expect("the settled credentials log in");
+}
+
+#[test]
+fn rotate_all_for_a_tenant_without_credentials_names_it() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    let out = env.run(&["rotate", "idp-dev/unknown", "--all"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("idp-dev/unknown has no stored credentials, so --all has nothing to rotate"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("nothing rotated"), "{}", out.stderr);
+    let help = env.run(&["rotate", "--help"]);
+    for preset in [
+        "idp: admin|write|read",
+        "app-migrator: migrator|app",
+        "schema-owner: app|write|read",
+    ] {
+        assert!(help.stdout.contains(preset), "{}", help.stdout);
+    }
+}

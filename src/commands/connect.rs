@@ -13,7 +13,6 @@ use crate::commands::credentials::{self, RoleArg, SslArgs};
 use crate::context::Context;
 use crate::render::{print_json, Format};
 use crate::{EXIT_ERROR, EXIT_OK};
-use pgtenant_secrets::SecretPath;
 
 #[derive(clap::Args)]
 pub struct PsqlArgs {
@@ -37,7 +36,7 @@ pub struct PsqlArgs {
 pub struct UrlArgs {
     /// NAMESPACE/DATABASE, as declared in the repo.
     pub tenant: String,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = RoleArg::help("The role"))]
     pub role: RoleArg,
     #[command(flatten)]
     pub ssl: SslArgs,
@@ -47,8 +46,11 @@ pub struct UrlArgs {
 pub struct DoctorArgs {
     /// NAMESPACE/DATABASE, as declared in the repo.
     pub tenant: String,
-    /// Only these roles (repeatable) [default: admin, write and read].
-    #[arg(long = "role", value_enum)]
+    #[arg(
+        long = "role",
+        value_enum,
+        help = RoleArg::help("Only these roles (repeatable) [default: every role the store holds credentials for]")
+    )]
     pub roles: Vec<RoleArg>,
     #[command(flatten)]
     pub ssl: SslArgs,
@@ -146,17 +148,20 @@ pub fn doctor(context: &Context, args: &DoctorArgs) -> Result<u8> {
     let store = context.store()?;
     let (namespace, name) = crate::commands::parse_tenant(&args.tenant)?;
     // Without the repo the preset is unknown: check the login roles the store has credentials for.
-    let roles: Vec<RoleArg> = RoleArg::ALL
-        .into_iter()
-        .filter(|role| args.roles.is_empty() || args.roles.contains(role))
-        .filter(|role| {
-            !args.roles.is_empty()
-                || matches!(
-                    store.get(&SecretPath::for_role(namespace, name, role.as_str())),
-                    Ok(Some(_))
-                )
-        })
-        .collect();
+    let roles: Vec<RoleArg> = match args.roles.is_empty() {
+        true => credentials::stored_roles(store.as_ref(), namespace, name),
+        false => RoleArg::ALL
+            .into_iter()
+            .filter(|role| args.roles.contains(role))
+            .collect(),
+    };
+    if roles.is_empty() {
+        bail!(
+            "{} has no stored credentials (none at customer/{namespace}/{name}-<role>): is it \
+             declared in the repo, and has `pgtenant apply` run?",
+            args.tenant
+        );
+    }
     let runtime = runtime()?;
     let mut checks = Vec::new();
     for role in roles {

@@ -20,7 +20,7 @@ use crate::{EXIT_ERROR, EXIT_OK};
 pub struct CredentialsArgs {
     /// NAMESPACE/DATABASE, as declared in the repo.
     pub tenant: String,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = RoleArg::help("The role"))]
     pub role: RoleArg,
     #[arg(long, value_enum, default_value_t = CredentialFormat::Json)]
     pub format: CredentialFormat,
@@ -38,8 +38,11 @@ pub struct ExportArgs {
     /// (created with mode 0700 if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Only these roles (repeatable) [default: admin, write and read].
-    #[arg(long = "role", value_enum)]
+    #[arg(
+        long = "role",
+        value_enum,
+        help = RoleArg::help("Only these roles (repeatable) [default: all of each tenant's preset]")
+    )]
     pub roles: Vec<RoleArg>,
     #[command(flatten)]
     pub ssl: SslArgs,
@@ -93,6 +96,95 @@ impl RoleArg {
             .filter_map(|name| RoleArg::ALL.into_iter().find(|r| r.as_str() == *name))
             .collect()
     }
+
+    /// Which login roles each preset has, from the presets' definition, for help texts:
+    /// `idp: admin|write|read; app-migrator: migrator|app; …`.
+    pub fn by_preset() -> String {
+        let presets: Vec<String> = pgtenant_spec::Preset::ALL
+            .iter()
+            .map(|p| format!("{}: {}", p.as_str(), p.login_roles().join("|")))
+            .collect();
+        presets.join("; ")
+    }
+
+    /// `what`, then "a login role of the tenant's preset (…)": a `--role` help text.
+    pub fn help(what: &str) -> String {
+        format!(
+            "{what}: a login role of the tenant's preset ({})",
+            RoleArg::by_preset()
+        )
+    }
+}
+
+/// The login roles `store` holds credentials for in NAMESPACE/DATABASE.
+pub fn stored_roles(store: &dyn CredentialStore, namespace: &str, database: &str) -> Vec<RoleArg> {
+    RoleArg::ALL
+        .into_iter()
+        .filter(|role| {
+            matches!(
+                store.get(&SecretPath::for_role(namespace, database, role.as_str())),
+                Ok(Some(_))
+            )
+        })
+        .collect()
+}
+
+/// When the credentials the store holds for a tenant show its preset and that preset has no
+/// `role`: which roles it has instead (from the presets' definition, no repo needed).
+fn not_in_preset(stored: &[RoleArg], tenant: &str, role: RoleArg) -> Option<String> {
+    if stored.is_empty() {
+        return None;
+    }
+    let fitting: Vec<pgtenant_spec::Preset> = pgtenant_spec::Preset::ALL
+        .into_iter()
+        .filter(|preset| {
+            stored
+                .iter()
+                .all(|r| preset.login_roles().contains(&r.as_str()))
+        })
+        .collect();
+    if fitting.is_empty()
+        || fitting
+            .iter()
+            .any(|preset| preset.login_roles().contains(&role.as_str()))
+    {
+        return None;
+    }
+    let roles: Vec<String> = fitting
+        .iter()
+        .map(|p| {
+            format!(
+                "{} tenants have the roles {}",
+                p.as_str(),
+                p.login_roles().join(", ")
+            )
+        })
+        .collect();
+    Some(format!(
+        "{tenant} has no {} role: {}",
+        role.as_str(),
+        roles.join("; ")
+    ))
+}
+
+/// An error when a password change of this role was interrupted: its stored credential may be
+/// one the server already refuses.
+fn refuse_pending(
+    store: &dyn CredentialStore,
+    namespace: &str,
+    database: &str,
+    role: RoleArg,
+) -> Result<()> {
+    let path = SecretPath::for_role(namespace, database, role.as_str());
+    if pgtenant_engine::rotate::is_pending(store, &path)
+        .with_context(|| format!("reading the pending password change of {path}"))?
+    {
+        bail!(pgtenant_engine::rotate::pending_message(
+            &format!("{namespace}/{database}"),
+            role.as_str()
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -180,12 +272,17 @@ impl Loaded {
 pub fn load(context: &Context, tenant: &str, role: RoleArg) -> Result<Loaded> {
     let (namespace, database) = parse_tenant(tenant)?;
     let store = context.store()?;
-    let credential = read(store.as_ref(), namespace, database, role)?.with_context(|| {
+    refuse_pending(store.as_ref(), namespace, database, role)?;
+    let Some(credential) = read(store.as_ref(), namespace, database, role)? else {
+        let stored = stored_roles(store.as_ref(), namespace, database);
+        if let Some(hint) = not_in_preset(&stored, tenant, role) {
+            bail!(hint);
+        }
         let path = SecretPath::for_role(namespace, database, role.as_str());
-        format!(
+        bail!(
             "no stored credentials at {path}: is {tenant} declared in the repo, and has `pgtenant apply` run?"
-        )
-    })?;
+        );
+    };
     Ok(Loaded {
         namespace: namespace.to_string(),
         database: database.to_string(),
@@ -276,12 +373,17 @@ pub fn export(context: &Context, args: &ExportArgs) -> Result<u8> {
     let store = context.store()?;
     create_out_dir(&args.out)?;
 
-    let (mut written, mut missing, mut failed) = (0usize, 0usize, 0usize);
+    let (mut written, mut missing, mut failed, mut pending) = (0usize, 0usize, 0usize, 0usize);
     for spec in &repo.databases {
         let roles = RoleArg::of_preset(spec.preset)
             .into_iter()
             .filter(|role| args.roles.is_empty() || args.roles.contains(role));
         for role in roles {
+            if let Err(error) = refuse_pending(store.as_ref(), &spec.namespace, &spec.name, role) {
+                pending += 1;
+                render::error(&error);
+                continue;
+            }
             let loaded = match read(store.as_ref(), &spec.namespace, &spec.name, role) {
                 Ok(Some(credential)) => Loaded {
                     namespace: spec.namespace.clone(),
@@ -333,10 +435,16 @@ pub fn export(context: &Context, args: &ExportArgs) -> Result<u8> {
             "{failed} credential(s) could not be read: `pgtenant store verify` lists every bad entry"
         );
     }
+    if pending > 0 {
+        eprintln!(
+            "{pending} credential(s) not exported: their password change was interrupted; run \
+             `pgtenant apply` to settle it, then export again"
+        );
+    }
     if repo.has_errors() {
         eprintln!("the repo has errors: the tenants of the failed files were not exported");
     }
-    let clean = missing == 0 && failed == 0 && !repo.has_errors();
+    let clean = missing == 0 && failed == 0 && pending == 0 && !repo.has_errors();
     Ok(if clean { EXIT_OK } else { EXIT_ERROR })
 }
 

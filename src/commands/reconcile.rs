@@ -173,7 +173,16 @@ fn load_and_plan(
             "--tenant {unknown}: no such tenant is declared in the repo or managed on the cluster"
         );
     }
-    let plan = pgtenant_engine::plan(&desired, &observed, &plan_context);
+    let mut plan = pgtenant_engine::plan(&desired, &observed, &plan_context);
+    if !exclusive {
+        // apply settles these under its lock before planning; plan and check can only say so.
+        plan.notices
+            .extend(pgtenant_engine::rotate::interrupted_changes(
+                &desired,
+                &observed,
+                |t| plan_context.in_scope(t),
+            ));
+    }
     Ok(Planned {
         repo,
         desired,

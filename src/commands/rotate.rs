@@ -3,11 +3,10 @@
 use anyhow::{bail, Context as _, Result};
 use pgtenant_engine::rotate::Rotator;
 use pgtenant_engine::{ApplyLock, DesiredTenant, RoleKind};
-use pgtenant_secrets::SecretPath;
 use pgtenant_spec::Mode;
 use serde_json::json;
 
-use crate::commands::credentials::RoleArg;
+use crate::commands::credentials::{stored_roles, RoleArg};
 use crate::commands::parse_tenant;
 use crate::commands::reconcile::runtime;
 use crate::context::Context;
@@ -18,16 +17,21 @@ use crate::EXIT_OK;
 pub struct RotateArgs {
     /// NAMESPACE/DATABASE, as declared in the repo.
     pub tenant: String,
-    /// The role to rotate.
     #[arg(
         long,
         value_enum,
         required_unless_present = "all",
-        conflicts_with = "all"
+        conflicts_with = "all",
+        help = RoleArg::help("The role to rotate")
     )]
     pub role: Option<RoleArg>,
-    /// Rotate admin, write and read.
-    #[arg(long)]
+    #[arg(
+        long,
+        help = format!(
+            "Rotate every login role the store holds credentials for: all of the tenant's preset ({})",
+            RoleArg::by_preset()
+        )
+    )]
     pub all: bool,
     /// Zero downtime: switch to the role's second login (`<role>-alt`) with a new password; the
     /// credentials apps hold now stay valid until the next grace rotation.
@@ -40,25 +44,23 @@ pub struct RotateArgs {
 pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
     let (namespace, name) = parse_tenant(&args.tenant)?;
     let tenant = DesiredTenant::new(namespace, name, Mode::default());
+    let store = context.store()?;
     let kinds: Vec<RoleKind> = match args.role {
         Some(role) => vec![RoleKind::parse(role.as_str()).expect("RoleArg names a RoleKind")],
         // Every login role the store holds credentials for: rotate needs no repo to know the preset.
-        None => RoleKind::ALL
+        None => stored_roles(store.as_ref(), namespace, name)
             .into_iter()
-            .filter(|kind| {
-                matches!(
-                    context.store().ok().map(|s| s.get(&SecretPath::for_role(
-                        namespace,
-                        name,
-                        kind.as_str()
-                    ))),
-                    Some(Ok(Some(_)))
-                )
-            })
+            .map(|role| RoleKind::parse(role.as_str()).expect("RoleArg names a RoleKind"))
             .collect(),
     };
+    if kinds.is_empty() {
+        bail!(
+            "{} has no stored credentials, so --all has nothing to rotate: is it declared in the \
+             repo, and has `pgtenant apply` run?",
+            tenant.id
+        );
+    }
     let connected = context.connect()?;
-    let store = context.store()?;
     let runtime = runtime()?;
     let (recovered, rotated) = runtime.block_on(async {
         let _lock = ApplyLock::acquire(&connected.connector).await?;

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::catalog::ClusterCatalog;
 
-/// Databases every cluster has that are nobody's tenant.
+/// Databases every cluster has that are nobody's tenant (pgtenant's own control database is
+/// left out as well).
 const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,7 +24,9 @@ pub fn list(catalog: &ClusterCatalog) -> Vec<ListedDatabase> {
     catalog
         .databases
         .iter()
-        .filter(|(name, _)| !SYSTEM_DATABASES.contains(&name.as_str()))
+        .filter(|(name, _)| {
+            !SYSTEM_DATABASES.contains(&name.as_str()) && name.as_str() != crate::CONTROL_DATABASE
+        })
         .map(|(name, db)| {
             let marker = db.marker();
             let state = match &marker {

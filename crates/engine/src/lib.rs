@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod check;
 pub mod connect;
+pub mod control;
 pub mod desired;
 pub mod execute;
 pub mod ident;
@@ -24,6 +25,7 @@ use pgtenant_secrets::{CredentialStore, StoreError};
 use tokio::sync::Semaphore;
 
 pub use connect::Connector;
+pub use control::{ApplyLock, LockHolder, CONTROL_DATABASE};
 pub use desired::{Desired, DesiredTenant, RoleKind};
 pub use execute::{ApplyOutcome, Endpoint, Executor, TenantOutcome};
 pub use ident::Ident;
@@ -54,56 +56,14 @@ pub enum EngineError {
     Rotation(String),
     #[error("PostgreSQL {} is not supported: pgtenant needs 15 or later (schema public owned by the database owner, DROP DATABASE … WITH (FORCE))", version_num / 10000)]
     UnsupportedServer { version_num: i32 },
-    #[error("another `pgtenant apply` is running against this cluster (backend pid {holder}); try again when it has finished")]
-    Busy { holder: i32 },
-}
-
-/// A session-level advisory lock on the admin database, held by one open connection: every pgtenant
-/// that manages the cluster takes it before reading the catalog for an apply. Released when dropped
-/// (the connection closes), also if the process dies.
-pub struct ApplyLock {
-    _session: tokio_postgres::Client,
+    #[error("another `pgtenant apply` is running against this cluster (backend pid {}): held by {holder}; try again when it has finished", holder.pid)]
+    Busy { holder: LockHolder },
+    #[error("pgtenant's control database: {0}")]
+    ControlDatabase(String),
 }
 
 /// PostgreSQL 15: the first release whose `public` schema belongs to the database owner.
 const MIN_SERVER_VERSION: i32 = 150_000;
-
-/// "pgtenant" in ASCII: the advisory lock key, unlikely to clash with an application's.
-const APPLY_LOCK_KEY: i64 = 0x7067_7465_6e61_6e74;
-
-impl ApplyLock {
-    pub async fn acquire(connector: &Connector) -> Result<Self, EngineError> {
-        let session = connector.connect(None).await?;
-        let catalog_error = |source| EngineError::Catalog {
-            database: None,
-            source,
-        };
-        let locked: bool = session
-            .query_one(
-                "SELECT pg_catalog.pg_try_advisory_lock($1)",
-                &[&APPLY_LOCK_KEY],
-            )
-            .await
-            .map_err(catalog_error)?
-            .get(0);
-        if locked {
-            return Ok(ApplyLock { _session: session });
-        }
-        let holder: Option<i32> = session
-            .query_opt(
-                "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted
-                   AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-                   AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1",
-                &[&APPLY_LOCK_KEY],
-            )
-            .await
-            .map_err(catalog_error)?
-            .map(|row| row.get(0));
-        Err(EngineError::Busy {
-            holder: holder.unwrap_or_default(),
-        })
-    }
-}
 
 /// Reads everything the planner compares against: the cluster catalog, inside every declared database
 /// that exists (in parallel tasks, so TLS and SCRAM work spreads over the cores, bounded by the

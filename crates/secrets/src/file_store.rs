@@ -2,6 +2,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -21,6 +22,9 @@ const ENVELOPE_VERSION: u32 = 1;
 const SECRET_SUFFIX: &str = ".secret";
 /// Generous bound on a key file: 44 base64 characters plus a line ending.
 const MAX_KEY_FILE_LEN: u64 = 64;
+/// A temporary file lives from its creation to its rename, a few milliseconds (one fsync): one
+/// older than this belongs to no live writer, only to a process killed mid-write.
+const STALE_TEMP_AGE_SECS: u64 = 10 * 60;
 
 /// The embedded credential store: one encrypted file per secret under a data
 /// directory, keyed by a separate key file. See the crate documentation for
@@ -73,6 +77,13 @@ impl FileStore {
         // Created after the key: a crash in between leaves a key and no data,
         // which the next open accepts, never data without a key.
         create_private_dir(data_dir)?;
+        // Best effort: a store that works but holds litter is still a store.
+        let age = Duration::from_secs(STALE_TEMP_AGE_SECS);
+        remove_stale_temp_files(data_dir, age, None);
+        // Beside the key, only the key's own (the directory may hold anything else).
+        if let Some(key_name) = key_file.file_name().and_then(|n| n.to_str()) {
+            remove_stale_temp_files(parent_dir(key_file), age, Some(key_name));
+        }
 
         Ok(Self {
             data_dir: data_dir.to_owned(),
@@ -369,6 +380,55 @@ fn parent_dir(file: &Path) -> &Path {
     match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
+    }
+}
+
+/// The final name of one of [`write_temp_file`]'s names, `.<final name>.<16 hex digits>.tmp`.
+fn temp_file_target(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (final_name, random) = inner.rsplit_once('.')?;
+    let ours = !final_name.is_empty()
+        && random.len() == 16
+        && random.bytes().all(|b| b.is_ascii_hexdigit());
+    ours.then_some(final_name)
+}
+
+/// Removes the temporary files (see [`write_temp_file`]) that were last written more than `age`
+/// ago: a process killed between writing one and renaming it into place leaves it behind.
+/// Younger ones may belong to a writer at work and are kept. `only`: in `dir` alone, those of
+/// that final name; otherwise all, in the store's subdirectories too. Errors are ignored: the
+/// files are litter, not secrets the store relies on.
+fn remove_stale_temp_files(dir: &Path, age: Duration, only: Option<&str>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let target = temp_file_target(name);
+        if file_type.is_dir() && only.is_none() && is_valid_segment(name) {
+            remove_stale_temp_files(&entry.path(), age, None);
+        } else if file_type.is_file() && target.is_some() && only.is_none_or(|o| target == Some(o))
+        {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|elapsed| elapsed > age);
+            if stale && fs::remove_file(entry.path()).is_ok() {
+                removed = true;
+            }
+        }
+    }
+    if removed {
+        let _ = sync_dir(dir);
     }
 }
 
@@ -828,6 +888,70 @@ mod tests {
             store.list().unwrap(),
             vec![path("customer/shop/orders-app")]
         );
+    }
+
+    #[test]
+    fn temporary_files_left_by_a_kill_are_removed_when_the_store_opens() {
+        let fixture = Fixture::new();
+        let store = fixture.open().unwrap();
+        let journal = path("pgtenant/pending/shop/orders-app");
+        store.put(&journal, &credential("x")).unwrap();
+        drop(store);
+        let pending = fixture.data_dir.join("pgtenant/pending/shop");
+        let old = SystemTime::now() - Duration::from_secs(STALE_TEMP_AGE_SECS + 60);
+        let stale = pending.join(".orders-app.secret.0123456789abcdef.tmp");
+        let fresh = pending.join(".orders-app.secret.fedcba9876543210.tmp");
+        let stale_key = fixture
+            .key_file
+            .with_file_name(".store.key.00000000000000aa.tmp");
+        let not_ours = pending.join(".notes.tmp");
+        let other_beside_key = fixture
+            .key_file
+            .with_file_name(".other.00000000000000aa.tmp");
+        for file in [&stale, &fresh, &stale_key, &not_ours, &other_beside_key] {
+            fs::write(file, "partial").unwrap();
+        }
+        for file in [&stale, &stale_key, &not_ours, &other_beside_key] {
+            File::options()
+                .write(true)
+                .open(file)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+
+        let store = fixture.open().unwrap();
+        assert!(!stale.exists(), "a stale temporary file is removed");
+        assert!(!stale_key.exists(), "also beside the key file");
+        assert!(fresh.exists(), "a young one may belong to a live writer");
+        assert!(not_ours.exists(), "only the store's own temporary names");
+        assert!(
+            other_beside_key.exists(),
+            "beside the key file only the key's own"
+        );
+        assert_eq!(store.get(&journal).unwrap(), Some(credential("x")));
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_exactly() {
+        assert_eq!(
+            temp_file_target(".a-b.secret.0123456789abcdef.tmp"),
+            Some("a-b.secret")
+        );
+        assert_eq!(
+            temp_file_target(".store.key.0123456789ABCDEF.tmp"),
+            Some("store.key")
+        );
+        for other in [
+            "a.secret",
+            ".a.secret.tmp",
+            ".a.secret.0123.tmp",
+            "..0123456789abcdef.tmp",
+            ".a.secret.0123456789abcdeg.tmp",
+            "x.a.secret.0123456789abcdef.tmp",
+        ] {
+            assert_eq!(temp_file_target(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! `<data_dir>/customer/shop/orders-app.secret`. Directories are created with
 //! mode 0700 and secret files with mode 0600. A secret is replaced atomically
 //! (temporary file, fsync, rename, fsync of the directory), so a crash leaves
-//! either the old or the new credential, never a mix.
+//! either the old or the new credential, never a mix. The temporary file a
+//! killed writer leaves behind (`.<file name>.<16 hex digits>.tmp`) is removed
+//! by a later `open` once it is ten minutes old, when no live writer can own it.
 //!
 //! Each file is one line of JSON:
 //!
