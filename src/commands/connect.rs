@@ -1,6 +1,7 @@
 //! Connecting as a tenant role: `psql`, `url`, `ca` and `doctor`. Failed logins are explained with
 //! their cause and fix (the platform's "Common errors"), by SQLSTATE and server message.
 
+use crate::render::{out, outln};
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
@@ -109,7 +110,7 @@ pub fn psql(context: &Context, args: &PsqlArgs) -> Result<u8> {
 pub fn url(context: &Context, args: &UrlArgs) -> Result<u8> {
     let options = credentials::connection_options(context, args.ssl.sslmode)?;
     let loaded = credentials::load(context, &args.tenant, args.role)?;
-    println!("{}", loaded.export(&options).uri());
+    outln!("{}", loaded.export(&options).uri());
     Ok(EXIT_OK)
 }
 
@@ -135,9 +136,9 @@ pub fn ca(context: &Context) -> Result<u8> {
             file.display()
         );
     }
-    print!("{pem}");
+    out!("{pem}");
     if !pem.ends_with('\n') {
-        println!();
+        outln!();
     }
     Ok(EXIT_OK)
 }
@@ -200,7 +201,7 @@ pub fn doctor(context: &Context, args: &DoctorArgs) -> Result<u8> {
     } else {
         for (role, result) in &checks {
             match result {
-                Ok((loaded, session)) => println!(
+                Ok((loaded, session)) => outln!(
                     "ok    {:<5}  {} logs in to {} ({})",
                     role.as_str(),
                     loaded.credential.username,
@@ -208,11 +209,11 @@ pub fn doctor(context: &Context, args: &DoctorArgs) -> Result<u8> {
                     session.tls_version.as_deref().unwrap_or("no TLS")
                 ),
                 Err(error) => {
-                    println!("FAIL  {:<5}  {error}", role.as_str());
+                    outln!("FAIL  {:<5}  {error}", role.as_str());
                     let causes: Vec<String> =
                         error.chain().skip(1).map(|c| c.to_string()).collect();
                     if !causes.is_empty() {
-                        println!("             {}", causes.join(": "));
+                        outln!("             {}", causes.join(": "));
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! `credentials` and `export`: tenant roles' credentials from the store, in the formats applications
 //! use (rendered by `pgtenant_secrets::export`).
 
+use crate::render::{out, outln};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -356,7 +357,7 @@ pub fn run(context: &Context, args: &CredentialsArgs) -> Result<u8> {
     let export = loaded.export(&options);
     match args.format {
         CredentialFormat::Json => print_json(&export.json())?,
-        format => print!("{}", export.render(format.into())),
+        format => out!("{}", export.render(format.into())),
     }
     Ok(EXIT_OK)
 }
@@ -413,7 +414,7 @@ pub fn export(context: &Context, args: &ExportArgs) -> Result<u8> {
                 format.extension()
             ));
             write_private(&file, loaded.export(&options).render(format).as_bytes())?;
-            println!("{}", file.display());
+            outln!("{}", file.display());
             written += 1;
         }
     }

@@ -1,5 +1,6 @@
 //! `rotate`: new passwords for a tenant's roles, crash-safe, optionally with a grace period.
 
+use crate::render::outln;
 use anyhow::{bail, Context as _, Result};
 use pgtenant_engine::rotate::Rotator;
 use pgtenant_engine::{ApplyLock, DesiredTenant, RoleKind};
@@ -94,7 +95,7 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
                 } else {
                     ""
                 };
-                println!(
+                outln!(
                     "rotated {} {}: now `{}`{grace}",
                     r.tenant,
                     r.role.as_str(),

@@ -1,5 +1,6 @@
 //! `store verify`: decrypt every stored secret and report the ones that fail.
 
+use crate::render::outln;
 use anyhow::{Context as _, Result};
 use pgtenant_secrets::{CredentialStore, StoreError};
 use serde_json::json;
@@ -50,13 +51,13 @@ fn verify(context: &Context, args: &VerifyArgs) -> Result<u8> {
         }))?;
     } else {
         for (path, error) in &failures {
-            println!("FAIL  {path}: {}", problem(error));
-            println!("      {error}");
+            outln!("FAIL  {path}: {}", problem(error));
+            outln!("      {error}");
         }
         if failures.is_empty() {
-            println!("{checked} secret(s) checked: all decrypt and are intact.");
+            outln!("{checked} secret(s) checked: all decrypt and are intact.");
         } else {
-            println!(
+            outln!(
                 "{checked} secret(s) checked, {} failed: nothing was changed; `pgtenant apply` \
                  stops rather than replace a secret it cannot read.",
                 failures.len()
