@@ -1,98 +1,17 @@
 //! Backups and point-in-time restore against the real thing: the embedded cluster with WAL
 //! archiving on, real pgBackRest, pg_dump and pg_restore, through the binary.
 
+mod backup_env;
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
-use common::{connect, sqlstate, Output, INSUFFICIENT_PRIVILEGE};
-use tempfile::TempDir;
+use backup_env::{note_the_time, BackupEnv};
+use common::{connect, sqlstate, INSUFFICIENT_PRIVILEGE};
 use tokio_postgres::Client;
-
-/// pgtenant on its own embedded cluster (no admin URL), in a temporary state dir and apps repo.
-struct BackupEnv {
-    state: TempDir,
-    repo: TempDir,
-}
-
-impl BackupEnv {
-    fn new() -> Self {
-        let state = tempfile::Builder::new()
-            .prefix("pgtenant-backup-test-")
-            .tempdir()
-            .unwrap();
-        // As root the server (and pgBackRest) run as another OS user, which must get through.
-        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        BackupEnv {
-            state,
-            repo: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::cargo_bin("pgtenant").unwrap();
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("PGTENANT_STATE_DIR", self.state.path())
-            .current_dir(self.repo.path());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let output = self.command().args(args).output().unwrap();
-        Output {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert_eq!(
-            out.code, 0,
-            "pgtenant {args:?} failed:\n{}\n{}",
-            out.stdout, out.stderr
-        );
-        out
-    }
-
-    fn declare(&self, namespace: &str, name: &str) {
-        let dir = self.repo.path().join(namespace).join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("values.yaml"),
-            format!("postgresqlDatabases:\n  - name: {name}\n"),
-        )
-        .unwrap();
-    }
-
-    fn uri(&self, tenant: &str, role: &str) -> String {
-        let out = self.ok(&["credentials", tenant, "--role", role, "--format", "json"]);
-        out.json()["uri"].as_str().unwrap().to_string()
-    }
-
-    async fn connect_as(&self, tenant: &str, role: &str) -> Client {
-        connect(&self.uri(tenant, role), None)
-            .await
-            .unwrap_or_else(|e| panic!("{role} of {tenant} cannot connect: {e}"))
-    }
-
-    fn scratch_dir(&self) -> PathBuf {
-        self.state.path().join("backups/scratch")
-    }
-}
-
-impl Drop for BackupEnv {
-    fn drop(&mut self) {
-        let _ = self.command().arg("down").output();
-    }
-}
 
 /// Every row of `table`, as text, in a stable order: what "equal to the snapshot" compares.
 async fn rows(client: &Client, table: &str) -> Vec<String> {
@@ -106,22 +25,6 @@ async fn rows(client: &Client, table: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
-}
-
-/// A whole second of the server's clock strictly between what was written before and after.
-async fn note_the_time(client: &Client) -> String {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let time: String = client
-        .query_one(
-            "SELECT to_char(date_trunc('second', clock_timestamp()) AT TIME ZONE 'UTC', \
-             'YYYY-MM-DD HH24:MI:SS') || '+00'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    time
 }
 
 async fn last_value(client: &Client, sequence: &str) -> i64 {

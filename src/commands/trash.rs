@@ -186,6 +186,8 @@ fn run(mut command: Command, connector: &Connector, database: &str, what: &str) 
         command.env_remove(key);
     }
     command.envs(connector.libpq_env(database));
+    // The dump holds the tenant's data: private whatever the process umask.
+    pgtenant_backup::private_output(&mut command);
     let output = command
         .output()
         .with_context(|| format!("running {what}"))?;

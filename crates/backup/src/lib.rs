@@ -16,13 +16,19 @@
 //! Layout of the repository (`<state-dir>/backups`):
 //!
 //! ```text
-//! pgbackrest.conf         the embedded stanza's configuration (generated)
-//! repo/                   pgBackRest repo1-path (server account)
-//! log/, lock/             pgBackRest's logs and locks (server account)
+//! pgbackrest.conf         the embedded stanza's configuration (generated; 0600, server account)
+//! repo/                   pgBackRest repo1-path (0700, server account)
+//! log/, lock/             pgBackRest's logs and locks (0700, server account)
 //! logical/<ns>/<db>/      logical backups (pg_dump), 0700
-//! scratch/<id>/           scratch clusters of running restores and verifications
-//! catalog.json            logical backups, restores, verifications, retention settings
+//! scratch/<id>-<random>/  scratch clusters of running restores and verifications (0700, server
+//!                         account)
+//! catalog.json            logical backups, restores, verifications, retention settings (0600)
 //! ```
+//!
+//! Every file is 0600 and every directory 0700, whatever the process umask: the programs run here
+//! get umask 0077 ([`private_output`]) and pgBackRest uses it (`neutral-umask=n`). Only when we
+//! are root and the server runs as another account are the repository and `scratch/` 0711, so
+//! that account can pass through to what it owns below them; nothing there can be listed.
 
 mod catalog;
 mod libpq;
@@ -46,6 +52,7 @@ pub use catalog::{
 };
 pub use libpq::ServerAddress;
 pub use pgbackrest::{BackupSet, PgBackRest, StanzaInfo, EMBEDDED_STANZA};
+pub use process::private_output;
 pub use restore::{Progress, RestorePoint, RestoreReport, RestoreRequest, StepTiming};
 pub use timestamp::Timestamp;
 
@@ -205,6 +212,8 @@ impl std::fmt::Debug for Login {
 /// The backups of one cluster, kept in one repository directory.
 pub struct Backups {
     root: PathBuf,
+    /// The mode of the directories the server's account passes through ([`passage_mode`]).
+    passage: u32,
     cluster: Cluster,
     control_url: String,
     rest: PgBackRest,
@@ -314,13 +323,14 @@ impl Backups {
             // so that nothing in the repository ends up owned by root.
             Cluster::External { .. } => ServerUser::for_new_cluster()?,
         };
-        create_dir(&root, 0o711, None)?;
+        let passage = passage_mode(&server_user);
+        create_dir(&root, passage, None)?;
         let catalog = CatalogFile::new(&root);
         let retention = resolve_retention(&catalog, choice)?;
         let (config, stanza, retention_args) = match &cluster {
             Cluster::Embedded { cluster, .. } => {
                 for dir in [REPO_DIR, LOG_DIR, LOCK_DIR] {
-                    create_dir(&root.join(dir), 0o750, Some(&server_user))?;
+                    create_dir(&root.join(dir), 0o700, Some(&server_user))?;
                 }
                 let config = root.join(CONFIG_FILE);
                 let text = pgbackrest::EmbeddedConfig {
@@ -334,7 +344,8 @@ impl Backups {
                     superuser: pgtenant_cluster::SUPERUSER,
                 }
                 .render();
-                write_if_changed(&config, &text, 0o644)?;
+                // Read by pgBackRest only, which runs as the server's account.
+                write_if_changed(&config, &text, Some(&server_user))?;
                 (config, EMBEDDED_STANZA.to_string(), Vec::new())
             }
             Cluster::External { config, stanza } => (
@@ -355,6 +366,7 @@ impl Backups {
             retention: retention_args,
         };
         Ok(Backups {
+            passage,
             root,
             cluster,
             control_url,
@@ -609,7 +621,7 @@ impl Backups {
 
     fn scratch_parent(&self) -> Result<PathBuf, BackupError> {
         let dir = self.root.join(SCRATCH_DIR);
-        create_dir(&dir, 0o711, None)?;
+        create_dir(&dir, self.passage, None)?;
         Ok(dir)
     }
 
@@ -656,6 +668,16 @@ fn resolve_retention(
     })
 }
 
+/// The mode of a directory the server's account must pass through to reach what it owns below:
+/// 0711 when it is another account than ours (we are root), else 0700.
+fn passage_mode(server: &ServerUser) -> u32 {
+    if server.switches() {
+        0o711
+    } else {
+        0o700
+    }
+}
+
 /// Creates `path` with `mode` if missing (handing it to `owner`), and fixes the mode if present.
 fn create_dir(path: &Path, mode: u32, owner: Option<&ServerUser>) -> Result<(), BackupError> {
     let io = |source| BackupError::Io {
@@ -675,18 +697,47 @@ fn create_dir(path: &Path, mode: u32, owner: Option<&ServerUser>) -> Result<(), 
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)
 }
 
-fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<(), BackupError> {
-    if fs::read_to_string(path).is_ok_and(|current| current == text) {
+/// Replaces `path` with a private file holding `text` (0600, handed to `owner`) unless it holds
+/// that already with that mode.
+fn write_if_changed(
+    path: &Path,
+    text: &str,
+    owner: Option<&ServerUser>,
+) -> Result<(), BackupError> {
+    let private = fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0);
+    if private && fs::read_to_string(path).is_ok_and(|current| current == text) {
         return Ok(());
     }
     let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    write_private_file(&tmp, text.as_bytes())?;
+    if let Some(owner) = owner {
+        owner.chown(&tmp)?;
+    }
+    fs::rename(&tmp, path).map_err(|source| BackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates `path` (which must not exist) holding `bytes`, mode 0600 whatever the umask.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| BackupError::Io {
         path: path.to_path_buf(),
         source,
     };
-    fs::write(&tmp, text).map_err(io)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 /// Hex SHA-256 of a file, or of a directory's files (name and digest of each, in name order).

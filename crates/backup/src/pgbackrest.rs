@@ -125,6 +125,8 @@ lock-path={lock}
 log-level-console=off
 log-level-stderr=warn
 log-level-file=info
+# Files and directories get the caller's umask (pgtenant's programs run with 0077), not 0640/0750.
+neutral-umask=n
 compress-type=zst
 compress-level=3
 start-fast=y

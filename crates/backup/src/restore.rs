@@ -185,7 +185,7 @@ impl Backups {
         );
         let mut steps = Steps::new(progress, total);
         let mut outcome = Outcome::default();
-        let result = self.restore_steps(&id, request, &source, reapply, &mut steps, &mut outcome);
+        let result = self.restore_steps(request, &source, reapply, &mut steps, &mut outcome);
         steps.finish();
         let seconds = clock.elapsed().as_secs_f64();
         let record = RestoreRecord {
@@ -222,7 +222,6 @@ impl Backups {
 
     fn restore_steps(
         &self,
-        id: &str,
         request: &RestoreRequest,
         source: &Source,
         reapply: &mut dyn FnMut() -> Result<usize, String>,
@@ -254,7 +253,7 @@ impl Backups {
                     "restoring backup {} {what} into a scratch cluster{only}",
                     set.label
                 ));
-                let (mut cluster, rest) = self.scratch_cluster(id, version)?;
+                let (mut cluster, rest) = self.scratch_cluster("restore", version)?;
                 let mut args = vec![
                     format!("--pg1-path={}", cluster.data_dir().display()),
                     format!("--set={}", set.label),
@@ -286,6 +285,7 @@ impl Backups {
                 let dump = cluster.dir().join(DUMP_FILE);
                 let mut cmd = scratch_pg_dump(&cluster, &superuser, &source_db, &dump);
                 process::run_quiet(&mut cmd)?;
+                pgtenant_engine::rotate::failpoint("restore:after-scratch-dump");
                 snapshot = Some(sql::block_on(objects_at(sql::connect_socket(
                     &cluster.socket_dir(),
                     cluster.port(),
@@ -510,10 +510,11 @@ impl Backups {
     }
 
     /// A scratch cluster for a restore of a backup of PostgreSQL `version`, and the pgBackRest
-    /// to fill it with (running as the account the scratch server runs as).
+    /// to fill it with (running as the account the scratch server runs as). `kind` starts its
+    /// directory's name, which is short: the server's socket path must fit in 107 bytes.
     fn scratch_cluster(
         &self,
-        id: &str,
+        kind: &str,
         version: &str,
     ) -> Result<(ScratchCluster, PgBackRest), BackupError> {
         let (binaries, user) = match &self.cluster {
@@ -523,8 +524,8 @@ impl Backups {
                 ServerUser::for_new_cluster()?,
             ),
         };
-        let dir = self.scratch_parent()?.join(id);
-        let scratch = ScratchCluster::create(&dir, binaries, user.clone())?;
+        let scratch =
+            ScratchCluster::create(&self.scratch_parent()?, kind, binaries, user.clone())?;
         let rest = PgBackRest {
             user,
             ..self.rest.clone()
@@ -649,16 +650,11 @@ impl Backups {
             })?;
         let prelude_file = work.path().join("prelude.sql");
         let finish_file = work.path().join("finish.sql");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Io { path, source }
-        };
-        std::fs::write(
+        crate::write_private_file(
             &prelude_file,
-            format!("-- pgtenant: objects newer than the restore target\n{prelude}"),
-        )
-        .map_err(io(&prelude_file))?;
-        std::fs::write(&finish_file, FINISH_SQL).map_err(io(&finish_file))?;
+            format!("-- pgtenant: objects newer than the restore target\n{prelude}").as_bytes(),
+        )?;
+        crate::write_private_file(&finish_file, FINISH_SQL.as_bytes())?;
 
         let mut script = Command::new(binaries.program("pg_restore"));
         clear_pg_env(&mut script);
@@ -843,8 +839,7 @@ impl Backups {
             "restoring backup {} into a scratch cluster and starting it",
             set.label
         ));
-        let id = format!("{}V-{}", Timestamp::now().compact(), set.label);
-        let (mut cluster, rest) = self.scratch_cluster(&id, version)?;
+        let (mut cluster, rest) = self.scratch_cluster("verify", version)?;
         rest.run(
             "restore",
             &[
