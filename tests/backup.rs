@@ -438,3 +438,152 @@ fn restore_refuses_before_touching_anything() {
         "no cluster was created"
     );
 }
+
+/// A cluster given with --admin-url and no pgBackRest setup: a logical backup is pg_dump alone,
+/// and so are its catalog, its verification and its restore.
+#[tokio::test]
+async fn logical_backups_of_a_cluster_given_by_url_need_no_pgbackrest() {
+    let env = common::Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    env.apply();
+    let admin = env.connect_as("shop/cart", "admin").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 10)",
+        )
+        .await
+        .unwrap();
+    let out = env.run(&["backup", "shop/cart", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    admin.batch_execute("DELETE FROM items").await.unwrap();
+
+    let out = env.run(&["restore", "shop/cart", "--backup", &id, "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let admin = env.connect_as("shop/cart", "admin").await;
+    assert_eq!(count(&admin, "items").await, 10);
+
+    let out = env.run(&["backup", "list", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listing = out.json();
+    assert!(listing["stanza"].is_null(), "{listing}");
+    assert_eq!(listing["logical"].as_array().unwrap().len(), 1, "{listing}");
+    assert_eq!(listing["restores"][0]["ok"], true, "{listing}");
+    let out = env.run(&["backup", "list"]);
+    assert!(
+        out.stdout.contains("logical backups only"),
+        "{}",
+        out.stdout
+    );
+    let out = env.run(&["backup", "verify", &id, "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["ok"], true);
+    assert_eq!(env.run(&["backup", "expire"]).code, 0);
+
+    // What does need pgBackRest says what to give.
+    for args in [
+        &["backup", "run"][..],
+        &[
+            "restore",
+            "shop/cart",
+            "--time",
+            "2025-06-01 12:00:00+00",
+            "--yes",
+        ],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("--pgbackrest-config") && out.stderr.contains("--stanza"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// `restore --into` goes only into an empty database of the same namespace that is not protected,
+/// unless told otherwise; each refusal names the rule and the flag, and changes nothing.
+#[tokio::test]
+async fn restore_into_refuses_another_namespace_a_protected_or_a_non_empty_database() {
+    let env = common::Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    env.declare("shop", "copy", &[("copy", "standard")]);
+    env.declare("shop", "used", &[("used", "standard")]);
+    env.declare("shop", "vault", &[("vault", "protected")]);
+    env.declare("other", "x", &[("x", "standard")]);
+    env.apply();
+    let admin = env.connect_as("shop/cart", "admin").await;
+    admin
+        .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    let used = env.connect_as("shop/used", "admin").await;
+    used.batch_execute("CREATE TABLE own (x int); INSERT INTO own VALUES (7)")
+        .await
+        .unwrap();
+    let out = env.run(&["backup", "shop/cart", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let into = |target: &str, flags: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "shop/cart",
+            "--backup",
+            &id,
+            "--yes",
+            "--into",
+            target,
+        ];
+        args.extend_from_slice(flags);
+        env.run(&args)
+    };
+
+    for (target, rule, flag) in [
+        ("other/x", "same namespace", "--allow-cross-namespace"),
+        ("shop/vault", "protected", "--replace"),
+        ("shop/used", "table public.own", "--replace"),
+    ] {
+        let out = into(target, &[]);
+        assert_eq!(out.code, 1, "into {target}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(rule) && out.stderr.contains(flag),
+            "into {target}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    }
+    for (tenant, table) in [
+        ("shop/vault", "items"),
+        ("shop/used", "items"),
+        ("other/x", "items"),
+    ] {
+        let client = env.connect_as(tenant, "admin").await;
+        assert_eq!(
+            sqlstate(&client, &format!("SELECT * FROM {table}"))
+                .await
+                .as_deref(),
+            Some("42P01"),
+            "{tenant} was not touched"
+        );
+    }
+    // A protected database is refused even when empty; --replace is the explicit yes.
+    let out = into("shop/vault", &["--replace"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // An empty database of the same namespace: no flag needed.
+    let out = into("shop/copy", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = env.connect_as("shop/copy", "read").await;
+    assert_eq!(count(&read, "items").await, 3);
+
+    // --replace merges into a database with objects: same-named ones replaced, others kept.
+    let out = into("shop/used", &["--replace"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(&used, "items").await, 3);
+    assert_eq!(count(&used, "own").await, 1);
+
+    let out = into("other/x", &["--allow-cross-namespace"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = env.connect_as("other/x", "read").await;
+    assert_eq!(count(&read, "items").await, 3);
+}

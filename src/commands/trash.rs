@@ -30,9 +30,10 @@ pub enum TrashCommand {
     },
     /// Restore the newest final backup of NS/DB into its database (declare it again and apply first).
     Restore {
+        /// NAMESPACE/DATABASE whose final backup is restored (as `trash list` names it).
         tenant: String,
         /// The apps repo [default: the current directory].
-        #[arg(long)]
+        #[arg(long, env = "PGTENANT_REPO")]
         repo: Option<PathBuf>,
     },
 }

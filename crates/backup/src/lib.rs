@@ -70,6 +70,8 @@ const LOCK_DIR: &str = "lock";
 const LOGICAL_DIR: &str = "logical";
 const SCRATCH_DIR: &str = "scratch";
 const SCRATCH_LOCK: &str = "scratch.lock";
+/// What `backup run` is, for the error when it cannot run.
+const BACKUP_RUN: &str = "a physical backup of the cluster (`backup run`)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -107,6 +109,14 @@ pub enum BackupError {
 
     #[error("there is no backup yet: run `pgtenant backup run` first")]
     NoBackups,
+
+    #[error(
+        "{0} needs pgBackRest, which this cluster given with --admin-url has not been set up \
+         with: give its existing --pgbackrest-config FILE and --stanza NAME (or \
+         PGTENANT_PGBACKREST_CONFIG and PGTENANT_PGBACKREST_STANZA); logical backups \
+         (`pgtenant backup NS/DB`, `restore --backup <logical id>`) need neither"
+    )]
+    NoPgBackRest(&'static str),
 
     #[error("{target} is outside the restorable window {window}: {reason}; nothing was changed")]
     OutsideWindow {
@@ -166,8 +176,16 @@ pub enum Cluster {
         cluster: EmbeddedCluster,
         superuser_url: String,
     },
-    /// A cluster with a pgBackRest stanza configured by its operators.
-    External { config: PathBuf, stanza: String },
+    /// A cluster given by URL: logical backups (pg_dump) need nothing more; physical backups and
+    /// point-in-time restores need the pgBackRest stanza its operators configured.
+    External { pgbackrest: Option<ExternalStanza> },
+}
+
+/// An external cluster's pgBackRest setup: its configuration file and stanza.
+#[derive(Debug, Clone)]
+pub struct ExternalStanza {
+    pub config: PathBuf,
+    pub stanza: String,
 }
 
 /// A tenant database as users name it.
@@ -216,7 +234,8 @@ pub struct Backups {
     passage: u32,
     cluster: Cluster,
     control_url: String,
-    rest: PgBackRest,
+    /// None for an external cluster without a pgBackRest setup: logical backups only.
+    rest: Option<PgBackRest>,
     retention: Retention,
     catalog: CatalogFile,
 }
@@ -271,7 +290,7 @@ impl From<&BackupSet> for PhysicalBackup {
 }
 
 /// The span of time a tenant database can be restored to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Window {
     /// The end of the oldest backup: recovery must get past it to be consistent.
     pub earliest: Option<Timestamp>,
@@ -294,7 +313,8 @@ impl std::fmt::Display for Window {
 /// What `backup list` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
-    pub stanza: String,
+    /// None for an external cluster without pgBackRest (logical backups only).
+    pub stanza: Option<String>,
     pub repository: PathBuf,
     pub retention: Retention,
     pub rpo_seconds: Option<u32>,
@@ -316,18 +336,32 @@ impl Backups {
         choice: RetentionChoice,
     ) -> Result<Self, BackupError> {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let program = PgBackRest::find_program()?;
         let server_user = match &cluster {
             Cluster::Embedded { cluster, .. } => cluster.server_user()?,
             // pgBackRest runs as the database's account by convention: `postgres` when we are root,
             // so that nothing in the repository ends up owned by root.
-            Cluster::External { .. } => ServerUser::for_new_cluster()?,
+            Cluster::External {
+                pgbackrest: Some(_),
+            } => ServerUser::for_new_cluster()?,
+            // Logical backups only: nothing runs as another account.
+            Cluster::External { pgbackrest: None } => ServerUser::current(),
         };
         let passage = passage_mode(&server_user);
         create_dir(&root, passage, None)?;
         let catalog = CatalogFile::new(&root);
         let retention = resolve_retention(&catalog, choice)?;
         let (config, stanza, retention_args) = match &cluster {
+            Cluster::External { pgbackrest: None } => {
+                return Ok(Backups {
+                    passage,
+                    root,
+                    cluster,
+                    control_url,
+                    rest: None,
+                    retention,
+                    catalog,
+                })
+            }
             Cluster::Embedded { cluster, .. } => {
                 for dir in [REPO_DIR, LOG_DIR, LOCK_DIR] {
                     create_dir(&root.join(dir), 0o700, Some(&server_user))?;
@@ -348,7 +382,9 @@ impl Backups {
                 write_if_changed(&config, &text, Some(&server_user))?;
                 (config, EMBEDDED_STANZA.to_string(), Vec::new())
             }
-            Cluster::External { config, stanza } => (
+            Cluster::External {
+                pgbackrest: Some(ExternalStanza { config, stanza }),
+            } => (
                 std::path::absolute(config).unwrap_or_else(|_| config.clone()),
                 stanza.clone(),
                 vec![
@@ -358,7 +394,7 @@ impl Backups {
             ),
         };
         let rest = PgBackRest {
-            program,
+            program: PgBackRest::find_program()?,
             config,
             stanza,
             user: server_user,
@@ -370,7 +406,7 @@ impl Backups {
             root,
             cluster,
             control_url,
-            rest,
+            rest: Some(rest),
             retention,
             catalog,
         })
@@ -384,8 +420,14 @@ impl Backups {
         self.retention
     }
 
-    pub fn pgbackrest(&self) -> &PgBackRest {
-        &self.rest
+    /// The cluster's pgBackRest stanza, if it has one.
+    pub fn pgbackrest(&self) -> Option<&PgBackRest> {
+        self.rest.as_ref()
+    }
+
+    /// The stanza, for what needs physical backups (`what`, for the error when there is none).
+    pub(crate) fn rest(&self, what: &'static str) -> Result<&PgBackRest, BackupError> {
+        self.rest.as_ref().ok_or(BackupError::NoPgBackRest(what))
     }
 
     pub fn catalog(&self) -> Result<Catalog, BackupError> {
@@ -408,7 +450,8 @@ impl Backups {
         let Some((cluster, superuser_url)) = self.embedded() else {
             return Ok(false);
         };
-        cluster.enable_archiving(&self.rest.archive_command(), ARCHIVE_TIMEOUT_SECS)?;
+        let rest = self.rest(BACKUP_RUN)?;
+        cluster.enable_archiving(&rest.archive_command(), ARCHIVE_TIMEOUT_SECS)?;
         let pending: Vec<String> = sql::block_on(async {
             let client = sql::connect(superuser_url, None).await?;
             let rows = client
@@ -434,10 +477,10 @@ impl Backups {
             .root
             .join(REPO_DIR)
             .join("backup")
-            .join(&self.rest.stanza)
+            .join(&rest.stanza)
             .join("backup.info");
         if !info_file.exists() {
-            self.rest.run("stanza-create", &[])?;
+            rest.run("stanza-create", &[])?;
         }
         Ok(restarted)
     }
@@ -446,10 +489,10 @@ impl Backups {
     /// makes the first one full whatever is asked), then expiry by the retention.
     pub fn run(&self, kind: &str, progress: &mut dyn Progress) -> Result<RunReport, BackupError> {
         let started = Timestamp::now();
+        let rest = self.rest(BACKUP_RUN)?;
         progress.step(1, 3, "checking WAL archiving and the stanza");
         let restarted = self.ensure_configured(progress)?;
-        let before: Vec<String> = self
-            .rest
+        let before: Vec<String> = rest
             .info()?
             .backup
             .iter()
@@ -460,13 +503,13 @@ impl Backups {
             3,
             &format!("pgbackrest backup --type={kind} of the whole cluster"),
         );
-        self.rest.run("backup", &[format!("--type={kind}")])?;
+        rest.run("backup", &[format!("--type={kind}")])?;
         progress.step(
             3,
             3,
             &format!("expiring what is older than {} days", self.retention.days),
         );
-        let info = self.rest.info()?;
+        let info = rest.info()?;
         let newest = info
             .backup
             .iter()
@@ -494,7 +537,14 @@ impl Backups {
     /// `backup expire`: physical backups and WAL past the retention (pgBackRest's `expire`), and
     /// logical backups older than the retention.
     pub fn expire(&self) -> Result<ExpireReport, BackupError> {
-        let before = self.rest.info()?;
+        let Some(rest) = &self.rest else {
+            return Ok(ExpireReport {
+                retention: Some(self.retention),
+                physical: Vec::new(),
+                logical: self.expire_logical()?,
+            });
+        };
+        let before = rest.info()?;
         if before.backup.is_empty() {
             return Ok(ExpireReport {
                 retention: Some(self.retention),
@@ -502,8 +552,8 @@ impl Backups {
                 logical: self.expire_logical()?,
             });
         }
-        self.rest.run("expire", &[])?;
-        let after = self.rest.info()?;
+        rest.run("expire", &[])?;
+        let after = rest.info()?;
         let physical = before
             .backup
             .iter()
@@ -535,20 +585,27 @@ impl Backups {
     /// `backup list`: physical backups, logical ones (of `tenant` only, if given), restores and
     /// verifications, and the restorable window.
     pub fn list(&self, tenant: Option<&TenantName>) -> Result<Listing, BackupError> {
-        let info = self.rest.info()?;
+        let info = self.rest.as_ref().map(PgBackRest::info).transpose()?;
         let catalog = self.catalog.load()?;
         let tenant_id = tenant.map(TenantName::id);
         let mine = |t: &str| tenant_id.as_deref().is_none_or(|id| id == t);
         Ok(Listing {
-            stanza: self.rest.stanza.clone(),
+            stanza: self.rest.as_ref().map(|rest| rest.stanza.clone()),
             repository: self.root.clone(),
             retention: self.retention,
             rpo_seconds: self
                 .embedded()
                 .filter(|(cluster, _)| cluster.archiving_enabled())
                 .map(|_| ARCHIVE_TIMEOUT_SECS),
-            window: self.window(&info),
-            physical: info.backup.iter().map(PhysicalBackup::from).collect(),
+            window: info
+                .as_ref()
+                .map(|info| self.window(info))
+                .unwrap_or_default(),
+            physical: info
+                .iter()
+                .flat_map(|info| &info.backup)
+                .map(PhysicalBackup::from)
+                .collect(),
             logical: catalog
                 .logical
                 .into_iter()
@@ -592,7 +649,7 @@ impl Backups {
             .root
             .join(REPO_DIR)
             .join("archive")
-            .join(&self.rest.stanza)
+            .join(&self.rest.as_ref()?.stanza)
             .join(archive_id)
             .join(segment.get(..16)?);
         fs::read_dir(dir)

@@ -60,6 +60,11 @@ pub struct RestoreRequest {
     /// A login of `into` that acts as its owner (the owner itself, or a login whose sessions
     /// assume the owner role): pg_restore runs as it, so everything restored gets that owner.
     pub login: Login,
+    /// Into another database (`into` ≠ `tenant`): allow one that holds objects already, or a
+    /// protected one, whose objects the restore replaces (`--replace`).
+    pub replace: bool,
+    /// Into another database: allow one of another namespace (`--allow-cross-namespace`).
+    pub allow_cross_namespace: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +169,7 @@ impl Backups {
             ));
         }
         self.require_database(&request.into)?;
+        self.check_into(request)?;
         let source = self.resolve_source(&request.tenant, &request.point, progress)?;
         let (target_kind, target) = match &request.point {
             RestorePoint::Time(t) => ("time", t.to_string()),
@@ -369,6 +375,83 @@ impl Backups {
         Ok(())
     }
 
+    /// The rules of a restore into another database than the tenant's own, checked before
+    /// anything is touched: the same namespace unless `--allow-cross-namespace`; a database with no
+    /// objects of its own, and not a protected one, unless `--replace`.
+    fn check_into(&self, request: &RestoreRequest) -> Result<(), BackupError> {
+        let (tenant, into) = (&request.tenant, &request.into);
+        if into == tenant {
+            return Ok(());
+        }
+        let refuse = |rule: String, flag: &str| {
+            Err(BackupError::Restore(format!(
+                "not restoring {} into {}: {rule}; nothing was changed (pass {flag} if that is \
+                 what you want)",
+                tenant.id(),
+                into.id()
+            )))
+        };
+        if into.namespace != tenant.namespace && !request.allow_cross_namespace {
+            return refuse(
+                format!(
+                    "a restore goes only into a database of the same namespace ({}), and {} is \
+                     namespace {}'s",
+                    tenant.namespace,
+                    into.id(),
+                    into.namespace
+                ),
+                "--allow-cross-namespace",
+            );
+        }
+        if request.replace {
+            return Ok(());
+        }
+        let database = into.database();
+        let (comment, objects) = sql::block_on(async {
+            let client = sql::connect(&self.control_url, None).await?;
+            let comment: Option<String> = client
+                .query_one(
+                    "SELECT pg_catalog.shobj_description(oid, 'pg_database') \
+                     FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1",
+                    &[&database],
+                )
+                .await
+                .map_err(|e| sql::sql_error("reading the database's comment", e))?
+                .get(0);
+            let objects =
+                user_objects(&sql::connect(&self.control_url, Some(&database)).await?).await?;
+            Ok::<_, BackupError>((comment, objects))
+        })??;
+        let protected = comment
+            .as_deref()
+            .and_then(pgtenant_engine::desired::Marker::parse)
+            .is_some_and(|m| m.mode == Some(pgtenant_spec::Mode::Protected));
+        if protected {
+            return refuse(
+                format!(
+                    "{} is a protected database, which a restore replaces only when told to",
+                    into.id()
+                ),
+                "--replace",
+            );
+        }
+        if !objects.is_empty() {
+            let more = if objects.len() > USER_OBJECTS_NAMED {
+                format!(" and {} more", objects.len() - USER_OBJECTS_NAMED)
+            } else {
+                String::new()
+            };
+            return refuse(
+                format!(
+                    "a restore goes only into an empty database, and {database} holds {}{more}",
+                    objects[..objects.len().min(USER_OBJECTS_NAMED)].join(", ")
+                ),
+                "--replace",
+            );
+        }
+        Ok(())
+    }
+
     fn resolve_source(
         &self,
         tenant: &TenantName,
@@ -378,9 +461,15 @@ impl Backups {
         let database = tenant.database();
         match point {
             RestorePoint::Backup(id) => {
-                let info = self.rest.info()?;
-                if let Some(set) = info.backup.iter().find(|b| &b.label == id) {
-                    let version = set_version(&info, set);
+                let info = self.rest.as_ref().map(PgBackRest::info).transpose()?;
+                let set = info.as_ref().and_then(|info| {
+                    info.backup
+                        .iter()
+                        .find(|b| &b.label == id)
+                        .map(|b| (info, b))
+                });
+                if let Some((info, set)) = set {
+                    let version = set_version(info, set);
                     if !self.set_has_database(set, &database)? {
                         return Err(BackupError::Restore(format!(
                             "database {database} is not in backup {id} (taken {}): it did not \
@@ -415,7 +504,8 @@ impl Backups {
             }
             RestorePoint::Time(target) => {
                 let target = *target;
-                let mut info = self.rest.info()?;
+                let rest = self.rest("a point-in-time restore")?;
+                let mut info = rest.info()?;
                 if info.backup.is_empty() {
                     return Err(BackupError::NoBackups);
                 }
@@ -448,7 +538,7 @@ impl Backups {
                 // old targets (a cluster idle since then has no later commit), and an archived
                 // segment's time says nothing about which commits it holds.
                 self.archive_now(progress)?;
-                info = self.rest.info()?;
+                info = rest.info()?;
                 let set = info
                     .backup
                     .iter()
@@ -477,7 +567,7 @@ impl Backups {
     }
 
     fn set_has_database(&self, set: &BackupSet, database: &str) -> Result<bool, BackupError> {
-        let detailed = self.rest.set_info(&set.label)?;
+        let detailed = self.rest("reading a backup set")?.set_info(&set.label)?;
         Ok(detailed
             .databases
             .unwrap_or_default()
@@ -497,7 +587,7 @@ impl Backups {
                 .map_err(|e| sql::sql_error("writing a commit record", e))
         })??;
         // `check` switches to a new WAL segment and waits until the old one is archived.
-        if let Err(e) = self.rest.run("check", &[]) {
+        if let Err(e) = self.rest("a point-in-time restore")?.run("check", &[]) {
             match self.cluster {
                 Cluster::Embedded { .. } => return Err(e),
                 Cluster::External { .. } => progress.warn(&format!(
@@ -528,7 +618,7 @@ impl Backups {
             ScratchCluster::create(&self.scratch_parent()?, kind, binaries, user.clone())?;
         let rest = PgBackRest {
             user,
-            ..self.rest.clone()
+            ..self.rest("a scratch cluster")?.clone()
         };
         Ok((scratch, rest))
     }
@@ -757,7 +847,6 @@ impl Backups {
         let at = Timestamp::now();
         let _lock = self.scratch_lock(progress)?;
         pgtenant_cluster::remove_leftovers(&self.scratch_parent()?)?;
-        let info = self.rest.info()?;
         let logical = id.and_then(|id| {
             self.catalog
                 .load()
@@ -776,6 +865,12 @@ impl Backups {
             steps.finish();
             (entry.id, result)
         } else {
+            let rest = match (&self.rest, id) {
+                (Some(rest), _) => rest,
+                (None, Some(id)) => return Err(BackupError::UnknownBackup(id.to_string())),
+                (None, None) => return Err(BackupError::NoPgBackRest("verifying a backup set")),
+            };
+            let info = rest.info()?;
             let set = match id {
                 Some(id) => info.backup.iter().find(|b| b.label == id),
                 None => info.backup.iter().max_by_key(|b| b.timestamp.stop),
@@ -940,6 +1035,48 @@ const FINISH_SQL: &str = "\\if :{?pgtenant_restore_complete}
 DO $$BEGIN RAISE EXCEPTION 'the restore script was cut short; rolling back'; END$$;
 \\endif
 ";
+
+/// How many of the objects found in a database that is not empty the refusal names.
+const USER_OBJECTS_NAMED: usize = 5;
+
+/// The objects users made in the database `client` is in (what `CREATE` made, not what initdb or
+/// an extension did; empty schemas, as apply creates them, do not count): relations, routines,
+/// types of their own, as `kind schema.name`, at most a few hundred.
+async fn user_objects(client: &tokio_postgres::Client) -> Result<Vec<String>, BackupError> {
+    let rows = client
+        .query(
+            "WITH user_schema AS ( \
+               SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n \
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_(toast|temp_)'), \
+             object AS ( \
+               SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS classid, c.oid, \
+                 CASE c.relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view' \
+                   WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' \
+                   WHEN 'c' THEN 'type' ELSE 'table' END AS kind, s.nspname, c.relname::text AS name \
+               FROM pg_catalog.pg_class c JOIN user_schema s ON s.oid OPERATOR(pg_catalog.=) c.relnamespace \
+               WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') \
+               UNION ALL \
+               SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 'routine', s.nspname, p.proname::text \
+               FROM pg_catalog.pg_proc p JOIN user_schema s ON s.oid OPERATOR(pg_catalog.=) p.pronamespace \
+               UNION ALL \
+               SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, 'type', s.nspname, t.typname::text \
+               FROM pg_catalog.pg_type t JOIN user_schema s ON s.oid OPERATOR(pg_catalog.=) t.typnamespace \
+               WHERE t.typrelid OPERATOR(pg_catalog.=) 0 AND t.typtype OPERATOR(pg_catalog.<>) 'm' \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e \
+                 WHERE e.typarray OPERATOR(pg_catalog.=) t.oid)) \
+             SELECT o.kind || ' ' || o.nspname || '.' || o.name FROM object o \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+               WHERE d.classid OPERATOR(pg_catalog.=) o.classid \
+               AND d.objid OPERATOR(pg_catalog.=) o.oid \
+               AND d.deptype OPERATOR(pg_catalog.=) 'e') \
+             ORDER BY 1 LIMIT 500",
+            &[],
+        )
+        .await
+        .map_err(|e| sql::sql_error("listing the database's objects", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
 
 /// Schemas and relations of a database, with their owners.
 #[derive(Debug, Default)]
