@@ -65,6 +65,29 @@ async fn point_in_time_restore_in_place_and_into_another_tenant() {
     let backup = env.ok(&["backup", "run", "--type", "full", "--format", "json"]);
     let backup = backup.json();
     assert_eq!(backup["backup"]["type"], "full", "{backup}");
+    // Right after the first backup the window is not one that ends before it starts; times are
+    // RFC 3339 in JSON and one human format in text.
+    let listing = env.ok(&["backup", "list", "--format", "json"]).json();
+    let window = &listing["window"];
+    let (earliest, latest) = (
+        window["earliest"].as_str().unwrap(),
+        window["latest"].as_str().unwrap(),
+    );
+    assert!(earliest <= latest, "{window}");
+    for time in [
+        earliest,
+        latest,
+        listing["physical"][0]["finished"].as_str().unwrap(),
+    ] {
+        assert!(
+            time.len() == 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+            "{time} is RFC 3339 in UTC"
+        );
+    }
+    let text = env.ok(&["backup", "list"]).stdout;
+    let human = earliest.replace('T', " ").replace('Z', " UTC");
+    assert!(text.contains(&human), "{text}");
+    assert!(!text.contains("+00"), "{text}");
 
     let admin = env.connect_as("shop/cart", "admin").await;
     admin
@@ -586,4 +609,60 @@ async fn restore_into_refuses_another_namespace_a_protected_or_a_non_empty_datab
     assert_eq!(out.code, 0, "{}", out.stderr);
     let read = env.connect_as("other/x", "read").await;
     assert_eq!(count(&read, "items").await, 3);
+}
+
+/// A `.dump.partial` final backup left by a killed run is removed by the next `trash list` or run
+/// taking final backups, but not while a run taking final backups is under way (it may be
+/// that run's own dump).
+#[tokio::test]
+async fn unfinished_final_backups_left_in_the_trash_are_removed() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let env = common::Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    // Not an empty repo once cart is gone, which would hold the drop.
+    env.declare("shop", "other", &[("other", "standard")]);
+    env.apply();
+    let trash = env.state_path().join("trash");
+    let leftover = trash.join("shop/old/2026-01-01T000000Z.dump.partial");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, "half a dump").unwrap();
+
+    // A run dumping now holds the trash lock shared: its partial file is left alone.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(trash.join("trash.lock"))
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared).unwrap();
+    let out = env.run(&["trash", "list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(leftover.exists(), "removed while a run may be writing it");
+    drop(held);
+
+    let out = env.run(&["trash", "list", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json(), serde_json::json!([]));
+    assert!(!leftover.exists(), "left behind by a killed run");
+
+    // At the start of taking final backups, too.
+    std::fs::write(&leftover, "half a dump").unwrap();
+    env.remove("shop/cart/values.yaml");
+    let out = env.run(&["apply"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("removed 1 unfinished final backup"),
+        "{}",
+        out.stderr
+    );
+    assert!(!leftover.exists());
+    let listed = env.run(&["trash", "list", "--format", "json"]).json();
+    assert_eq!(listed[0]["tenant"], "shop/cart", "{listed}");
+    let dropped = listed[0]["dropped_at"].as_str().unwrap();
+    let text = env.run(&["trash", "list"]).stdout;
+    assert!(
+        text.contains(&dropped.replace('T', " ").replace('Z', " UTC")),
+        "one human time format in text: {text}"
+    );
 }

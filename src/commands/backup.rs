@@ -356,7 +356,7 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
             "restored {} to {} from {} into database {} in {:.1} s ({} grant statement(s) \
              re-applied{})",
             report.tenant,
-            report.target,
+            Timestamp::humanize(&report.target),
             report.source_backup,
             into.database(),
             report.seconds,
@@ -661,7 +661,7 @@ fn print_listing(listing: &Listing) {
                 r.started,
                 r.tenant,
                 r.into,
-                r.target,
+                Timestamp::humanize(&r.target),
                 r.source_backup,
                 if r.ok { "ok" } else { "FAILED" },
                 r.seconds,

@@ -303,6 +303,11 @@ pub struct Window {
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.earliest, &self.latest) {
+            (Some(a), Some(b)) if a == b => write!(
+                f,
+                "{a} only (the end of the backup: later writes become restorable as their WAL is \
+                 archived)"
+            ),
             (Some(a), Some(b)) => write!(f, "{a} … {b}"),
             (Some(a), None) => write!(f, "{a} … the last archived WAL"),
             _ => write!(f, "(empty: no backup)"),
@@ -630,8 +635,13 @@ impl Backups {
             .map(|stop| Timestamp::from_unix(stop + 1));
         let range = info.archive.last();
         let wal_max = range.and_then(|r| r.max.clone());
-        let latest = match (range, &wal_max) {
-            (Some(range), Some(max)) if earliest.is_some() => self.archived_at(&range.id, max),
+        // Right after the first backup the newest archived segment is the one the backup ended in,
+        // archived before the backup's end: the window is then that one instant, never a span
+        // that ends before it starts.
+        let latest = match (range, &wal_max, earliest) {
+            (Some(range), Some(max), Some(earliest)) => self
+                .archived_at(&range.id, max)
+                .map(|latest| latest.max(earliest)),
             _ => None,
         };
         Window {

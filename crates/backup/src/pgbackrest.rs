@@ -260,7 +260,7 @@ mod tests {
         let set = &stanzas[0].backup[0];
         assert_eq!(set.label, "20261121-083300F");
         assert_eq!(set.kind, "full");
-        assert_eq!(set.stopped().to_string(), "2026-11-21 08:33:03+00");
+        assert_eq!(set.stopped().to_string(), "2026-11-21 08:33:03 UTC");
         assert_eq!(set.databases.as_ref().unwrap()[0].name, "a");
         assert_eq!(
             stanzas[0].archive[0].max.as_deref(),

@@ -172,7 +172,7 @@ impl Backups {
         self.check_into(request)?;
         let source = self.resolve_source(&request.tenant, &request.point, progress)?;
         let (target_kind, target) = match &request.point {
-            RestorePoint::Time(t) => ("time", t.to_string()),
+            RestorePoint::Time(t) => ("time", t.to_rfc3339()),
             RestorePoint::Backup(id) => ("backup", id.clone()),
         };
         let (source_backup, single_database, total) = match &source {
