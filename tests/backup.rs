@@ -616,7 +616,7 @@ async fn restore_into_refuses_another_namespace_a_protected_or_a_non_empty_datab
 /// that run's own dump).
 #[tokio::test]
 async fn unfinished_final_backups_left_in_the_trash_are_removed() {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let env = common::Env::new();
     env.declare("shop", "cart", &[("cart", "standard")]);
     // Not an empty repo once cart is gone, which would hold the drop.
@@ -660,7 +660,13 @@ async fn unfinished_final_backups_left_in_the_trash_are_removed() {
     let listed = env.run(&["trash", "list", "--format", "json"]).json();
     assert_eq!(listed[0]["tenant"], "shop/cart", "{listed}");
     let dropped = listed[0]["dropped_at"].as_str().unwrap();
+    let dump = std::path::PathBuf::from(listed[0]["file"].as_str().unwrap());
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dump), 0o600, "the tenant's data is private");
+    // A dump an earlier version left readable is made private.
+    std::fs::set_permissions(&dump, std::fs::Permissions::from_mode(0o644)).unwrap();
     let text = env.run(&["trash", "list"]).stdout;
+    assert_eq!(mode(&dump), 0o600);
     assert!(
         text.contains(&dropped.replace('T', " ").replace('Z', " UTC")),
         "one human time format in text: {text}"

@@ -38,7 +38,8 @@ pub struct RepositoryArgs {
     )]
     retention_days: Option<u32>,
 
-    /// For a cluster given with --admin-url: its existing pgBackRest configuration file.
+    /// For a cluster given with --admin-url: its existing pgBackRest configuration file, for
+    /// physical backups and point-in-time restores (logical backups need none).
     #[arg(
         long,
         env = "PGTENANT_PGBACKREST_CONFIG",
@@ -47,7 +48,7 @@ pub struct RepositoryArgs {
     )]
     pgbackrest_config: Option<PathBuf>,
 
-    /// For a cluster given with --admin-url: its pgBackRest stanza.
+    /// For a cluster given with --admin-url: its pgBackRest stanza (with --pgbackrest-config).
     #[arg(
         long,
         env = "PGTENANT_PGBACKREST_STANZA",

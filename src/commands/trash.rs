@@ -300,6 +300,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Makes `path` 0600 if it is not already (and exists).
+fn private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Every entry, newest first; expired ones (dump and sidecar) are deleted on the way.
 pub fn entries(context: &Context) -> Result<Vec<TrashEntry>> {
     let mut entries = Vec::new();
@@ -328,6 +340,8 @@ pub fn entries(context: &Context) -> Result<Vec<TrashEntry>> {
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }
+                // Dumps taken by earlier versions were 0644.
+                private_file(&entry.file)?;
                 entries.push(entry);
             }
         }

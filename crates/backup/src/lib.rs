@@ -620,6 +620,7 @@ impl Backups {
                 .restores
                 .into_iter()
                 .filter(|r| mine(&r.tenant) || mine(&r.into))
+                .map(RestoreRecord::with_rfc3339_target)
                 .collect(),
             verifications: catalog.verifications,
         })
