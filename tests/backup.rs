@@ -1,98 +1,17 @@
 //! Backups and point-in-time restore against the real thing: the embedded cluster with WAL
 //! archiving on, real pgBackRest, pg_dump and pg_restore, through the binary.
 
+mod backup_env;
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
-use common::{connect, sqlstate, Output, INSUFFICIENT_PRIVILEGE};
-use tempfile::TempDir;
+use backup_env::{note_the_time, BackupEnv};
+use common::{connect, sqlstate, INSUFFICIENT_PRIVILEGE};
 use tokio_postgres::Client;
-
-/// pgtenant on its own embedded cluster (no admin URL), in a temporary state dir and apps repo.
-struct BackupEnv {
-    state: TempDir,
-    repo: TempDir,
-}
-
-impl BackupEnv {
-    fn new() -> Self {
-        let state = tempfile::Builder::new()
-            .prefix("pgtenant-backup-test-")
-            .tempdir()
-            .unwrap();
-        // As root the server (and pgBackRest) run as another OS user, which must get through.
-        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        BackupEnv {
-            state,
-            repo: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::cargo_bin("pgtenant").unwrap();
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("PGTENANT_STATE_DIR", self.state.path())
-            .current_dir(self.repo.path());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let output = self.command().args(args).output().unwrap();
-        Output {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert_eq!(
-            out.code, 0,
-            "pgtenant {args:?} failed:\n{}\n{}",
-            out.stdout, out.stderr
-        );
-        out
-    }
-
-    fn declare(&self, namespace: &str, name: &str) {
-        let dir = self.repo.path().join(namespace).join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("values.yaml"),
-            format!("postgresqlDatabases:\n  - name: {name}\n"),
-        )
-        .unwrap();
-    }
-
-    fn uri(&self, tenant: &str, role: &str) -> String {
-        let out = self.ok(&["credentials", tenant, "--role", role, "--format", "json"]);
-        out.json()["uri"].as_str().unwrap().to_string()
-    }
-
-    async fn connect_as(&self, tenant: &str, role: &str) -> Client {
-        connect(&self.uri(tenant, role), None)
-            .await
-            .unwrap_or_else(|e| panic!("{role} of {tenant} cannot connect: {e}"))
-    }
-
-    fn scratch_dir(&self) -> PathBuf {
-        self.state.path().join("backups/scratch")
-    }
-}
-
-impl Drop for BackupEnv {
-    fn drop(&mut self) {
-        let _ = self.command().arg("down").output();
-    }
-}
 
 /// Every row of `table`, as text, in a stable order: what "equal to the snapshot" compares.
 async fn rows(client: &Client, table: &str) -> Vec<String> {
@@ -106,22 +25,6 @@ async fn rows(client: &Client, table: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
-}
-
-/// A whole second of the server's clock strictly between what was written before and after.
-async fn note_the_time(client: &Client) -> String {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let time: String = client
-        .query_one(
-            "SELECT to_char(date_trunc('second', clock_timestamp()) AT TIME ZONE 'UTC', \
-             'YYYY-MM-DD HH24:MI:SS') || '+00'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    time
 }
 
 async fn last_value(client: &Client, sequence: &str) -> i64 {
@@ -162,6 +65,29 @@ async fn point_in_time_restore_in_place_and_into_another_tenant() {
     let backup = env.ok(&["backup", "run", "--type", "full", "--format", "json"]);
     let backup = backup.json();
     assert_eq!(backup["backup"]["type"], "full", "{backup}");
+    // Right after the first backup the window is not one that ends before it starts; times are
+    // RFC 3339 in JSON and one human format in text.
+    let listing = env.ok(&["backup", "list", "--format", "json"]).json();
+    let window = &listing["window"];
+    let (earliest, latest) = (
+        window["earliest"].as_str().unwrap(),
+        window["latest"].as_str().unwrap(),
+    );
+    assert!(earliest <= latest, "{window}");
+    for time in [
+        earliest,
+        latest,
+        listing["physical"][0]["finished"].as_str().unwrap(),
+    ] {
+        assert!(
+            time.len() == 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+            "{time} is RFC 3339 in UTC"
+        );
+    }
+    let text = env.ok(&["backup", "list"]).stdout;
+    let human = earliest.replace('T', " ").replace('Z', " UTC");
+    assert!(text.contains(&human), "{text}");
+    assert!(!text.contains("+00"), "{text}");
 
     let admin = env.connect_as("shop/cart", "admin").await;
     admin
@@ -533,5 +459,216 @@ fn restore_refuses_before_touching_anything() {
     assert!(
         !env.state.path().join("cluster").exists(),
         "no cluster was created"
+    );
+}
+
+/// A cluster given with --admin-url and no pgBackRest setup: a logical backup is pg_dump alone,
+/// and so are its catalog, its verification and its restore.
+#[tokio::test]
+async fn logical_backups_of_a_cluster_given_by_url_need_no_pgbackrest() {
+    let env = common::Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    env.apply();
+    let admin = env.connect_as("shop/cart", "admin").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 10)",
+        )
+        .await
+        .unwrap();
+    let out = env.run(&["backup", "shop/cart", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    admin.batch_execute("DELETE FROM items").await.unwrap();
+
+    let out = env.run(&["restore", "shop/cart", "--backup", &id, "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let admin = env.connect_as("shop/cart", "admin").await;
+    assert_eq!(count(&admin, "items").await, 10);
+
+    let out = env.run(&["backup", "list", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listing = out.json();
+    assert!(listing["stanza"].is_null(), "{listing}");
+    assert_eq!(listing["logical"].as_array().unwrap().len(), 1, "{listing}");
+    assert_eq!(listing["restores"][0]["ok"], true, "{listing}");
+    let out = env.run(&["backup", "list"]);
+    assert!(
+        out.stdout.contains("logical backups only"),
+        "{}",
+        out.stdout
+    );
+    let out = env.run(&["backup", "verify", &id, "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["ok"], true);
+    assert_eq!(env.run(&["backup", "expire"]).code, 0);
+
+    // What does need pgBackRest says what to give.
+    for args in [
+        &["backup", "run"][..],
+        &[
+            "restore",
+            "shop/cart",
+            "--time",
+            "2025-06-01 12:00:00+00",
+            "--yes",
+        ],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("--pgbackrest-config") && out.stderr.contains("--stanza"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// `restore --into` goes only into an empty database of the same namespace that is not protected,
+/// unless told otherwise; each refusal names the rule and the flag, and changes nothing.
+#[tokio::test]
+async fn restore_into_refuses_another_namespace_a_protected_or_a_non_empty_database() {
+    let env = common::Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    env.declare("shop", "copy", &[("copy", "standard")]);
+    env.declare("shop", "used", &[("used", "standard")]);
+    env.declare("shop", "vault", &[("vault", "protected")]);
+    env.declare("other", "x", &[("x", "standard")]);
+    env.apply();
+    let admin = env.connect_as("shop/cart", "admin").await;
+    admin
+        .batch_execute("CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    let used = env.connect_as("shop/used", "admin").await;
+    used.batch_execute("CREATE TABLE own (x int); INSERT INTO own VALUES (7)")
+        .await
+        .unwrap();
+    let out = env.run(&["backup", "shop/cart", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let into = |target: &str, flags: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "shop/cart",
+            "--backup",
+            &id,
+            "--yes",
+            "--into",
+            target,
+        ];
+        args.extend_from_slice(flags);
+        env.run(&args)
+    };
+
+    for (target, rule, flag) in [
+        ("other/x", "same namespace", "--allow-cross-namespace"),
+        ("shop/vault", "protected", "--replace"),
+        ("shop/used", "table public.own", "--replace"),
+    ] {
+        let out = into(target, &[]);
+        assert_eq!(out.code, 1, "into {target}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(rule) && out.stderr.contains(flag),
+            "into {target}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    }
+    for (tenant, table) in [
+        ("shop/vault", "items"),
+        ("shop/used", "items"),
+        ("other/x", "items"),
+    ] {
+        let client = env.connect_as(tenant, "admin").await;
+        assert_eq!(
+            sqlstate(&client, &format!("SELECT * FROM {table}"))
+                .await
+                .as_deref(),
+            Some("42P01"),
+            "{tenant} was not touched"
+        );
+    }
+    // A protected database is refused even when empty; --replace is the explicit yes.
+    let out = into("shop/vault", &["--replace"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // An empty database of the same namespace: no flag needed.
+    let out = into("shop/copy", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = env.connect_as("shop/copy", "read").await;
+    assert_eq!(count(&read, "items").await, 3);
+
+    // --replace merges into a database with objects: same-named ones replaced, others kept.
+    let out = into("shop/used", &["--replace"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(&used, "items").await, 3);
+    assert_eq!(count(&used, "own").await, 1);
+
+    let out = into("other/x", &["--allow-cross-namespace"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = env.connect_as("other/x", "read").await;
+    assert_eq!(count(&read, "items").await, 3);
+}
+
+/// A `.dump.partial` final backup left by a killed run is removed by the next `trash list` or run
+/// taking final backups, but not while a run taking final backups is under way (it may be
+/// that run's own dump).
+#[tokio::test]
+async fn unfinished_final_backups_left_in_the_trash_are_removed() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let env = common::Env::new();
+    env.declare("shop", "cart", &[("cart", "standard")]);
+    // Not an empty repo once cart is gone, which would hold the drop.
+    env.declare("shop", "other", &[("other", "standard")]);
+    env.apply();
+    let trash = env.state_path().join("trash");
+    let leftover = trash.join("shop/old/2026-01-01T000000Z.dump.partial");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, "half a dump").unwrap();
+
+    // A run dumping now holds the trash lock shared: its partial file is left alone.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(trash.join("trash.lock"))
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared).unwrap();
+    let out = env.run(&["trash", "list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(leftover.exists(), "removed while a run may be writing it");
+    drop(held);
+
+    let out = env.run(&["trash", "list", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json(), serde_json::json!([]));
+    assert!(!leftover.exists(), "left behind by a killed run");
+
+    // At the start of taking final backups, too.
+    std::fs::write(&leftover, "half a dump").unwrap();
+    env.remove("shop/cart/values.yaml");
+    let out = env.run(&["apply"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("removed 1 unfinished final backup"),
+        "{}",
+        out.stderr
+    );
+    assert!(!leftover.exists());
+    let listed = env.run(&["trash", "list", "--format", "json"]).json();
+    assert_eq!(listed[0]["tenant"], "shop/cart", "{listed}");
+    let dropped = listed[0]["dropped_at"].as_str().unwrap();
+    let dump = std::path::PathBuf::from(listed[0]["file"].as_str().unwrap());
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dump), 0o600, "the tenant's data is private");
+    // A dump an earlier version left readable is made private.
+    std::fs::set_permissions(&dump, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = env.run(&["trash", "list"]).stdout;
+    assert_eq!(mode(&dump), 0o600);
+    assert!(
+        text.contains(&dropped.replace('T', " ").replace('Z', " UTC")),
+        "one human time format in text: {text}"
     );
 }

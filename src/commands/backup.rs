@@ -10,8 +10,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pgtenant_backup::{
-    Backups, Cluster, Environment, Listing, Login, Progress, RestorePoint, RestoreRequest,
-    RetentionChoice, TenantName, Timestamp,
+    Backups, Cluster, Environment, ExternalStanza, Listing, Login, Progress, RestorePoint,
+    RestoreRequest, RetentionChoice, TenantName, Timestamp,
 };
 use pgtenant_engine::DesiredTenant;
 use pgtenant_secrets::SecretPath;
@@ -38,7 +38,8 @@ pub struct RepositoryArgs {
     )]
     retention_days: Option<u32>,
 
-    /// For a cluster given with --admin-url: its existing pgBackRest configuration file.
+    /// For a cluster given with --admin-url: its existing pgBackRest configuration file, for
+    /// physical backups and point-in-time restores (logical backups need none).
     #[arg(
         long,
         env = "PGTENANT_PGBACKREST_CONFIG",
@@ -47,7 +48,7 @@ pub struct RepositoryArgs {
     )]
     pgbackrest_config: Option<PathBuf>,
 
-    /// For a cluster given with --admin-url: its pgBackRest stanza.
+    /// For a cluster given with --admin-url: its pgBackRest stanza (with --pgbackrest-config).
     #[arg(
         long,
         env = "PGTENANT_PGBACKREST_STANZA",
@@ -109,7 +110,10 @@ enum BackupCommand {
     },
     /// Restore a backup into a scratch cluster and check that it starts and every database reads
     /// completely [default: the newest physical backup]; for a logical backup, its checksum.
-    Verify { id: Option<String> },
+    Verify {
+        /// The backup: a physical backup set's or a logical backup's id from `backup list`.
+        id: Option<String>,
+    },
     /// Remove backups and WAL past the retention.
     Expire,
 }
@@ -145,9 +149,19 @@ pub struct RestoreArgs {
     backup: Option<String>,
 
     /// Restore into another tenant database declared in the repo (e.g. NS/cart-restored) instead
-    /// of in place.
+    /// of in place: one of the same namespace that holds no objects yet.
     #[arg(long, value_name = "NAMESPACE/DATABASE")]
     into: Option<String>,
+
+    /// With --into: restore into a database that holds objects already, or a protected one;
+    /// objects of the same name are replaced, others are kept.
+    #[arg(long, requires = "into")]
+    replace: bool,
+
+    /// With --into: restore into a database of another namespace (the data then belongs to
+    /// that namespace's roles).
+    #[arg(long, requires = "into")]
+    allow_cross_namespace: bool,
 
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
@@ -155,7 +169,7 @@ pub struct RestoreArgs {
 
     /// The apps repo declaring the tenant, for re-applying ownership and grants [default: the
     /// current directory].
-    #[arg(long)]
+    #[arg(long, env = "PGTENANT_REPO")]
     repo: Option<PathBuf>,
 
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -323,6 +337,8 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
         point,
         owner,
         login,
+        replace: args.replace,
+        allow_cross_namespace: args.allow_cross_namespace,
     };
     let mut progress = CliProgress::new();
     let result = backups.restore(&request, &mut reapply, &mut progress);
@@ -341,7 +357,7 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
             "restored {} to {} from {} into database {} in {:.1} s ({} grant statement(s) \
              re-applied{})",
             report.tenant,
-            report.target,
+            Timestamp::humanize(&report.target),
             report.source_backup,
             into.database(),
             report.seconds,
@@ -380,15 +396,19 @@ fn open(context: &Context, args: &RepositoryArgs) -> Result<Backups> {
         }
         (Some(url), Some(config), Some(stanza)) => (
             Cluster::External {
-                config: config.clone(),
-                stanza: stanza.clone(),
+                pgbackrest: Some(ExternalStanza {
+                    config: config.clone(),
+                    stanza: stanza.clone(),
+                }),
             },
             url.to_string(),
         ),
+        // Logical backups and their restores are pg_dump and pg_restore alone.
+        (Some(url), None, None) => (Cluster::External { pgbackrest: None }, url.to_string()),
         (Some(_), _, _) => bail!(
-            "backups of a cluster given with --admin-url use its existing pgBackRest setup: give \
-             --pgbackrest-config FILE and --stanza NAME (or PGTENANT_PGBACKREST_CONFIG and \
-             PGTENANT_PGBACKREST_STANZA)"
+            "physical backups of a cluster given with --admin-url use its existing pgBackRest \
+             setup: give both --pgbackrest-config FILE and --stanza NAME (or \
+             PGTENANT_PGBACKREST_CONFIG and PGTENANT_PGBACKREST_STANZA)"
         ),
         (None, _, _) => bail!(
             "--pgbackrest-config and --stanza are for a cluster given with --admin-url; the \
@@ -586,9 +606,12 @@ fn print_expired(physical: &[String], logical: &[String]) {
 
 fn print_listing(listing: &Listing) {
     println!(
-        "repository {} (stanza {}), retention {} days ({}){}",
+        "repository {} ({}), retention {} days ({}){}",
         listing.repository.display(),
-        listing.stanza,
+        match &listing.stanza {
+            Some(stanza) => format!("stanza {stanza}"),
+            None => "logical backups only: no pgBackRest stanza".to_string(),
+        },
         listing.retention.days,
         listing.retention.environment.as_str(),
         listing
@@ -639,7 +662,7 @@ fn print_listing(listing: &Listing) {
                 r.started,
                 r.tenant,
                 r.into,
-                r.target,
+                Timestamp::humanize(&r.target),
                 r.source_backup,
                 if r.ok { "ok" } else { "FAILED" },
                 r.seconds,

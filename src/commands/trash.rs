@@ -7,6 +7,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _, Result};
+use nix::fcntl::{Flock, FlockArg};
+use pgtenant_backup::Timestamp;
 use std::collections::BTreeSet;
 
 use pgtenant_engine::desired::Marker;
@@ -30,9 +32,10 @@ pub enum TrashCommand {
     },
     /// Restore the newest final backup of NS/DB into its database (declare it again and apply first).
     Restore {
+        /// NAMESPACE/DATABASE whose final backup is restored (as `trash list` names it).
         tenant: String,
         /// The apps repo [default: the current directory].
-        #[arg(long)]
+        #[arg(long, env = "PGTENANT_REPO")]
         repo: Option<PathBuf>,
     },
 }
@@ -52,6 +55,68 @@ pub struct TrashEntry {
 
 fn trash_dir(context: &Context) -> PathBuf {
     context.state_dir().join("trash")
+}
+
+/// Held shared by every run taking final backups, for as long as it does: a `.dump.partial` file
+/// is being written only while someone holds it.
+const LOCK_FILE: &str = "trash.lock";
+/// What a dump is written as until pg_dump has finished.
+const PARTIAL: &str = "dump.partial";
+
+fn lock_trash(root: &Path, how: FlockArg) -> Result<Option<Flock<std::fs::File>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    create_private_dirs(root)?;
+    let path = root.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(file, how) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => {
+            Err(anyhow::Error::from(errno).context(format!("locking {}", path.display())))
+        }
+    }
+}
+
+/// Deletes the `.dump.partial` files that killed runs left in the trash, unless a run taking
+/// final backups is under way (it holds the lock shared), whose dump may be one of them. Returns
+/// how many.
+fn remove_partial_dumps(root: &Path) -> Result<usize> {
+    if !root.exists() {
+        return Ok(0);
+    }
+    let Some(_exclusive) = lock_trash(root, FlockArg::LockExclusiveNonblock)? else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for namespace in std::fs::read_dir(root)?.flatten() {
+        // The lock file is no directory: read_dir fails and it is skipped.
+        for tenant in std::fs::read_dir(namespace.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(tenant.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = file.path();
+                if path.to_string_lossy().ends_with(&format!(".{PARTIAL}")) {
+                    std::fs::remove_file(&path)
+                        .or_else(|_| std::fs::remove_dir_all(&path))
+                        .with_context(|| format!("removing {}", path.display()))?;
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Dumps every database the plan drops, right before the drops run: the tenant's roles stop logging
@@ -84,6 +149,18 @@ pub fn take_final_backups(
         .load()
         .ok()
         .and_then(|catalog| catalog.settings.environment);
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    let root = trash_dir(context);
+    let removed = remove_partial_dumps(&root)?;
+    if removed > 0 {
+        eprintln!(
+            "removed {removed} unfinished final backup(s) left in the trash by an interrupted run"
+        );
+    }
+    // Until every dump of this run is finished: no other run takes this one's for a leftover.
+    let _dumping = lock_trash(&root, FlockArg::LockShared)?;
     for tenant in tenants {
         let marked = |marker: Option<Marker>| marker.filter(|m| m.tenant == tenant);
         let Some((database, marker)) = observed
@@ -149,7 +226,7 @@ fn final_backup(
     let now = SystemTime::now();
     let stamp = humantime::format_rfc3339_seconds(now).to_string();
     let file = dir.join(format!("{}.dump", stamp.replace(':', "")));
-    let partial = file.with_extension("dump.partial");
+    let partial = file.with_extension(PARTIAL);
     let binaries = pgtenant_cluster::find_binaries().context("finding pg_dump")?;
     let mut command = Command::new(binaries.bin_dir.join("pg_dump"));
     command
@@ -186,6 +263,8 @@ fn run(mut command: Command, connector: &Connector, database: &str, what: &str) 
         command.env_remove(key);
     }
     command.envs(connector.libpq_env(database));
+    // The dump holds the tenant's data: private whatever the process umask.
+    pgtenant_backup::private_output(&mut command);
     let output = command
         .output()
         .with_context(|| format!("running {what}"))?;
@@ -221,6 +300,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Makes `path` 0600 if it is not already (and exists).
+fn private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Every entry, newest first; expired ones (dump and sidecar) are deleted on the way.
 pub fn entries(context: &Context) -> Result<Vec<TrashEntry>> {
     let mut entries = Vec::new();
@@ -228,9 +319,14 @@ pub fn entries(context: &Context) -> Result<Vec<TrashEntry>> {
     if !root.exists() {
         return Ok(entries);
     }
+    remove_partial_dumps(&root)?;
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     for namespace in std::fs::read_dir(&root)? {
-        for tenant in std::fs::read_dir(namespace?.path())? {
+        let namespace = namespace?.path();
+        if !namespace.is_dir() {
+            continue; // the lock file
+        }
+        for tenant in std::fs::read_dir(namespace)? {
             for file in std::fs::read_dir(tenant?.path())? {
                 let path = file?.path();
                 if path.extension().is_none_or(|e| e != "json") {
@@ -244,6 +340,8 @@ pub fn entries(context: &Context) -> Result<Vec<TrashEntry>> {
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }
+                // Dumps taken by earlier versions were 0644.
+                private_file(&entry.file)?;
                 entries.push(entry);
             }
         }
@@ -262,10 +360,10 @@ pub fn run_command(context: &Context, command: &TrashCommand) -> Result<u8> {
                     for e in &entries {
                         println!(
                             "{}  {}  {} bytes  kept until {}  {}",
-                            e.dropped_at,
+                            Timestamp::humanize(&e.dropped_at),
                             e.tenant,
                             e.size,
-                            e.expires_at,
+                            Timestamp::humanize(&e.expires_at),
                             e.file.display()
                         );
                     }
@@ -331,7 +429,7 @@ fn restore(context: &Context, tenant: &str, repo: Option<&Path>) -> Result<u8> {
         "restored {} into {} (dropped at {}); ownership and grants re-applied",
         entry.file.display(),
         entry.database,
-        entry.dropped_at
+        Timestamp::humanize(&entry.dropped_at)
     );
     Ok(EXIT_OK)
 }

@@ -76,6 +76,19 @@ pub struct RestoreRecord {
     pub error: Option<String>,
 }
 
+impl RestoreRecord {
+    /// The record with a time target in RFC 3339, as records are written now (older ones hold
+    /// `2025-06-01 12:30:00+00`).
+    pub fn with_rfc3339_target(mut self) -> Self {
+        if self.target_kind == "time" {
+            if let Ok(time) = Timestamp::parse(&self.target) {
+                self.target = time.to_rfc3339();
+            }
+        }
+        self
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verification {
     pub backup: String,

@@ -16,13 +16,19 @@
 //! Layout of the repository (`<state-dir>/backups`):
 //!
 //! ```text
-//! pgbackrest.conf         the embedded stanza's configuration (generated)
-//! repo/                   pgBackRest repo1-path (server account)
-//! log/, lock/             pgBackRest's logs and locks (server account)
+//! pgbackrest.conf         the embedded stanza's configuration (generated; 0600, server account)
+//! repo/                   pgBackRest repo1-path (0700, server account)
+//! log/, lock/             pgBackRest's logs and locks (0700, server account)
 //! logical/<ns>/<db>/      logical backups (pg_dump), 0700
-//! scratch/<id>/           scratch clusters of running restores and verifications
-//! catalog.json            logical backups, restores, verifications, retention settings
+//! scratch/<id>-<random>/  scratch clusters of running restores and verifications (0700, server
+//!                         account)
+//! catalog.json            logical backups, restores, verifications, retention settings (0600)
 //! ```
+//!
+//! Every file is 0600 and every directory 0700, whatever the process umask: the programs run here
+//! get umask 0077 ([`private_output`]) and pgBackRest uses it (`neutral-umask=n`). Only when we
+//! are root and the server runs as another account are the repository and `scratch/` 0711, so
+//! that account can pass through to what it owns below them; nothing there can be listed.
 
 mod catalog;
 mod libpq;
@@ -46,6 +52,7 @@ pub use catalog::{
 };
 pub use libpq::ServerAddress;
 pub use pgbackrest::{BackupSet, PgBackRest, StanzaInfo, EMBEDDED_STANZA};
+pub use process::private_output;
 pub use restore::{Progress, RestorePoint, RestoreReport, RestoreRequest, StepTiming};
 pub use timestamp::Timestamp;
 
@@ -63,6 +70,8 @@ const LOCK_DIR: &str = "lock";
 const LOGICAL_DIR: &str = "logical";
 const SCRATCH_DIR: &str = "scratch";
 const SCRATCH_LOCK: &str = "scratch.lock";
+/// What `backup run` is, for the error when it cannot run.
+const BACKUP_RUN: &str = "a physical backup of the cluster (`backup run`)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -100,6 +109,14 @@ pub enum BackupError {
 
     #[error("there is no backup yet: run `pgtenant backup run` first")]
     NoBackups,
+
+    #[error(
+        "{0} needs pgBackRest, which this cluster given with --admin-url has not been set up \
+         with: give its existing --pgbackrest-config FILE and --stanza NAME (or \
+         PGTENANT_PGBACKREST_CONFIG and PGTENANT_PGBACKREST_STANZA); logical backups \
+         (`pgtenant backup NS/DB`, `restore --backup <logical id>`) need neither"
+    )]
+    NoPgBackRest(&'static str),
 
     #[error("{target} is outside the restorable window {window}: {reason}; nothing was changed")]
     OutsideWindow {
@@ -159,8 +176,16 @@ pub enum Cluster {
         cluster: EmbeddedCluster,
         superuser_url: String,
     },
-    /// A cluster with a pgBackRest stanza configured by its operators.
-    External { config: PathBuf, stanza: String },
+    /// A cluster given by URL: logical backups (pg_dump) need nothing more; physical backups and
+    /// point-in-time restores need the pgBackRest stanza its operators configured.
+    External { pgbackrest: Option<ExternalStanza> },
+}
+
+/// An external cluster's pgBackRest setup: its configuration file and stanza.
+#[derive(Debug, Clone)]
+pub struct ExternalStanza {
+    pub config: PathBuf,
+    pub stanza: String,
 }
 
 /// A tenant database as users name it.
@@ -205,9 +230,12 @@ impl std::fmt::Debug for Login {
 /// The backups of one cluster, kept in one repository directory.
 pub struct Backups {
     root: PathBuf,
+    /// The mode of the directories the server's account passes through ([`passage_mode`]).
+    passage: u32,
     cluster: Cluster,
     control_url: String,
-    rest: PgBackRest,
+    /// None for an external cluster without a pgBackRest setup: logical backups only.
+    rest: Option<PgBackRest>,
     retention: Retention,
     catalog: CatalogFile,
 }
@@ -262,7 +290,7 @@ impl From<&BackupSet> for PhysicalBackup {
 }
 
 /// The span of time a tenant database can be restored to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Window {
     /// The end of the oldest backup: recovery must get past it to be consistent.
     pub earliest: Option<Timestamp>,
@@ -275,6 +303,11 @@ pub struct Window {
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.earliest, &self.latest) {
+            (Some(a), Some(b)) if a == b => write!(
+                f,
+                "{a} only (the end of the backup: later writes become restorable as their WAL is \
+                 archived)"
+            ),
             (Some(a), Some(b)) => write!(f, "{a} … {b}"),
             (Some(a), None) => write!(f, "{a} … the last archived WAL"),
             _ => write!(f, "(empty: no backup)"),
@@ -285,7 +318,8 @@ impl std::fmt::Display for Window {
 /// What `backup list` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
-    pub stanza: String,
+    /// None for an external cluster without pgBackRest (logical backups only).
+    pub stanza: Option<String>,
     pub repository: PathBuf,
     pub retention: Retention,
     pub rpo_seconds: Option<u32>,
@@ -307,20 +341,35 @@ impl Backups {
         choice: RetentionChoice,
     ) -> Result<Self, BackupError> {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let program = PgBackRest::find_program()?;
         let server_user = match &cluster {
             Cluster::Embedded { cluster, .. } => cluster.server_user()?,
             // pgBackRest runs as the database's account by convention: `postgres` when we are root,
             // so that nothing in the repository ends up owned by root.
-            Cluster::External { .. } => ServerUser::for_new_cluster()?,
+            Cluster::External {
+                pgbackrest: Some(_),
+            } => ServerUser::for_new_cluster()?,
+            // Logical backups only: nothing runs as another account.
+            Cluster::External { pgbackrest: None } => ServerUser::current(),
         };
-        create_dir(&root, 0o711, None)?;
+        let passage = passage_mode(&server_user);
+        create_dir(&root, passage, None)?;
         let catalog = CatalogFile::new(&root);
         let retention = resolve_retention(&catalog, choice)?;
         let (config, stanza, retention_args) = match &cluster {
+            Cluster::External { pgbackrest: None } => {
+                return Ok(Backups {
+                    passage,
+                    root,
+                    cluster,
+                    control_url,
+                    rest: None,
+                    retention,
+                    catalog,
+                })
+            }
             Cluster::Embedded { cluster, .. } => {
                 for dir in [REPO_DIR, LOG_DIR, LOCK_DIR] {
-                    create_dir(&root.join(dir), 0o750, Some(&server_user))?;
+                    create_dir(&root.join(dir), 0o700, Some(&server_user))?;
                 }
                 let config = root.join(CONFIG_FILE);
                 let text = pgbackrest::EmbeddedConfig {
@@ -334,10 +383,13 @@ impl Backups {
                     superuser: pgtenant_cluster::SUPERUSER,
                 }
                 .render();
-                write_if_changed(&config, &text, 0o644)?;
+                // Read by pgBackRest only, which runs as the server's account.
+                write_if_changed(&config, &text, Some(&server_user))?;
                 (config, EMBEDDED_STANZA.to_string(), Vec::new())
             }
-            Cluster::External { config, stanza } => (
+            Cluster::External {
+                pgbackrest: Some(ExternalStanza { config, stanza }),
+            } => (
                 std::path::absolute(config).unwrap_or_else(|_| config.clone()),
                 stanza.clone(),
                 vec![
@@ -347,7 +399,7 @@ impl Backups {
             ),
         };
         let rest = PgBackRest {
-            program,
+            program: PgBackRest::find_program()?,
             config,
             stanza,
             user: server_user,
@@ -355,10 +407,11 @@ impl Backups {
             retention: retention_args,
         };
         Ok(Backups {
+            passage,
             root,
             cluster,
             control_url,
-            rest,
+            rest: Some(rest),
             retention,
             catalog,
         })
@@ -372,8 +425,14 @@ impl Backups {
         self.retention
     }
 
-    pub fn pgbackrest(&self) -> &PgBackRest {
-        &self.rest
+    /// The cluster's pgBackRest stanza, if it has one.
+    pub fn pgbackrest(&self) -> Option<&PgBackRest> {
+        self.rest.as_ref()
+    }
+
+    /// The stanza, for what needs physical backups (`what`, for the error when there is none).
+    pub(crate) fn rest(&self, what: &'static str) -> Result<&PgBackRest, BackupError> {
+        self.rest.as_ref().ok_or(BackupError::NoPgBackRest(what))
     }
 
     pub fn catalog(&self) -> Result<Catalog, BackupError> {
@@ -396,7 +455,8 @@ impl Backups {
         let Some((cluster, superuser_url)) = self.embedded() else {
             return Ok(false);
         };
-        cluster.enable_archiving(&self.rest.archive_command(), ARCHIVE_TIMEOUT_SECS)?;
+        let rest = self.rest(BACKUP_RUN)?;
+        cluster.enable_archiving(&rest.archive_command(), ARCHIVE_TIMEOUT_SECS)?;
         let pending: Vec<String> = sql::block_on(async {
             let client = sql::connect(superuser_url, None).await?;
             let rows = client
@@ -422,10 +482,10 @@ impl Backups {
             .root
             .join(REPO_DIR)
             .join("backup")
-            .join(&self.rest.stanza)
+            .join(&rest.stanza)
             .join("backup.info");
         if !info_file.exists() {
-            self.rest.run("stanza-create", &[])?;
+            rest.run("stanza-create", &[])?;
         }
         Ok(restarted)
     }
@@ -434,10 +494,10 @@ impl Backups {
     /// makes the first one full whatever is asked), then expiry by the retention.
     pub fn run(&self, kind: &str, progress: &mut dyn Progress) -> Result<RunReport, BackupError> {
         let started = Timestamp::now();
+        let rest = self.rest(BACKUP_RUN)?;
         progress.step(1, 3, "checking WAL archiving and the stanza");
         let restarted = self.ensure_configured(progress)?;
-        let before: Vec<String> = self
-            .rest
+        let before: Vec<String> = rest
             .info()?
             .backup
             .iter()
@@ -448,13 +508,13 @@ impl Backups {
             3,
             &format!("pgbackrest backup --type={kind} of the whole cluster"),
         );
-        self.rest.run("backup", &[format!("--type={kind}")])?;
+        rest.run("backup", &[format!("--type={kind}")])?;
         progress.step(
             3,
             3,
             &format!("expiring what is older than {} days", self.retention.days),
         );
-        let info = self.rest.info()?;
+        let info = rest.info()?;
         let newest = info
             .backup
             .iter()
@@ -482,7 +542,14 @@ impl Backups {
     /// `backup expire`: physical backups and WAL past the retention (pgBackRest's `expire`), and
     /// logical backups older than the retention.
     pub fn expire(&self) -> Result<ExpireReport, BackupError> {
-        let before = self.rest.info()?;
+        let Some(rest) = &self.rest else {
+            return Ok(ExpireReport {
+                retention: Some(self.retention),
+                physical: Vec::new(),
+                logical: self.expire_logical()?,
+            });
+        };
+        let before = rest.info()?;
         if before.backup.is_empty() {
             return Ok(ExpireReport {
                 retention: Some(self.retention),
@@ -490,8 +557,8 @@ impl Backups {
                 logical: self.expire_logical()?,
             });
         }
-        self.rest.run("expire", &[])?;
-        let after = self.rest.info()?;
+        rest.run("expire", &[])?;
+        let after = rest.info()?;
         let physical = before
             .backup
             .iter()
@@ -523,20 +590,27 @@ impl Backups {
     /// `backup list`: physical backups, logical ones (of `tenant` only, if given), restores and
     /// verifications, and the restorable window.
     pub fn list(&self, tenant: Option<&TenantName>) -> Result<Listing, BackupError> {
-        let info = self.rest.info()?;
+        let info = self.rest.as_ref().map(PgBackRest::info).transpose()?;
         let catalog = self.catalog.load()?;
         let tenant_id = tenant.map(TenantName::id);
         let mine = |t: &str| tenant_id.as_deref().is_none_or(|id| id == t);
         Ok(Listing {
-            stanza: self.rest.stanza.clone(),
+            stanza: self.rest.as_ref().map(|rest| rest.stanza.clone()),
             repository: self.root.clone(),
             retention: self.retention,
             rpo_seconds: self
                 .embedded()
                 .filter(|(cluster, _)| cluster.archiving_enabled())
                 .map(|_| ARCHIVE_TIMEOUT_SECS),
-            window: self.window(&info),
-            physical: info.backup.iter().map(PhysicalBackup::from).collect(),
+            window: info
+                .as_ref()
+                .map(|info| self.window(info))
+                .unwrap_or_default(),
+            physical: info
+                .iter()
+                .flat_map(|info| &info.backup)
+                .map(PhysicalBackup::from)
+                .collect(),
             logical: catalog
                 .logical
                 .into_iter()
@@ -546,6 +620,7 @@ impl Backups {
                 .restores
                 .into_iter()
                 .filter(|r| mine(&r.tenant) || mine(&r.into))
+                .map(RestoreRecord::with_rfc3339_target)
                 .collect(),
             verifications: catalog.verifications,
         })
@@ -561,8 +636,13 @@ impl Backups {
             .map(|stop| Timestamp::from_unix(stop + 1));
         let range = info.archive.last();
         let wal_max = range.and_then(|r| r.max.clone());
-        let latest = match (range, &wal_max) {
-            (Some(range), Some(max)) if earliest.is_some() => self.archived_at(&range.id, max),
+        // Right after the first backup the newest archived segment is the one the backup ended in,
+        // archived before the backup's end: the window is then that one instant, never a span
+        // that ends before it starts.
+        let latest = match (range, &wal_max, earliest) {
+            (Some(range), Some(max), Some(earliest)) => self
+                .archived_at(&range.id, max)
+                .map(|latest| latest.max(earliest)),
             _ => None,
         };
         Window {
@@ -580,7 +660,7 @@ impl Backups {
             .root
             .join(REPO_DIR)
             .join("archive")
-            .join(&self.rest.stanza)
+            .join(&self.rest.as_ref()?.stanza)
             .join(archive_id)
             .join(segment.get(..16)?);
         fs::read_dir(dir)
@@ -609,7 +689,7 @@ impl Backups {
 
     fn scratch_parent(&self) -> Result<PathBuf, BackupError> {
         let dir = self.root.join(SCRATCH_DIR);
-        create_dir(&dir, 0o711, None)?;
+        create_dir(&dir, self.passage, None)?;
         Ok(dir)
     }
 
@@ -656,6 +736,16 @@ fn resolve_retention(
     })
 }
 
+/// The mode of a directory the server's account must pass through to reach what it owns below:
+/// 0711 when it is another account than ours (we are root), else 0700.
+fn passage_mode(server: &ServerUser) -> u32 {
+    if server.switches() {
+        0o711
+    } else {
+        0o700
+    }
+}
+
 /// Creates `path` with `mode` if missing (handing it to `owner`), and fixes the mode if present.
 fn create_dir(path: &Path, mode: u32, owner: Option<&ServerUser>) -> Result<(), BackupError> {
     let io = |source| BackupError::Io {
@@ -675,18 +765,47 @@ fn create_dir(path: &Path, mode: u32, owner: Option<&ServerUser>) -> Result<(), 
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)
 }
 
-fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<(), BackupError> {
-    if fs::read_to_string(path).is_ok_and(|current| current == text) {
+/// Replaces `path` with a private file holding `text` (0600, handed to `owner`) unless it holds
+/// that already with that mode.
+fn write_if_changed(
+    path: &Path,
+    text: &str,
+    owner: Option<&ServerUser>,
+) -> Result<(), BackupError> {
+    let private = fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0);
+    if private && fs::read_to_string(path).is_ok_and(|current| current == text) {
         return Ok(());
     }
     let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    write_private_file(&tmp, text.as_bytes())?;
+    if let Some(owner) = owner {
+        owner.chown(&tmp)?;
+    }
+    fs::rename(&tmp, path).map_err(|source| BackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates `path` (which must not exist) holding `bytes`, mode 0600 whatever the umask.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| BackupError::Io {
         path: path.to_path_buf(),
         source,
     };
-    fs::write(&tmp, text).map_err(io)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 /// Hex SHA-256 of a file, or of a directory's files (name and digest of each, in name order).

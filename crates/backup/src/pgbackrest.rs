@@ -125,6 +125,8 @@ lock-path={lock}
 log-level-console=off
 log-level-stderr=warn
 log-level-file=info
+# Files and directories get the caller's umask (pgtenant's programs run with 0077), not 0640/0750.
+neutral-umask=n
 compress-type=zst
 compress-level=3
 start-fast=y
@@ -258,7 +260,7 @@ mod tests {
         let set = &stanzas[0].backup[0];
         assert_eq!(set.label, "20261121-083300F");
         assert_eq!(set.kind, "full");
-        assert_eq!(set.stopped().to_string(), "2026-11-21 08:33:03+00");
+        assert_eq!(set.stopped().to_string(), "2026-11-21 08:33:03 UTC");
         assert_eq!(set.databases.as_ref().unwrap()[0].name, "a");
         assert_eq!(
             stanzas[0].archive[0].max.as_deref(),

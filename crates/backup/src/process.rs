@@ -27,9 +27,29 @@ pub(crate) fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Makes every file and directory `cmd` creates private to the account it runs as (umask 0077):
+/// pg_dump's dumps (file or directory format), pgBackRest's repository, logs and locks (its
+/// configuration says `neutral-umask=n`). Set here rather than relying on the calling process's
+/// umask, since the library is used outside the CLI too.
+pub fn private_output(cmd: &mut Command) {
+    // SAFETY: umask is async-signal-safe and the hook allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            Ok(())
+        });
+    }
+}
+
+/// The hooks every program run here gets: [`die_with_parent`] and [`private_output`].
+fn child_hooks(cmd: &mut Command) {
+    die_with_parent(cmd);
+    private_output(cmd);
+}
+
 /// Runs `cmd` to completion; its stdout on success, else an error with its stderr's tail.
 pub(crate) fn run(cmd: &mut Command) -> Result<String, BackupError> {
-    die_with_parent(cmd);
+    child_hooks(cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -52,7 +72,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, BackupError> {
 /// Runs `cmd` with its stdout discarded and its stderr captured (for programs that write data
 /// elsewhere and may print a lot of notices).
 pub(crate) fn run_quiet(cmd: &mut Command) -> Result<(), BackupError> {
-    die_with_parent(cmd);
+    child_hooks(cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -125,8 +145,8 @@ pub(crate) fn pipe_script(
     sentinel: &[u8],
 ) -> Result<(), BackupError> {
     use std::io::Write;
-    die_with_parent(producer);
-    die_with_parent(consumer);
+    child_hooks(producer);
+    child_hooks(consumer);
     let spawn_err = |cmd: &Command| {
         let program = PathBuf::from(cmd.get_program());
         move |source| BackupError::Spawn { program, source }

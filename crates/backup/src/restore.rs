@@ -60,6 +60,11 @@ pub struct RestoreRequest {
     /// A login of `into` that acts as its owner (the owner itself, or a login whose sessions
     /// assume the owner role): pg_restore runs as it, so everything restored gets that owner.
     pub login: Login,
+    /// Into another database (`into` ≠ `tenant`): allow one that holds objects already, or a
+    /// protected one, whose objects the restore replaces (`--replace`).
+    pub replace: bool,
+    /// Into another database: allow one of another namespace (`--allow-cross-namespace`).
+    pub allow_cross_namespace: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,9 +169,10 @@ impl Backups {
             ));
         }
         self.require_database(&request.into)?;
+        self.check_into(request)?;
         let source = self.resolve_source(&request.tenant, &request.point, progress)?;
         let (target_kind, target) = match &request.point {
-            RestorePoint::Time(t) => ("time", t.to_string()),
+            RestorePoint::Time(t) => ("time", t.to_rfc3339()),
             RestorePoint::Backup(id) => ("backup", id.clone()),
         };
         let (source_backup, single_database, total) = match &source {
@@ -185,7 +191,7 @@ impl Backups {
         );
         let mut steps = Steps::new(progress, total);
         let mut outcome = Outcome::default();
-        let result = self.restore_steps(&id, request, &source, reapply, &mut steps, &mut outcome);
+        let result = self.restore_steps(request, &source, reapply, &mut steps, &mut outcome);
         steps.finish();
         let seconds = clock.elapsed().as_secs_f64();
         let record = RestoreRecord {
@@ -222,7 +228,6 @@ impl Backups {
 
     fn restore_steps(
         &self,
-        id: &str,
         request: &RestoreRequest,
         source: &Source,
         reapply: &mut dyn FnMut() -> Result<usize, String>,
@@ -254,7 +259,7 @@ impl Backups {
                     "restoring backup {} {what} into a scratch cluster{only}",
                     set.label
                 ));
-                let (mut cluster, rest) = self.scratch_cluster(id, version)?;
+                let (mut cluster, rest) = self.scratch_cluster("restore", version)?;
                 let mut args = vec![
                     format!("--pg1-path={}", cluster.data_dir().display()),
                     format!("--set={}", set.label),
@@ -286,6 +291,7 @@ impl Backups {
                 let dump = cluster.dir().join(DUMP_FILE);
                 let mut cmd = scratch_pg_dump(&cluster, &superuser, &source_db, &dump);
                 process::run_quiet(&mut cmd)?;
+                pgtenant_engine::rotate::failpoint("restore:after-scratch-dump");
                 snapshot = Some(sql::block_on(objects_at(sql::connect_socket(
                     &cluster.socket_dir(),
                     cluster.port(),
@@ -369,6 +375,83 @@ impl Backups {
         Ok(())
     }
 
+    /// The rules of a restore into another database than the tenant's own, checked before
+    /// anything is touched: the same namespace unless `--allow-cross-namespace`; a database with no
+    /// objects of its own, and not a protected one, unless `--replace`.
+    fn check_into(&self, request: &RestoreRequest) -> Result<(), BackupError> {
+        let (tenant, into) = (&request.tenant, &request.into);
+        if into == tenant {
+            return Ok(());
+        }
+        let refuse = |rule: String, flag: &str| {
+            Err(BackupError::Restore(format!(
+                "not restoring {} into {}: {rule}; nothing was changed (pass {flag} if that is \
+                 what you want)",
+                tenant.id(),
+                into.id()
+            )))
+        };
+        if into.namespace != tenant.namespace && !request.allow_cross_namespace {
+            return refuse(
+                format!(
+                    "a restore goes only into a database of the same namespace ({}), and {} is \
+                     namespace {}'s",
+                    tenant.namespace,
+                    into.id(),
+                    into.namespace
+                ),
+                "--allow-cross-namespace",
+            );
+        }
+        if request.replace {
+            return Ok(());
+        }
+        let database = into.database();
+        let (comment, objects) = sql::block_on(async {
+            let client = sql::connect(&self.control_url, None).await?;
+            let comment: Option<String> = client
+                .query_one(
+                    "SELECT pg_catalog.shobj_description(oid, 'pg_database') \
+                     FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1",
+                    &[&database],
+                )
+                .await
+                .map_err(|e| sql::sql_error("reading the database's comment", e))?
+                .get(0);
+            let objects =
+                user_objects(&sql::connect(&self.control_url, Some(&database)).await?).await?;
+            Ok::<_, BackupError>((comment, objects))
+        })??;
+        let protected = comment
+            .as_deref()
+            .and_then(pgtenant_engine::desired::Marker::parse)
+            .is_some_and(|m| m.mode == Some(pgtenant_spec::Mode::Protected));
+        if protected {
+            return refuse(
+                format!(
+                    "{} is a protected database, which a restore replaces only when told to",
+                    into.id()
+                ),
+                "--replace",
+            );
+        }
+        if !objects.is_empty() {
+            let more = if objects.len() > USER_OBJECTS_NAMED {
+                format!(" and {} more", objects.len() - USER_OBJECTS_NAMED)
+            } else {
+                String::new()
+            };
+            return refuse(
+                format!(
+                    "a restore goes only into an empty database, and {database} holds {}{more}",
+                    objects[..objects.len().min(USER_OBJECTS_NAMED)].join(", ")
+                ),
+                "--replace",
+            );
+        }
+        Ok(())
+    }
+
     fn resolve_source(
         &self,
         tenant: &TenantName,
@@ -378,9 +461,15 @@ impl Backups {
         let database = tenant.database();
         match point {
             RestorePoint::Backup(id) => {
-                let info = self.rest.info()?;
-                if let Some(set) = info.backup.iter().find(|b| &b.label == id) {
-                    let version = set_version(&info, set);
+                let info = self.rest.as_ref().map(PgBackRest::info).transpose()?;
+                let set = info.as_ref().and_then(|info| {
+                    info.backup
+                        .iter()
+                        .find(|b| &b.label == id)
+                        .map(|b| (info, b))
+                });
+                if let Some((info, set)) = set {
+                    let version = set_version(info, set);
                     if !self.set_has_database(set, &database)? {
                         return Err(BackupError::Restore(format!(
                             "database {database} is not in backup {id} (taken {}): it did not \
@@ -415,7 +504,8 @@ impl Backups {
             }
             RestorePoint::Time(target) => {
                 let target = *target;
-                let mut info = self.rest.info()?;
+                let rest = self.rest("a point-in-time restore")?;
+                let mut info = rest.info()?;
                 if info.backup.is_empty() {
                     return Err(BackupError::NoBackups);
                 }
@@ -448,7 +538,7 @@ impl Backups {
                 // old targets (a cluster idle since then has no later commit), and an archived
                 // segment's time says nothing about which commits it holds.
                 self.archive_now(progress)?;
-                info = self.rest.info()?;
+                info = rest.info()?;
                 let set = info
                     .backup
                     .iter()
@@ -477,7 +567,7 @@ impl Backups {
     }
 
     fn set_has_database(&self, set: &BackupSet, database: &str) -> Result<bool, BackupError> {
-        let detailed = self.rest.set_info(&set.label)?;
+        let detailed = self.rest("reading a backup set")?.set_info(&set.label)?;
         Ok(detailed
             .databases
             .unwrap_or_default()
@@ -497,7 +587,7 @@ impl Backups {
                 .map_err(|e| sql::sql_error("writing a commit record", e))
         })??;
         // `check` switches to a new WAL segment and waits until the old one is archived.
-        if let Err(e) = self.rest.run("check", &[]) {
+        if let Err(e) = self.rest("a point-in-time restore")?.run("check", &[]) {
             match self.cluster {
                 Cluster::Embedded { .. } => return Err(e),
                 Cluster::External { .. } => progress.warn(&format!(
@@ -510,10 +600,11 @@ impl Backups {
     }
 
     /// A scratch cluster for a restore of a backup of PostgreSQL `version`, and the pgBackRest
-    /// to fill it with (running as the account the scratch server runs as).
+    /// to fill it with (running as the account the scratch server runs as). `kind` starts its
+    /// directory's name, which is short: the server's socket path must fit in 107 bytes.
     fn scratch_cluster(
         &self,
-        id: &str,
+        kind: &str,
         version: &str,
     ) -> Result<(ScratchCluster, PgBackRest), BackupError> {
         let (binaries, user) = match &self.cluster {
@@ -523,11 +614,11 @@ impl Backups {
                 ServerUser::for_new_cluster()?,
             ),
         };
-        let dir = self.scratch_parent()?.join(id);
-        let scratch = ScratchCluster::create(&dir, binaries, user.clone())?;
+        let scratch =
+            ScratchCluster::create(&self.scratch_parent()?, kind, binaries, user.clone())?;
         let rest = PgBackRest {
             user,
-            ..self.rest.clone()
+            ..self.rest("a scratch cluster")?.clone()
         };
         Ok((scratch, rest))
     }
@@ -649,16 +740,11 @@ impl Backups {
             })?;
         let prelude_file = work.path().join("prelude.sql");
         let finish_file = work.path().join("finish.sql");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Io { path, source }
-        };
-        std::fs::write(
+        crate::write_private_file(
             &prelude_file,
-            format!("-- pgtenant: objects newer than the restore target\n{prelude}"),
-        )
-        .map_err(io(&prelude_file))?;
-        std::fs::write(&finish_file, FINISH_SQL).map_err(io(&finish_file))?;
+            format!("-- pgtenant: objects newer than the restore target\n{prelude}").as_bytes(),
+        )?;
+        crate::write_private_file(&finish_file, FINISH_SQL.as_bytes())?;
 
         let mut script = Command::new(binaries.program("pg_restore"));
         clear_pg_env(&mut script);
@@ -761,7 +847,6 @@ impl Backups {
         let at = Timestamp::now();
         let _lock = self.scratch_lock(progress)?;
         pgtenant_cluster::remove_leftovers(&self.scratch_parent()?)?;
-        let info = self.rest.info()?;
         let logical = id.and_then(|id| {
             self.catalog
                 .load()
@@ -780,6 +865,12 @@ impl Backups {
             steps.finish();
             (entry.id, result)
         } else {
+            let rest = match (&self.rest, id) {
+                (Some(rest), _) => rest,
+                (None, Some(id)) => return Err(BackupError::UnknownBackup(id.to_string())),
+                (None, None) => return Err(BackupError::NoPgBackRest("verifying a backup set")),
+            };
+            let info = rest.info()?;
             let set = match id {
                 Some(id) => info.backup.iter().find(|b| b.label == id),
                 None => info.backup.iter().max_by_key(|b| b.timestamp.stop),
@@ -843,8 +934,7 @@ impl Backups {
             "restoring backup {} into a scratch cluster and starting it",
             set.label
         ));
-        let id = format!("{}V-{}", Timestamp::now().compact(), set.label);
-        let (mut cluster, rest) = self.scratch_cluster(&id, version)?;
+        let (mut cluster, rest) = self.scratch_cluster("verify", version)?;
         rest.run(
             "restore",
             &[
@@ -945,6 +1035,48 @@ const FINISH_SQL: &str = "\\if :{?pgtenant_restore_complete}
 DO $$BEGIN RAISE EXCEPTION 'the restore script was cut short; rolling back'; END$$;
 \\endif
 ";
+
+/// How many of the objects found in a database that is not empty the refusal names.
+const USER_OBJECTS_NAMED: usize = 5;
+
+/// The objects users made in the database `client` is in (what `CREATE` made, not what initdb or
+/// an extension did; empty schemas, as apply creates them, do not count): relations, routines,
+/// types of their own, as `kind schema.name`, at most a few hundred.
+async fn user_objects(client: &tokio_postgres::Client) -> Result<Vec<String>, BackupError> {
+    let rows = client
+        .query(
+            "WITH user_schema AS ( \
+               SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n \
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_(toast|temp_)'), \
+             object AS ( \
+               SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS classid, c.oid, \
+                 CASE c.relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view' \
+                   WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' \
+                   WHEN 'c' THEN 'type' ELSE 'table' END AS kind, s.nspname, c.relname::text AS name \
+               FROM pg_catalog.pg_class c JOIN user_schema s ON s.oid OPERATOR(pg_catalog.=) c.relnamespace \
+               WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') \
+               UNION ALL \
+               SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 'routine', s.nspname, p.proname::text \
+               FROM pg_catalog.pg_proc p JOIN user_schema s ON s.oid OPERATOR(pg_catalog.=) p.pronamespace \
+               UNION ALL \
+               SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, 'type', s.nspname, t.typname::text \
+               FROM pg_catalog.pg_type t JOIN user_schema s ON s.oid OPERATOR(pg_catalog.=) t.typnamespace \
+               WHERE t.typrelid OPERATOR(pg_catalog.=) 0 AND t.typtype OPERATOR(pg_catalog.<>) 'm' \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e \
+                 WHERE e.typarray OPERATOR(pg_catalog.=) t.oid)) \
+             SELECT o.kind || ' ' || o.nspname || '.' || o.name FROM object o \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+               WHERE d.classid OPERATOR(pg_catalog.=) o.classid \
+               AND d.objid OPERATOR(pg_catalog.=) o.oid \
+               AND d.deptype OPERATOR(pg_catalog.=) 'e') \
+             ORDER BY 1 LIMIT 500",
+            &[],
+        )
+        .await
+        .map_err(|e| sql::sql_error("listing the database's objects", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
 
 /// Schemas and relations of a database, with their owners.
 #[derive(Debug, Default)]

@@ -170,13 +170,14 @@ fn parse_zone(zone: &str) -> Option<UtcOffset> {
     UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
 }
 
-/// `2025-06-01 12:30:00+00` (UTC, whole seconds unless there is a fraction): what users see.
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// UTC, whole seconds unless there is a fraction, with `separator` between date and time and
+    /// `zone` after.
+    fn write(&self, f: &mut impl fmt::Write, separator: char, zone: &str) -> fmt::Result {
         let t = self.0.to_offset(UtcOffset::UTC);
         write!(
             f,
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}",
             t.year(),
             u8::from(t.month()),
             t.day(),
@@ -187,13 +188,35 @@ impl fmt::Display for Timestamp {
         if t.microsecond() != 0 {
             write!(f, ".{:06}", t.microsecond())?;
         }
-        write!(f, "+00")
+        f.write_str(zone)
+    }
+
+    /// RFC 3339 in UTC, `2025-06-01T12:30:00Z`: what JSON output and the catalog hold.
+    pub fn to_rfc3339(self) -> String {
+        let mut text = String::new();
+        let _ = self.write(&mut text, 'T', "Z");
+        text
+    }
+
+    /// `text` as [`Timestamp::parse`] reads it (RFC 3339 included), shown as users see times;
+    /// `text` itself if it is not a time.
+    pub fn humanize(text: &str) -> String {
+        Timestamp::parse(text).map_or_else(|_| text.to_string(), |t| t.to_string())
     }
 }
 
+/// `2025-06-01 12:30:00 UTC` (whole seconds unless there is a fraction): what users see, the one
+/// format of times in text output. [`Timestamp::parse`] reads it back.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, ' ', " UTC")
+    }
+}
+
+/// RFC 3339 ([`Timestamp::to_rfc3339`]).
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_string())
+        serializer.serialize_str(&self.to_rfc3339())
     }
 }
 
@@ -221,12 +244,28 @@ mod tests {
         ] {
             assert_eq!(Timestamp::parse(same).unwrap(), utc, "{same}");
         }
-        assert_eq!(utc.to_string(), "2025-06-01 12:30:00+00");
+        assert_eq!(utc.to_string(), "2025-06-01 12:30:00 UTC");
+        assert_eq!(utc.to_rfc3339(), "2025-06-01T12:30:00Z");
+        assert_eq!(Timestamp::parse(&utc.to_rfc3339()).unwrap(), utc);
+        assert_eq!(Timestamp::parse(&utc.to_string()).unwrap(), utc);
+        assert_eq!(
+            serde_json::to_string(&utc).unwrap(),
+            "\"2025-06-01T12:30:00Z\""
+        );
+        // Catalogs written before keep reading.
+        let old: Timestamp = serde_json::from_str("\"2025-06-01 12:30:00+00\"").unwrap();
+        assert_eq!(old, utc);
+        assert_eq!(
+            Timestamp::humanize("2025-06-01T12:30:00Z"),
+            "2025-06-01 12:30:00 UTC"
+        );
+        assert_eq!(Timestamp::humanize("20250601-123000F"), "20250601-123000F");
         assert_eq!(utc.to_postgres(), "2025-06-01 12:30:00.000000+00");
         assert_eq!(utc.compact(), "20250601-123000");
         let fine = Timestamp::parse("2025-06-01 12:30:00.25+00").unwrap();
         assert_eq!(fine.to_postgres(), "2025-06-01 12:30:00.250000+00");
-        assert_eq!(fine.to_string(), "2025-06-01 12:30:00.250000+00");
+        assert_eq!(fine.to_string(), "2025-06-01 12:30:00.250000 UTC");
+        assert_eq!(fine.to_rfc3339(), "2025-06-01T12:30:00.250000Z");
         assert_eq!(Timestamp::parse(&fine.to_string()).unwrap(), fine);
         assert_eq!(Timestamp::from_unix(utc.unix()), utc);
     }

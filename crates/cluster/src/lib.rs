@@ -226,7 +226,7 @@ impl EmbeddedCluster {
         fs::create_dir_all(&self.dir).map_err(|e| ClusterError::io(&self.dir, e))?;
         // The server account must pass through to data/ and log/; what it must not read
         // (passwords, the CA key) sits in files only the invoking user can read.
-        let mode = if user.switches() { 0o755 } else { 0o700 };
+        let mode = if user.switches() { 0o711 } else { 0o700 };
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(mode))
             .map_err(|e| ClusterError::io(&self.dir, e))?;
         user.check_traversable(&self.dir)?;

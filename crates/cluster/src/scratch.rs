@@ -7,18 +7,22 @@
 //! process that started it, which the kernel stops (`PR_SET_PDEATHSIG`) if that process dies.
 //! [`remove_leftovers`] deals with what a killed run may still leave behind.
 //!
-//! Layout of a scratch directory:
+//! Layout of a scratch directory, `<kind>-<random>` (the server user's, 0700; the random part
+//! comes from the OS's generator, so that its path cannot be guessed, and the name is short, so
+//! that the socket's path fits in the 107 bytes a Unix socket path may have):
 //!
 //! ```text
 //! data/          the restored data directory (server user, 0700)
 //! socket/        the server's Unix socket (server user, 0700)
-//! pg_hba.conf    trust over that socket only (the directory is the access control)
-//! server.log     the server's output
+//! pg_hba.conf    trust over that socket only (the directory is the access control; 0600)
+//! server.log     the server's output (0600)
 //! ```
+//!
+//! Whatever is written there later (a dump of the database) is as private as the directory.
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -26,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rand::RngCore;
 
 use crate::os_user::{write_new_file, ServerUser};
 use crate::{free_port, tail, Binaries, ClusterError};
@@ -50,15 +55,25 @@ pub struct ScratchCluster {
 }
 
 impl ScratchCluster {
-    /// Creates the scratch directory `dir` (which must not exist; its parent must) with an empty
-    /// data directory for a restore to fill. Nothing runs yet.
-    pub fn create(dir: &Path, binaries: Binaries, user: ServerUser) -> Result<Self, ClusterError> {
+    /// Creates a scratch directory `<kind>-<random>` in `parent` (which must exist), private to
+    /// the server's account, with an empty data directory for a restore to fill. Nothing runs
+    /// yet.
+    pub fn create(
+        parent: &Path,
+        kind: &str,
+        binaries: Binaries,
+        user: ServerUser,
+    ) -> Result<Self, ClusterError> {
+        let suffix = rand::rngs::OsRng.next_u64();
+        let dir = &parent.join(format!("{kind}-{suffix:016x}"));
         fs::DirBuilder::new()
-            .mode(0o711)
+            .mode(0o700)
             .create(dir)
             .map_err(|e| ClusterError::io(dir, e))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| ClusterError::io(dir, e))?;
+        // Only the server's account (and root) may enter: we are one of the two.
+        user.chown(dir)?;
         let scratch = ScratchCluster {
             dir: dir.to_path_buf(),
             binaries,
@@ -78,7 +93,12 @@ impl ScratchCluster {
         // Trust is safe only because the socket directory is private to the server's account
         // (and root) and there is no TCP listener at all.
         let hba = "# Scratch cluster: the private Unix socket only.\nlocal all all trust\n";
-        write_new_file(&dir.join(HBA_FILE), hba.as_bytes(), 0o644, None)?;
+        write_new_file(
+            &dir.join(HBA_FILE),
+            hba.as_bytes(),
+            0o600,
+            Some(&scratch.user),
+        )?;
         Ok(scratch)
     }
 
@@ -113,7 +133,13 @@ impl ScratchCluster {
     /// with the end of its log; `timeout` bounds the wait.
     pub fn start(&mut self, timeout: Duration) -> Result<(), ClusterError> {
         let log_path = self.log_file();
-        let log = fs::File::create(&log_path).map_err(|e| ClusterError::io(&log_path, e))?;
+        let log = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| ClusterError::io(&log_path, e))?;
         let log_err = log
             .try_clone()
             .map_err(|e| ClusterError::io(&log_path, e))?;
