@@ -166,3 +166,50 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Spec { command } => commands::spec::run(command),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every help text of every (sub)command, as `--help` prints it.
+    fn helps(mut command: clap::Command, path: String, out: &mut Vec<(String, String)>) {
+        out.push((path.clone(), command.render_long_help().to_string()));
+        for sub in command.get_subcommands() {
+            helps(sub.clone(), format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn help_texts_show_no_empty_env_values_and_describe_every_argument() {
+        let mut all = Vec::new();
+        helps(super::Cli::command(), "pgtenant".into(), &mut all);
+        assert!(all.len() > 20, "subcommands walked: {}", all.len());
+        for (path, help) in &all {
+            assert!(
+                !help.contains("=]"),
+                "`{path} --help` shows an empty [env: X=]:\n{help}"
+            );
+        }
+        fn undescribed(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() && arg.is_positional()
+                {
+                    out.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        undescribed(&super::Cli::command(), "pgtenant", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without a description: {missing:?}"
+        );
+    }
+}

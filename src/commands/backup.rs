@@ -2,6 +2,7 @@
 //! pg_dump and pg_restore. This module resolves the cluster, credentials and the apps repo, draws
 //! progress and prints results.
 
+use crate::render::outln;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,13 +27,20 @@ use crate::{EXIT_ERROR, EXIT_OK};
 pub struct RepositoryArgs {
     /// Environment tier, which sets the retention: production and staging keep 35 days, test and
     /// dev 7. Remembered for later commands [default: the last one given, else dev].
-    #[arg(long, value_enum, env = "PGTENANT_ENVIRONMENT", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        env = "PGTENANT_ENVIRONMENT",
+        hide_env_values = true,
+        global = true
+    )]
     environment: Option<EnvironmentArg>,
 
     /// Keep backups this many days instead of the tier's default (remembered likewise).
     #[arg(
         long,
         env = "PGTENANT_RETENTION_DAYS",
+        hide_env_values = true,
         global = true,
         value_name = "DAYS"
     )]
@@ -43,6 +51,7 @@ pub struct RepositoryArgs {
     #[arg(
         long,
         env = "PGTENANT_PGBACKREST_CONFIG",
+        hide_env_values = true,
         global = true,
         value_name = "FILE"
     )]
@@ -52,6 +61,7 @@ pub struct RepositoryArgs {
     #[arg(
         long,
         env = "PGTENANT_PGBACKREST_STANZA",
+        hide_env_values = true,
         global = true,
         value_name = "NAME"
     )]
@@ -169,7 +179,7 @@ pub struct RestoreArgs {
 
     /// The apps repo declaring the tenant, for re-applying ownership and grants [default: the
     /// current directory].
-    #[arg(long, env = "PGTENANT_REPO")]
+    #[arg(long, env = "PGTENANT_REPO", hide_env_values = true)]
     repo: Option<PathBuf>,
 
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -198,7 +208,7 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
                 print_json(&report)?;
             } else {
                 let b = &report.backup;
-                println!(
+                outln!(
                     "backup {} ({}) done in {:.1} s: {} of data, {} in the repository",
                     b.id,
                     b.kind,
@@ -225,7 +235,7 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
                 print_json(&verification)?;
             } else {
                 for db in &verification.databases {
-                    println!(
+                    outln!(
                         "  {:<40} {:>6} tables {:>10}  {}",
                         db.name,
                         db.tables,
@@ -238,13 +248,14 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
                     );
                 }
                 match &verification.error {
-                    None if verification.ok => println!(
+                    None if verification.ok => outln!(
                         "backup {} verified in {:.1} s",
-                        verification.backup, verification.seconds
+                        verification.backup,
+                        verification.seconds
                     ),
-                    None => println!("backup {} FAILED verification", verification.backup),
+                    None => outln!("backup {} FAILED verification", verification.backup),
                     Some(error) => {
-                        println!(
+                        outln!(
                             "backup {} FAILED verification: {error}",
                             verification.backup
                         )
@@ -261,7 +272,7 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
                 print_json(&report)?;
             } else {
                 if report.physical.is_empty() && report.logical.is_empty() {
-                    println!("nothing to expire");
+                    outln!("nothing to expire");
                 }
                 print_expired(&report.physical, &report.logical);
             }
@@ -277,7 +288,7 @@ pub fn backup(context: &Context, args: &BackupArgs) -> Result<u8> {
             if args.format == Format::Json {
                 print_json(&entry)?;
             } else {
-                println!(
+                outln!(
                     "logical backup {} of {}: {} ({} format), sha256 {}",
                     entry.id,
                     entry.tenant,
@@ -353,7 +364,7 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
     if args.format == Format::Json {
         print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "restored {} to {} from {} into database {} in {:.1} s ({} grant statement(s) \
              re-applied{})",
             report.tenant,
@@ -597,15 +608,15 @@ impl Progress for CliProgress {
 
 fn print_expired(physical: &[String], logical: &[String]) {
     for id in physical {
-        println!("expired backup {id} (past the retention)");
+        outln!("expired backup {id} (past the retention)");
     }
     for id in logical {
-        println!("expired logical backup {id} (past the retention)");
+        outln!("expired logical backup {id} (past the retention)");
     }
 }
 
 fn print_listing(listing: &Listing) {
-    println!(
+    outln!(
         "repository {} ({}), retention {} days ({}){}",
         listing.repository.display(),
         match &listing.stanza {
@@ -619,16 +630,20 @@ fn print_listing(listing: &Listing) {
             .map(|s| format!(", WAL archived at least every {s} s"))
             .unwrap_or_default()
     );
-    println!("restorable window: {}", listing.window);
+    outln!("restorable window: {}", listing.window);
     if listing.physical.is_empty() {
-        println!("no physical backups: run `pgtenant backup run`");
+        outln!("no physical backups: run `pgtenant backup run`");
     } else {
-        println!(
+        outln!(
             "\n{:<28} {:<5} {:<24} {:>10} {:>10}",
-            "PHYSICAL", "TYPE", "FINISHED", "SIZE", "REPO"
+            "PHYSICAL",
+            "TYPE",
+            "FINISHED",
+            "SIZE",
+            "REPO"
         );
         for b in &listing.physical {
-            println!(
+            outln!(
                 "{:<28} {:<5} {:<24} {:>10} {:>10}",
                 b.id,
                 b.kind,
@@ -639,12 +654,16 @@ fn print_listing(listing: &Listing) {
         }
     }
     if !listing.logical.is_empty() {
-        println!(
+        outln!(
             "\n{:<40} {:<24} {:<24} {:>10}  {:<12}",
-            "LOGICAL", "TENANT", "FINISHED", "SIZE", "SHA-256"
+            "LOGICAL",
+            "TENANT",
+            "FINISHED",
+            "SIZE",
+            "SHA-256"
         );
         for b in &listing.logical {
-            println!(
+            outln!(
                 "{:<40} {:<24} {:<24} {:>10}  {:<12}",
                 b.id,
                 b.tenant,
@@ -655,9 +674,9 @@ fn print_listing(listing: &Listing) {
         }
     }
     if !listing.restores.is_empty() {
-        println!("\nRESTORES");
+        outln!("\nRESTORES");
         for r in &listing.restores {
-            println!(
+            outln!(
                 "{} {} -> {} to {} from {}: {} ({:.1} s){}",
                 r.started,
                 r.tenant,
@@ -674,9 +693,9 @@ fn print_listing(listing: &Listing) {
         }
     }
     if !listing.verifications.is_empty() {
-        println!("\nVERIFICATIONS");
+        outln!("\nVERIFICATIONS");
         for v in &listing.verifications {
-            println!(
+            outln!(
                 "{} {}: {} ({} database(s), {:.1} s)",
                 v.at,
                 v.backup,

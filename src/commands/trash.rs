@@ -2,6 +2,7 @@
 //! tier's retention (`trash list`), and restorable into the database once it is declared again
 //! (`trash restore`).
 
+use crate::render::outln;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -35,7 +36,7 @@ pub enum TrashCommand {
         /// NAMESPACE/DATABASE whose final backup is restored (as `trash list` names it).
         tenant: String,
         /// The apps repo [default: the current directory].
-        #[arg(long, env = "PGTENANT_REPO")]
+        #[arg(long, env = "PGTENANT_REPO", hide_env_values = true)]
         repo: Option<PathBuf>,
     },
 }
@@ -356,10 +357,22 @@ pub fn run_command(context: &Context, command: &TrashCommand) -> Result<u8> {
             let entries = entries(context)?;
             match format {
                 Format::Json => print_json(&entries)?,
+                Format::Text if entries.is_empty() => {
+                    eprintln!(
+                        "the trash is empty: no standard database was dropped within its retention"
+                    );
+                }
                 Format::Text => {
+                    outln!(
+                        "{:<23}  {:<32}  {:>12}  {:<23}  FILE",
+                        "DROPPED",
+                        "TENANT",
+                        "BYTES",
+                        "KEPT UNTIL"
+                    );
                     for e in &entries {
-                        println!(
-                            "{}  {}  {} bytes  kept until {}  {}",
+                        outln!(
+                            "{:<23}  {:<32}  {:>12}  {:<23}  {}",
                             Timestamp::humanize(&e.dropped_at),
                             e.tenant,
                             e.size,
@@ -425,7 +438,7 @@ fn restore(context: &Context, tenant: &str, repo: Option<&Path>) -> Result<u8> {
                 .unwrap_or_default()
         );
     }
-    println!(
+    outln!(
         "restored {} into {} (dropped at {}); ownership and grants re-applied",
         entry.file.display(),
         entry.database,
