@@ -116,9 +116,12 @@ SELECT pg_catalog.pg_get_userbyid(d.defaclrole)::text, d.defaclobjtype::text, d.
 
 /// Relations outside system schemas with their owner, and the ACL entries of the roles named in $1
 /// (those the policy grants table or sequence privileges) and of every grantee that is none of the
-/// tenant's roles ($2), nor the owner, nor PUBLIC.
-const RELATIONS: &str = "
-SELECT n.nspname::text, c.relname::text, c.relkind = 'S', pg_catalog.pg_get_userbyid(c.relowner)::text,
+/// tenant's roles ($2), nor the owner, nor PUBLIC. Then routines, only those owned by one of the
+/// tenant's roles other than its owner ($3) or with such a foreign grantee (grantee NULL when none).
+/// Column 3 is the kind: `table` (any relation but a sequence), `sequence` or `routine`.
+const OBJECTS: &str = "
+SELECT n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
+       pg_catalog.pg_get_userbyid(c.relowner)::text,
        pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
        pg_catalog.pg_get_userbyid(a.grantor)::text,
        a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
@@ -130,14 +133,11 @@ SELECT n.nspname::text, c.relname::text, c.relkind = 'S', pg_catalog.pg_get_user
             OR (a.grantee <> 0 AND a.grantee <> c.relowner
                 AND a.grantee NOT IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)))
  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')
-   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'";
-
-/// Routines outside system schemas that are owned by one of the tenant's roles ($2) other than its
-/// owner ($1), or on which a role that is none of the tenant's ($2) holds a privilege; a row per
-/// such grant (grantee NULL when there is none).
-const ROUTINES: &str = "
-SELECT n.nspname::text, p.proname::text, pg_catalog.pg_get_userbyid(p.proowner)::text,
-       pg_catalog.pg_get_userbyid(a.grantee)::text, pg_catalog.pg_get_userbyid(a.grantor)::text
+   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_userbyid(p.proowner)::text,
+       pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
+       pg_catalog.pg_get_userbyid(a.grantor)::text, false
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   LEFT JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
@@ -146,7 +146,7 @@ SELECT n.nspname::text, p.proname::text, pg_catalog.pg_get_userbyid(p.proowner):
  WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
    AND (a.grantee IS NOT NULL
         OR (p.proowner IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
-            AND p.proowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $1)))";
+            AND p.proowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $3)))";
 
 pub struct ClusterCatalog {
     pub server: ServerInfo,
@@ -333,7 +333,7 @@ pub async fn read_tenant_database(
 
 /// Inside one tenant database: schemas, database-wide default privileges, the relations with what
 /// `grantees` hold on each, routines owned by the tenant's roles besides `owner`, and every grant to
-/// a role that is none of `tenant_roles`. Five queries, sent together (one round trip).
+/// a role that is none of `tenant_roles`. Four queries, sent together (one round trip).
 pub async fn read_database(
     client: &Client,
     database: &str,
@@ -343,13 +343,11 @@ pub async fn read_database(
 ) -> Result<DatabaseCatalog, EngineError> {
     let grantees: Vec<String> = grantees.iter().map(|g| g.to_string()).collect();
     let own: Vec<String> = tenant_roles.iter().map(|g| g.to_string()).collect();
-    let relation_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&grantees, &own];
-    let routine_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&owner, &own];
-    let (schemas, default_acls, relations, routines, extensions) = tokio::try_join!(
+    let object_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&grantees, &own, &owner];
+    let (schemas, default_acls, objects, extensions) = tokio::try_join!(
         client.query(SCHEMAS, &[]),
         client.query(DEFAULT_ACLS, &[]),
-        client.query(RELATIONS, &relation_params),
-        client.query(ROUTINES, &routine_params),
+        client.query(OBJECTS, &object_params),
         client.query(EXTENSIONS, &[]),
     )
     .map_err(|source| EngineError::Catalog {
@@ -398,18 +396,41 @@ pub async fn read_database(
         add_acl_row(&mut entry.acl, row, 3);
     }
     let mut by_relation: BTreeMap<(String, String), ObservedRelation> = BTreeMap::new();
-    for row in &relations {
-        let key = (row.get::<_, String>(0), row.get::<_, String>(1));
+    let mut owned_by_others = |role: &str, object: String| {
+        if role != owner && is_own(role) {
+            catalog
+                .owned_by_others
+                .entry(role.to_string())
+                .or_default()
+                .insert(object);
+        }
+    };
+    for row in &objects {
+        let (schema, name, kind, object_owner): (String, String, &str, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let grantee: Option<String> = row.get(4);
+        if kind == "routine" {
+            owned_by_others(&object_owner, format!("{schema}.{name}()"));
+            if let Some(grantee) = grantee {
+                foreign.insert(ForeignGrant {
+                    class: ObjectClass::Routine,
+                    schema,
+                    name,
+                    grantee,
+                    grantor: row.get(6),
+                });
+            }
+            continue;
+        }
         let relation = by_relation
-            .entry(key.clone())
+            .entry((schema.clone(), name.clone()))
             .or_insert_with(|| ObservedRelation {
-                schema: key.0.clone(),
-                name: key.1.clone(),
-                is_sequence: row.get(2),
-                owner: row.get(3),
+                schema: schema.clone(),
+                name: name.clone(),
+                is_sequence: kind == "sequence",
+                owner: object_owner.clone(),
                 acl: Acl::new(),
             });
-        let grantee: Option<String> = row.get(4);
         match (grantee, row.get::<_, Option<bool>>(7)) {
             (Some(grantee), Some(false)) if grantee != relation.owner => {
                 foreign.insert(ForeignGrant {
@@ -418,8 +439,8 @@ pub async fn read_database(
                     } else {
                         ObjectClass::Table
                     },
-                    schema: key.0,
-                    name: key.1,
+                    schema,
+                    name,
                     grantee,
                     grantor: row.get(6),
                 });
@@ -437,36 +458,10 @@ pub async fn read_database(
         }
     }
     for relation in by_relation.values() {
-        if relation.owner != owner && is_own(&relation.owner) {
-            catalog
-                .owned_by_others
-                .entry(relation.owner.clone())
-                .or_default()
-                .insert(format!("{}.{}", relation.schema, relation.name));
-        }
-    }
-    for row in &routines {
-        let (schema, name, routine_owner): (String, String, String) =
-            (row.get(0), row.get(1), row.get(2));
-        if routine_owner != owner && is_own(&routine_owner) {
-            catalog
-                .owned_by_others
-                .entry(routine_owner)
-                .or_default()
-                .insert(format!("{schema}.{name}()"));
-        }
-        if let (Some(grantee), Some(grantor)) = (
-            row.get::<_, Option<String>>(3),
-            row.get::<_, Option<String>>(4),
-        ) {
-            foreign.insert(ForeignGrant {
-                class: ObjectClass::Routine,
-                schema,
-                name,
-                grantee,
-                grantor,
-            });
-        }
+        owned_by_others(
+            &relation.owner,
+            format!("{}.{}", relation.schema, relation.name),
+        );
     }
     catalog.relations = by_relation.into_values().collect();
     catalog.foreign_grants = foreign.into_iter().collect();
