@@ -199,6 +199,7 @@ async fn grants_across_tenants_are_drift_and_revoked() {
             r#"CREATE TABLE shared (id int);
                CREATE SEQUENCE counter;
                CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42';
+               CREATE FUNCTION answer(x int) RETURNS int LANGUAGE sql AS 'SELECT x';
                GRANT SELECT ON shared TO "team-b-read";
                GRANT USAGE ON SEQUENCE counter TO "team-b-write";
                GRANT EXECUTE ON FUNCTION answer() TO "team-b-read";
@@ -207,12 +208,22 @@ async fn grants_across_tenants_are_drift_and_revoked() {
         )
         .await
         .unwrap();
+    // A routine the tenant's roles have no privilege on at all, in the same schema: the revoke
+    // names the granted overload only, so it does not trip over this one.
+    env.superuser(Some("team-a"))
+        .await
+        .batch_execute(
+            "CREATE FUNCTION public.dba_only() RETURNS int LANGUAGE sql AS 'SELECT 0';
+             REVOKE ALL ON FUNCTION public.dba_only() FROM PUBLIC",
+        )
+        .await
+        .unwrap();
 
     let drift = drift_of(&env, "team/a");
     for statement in [
         r#"REVOKE ALL ON TABLE "public"."shared" FROM "team-b-read" CASCADE;"#,
         r#"REVOKE ALL ON SEQUENCE "public"."counter" FROM "team-b-write" CASCADE;"#,
-        r#"REVOKE ALL ON ALL ROUTINES IN SCHEMA "public" FROM "team-b-read" CASCADE;"#,
+        r#"REVOKE ALL ON ROUTINE "public"."answer"() FROM "team-b-read" CASCADE;"#,
         r#"REVOKE ALL ON SCHEMA "public" FROM "team-b-read" CASCADE;"#,
         r#"ALTER DEFAULT PRIVILEGES FOR ROLE "team-a-admin" REVOKE ALL ON TABLES FROM "team-b-read" CASCADE;"#,
     ] {

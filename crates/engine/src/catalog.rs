@@ -118,13 +118,14 @@ SELECT pg_catalog.pg_get_userbyid(d.defaclrole)::text, d.defaclobjtype::text, d.
 /// (those the policy grants table or sequence privileges) and of every grantee that is none of the
 /// tenant's roles ($2), nor the owner, nor PUBLIC. Then routines, only those owned by one of the
 /// tenant's roles other than its owner ($3) or with such a foreign grantee (grantee NULL when none).
-/// Column 3 is the kind: `table` (any relation but a sequence), `sequence` or `routine`.
+/// Column 3 is the kind: `table` (any relation but a sequence), `sequence` or `routine`; the last
+/// column a routine's argument types (the server's `format_type`, identifiers quoted).
 const OBJECTS: &str = "
 SELECT n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
        pg_catalog.pg_get_userbyid(c.relowner)::text,
        pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
        pg_catalog.pg_get_userbyid(a.grantor)::text,
-       a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
+       a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)), NULL::text
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN LATERAL pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault(
@@ -137,7 +138,7 @@ SELECT n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THEN 'sequenc
 UNION ALL
 SELECT n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_userbyid(p.proowner)::text,
        pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
-       pg_catalog.pg_get_userbyid(a.grantor)::text, false
+       pg_catalog.pg_get_userbyid(a.grantor)::text, false, pg_catalog.oidvectortypes(p.proargtypes)
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   LEFT JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
@@ -378,6 +379,7 @@ pub async fn read_database(
                     class: ObjectClass::Schema,
                     schema: name.clone(),
                     name,
+                    arguments: String::new(),
                     grantee,
                     grantor,
                 });
@@ -410,12 +412,14 @@ pub async fn read_database(
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let grantee: Option<String> = row.get(4);
         if kind == "routine" {
-            owned_by_others(&object_owner, format!("{schema}.{name}()"));
+            let arguments: String = row.get(8);
+            owned_by_others(&object_owner, format!("{schema}.{name}({arguments})"));
             if let Some(grantee) = grantee {
                 foreign.insert(ForeignGrant {
                     class: ObjectClass::Routine,
                     schema,
                     name,
+                    arguments,
                     grantee,
                     grantor: row.get(6),
                 });
@@ -441,6 +445,7 @@ pub async fn read_database(
                     },
                     schema,
                     name,
+                    arguments: String::new(),
                     grantee,
                     grantor: row.get(6),
                 });

@@ -117,8 +117,7 @@ pub enum ObjectClass {
     Schema,
     Table,
     Sequence,
-    /// Functions and procedures, revoked schema-wide (`ALL ROUTINES IN SCHEMA`): their identity
-    /// includes argument types, which is not worth a name per overload here.
+    /// Functions and procedures (`ROUTINE` covers both).
     Routine,
 }
 
@@ -141,6 +140,9 @@ pub struct ForeignGrant {
     pub schema: String,
     /// The relation or routine; the schema's own name for [`ObjectClass::Schema`].
     pub name: String,
+    /// A routine's argument types as the server formats them (`integer, "my type"`), which name
+    /// one overload; empty for other classes.
+    pub arguments: String,
     pub grantee: String,
     pub grantor: String,
 }

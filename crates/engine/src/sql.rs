@@ -283,6 +283,24 @@ pub fn relation_list(class: &str, schema: &Ident, relations: &[&str]) -> String 
     format!("{class} {names}")
 }
 
+/// `ROUTINE "s"."f"(integer), …`: `routines` are names inside `schema` with their argument types as
+/// the server formats them (`oidvectortypes`, whose type names are quoted where they need it), the
+/// one piece of statement text taken from the catalog rather than quoted here.
+pub fn routine_list(schema: &Ident, routines: &[(&str, &str)]) -> String {
+    let names = routines
+        .iter()
+        .map(|(name, arguments)| {
+            format!(
+                "{}.{}({arguments})",
+                schema.quote(),
+                Ident::new(*name).quote()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("ROUTINE {names}")
+}
+
 /// `class` is a default-privileges object keyword (`TABLES`, `FUNCTIONS`…), never input.
 pub fn revoke_default_privileges(owner: &Ident, class: &str, grantee: &Ident) -> String {
     format!(

@@ -867,8 +867,10 @@ impl TenantPlanner<'_> {
             .iter()
             .flat_map(|r| [r.name.as_str(), r.alternate.as_str()])
             .collect();
+        // (class, schema, grantee, run as) → (the grantee's tenant, [(name, arguments)]).
         type Key = (ObjectClass, String, String, Option<String>);
-        let mut grouped: BTreeMap<Key, (String, Vec<&str>)> = BTreeMap::new();
+        type Objects<'c> = (String, Vec<(&'c str, &'c str)>);
+        let mut grouped: BTreeMap<Key, Objects<'_>> = BTreeMap::new();
         for grant in &catalog.foreign_grants {
             let Some(other) = self.other_tenant_of(&grant.grantee) else {
                 continue;
@@ -902,20 +904,27 @@ impl TenantPlanner<'_> {
                 ))
                 .or_insert_with(|| (other, Vec::new()))
                 .1
-                .push(grant.name.as_str());
+                .push((grant.name.as_str(), grant.arguments.as_str()));
         }
         for ((class, schema, grantee, run_as), (other, names)) in grouped {
             let schema_ident = Ident::new(schema.clone());
+            let shown: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
             let chunks: Vec<(String, String)> = match class {
                 ObjectClass::Schema => vec![(
                     format!("SCHEMA {}", schema_ident.quote()),
                     format!("schema {schema}"),
                 )],
-                ObjectClass::Routine => vec![(
-                    format!("ALL ROUTINES IN SCHEMA {}", schema_ident.quote()),
-                    format!("routines of schema {schema} ({})", summarize(&names)),
-                )],
-                ObjectClass::Table | ObjectClass::Sequence => names
+                ObjectClass::Routine => names
+                    .chunks(RELATIONS_PER_GRANT)
+                    .map(|chunk| {
+                        let named: Vec<&str> = chunk.iter().map(|(name, _)| *name).collect();
+                        (
+                            sql::routine_list(&schema_ident, chunk),
+                            format!("routines of schema {schema} ({})", summarize(&named)),
+                        )
+                    })
+                    .collect(),
+                ObjectClass::Table | ObjectClass::Sequence => shown
                     .chunks(RELATIONS_PER_GRANT)
                     .map(|chunk| {
                         (

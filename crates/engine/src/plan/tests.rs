@@ -406,6 +406,11 @@ fn isolation_drift_is_repaired() {
         class,
         schema: "public".into(),
         name: name.into(),
+        arguments: if class == ObjectClass::Routine {
+            "integer".into()
+        } else {
+            String::new()
+        },
         grantee: b_read.into(),
         grantor: grantor.into(),
     };
