@@ -67,6 +67,38 @@ async fn drift_is_reported_and_repaired() {
     ] {
         assert!(my_db.get(key).is_some(), "check report lacks {key}");
     }
+    // ACLs as structured items, not the server's aclitem[] text.
+    let public_connect = my_db["database_acl"]
+        .as_array()
+        .expect("database_acl is an array")
+        .iter()
+        .find(|item| item["grantee"] == "PUBLIC")
+        .expect("the PUBLIC grant shows");
+    assert_eq!(public_connect["privileges"], serde_json::json!(["CONNECT"]));
+    assert_eq!(public_connect["grantor"], "idp-dev-my-db-write");
+    let public_schema = my_db["schema_privileges"]["public"].as_array().unwrap();
+    assert!(
+        public_schema
+            .iter()
+            .any(|item| item["grantee"] == "idp-dev-my-db-write"
+                && item["privileges"] == serde_json::json!(["USAGE"])
+                && item["grantor"] == "idp-dev-my-db-admin"),
+        "{public_schema:#?}"
+    );
+    let tables = my_db["default_privileges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["object"] == "tables")
+        .unwrap();
+    assert!(
+        tables["acl"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["grantee"] != "idp-dev-my-db-read" && item["privileges"].is_array()),
+        "{tables:#}"
+    );
     let drift: Vec<String> = my_db["drift"]
         .as_array()
         .unwrap()

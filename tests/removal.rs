@@ -138,11 +138,25 @@ async fn a_broken_file_drops_nothing_and_other_tenants_go_on() {
         out.stderr
     );
     let report = out.json();
-    assert!(report["notices"]
-        .as_array()
-        .unwrap()
+    let notices = report["notices"].as_array().unwrap();
+    assert!(notices
         .iter()
         .any(|n| n["kind"] == "held" && n["tenant"] == "team/b"));
+    // The broken file's own tenant is kept because of the file, not "removed from the repo".
+    let broken = notices
+        .iter()
+        .find(|n| n["tenant"] == "team/a")
+        .expect("a notice for the broken file's tenant");
+    assert_eq!(broken["kind"], "held");
+    assert_eq!(
+        broken["reason"],
+        "kept: its values file team/a/values.yaml has errors (fix it; nothing is dropped while a file fails)"
+    );
+    assert!(
+        !out.stdout.contains("removed from the repo"),
+        "{}",
+        out.stdout
+    );
     assert!(
         database_exists(&env, "team-a").await,
         "the broken file's database is untouched"

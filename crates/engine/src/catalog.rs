@@ -2,14 +2,14 @@
 //! parameter, and cluster-wide state is read in a few set-based queries sent together, whatever the
 //! number of tenants.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::{Client, Row};
 
-use crate::desired::RoleAttributes;
+use crate::desired::{alternate_name, DesiredTenant, Marker, RoleAttributes, RoleKind};
 use crate::observed::{
-    Acl, DatabaseCatalog, DefaultAcl, ObservedDatabase, ObservedRelation, ObservedRole,
-    ObservedSchema, ServerInfo,
+    Acl, DatabaseCatalog, DefaultAcl, ForeignGrant, ObjectClass, ObservedDatabase,
+    ObservedRelation, ObservedRole, ObservedSchema, ServerInfo,
 };
 use crate::EngineError;
 
@@ -28,12 +28,38 @@ SELECT r.rolname::text, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterol
        r.rolbypassrls, r.rolinherit, r.rolconnlimit, pg_catalog.shobj_description(r.oid, 'pg_authid')
   FROM pg_catalog.pg_roles r";
 
-/// Settings for every database (`setdatabase = 0`): what `ALTER ROLE … SET` wrote.
-const ROLE_SETTINGS: &str = "
-SELECT r.rolname::text, s.setconfig
+/// Every row of `pg_db_role_setting`: a role's defaults for all databases (`ALTER ROLE … SET`, no
+/// database), a database's defaults for all roles (`ALTER DATABASE … SET`, no role), and a role's
+/// defaults in one database (`ALTER ROLE … IN DATABASE … SET`). One query for the whole cluster.
+const SETTINGS: &str = "
+SELECT r.rolname::text, d.datname::text, s.setconfig
   FROM pg_catalog.pg_db_role_setting s
-  JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
- WHERE s.setdatabase = 0";
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+  LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+ WHERE (s.setrole = 0 OR r.oid IS NOT NULL) AND (s.setdatabase = 0 OR d.oid IS NOT NULL)";
+
+/// Where roles carrying a pgtenant marker (their comment starts with $1) own objects or hold
+/// privileges, except inside their own tenant database and on it (a role is named
+/// `<database>-<suffix>`, the suffixes are $2): what blocks `DROP ROLE` once that database is
+/// dropped. The database is NULL for shared objects other than a database (a tablespace, a
+/// parameter). Normally empty, whatever the number of tenants.
+/// Joined from the marked roles' comments to their dependencies by index, whatever the catalog's
+/// statistics say (about 20 ms for 3000 tenant roles and 30000 dependencies).
+const ROLE_DEPENDENCIES: &str = "
+SELECT m.rolname::text, d.datname::text
+  FROM (SELECT DISTINCT r.rolname, CASE
+                 WHEN s.dbid <> 0 THEN s.dbid
+                 WHEN s.classid = 'pg_catalog.pg_database'::pg_catalog.regclass THEN s.objid END AS database
+          FROM pg_catalog.pg_shdescription c
+          JOIN pg_catalog.pg_roles r ON r.oid = c.objoid
+          JOIN pg_catalog.pg_shdepend s
+            ON s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = c.objoid
+         WHERE c.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+           AND pg_catalog.starts_with(c.description, $1)) m
+  LEFT JOIN pg_catalog.pg_database d ON d.oid = m.database
+ WHERE NOT (d.datname IS NOT NULL
+            AND pg_catalog.starts_with(m.rolname, d.datname || '-')
+            AND pg_catalog.substr(m.rolname, pg_catalog.length(d.datname) + 2) = ANY($2))";
 
 /// Trusted extensions may be created by a database owner (PostgreSQL 13+).
 const AVAILABLE_EXTENSIONS: &str = "
@@ -74,7 +100,7 @@ SELECT d.datname::text,
 const SCHEMAS: &str = "
 SELECT n.nspname::text, pg_catalog.pg_get_userbyid(n.nspowner)::text, n.nspacl::text,
        CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
-       a.privilege_type
+       a.privilege_type, pg_catalog.pg_get_userbyid(a.grantor)::text
   FROM pg_catalog.pg_namespace n
   LEFT JOIN LATERAL pg_catalog.aclexplode(COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a ON true
  WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'";
@@ -88,38 +114,69 @@ SELECT pg_catalog.pg_get_userbyid(d.defaclrole)::text, d.defaclobjtype::text, d.
   LEFT JOIN LATERAL pg_catalog.aclexplode(d.defaclacl) a ON true
  WHERE d.defaclnamespace = 0";
 
-/// Relations owned by $1 outside system schemas, with what the roles named in $2 hold on each.
-const RELATIONS: &str = "
-SELECT n.nspname::text, c.relname::text, c.relkind = 'S',
-       pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type
+/// Relations outside system schemas with their owner, and the ACL entries of the roles named in $1
+/// (those the policy grants table or sequence privileges) and of every grantee that is none of the
+/// tenant's roles ($2), nor the owner, nor PUBLIC. Then routines, only those owned by one of the
+/// tenant's roles other than its owner ($3) or with such a foreign grantee (grantee NULL when none).
+/// Column 3 is the kind: `table` (any relation but a sequence), `sequence` or `routine`; the last
+/// column a routine's argument types (the server's `format_type`, identifiers quoted).
+const OBJECTS: &str = "
+SELECT n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
+       pg_catalog.pg_get_userbyid(c.relowner)::text,
+       pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
+       pg_catalog.pg_get_userbyid(a.grantor)::text,
+       a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)), NULL::text
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN LATERAL pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault(
            CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::\"char\", c.relowner))) a
-         ON a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
+         ON a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1))
+            OR (a.grantee <> 0 AND a.grantee <> c.relowner
+                AND a.grantee NOT IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)))
  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')
-   AND c.relowner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $1)
-   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'";
+   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_userbyid(p.proowner)::text,
+       pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
+       pg_catalog.pg_get_userbyid(a.grantor)::text, false, pg_catalog.oidvectortypes(p.proargtypes)
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  LEFT JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+         ON a.grantee <> 0 AND a.grantee <> p.proowner
+            AND a.grantee NOT IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
+ WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+   AND (a.grantee IS NOT NULL
+        OR (p.proowner IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
+            AND p.proowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $3)))";
 
 pub struct ClusterCatalog {
     pub server: ServerInfo,
     pub roles: BTreeMap<String, ObservedRole>,
     pub databases: BTreeMap<String, ObservedDatabase>,
     pub available_extensions: BTreeMap<String, bool>,
+    pub role_dependencies: BTreeMap<String, BTreeSet<Option<String>>>,
 }
 
 /// The cluster-wide half: server facts, every role with its memberships, every database with its ACL.
 /// The five queries go out together on one connection (pipelined), so this is one round trip.
 pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError> {
-    let (server, roles, memberships, databases, database_acls, settings, extensions) =
+    let marker_prefix = Marker::comment_prefix();
+    let suffixes: Vec<String> = RoleKind::ALL
+        .into_iter()
+        .flat_map(|kind| [kind.as_str().to_string(), alternate_name(kind.as_str())])
+        .collect();
+    let dependency_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+        [&marker_prefix, &suffixes];
+    let (server, roles, memberships, databases, database_acls, settings, extensions, dependencies) =
         tokio::try_join!(
             client.query_one(SERVER, &[]),
             client.query(ROLES, &[]),
             client.query(MEMBERSHIPS, &[]),
             client.query(DATABASES, &[]),
             client.query(DATABASE_ACLS, &[]),
-            client.query(ROLE_SETTINGS, &[]),
+            client.query(SETTINGS, &[]),
             client.query(AVAILABLE_EXTENSIONS, &[]),
+            client.query(ROLE_DEPENDENCIES, &dependency_params),
         )
         .map_err(|source| EngineError::Catalog {
             database: None,
@@ -155,6 +212,7 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
                 members: Default::default(),
                 config: Default::default(),
                 membership_grantors: Default::default(),
+                database_config: Default::default(),
             };
             (row.get::<_, String>(0), role)
         })
@@ -178,14 +236,39 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
         }
     }
 
+    let mut database_settings: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for row in &settings {
-        if let Some(role) = observed_roles.get_mut(&row.get::<_, String>(0)) {
-            for entry in row.get::<_, Vec<String>>(1) {
-                if let Some((key, value)) = entry.split_once('=') {
-                    role.config.insert(key.to_string(), value.to_string());
+        let (role, database): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        let config: BTreeMap<String, String> = row
+            .get::<_, Option<Vec<String>>>(2)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| entry.split_once('='))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        match (role, database) {
+            (Some(role), None) => {
+                if let Some(role) = observed_roles.get_mut(&role) {
+                    role.config.extend(config);
                 }
             }
+            (Some(role), Some(database)) => {
+                if let Some(role) = observed_roles.get_mut(&role) {
+                    role.database_config.insert(database, config);
+                }
+            }
+            (None, Some(database)) => {
+                database_settings.insert(database, config);
+            }
+            (None, None) => {}
         }
+    }
+    let mut role_dependencies: BTreeMap<String, BTreeSet<Option<String>>> = BTreeMap::new();
+    for row in &dependencies {
+        role_dependencies
+            .entry(row.get(0))
+            .or_default()
+            .insert(row.get(1));
     }
     let available_extensions = extensions
         .iter()
@@ -207,6 +290,7 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
                 acl: acls.remove(&name).unwrap_or_default(),
                 allow_connections: row.get(4),
                 connection_limit: row.get(5),
+                settings: database_settings.remove(&name).unwrap_or_default(),
             };
             (name, database)
         })
@@ -217,23 +301,54 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
         roles: observed_roles,
         databases,
         available_extensions,
+        role_dependencies,
     })
 }
 
-/// Inside one tenant database: schemas, database-wide default privileges, and the relations `owner`
-/// owns with what `grantees` hold on them. Three queries, sent together.
+/// [`read_database`] for `tenant`'s database: its owner, the roles the policy grants table or
+/// sequence privileges, and every role of the tenant (grace-rotation twins included).
+pub async fn read_tenant_database(
+    client: &Client,
+    tenant: &DesiredTenant,
+) -> Result<DatabaseCatalog, EngineError> {
+    let grantees: Vec<&str> = tenant
+        .roles
+        .iter()
+        .filter(|r| !r.access.table.is_empty() || !r.access.sequence.is_empty())
+        .map(|r| r.name.as_str())
+        .collect();
+    let own: Vec<&str> = tenant
+        .roles
+        .iter()
+        .flat_map(|r| [r.name.as_str(), r.alternate.as_str()])
+        .collect();
+    read_database(
+        client,
+        tenant.database.as_str(),
+        tenant.owner().as_str(),
+        &grantees,
+        &own,
+    )
+    .await
+}
+
+/// Inside one tenant database: schemas, database-wide default privileges, the relations with what
+/// `grantees` hold on each, routines owned by the tenant's roles besides `owner`, and every grant to
+/// a role that is none of `tenant_roles`. Four queries, sent together (one round trip).
 pub async fn read_database(
     client: &Client,
     database: &str,
     owner: &str,
     grantees: &[&str],
+    tenant_roles: &[&str],
 ) -> Result<DatabaseCatalog, EngineError> {
     let grantees: Vec<String> = grantees.iter().map(|g| g.to_string()).collect();
-    let relation_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&owner, &grantees];
-    let (schemas, default_acls, relations, extensions) = tokio::try_join!(
+    let own: Vec<String> = tenant_roles.iter().map(|g| g.to_string()).collect();
+    let object_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&grantees, &own, &owner];
+    let (schemas, default_acls, objects, extensions) = tokio::try_join!(
         client.query(SCHEMAS, &[]),
         client.query(DEFAULT_ACLS, &[]),
-        client.query(RELATIONS, &relation_params),
+        client.query(OBJECTS, &object_params),
         client.query(EXTENSIONS, &[]),
     )
     .map_err(|source| EngineError::Catalog {
@@ -241,17 +356,35 @@ pub async fn read_database(
         source,
     })?;
 
+    let is_own = |role: &str| tenant_roles.contains(&role);
     let mut catalog = DatabaseCatalog::default();
+    let mut foreign = BTreeSet::new();
     for row in &schemas {
+        let name: String = row.get(0);
         let schema = catalog
             .schemas
-            .entry(row.get(0))
+            .entry(name.clone())
             .or_insert_with(|| ObservedSchema {
                 owner: row.get(1),
                 acl_text: row.get(2),
                 acl: Acl::new(),
             });
         add_acl_row(&mut schema.acl, row, 3);
+        if let (Some(grantee), Some(grantor)) = (
+            row.get::<_, Option<String>>(3),
+            row.get::<_, Option<String>>(5),
+        ) {
+            if !is_own(&grantee) && grantee != schema.owner {
+                foreign.insert(ForeignGrant {
+                    class: ObjectClass::Schema,
+                    schema: name.clone(),
+                    name,
+                    arguments: String::new(),
+                    grantee,
+                    grantor,
+                });
+            }
+        }
     }
     for row in &default_acls {
         let key = (row.get::<_, String>(0), row.get::<_, String>(1));
@@ -265,19 +398,78 @@ pub async fn read_database(
         add_acl_row(&mut entry.acl, row, 3);
     }
     let mut by_relation: BTreeMap<(String, String), ObservedRelation> = BTreeMap::new();
-    for row in &relations {
-        let key = (row.get::<_, String>(0), row.get::<_, String>(1));
+    let mut owned_by_others = |role: &str, object: String| {
+        if role != owner && is_own(role) {
+            catalog
+                .owned_by_others
+                .entry(role.to_string())
+                .or_default()
+                .insert(object);
+        }
+    };
+    for row in &objects {
+        let (schema, name, kind, object_owner): (String, String, &str, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let grantee: Option<String> = row.get(4);
+        if kind == "routine" {
+            let arguments: String = row.get(8);
+            owned_by_others(&object_owner, format!("{schema}.{name}({arguments})"));
+            if let Some(grantee) = grantee {
+                foreign.insert(ForeignGrant {
+                    class: ObjectClass::Routine,
+                    schema,
+                    name,
+                    arguments,
+                    grantee,
+                    grantor: row.get(6),
+                });
+            }
+            continue;
+        }
         let relation = by_relation
-            .entry(key.clone())
+            .entry((schema.clone(), name.clone()))
             .or_insert_with(|| ObservedRelation {
-                schema: key.0,
-                name: key.1,
-                is_sequence: row.get(2),
+                schema: schema.clone(),
+                name: name.clone(),
+                is_sequence: kind == "sequence",
+                owner: object_owner.clone(),
                 acl: Acl::new(),
             });
-        add_acl_row(&mut relation.acl, row, 3);
+        match (grantee, row.get::<_, Option<bool>>(7)) {
+            (Some(grantee), Some(false)) if grantee != relation.owner => {
+                foreign.insert(ForeignGrant {
+                    class: if relation.is_sequence {
+                        ObjectClass::Sequence
+                    } else {
+                        ObjectClass::Table
+                    },
+                    schema,
+                    name,
+                    arguments: String::new(),
+                    grantee,
+                    grantor: row.get(6),
+                });
+            }
+            (Some(grantee), _) => {
+                if let Some(privilege) = row.get::<_, Option<String>>(5) {
+                    relation
+                        .acl
+                        .entry(Some(grantee))
+                        .or_default()
+                        .insert(privilege);
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    for relation in by_relation.values() {
+        owned_by_others(
+            &relation.owner,
+            format!("{}.{}", relation.schema, relation.name),
+        );
     }
     catalog.relations = by_relation.into_values().collect();
+    catalog.foreign_grants = foreign.into_iter().collect();
     catalog.extensions = extensions.iter().map(|row| row.get(0)).collect();
     Ok(catalog)
 }

@@ -26,10 +26,14 @@ pub struct TenantReport {
     pub status: &'static str,
     pub mode: Option<String>,
     pub database_owner: Option<String>,
+    /// `datacl`, as [`AclEntry`] items (null: the default ACL).
+    #[serde(serialize_with = "acl_json::optional")]
     pub database_acl: Option<String>,
     pub roles: Vec<RoleReport>,
     /// Each role's groups, comma-separated, as seed 004's role manager prints them.
     pub roles_with_groups: BTreeMap<String, String>,
+    /// Each schema's `nspacl`, as [`AclEntry`] items (null: the default ACL).
+    #[serde(serialize_with = "acl_json::by_name")]
     pub schema_privileges: BTreeMap<String, Option<String>>,
     pub default_privileges: Vec<DefaultPrivilegeReport>,
     pub drift: Vec<DriftItem>,
@@ -49,7 +53,171 @@ pub struct RoleReport {
 pub struct DefaultPrivilegeReport {
     pub role: String,
     pub object: &'static str,
+    #[serde(serialize_with = "acl_json::required")]
     pub acl: String,
+}
+
+/// One item of an ACL as the JSON report gives it (the text report shows the server's `aclitem[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AclEntry {
+    /// A role name, or `PUBLIC` (as `information_schema` names it).
+    pub grantee: String,
+    /// Privilege names as GRANT spells them (`SELECT`, `CONNECT`…).
+    pub privileges: Vec<String>,
+    pub grantor: String,
+    /// Those of `privileges` held WITH GRANT OPTION; left out when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grantable: Vec<String>,
+}
+
+/// Parses the server's text form of an `aclitem[]` (`{"\"a-b\"=r*/owner",=c/owner}`).
+pub fn parse_acl(text: &str) -> Vec<AclEntry> {
+    array_elements(text)
+        .iter()
+        .map(|item| parse_aclitem(item))
+        .collect()
+}
+
+/// The elements of an array literal: `{a,"b \"c\""}` → `a`, `b "c"`.
+fn array_elements(text: &str) -> Vec<String> {
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let mut elements = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut element = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => element.extend(chars.next()),
+                    '"' => break,
+                    c => element.push(c),
+                }
+            }
+            // Up to the separator.
+            for c in chars.by_ref() {
+                if c == ',' {
+                    break;
+                }
+            }
+        } else {
+            for c in chars.by_ref() {
+                if c == ',' {
+                    break;
+                }
+                element.push(c);
+            }
+        }
+        elements.push(element);
+    }
+    elements
+}
+
+/// `grantee=privileges/grantor`, names double-quoted when they need it, `*` after a privilege
+/// letter for its grant option.
+fn parse_aclitem(item: &str) -> AclEntry {
+    let mut chars = item.chars().peekable();
+    let name = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>, end: char| {
+        let mut name = String::new();
+        let mut quoted = false;
+        while let Some(&c) = chars.peek() {
+            chars.next();
+            match c {
+                '"' if quoted && chars.peek() == Some(&'"') => {
+                    chars.next();
+                    name.push('"');
+                }
+                '"' => quoted = !quoted,
+                c if c == end && !quoted => break,
+                c => name.push(c),
+            }
+        }
+        name
+    };
+    let grantee = name(&mut chars, '=');
+    let mut privileges = Vec::new();
+    let mut grantable = Vec::new();
+    while let Some(c) = chars.next() {
+        if c == '/' {
+            break;
+        }
+        let privilege = privilege_name(c);
+        if chars.peek() == Some(&'*') {
+            chars.next();
+            grantable.push(privilege.clone());
+        }
+        privileges.push(privilege);
+    }
+    let grantor = name(&mut chars, '\0');
+    AclEntry {
+        grantee: if grantee.is_empty() {
+            "PUBLIC".to_string()
+        } else {
+            grantee
+        },
+        privileges,
+        grantor,
+        grantable,
+    }
+}
+
+/// The letters of `aclitem` output (PostgreSQL's `ACL_ALL_RIGHTS_STR`).
+fn privilege_name(letter: char) -> String {
+    match letter {
+        'r' => "SELECT",
+        'w' => "UPDATE",
+        'a' => "INSERT",
+        'd' => "DELETE",
+        'D' => "TRUNCATE",
+        'x' => "REFERENCES",
+        't' => "TRIGGER",
+        'X' => "EXECUTE",
+        'U' => "USAGE",
+        'C' => "CREATE",
+        'T' => "TEMPORARY",
+        'c' => "CONNECT",
+        's' => "SET",
+        'A' => "ALTER SYSTEM",
+        'm' => "MAINTAIN",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+/// `serialize_with` helpers: the report keeps the server's text, JSON gets [`AclEntry`] arrays.
+mod acl_json {
+    use std::collections::BTreeMap;
+
+    use serde::ser::SerializeMap;
+    use serde::Serializer;
+
+    use super::parse_acl;
+
+    pub fn required<S: Serializer>(acl: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(parse_acl(acl))
+    }
+
+    pub fn optional<S: Serializer>(acl: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+        match acl {
+            Some(acl) => required(acl, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn by_name<S: Serializer>(
+        acls: &BTreeMap<String, Option<String>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(acls.len()))?;
+        for (name, acl) in acls {
+            map.serialize_entry(name, &acl.as_deref().map(parse_acl))?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,5 +322,51 @@ fn object_name(code: &str) -> &'static str {
         "f" => "functions",
         "T" => "types",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acls_are_given_as_grantee_privileges_grantor() {
+        let text =
+            r#"{"\"shop-cart-admin\"=C*Tc/\"shop-cart-admin\"",=Tc/postgres,"\"we\"\"ird\"=r/x"}"#;
+        let entries = parse_acl(text);
+        assert_eq!(
+            entries,
+            [
+                AclEntry {
+                    grantee: "shop-cart-admin".into(),
+                    privileges: vec!["CREATE".into(), "TEMPORARY".into(), "CONNECT".into()],
+                    grantor: "shop-cart-admin".into(),
+                    grantable: vec!["CREATE".into()],
+                },
+                AclEntry {
+                    grantee: "PUBLIC".into(),
+                    privileges: vec!["TEMPORARY".into(), "CONNECT".into()],
+                    grantor: "postgres".into(),
+                    grantable: vec![],
+                },
+                AclEntry {
+                    grantee: "we\"ird".into(),
+                    privileges: vec!["SELECT".into()],
+                    grantor: "x".into(),
+                    grantable: vec![],
+                },
+            ]
+        );
+        assert_eq!(parse_acl("{}"), []);
+        let json = serde_json::to_value(DefaultPrivilegeReport {
+            role: "a".into(),
+            object: "tables",
+            acl: "{b=arwdD/a}".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            json["acl"],
+            serde_json::json!([{"grantee": "b", "privileges": ["INSERT", "SELECT", "UPDATE", "DELETE", "TRUNCATE"], "grantor": "a"}])
+        );
     }
 }

@@ -59,6 +59,27 @@ const SESSION_OPTIONS: &str =
     "-c statement_timeout=300000 -c lock_timeout=30000 -c idle_session_timeout=0 \
      -c search_path=pg_catalog,pg_temp -c standard_conforming_strings=on";
 
+/// `role=none` and `session_authorization=<the user who logs in>`: options given at connection start
+/// outrank `ALTER DATABASE … SET role` and `ALTER ROLE … IN DATABASE … SET`, which a tenant's admin
+/// or login can write to make the control role act as another tenant's role (a superuser control
+/// role would even take on a `session_authorization` default).
+fn identity_options(user: Option<&str>) -> String {
+    match user {
+        // Startup options split at whitespace; a backslash makes the next character literal.
+        Some(user) => {
+            let mut escaped = String::with_capacity(user.len());
+            for c in user.chars() {
+                if c == '\\' || c.is_whitespace() {
+                    escaped.push('\\');
+                }
+                escaped.push(c);
+            }
+            format!("-c role=none -c session_authorization={escaped}")
+        }
+        None => "-c role=none".to_string(),
+    }
+}
+
 impl Connector {
     /// Accepts a `postgresql://` URL or a `key=value` connection string, like libpq.
     pub fn from_url(url: &str) -> Result<Self, EngineError> {
@@ -77,7 +98,8 @@ impl Connector {
         if config.get_application_name().is_none() {
             config.application_name("pgtenant");
         }
-        config.options(SESSION_OPTIONS);
+        let options = format!("{SESSION_OPTIONS} {}", identity_options(config.get_user()));
+        config.options(&options);
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }
@@ -150,6 +172,7 @@ impl Connector {
         if let Some(user) = self.config.get_user() {
             env.push(("PGUSER", user.to_string()));
         }
+        env.push(("PGOPTIONS", identity_options(self.config.get_user())));
         if let Some(password) = self.config.get_password() {
             env.push(("PGPASSWORD", String::from_utf8_lossy(password).into_owned()));
         }
@@ -511,6 +534,25 @@ mod tests {
         let (_, mode, _) = split_tls_parameters("postgresql://db/x").unwrap();
         assert_eq!(mode, SslMode::Prefer);
         assert!(split_tls_parameters("postgresql://db/x?sslmode=bogus").is_err());
+    }
+
+    #[test]
+    fn control_sessions_pin_their_own_identity() {
+        assert_eq!(
+            identity_options(Some("ops")),
+            "-c role=none -c session_authorization=ops"
+        );
+        assert_eq!(
+            identity_options(Some(r"a b\c")),
+            r"-c role=none -c session_authorization=a\ b\\c"
+        );
+        let connector = Connector::from_url("postgresql://ops@db/postgres").unwrap();
+        let options = connector.config.get_options().unwrap();
+        assert!(options.ends_with("-c role=none -c session_authorization=ops"));
+        assert!(connector.libpq_env("x").contains(&(
+            "PGOPTIONS",
+            "-c role=none -c session_authorization=ops".into()
+        )));
     }
 
     #[test]

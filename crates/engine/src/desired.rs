@@ -227,6 +227,9 @@ pub struct Desired {
     pub tenants: Vec<DesiredTenant>,
     /// Why no database may be dropped in this run (spec files failed: their tenants are unknown).
     pub drops_held_because: Option<String>,
+    /// The spec files that failed, relative to the repo root (`<namespace>/<folder>/values.yaml`):
+    /// the tenants of their namespaces are unknown, not removed.
+    pub failed_files: Vec<std::path::PathBuf>,
 }
 
 impl Desired {
@@ -240,6 +243,38 @@ impl Desired {
                      so nothing is dropped until every file is fixed"
                 )
             }),
+            failed_files: repo.failed_files.clone(),
+        }
+    }
+
+    /// Why a tenant the cluster has and the repo does not declare may still be declared: a failed
+    /// file in its namespace (best: in a folder named after it). None when no such file failed.
+    pub fn undeclared_because_of_errors(&self, tenant: &str) -> Option<String> {
+        let (namespace, name) = tenant.split_once('/')?;
+        let in_namespace: Vec<&std::path::PathBuf> = self
+            .failed_files
+            .iter()
+            .filter(|f| {
+                let mut parts = f.components();
+                parts.next().is_some_and(|c| c.as_os_str() == namespace) && parts.next().is_some()
+            })
+            .collect();
+        let own = in_namespace
+            .iter()
+            .find(|f| f.components().nth(1).is_some_and(|c| c.as_os_str() == name));
+        let shown = |f: &std::path::PathBuf| f.display().to_string();
+        match (own, in_namespace.as_slice()) {
+            (Some(file), _) => Some(format!(
+                "kept: its values file {} has errors (fix it; nothing is dropped while a file fails)",
+                shown(file)
+            )),
+            (None, []) => None,
+            (None, files) => Some(format!(
+                "kept: {} in its namespace {} errors and may declare it (fix {}; nothing is dropped while a file fails)",
+                files.iter().map(|f| shown(f)).collect::<Vec<_>>().join(", "),
+                if files.len() == 1 { "has" } else { "have" },
+                if files.len() == 1 { "it" } else { "them" },
+            )),
         }
     }
 }
@@ -516,6 +551,15 @@ impl Marker {
         }
     }
 
+    /// How every marker comment begins (`managed_by` is serialized first): to find pgtenant's
+    /// roles in the catalog without parsing every comment.
+    pub fn comment_prefix() -> String {
+        format!(
+            "{{\"managed_by\":{}",
+            serde_json::to_string(MANAGED_BY).expect("a string serializes")
+        )
+    }
+
     /// A comment that is not our JSON is simply not a marker: someone else's comment.
     pub fn parse(comment: &str) -> Option<Self> {
         serde_json::from_str::<Marker>(comment)
@@ -646,7 +690,8 @@ mod tests {
         let marker = Marker::database(&t);
         assert_eq!(Marker::parse(&marker.to_comment()), Some(marker));
         let role = Marker::role(&t, RoleKind::Write);
-        assert_eq!(Marker::parse(&role.to_comment()), Some(role));
+        assert_eq!(Marker::parse(&role.to_comment()), Some(role.clone()));
+        assert!(role.to_comment().starts_with(&Marker::comment_prefix()));
         assert_eq!(Marker::parse("BI team's scratch database"), None);
         assert_eq!(
             Marker::parse(r#"{"managed_by":"someone-else","tenant":"x/y"}"#),
@@ -681,7 +726,17 @@ mod tests {
             failed_files: vec![PathBuf::from("a/b/values.yaml")],
             ..LoadedRepo::default()
         };
-        assert!(Desired::from_repo(&repo).drops_held_because.is_some());
+        let desired = Desired::from_repo(&repo);
+        assert!(desired.drops_held_because.is_some());
+        assert_eq!(
+            desired.undeclared_because_of_errors("a/b").as_deref(),
+            Some("kept: its values file a/b/values.yaml has errors (fix it; nothing is dropped while a file fails)")
+        );
+        assert!(desired
+            .undeclared_because_of_errors("a/other")
+            .unwrap()
+            .contains("a/b/values.yaml in its namespace has errors"));
+        assert_eq!(desired.undeclared_because_of_errors("z/b"), None);
         assert!(Desired::from_repo(&LoadedRepo::default())
             .drops_held_because
             .is_none());

@@ -98,6 +98,7 @@ pub async fn observe_tenants(
         roles: cluster.roles,
         databases: cluster.databases,
         available_extensions: cluster.available_extensions,
+        role_dependencies: cluster.role_dependencies,
         ..Observed::default()
     };
     let wanted: BTreeSet<pgtenant_secrets::SecretPath> = desired
@@ -149,19 +150,7 @@ async fn inspect(
     tenant: &DesiredTenant,
 ) -> Result<observed::DatabaseCatalog, EngineError> {
     let client = connector.connect(Some(tenant.database.as_str())).await?;
-    let grantees: Vec<&str> = tenant
-        .roles
-        .iter()
-        .filter(|r| !r.access.table.is_empty() || !r.access.sequence.is_empty())
-        .map(|r| r.name.as_str())
-        .collect();
-    catalog::read_database(
-        &client,
-        tenant.database.as_str(),
-        tenant.owner().as_str(),
-        &grantees,
-    )
-    .await
+    catalog::read_tenant_database(&client, tenant).await
 }
 
 /// Which secrets the store holds (a directory listing), and the connection details of those in

@@ -27,6 +27,10 @@ pub struct Observed {
     pub uninspected: BTreeMap<String, String>,
     /// Extensions the server could install, and whether they are trusted (a database owner may create them).
     pub available_extensions: BTreeMap<String, bool>,
+    /// Where roles with a pgtenant marker still own objects or hold privileges outside their own
+    /// tenant database (`pg_shdepend`): by role, the databases (None: shared objects, such as another
+    /// database's ACL). What keeps `DROP ROLE` from succeeding once the tenant's database is gone.
+    pub role_dependencies: BTreeMap<String, BTreeSet<Option<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,6 +64,8 @@ pub struct ObservedRole {
     pub config: BTreeMap<String, String>,
     /// Who granted each of this role's memberships (PostgreSQL 16 revokes per grantor).
     pub membership_grantors: BTreeMap<String, BTreeSet<String>>,
+    /// Session defaults for one database only (`ALTER ROLE … IN DATABASE … SET`), by database.
+    pub database_config: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl ObservedRole {
@@ -78,6 +84,8 @@ pub struct ObservedDatabase {
     pub acl: Acl,
     pub allow_connections: bool,
     pub connection_limit: i32,
+    /// Session defaults for every role in this database (`ALTER DATABASE … SET`).
+    pub settings: BTreeMap<String, String>,
 }
 
 impl ObservedDatabase {
@@ -91,9 +99,52 @@ pub struct DatabaseCatalog {
     pub schemas: BTreeMap<String, ObservedSchema>,
     /// Database-wide default privileges (`FOR ROLE r` without `IN SCHEMA`), by owner role and object class code.
     pub default_acls: BTreeMap<(String, String), DefaultAcl>,
-    /// Relations owned by the tenant's owner role, with what its other roles hold on each.
+    /// Relations outside the system schemas, with what the tenant's roles hold on each.
     pub relations: Vec<ObservedRelation>,
     pub extensions: BTreeSet<String>,
+    /// Privileges on schemas, relations and routines held by roles that are not the tenant's own
+    /// (nor the object's owner, nor PUBLIC): the planner decides which of them break isolation.
+    pub foreign_grants: Vec<ForeignGrant>,
+    /// Objects (relations, routines) owned by the tenant's roles other than its owner role, by role:
+    /// `schema.name` of each.
+    pub owned_by_others: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The kind of object a [`ForeignGrant`] is on, as GRANT/REVOKE name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectClass {
+    Schema,
+    Table,
+    Sequence,
+    /// Functions and procedures (`ROUTINE` covers both).
+    Routine,
+}
+
+impl ObjectClass {
+    /// As GRANT and REVOKE name a single object of the class.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ObjectClass::Schema => "SCHEMA",
+            ObjectClass::Table => "TABLE",
+            ObjectClass::Sequence => "SEQUENCE",
+            ObjectClass::Routine => "ROUTINE",
+        }
+    }
+}
+
+/// One entry of an object's ACL whose grantee is not one of the tenant's roles.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ForeignGrant {
+    pub class: ObjectClass,
+    pub schema: String,
+    /// The relation or routine; the schema's own name for [`ObjectClass::Schema`].
+    pub name: String,
+    /// A routine's argument types as the server formats them (`integer, "my type"`), which name
+    /// one overload; empty for other classes.
+    pub arguments: String,
+    pub grantee: String,
+    pub grantor: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -114,6 +165,7 @@ pub struct ObservedRelation {
     pub schema: String,
     pub name: String,
     pub is_sequence: bool,
+    pub owner: String,
     /// Privileges per grantee, only for the grantees the reader was asked about.
     pub acl: Acl,
 }

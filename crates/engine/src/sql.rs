@@ -190,14 +190,10 @@ pub fn grant_on_relations(
     relations: &[&str],
     grantee: &Ident,
 ) -> String {
-    let names = relations
-        .iter()
-        .map(|r| format!("{}.{}", schema.quote(), Ident::new(*r).quote()))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
-        "GRANT {} ON {class} {names} TO {}",
+        "GRANT {} ON {} TO {}",
         privilege_list(privileges),
+        relation_list(class, schema, relations),
         grantee.quote()
     )
 }
@@ -234,4 +230,82 @@ pub fn privilege_list(privileges: &BTreeSet<&str>) -> String {
     let mut sorted: Vec<&str> = privileges.iter().copied().collect();
     sorted.sort_by_key(|p| ORDER.iter().position(|o| o == p).unwrap_or(ORDER.len()));
     sorted.join(", ")
+}
+
+/// Removes every `ALTER DATABASE … SET` default of `database` (pgtenant sets none).
+pub fn reset_database_settings(database: &Ident) -> String {
+    format!("ALTER DATABASE {} RESET ALL", database.quote())
+}
+
+/// Removes every `ALTER ROLE … IN DATABASE … SET` default of `role` in `database` (pgtenant's own
+/// settings are for all databases, `ALTER ROLE … SET`).
+pub fn reset_role_database_settings(role: &Ident, database: &Ident) -> String {
+    format!(
+        "ALTER ROLE {} IN DATABASE {} RESET ALL",
+        role.quote(),
+        database.quote()
+    )
+}
+
+/// Inside the current database only (and the shared objects `role` owns: the caller makes sure
+/// it owns no database).
+pub fn reassign_owned(role: &Ident, owner: &Ident) -> String {
+    format!("REASSIGN OWNED BY {} TO {}", role.quote(), owner.quote())
+}
+
+/// Drops what `roles` own in the current database and revokes what they hold there and on shared
+/// objects (RESTRICT: an object someone else's depends on stops it, for a person to look at).
+pub fn drop_owned(roles: &[Ident]) -> String {
+    format!("DROP OWNED BY {}", quote_list(roles))
+}
+
+/// Ends the sessions of `roles` on every database, waiting up to 5 s for each to exit so its
+/// temporary objects are gone (`pg_terminate_backend` with a timeout, PostgreSQL 14+).
+pub fn terminate_sessions_of(roles: &[Ident]) -> String {
+    let names = roles
+        .iter()
+        .map(|r| quote_literal(r.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity \
+         WHERE usename IN ({names}) AND pid <> pg_catalog.pg_backend_pid()"
+    )
+}
+
+/// `relations` are names inside `schema`; `class` is `TABLE` or `SEQUENCE`.
+pub fn relation_list(class: &str, schema: &Ident, relations: &[&str]) -> String {
+    let names = relations
+        .iter()
+        .map(|r| format!("{}.{}", schema.quote(), Ident::new(*r).quote()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{class} {names}")
+}
+
+/// `ROUTINE "s"."f"(integer), …`: `routines` are names inside `schema` with their argument types as
+/// the server formats them (`oidvectortypes`, whose type names are quoted where they need it), the
+/// one piece of statement text taken from the catalog rather than quoted here.
+pub fn routine_list(schema: &Ident, routines: &[(&str, &str)]) -> String {
+    let names = routines
+        .iter()
+        .map(|(name, arguments)| {
+            format!(
+                "{}.{}({arguments})",
+                schema.quote(),
+                Ident::new(*name).quote()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("ROUTINE {names}")
+}
+
+/// `class` is a default-privileges object keyword (`TABLES`, `FUNCTIONS`…), never input.
+pub fn revoke_default_privileges(owner: &Ident, class: &str, grantee: &Ident) -> String {
+    format!(
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {} REVOKE ALL ON {class} FROM {} CASCADE",
+        owner.quote(),
+        grantee.quote()
+    )
 }

@@ -13,7 +13,7 @@ use crate::desired::{
 };
 use crate::ident::Ident;
 use crate::observed::{
-    acl_from_pairs, Acl, DatabaseCatalog, Observed, ObservedDatabase, ObservedSchema,
+    acl_from_pairs, Acl, DatabaseCatalog, ObjectClass, Observed, ObservedDatabase, ObservedSchema,
 };
 use crate::sql;
 
@@ -396,6 +396,7 @@ impl TenantPlanner<'_> {
                 &members,
             );
             self.role_config(&role.name, &role.config());
+            self.role_database_config(&role.name);
             if let (true, Some(secret_path)) = (exists, &role.secret_path) {
                 self.credentials(&role.name, &role.alternate, secret_path);
             }
@@ -411,6 +412,7 @@ impl TenantPlanner<'_> {
                     &control,
                 );
                 self.role_config(&role.alternate, &role.alternate_config());
+                self.role_database_config(&role.alternate);
             }
         }
     }
@@ -533,6 +535,36 @@ impl TenantPlanner<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// Settings of a tenant role for one database only are not pgtenant's (it sets a role's
+    /// defaults for every database): a login could give itself `statement_timeout = 1ms` where
+    /// another of the tenant's sessions, or pgtenant, works. Reset whole.
+    fn role_database_config(&mut self, name: &Ident) {
+        let Some(observed) = self.observed.roles.get(name.as_str()) else {
+            return;
+        };
+        for (database, config) in &observed.database_config {
+            self.push_sql(
+                Phase::Roles,
+                sql::reset_role_database_settings(name, &Ident::new(database.clone())),
+                format!(
+                    "`{name}` has settings in database {database} ({}) that the spec does not declare: \
+                     only the spec's settings, for every database, are kept",
+                    settings_list(config)
+                ),
+            );
+        }
+    }
+
+    /// A role of another pgtenant tenant (its marker names that tenant): it must hold nothing here.
+    fn other_tenant_of(&self, role: &str) -> Option<String> {
+        self.observed
+            .roles
+            .get(role)
+            .and_then(|r| r.marker())
+            .map(|m| m.tenant)
+            .filter(|tenant| *tenant != self.tenant.id)
     }
 
     fn store_is_empty(&self) -> bool {
@@ -661,6 +693,18 @@ impl TenantPlanner<'_> {
                 ),
             );
         }
+        if !current.settings.is_empty() {
+            self.push_sql(
+                Phase::Database,
+                sql::reset_database_settings(&tenant.database),
+                format!(
+                    "the database has session defaults ({}) that the spec does not declare: they apply to \
+                     every session in it, pgtenant's and other tenants' roles included (`ALTER DATABASE … SET role` \
+                     would make them act as another role)",
+                    settings_list(&current.settings)
+                ),
+            );
+        }
         let marker = Marker::database(tenant);
         if current.marker().as_ref() != Some(&marker) {
             let why = match (observed, current.marker()) {
@@ -697,6 +741,14 @@ impl TenantPlanner<'_> {
             // The reader inspects every declared database that exists; without it we cannot judge.
             None => return,
         };
+        let reassigned = self.reassign_objects(&catalog);
+        let mut catalog = catalog;
+        for relation in &mut catalog.relations {
+            if reassigned.contains(&relation.owner) {
+                relation.owner = owner.clone();
+            }
+        }
+        self.foreign_grants(&catalog, &reassigned);
         let mut schemas = catalog.schemas.clone();
         if let Some(public) = schemas.get_mut("public") {
             if public.owner != owner {
@@ -765,6 +817,153 @@ impl TenantPlanner<'_> {
         self.extensions(&catalog);
     }
 
+    /// Objects owned by the tenant's roles other than its owner role go to the owner role (`REASSIGN
+    /// OWNED`, as the control role, a member of both): one owner per tenant is what its read and
+    /// write roles' grants and default privileges cover, in every preset. A login that owns a
+    /// database too is left to a person, since REASSIGN OWNED would hand over that database as well.
+    /// Returns the roles whose objects are reassigned.
+    fn reassign_objects(&mut self, catalog: &DatabaseCatalog) -> BTreeSet<String> {
+        let owner = self.tenant.owner().clone();
+        let mut reassigned = BTreeSet::new();
+        for (role, objects) in &catalog.owned_by_others {
+            let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
+            let owned_databases: Vec<&str> = self
+                .observed
+                .databases
+                .iter()
+                .filter(|(_, d)| &d.owner == role)
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if !owned_databases.is_empty() {
+                self.blocked.push(format!(
+                    "`{role}` owns objects in the database ({}) that must belong to the owner role `{owner}`, and \
+                     also owns database(s) {}: REASSIGN OWNED would hand those over too, so change the objects' \
+                     owner yourself (ALTER … OWNER TO \"{owner}\")",
+                    summarize(&objects),
+                    owned_databases.join(", ")
+                ));
+                continue;
+            }
+            self.push_at(
+                Phase::Schemas,
+                None,
+                Action::Sql {
+                    sql: sql::reassign_owned(&Ident::new(role.clone()), &owner),
+                    transactional: true,
+                },
+                format!(
+                    "`{role}` owns {} object(s) here ({}): every object of the tenant belongs to its owner \
+                     role `{owner}`, or the tenant's other roles get no grants on it (a session that left the \
+                     owner role with SET ROLE NONE?)",
+                    objects.len(),
+                    summarize(&objects)
+                ),
+            );
+            reassigned.insert(role.clone());
+        }
+        reassigned
+    }
+
+    /// Privileges another tenant's roles hold on this tenant's schemas, relations and routines break
+    /// isolation (and keep that tenant's roles from being dropped): revoked, as the role that granted
+    /// them. Grants to roles pgtenant does not manage are left alone.
+    fn foreign_grants(&mut self, catalog: &DatabaseCatalog, reassigned: &BTreeSet<String>) {
+        let owner = self.tenant.owner().as_str().to_string();
+        let control = self.observed.server.current_user.clone();
+        let own: BTreeSet<&str> = self
+            .tenant
+            .roles
+            .iter()
+            .flat_map(|r| [r.name.as_str(), r.alternate.as_str()])
+            .collect();
+        // (class, schema, grantee, run as) → (the grantee's tenant, [(name, arguments)]).
+        type Key = (ObjectClass, String, String, Option<String>);
+        type Objects<'c> = (String, Vec<(&'c str, &'c str)>);
+        let mut grouped: BTreeMap<Key, Objects<'_>> = BTreeMap::new();
+        for grant in &catalog.foreign_grants {
+            let Some(other) = self.other_tenant_of(&grant.grantee) else {
+                continue;
+            };
+            let grantor = if reassigned.contains(&grant.grantor) {
+                owner.as_str()
+            } else {
+                grant.grantor.as_str()
+            };
+            let run_as = if own.contains(grantor) {
+                Some(grantor.to_string())
+            } else if grantor == control {
+                None
+            } else {
+                self.blocked.push(format!(
+                    "`{}` (a role of tenant {other}) holds privileges on {} {}.{} granted by `{grantor}`, \
+                     which pgtenant cannot act as: revoke them as `{grantor}`",
+                    grant.grantee,
+                    grant.class.keyword().to_lowercase(),
+                    grant.schema,
+                    grant.name
+                ));
+                continue;
+            };
+            grouped
+                .entry((
+                    grant.class,
+                    grant.schema.clone(),
+                    grant.grantee.clone(),
+                    run_as,
+                ))
+                .or_insert_with(|| (other, Vec::new()))
+                .1
+                .push((grant.name.as_str(), grant.arguments.as_str()));
+        }
+        for ((class, schema, grantee, run_as), (other, names)) in grouped {
+            let schema_ident = Ident::new(schema.clone());
+            let shown: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+            let chunks: Vec<(String, String)> = match class {
+                ObjectClass::Schema => vec![(
+                    format!("SCHEMA {}", schema_ident.quote()),
+                    format!("schema {schema}"),
+                )],
+                ObjectClass::Routine => names
+                    .chunks(RELATIONS_PER_GRANT)
+                    .map(|chunk| {
+                        let named: Vec<&str> = chunk.iter().map(|(name, _)| *name).collect();
+                        (
+                            sql::routine_list(&schema_ident, chunk),
+                            format!("routines of schema {schema} ({})", summarize(&named)),
+                        )
+                    })
+                    .collect(),
+                ObjectClass::Table | ObjectClass::Sequence => shown
+                    .chunks(RELATIONS_PER_GRANT)
+                    .map(|chunk| {
+                        (
+                            sql::relation_list(class.keyword(), &schema_ident, chunk),
+                            format!(
+                                "{}s of schema {schema} ({})",
+                                class.keyword().to_lowercase(),
+                                summarize(chunk)
+                            ),
+                        )
+                    })
+                    .collect(),
+            };
+            for (object, what) in chunks {
+                self.push_at(
+                    Phase::Schemas,
+                    run_as.clone().map(Ident::new),
+                    Action::Sql {
+                        sql: sql::revoke_all_on(&object, &[Some(Ident::new(grantee.clone()))]),
+                        transactional: true,
+                    },
+                    format!(
+                        "`{grantee}` is a role of tenant {other} and holds privileges on {what}: tenants are \
+                         isolated from each other (and the grant would keep that tenant's roles from being dropped)"
+                    ),
+                );
+            }
+        }
+    }
+
     /// The ACL a schema gets when the owner creates it: the owner's rights plus its default
     /// privileges for schemas as they will be after this plan.
     fn new_schema_by_owner(&self, catalog: &DatabaseCatalog, owner: &str) -> ObservedSchema {
@@ -801,6 +1000,7 @@ impl TenantPlanner<'_> {
                     .relations
                     .iter()
                     .filter(|r| r.schema == schema && r.is_sequence == is_sequence)
+                    .filter(|r| r.owner == self.tenant.owner().as_str())
                     .filter(|r| !missing_privileges(wanted, &r.acl, &role.name).is_empty())
                     .map(|r| r.name.as_str())
                     .collect();
@@ -825,6 +1025,27 @@ impl TenantPlanner<'_> {
 
     fn default_privileges(&mut self, catalog: &DatabaseCatalog) {
         let owner = self.tenant.owner().clone();
+        for ((role, code), defaults) in &catalog.default_acls {
+            if role != owner.as_str() {
+                continue;
+            }
+            let Some(class) = default_object_keyword(code) else {
+                continue;
+            };
+            for grantee in defaults.acl.keys().flatten() {
+                if let Some(other) = self.other_tenant_of(grantee) {
+                    self.push_sql(
+                        Phase::DefaultPrivileges,
+                        sql::revoke_default_privileges(&owner, class, &Ident::new(grantee.clone())),
+                        format!(
+                            "{} the owner creates later would grant `{grantee}`, a role of tenant {other}: \
+                             tenants are isolated from each other",
+                            class.to_lowercase()
+                        ),
+                    );
+                }
+            }
+        }
         for object in DefaultObject::ALL {
             let current = catalog
                 .default_acls
@@ -976,6 +1197,8 @@ fn plan_removals(
         }
     });
 
+    // Databases dropped in this run: nothing is left to clear inside them.
+    let mut dropped_here: BTreeSet<String> = BTreeSet::new();
     for (tenant, found) in removed {
         let database = found.database.as_ref().map(|(name, _)| name.clone());
         let notice = |kind, reason: String| Notice {
@@ -984,6 +1207,11 @@ fn plan_removals(
             database: database.clone(),
             reason,
         };
+        // Not removed at all, as far as anyone can tell: its file may still declare it.
+        if let Some(reason) = desired.undeclared_because_of_errors(&tenant) {
+            plan.notices.push(notice(NoticeKind::Held, reason));
+            continue;
+        }
         if let Some((name, Mode::Protected)) = &found.database {
             // Only when the repo is trustworthy: a broken file may still declare it.
             let unmarked = found
@@ -1050,23 +1278,67 @@ fn plan_removals(
                 new.join(", ")
             ),
         };
-        let drop = |action: Action, why: String| Operation {
+        let drop_in = |database: Option<Ident>, action: Action, why: String| Operation {
             tenant: tenant.clone(),
             phase: Phase::Drop,
-            database: None,
+            database,
             run_as: None,
             action,
             why,
             destructive: true,
         };
+        let drop = |action: Action, why: String| drop_in(None, action, why);
         if let Some((name, _)) = &found.database {
             plan.operations.push(drop(
                 Action::Sql { sql: sql::drop_database(&Ident::new(name.clone())), transactional: false },
                 format!("mode standard and removed from the repo: dropped, open sessions are terminated{rename_hint}"),
             ));
+            dropped_here.insert(name.clone());
         }
         let mut roles = found.roles;
         roles.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        if !roles.is_empty() {
+            let idents: Vec<Ident> = roles.iter().map(|(n, _)| Ident::new(n.clone())).collect();
+            plan.operations.push(drop(
+                Action::Sql { sql: sql::terminate_sessions_of(&idents), transactional: true },
+                "the removed tenant's roles end their sessions on every database: a temporary table one of \
+                 them holds (in `postgres`, say) would keep DROP ROLE from succeeding"
+                    .into(),
+            ));
+        }
+        // Where the roles still own or hold something outside their own database (another tenant
+        // granted them a privilege, say): cleared there, in those databases only.
+        let own_database = found.database.as_ref().map(|(name, _)| name.as_str());
+        let mut elsewhere: BTreeMap<Option<String>, Vec<Ident>> = BTreeMap::new();
+        for (name, _) in &roles {
+            for database in observed.role_dependencies.get(name).into_iter().flatten() {
+                if database.as_deref() != own_database {
+                    elsewhere
+                        .entry(database.clone())
+                        .or_default()
+                        .push(Ident::new(name.clone()));
+                }
+            }
+        }
+        for (database, holders) in elsewhere {
+            let why = format!(
+                "the roles {} still own objects or hold privileges {} (granted by another tenant?): DROP ROLE \
+                 fails until they are cleared there",
+                names(&holders),
+                database.as_ref().map_or_else(
+                    || "on shared objects (another database, a tablespace)".to_string(),
+                    |d| format!("in database {d}")
+                ),
+            );
+            plan.operations.push(drop_in(
+                database.map(Ident::new),
+                Action::Sql {
+                    sql: sql::drop_owned(&holders),
+                    transactional: true,
+                },
+                why,
+            ));
+        }
         for (name, _) in &roles {
             plan.operations.push(drop(
                 Action::Sql {
@@ -1089,6 +1361,13 @@ fn plan_removals(
             }
         }
     }
+    plan.operations.retain(|op| {
+        op.phase != Phase::Drop
+            || op
+                .database
+                .as_ref()
+                .is_none_or(|d| !dropped_here.contains(d.as_str()))
+    });
 }
 
 /// Limits on what one run may drop (issue: a bad merge, a wrong directory, a mistyped key).
@@ -1134,6 +1413,7 @@ fn fresh_database(admin: &Ident) -> ObservedDatabase {
         ]),
         allow_connections: true,
         connection_limit: -1,
+        settings: BTreeMap::new(),
     }
 }
 
@@ -1337,6 +1617,27 @@ fn names(idents: &[Ident]) -> String {
         .map(|i| format!("`{i}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `key=value, …` for messages.
+fn settings_list(settings: &BTreeMap<String, String>) -> String {
+    settings
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `pg_default_acl.defaclobjtype` as `ALTER DEFAULT PRIVILEGES` names it.
+fn default_object_keyword(code: &str) -> Option<&'static str> {
+    match code {
+        "r" => Some("TABLES"),
+        "S" => Some("SEQUENCES"),
+        "f" => Some("FUNCTIONS"),
+        "T" => Some("TYPES"),
+        "n" => Some("SCHEMAS"),
+        _ => None,
+    }
 }
 
 fn summarize(items: &[&str]) -> String {

@@ -7,8 +7,8 @@ use pgtenant_spec::{DatabaseSpec, Mode, SourceLocation};
 use super::*;
 use crate::desired::{Desired, DesiredTenant, Marker, RoleAttributes, RoleKind};
 use crate::observed::{
-    acl_from_pairs, DatabaseCatalog, DefaultAcl, Observed, ObservedDatabase, ObservedRelation,
-    ObservedRole, ObservedSchema, ServerInfo, StoredCredential,
+    acl_from_pairs, DatabaseCatalog, DefaultAcl, ForeignGrant, Observed, ObservedDatabase,
+    ObservedRelation, ObservedRole, ObservedSchema, ServerInfo, StoredCredential,
 };
 
 const CONTROL: &str = "pgtenant";
@@ -31,6 +31,7 @@ fn desired(specs: &[DatabaseSpec]) -> Desired {
     Desired {
         tenants: specs.iter().map(DesiredTenant::from_spec).collect(),
         drops_held_because: None,
+        failed_files: Vec::new(),
     }
 }
 
@@ -76,6 +77,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 members: [CONTROL.to_string()].into(),
                 config: Default::default(),
                 membership_grantors: Default::default(),
+                database_config: Default::default(),
             },
         );
         observed
@@ -108,6 +110,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
             ]),
             allow_connections: true,
             connection_limit: -1,
+            settings: Default::default(),
         },
     );
     let schema_acl = acl_from_pairs([
@@ -159,6 +162,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
             schema: "public".into(),
             name: "orders".into(),
             is_sequence: false,
+            owner: admin.into(),
             acl: acl_from_pairs([
                 (Some(write), "SELECT"),
                 (Some(write), "INSERT"),
@@ -169,6 +173,8 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
             ]),
         }],
         extensions: Default::default(),
+        foreign_grants: Vec::new(),
+        owned_by_others: Default::default(),
     };
     observed.database_catalogs.insert(db.into(), catalog);
 }
@@ -178,7 +184,11 @@ fn render(plan: &Plan) -> String {
     let mut text = String::new();
     for op in &plan.operations {
         let place = op.database.as_ref().map_or(String::new(), |d| {
-            format!(" in {d} as {}", op.run_as.as_ref().unwrap())
+            let who = op
+                .run_as
+                .as_ref()
+                .map_or("the control role", |r| r.as_str());
+            format!(" in {d} as {who}")
         });
         let mark = if op.destructive { "DESTRUCTIVE " } else { "" };
         text.push_str(&format!(
@@ -294,7 +304,23 @@ fn removed_tenants_dropped_retained_or_held() {
             acl: Acl::new(),
             allow_connections: true,
             connection_limit: -1,
+            settings: Default::default(),
         },
+    );
+
+    // The kept tenant granted the removed one's read role something, and that role holds a
+    // temporary table in `postgres`: cleared there before its DROP ROLE.
+    observed.role_dependencies.insert(
+        "idp-dev-old-read".into(),
+        [
+            Some("idp-dev-my-db".to_string()),
+            Some("postgres".to_string()),
+        ]
+        .into(),
+    );
+    observed.role_dependencies.insert(
+        "idp-dev-old-write".into(),
+        [Some("postgres".to_string())].into(),
     );
 
     let mut wanted = desired(std::slice::from_ref(&kept));
@@ -321,6 +347,128 @@ fn removed_tenants_dropped_retained_or_held() {
             (NoticeKind::Retained, "shop/cart")
         ]
     );
+
+    // The failed file is the removed tenants' own: they are kept because of it, not "removed".
+    wanted.failed_files = vec![
+        "shop/cart/values.yaml".into(),
+        "idp-dev/x/values.yaml".into(),
+    ];
+    let broken = plan(&wanted, &observed, &context());
+    let reasons: Vec<(NoticeKind, &str, &str)> = broken
+        .notices
+        .iter()
+        .map(|n| (n.kind, n.tenant.as_str(), n.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                NoticeKind::Held,
+                "idp-dev/old",
+                "kept: idp-dev/x/values.yaml in its namespace has errors and may declare it (fix it; \
+                 nothing is dropped while a file fails)"
+            ),
+            (
+                NoticeKind::Held,
+                "shop/cart",
+                "kept: its values file shop/cart/values.yaml has errors (fix it; nothing is dropped while \
+                 a file fails)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn isolation_drift_is_repaired() {
+    let wanted = desired(&[
+        spec("team-a", "a", Mode::Standard),
+        spec("team-b", "b", Mode::Standard),
+    ]);
+    let (a, b) = (&wanted.tenants[0], &wanted.tenants[1]);
+    let mut observed = empty_cluster();
+    converge(&mut observed, a);
+    converge(&mut observed, b);
+    let (a_admin, a_write) = ("team-a-a-admin", "team-a-a-write");
+    let b_read = "team-b-b-read";
+    let a_db = observed.databases.get_mut("team-a-a").unwrap();
+    a_db.settings = [("role".to_string(), "team-b-b-admin".to_string())].into();
+    observed
+        .roles
+        .get_mut(a_write)
+        .unwrap()
+        .database_config
+        .insert(
+            "team-a-a".into(),
+            [("statement_timeout".into(), "1ms".into())].into(),
+        );
+    let catalog = observed.database_catalogs.get_mut("team-a-a").unwrap();
+    let grant = |class, name: &str, grantor: &str| ForeignGrant {
+        class,
+        schema: "public".into(),
+        name: name.into(),
+        arguments: if class == ObjectClass::Routine {
+            "integer".into()
+        } else {
+            String::new()
+        },
+        grantee: b_read.into(),
+        grantor: grantor.into(),
+    };
+    catalog.foreign_grants = vec![
+        grant(ObjectClass::Schema, "public", a_admin),
+        grant(ObjectClass::Table, "orders", a_admin),
+        grant(ObjectClass::Table, "escape", a_write),
+        grant(ObjectClass::Routine, "f", a_admin),
+        // Not a tenant's role: not pgtenant's to judge.
+        ForeignGrant {
+            grantee: "bi_reader".into(),
+            ..grant(ObjectClass::Table, "orders", a_admin)
+        },
+    ];
+    catalog
+        .owned_by_others
+        .insert(a_write.into(), ["public.escape".to_string()].into());
+    catalog.relations.push(ObservedRelation {
+        schema: "public".into(),
+        name: "escape".into(),
+        is_sequence: false,
+        owner: a_write.into(),
+        acl: Acl::new(),
+    });
+    catalog
+        .default_acls
+        .get_mut(&(a_admin.to_string(), "r".to_string()))
+        .unwrap()
+        .acl
+        .insert(Some(b_read.into()), ["SELECT".to_string()].into());
+
+    let plan = plan(&wanted, &observed, &context());
+    insta::assert_snapshot!("isolation_drift", render(&plan));
+    assert!(
+        plan.operations.iter().all(|op| op.tenant == a.id),
+        "{}",
+        render(&plan)
+    );
+    assert!(!render(&plan).contains("bi_reader"));
+    assert!(plan.notices.is_empty(), "{:?}", plan.notices);
+
+    // The same objects without the drift: nothing to do for either tenant.
+    let mut clean = observed.clone();
+    clean
+        .databases
+        .get_mut("team-a-a")
+        .unwrap()
+        .settings
+        .clear();
+    clean
+        .roles
+        .get_mut(a_write)
+        .unwrap()
+        .database_config
+        .clear();
+    converge(&mut clean, a);
+    assert!(crate::plan(&wanted, &clean, &context()).is_converged());
+    let _ = b;
 }
 
 #[test]
@@ -407,6 +555,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
             members: [CONTROL.to_string()].into(),
             config: Default::default(),
             membership_grantors: Default::default(),
+            database_config: Default::default(),
         },
     );
     observed
