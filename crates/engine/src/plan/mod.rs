@@ -1291,7 +1291,8 @@ fn plan_removals(
         if let Some((name, _)) = &found.database {
             plan.operations.push(drop(
                 Action::Sql { sql: sql::drop_database(&Ident::new(name.clone())), transactional: false },
-                format!("mode standard and removed from the repo: dropped, open sessions are terminated{rename_hint}"),
+                format!("mode standard and removed from the repo: its logins are stopped and a final backup is taken to the trash \
+                         (kept for its tier's retention, `pgtenant trash list`), then it is dropped, open sessions terminated{rename_hint}"),
             ));
             dropped_here.insert(name.clone());
         }
