@@ -129,6 +129,7 @@ fn config_check_accepts_a_good_file_and_says_what_clusters_resolve_to_without_se
 fn config_check_reports_every_problem_located_and_exits_1() {
     let dir = TempDir::new().unwrap();
     let config = dir.path().join("pgtenant.yaml");
+    let run = |args: &[&str]| output(pgtenant(&dir.path().join("state"), dir.path()).args(args));
     std::fs::write(
         &config,
         "clustres: []\n\
@@ -139,12 +140,7 @@ fn config_check_reports_every_problem_located_and_exits_1() {
          serve: {pollInterval: 10m}\n",
     )
     .unwrap();
-    let out = output(pgtenant(&dir.path().join("state"), dir.path()).args([
-        "--config",
-        "pgtenant.yaml",
-        "config",
-        "check",
-    ]));
+    let out = run(&["--config", "pgtenant.yaml", "config", "check"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     for expected in [
         "error: pgtenant.yaml:1:1: clustres: unknown key `clustres`\n  help: did you mean `clusters`?",
@@ -161,12 +157,7 @@ fn config_check_reports_every_problem_located_and_exits_1() {
         "repo: /nonexistent/apps\nclusters:\n  - name: main\n    adminUrl: env:PGTENANT_TEST_UNSET_URL\n",
     )
     .unwrap();
-    let out = output(pgtenant(&dir.path().join("state"), dir.path()).args([
-        "--config",
-        "pgtenant.yaml",
-        "config",
-        "check",
-    ]));
+    let out = run(&["--config", "pgtenant.yaml", "config", "check"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains(
@@ -184,11 +175,7 @@ fn config_check_reports_every_problem_located_and_exits_1() {
 
     // Any other command refuses a broken config, with the same located report.
     std::fs::write(&config, "clustres: []\n").unwrap();
-    let out = output(pgtenant(&dir.path().join("state"), dir.path()).args([
-        "--config",
-        "pgtenant.yaml",
-        "list",
-    ]));
+    let out = run(&["--config", "pgtenant.yaml", "list"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
@@ -199,12 +186,7 @@ fn config_check_reports_every_problem_located_and_exits_1() {
     assert!(out.stderr.contains("has 1 error(s)"), "{}", out.stderr);
 
     // A missing --config is an error; a missing default config is no config at all.
-    let out = output(pgtenant(&dir.path().join("state"), dir.path()).args([
-        "--config",
-        "nope.yaml",
-        "config",
-        "check",
-    ]));
+    let out = run(&["--config", "nope.yaml", "config", "check"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
@@ -212,7 +194,7 @@ fn config_check_reports_every_problem_located_and_exits_1() {
         "{}",
         out.stderr
     );
-    let out = output(pgtenant(&dir.path().join("state"), dir.path()).args(["config", "check"]));
+    let out = run(&["config", "check"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.starts_with("no config file:"), "{}", out.stdout);
 }
