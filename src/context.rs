@@ -424,6 +424,63 @@ fn parse_endpoint(endpoint: &str) -> Result<Endpoint> {
 mod tests {
     use super::*;
 
+    fn context(args: &[&str], config: &str) -> Result<Context> {
+        use clap::Parser as _;
+        let dir = Path::new("/etc/pgtenant");
+        let loaded = pgtenant_config::parse(&dir.join("pgtenant.yaml"), dir, config);
+        let cli = crate::Cli::try_parse_from(
+            ["pgtenant", "--state-dir", "/nonexistent/state"]
+                .iter()
+                .chain(args)
+                .chain(&["list"]),
+        )?;
+        Context::with_config(
+            &cli,
+            Some((dir.join("pgtenant.yaml"), loaded.config.unwrap())),
+        )
+    }
+
+    #[test]
+    fn the_repo_argument_wins_over_the_config_which_wins_over_the_current_directory() {
+        let with_repo = context(&[], "repo: apps\n").unwrap();
+        assert_eq!(with_repo.repo(None), PathBuf::from("/etc/pgtenant/apps"));
+        assert_eq!(with_repo.repo(Some(Path::new("x"))), PathBuf::from("x"));
+        assert_eq!(context(&[], "").unwrap().repo(None), PathBuf::from("."));
+    }
+
+    #[test]
+    fn the_cluster_is_the_only_one_or_the_chosen_one() {
+        let two = "clusters:\n  - {name: a, adminUrl: 'postgres://u@a/p'}\n  - {name: b, adminUrl: 'postgres://u@b:6000/p', endpoint: 'apps.b:7000'}\n";
+        let none = context(&[], two).unwrap();
+        assert!(none.unusable().unwrap().contains("2 clusters (a, b)"));
+        assert!(none.connect().is_err() && none.ca_file().is_err());
+        let b = context(&["--cluster", "b"], two).unwrap();
+        assert_eq!(
+            (b.cluster_name(), b.admin_url()),
+            ("b", Some("postgres://u@b:6000/p"))
+        );
+        assert_eq!(b.config_endpoint, HostPort::parse("apps.b:7000"));
+        let error = context(&["--cluster", "c"], two).err().unwrap().to_string();
+        assert!(error.contains("its clusters are a, b"), "{error}");
+        // A flag's admin URL needs no choice; with one cluster it replaces only the URL.
+        let flagged = context(&["--admin-url", "postgres://f@f/p"], two).unwrap();
+        assert_eq!(
+            (flagged.unusable(), flagged.admin_url()),
+            (None, Some("postgres://f@f/p"))
+        );
+        let one = "clusters:\n  - {name: a, adminUrl: 'postgres://u@a/p', endpoint: 'apps.a:1'}\n";
+        let flagged = context(&["--admin-url", "postgres://f@f/p"], one).unwrap();
+        assert_eq!(flagged.admin_url(), Some("postgres://f@f/p"));
+        assert_eq!(flagged.config_endpoint, HostPort::parse("apps.a:1"));
+        let default = context(&[], "").unwrap();
+        assert_eq!(
+            (default.cluster_name(), default.admin_url()),
+            ("default", None)
+        );
+        assert!(context(&["--cluster", "default"], "").is_ok());
+        assert!(context(&["--cluster", "main"], "").is_err());
+    }
+
     #[test]
     fn endpoints() {
         let e = parse_endpoint("db.internal:6432").unwrap();
