@@ -1,5 +1,8 @@
 //! Resolving global options into the things commands use: the cluster to manage (given, or the
 //! embedded one), the credential store and the endpoint written into credentials.
+//!
+//! Flags and their environment variables win over the platform config (`pgtenant.yaml`), the
+//! config wins over the defaults. Without a config file pgtenant manages one cluster, `default`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -7,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use pgtenant_cluster::{ClusterOptions, EmbeddedCluster};
+use pgtenant_config::{ClusterConfig, Config, HostPort, DEFAULT_CLUSTER};
 use pgtenant_engine::{Connector, Endpoint};
 use pgtenant_secrets::{CredentialStore, FileStore};
 
@@ -19,6 +23,106 @@ pub struct Context {
     store_key_file: PathBuf,
     ca_file: Option<PathBuf>,
     superuser_extensions: BTreeSet<String>,
+    /// The config file read, if any.
+    config: Option<(PathBuf, Config)>,
+    /// The chosen cluster's name: `default` without a config.
+    cluster: String,
+    /// The config's endpoint of the chosen cluster (`--endpoint` wins).
+    config_endpoint: Option<HostPort>,
+    /// Why no cluster can be used (several in the config and none chosen, an admin URL reference
+    /// that does not resolve): said by every command that needs the cluster.
+    unusable: Option<String>,
+    /// Worth saying about the config's references (a world-readable admin URL file).
+    pub warnings: Vec<String>,
+}
+
+/// Where the config file is, as `--config`, `PGTENANT_CONFIG` and the state dir say.
+pub enum ConfigPath {
+    /// Given with `--config` / `PGTENANT_CONFIG`: it must exist.
+    Given(PathBuf),
+    /// `<state-dir>/pgtenant.yaml`, which exists.
+    Default(PathBuf),
+    /// No config: `<state-dir>/pgtenant.yaml` does not exist.
+    Absent(PathBuf),
+}
+
+impl ConfigPath {
+    pub fn of(cli: &Cli) -> Result<Self> {
+        if let Some(path) = cli.config.clone().filter(|p| !p.as_os_str().is_empty()) {
+            return Ok(ConfigPath::Given(path));
+        }
+        let path = state_dir_of(cli)?.join(pgtenant_config::FILE_NAME);
+        Ok(match std::fs::symlink_metadata(&path) {
+            Ok(_) => ConfigPath::Default(path),
+            Err(_) => ConfigPath::Absent(path),
+        })
+    }
+
+    /// The file to read, if there is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ConfigPath::Given(path) | ConfigPath::Default(path) => Some(path),
+            ConfigPath::Absent(_) => None,
+        }
+    }
+}
+
+/// `--cluster` / `PGTENANT_CLUSTER`, if given.
+pub fn cluster_flag(cli: &Cli) -> Option<&str> {
+    cli.cluster
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+}
+
+/// The config at `path`, or an error after printing its located problems; warnings are printed.
+fn load_config(path: &Path) -> Result<Config> {
+    let loaded = pgtenant_config::load(path);
+    for diagnostic in &loaded.diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    match loaded.config {
+        Some(config) => Ok(config),
+        None => bail!(
+            "the config file {} has {} error(s) (listed above); `pgtenant config check` checks it",
+            path.display(),
+            loaded.diagnostics.iter().filter(|d| d.is_error()).count()
+        ),
+    }
+}
+
+/// The cluster of `config` that a command uses: `--cluster`, else the only one. Ok(None) when
+/// the config lists none. Err(message) when there are several and none is chosen (the fleet
+/// comes later); a `--cluster` naming no cluster is an error of its own (outer Err).
+pub fn choose_cluster<'c>(
+    config: Option<&'c Config>,
+    flag: Option<&str>,
+) -> Result<Result<Option<&'c ClusterConfig>, String>> {
+    let clusters = config.map_or(&[][..], |config| &config.clusters[..]);
+    let names = || {
+        let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+        names.join(", ")
+    };
+    match (flag, clusters) {
+        (None, []) => Ok(Ok(None)),
+        (Some(DEFAULT_CLUSTER), []) => Ok(Ok(None)),
+        (Some(name), []) => bail!(
+            "--cluster {name}: no such cluster; without clusters in a config file the only one is `{DEFAULT_CLUSTER}`"
+        ),
+        (Some(name), _) => match clusters.iter().find(|c| c.name == name) {
+            Some(cluster) => Ok(Ok(Some(cluster))),
+            None => bail!(
+                "--cluster {name}: no such cluster in the config file; its clusters are {}",
+                names()
+            ),
+        },
+        (None, [only]) => Ok(Ok(Some(only))),
+        (None, _) => Ok(Err(format!(
+            "the config file lists {} clusters ({}): choose one with --cluster NAME or PGTENANT_CLUSTER",
+            clusters.len(),
+            names()
+        ))),
+    }
 }
 
 pub struct Connected {
@@ -28,27 +132,107 @@ pub struct Connected {
 
 impl Context {
     pub fn new(cli: &Cli) -> Result<Self> {
-        let state_dir = match &cli.state_dir {
-            Some(dir) => dir.clone(),
-            None => default_state_dir()?,
+        let config = match ConfigPath::of(cli)?.file() {
+            Some(path) => Some((path.to_path_buf(), load_config(path)?)),
+            None => None,
         };
+        let context = Self::with_config(cli, config)?;
+        for warning in &context.warnings {
+            eprintln!("warning: {warning}");
+        }
+        Ok(context)
+    }
+
+    /// The context of `cli` with `config` (read already) instead of the file's; warnings are
+    /// left in [`Context::warnings`].
+    pub fn with_config(cli: &Cli, config: Option<(PathBuf, Config)>) -> Result<Self> {
+        let state_dir = state_dir_of(cli)?;
+        let mut warnings = Vec::new();
+        let flag_url = cli.admin_url.clone().filter(|url| !url.trim().is_empty());
+        let flag_ca = cli.ca_file.clone().filter(|f| !f.as_os_str().is_empty());
+        let chosen = choose_cluster(config.as_ref().map(|(_, c)| c), cluster_flag(cli))?;
+        let (cluster, mut unusable) = match chosen {
+            Ok(cluster) => (cluster, None),
+            // An admin URL given as a flag needs no choice among the config's clusters.
+            Err(_) if flag_url.is_some() => (None, None),
+            Err(why) => (None, Some(why)),
+        };
+        let mut admin_url = flag_url.clone();
+        if let (None, Some(cluster)) = (&flag_url, cluster) {
+            match cluster.admin_url.resolve() {
+                Ok(resolved) => {
+                    for warning in &resolved.warnings {
+                        warnings.push(format!("cluster {}: {warning}", cluster.name));
+                    }
+                    admin_url = Some(resolved.url);
+                }
+                Err(error) => {
+                    unusable = Some(format!(
+                        "{}: the admin URL of cluster `{}`: {error}",
+                        cluster.admin_url_location, cluster.name
+                    ))
+                }
+            }
+        }
+        let config_value =
+            |f: fn(&Config) -> Option<PathBuf>| config.as_ref().and_then(|(_, c)| f(c));
         let store_key_file = cli
             .store_key_file
             .clone()
+            .or_else(|| config_value(|c| c.store.key_file.clone()))
             .unwrap_or_else(|| state_dir.join("keys").join("store.key"));
+        let mut superuser_extensions: BTreeSet<String> = cli
+            .superuser_extensions
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if superuser_extensions.is_empty() {
+            if let Some((_, config)) = &config {
+                superuser_extensions = config.superuser_extensions.iter().cloned().collect();
+            }
+        }
         Ok(Context {
-            admin_url: cli.admin_url.clone().filter(|url| !url.trim().is_empty()),
+            admin_url,
             state_dir,
-            endpoint: cli.endpoint.clone(),
+            endpoint: cli.endpoint.clone().filter(|e| !e.trim().is_empty()),
             store_key_file,
-            ca_file: cli.ca_file.clone().filter(|f| !f.as_os_str().is_empty()),
-            superuser_extensions: cli
-                .superuser_extensions
-                .iter()
-                .map(|e| e.trim().to_string())
-                .filter(|e| !e.is_empty())
-                .collect(),
+            ca_file: flag_ca.or_else(|| cluster.and_then(|c| c.ca_file.clone())),
+            superuser_extensions,
+            cluster: cluster.map_or(DEFAULT_CLUSTER, |c| &c.name).to_owned(),
+            config_endpoint: cluster.and_then(|c| c.endpoint.clone()),
+            unusable,
+            config,
+            warnings,
         })
+    }
+
+    /// The apps repo: `given` (the REPO argument or PGTENANT_REPO), else the config's `repo:`,
+    /// else the current directory.
+    pub fn repo(&self, given: Option<&Path>) -> PathBuf {
+        given
+            .map(Path::to_path_buf)
+            .or_else(|| self.config.as_ref().and_then(|(_, c)| c.repo.clone()))
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The name of the cluster commands manage: `default` without a config.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Why no cluster can be used, if none can: several in the config and none chosen, or an
+    /// admin URL reference that does not resolve.
+    pub fn unusable(&self) -> Option<&str> {
+        self.unusable.as_deref()
+    }
+
+    /// Err when no cluster can be used ([`Context::unusable`]).
+    fn usable(&self) -> Result<()> {
+        match &self.unusable {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
+        }
     }
 
     pub fn superuser_extensions(&self) -> &BTreeSet<String> {
@@ -69,6 +253,7 @@ impl Context {
     }
 
     pub fn start_embedded(&self) -> Result<EmbeddedCluster> {
+        self.usable()?;
         self.create_state_dir()?;
         let dir = self.state_dir.join("cluster");
         let existing = EmbeddedCluster::at(&dir);
@@ -99,14 +284,19 @@ impl Context {
 
     /// The admin URL when given; otherwise the embedded cluster, created and started as needed.
     pub fn connect(&self) -> Result<Connected> {
+        self.usable()?;
         let url = match &self.admin_url {
             Some(url) => url.clone(),
             None => self.start_embedded()?.control_url()?,
         };
         let connector = Arc::new(Connector::from_url(&url).context("using the admin URL")?);
-        let endpoint = match &self.endpoint {
-            Some(endpoint) => parse_endpoint(endpoint)?,
-            None => {
+        let endpoint = match (&self.endpoint, &self.config_endpoint) {
+            (Some(endpoint), _) => parse_endpoint(endpoint)?,
+            (None, Some(HostPort { host, port })) => Endpoint {
+                host: host.clone(),
+                port: *port,
+            },
+            (None, None) => {
                 let (host, port) = connector.endpoint();
                 Endpoint { host, port }
             }
@@ -124,6 +314,7 @@ impl Context {
     /// The CA that verifies the cluster's server certificate, absolute: `--ca-file`, else the
     /// embedded cluster's own CA when no admin URL is given. None when neither is known.
     pub fn ca_file(&self) -> Result<Option<PathBuf>> {
+        self.usable()?;
         match (&self.ca_file, &self.admin_url) {
             (Some(file), _) => {
                 Ok(Some(std::path::absolute(file).with_context(|| {
@@ -200,6 +391,14 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// `--state-dir` / `PGTENANT_STATE_DIR`, else the default.
+fn state_dir_of(cli: &Cli) -> Result<PathBuf> {
+    match &cli.state_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => default_state_dir(),
+    }
+}
+
 /// root keeps state where system services do; everyone else under the XDG state directory.
 fn default_state_dir() -> Result<PathBuf> {
     if is_root() {
@@ -215,14 +414,7 @@ fn default_state_dir() -> Result<PathBuf> {
 }
 
 fn parse_endpoint(endpoint: &str) -> Result<Endpoint> {
-    let parsed = endpoint.rsplit_once(':').and_then(|(host, port)| {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = port.parse::<u16>().ok()?;
-        (!host.is_empty()).then(|| Endpoint {
-            host: host.to_string(),
-            port,
-        })
-    });
+    let parsed = HostPort::parse(endpoint).map(|HostPort { host, port }| Endpoint { host, port });
     parsed.with_context(|| {
         format!("--endpoint `{endpoint}` is not HOST:PORT (for example db.internal:5432)")
     })
@@ -231,6 +423,63 @@ fn parse_endpoint(endpoint: &str) -> Result<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn context(args: &[&str], config: &str) -> Result<Context> {
+        use clap::Parser as _;
+        let dir = Path::new("/etc/pgtenant");
+        let loaded = pgtenant_config::parse(&dir.join("pgtenant.yaml"), dir, config);
+        let cli = crate::Cli::try_parse_from(
+            ["pgtenant", "--state-dir", "/nonexistent/state"]
+                .iter()
+                .chain(args)
+                .chain(&["list"]),
+        )?;
+        Context::with_config(
+            &cli,
+            Some((dir.join("pgtenant.yaml"), loaded.config.unwrap())),
+        )
+    }
+
+    #[test]
+    fn the_repo_argument_wins_over_the_config_which_wins_over_the_current_directory() {
+        let with_repo = context(&[], "repo: apps\n").unwrap();
+        assert_eq!(with_repo.repo(None), PathBuf::from("/etc/pgtenant/apps"));
+        assert_eq!(with_repo.repo(Some(Path::new("x"))), PathBuf::from("x"));
+        assert_eq!(context(&[], "").unwrap().repo(None), PathBuf::from("."));
+    }
+
+    #[test]
+    fn the_cluster_is_the_only_one_or_the_chosen_one() {
+        let two = "clusters:\n  - {name: a, adminUrl: 'postgres://u@a/p'}\n  - {name: b, adminUrl: 'postgres://u@b:6000/p', endpoint: 'apps.b:7000'}\n";
+        let none = context(&[], two).unwrap();
+        assert!(none.unusable().unwrap().contains("2 clusters (a, b)"));
+        assert!(none.connect().is_err() && none.ca_file().is_err());
+        let b = context(&["--cluster", "b"], two).unwrap();
+        assert_eq!(
+            (b.cluster_name(), b.admin_url()),
+            ("b", Some("postgres://u@b:6000/p"))
+        );
+        assert_eq!(b.config_endpoint, HostPort::parse("apps.b:7000"));
+        let error = context(&["--cluster", "c"], two).err().unwrap().to_string();
+        assert!(error.contains("its clusters are a, b"), "{error}");
+        // A flag's admin URL needs no choice; with one cluster it replaces only the URL.
+        let flagged = context(&["--admin-url", "postgres://f@f/p"], two).unwrap();
+        assert_eq!(
+            (flagged.unusable(), flagged.admin_url()),
+            (None, Some("postgres://f@f/p"))
+        );
+        let one = "clusters:\n  - {name: a, adminUrl: 'postgres://u@a/p', endpoint: 'apps.a:1'}\n";
+        let flagged = context(&["--admin-url", "postgres://f@f/p"], one).unwrap();
+        assert_eq!(flagged.admin_url(), Some("postgres://f@f/p"));
+        assert_eq!(flagged.config_endpoint, HostPort::parse("apps.a:1"));
+        let default = context(&[], "").unwrap();
+        assert_eq!(
+            (default.cluster_name(), default.admin_url()),
+            ("default", None)
+        );
+        assert!(context(&["--cluster", "default"], "").is_ok());
+        assert!(context(&["--cluster", "main"], "").is_err());
+    }
 
     #[test]
     fn endpoints() {

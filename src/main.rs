@@ -62,6 +62,15 @@ struct Cli {
     )]
     superuser_extensions: Vec<String>,
 
+    /// The platform config (pgtenant.yaml): repo, clusters, store; flags and variables win over it
+    /// [default: <state-dir>/pgtenant.yaml, when it exists].
+    #[arg(long, env = "PGTENANT_CONFIG", global = true, hide_env_values = true, help_heading = GLOBAL)]
+    config: Option<PathBuf>,
+
+    /// The cluster of the config file to manage, by name; needed when it lists several.
+    #[arg(long, env = "PGTENANT_CLUSTER", global = true, hide_env_values = true, help_heading = GLOBAL)]
+    cluster: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +125,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::spec::SpecCommand,
     },
+    /// The platform config (pgtenant.yaml): `check` it, print its JSON `schema`.
+    Config {
+        #[command(subcommand)]
+        command: commands::config::ConfigCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -143,6 +157,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8> {
+    // Checking the config must work when the config is broken: before the context reads it.
+    if let Command::Config { command } = &cli.command {
+        return commands::config::run(&cli, command);
+    }
     let context = Context::new(&cli)?;
     match &cli.command {
         Command::Plan(args) => reconcile::plan(&context, args),
@@ -164,6 +182,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Down => cluster::down(&context),
         Command::Status(args) => cluster::status(&context, args),
         Command::Spec { command } => commands::spec::run(command),
+        Command::Config { .. } => unreachable!("run before the context"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod config;
 pub mod connect;
 pub mod credentials;
 pub mod list;

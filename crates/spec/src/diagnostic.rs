@@ -38,7 +38,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub(crate) fn error(
+    pub fn error(
         location: SourceLocation,
         field: impl Into<String>,
         message: impl Into<String>,
@@ -46,7 +46,7 @@ impl Diagnostic {
         Self::new(Severity::Error, location, field.into(), message.into())
     }
 
-    pub(crate) fn warning(
+    pub fn warning(
         location: SourceLocation,
         field: impl Into<String>,
         message: impl Into<String>,
@@ -64,7 +64,7 @@ impl Diagnostic {
         }
     }
 
-    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
@@ -106,7 +106,7 @@ const MAX_SHOWN_CHARS: usize = 80;
 
 /// User text as it is safe to quote in a message: control characters are escaped so a hostile
 /// value cannot forge extra report lines, and overlong values are cut.
-pub(crate) fn shown(text: &str) -> String {
+pub fn shown(text: &str) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i == MAX_SHOWN_CHARS {

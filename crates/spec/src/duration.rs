@@ -35,7 +35,7 @@ const UNIT_ALIASES: [(&str, &str); 16] = [
 
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DurationError {
+pub enum DurationError {
     /// No number at the start (`soon`, ``).
     NotADuration,
     /// `-5s`.
@@ -47,13 +47,19 @@ pub(crate) enum DurationError {
         unit: String,
         meant: Option<&'static str>,
     },
-    /// More than [`MAX_TIMEOUT_MS`].
+    /// More than [`MAX_TIMEOUT_MS`] (or the limit given to [`parse_duration_ms_up_to`]).
     TooLarge,
 }
 
 /// Milliseconds of `text`: a whole number followed by one of [`UNITS`] (spaces allowed in
 /// between, as PostgreSQL allows them), or a bare whole number of milliseconds.
 pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
+    parse_duration_ms_up_to(text, MAX_TIMEOUT_MS)
+}
+
+/// [`parse_duration_ms`] with another limit than PostgreSQL's statement timeout, for durations
+/// that are not timeouts (retention periods, intervals of the platform config).
+pub fn parse_duration_ms_up_to(text: &str, max_ms: u64) -> Result<u64, DurationError> {
     let text = text.trim();
     if text.starts_with('-') {
         return Err(DurationError::Negative);
@@ -88,19 +94,19 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
     };
     if let Some(fraction) = fraction {
         return Err(DurationError::Fraction {
-            exact_ms: exact_ms(digits, fraction, factor),
+            exact_ms: exact_ms(digits, fraction, factor, max_ms),
         });
     }
     let number: u64 = digits.parse().map_err(|_| DurationError::TooLarge)?;
     let ms = number.checked_mul(factor).ok_or(DurationError::TooLarge)?;
-    if ms > MAX_TIMEOUT_MS {
+    if ms > max_ms {
         return Err(DurationError::TooLarge);
     }
     Ok(ms)
 }
 
 /// `digits.fraction` units of `factor` ms, when that is a whole number of milliseconds.
-fn exact_ms(digits: &str, fraction: &str, factor: u64) -> Option<u64> {
+fn exact_ms(digits: &str, fraction: &str, factor: u64, max_ms: u64) -> Option<u64> {
     let fraction = fraction.trim_end_matches('0');
     let scale = 10u64.checked_pow(u32::try_from(fraction.len()).ok()?)?;
     let whole: u64 = if digits.is_empty() {
@@ -118,7 +124,7 @@ fn exact_ms(digits: &str, fraction: &str, factor: u64) -> Option<u64> {
         return None;
     }
     let ms = whole.checked_mul(factor)?.checked_add(scaled / scale)?;
-    (ms <= MAX_TIMEOUT_MS).then_some(ms)
+    (ms <= max_ms).then_some(ms)
 }
 
 fn meant_unit(unit: &str) -> Option<&'static str> {

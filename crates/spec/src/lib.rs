@@ -27,17 +27,20 @@ mod suggest;
 mod upgrade;
 mod validate;
 
-pub use diagnostic::{Diagnostic, Severity};
+pub use diagnostic::{shown, Diagnostic, Severity};
+pub use duration::{parse_duration_ms_up_to, DurationError};
 pub use file::parse_file;
 pub use location::SourceLocation;
 pub use model::{
     ApiVersion, DatabaseSpec, Environment, LogStatements, Mode, Preset, RoleSettings,
     API_VERSION_V1, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
 };
+pub use parse::{describe, listed, syntax_error};
 pub use repo::{
     find_values_files, load_repo, load_repo_with, read_values_file, read_values_file_with,
     LoadOptions, LoadedRepo, SpecError, DEFAULT_MAX_VALUES_FILE_BYTES, MAX_VALUES_FILE_BYTES_ENV,
 };
-pub use schema::{values_file_schema, values_file_schema_text};
+pub use schema::{draft07_schema_for, schema_text, values_file_schema, values_file_schema_text};
+pub use suggest::{closest, closest_word};
 pub use upgrade::{upgrade, Change, Unchanged, Upgrade};
 pub use validate::is_dns_label;

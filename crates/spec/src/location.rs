@@ -19,7 +19,7 @@ pub struct SourceLocation {
 
 impl SourceLocation {
     /// The start of `file`: where problems go that belong to the file as a whole.
-    pub(crate) fn file_start(file: &Path) -> Self {
+    pub fn file_start(file: &Path) -> Self {
         Self {
             file: file.to_path_buf(),
             line: 1,
@@ -27,7 +27,7 @@ impl SourceLocation {
         }
     }
 
-    pub(crate) fn at(file: &Path, marker: &Marker) -> Self {
+    pub fn at(file: &Path, marker: &Marker) -> Self {
         // saphyr counts lines from 1 but columns from 0. Nodes synthesised by saphyr carry a
         // zeroed marker; clamping keeps such a location printable instead of pointing at line 0.
         Self {

@@ -213,7 +213,7 @@ pub(crate) fn parse(
     raw
 }
 
-pub(crate) fn syntax_error(file: &Path, error: &ScanError) -> Diagnostic {
+pub fn syntax_error(file: &Path, error: &ScanError) -> Diagnostic {
     let location = SourceLocation::at(file, error.marker());
     if error.info() == SAPHYR_DUPLICATE_KEY {
         Diagnostic::error(location, "", "duplicate key in a mapping")
@@ -974,7 +974,7 @@ fn role_fields() -> String {
 }
 
 /// "`a`, `b` and `c`".
-pub(crate) fn listed(items: &[&str], conjunction: &str) -> String {
+pub fn listed(items: &[&str], conjunction: &str) -> String {
     let quoted: Vec<String> = items.iter().map(|item| format!("`{item}`")).collect();
     match quoted.as_slice() {
         [] => String::new(),
@@ -1002,7 +1002,7 @@ fn names_pgtenant(version: &MarkedYaml) -> bool {
 }
 
 /// What a node is, for "expected …, found …" messages.
-fn describe(node: &MarkedYaml) -> String {
+pub fn describe(node: &MarkedYaml) -> String {
     match &node.data {
         YamlData::Value(Scalar::Null) => "no value".to_owned(),
         YamlData::Value(Scalar::Boolean(value)) => format!("the boolean `{value}`"),

@@ -269,6 +269,17 @@ fn roles_of_the_preset(schema: &mut Schema) {
 
 /// The JSON Schema of a values file (draft-07, which every editor plugin reads).
 pub fn values_file_schema() -> serde_json::Value {
+    draft07_schema_for::<ValuesFile>()
+}
+
+/// [`values_file_schema`] as the text of `docs/pgtenant.schema.json`.
+pub fn values_file_schema_text() -> String {
+    schema_text(&values_file_schema())
+}
+
+/// The draft-07 JSON Schema of `T`, tidied for editors and with sorted keys: how pgtenant writes
+/// the schemas of its files (values files here, the platform config in pgtenant-config).
+pub fn draft07_schema_for<T: JsonSchema>() -> serde_json::Value {
     // An optional field without a default value gets `"default": null` from `#[serde(default)]`,
     // which editors would offer to insert; null is not a valid value of any of them.
     // Doc comments are wrapped at 100 columns; hovers wrap descriptions themselves.
@@ -283,15 +294,15 @@ pub fn values_file_schema() -> serde_json::Value {
     let generator = SchemaSettings::draft07()
         .with_transform(tidy)
         .into_generator();
-    let schema = generator.into_root_schema_for::<ValuesFile>();
+    let schema = generator.into_root_schema_for::<T>();
     sorted(schema.to_value())
 }
 
-/// [`values_file_schema`] as the text of `docs/pgtenant.schema.json`: pretty-printed with
-/// sorted keys, so the output does not depend on serde_json's features, and a final newline.
-pub fn values_file_schema_text() -> String {
+/// A schema as the text of a committed `docs/*.schema.json`: pretty-printed with sorted keys, so
+/// the output does not depend on serde_json's features, and a final newline.
+pub fn schema_text(schema: &serde_json::Value) -> String {
     let mut text =
-        serde_json::to_string_pretty(&values_file_schema()).expect("a JSON value serializes");
+        serde_json::to_string_pretty(&sorted(schema.clone())).expect("a JSON value serializes");
     text.push('\n');
     text
 }

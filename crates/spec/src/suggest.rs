@@ -8,7 +8,7 @@ const MAX_TYPO_DISTANCE: usize = 2;
 const MIN_ABBREVIATION_CHARS: usize = 3;
 
 /// The candidate `input` most plausibly meant, if any is close enough.
-pub(crate) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .filter_map(|&candidate| distance(input, candidate).map(|d| (d, candidate)))
@@ -18,7 +18,7 @@ pub(crate) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str
 
 /// [`closest`] for a value among fixed words, which may also be an abbreviation of exactly one
 /// of them (`prod`). Not for keys: a chart's `postgres:` must not read as `postgresqlDatabases`.
-pub(crate) fn closest_word<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn closest_word<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
     closest(input, candidates).or_else(|| abbreviated(input, candidates))
 }
 

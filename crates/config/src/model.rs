@@ -1,0 +1,183 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgtenant_spec::{Environment, SourceLocation};
+use serde::Serialize;
+
+use crate::reference::AdminUrlSource;
+
+/// The config's file name, looked for in the state directory when no path is given.
+pub const FILE_NAME: &str = "pgtenant.yaml";
+
+/// The name of the one cluster pgtenant manages without a config (or with one that lists none).
+pub const DEFAULT_CLUSTER: &str = "default";
+
+/// A validated `pgtenant.yaml`. Paths are absolute: relative ones in the file are taken from
+/// the file's directory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// `repo:`, the apps repo (a local directory).
+    pub repo: Option<PathBuf>,
+    /// `clusters:`, in file order; names are unique.
+    pub clusters: Vec<ClusterConfig>,
+    /// `store:`.
+    pub store: StoreConfig,
+    /// `environment:`, the platform's tier.
+    pub environment: Option<Environment>,
+    /// `retention:`, days kept per tier where the file overrides the default.
+    pub retention_days: Vec<(Environment, u32)>,
+    /// `backups:`.
+    pub backups: BackupSchedules,
+    /// `serve:`.
+    pub serve: ServeConfig,
+    /// `superuserExtensions:`.
+    pub superuser_extensions: Vec<String>,
+}
+
+impl Config {
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|cluster| cluster.name == name)
+    }
+
+    /// The names of the clusters, in file order.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        self.clusters.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// Days that backups of `tier` are kept: the file's override, else the tier's default.
+    pub fn retention_days(&self, tier: Environment) -> u32 {
+        self.retention_days
+            .iter()
+            .find(|(t, _)| *t == tier)
+            .map_or_else(|| tier.retention_days(), |(_, days)| *days)
+    }
+}
+
+/// One item of `clusters:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// A DNS-1123 label, unique in the file.
+    pub name: String,
+    /// Where the cluster's admin URL comes from.
+    pub admin_url: AdminUrlSource,
+    /// Where `adminUrl` is written, for errors found when it is resolved.
+    pub admin_url_location: SourceLocation,
+    /// What applications connect to; None: the admin URL's host and port.
+    pub endpoint: Option<HostPort>,
+    /// CA bundle (PEM) that verifies the server certificate.
+    pub ca_file: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+    /// Where the item starts.
+    pub location: SourceLocation,
+}
+
+/// `HOST:PORT` (`[::1]:5432` for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// `db.internal:5432`, `[::1]:5432`; None when it is not HOST:PORT.
+    pub fn parse(text: &str) -> Option<HostPort> {
+        let (host, port) = text.trim().rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse::<u16>().ok().filter(|port| *port > 0)?;
+        let plain = !host.is_empty() && !host.chars().any(|c| c.is_whitespace() || c == '/');
+        plain.then(|| HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `store:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// `keyFile:`; None: the default under the state directory.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `store.type`. More come with network stores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The encrypted file store under the state directory.
+    #[default]
+    File,
+}
+
+impl StoreKind {
+    pub const ALL: [StoreKind; 1] = [StoreKind::File];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::File => "file",
+        }
+    }
+}
+
+/// `backups:`: cron schedules (minute hour day-of-month month day-of-week), checked for shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupSchedules {
+    pub full: Option<String>,
+    pub diff: Option<String>,
+    pub incr: Option<String>,
+}
+
+/// `serve:`, for the long-running service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub listen: Option<HostPort>,
+    pub drift_interval: Option<Duration>,
+    pub poll_interval: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports() {
+        let e = HostPort::parse("db.internal:6432").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("db.internal", 6432));
+        assert_eq!(e.to_string(), "db.internal:6432");
+        let e = HostPort::parse("[::1]:5432").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 5432));
+        assert_eq!(e.to_string(), "[::1]:5432");
+        for bad in [
+            "db.internal",
+            ":5432",
+            "db:99999",
+            "db:0",
+            "a b:1",
+            "postgres://x:1",
+        ] {
+            assert_eq!(HostPort::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn retention_falls_back_to_the_tier_default() {
+        let config = Config {
+            retention_days: vec![(Environment::Test, 3)],
+            ..Config::default()
+        };
+        assert_eq!(config.retention_days(Environment::Test), 3);
+        assert_eq!(config.retention_days(Environment::Production), 35);
+    }
+}

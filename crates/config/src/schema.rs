@@ -1,0 +1,224 @@
+//! The JSON Schema of `pgtenant.yaml`, for editors (yaml-language-server) and linters; committed
+//! as `docs/pgtenant-config.schema.json`. Written out by hand from the parser's own key lists;
+//! the parser stays the authority (it also checks what a schema cannot: unique cluster names,
+//! file references, whole days).
+
+use std::borrow::Cow;
+
+use pgtenant_spec::Environment;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde_json::{Map, Value};
+
+use crate::model::StoreKind;
+use crate::parse::{
+    ADMIN_URL, BACKUPS, BACKUP_FIELDS, CA_FILE, CLUSTERS, DRIFT_INTERVAL, ENDPOINT, ENVIRONMENT,
+    KEY_FILE, LABELS, LISTEN, NAME, POLL_INTERVAL, REPO, RETENTION, SERVE, STORE,
+    SUPERUSER_EXTENSIONS, TYPE,
+};
+
+const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
+const HOST_PORT_PATTERN: &str = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}$";
+const ADMIN_URL_PATTERN: &str =
+    r"^(env:\s*[A-Za-z_][A-Za-z0-9_]*\s*$|file:\s*\S|postgres(ql)?://|.*=)";
+const DURATION_PATTERN: &str = r"^\s*\+?[0-9]+\s*(ms|s|min|h|d)\s*$";
+const DAYS_PATTERN: &str = r"^\s*\+?[0-9]*[1-9][0-9]*\s*d\s*$";
+const SCHEDULE_PATTERN: &str = r"^\s*\S+(\s+\S+){4}\s*$";
+const EXTENSION_PATTERN: &str = "^[a-z0-9_][a-z0-9_-]*$";
+
+struct ConfigFile;
+
+impl JsonSchema for ConfigFile {
+    fn schema_name() -> Cow<'static, str> {
+        "PlatformConfig".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let tiers: Vec<&str> = Environment::ALL.iter().map(|e| e.as_str()).collect();
+        let stores: Vec<&str> = StoreKind::ALL.iter().map(|k| k.as_str()).collect();
+        let duration = |description: &str| {
+            json_schema!({
+                "description": description,
+                "type": "string",
+                "pattern": DURATION_PATTERN,
+            })
+        };
+        let retention: Map<String, Value> = tiers
+            .iter()
+            .map(|tier| {
+                let days = json_schema!({
+                    "description": format!("Days backups of `{tier}` tenants are kept, e.g. `35d`."),
+                    "type": "string",
+                    "pattern": DAYS_PATTERN,
+                });
+                (tier.to_string(), days.to_value())
+            })
+            .collect();
+        let schedules: Map<String, Value> = BACKUP_FIELDS
+            .iter()
+            .map(|kind| {
+                let schedule = json_schema!({
+                    "description": format!("When the {kind} backup of the cluster runs: minute hour day-of-month month day-of-week."),
+                    "type": "string",
+                    "pattern": SCHEDULE_PATTERN,
+                });
+                (kind.to_string(), schedule.to_value())
+            })
+            .collect();
+        json_schema!({
+            "title": "pgtenant platform config",
+            "description": "pgtenant.yaml: what is not per tenant (the apps repo, the clusters, the credential store, retention, schedules, server settings). Relative paths are taken from the file's directory.",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                REPO: {
+                    "description": "The apps repo: a local directory (git remotes come with `pgtenant serve`).",
+                    "type": "string",
+                    "minLength": 1,
+                    "not": { "pattern": "://" },
+                },
+                CLUSTERS: {
+                    "description": "The PostgreSQL clusters pgtenant manages. With several, `--cluster NAME` chooses one.",
+                    "type": ["array", "null"],
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": [NAME, ADMIN_URL],
+                        "properties": {
+                            NAME: {
+                                "description": "The cluster's name (a DNS-1123 label), unique in the file.",
+                                "type": "string",
+                                "pattern": DNS_LABEL_PATTERN,
+                                "maxLength": 63,
+                            },
+                            ADMIN_URL: {
+                                "description": "The control role's libpq URL: `env:VARIABLE`, `file:/path` (a file of mode 0600 holding the URL), or the URL itself (better without a password in it).",
+                                "type": "string",
+                                "pattern": ADMIN_URL_PATTERN,
+                            },
+                            ENDPOINT: {
+                                "description": "HOST:PORT that applications connect to, written into credentials [default: the admin URL's host and port].",
+                                "type": "string",
+                                "pattern": HOST_PORT_PATTERN,
+                            },
+                            CA_FILE: {
+                                "description": "CA bundle (PEM) that verifies the server certificate.",
+                                "type": "string",
+                                "minLength": 1,
+                            },
+                            LABELS: {
+                                "description": "Free-form labels of the cluster, e.g. `{tier: production}`.",
+                                "type": "object",
+                                "additionalProperties": { "type": "string" },
+                            },
+                        },
+                    },
+                },
+                STORE: {
+                    "description": "The credential store.",
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        TYPE: {
+                            "description": "The kind of store.",
+                            "type": "string",
+                            "enum": stores,
+                        },
+                        KEY_FILE: {
+                            "description": "The file store's key file, kept apart from the data [default: <state-dir>/keys/store.key].",
+                            "type": "string",
+                            "minLength": 1,
+                        },
+                    },
+                },
+                ENVIRONMENT: {
+                    "description": "The platform's tier.",
+                    "type": "string",
+                    "enum": tiers,
+                },
+                RETENTION: {
+                    "description": "Days that backups are kept, per tier, where the defaults (35 days for production and staging, 7 for test and dev) do not fit.",
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": retention,
+                },
+                BACKUPS: {
+                    "description": "Cron schedules of the cluster's backups (used by `pgtenant serve`).",
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": schedules,
+                },
+                SERVE: {
+                    "description": "Settings of the long-running service (`pgtenant serve`).",
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        LISTEN: {
+                            "description": "HOST:PORT the service listens on.",
+                            "type": "string",
+                            "pattern": HOST_PORT_PATTERN,
+                        },
+                        DRIFT_INTERVAL: duration("How often the cluster is checked for drift, e.g. `10min`."),
+                        POLL_INTERVAL: duration("How often the repo is polled for changes, e.g. `10s`."),
+                    },
+                },
+                SUPERUSER_EXTENSIONS: {
+                    "description": "Extensions that need superuser and that tenants may still declare.",
+                    "type": "array",
+                    "uniqueItems": true,
+                    "items": { "type": "string", "pattern": EXTENSION_PATTERN },
+                },
+            },
+        })
+    }
+}
+
+/// The JSON Schema of `pgtenant.yaml` (draft-07).
+pub fn config_schema() -> Value {
+    pgtenant_spec::draft07_schema_for::<ConfigFile>()
+}
+
+/// [`config_schema`] as the text of `docs/pgtenant-config.schema.json`.
+pub fn config_schema_text() -> String {
+    pgtenant_spec::schema_text(&config_schema())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{CLUSTER_FIELDS, SERVE_FIELDS, STORE_FIELDS, TOP_LEVEL};
+
+    fn keys(schema: &Value) -> Vec<String> {
+        let mut keys: Vec<String> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// The schema names exactly the keys the parser knows, at every level.
+    #[test]
+    fn the_schema_knows_the_parsers_keys() {
+        let schema = config_schema();
+        assert_eq!(keys(&schema), sorted(&TOP_LEVEL));
+        let properties = &schema["properties"];
+        assert_eq!(
+            keys(&properties[CLUSTERS]["items"]),
+            sorted(&CLUSTER_FIELDS)
+        );
+        assert_eq!(keys(&properties[STORE]), sorted(&STORE_FIELDS));
+        assert_eq!(keys(&properties[SERVE]), sorted(&SERVE_FIELDS));
+        assert_eq!(keys(&properties[BACKUPS]), sorted(&BACKUP_FIELDS));
+        let tiers: Vec<&str> = Environment::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(keys(&properties[RETENTION]), sorted(&tiers));
+        assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    }
+}
