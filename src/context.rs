@@ -216,6 +216,24 @@ impl Context {
             .unwrap_or_else(|| PathBuf::from("."))
     }
 
+    /// Reads the apps repo (see [`Self::repo`]) and prints its diagnostics. Unless
+    /// `allow_not_a_repo`, a directory without any values file is refused: it is the wrong
+    /// directory (a project checkout, a mistyped path), never a repo that declares nothing.
+    pub fn load_repo(
+        &self,
+        given: Option<&Path>,
+        allow_not_a_repo: bool,
+    ) -> Result<pgtenant_spec::LoadedRepo> {
+        let root = self.repo(given);
+        let repo = pgtenant_spec::load_repo(&root)
+            .with_context(|| format!("reading the apps repo {}", root.display()))?;
+        if !allow_not_a_repo {
+            repo.ensure_apps_repo()?;
+        }
+        crate::render::diagnostics(&repo);
+        Ok(repo)
+    }
+
     /// The name of the cluster commands manage: `default` without a config.
     pub fn cluster_name(&self) -> &str {
         &self.cluster

@@ -404,10 +404,8 @@ fn cluster_chooses_among_several() {
     );
 }
 
-/// Needs `Context::repo` called where plan/apply/check read the REPO argument
-/// (src/commands/reconcile.rs, the lead's file): remove the `ignore` once it is.
+/// With `repo:` in the config, commands no longer depend on the current directory.
 #[test]
-#[ignore = "waits for reconcile.rs to take the repo from Context::repo"]
 fn plan_without_a_repo_argument_reads_the_configs_repo() {
     let configured = Configured::new(MAIN_FROM_FILE);
     let plan = configured.run(&["plan", "--format", "json"]);

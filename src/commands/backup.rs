@@ -316,8 +316,8 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
         (None, Some(id)) => RestorePoint::Backup(id.clone()),
         _ => bail!("give either --time or --backup"),
     };
-    let repo = args.repo.clone().unwrap_or_else(|| PathBuf::from("."));
-    let declared = declared_tenant(&repo, &into)?.with_context(|| {
+    let repo = context.repo(args.repo.as_deref());
+    let declared = declared_tenant(context, &repo, &into)?.with_context(|| {
         format!(
             "{} is not declared in the apps repo {}: declare it (and run `pgtenant apply`) \
              before restoring into it, or pass --repo",
@@ -501,9 +501,12 @@ fn owner_login(
 
 /// The declaration of `tenant` in the apps repo at `repo`, if any. The restore re-applies grants
 /// through the engine, which only knows declared tenants: checked before anything is touched.
-fn declared_tenant(repo: &Path, tenant: &TenantName) -> Result<Option<DesiredTenant>> {
-    let loaded = pgtenant_spec::load_repo(repo)
-        .with_context(|| format!("reading the apps repo {}", repo.display()))?;
+fn declared_tenant(
+    context: &Context,
+    repo: &Path,
+    tenant: &TenantName,
+) -> Result<Option<DesiredTenant>> {
+    let loaded = context.load_repo(Some(repo), false)?;
     let desired = pgtenant_engine::Desired::from_repo(&loaded);
     Ok(desired.tenants.into_iter().find(|t| t.id == tenant.id()))
 }

@@ -367,10 +367,7 @@ pub fn run(context: &Context, args: &CredentialsArgs) -> Result<u8> {
 pub fn export(context: &Context, args: &ExportArgs) -> Result<u8> {
     let options = exportable_options(context, args.ssl.sslmode)?;
     let format = ExportFormat::from(args.format);
-    let root = args.repo.as_deref().unwrap_or(Path::new("."));
-    let repo = pgtenant_spec::load_repo(root)
-        .with_context(|| format!("reading the apps repo {}", root.display()))?;
-    render::diagnostics(&repo);
+    let repo = context.load_repo(args.repo.as_deref(), false)?;
     let store = context.store()?;
     create_out_dir(&args.out)?;
 

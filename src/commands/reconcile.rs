@@ -123,15 +123,8 @@ fn load_and_plan(
     runtime: &tokio::runtime::Runtime,
     exclusive: bool,
 ) -> Result<Planned> {
-    let root = repo.unwrap_or(Path::new("."));
-    let repo = pgtenant_spec::load_repo(root)
-        .with_context(|| format!("reading the apps repo {}", root.display()))?;
-    // A directory without values files is the wrong directory, not an empty repo; the flag that
-    // allows dropping everything allows this too.
-    if !guard.allow_empty_repo {
-        repo.ensure_apps_repo()?;
-    }
-    render::diagnostics(&repo);
+    // The flag that allows dropping everything also accepts a directory without values files.
+    let repo = context.load_repo(repo, guard.allow_empty_repo)?;
     let desired = Desired::from_repo(&repo);
     let connected = context.connect()?;
     let store = context.store()?;

@@ -395,9 +395,7 @@ fn restore(context: &Context, tenant: &str, repo: Option<&Path>) -> Result<u8> {
         .with_context(|| {
             format!("no final backup of {tenant} in the trash (`pgtenant trash list`)")
         })?;
-    let root = repo.unwrap_or(Path::new("."));
-    let loaded = pgtenant_spec::load_repo(root)
-        .with_context(|| format!("reading the apps repo {}", root.display()))?;
+    let loaded = context.load_repo(repo, false)?;
     let Some(spec) = loaded.databases.iter().find(|d| d.tenant_id() == tenant) else {
         bail!("{tenant} is not declared in the apps repo: declare it again and run `pgtenant apply`, then restore");
     };
