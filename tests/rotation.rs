@@ -303,7 +303,8 @@ async fn an_interrupted_password_change_is_reported_and_its_credential_withheld(
     );
     assert_eq!(plan.json()["converged"], false);
     assert!(
-        plan.json()["notices"].to_string().contains(reported),
+        // An operation of the plan (before issue 10 a blocked notice).
+        plan.json()["operations"].to_string().contains(reported),
         "{}",
         plan.stdout
     );
@@ -315,7 +316,8 @@ async fn an_interrupted_password_change_is_reported_and_its_credential_withheld(
     assert_eq!(check.code, 2, "{}\n{}", check.stdout, check.stderr);
     assert_eq!(check.json()["in_sync"], false);
     assert!(
-        check.json()["notices"].to_string().contains(reported),
+        // A drift item of the tenant (before issue 10 a notice).
+        check.json()["tenants"].to_string().contains(reported),
         "{}",
         check.stdout
     );

@@ -329,18 +329,13 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let (owner, login) = owner_login(context, &into, Some(&declared))?;
     let backups = open(context, &args.repository)?;
 
-    let mut reapply = || -> Result<usize, String> {
-        let outcome = reconcile::reconcile_tenant(context, Some(&repo), &into.id())
-            .map_err(|e| format!("{e:#}"))?;
-        if let Some(failed) = outcome.failed().next() {
-            let error = failed
-                .error
-                .as_ref()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            return Err(error);
-        }
-        Ok(outcome.applied())
+    // Ownership and grants are re-applied by the engine's reconcile of that one tenant.
+    let desired = pgtenant_engine::Desired::from_repo(&context.load_repo(Some(&repo), false)?);
+    let reconciler = reconcile::reconciler(context)?;
+    let reapply = pgtenant_engine::reconcile::TenantReapply {
+        reconciler: &reconciler,
+        desired: &desired,
+        runtime: reconcile::runtime()?.handle().clone(),
     };
     let request = RestoreRequest {
         tenant: tenant.clone(),
@@ -352,7 +347,7 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
         allow_cross_namespace: args.allow_cross_namespace,
     };
     let mut progress = CliProgress::new();
-    let result = backups.restore(&request, &mut reapply, &mut progress);
+    let result = backups.restore(&request, &reapply, &mut progress);
     progress.done();
     let report = result.with_context(|| {
         if into == tenant {
@@ -475,8 +470,8 @@ fn owner_login(
     };
     let store = context.store()?;
     for (owner, path) in &candidates {
-        let credential = store
-            .get(path)
+        let credential = reconcile::runtime()?
+            .block_on(store.get(path))
             .with_context(|| format!("reading {path} from the credential store"))?;
         if let Some(credential) = credential {
             return Ok((

@@ -1,6 +1,7 @@
 //! `credentials` and `export`: tenant roles' credentials from the store, in the formats applications
 //! use (rendered by `pgtenant_secrets::export`).
 
+use crate::commands::reconcile::runtime;
 use crate::render::{out, outln};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -119,11 +120,18 @@ impl RoleArg {
 
 /// The login roles `store` holds credentials for in NAMESPACE/DATABASE.
 pub fn stored_roles(store: &dyn CredentialStore, namespace: &str, database: &str) -> Vec<RoleArg> {
+    let Ok(runtime) = runtime() else {
+        return Vec::new();
+    };
     RoleArg::ALL
         .into_iter()
         .filter(|role| {
             matches!(
-                store.get(&SecretPath::for_role(namespace, database, role.as_str())),
+                runtime.block_on(store.get(&SecretPath::for_role(
+                    namespace,
+                    database,
+                    role.as_str()
+                ))),
                 Ok(Some(_))
             )
         })
@@ -177,7 +185,8 @@ fn refuse_pending(
     role: RoleArg,
 ) -> Result<()> {
     let path = SecretPath::for_role(namespace, database, role.as_str());
-    if pgtenant_engine::rotate::is_pending(store, &path)
+    if runtime()?
+        .block_on(pgtenant_engine::rotate::is_pending(store, &path))
         .with_context(|| format!("reading the pending password change of {path}"))?
     {
         bail!(pgtenant_engine::rotate::pending_message(
@@ -299,8 +308,8 @@ fn read(
     role: RoleArg,
 ) -> Result<Option<Credential>> {
     let path = SecretPath::for_role(namespace, database, role.as_str());
-    store
-        .get(&path)
+    runtime()?
+        .block_on(store.get(&path))
         .with_context(|| format!("reading {path} from the credential store"))
 }
 

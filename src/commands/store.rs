@@ -2,7 +2,7 @@
 
 use crate::render::outln;
 use anyhow::{Context as _, Result};
-use pgtenant_secrets::{CredentialStore, StoreError};
+use pgtenant_secrets::StoreError;
 use serde_json::json;
 
 use crate::context::Context;
@@ -30,7 +30,10 @@ pub fn run(context: &Context, command: &StoreCommand) -> Result<u8> {
 
 fn verify(context: &Context, args: &VerifyArgs) -> Result<u8> {
     let store = context.file_store()?;
-    let checked = store.list().context("listing the credential store")?.len();
+    let checked = store
+        .list_blocking()
+        .context("listing the credential store")?
+        .len();
     let failures = store.verify().context("verifying the credential store")?;
     let all_fail = checked > 0 && failures.len() == checked;
     if args.format == Format::Json {

@@ -38,6 +38,7 @@ mod process;
 mod restore;
 mod sql;
 mod timestamp;
+pub mod trash;
 
 use std::fs;
 use std::io;

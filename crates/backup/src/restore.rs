@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgtenant_cluster::{ScratchCluster, ServerUser};
+use pgtenant_engine::reconcile::TenantReapply;
 use serde::Serialize;
 
 use crate::catalog::{RestoreRecord, Verification, VerifiedDatabase};
@@ -149,11 +150,11 @@ struct Outcome {
 impl Backups {
     /// Restores one tenant database; see the module documentation for the steps. `reapply`
     /// re-applies ownership and grants of `request.into` (the engine's reconcile of that one
-    /// tenant) and returns the number of statements it ran.
+    /// tenant).
     pub fn restore(
         &self,
         request: &RestoreRequest,
-        reapply: &mut dyn FnMut() -> Result<usize, String>,
+        reapply: &TenantReapply<'_>,
         progress: &mut dyn Progress,
     ) -> Result<RestoreReport, BackupError> {
         let started = Timestamp::now();
@@ -230,7 +231,7 @@ impl Backups {
         &self,
         request: &RestoreRequest,
         source: &Source,
-        reapply: &mut dyn FnMut() -> Result<usize, String>,
+        reapply: &TenantReapply<'_>,
         steps: &mut Steps<'_>,
         outcome: &mut Outcome,
     ) -> Result<(), BackupError> {
@@ -336,10 +337,17 @@ impl Backups {
             request.into != request.tenant,
             &prelude,
         )?;
-        outcome.reapplied = reapply().map_err(|message| BackupError::Reapply {
+        let failed = |message: String| BackupError::Reapply {
             tenant: request.into.id(),
             message,
-        })?;
+        };
+        let applied = reapply
+            .run(&request.into.id())
+            .map_err(|e| failed(pgtenant_engine::error_chain(&e)))?;
+        if let Some(error) = applied.outcome.failed().find_map(|t| t.error.as_ref()) {
+            return Err(failed(error.to_string()));
+        }
+        outcome.reapplied = applied.outcome.applied();
 
         if let Some(cluster) = scratch {
             steps.begin("removing the scratch cluster");

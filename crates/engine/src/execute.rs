@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use pgtenant_secrets::{generate_password, Credential, CredentialStore, SecretPath};
+use pgtenant_spec::Environment;
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use tracing::Instrument as _;
 
 use crate::connect::Connector;
 use crate::ident::{quote_literal, Ident};
@@ -28,6 +30,10 @@ pub struct TenantOutcome {
     pub applied: usize,
     pub planned: usize,
     pub error: Option<OperationError>,
+    /// What the run did besides statements, for the operator (a settled password change, the file
+    /// a final backup went to).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,14 +84,38 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// What a final backup is taken of, for [`FinalBackups::take`].
+pub struct FinalBackupRequest<'a> {
+    pub tenant: &'a str,
+    pub database: &'a str,
+    pub environment: Environment,
+    /// Connects the dump as the control role (a member of every tenant role).
+    pub connector: &'a Connector,
+}
+
+/// Takes the final backup of a database about to be dropped ([`Action::FinalBackup`]): provided
+/// by the caller (the backup crate's trash), so the engine runs no client programs itself.
+#[async_trait::async_trait]
+pub trait FinalBackups: Send + Sync {
+    /// Returns what to tell the operator (the file, its size); an error stops the tenant before
+    /// its drop.
+    async fn take(
+        &self,
+        request: FinalBackupRequest<'_>,
+    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
 pub struct Executor {
     pub connector: Arc<Connector>,
     pub store: Arc<dyn CredentialStore>,
     pub endpoint: Endpoint,
     pub parallelism: usize,
+    /// None: a plan with a final backup fails that tenant before its drop.
+    pub final_backups: Option<Arc<dyn FinalBackups>>,
 }
 
-type Progress = Arc<dyn Fn(&TenantOutcome) + Send + Sync>;
+/// Called once per finished tenant (a progress bar, one line per tenant).
+pub type Progress = Arc<dyn Fn(&TenantOutcome) + Send + Sync>;
 
 impl Executor {
     pub async fn apply(&self, plan: &Plan, progress: Progress) -> ApplyOutcome {
@@ -98,7 +128,7 @@ impl Executor {
                     ops.into_iter().cloned().collect::<Vec<_>>(),
                 )
             })
-            .partition(|(_, ops)| ops.iter().all(|op| op.phase == Phase::Drop));
+            .partition(|(_, ops)| ops.iter().all(|op| op.phase.is_removal()));
 
         let mut outcome = ApplyOutcome {
             tenants: self.run_parallel(others, progress.clone()).await,
@@ -138,6 +168,7 @@ impl Executor {
                 connector: self.connector.clone(),
                 store: self.store.clone(),
                 endpoint: self.endpoint.clone(),
+                final_backups: self.final_backups.clone(),
                 control: None,
             };
             tokio::spawn(worker.run(queue, progress))
@@ -154,6 +185,7 @@ struct Worker {
     connector: Arc<Connector>,
     store: Arc<dyn CredentialStore>,
     endpoint: Endpoint,
+    final_backups: Option<Arc<dyn FinalBackups>>,
     /// Opened on first use and kept for the next tenants this worker takes.
     control: Option<Client>,
 }
@@ -166,7 +198,8 @@ impl Worker {
         loop {
             let next = queue.lock().expect("queue lock").pop_front();
             let Some((tenant, ops)) = next else { break };
-            let outcome = self.tenant(tenant, &ops).await;
+            let span = tracing::info_span!("tenant", tenant = %tenant, operations = ops.len());
+            let outcome = self.tenant(tenant, &ops).instrument(span).await;
             progress(&outcome);
             outcomes.push(outcome);
         }
@@ -179,51 +212,151 @@ impl Worker {
             applied: 0,
             planned: ops.len(),
             error: None,
+            notes: Vec::new(),
         };
+        // The logins a StopLogins took away, until the final backup after it has succeeded.
+        let mut stopped: Vec<Ident> = Vec::new();
         for segment in segments(ops) {
-            let (applied, error) = match segment {
-                Segment::Store(op) => match self.store_op(op) {
-                    Ok(()) => (1, None),
-                    Err(error) => (0, Some(*error)),
-                },
-                Segment::Sql {
-                    database,
-                    run_as,
-                    ops,
-                } => self.sql_segment(database, run_as, ops).await,
-            };
+            let phase = segment.phase();
+            let span = tracing::debug_span!("phase", phase = phase.as_str());
+            let (applied, error) = async {
+                match segment {
+                    Segment::Store(op) => match self.store_op(op).await {
+                        Ok(()) => (1, None),
+                        Err(error) => (0, Some(*error)),
+                    },
+                    Segment::Step(op) => {
+                        match self.step(op, &mut stopped, &mut outcome.notes).await {
+                            Ok(()) => (1, None),
+                            Err(error) => (0, Some(*error)),
+                        }
+                    }
+                    Segment::Sql {
+                        database,
+                        run_as,
+                        ops,
+                    } => self.sql_segment(database, run_as, ops).await,
+                }
+            }
+            .instrument(span)
+            .await;
             outcome.applied += applied;
-            if error.is_some() {
-                outcome.error = error;
+            if let Some(error) = error {
+                tracing::warn!(tenant = %outcome.tenant, phase = phase.as_str(), error = %error.message, "tenant stopped");
+                outcome.error = Some(error);
                 break;
             }
         }
         outcome
     }
 
-    fn store_op(&self, op: &Operation) -> Result<(), Box<OperationError>> {
+    /// The operations that are neither SQL batches nor credential-store writes: settling an
+    /// interrupted password change, stopping logins, the final backup (whose failure gives the
+    /// logins back: the database is kept and can be used as before).
+    async fn step(
+        &self,
+        op: &Operation,
+        stopped: &mut Vec<Ident>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), Box<OperationError>> {
+        let failed = |message: String| {
+            Box::new(OperationError {
+                statement: op.display(),
+                message,
+                sqlstate: None,
+                detail: None,
+                hint: None,
+            })
+        };
+        match &op.action {
+            Action::FinishPasswordChange { secret_path, .. } => {
+                let rotator = crate::rotate::Rotator {
+                    connector: &self.connector,
+                    store: self.store.as_ref(),
+                };
+                let recovered = rotator.recover_one(secret_path).await;
+                notes.push(recovered.to_string());
+                match recovered.unresolved {
+                    None => Ok(()),
+                    Some(_) => Err(failed(recovered.to_string())),
+                }
+            }
+            Action::StopLogins { database, roles } => {
+                *stopped = crate::quiesce::quiesce(&self.connector, database.as_str(), roles)
+                    .await
+                    .map_err(|e| Box::new(engine_error(op, &e)))?;
+                Ok(())
+            }
+            Action::FinalBackup {
+                database,
+                environment,
+                ..
+            } => {
+                let result = match &self.final_backups {
+                    Some(backups) => {
+                        backups
+                            .take(FinalBackupRequest {
+                                tenant: &op.tenant,
+                                database: database.as_str(),
+                                environment: *environment,
+                                connector: &self.connector,
+                            })
+                            .await
+                    }
+                    None => Err("no final backup can be taken by this caller".into()),
+                };
+                match result {
+                    Ok(said) => {
+                        notes.extend(said);
+                        stopped.clear();
+                        Ok(())
+                    }
+                    Err(error) => {
+                        // Compensation: the database stays, so its applications may log in again.
+                        let resumed = crate::quiesce::resume(&self.connector, stopped).await;
+                        let mut message = format!(
+                            "the final backup before dropping it failed, so it is not dropped: {}",
+                            crate::error_chain(error.as_ref())
+                        );
+                        if let Err(e) = resumed {
+                            message.push_str(&format!(
+                                "; giving the logins back failed too ({}): run `pgtenant apply` again",
+                                crate::error_chain(&e)
+                            ));
+                        }
+                        Err(failed(message))
+                    }
+                }
+            }
+            _ => unreachable!("segments() routes SQL and store operations elsewhere"),
+        }
+    }
+
+    async fn store_op(&self, op: &Operation) -> Result<(), Box<OperationError>> {
         let result = match &op.action {
-            Action::DeleteCredential { secret_path } => self.store.delete(secret_path),
+            Action::DeleteCredential { secret_path } => self.store.delete(secret_path).await,
             Action::StoreCredential {
                 secret_path,
                 dbname,
-            } => match self.store.get(secret_path) {
-                Ok(Some(existing)) => self.store.put(
-                    secret_path,
-                    &Credential {
-                        username: existing.username,
-                        password: existing.password,
-                        endpoint: self.endpoint.host.clone(),
-                        port: self.endpoint.port,
-                        dbname: dbname.clone(),
-                    },
-                ),
+            } => match self.store.get(secret_path).await {
+                Ok(Some(existing)) => {
+                    self.store
+                        .put(
+                            secret_path,
+                            &Credential {
+                                username: existing.username,
+                                password: existing.password,
+                                endpoint: self.endpoint.host.clone(),
+                                port: self.endpoint.port,
+                                dbname: dbname.clone(),
+                            },
+                        )
+                        .await
+                }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             },
-            Action::Sql { .. } | Action::SetPassword { .. } => {
-                unreachable!("segments() routes SQL elsewhere")
-            }
+            _ => unreachable!("segments() routes SQL and steps elsewhere"),
         };
         result.map_err(|e| Box::new(store_error(op, &e)))
     }
@@ -231,7 +364,7 @@ impl Worker {
     /// The statement to send and, for a new password, the credential to promote once the server has
     /// accepted it. A new password goes to the journal first (see [`crate::rotate`]): if the process
     /// dies before the promotion, the next run logs in with it to learn whether the server has it.
-    fn prepare(&self, op: &Operation) -> Result<(String, Option<Pending>), OperationError> {
+    async fn prepare(&self, op: &Operation) -> Result<(String, Option<Pending>), OperationError> {
         match &op.action {
             Action::Sql { sql, .. } => Ok((sql.clone(), None)),
             Action::SetPassword {
@@ -241,44 +374,44 @@ impl Worker {
                 dbname,
             } => {
                 let store_failed = |e: pgtenant_secrets::StoreError| store_error(op, &e);
-                let (password, pending) = match self.store.get(secret_path).map_err(store_failed)? {
-                    // The stored password is reused only for this very login; credentials naming
-                    // another one (a grace twin dropped by hand) are replaced like missing ones.
-                    Some(existing) if existing.username == role.as_str() => {
-                        (existing.password, None)
-                    }
-                    _ => {
-                        let credential = Credential {
-                            username: role.as_str().to_string(),
-                            password: generate_password(),
-                            endpoint: self.endpoint.host.clone(),
-                            port: self.endpoint.port,
-                            dbname: dbname.clone(),
-                        };
-                        let journal = journal_path(secret_path);
-                        self.store
-                            .put(&journal, &credential)
-                            .map_err(store_failed)?;
-                        let password = credential.password.clone();
-                        (
-                            password,
-                            Some(Pending {
-                                secret_path: secret_path.clone(),
-                                journal,
-                                credential,
-                            }),
-                        )
-                    }
-                };
+                let (password, pending) =
+                    match self.store.get(secret_path).await.map_err(store_failed)? {
+                        // The stored password is reused only for this very login; credentials naming
+                        // another one (a grace twin dropped by hand) are replaced like missing ones.
+                        Some(existing) if existing.username == role.as_str() => {
+                            (existing.password, None)
+                        }
+                        _ => {
+                            let credential = Credential {
+                                username: role.as_str().to_string(),
+                                password: generate_password(),
+                                endpoint: self.endpoint.host.clone(),
+                                port: self.endpoint.port,
+                                dbname: dbname.clone(),
+                            };
+                            let journal = journal_path(secret_path);
+                            self.store
+                                .put(&journal, &credential)
+                                .await
+                                .map_err(store_failed)?;
+                            let password = credential.password.clone();
+                            (
+                                password,
+                                Some(Pending {
+                                    secret_path: secret_path.clone(),
+                                    journal,
+                                    credential,
+                                }),
+                            )
+                        }
+                    };
                 let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
                 Ok((
                     sql.replace(PASSWORD_PLACEHOLDER, &quote_literal(&verifier)),
                     pending,
                 ))
             }
-            Action::StoreCredential { .. } | Action::DeleteCredential { .. } => {
-                unreachable!("segments() routes store operations elsewhere")
-            }
+            _ => unreachable!("segments() routes store operations and steps elsewhere"),
         }
     }
 
@@ -316,7 +449,7 @@ impl Worker {
             let mut statements = Vec::with_capacity(batch.len());
             let mut pending = Vec::new();
             for op in &batch {
-                match self.prepare(op) {
+                match self.prepare(op).await {
                     Ok((statement, promote)) => {
                         statements.push(statement);
                         pending.extend(promote);
@@ -354,7 +487,7 @@ impl Worker {
                 Ok(()) => {
                     crate::rotate::failpoint("apply:after-batch");
                     for promote in pending {
-                        if let Err(e) = promote.apply(self.store.as_ref()) {
+                        if let Err(e) = promote.apply(self.store.as_ref()).await {
                             return (applied, Some(store_error(batch[0], &e)));
                         }
                     }
@@ -369,7 +502,7 @@ impl Worker {
                     if error.as_db_error().is_some() {
                         // Rolled back: the server never saw these passwords.
                         for promote in &pending {
-                            let _ = self.store.delete(&promote.journal);
+                            let _ = self.store.delete(&promote.journal).await;
                         }
                     }
                     let failed = match (
@@ -425,9 +558,9 @@ struct Pending {
 }
 
 impl Pending {
-    fn apply(self, store: &dyn CredentialStore) -> Result<(), pgtenant_secrets::StoreError> {
-        store.put(&self.secret_path, &self.credential)?;
-        store.delete(&self.journal)
+    async fn apply(self, store: &dyn CredentialStore) -> Result<(), pgtenant_secrets::StoreError> {
+        store.put(&self.secret_path, &self.credential).await?;
+        store.delete(&self.journal).await
     }
 }
 
@@ -488,6 +621,17 @@ enum Segment<'a> {
         ops: Vec<&'a Operation>,
     },
     Store(&'a Operation),
+    /// An operation run on its own by [`Worker::step`].
+    Step(&'a Operation),
+}
+
+impl Segment<'_> {
+    fn phase(&self) -> Phase {
+        match self {
+            Segment::Sql { ops, .. } => ops[0].phase,
+            Segment::Store(op) | Segment::Step(op) => op.phase,
+        }
+    }
 }
 
 /// Consecutive SQL operations for the same connection form one segment; credential-store
@@ -517,6 +661,9 @@ fn segments(ops: &[Operation]) -> Vec<Segment<'_>> {
             Action::StoreCredential { .. } | Action::DeleteCredential { .. } => {
                 segments.push(Segment::Store(op))
             }
+            Action::FinishPasswordChange { .. }
+            | Action::StopLogins { .. }
+            | Action::FinalBackup { .. } => segments.push(Segment::Step(op)),
         }
     }
     segments

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod observed;
 pub mod plan;
 pub mod quiesce;
+pub mod reconcile;
 pub mod rotate;
 pub mod sql;
 
@@ -27,10 +28,13 @@ use tokio::sync::Semaphore;
 pub use connect::Connector;
 pub use control::{ApplyLock, LockHolder, CONTROL_DATABASE};
 pub use desired::{Desired, DesiredTenant, RoleKind};
-pub use execute::{ApplyOutcome, Endpoint, Executor, TenantOutcome};
+pub use execute::{
+    ApplyOutcome, Endpoint, Executor, FinalBackupRequest, FinalBackups, TenantOutcome,
+};
 pub use ident::Ident;
 pub use observed::Observed;
 pub use plan::{plan, Operation, Phase, Plan, PlanContext};
+pub use reconcile::{ReconcileError, Reconciler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -107,7 +111,7 @@ pub async fn observe_tenants(
         .filter(|t| should_inspect(t))
         .flat_map(|t| t.login_roles().filter_map(|r| r.secret_path.clone()))
         .collect();
-    (observed.stored_paths, observed.stored_credentials) = read_store(store, &wanted)?;
+    (observed.stored_paths, observed.stored_credentials) = read_store(store, &wanted).await?;
 
     let existing: Vec<DesiredTenant> = desired
         .tenants
@@ -157,7 +161,7 @@ async fn inspect(
 /// `wanted` (decrypted: cost in proportion to the tenants looked at, not to the whole store). A
 /// store that cannot be read (missing or wrong key, tampering) stops the run: treating its secrets
 /// as absent would issue new passwords and lock apps out.
-fn read_store(
+async fn read_store(
     store: &dyn CredentialStore,
     wanted: &BTreeSet<pgtenant_secrets::SecretPath>,
 ) -> Result<
@@ -167,10 +171,10 @@ fn read_store(
     ),
     EngineError,
 > {
-    let paths: BTreeSet<_> = store.list()?.into_iter().collect();
+    let paths: BTreeSet<_> = store.list().await?.into_iter().collect();
     let mut stored = BTreeMap::new();
     for path in paths.iter().filter(|p| wanted.contains(*p)) {
-        if let Some(credential) = store.get(path)? {
+        if let Some(credential) = store.get(path).await? {
             stored.insert(
                 path.clone(),
                 observed::StoredCredential {

@@ -46,11 +46,11 @@ const JOURNAL_PREFIX: &str = "pgtenant/pending/";
 /// Whether a password change of `secret_path` was started and not settled: the server may hold
 /// the journalled password or the stored one, so the stored credential cannot be trusted until
 /// the next `apply` (or `rotate`) settles it.
-pub fn is_pending(
+pub async fn is_pending(
     store: &dyn CredentialStore,
     secret_path: &SecretPath,
 ) -> Result<bool, pgtenant_secrets::StoreError> {
-    Ok(store.get(&journal_path(secret_path))?.is_some())
+    Ok(store.get(&journal_path(secret_path)).await?.is_some())
 }
 
 /// What a tool that hands out a pending credential must say instead.
@@ -152,7 +152,8 @@ impl Rotator<'_> {
         let mut recovered = Vec::new();
         for journal in self
             .store
-            .list()?
+            .list()
+            .await?
             .into_iter()
             .filter(|p| p.as_str().starts_with(JOURNAL_PREFIX))
         {
@@ -170,12 +171,25 @@ impl Rotator<'_> {
         Ok(recovered)
     }
 
+    /// Settles the interrupted password change of `secret_path` (a no-op without a journal entry);
+    /// one that cannot be settled now is returned with the reason in `unresolved`.
+    pub async fn recover_one(&self, secret_path: &SecretPath) -> Recovered {
+        let journal = journal_path(secret_path);
+        self.recover(secret_path, &journal)
+            .await
+            .unwrap_or_else(|error| Recovered {
+                secret_path: secret_path.to_string(),
+                completed: false,
+                unresolved: Some(crate::error_chain(&error)),
+            })
+    }
+
     async fn recover(
         &self,
         secret_path: &SecretPath,
         journal: &SecretPath,
     ) -> Result<Recovered, EngineError> {
-        let Some(pending) = self.store.get(journal)? else {
+        let Some(pending) = self.store.get(journal).await? else {
             return Ok(Recovered {
                 secret_path: secret_path.to_string(),
                 completed: false,
@@ -214,9 +228,9 @@ impl Rotator<'_> {
             Err(other) => return Err(other),
         };
         if accepted {
-            self.store.put(secret_path, &pending)?;
+            self.store.put(secret_path, &pending).await?;
         }
-        self.store.delete(journal)?;
+        self.store.delete(journal).await?;
         Ok(Recovered {
             secret_path: secret_path.to_string(),
             completed: accepted,
@@ -235,10 +249,10 @@ impl Rotator<'_> {
         let alternate = Ident::new(alternate_name(role.as_str()));
         let secret_path = SecretPath::for_role(&tenant.namespace, &tenant.name, kind.as_str());
         let journal = journal_path(&secret_path);
-        if self.store.get(&journal)?.is_some() {
+        if self.store.get(&journal).await?.is_some() {
             self.recover(&secret_path, &journal).await?;
         }
-        let current = self.store.get(&secret_path)?.ok_or_else(|| {
+        let current = self.store.get(&secret_path).await?.ok_or_else(|| {
             EngineError::Rotation(format!(
                 "no stored credentials for the {} role of {}: is that a login role of its preset, and has \
                  `pgtenant apply` run?",
@@ -295,7 +309,7 @@ impl Rotator<'_> {
             password: generate_password(),
             ..current
         };
-        self.store.put(&journal, &next)?;
+        self.store.put(&journal, &next).await?;
         failpoint("rotate:after-journal");
 
         let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(
@@ -343,9 +357,9 @@ impl Rotator<'_> {
         control.batch_execute(&batch).await.map_err(catalog_error)?;
         failpoint("rotate:after-server");
 
-        self.store.put(&secret_path, &next)?;
+        self.store.put(&secret_path, &next).await?;
         failpoint("rotate:after-store");
-        self.store.delete(&journal)?;
+        self.store.delete(&journal).await?;
         Ok(Rotated {
             tenant: tenant.id.clone(),
             role: kind,

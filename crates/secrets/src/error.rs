@@ -72,4 +72,10 @@ pub enum StoreError {
         path.display()
     )]
     InsecurePermissions { path: PathBuf, mode: u32 },
+
+    #[error("the credential store's worker thread failed")]
+    Worker {
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }

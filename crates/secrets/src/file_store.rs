@@ -29,6 +29,7 @@ const STALE_TEMP_AGE_SECS: u64 = 10 * 60;
 /// The embedded credential store: one encrypted file per secret under a data
 /// directory, keyed by a separate key file. See the crate documentation for
 /// the layout and formats.
+#[derive(Clone)]
 pub struct FileStore {
     data_dir: PathBuf,
     key_file: PathBuf,
@@ -97,8 +98,8 @@ impl FileStore {
     /// errors, such as an unreadable directory, abort the check.
     pub fn verify(&self) -> Result<Vec<(SecretPath, StoreError)>, StoreError> {
         let mut failures = Vec::new();
-        for path in self.list()? {
-            match self.get(&path) {
+        for path in self.list_blocking()? {
+            match self.get_blocking(&path) {
                 Ok(_) => {}
                 Err(e @ (StoreError::WrongKeyOrTampered { .. } | StoreError::Corrupt { .. })) => {
                     failures.push((path, e))
@@ -201,8 +202,11 @@ impl FileStore {
     }
 }
 
-impl CredentialStore for FileStore {
-    fn get(&self, path: &SecretPath) -> Result<Option<Credential>, StoreError> {
+/// The store's blocking operations, for callers outside an async runtime (`store verify`) and
+/// for the [`CredentialStore`] implementation, which runs them on tokio's blocking pool: a write
+/// fsyncs the file and its directory.
+impl FileStore {
+    pub fn get_blocking(&self, path: &SecretPath) -> Result<Option<Credential>, StoreError> {
         let (dir, file_name) = self.location(path);
         let file = dir.join(file_name);
         match fs::read(&file) {
@@ -212,7 +216,11 @@ impl CredentialStore for FileStore {
         }
     }
 
-    fn put(&self, path: &SecretPath, credential: &Credential) -> Result<(), StoreError> {
+    pub fn put_blocking(
+        &self,
+        path: &SecretPath,
+        credential: &Credential,
+    ) -> Result<(), StoreError> {
         let (dir, file_name) = self.location(path);
         create_private_dir(&dir)?;
         let temp = write_temp_file(&dir, &file_name, &self.encrypt(path, credential))?;
@@ -224,7 +232,7 @@ impl CredentialStore for FileStore {
         sync_dir(&dir)
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
+    pub fn delete_blocking(&self, path: &SecretPath) -> Result<(), StoreError> {
         let (dir, file_name) = self.location(path);
         let file = dir.join(file_name);
         match fs::remove_file(&file) {
@@ -234,12 +242,44 @@ impl CredentialStore for FileStore {
         }
     }
 
-    fn list(&self) -> Result<Vec<SecretPath>, StoreError> {
+    pub fn list_blocking(&self) -> Result<Vec<SecretPath>, StoreError> {
         let mut found = Vec::new();
         collect_secrets(&self.data_dir, &mut Vec::new(), &mut found)?;
         found.sort();
         Ok(found)
     }
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for FileStore {
+    async fn get(&self, path: &SecretPath) -> Result<Option<Credential>, StoreError> {
+        let (store, path) = (self.clone(), path.clone());
+        blocking(move || store.get_blocking(&path)).await
+    }
+
+    async fn put(&self, path: &SecretPath, credential: &Credential) -> Result<(), StoreError> {
+        let (store, path, credential) = (self.clone(), path.clone(), credential.clone());
+        blocking(move || store.put_blocking(&path, &credential)).await
+    }
+
+    async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
+        let (store, path) = (self.clone(), path.clone());
+        blocking(move || store.delete_blocking(&path)).await
+    }
+
+    async fn list(&self) -> Result<Vec<SecretPath>, StoreError> {
+        let store = self.clone();
+        blocking(move || store.list_blocking()).await
+    }
+}
+
+/// Runs file I/O (reads, renames, fsyncs) on tokio's blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|source| StoreError::Worker { source })?
 }
 
 impl fmt::Debug for FileStore {
@@ -563,31 +603,40 @@ mod tests {
         let other = SecretPath::for_role("acme", "billing", "app");
         let top = path("top");
 
-        assert_eq!(store.get(&app).unwrap(), None);
-        assert_eq!(store.list().unwrap(), vec![]);
+        assert_eq!(store.get_blocking(&app).unwrap(), None);
+        assert_eq!(store.list_blocking().unwrap(), vec![]);
 
-        store.put(&app, &credential("first")).unwrap();
-        store.put(&admin, &credential("admin")).unwrap();
-        store.put(&other, &credential("other")).unwrap();
-        store.put(&top, &credential("top")).unwrap();
-        store.put(&app, &credential("second")).unwrap();
+        store.put_blocking(&app, &credential("first")).unwrap();
+        store.put_blocking(&admin, &credential("admin")).unwrap();
+        store.put_blocking(&other, &credential("other")).unwrap();
+        store.put_blocking(&top, &credential("top")).unwrap();
+        store.put_blocking(&app, &credential("second")).unwrap();
 
-        assert_eq!(store.get(&app).unwrap(), Some(credential("second")));
-        assert_eq!(store.get(&admin).unwrap(), Some(credential("admin")));
         assert_eq!(
-            store.list().unwrap(),
+            store.get_blocking(&app).unwrap(),
+            Some(credential("second"))
+        );
+        assert_eq!(
+            store.get_blocking(&admin).unwrap(),
+            Some(credential("admin"))
+        );
+        assert_eq!(
+            store.list_blocking().unwrap(),
             vec![other.clone(), admin.clone(), app.clone(), top.clone()]
         );
         assert!(fixture.secret_file("customer/shop/orders-app").is_file());
 
-        store.delete(&app).unwrap();
-        store.delete(&app).unwrap();
-        assert_eq!(store.get(&app).unwrap(), None);
-        assert_eq!(store.list().unwrap(), vec![other, admin, top]);
+        store.delete_blocking(&app).unwrap();
+        store.delete_blocking(&app).unwrap();
+        assert_eq!(store.get_blocking(&app).unwrap(), None);
+        assert_eq!(store.list_blocking().unwrap(), vec![other, admin, top]);
 
         drop(store);
         let reopened = fixture.open().unwrap();
-        assert_eq!(reopened.get(&path("top")).unwrap(), Some(credential("top")));
+        assert_eq!(
+            reopened.get_blocking(&path("top")).unwrap(),
+            Some(credential("top"))
+        );
     }
 
     #[test]
@@ -595,7 +644,7 @@ mod tests {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
         store
-            .put(&path("customer/shop/orders-app"), &credential("x"))
+            .put_blocking(&path("customer/shop/orders-app"), &credential("x"))
             .unwrap();
 
         assert_eq!(mode(&fixture.data_dir), 0o700);
@@ -627,13 +676,13 @@ mod tests {
         fs::write(&fixture.key_file, STANDARD.encode([7u8; KEY_LEN])).unwrap();
         set_mode(&fixture.key_file, 0o400);
         let store = fixture.open().unwrap();
-        store.put(&path("a"), &credential("x")).unwrap();
+        store.put_blocking(&path("a"), &credential("x")).unwrap();
         assert_eq!(
             fs::read_to_string(&fixture.key_file).unwrap(),
             STANDARD.encode([7u8; KEY_LEN])
         );
         assert_eq!(
-            fixture.open().unwrap().get(&path("a")).unwrap(),
+            fixture.open().unwrap().get_blocking(&path("a")).unwrap(),
             Some(credential("x"))
         );
     }
@@ -643,9 +692,9 @@ mod tests {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
         let file = fixture.secret_file("a");
-        store.put(&path("a"), &credential("same")).unwrap();
+        store.put_blocking(&path("a"), &credential("same")).unwrap();
         let first: Envelope = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
-        store.put(&path("a"), &credential("same")).unwrap();
+        store.put_blocking(&path("a"), &credential("same")).unwrap();
         let second: Envelope = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
         assert_eq!(first.version, 1);
         assert_ne!(first.nonce, second.nonce);
@@ -660,12 +709,12 @@ mod tests {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
         store
-            .put(&path("customer/shop/orders-app"), &credential("x"))
+            .put_blocking(&path("customer/shop/orders-app"), &credential("x"))
             .unwrap();
         let file = fixture.secret_file("customer/shop/orders-app");
         flip_ciphertext_byte(&file);
 
-        match store.get(&path("customer/shop/orders-app")) {
+        match store.get_blocking(&path("customer/shop/orders-app")) {
             Err(StoreError::WrongKeyOrTampered { path }) => assert_eq!(path, file),
             other => panic!("tampering not detected: {other:?}"),
         }
@@ -676,10 +725,10 @@ mod tests {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
         store
-            .put(&path("customer/shop/orders-admin"), &credential("admin"))
+            .put_blocking(&path("customer/shop/orders-admin"), &credential("admin"))
             .unwrap();
         store
-            .put(&path("customer/shop/orders-app"), &credential("app"))
+            .put_blocking(&path("customer/shop/orders-app"), &credential("app"))
             .unwrap();
         fs::copy(
             fixture.secret_file("customer/shop/orders-admin"),
@@ -696,14 +745,16 @@ mod tests {
         for copy in ["customer/shop/orders-app", "customer/evil/orders-admin"] {
             assert!(
                 matches!(
-                    store.get(&path(copy)),
+                    store.get_blocking(&path(copy)),
                     Err(StoreError::WrongKeyOrTampered { .. })
                 ),
                 "{copy}"
             );
         }
         assert_eq!(
-            store.get(&path("customer/shop/orders-admin")).unwrap(),
+            store
+                .get_blocking(&path("customer/shop/orders-admin"))
+                .unwrap(),
             Some(credential("admin"))
         );
     }
@@ -714,17 +765,17 @@ mod tests {
         fixture
             .open()
             .unwrap()
-            .put(&path("a/b"), &credential("x"))
+            .put_blocking(&path("a/b"), &credential("x"))
             .unwrap();
         let other = Fixture::new();
         other.open().unwrap();
 
         let store = FileStore::open(&fixture.data_dir, &other.key_file).unwrap();
         assert!(matches!(
-            store.get(&path("a/b")),
+            store.get_blocking(&path("a/b")),
             Err(StoreError::WrongKeyOrTampered { .. })
         ));
-        assert_eq!(store.list().unwrap(), vec![path("a/b")]);
+        assert_eq!(store.list_blocking().unwrap(), vec![path("a/b")]);
     }
 
     #[test]
@@ -733,7 +784,7 @@ mod tests {
         fixture
             .open()
             .unwrap()
-            .put(&path("a"), &credential("x"))
+            .put_blocking(&path("a"), &credential("x"))
             .unwrap();
         fs::remove_file(&fixture.key_file).unwrap();
 
@@ -801,7 +852,7 @@ mod tests {
     fn malformed_envelopes_are_corrupt() {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
-        store.put(&path("a"), &credential("x")).unwrap();
+        store.put_blocking(&path("a"), &credential("x")).unwrap();
         let file = fixture.secret_file("a");
         let good: Envelope = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
 
@@ -831,7 +882,7 @@ mod tests {
         ];
         for (contents, expected) in cases {
             fs::write(&file, &contents).unwrap();
-            match store.get(&path("a")) {
+            match store.get_blocking(&path("a")) {
                 Err(StoreError::Corrupt { reason, .. }) => {
                     assert!(reason.contains(expected), "{reason:?} for {contents}")
                 }
@@ -849,7 +900,7 @@ mod tests {
             "customer/shop/orders-admin",
             "b",
         ] {
-            store.put(&path(name), &credential(name)).unwrap();
+            store.put_blocking(&path(name), &credential(name)).unwrap();
         }
         assert!(store.verify().unwrap().is_empty());
 
@@ -871,7 +922,7 @@ mod tests {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
         store
-            .put(&path("customer/shop/orders-app"), &credential("x"))
+            .put_blocking(&path("customer/shop/orders-app"), &credential("x"))
             .unwrap();
         let shop = fixture.data_dir.join("customer/shop");
         fs::write(
@@ -885,7 +936,7 @@ mod tests {
         fs::write(shop.join("Not_A_Segment/x.secret"), "x").unwrap();
 
         assert_eq!(
-            store.list().unwrap(),
+            store.list_blocking().unwrap(),
             vec![path("customer/shop/orders-app")]
         );
     }
@@ -895,7 +946,7 @@ mod tests {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
         let journal = path("pgtenant/pending/shop/orders-app");
-        store.put(&journal, &credential("x")).unwrap();
+        store.put_blocking(&journal, &credential("x")).unwrap();
         drop(store);
         let pending = fixture.data_dir.join("pgtenant/pending/shop");
         let old = SystemTime::now() - Duration::from_secs(STALE_TEMP_AGE_SECS + 60);
@@ -929,7 +980,7 @@ mod tests {
             other_beside_key.exists(),
             "beside the key file only the key's own"
         );
-        assert_eq!(store.get(&journal).unwrap(), Some(credential("x")));
+        assert_eq!(store.get_blocking(&journal).unwrap(), Some(credential("x")));
     }
 
     #[test]
@@ -958,8 +1009,8 @@ mod tests {
     fn put_leaves_no_temporary_file() {
         let fixture = Fixture::new();
         let store = fixture.open().unwrap();
-        store.put(&path("a/b"), &credential("x")).unwrap();
-        store.put(&path("a/b"), &credential("y")).unwrap();
+        store.put_blocking(&path("a/b"), &credential("x")).unwrap();
+        store.put_blocking(&path("a/b"), &credential("y")).unwrap();
         let names: Vec<_> = fs::read_dir(fixture.data_dir.join("a"))
             .unwrap()
             .map(|entry| entry.unwrap().file_name())
@@ -981,13 +1032,13 @@ mod tests {
                 scope.spawn(move || {
                     let store = fixture.open().unwrap();
                     store
-                        .put(&path(&format!("s{i}")), &credential("x"))
+                        .put_blocking(&path(&format!("s{i}")), &credential("x"))
                         .unwrap();
                 });
             }
         });
         let store = fixture.open().unwrap();
-        assert_eq!(store.list().unwrap().len(), 8);
+        assert_eq!(store.list_blocking().unwrap().len(), 8);
         assert!(store.verify().unwrap().is_empty());
     }
 

@@ -83,20 +83,23 @@ pub use memory::MemoryStore;
 pub use password::{generate_password, PASSWORD_LENGTH};
 pub use path::SecretPath;
 
-/// Where credentials are kept, one per [`SecretPath`].
+/// Where credentials are kept, one per [`SecretPath`]. Async, so a network store (a cloud secrets
+/// manager) is a drop-in; dyn-compatible (through `async_trait`), so callers hold an
+/// `Arc<dyn CredentialStore>` and never know which store it is.
+#[async_trait::async_trait]
 pub trait CredentialStore: Send + Sync {
     /// `Ok(None)` only when no secret exists at `path`: a secret that exists
     /// but cannot be read is an error, so a caller never mistakes it for a
     /// missing one and overwrites a credential that applications still use.
-    fn get(&self, path: &SecretPath) -> Result<Option<Credential>, StoreError>;
+    async fn get(&self, path: &SecretPath) -> Result<Option<Credential>, StoreError>;
 
     /// Creates or replaces the secret at `path`, atomically: readers see the
     /// old or the new credential, never a partial one.
-    fn put(&self, path: &SecretPath, credential: &Credential) -> Result<(), StoreError>;
+    async fn put(&self, path: &SecretPath, credential: &Credential) -> Result<(), StoreError>;
 
     /// Deleting a missing secret is Ok.
-    fn delete(&self, path: &SecretPath) -> Result<(), StoreError>;
+    async fn delete(&self, path: &SecretPath) -> Result<(), StoreError>;
 
     /// Every stored secret path, sorted.
-    fn list(&self) -> Result<Vec<SecretPath>, StoreError>;
+    async fn list(&self) -> Result<Vec<SecretPath>, StoreError>;
 }

@@ -20,22 +20,23 @@ impl MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
 impl CredentialStore for MemoryStore {
-    fn get(&self, path: &SecretPath) -> Result<Option<Credential>, StoreError> {
+    async fn get(&self, path: &SecretPath) -> Result<Option<Credential>, StoreError> {
         Ok(self.secrets().get(path).cloned())
     }
 
-    fn put(&self, path: &SecretPath, credential: &Credential) -> Result<(), StoreError> {
+    async fn put(&self, path: &SecretPath, credential: &Credential) -> Result<(), StoreError> {
         self.secrets().insert(path.clone(), credential.clone());
         Ok(())
     }
 
-    fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
+    async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
         self.secrets().remove(path);
         Ok(())
     }
 
-    fn list(&self) -> Result<Vec<SecretPath>, StoreError> {
+    async fn list(&self) -> Result<Vec<SecretPath>, StoreError> {
         Ok(self.secrets().keys().cloned().collect())
     }
 }
@@ -54,22 +55,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn round_trip() {
+    #[tokio::test]
+    async fn round_trip() {
         let store = MemoryStore::default();
         let b = SecretPath::for_role("shop", "orders", "b");
         let a = SecretPath::for_role("shop", "orders", "a");
-        assert_eq!(store.get(&a).unwrap(), None);
+        assert_eq!(store.get(&a).await.unwrap(), None);
 
-        store.put(&b, &credential("1")).unwrap();
-        store.put(&a, &credential("2")).unwrap();
-        store.put(&a, &credential("3")).unwrap();
-        assert_eq!(store.get(&a).unwrap(), Some(credential("3")));
-        assert_eq!(store.list().unwrap(), vec![a.clone(), b.clone()]);
+        store.put(&b, &credential("1")).await.unwrap();
+        store.put(&a, &credential("2")).await.unwrap();
+        store.put(&a, &credential("3")).await.unwrap();
+        assert_eq!(store.get(&a).await.unwrap(), Some(credential("3")));
+        assert_eq!(store.list().await.unwrap(), vec![a.clone(), b.clone()]);
 
-        store.delete(&a).unwrap();
-        store.delete(&a).unwrap();
-        assert_eq!(store.get(&a).unwrap(), None);
-        assert_eq!(store.list().unwrap(), vec![b]);
+        store.delete(&a).await.unwrap();
+        store.delete(&a).await.unwrap();
+        assert_eq!(store.get(&a).await.unwrap(), None);
+        assert_eq!(store.list().await.unwrap(), vec![b]);
     }
 }

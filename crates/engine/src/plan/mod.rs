@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgtenant_secrets::SecretPath;
-use pgtenant_spec::Mode;
+use pgtenant_spec::{Environment, Mode};
 use serde::Serialize;
 
 use crate::desired::{
@@ -21,26 +21,41 @@ use crate::sql;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
+    /// A password change that was interrupted (a journal entry in the store) is settled first, so
+    /// the rest of the run starts from what the server really accepts.
+    PasswordRecovery,
     Roles,
     Database,
     Schemas,
     DefaultPrivileges,
     Extensions,
     Credentials,
+    /// Before a removed standard database's final backup: its logins stop and its sessions end.
+    StopLogins,
+    /// The final backup of a removed standard database, to the trash, right before its drop.
+    FinalBackup,
     Drop,
 }
 
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::PasswordRecovery => "password-recovery",
             Phase::Roles => "roles",
             Phase::Database => "database",
             Phase::Schemas => "schemas",
             Phase::DefaultPrivileges => "default-privileges",
             Phase::Extensions => "extensions",
             Phase::Credentials => "credentials",
+            Phase::StopLogins => "stop-logins",
+            Phase::FinalBackup => "final-backup",
             Phase::Drop => "drop",
         }
+    }
+
+    /// The phases of a removed tenant: they run after every other tenant, one tenant at a time.
+    pub fn is_removal(self) -> bool {
+        matches!(self, Phase::StopLogins | Phase::FinalBackup | Phase::Drop)
     }
 }
 
@@ -68,6 +83,26 @@ pub enum Action {
     DeleteCredential {
         secret_path: SecretPath,
     },
+    /// Settle the interrupted password change of `role`: log in with the journalled password;
+    /// accepted, it becomes the stored one; refused, the journal is dropped (nothing changed).
+    FinishPasswordChange {
+        role: Ident,
+        secret_path: SecretPath,
+    },
+    /// `NOLOGIN` for `roles` and the end of every session on `database`, so the final backup holds
+    /// the last write. The executor gives the logins back if the final backup then fails.
+    StopLogins {
+        database: Ident,
+        roles: Vec<Ident>,
+    },
+    /// A logical dump of `database` into the trash, kept `retention_days` (its tier's retention),
+    /// taken by the [`crate::execute::FinalBackups`] the caller provides. If it fails, the tenant
+    /// stops there: nothing is dropped.
+    FinalBackup {
+        database: Ident,
+        environment: Environment,
+        retention_days: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,6 +129,22 @@ impl Operation {
             Action::DeleteCredential { secret_path } => {
                 format!("-- credential store: delete {secret_path}")
             }
+            Action::FinishPasswordChange { role, secret_path } => format!(
+                "-- finish the interrupted password change for {role}: log in with the password journalled beside \
+                 {secret_path}; accepted, it is stored; refused, the journal is dropped"
+            ),
+            Action::StopLogins { database, roles } => format!(
+                "-- stop the logins of {} (NOLOGIN) and end the sessions on {database}; given back if the final backup fails",
+                names(roles)
+            ),
+            Action::FinalBackup {
+                database,
+                retention_days,
+                ..
+            } => format!(
+                "-- final backup of {database} to the trash, kept {retention_days} day{}",
+                if *retention_days == 1 { "" } else { "s" }
+            ),
         }
     }
 }
@@ -178,6 +229,9 @@ pub struct PlanContext {
     pub now: String,
     /// Tenants (`NS/DB`) to plan for; empty: all.
     pub scope: BTreeSet<String>,
+    /// The platform's tier (`pgtenant backup --environment`): how long the final backup of a
+    /// dropped database whose marker names no tier of its own is kept. None: the dev tier's.
+    pub platform_environment: Option<Environment>,
 }
 
 impl PlanContext {
@@ -218,7 +272,7 @@ pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Pl
             reason: format!("could not look inside the database ({reason}); its schemas and default privileges are compared on the next run"),
         });
     }
-    plan_removals(desired, observed, &context.guard, &context.now, &mut plan);
+    plan_removals(desired, observed, context, &mut plan);
     // Scope before dedupe: a statement two tenants share must stay with the one in scope.
     plan.operations.retain(|op| context.in_scope(&op.tenant));
     plan.notices
@@ -248,8 +302,9 @@ struct TenantPlanner<'a> {
 
 impl TenantPlanner<'_> {
     fn run(mut self) -> (Vec<Operation>, Vec<String>) {
+        self.interrupted_password_changes();
         if let Some(reason) = self.preset_changed() {
-            return (Vec::new(), vec![reason]);
+            return (self.ops, vec![reason]);
         }
         self.roles();
         let created = self.database();
@@ -301,6 +356,38 @@ impl TenantPlanner<'_> {
             },
             why,
         );
+    }
+
+    /// A password change of a login role that was started and not settled (its journal entry is in
+    /// the store): apply settles it first; until then the stored credential may not log in.
+    fn interrupted_password_changes(&mut self) {
+        for role in self.tenant.login_roles() {
+            let Some(secret_path) = role.secret_path.clone() else {
+                continue;
+            };
+            if self
+                .observed
+                .stored_paths
+                .contains(&crate::rotate::journal_path(&secret_path))
+            {
+                let why = format!(
+                    "interrupted password change for {}: run `pgtenant apply`",
+                    role.name
+                );
+                self.ops.push(Operation {
+                    tenant: self.tenant.id.clone(),
+                    phase: Phase::PasswordRecovery,
+                    database: None,
+                    run_as: None,
+                    action: Action::FinishPasswordChange {
+                        role: role.name.clone(),
+                        secret_path,
+                    },
+                    why,
+                    destructive: false,
+                });
+            }
+        }
     }
 
     /// Roles of this tenant that its preset does not have: the database was made with another role
@@ -1113,13 +1200,8 @@ impl TenantPlanner<'_> {
 }
 
 /// The removal half of the plan: tenants the cluster marks as ours that the repo no longer declares.
-fn plan_removals(
-    desired: &Desired,
-    observed: &Observed,
-    guard: &DropGuard,
-    now: &str,
-    plan: &mut Plan,
-) {
+fn plan_removals(desired: &Desired, observed: &Observed, context: &PlanContext, plan: &mut Plan) {
+    let (guard, now) = (&context.guard, context.now.as_str());
     let declared: BTreeSet<&str> = desired.tenants.iter().map(|t| t.id.as_str()).collect();
     // Names a declared tenant derives are never dropped, whatever tenant their marker names: a
     // namespace/name split that changed (`a-b/c` → `a/b-c`) maps to the same database and adopts it.
@@ -1288,7 +1370,42 @@ fn plan_removals(
             destructive: true,
         };
         let drop = |action: Action, why: String| drop_in(None, action, why);
+        let mut roles = found.roles;
+        roles.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         if let Some((name, _)) = &found.database {
+            let database = Ident::new(name.clone());
+            let environment = found
+                .marker
+                .as_ref()
+                .and_then(|m| m.environment)
+                .or(context.platform_environment)
+                .unwrap_or_default();
+            let before_drop = |phase, action, why: &str| Operation {
+                phase,
+                destructive: false,
+                ..drop(action, why.to_string())
+            };
+            plan.operations.push(before_drop(
+                Phase::StopLogins,
+                Action::StopLogins {
+                    database: database.clone(),
+                    roles: roles.iter().map(|(n, _)| Ident::new(n.clone())).collect(),
+                },
+                "the final backup must hold the last write: nothing may write between the dump and the drop",
+            ));
+            plan.operations.push(before_drop(
+                Phase::FinalBackup,
+                Action::FinalBackup {
+                    database,
+                    environment,
+                    retention_days: environment.retention_days(),
+                },
+                &format!(
+                    "a standard database is dropped only after its final backup (tier {}, `pgtenant trash list`, \
+                     `pgtenant trash restore`); if the backup fails it is not dropped and its logins are given back",
+                    environment.as_str()
+                ),
+            ));
             plan.operations.push(drop(
                 Action::Sql { sql: sql::drop_database(&Ident::new(name.clone())), transactional: false },
                 format!("mode standard and removed from the repo: its logins are stopped and a final backup is taken to the trash \
@@ -1296,8 +1413,6 @@ fn plan_removals(
             ));
             dropped_here.insert(name.clone());
         }
-        let mut roles = found.roles;
-        roles.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         if !roles.is_empty() {
             let idents: Vec<Ident> = roles.iter().map(|(n, _)| Ident::new(n.clone())).collect();
             plan.operations.push(drop(

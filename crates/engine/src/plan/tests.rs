@@ -43,6 +43,7 @@ fn context() -> PlanContext {
         superuser_extensions: Default::default(),
         now: "2026-11-21T09:00:00Z".into(),
         scope: Default::default(),
+        platform_environment: None,
     }
 }
 
@@ -827,4 +828,123 @@ fn a_changed_preset_blocks_the_tenant_instead_of_half_converting_it() {
         "{}",
         blocked.reason
     );
+}
+
+fn phases_of<'a>(plan: &'a Plan, tenant: &str) -> Vec<(Phase, &'a Action)> {
+    plan.operations
+        .iter()
+        .filter(|op| op.tenant == tenant)
+        .map(|op| (op.phase, &op.action))
+        .collect()
+}
+
+#[test]
+fn a_removed_standard_database_is_backed_up_with_its_logins_stopped_before_its_drop() {
+    let kept = spec("idp-dev", "my-db", Mode::Standard);
+    let removed = spec("idp-dev", "old", Mode::Standard);
+    let mut observed = empty_cluster();
+    for s in [&kept, &removed] {
+        converge(&mut observed, &DesiredTenant::from_spec(s));
+    }
+    let wanted = desired(std::slice::from_ref(&kept));
+    let now = plan(&wanted, &observed, &context());
+    let steps = phases_of(&now, "idp-dev/old");
+    let phases: Vec<Phase> = steps.iter().map(|(phase, _)| *phase).collect();
+    assert_eq!(
+        &phases[..3],
+        [Phase::StopLogins, Phase::FinalBackup, Phase::Drop],
+        "{}",
+        render(&now)
+    );
+    assert!(matches!(
+        steps[0].1,
+        Action::StopLogins { database, roles }
+            if database.as_str() == "idp-dev-old" && roles.len() == 3
+    ));
+    assert!(matches!(
+        steps[1].1,
+        Action::FinalBackup { database, retention_days: 7, .. } if database.as_str() == "idp-dev-old"
+    ));
+    assert!(matches!(
+        steps[2].1,
+        Action::Sql { sql, .. } if sql.starts_with("DROP DATABASE")
+    ));
+    let backup = &now.operations[now
+        .operations
+        .iter()
+        .position(|op| op.phase == Phase::FinalBackup)
+        .unwrap()];
+    assert_eq!(
+        backup.display(),
+        "-- final backup of idp-dev-old to the trash, kept 7 days"
+    );
+    assert!(!backup.destructive, "a backup destroys nothing");
+    assert!(phases.iter().all(|phase| phase.is_removal()));
+}
+
+#[test]
+fn a_final_backup_without_a_tier_of_its_own_is_kept_for_the_platform_tier() {
+    let kept = spec("idp-dev", "my-db", Mode::Standard);
+    let removed = DesiredTenant::from_spec(&spec("idp-dev", "old", Mode::Standard));
+    let mut observed = empty_cluster();
+    converge(&mut observed, &DesiredTenant::from_spec(&kept));
+    converge(&mut observed, &removed);
+    let untiered = Marker {
+        environment: None,
+        ..Marker::database(&removed)
+    };
+    observed.databases.get_mut("idp-dev-old").unwrap().comment = Some(untiered.to_comment());
+    let context = PlanContext {
+        platform_environment: Some(pgtenant_spec::Environment::Production),
+        ..context()
+    };
+    let now = plan(&desired(std::slice::from_ref(&kept)), &observed, &context);
+    let days = pgtenant_spec::Environment::Production.retention_days();
+    assert!(
+        now.operations.iter().any(|op| matches!(
+            op.action,
+            Action::FinalBackup { retention_days, environment: pgtenant_spec::Environment::Production, .. }
+                if retention_days == days
+        )),
+        "{}",
+        render(&now)
+    );
+}
+
+#[test]
+fn an_interrupted_password_change_is_settled_before_anything_else() {
+    let tenant_spec = spec("idp-dev", "my-db", Mode::Standard);
+    let tenant = DesiredTenant::from_spec(&tenant_spec);
+    let mut observed = empty_cluster();
+    converge(&mut observed, &tenant);
+    let wanted = desired(std::slice::from_ref(&tenant_spec));
+    assert!(plan(&wanted, &observed, &context()).is_converged());
+
+    let read = tenant.role(RoleKind::Read).unwrap();
+    let secret_path = read.secret_path.clone().unwrap();
+    observed
+        .stored_paths
+        .insert(crate::rotate::journal_path(&secret_path));
+    let now = plan(&wanted, &observed, &context());
+    assert!(!now.is_converged());
+    let first = &now.operations[0];
+    assert_eq!(first.phase, Phase::PasswordRecovery);
+    assert_eq!(
+        first.action,
+        Action::FinishPasswordChange {
+            role: read.name.clone(),
+            secret_path
+        }
+    );
+    assert_eq!(
+        first.why,
+        "interrupted password change for idp-dev-my-db-read: run `pgtenant apply`"
+    );
+    assert!(!first.phase.is_removal());
+    // Scoped out, it is not planned.
+    let elsewhere = PlanContext {
+        scope: ["shop/cart".to_string()].into(),
+        ..context()
+    };
+    assert!(plan(&wanted, &observed, &elsewhere).operations.is_empty());
 }
