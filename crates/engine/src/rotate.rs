@@ -21,12 +21,10 @@ use crate::connect::Connector;
 use std::collections::BTreeMap;
 
 use crate::desired::{
-    alternate_name, role_name, Desired, DesiredTenant, Marker, RoleAttributes, RoleKind,
+    alternate_name, role_name, DesiredTenant, Marker, RoleAttributes, RoleKind,
     MANAGED_ROLE_SETTINGS,
 };
 use crate::ident::{quote_literal, Ident};
-use crate::observed::Observed;
-use crate::plan::{Notice, NoticeKind};
 use crate::sql;
 use crate::EngineError;
 
@@ -60,38 +58,6 @@ pub fn pending_message(tenant: &str, role: &str) -> String {
          already be refused by the server; run `pgtenant apply` (or `pgtenant rotate {tenant} \
          --role {role}`) to settle it, then fetch the credentials again"
     )
-}
-
-/// One notice per declared login role (of the tenants `in_scope` selects) whose password change
-/// was interrupted, read from the store listing in `observed`: `plan` and `check` must not call
-/// such a tenant in sync, since the credentials handed out may not log in.
-pub fn interrupted_changes(
-    desired: &Desired,
-    observed: &Observed,
-    in_scope: impl Fn(&str) -> bool,
-) -> Vec<Notice> {
-    desired
-        .tenants
-        .iter()
-        .filter(|tenant| in_scope(&tenant.id))
-        .flat_map(|tenant| {
-            tenant.login_roles().filter_map(move |role| {
-                let path = role.secret_path.as_ref()?;
-                observed
-                    .stored_paths
-                    .contains(&journal_path(path))
-                    .then(|| Notice {
-                        kind: NoticeKind::Blocked,
-                        tenant: tenant.id.clone(),
-                        database: Some(tenant.database.to_string()),
-                        reason: format!(
-                            "interrupted password change for {}: run `pgtenant apply`",
-                            role.name
-                        ),
-                    })
-            })
-        })
-        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
