@@ -1,0 +1,91 @@
+//! The planner, per tenant: its database — existence, owner, marker, settings, ACL.
+
+use super::*;
+
+impl TenantPlanner<'_> {
+    /// Returns whether this plan creates the database.
+    pub(super) fn database(&mut self) -> bool {
+        let tenant = self.tenant;
+        let owner = tenant.owner();
+        let observed = self.observed.databases.get(tenant.database.as_str());
+        let mut current = match observed {
+            Some(db) => db.clone(),
+            None => {
+                self.push(
+                    Phase::Database,
+                    Action::Sql {
+                        sql: sql::create_database(&tenant.database, owner),
+                        transactional: false,
+                    },
+                    "declared in the spec; the database does not exist",
+                );
+                fresh_database(owner)
+            }
+        };
+        if current.owner != owner.as_str() {
+            self.push_sql(
+                Phase::Database,
+                sql::alter_database_owner(&tenant.database, owner),
+                format!(
+                    "owned by `{}`; the tenant's owner role `{owner}` must own it",
+                    current.owner
+                ),
+            );
+            // ALTER … OWNER hands the old owner's ACL entry to the new owner.
+            current.acl = transfer_owner(current.acl, &current.owner, owner.as_str());
+        }
+        if !current.allow_connections {
+            self.push_sql(
+                Phase::Database,
+                sql::alter_database(&tenant.database, "ALLOW_CONNECTIONS true"),
+                "connections to the database were disabled; its roles must be able to connect",
+            );
+        }
+        if current.connection_limit != tenant.connection_limit {
+            self.push_sql(
+                Phase::Database,
+                sql::alter_database(
+                    &tenant.database,
+                    &format!("CONNECTION LIMIT {}", tenant.connection_limit),
+                ),
+                format!(
+                    "connection limit is {}, the spec says {}",
+                    current.connection_limit, tenant.connection_limit
+                ),
+            );
+        }
+        if !current.settings.is_empty() {
+            self.push_sql(
+                Phase::Database,
+                sql::reset_database_settings(&tenant.database),
+                format!(
+                    "the database has session defaults ({}) that the spec does not declare: they apply to \
+                     every session in it, pgtenant's and other tenants' roles included (`ALTER DATABASE … SET role` \
+                     would make them act as another role)",
+                    settings_list(&current.settings)
+                ),
+            );
+        }
+        let marker = Marker::database(tenant);
+        if current.marker().as_ref() != Some(&marker) {
+            let why = match (observed, current.marker()) {
+                (None, _) => "mark the database as managed by pgtenant, with its mode",
+                (Some(_), None) => "adopt the existing database: mark it as managed by pgtenant",
+                (Some(_), Some(old)) if old.mode != marker.mode => "the deletion mode changed",
+                (Some(_), Some(_)) => "the database's pgtenant marker is out of date",
+            };
+            self.push_sql(
+                Phase::Database,
+                sql::comment_on_database(&tenant.database, &marker),
+                why,
+            );
+        }
+        let wanted = role_acl(tenant, |access| &access.database);
+        for change in diff_acl(&current.acl, &wanted, true) {
+            let object = format!("DATABASE {}", tenant.database.quote());
+            let (statement, why) = change.render(&object, "the database");
+            self.push_sql(Phase::Database, statement, why);
+        }
+        observed.is_none()
+    }
+}
