@@ -243,7 +243,8 @@ pub fn percent_decode(value: &str) -> String {
 }
 
 /// Percent-encodes every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) and those in `keep`:
-/// libpq and PgJDBC decode every URL component.
+/// libpq and PgJDBC decode every URL component. `+` is encoded too, which PgJDBC would otherwise
+/// decode to a space.
 pub fn percent_encode(value: impl AsRef<[u8]>, keep: &[u8]) -> String {
     let value = value.as_ref();
     let mut out = String::with_capacity(value.len());

@@ -45,27 +45,24 @@ fn verifier(
         _ => None,
     };
     let root_cert = root_cert.or(implied_root.as_deref());
-    Ok(match (ssl_mode, root_cert) {
-        (SslMode::Disable, _) => Arc::new(EncryptOnly(provider)),
-        (SslMode::Allow | SslMode::Prefer | SslMode::Require, None) => {
-            Arc::new(EncryptOnly(provider))
-        }
+    let chain = match (ssl_mode, root_cert) {
+        (SslMode::Disable, _) | (SslMode::Allow | SslMode::Prefer | SslMode::Require, None) => None,
         (SslMode::Allow | SslMode::Prefer | SslMode::Require, Some(root)) => {
-            Arc::new(ChainOnly(webpki_verifier(root, provider)?))
+            Some(webpki_verifier(root, provider.clone())?)
         }
         (SslMode::VerifyCa | SslMode::VerifyFull, root) => {
             let path = match root {
                 Some(path) => path.to_path_buf(),
                 None => default_root_cert()?,
             };
-            let webpki = webpki_verifier(&path, provider)?;
-            if ssl_mode == SslMode::VerifyCa {
-                Arc::new(ChainOnly(webpki))
-            } else {
-                webpki
-            }
+            Some(webpki_verifier(&path, provider.clone())?)
         }
-    })
+    };
+    Ok(Arc::new(ModeVerifier {
+        chain,
+        check_name: ssl_mode == SslMode::VerifyFull,
+        provider,
+    }))
 }
 
 fn webpki_verifier(
@@ -109,20 +106,34 @@ fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// `sslmode=require`: the channel is encrypted and handshake signatures are checked, the certificate is not.
+/// The server's certificate checked as far as the mode says; handshake signatures always are.
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
+struct ModeVerifier {
+    /// The chain must lead to the CA (None: `require` without a CA, encryption only).
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    /// `verify-full`: the certificate must also name the host connected to.
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for EncryptOnly {
+impl ServerCertVerifier for ModeVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -135,7 +146,7 @@ impl ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -149,59 +160,14 @@ impl ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the chain must lead to the CA, the host name is not compared.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
