@@ -59,16 +59,6 @@ pub struct DoctorArgs {
     pub format: Format,
 }
 
-/// The libpq variables psql must not take from the caller's environment: they would send it
-/// elsewhere (`PGHOSTADDR`, a service) or change how the server is verified.
-const CLEARED_LIBPQ_VARS: [&str; 5] = [
-    "PGHOSTADDR",
-    "PGSERVICE",
-    "PGSERVICEFILE",
-    "PGSSLROOTCERT",
-    "PGREQUIRESSL",
-];
-
 pub fn psql(context: &Context, args: &PsqlArgs) -> Result<u8> {
     let options = credentials::connection_options(context, args.ssl.sslmode)?;
     let loaded = credentials::load(context, &args.tenant, args.role)?;
@@ -85,18 +75,11 @@ pub fn psql(context: &Context, args: &PsqlArgs) -> Result<u8> {
     }
     let mut psql = Command::new("psql");
     psql.args(&args.psql_args);
-    for var in CLEARED_LIBPQ_VARS {
-        psql.env_remove(var);
-    }
-    // pgtenant's own settings stay with pgtenant: PGTENANT_ADMIN_URL holds the control role's
-    // password, which a tenant's psql session (and its `\!` shell) must not see.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PGTENANT_") {
-            psql.env_remove(name);
-        }
-    }
     // The password goes through the environment: a command line is visible to everyone in `ps`.
-    psql.envs(export.libpq_env());
+    // Inherited variables that would send psql elsewhere go, and so do pgtenant's own settings:
+    // PGTENANT_ADMIN_URL holds the control role's password, which a tenant's psql session (and
+    // its `\!` shell) must not see.
+    export.client_env().apply_interactive(&mut psql);
     let error = psql.exec();
     Err(match error.kind() {
         std::io::ErrorKind::NotFound => anyhow!(

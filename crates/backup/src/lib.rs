@@ -105,6 +105,10 @@ pub enum BackupError {
     #[error("{0}")]
     Config(String),
 
+    /// The admin URL does not parse (its own message says why).
+    #[error(transparent)]
+    Postgres(#[from] pgtenant_pg::Error),
+
     #[error("no backup `{0}`: `pgtenant backup list` shows the backups")]
     UnknownBackup(String),
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use pgtenant_cluster::Binaries;
 
-use crate::libpq::{clear_pg_env, ServerAddress};
+use crate::libpq::ServerAddress;
 use crate::restore::Progress;
 use crate::timestamp::Timestamp;
 use crate::{
@@ -85,7 +85,6 @@ impl Backups {
         let binaries = self.client_binaries()?;
         let address = ServerAddress::from_admin_url(&self.control_url)?;
         let mut cmd = std::process::Command::new(binaries.program("pg_dump"));
-        clear_pg_env(&mut cmd);
         address.apply(&mut cmd, &login.user, &login.password, &database);
         cmd.arg("--no-password").arg("-f").arg(&partial);
         if parallel {

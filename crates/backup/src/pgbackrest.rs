@@ -95,7 +95,7 @@ fn shell_word(word: &str) -> String {
     {
         word.to_string()
     } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
+        pgtenant_pg::quote::shell_quote(word)
     }
 }
 

@@ -2,11 +2,15 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pgtenant_pg::process::{is_executable, Run};
+
 use crate::ClusterError;
+
+/// `pg_ctl --version` answers at once; a program that does not is not a usable pg_ctl.
+const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Environment variable naming the directory that holds initdb and pg_ctl.
 pub const PG_BIN_ENV: &str = "PGTENANT_PG_BIN";
@@ -34,10 +38,9 @@ impl Binaries {
         }
         // `--version` is answered before pg_ctl's refusal to run as root, so this works for
         // every caller.
-        let output = Command::new(dir.join("pg_ctl"))
-            .arg("--version")
-            .output()
-            .ok()?;
+        let mut cmd = Command::new(dir.join("pg_ctl"));
+        cmd.arg("--version");
+        let output = Run::new(&mut cmd).timeout(VERSION_TIMEOUT).output().ok()?;
         if !output.status.success() {
             return None;
         }
@@ -162,10 +165,6 @@ fn real_dir(dir: &Path) -> PathBuf {
         .and_then(|target| Some(target.parent()?.to_path_buf()))
         .filter(|real| REQUIRED.iter().all(|name| is_executable(&real.join(name))))
         .unwrap_or_else(|| dir.to_path_buf())
-}
-
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ use std::io::{self, ErrorKind, Write as _};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output};
+
+use pgtenant_pg::process::{ProcessError, Run};
 
 pub use binaries::{find_binaries, find_binaries_for_version, Binaries, PG_BIN_ENV};
 pub use os_user::ServerUser;
@@ -60,8 +62,8 @@ const SOCKET_DIR: &str = "socket";
 const INITDB_PWFILE: &str = ".initdb-pwfile";
 /// Seconds pg_ctl waits for the server to start or stop.
 const PG_CTL_TIMEOUT: &str = "60";
-/// Lines of output or log quoted in errors.
-const TAIL_LINES: usize = 20;
+/// The end of a program's output or of a log, quoted in errors.
+pub(crate) use pgtenant_pg::process::tail;
 
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
@@ -663,36 +665,23 @@ fn free_port() -> Result<u16, ClusterError> {
         .map_err(|e| ClusterError::io(Path::new("127.0.0.1:0"), e))
 }
 
+/// `cmd` to run through [`pgtenant_pg::process::Run`] (it dies with us), fed `stdin`.
+fn runner<'a>(cmd: &'a mut Command, stdin: Option<&'a [u8]>) -> Run<'a> {
+    let run = Run::new(cmd);
+    match stdin {
+        Some(input) => run.stdin(input),
+        None => run,
+    }
+}
+
 /// Runs `cmd`, feeding it `stdin`, and captures its output whatever its exit status.
 fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<Output, ClusterError> {
-    let program = PathBuf::from(cmd.get_program());
-    let spawn_err = |e| ClusterError::io(&program, e);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // Small enough to fit the pipe buffer, so this cannot block on the child's output.
-        // A child that exited early closed the pipe; its status and stderr tell why.
-        match pipe.write_all(input) {
-            Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(spawn_err(e)),
-            _ => {}
-        }
-    }
-    child.wait_with_output().map_err(spawn_err)
+    Ok(runner(cmd, stdin).output()?)
 }
 
 /// Like [`output`], but a failing exit status is an error.
 fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<Output, ClusterError> {
-    let output = output(cmd, stdin)?;
-    if !output.status.success() {
-        return Err(command_error(cmd, output.status, &output.stderr));
-    }
-    Ok(output)
+    Ok(runner(cmd, stdin).success()?)
 }
 
 fn command_error(cmd: &Command, status: ExitStatus, stderr: &[u8]) -> ClusterError {
@@ -707,26 +696,27 @@ fn command_error(cmd: &Command, status: ExitStatus, stderr: &[u8]) -> ClusterErr
     }
 }
 
-fn tail(text: &[u8]) -> String {
-    let text = String::from_utf8_lossy(text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+impl From<ProcessError> for ClusterError {
+    fn from(error: ProcessError) -> Self {
+        match error {
+            ProcessError::Spawn { program, source } => ClusterError::io(&program, source),
+            failed => {
+                let (program, args, status, output) = failed.parts().expect("the program ran");
+                ClusterError::Command {
+                    program: program.to_string_lossy().into_owned(),
+                    args: args.to_vec(),
+                    status,
+                    output: output.to_string(),
+                }
+            }
+        }
+    }
 }
 
 /// Escapes a path for a URL query value: libpq decodes %XX there.
 fn percent_encode(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    path.as_os_str()
-        .as_bytes()
-        .iter()
-        .fold(String::new(), |mut out, &b| {
-            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                out.push(b as char);
-            } else {
-                let _ = write!(out, "%{b:02X}");
-            }
-            out
-        })
+    pgtenant_pg::conninfo::percent_encode(path.as_os_str().as_bytes(), b"/")
 }
 
 /// A throwaway cluster in a temporary directory, for tests: created with the fast options,

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -115,11 +114,7 @@ impl ServerUser {
         let mut cmd = Command::new(program);
         cmd.current_dir(cwd);
         // Inherited PGDATA, PGPORT and the like would silently override what we pass.
-        for (key, _) in std::env::vars_os() {
-            if key.as_bytes().starts_with(b"PG") {
-                cmd.env_remove(key);
-            }
-        }
+        pgtenant_pg::env::clear_inherited(&mut cmd);
         if self.switch {
             cmd.env("HOME", &self.home)
                 .env("USER", &self.name)

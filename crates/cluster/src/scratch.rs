@@ -23,7 +23,6 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -173,13 +172,7 @@ impl ScratchCluster {
         cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
         // After the account switch, which would clear it: the kernel sends the server the
         // immediate-shutdown signal if we die, so a killed run leaves no server behind.
-        // SAFETY: prctl is async-signal-safe and the hook allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGQUIT)?;
-                Ok(())
-            });
-        }
+        pgtenant_pg::process::die_with_parent(&mut cmd, Signal::SIGQUIT);
         let child = cmd
             .spawn()
             .map_err(|e| ClusterError::io(&self.binaries.program("postgres"), e))?;

@@ -13,7 +13,6 @@ use futures::future::join_all;
 use pgtenant_secrets::{generate_password, Credential, CredentialStore, SecretPath};
 use pgtenant_spec::Environment;
 use serde::Serialize;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use tracing::Instrument as _;
 
@@ -604,14 +603,7 @@ async fn backoff(attempt: usize) {
 /// statement certainly did not take effect): serialization failures, deadlocks, lock timeouts.
 /// A lost connection is not retried: a COMMIT may have happened; the next run re-reads the catalog.
 fn is_transient(error: &tokio_postgres::Error) -> bool {
-    error.code().is_some_and(|code| {
-        [
-            SqlState::T_R_SERIALIZATION_FAILURE,
-            SqlState::T_R_DEADLOCK_DETECTED,
-            SqlState::LOCK_NOT_AVAILABLE,
-        ]
-        .contains(code)
-    })
+    pgtenant_pg::sqlstate::is_transient(error)
 }
 
 enum Segment<'a> {

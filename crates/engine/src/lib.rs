@@ -38,10 +38,9 @@ pub use reconcile::{ReconcileError, Reconciler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("invalid admin URL: {0}")]
-    AdminUrl(String),
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    /// A connection string or its TLS set-up.
+    #[error(transparent)]
+    Postgres(pgtenant_pg::Error),
     #[error("cannot connect to {}", database.as_deref().map_or("the cluster".to_string(), |d| format!("database `{d}`")))]
     Connect {
         database: Option<String>,

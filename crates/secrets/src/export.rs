@@ -14,58 +14,16 @@
 //! subset of YAML's), so that a value such as `5432` or `yes` stays a string.
 
 use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use pgtenant_pg::ClientEnv;
 use serde_json::{json, Value};
 
 use crate::{Credential, SecretPath};
 
-/// libpq's `sslmode`, as written into connection strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SslMode {
-    Disable,
-    Allow,
-    Prefer,
-    /// Encrypted, server not verified: the minimum the platform accepts.
-    #[default]
-    Require,
-    /// Encrypted, server certificate signed by the CA in `sslrootcert`.
-    VerifyCa,
-    /// As `VerifyCa`, and the certificate names the host connected to.
-    VerifyFull,
-}
-
-impl SslMode {
-    pub const ALL: [SslMode; 6] = [
-        SslMode::Disable,
-        SslMode::Allow,
-        SslMode::Prefer,
-        SslMode::Require,
-        SslMode::VerifyCa,
-        SslMode::VerifyFull,
-    ];
-
-    /// The spelling libpq, PgJDBC and most drivers use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<SslMode> {
-        SslMode::ALL.into_iter().find(|mode| mode.as_str() == value)
-    }
-
-    /// Whether the server's certificate is checked, which needs a CA (`sslrootcert`).
-    pub fn verifies_server(self) -> bool {
-        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
-    }
-}
+/// libpq's `sslmode`, as written into connection strings: the Postgres layer's one definition.
+pub use pgtenant_pg::SslMode;
 
 /// How clients secure the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -201,7 +159,7 @@ impl Export<'_> {
             let _ = write!(
                 query,
                 "&sslrootcert={}",
-                percent_encode(&ca.to_string_lossy(), b"/")
+                percent_encode(ca.as_os_str().as_bytes(), b"/")
             );
         }
         query
@@ -276,19 +234,17 @@ impl Export<'_> {
     /// The variables libpq reads (psql, pg_dump, any libpq program): the
     /// password travels in the environment, never on a command line.
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        self.client_env().vars()
+    }
+
+    /// [`Self::libpq_env`] as the Postgres layer's builder, to set on a command.
+    pub fn client_env(&self) -> ClientEnv {
         let c = self.credential;
-        let mut vars = vec![
-            ("PGHOST", c.endpoint.clone()),
-            ("PGPORT", c.port.to_string()),
-            ("PGUSER", c.username.clone()),
-            ("PGPASSWORD", c.password.clone()),
-            ("PGDATABASE", c.dbname.clone()),
-            ("PGSSLMODE", self.options.sslmode.as_str().to_string()),
-        ];
-        if let Some(ca) = &self.options.sslrootcert {
-            vars.push(("PGSSLROOTCERT", ca.to_string_lossy().into_owned()));
-        }
-        vars
+        let mut env =
+            ClientEnv::new(&c.endpoint, c.port, &c.dbname).login(&c.username, &c.password);
+        env.ssl_mode = self.options.sslmode;
+        env.root_cert = self.options.sslrootcert.clone();
+        env
     }
 
     /// `hostname:port:database:username:password` for `~/.pgpass` (or
@@ -379,19 +335,8 @@ impl Export<'_> {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters and
-/// `keep`. `+` is encoded too, which PgJDBC would otherwise decode to a space.
-pub fn percent_encode(value: &str, keep: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for &b in value.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
+/// URI components percent-encoded: [`pgtenant_pg::conninfo::percent_encode`].
+pub use pgtenant_pg::conninfo::percent_encode;
 
 /// Single quotes make any value literal in POSIX shells and dotenv files.
 pub fn shell_quote(value: &str) -> String {
