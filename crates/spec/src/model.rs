@@ -129,6 +129,22 @@ impl Preset {
             .kind
     }
 
+    /// The login that acts as the owner: the owner itself when it logs in, else the first login
+    /// whose sessions assume it (what pg_dump and pg_restore of the tenant run as).
+    pub fn owner_login(&self) -> RoleKind {
+        let roles = self.roles();
+        roles
+            .iter()
+            .find(|r| r.duty == RoleDuty::Owner && r.login)
+            .or_else(|| {
+                roles
+                    .iter()
+                    .find(|r| r.duty == RoleDuty::ActsAsOwner && r.login)
+            })
+            .expect("every preset has a login that acts as its owner")
+            .kind
+    }
+
     /// The roles that log in and so have credentials, in the preset's order.
     pub fn login_kinds(&self) -> impl Iterator<Item = RoleKind> {
         self.roles().iter().filter(|r| r.login).map(|r| r.kind)

@@ -245,7 +245,12 @@ impl TenantId {
     /// platform's AWS Secrets Manager naming. (`-` both joins name and role and may occur inside
     /// them, so `a-b`+`c` and `a`+`b-c` share a path: the existing naming, kept.)
     pub fn secret_path(&self, role: impl AsRef<str>) -> String {
-        format!("customer/{}/{}-{}", self.namespace, self.name, role.as_ref())
+        format!(
+            "customer/{}/{}-{}",
+            self.namespace,
+            self.name,
+            role.as_ref()
+        )
     }
 
     /// The Kubernetes Secret holding the credentials of `role`: named like the role's login.
@@ -375,6 +380,8 @@ mod tests {
             assert_eq!(preset.login_roles(), logins, "{preset:?}");
             assert_eq!(preset.owner().as_str(), owner, "{preset:?}");
             assert_eq!(id.owner_role(preset), format!("shop-cart-{owner}"));
+            let owner_login = preset.owner_login();
+            assert!(logins.contains(&owner_login.as_str()), "{preset:?}");
             let names: Vec<String> = roles.iter().map(|r| format!("shop-cart-{r}")).collect();
             assert_eq!(id.roles(preset), names, "{preset:?}");
             for kind in preset.login_kinds() {
@@ -419,6 +426,11 @@ mod tests {
             [Preset::AppMigrator, Preset::SchemaOwner]
         );
         assert_eq!(RoleKind::Owner.login_of().count(), 0);
+        let owner_logins: Vec<RoleKind> = Preset::ALL.iter().map(|p| p.owner_login()).collect();
+        assert_eq!(
+            owner_logins,
+            [RoleKind::Admin, RoleKind::Migrator, RoleKind::App]
+        );
     }
 
     #[test]
@@ -426,7 +438,10 @@ mod tests {
         // 63 bytes exactly: `<ns>-<name>-migrator` fits; one more byte does not.
         let name = "n".repeat(MAX_IDENTIFIER_BYTES - "ns--migrator".len());
         let id = TenantId::new("ns", &name);
-        assert_eq!(id.longest_role(Preset::AppMigrator).len(), MAX_IDENTIFIER_BYTES);
+        assert_eq!(
+            id.longest_role(Preset::AppMigrator).len(),
+            MAX_IDENTIFIER_BYTES
+        );
         assert!(id.longest_role(Preset::AppMigrator).ends_with("-migrator"));
         assert_eq!(id.longest_role(Preset::Idp).len(), MAX_IDENTIFIER_BYTES - 3);
         for preset in Preset::ALL {
