@@ -16,8 +16,9 @@ use pgtenant_backup::{
 };
 use pgtenant_engine::DesiredTenant;
 use pgtenant_secrets::SecretPath;
+use pgtenant_spec::Preset;
 
-use crate::commands::{parse_tenant, reconcile};
+use crate::commands::reconcile;
 use crate::context::Context;
 use crate::render::{print_json, Format};
 use crate::{EXIT_ERROR, EXIT_OK};
@@ -426,15 +427,15 @@ fn open(context: &Context, args: &RepositoryArgs) -> Result<Backups> {
 }
 
 fn tenant_name(text: &str) -> Result<TenantName> {
-    let (namespace, name) = parse_tenant(text)?;
-    Ok(TenantName::new(namespace, name))
+    Ok(TenantName::parse(text)?)
 }
 
 /// The owner role of `tenant` and the login that acts as it (the owner itself when it logs in,
 /// else a login whose sessions assume it): pg_dump and pg_restore run as that login, so they read
 /// every object and everything restored gets the owner. Without the declaration (a logical
-/// backup, which needs no apps repo) the presets' owner logins are tried in turn: `admin` (idp),
-/// `migrator` (app-migrator), `app` (schema-owner, whose sessions assume the owner role).
+/// backup, which needs no apps repo) each preset's owner login ([`Preset::owner_login`]) is tried
+/// in turn: `admin` (idp), `migrator` (app-migrator), `app` (schema-owner, whose sessions assume
+/// the owner role).
 fn owner_login(
     context: &Context,
     tenant: &TenantName,
@@ -458,12 +459,12 @@ fn owner_login(
                 .with_context(|| format!("{} has no login that acts as its owner", tenant.id()))?;
             vec![(owner.name.as_str().to_string(), login)]
         }
-        None => ["admin", "migrator", "app"]
+        None => Preset::ALL
             .iter()
-            .map(|kind| {
+            .map(|preset| {
                 (
-                    format!("{}-{kind}", tenant.database()),
-                    SecretPath::for_role(&tenant.namespace, &tenant.name, kind),
+                    tenant.owner_role(*preset),
+                    SecretPath::for_tenant(tenant, preset.owner_login()),
                 )
             })
             .collect(),

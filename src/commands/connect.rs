@@ -276,7 +276,8 @@ impl Facts {
     fn of(export: &Export<'_>) -> Facts {
         let options: &ConnectionOptions = export.options;
         Facts {
-            tenant: format!("{}/{}", export.tenant.namespace, export.tenant.database),
+            tenant: pgtenant_spec::TenantId::new(export.tenant.namespace, export.tenant.database)
+                .to_string(),
             role: export.tenant.role.to_string(),
             username: export.credential.username.clone(),
             dbname: export.credential.dbname.clone(),

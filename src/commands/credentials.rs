@@ -13,6 +13,8 @@ use pgtenant_secrets::{
     TenantRole,
 };
 
+use pgtenant_spec::{RoleDuty, RoleKind, TenantId, LOGIN_ROLES};
+
 use crate::commands::parse_tenant;
 use crate::context::Context;
 use crate::render::{self, print_json};
@@ -59,44 +61,79 @@ pub struct SslArgs {
     pub sslmode: SslModeArg,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RoleArg {
-    Admin,
-    Write,
-    Read,
-    /// app-migrator preset: owns the database and schema `app`, runs migrations.
-    Migrator,
-    /// app-migrator and schema-owner presets: the application's login.
-    App,
-}
+/// A login role of some preset, as `--role` takes it: the presets' logins
+/// ([`pgtenant_spec::LOGIN_ROLES`]), never a list of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleArg(RoleKind);
 
+#[allow(non_upper_case_globals)]
 impl RoleArg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoleArg::Admin => "admin",
-            RoleArg::Write => "write",
-            RoleArg::Read => "read",
-            RoleArg::Migrator => "migrator",
-            RoleArg::App => "app",
+    /// The default role of `psql`.
+    pub const Read: RoleArg = RoleArg::of(RoleKind::Read);
+    /// idp's owner login, which `psql` warns about.
+    pub const Admin: RoleArg = RoleArg::of(RoleKind::Admin);
+
+    /// `kind`, which must log in in some preset (checked at compile time for constants).
+    pub const fn of(kind: RoleKind) -> RoleArg {
+        let mut i = 0;
+        while i < LOGIN_ROLES.len() {
+            if LOGIN_ROLES[i] as u8 == kind as u8 {
+                return RoleArg(kind);
+            }
+            i += 1;
         }
+        panic!("not a login role of any preset");
     }
 
     /// Every login role of every preset.
-    pub const ALL: [RoleArg; 5] = [
-        RoleArg::Admin,
-        RoleArg::Write,
-        RoleArg::Read,
-        RoleArg::Migrator,
-        RoleArg::App,
-    ];
+    pub const ALL: [RoleArg; LOGIN_ROLES.len()] = {
+        let mut all = [RoleArg(LOGIN_ROLES[0]); LOGIN_ROLES.len()];
+        let mut i = 0;
+        while i < LOGIN_ROLES.len() {
+            all[i] = RoleArg(LOGIN_ROLES[i]);
+            i += 1;
+        }
+        all
+    };
+
+    pub fn as_str(self) -> &'static str {
+        self.0.as_str()
+    }
+
+    /// What the role does in each preset it logs in in, for `--help`:
+    /// `reads and writes data (app-migrator); acts as the owner (schema-owner)`.
+    fn describe(self) -> String {
+        let mut duties: Vec<(RoleDuty, Vec<&str>)> = Vec::new();
+        for preset in self.0.login_of() {
+            let duty = preset
+                .roles()
+                .iter()
+                .find(|r| r.kind == self.0)
+                .expect("login_of lists the presets that have it")
+                .duty;
+            match duties.iter_mut().find(|(d, _)| *d == duty) {
+                Some((_, presets)) => presets.push(preset.as_str()),
+                None => duties.push((duty, vec![preset.as_str()])),
+            }
+        }
+        let shown: Vec<String> = duties
+            .iter()
+            .map(|(duty, presets)| {
+                let what = match duty {
+                    RoleDuty::Owner => "owns the database, runs migrations",
+                    RoleDuty::Write => "reads and writes data",
+                    RoleDuty::Read => "reads data",
+                    RoleDuty::ActsAsOwner => "acts as the owner",
+                };
+                format!("{what} ({})", presets.join(", "))
+            })
+            .collect();
+        shown.join("; ")
+    }
 
     /// The login roles of a tenant's preset.
     pub fn of_preset(preset: pgtenant_spec::Preset) -> Vec<RoleArg> {
-        preset
-            .login_roles()
-            .iter()
-            .filter_map(|name| RoleArg::ALL.into_iter().find(|r| r.as_str() == *name))
-            .collect()
+        preset.login_kinds().map(RoleArg).collect()
     }
 
     /// Which login roles each preset has, from the presets' definition, for help texts:
@@ -115,6 +152,16 @@ impl RoleArg {
             "{what}: a login role of the tenant's preset ({})",
             RoleArg::by_preset()
         )
+    }
+}
+
+impl ValueEnum for RoleArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &RoleArg::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(self.describe()))
     }
 }
 
@@ -190,7 +237,7 @@ fn refuse_pending(
         .with_context(|| format!("reading the pending password change of {path}"))?
     {
         bail!(pgtenant_engine::rotate::pending_message(
-            &format!("{namespace}/{database}"),
+            &TenantId::new(namespace, database).to_string(),
             role.as_str()
         ));
     }

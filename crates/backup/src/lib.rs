@@ -193,31 +193,9 @@ pub struct ExternalStanza {
     pub stanza: String,
 }
 
-/// A tenant database as users name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl TenantName {
-    pub fn new(namespace: &str, name: &str) -> Self {
-        TenantName {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    /// `NAMESPACE/NAME`.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
-    /// The database: `<namespace>-<name>`.
-    pub fn database(&self) -> String {
-        format!("{}-{}", self.namespace, self.name)
-    }
-}
+/// A tenant database as users name it: the spec's [`TenantId`](pgtenant_spec::TenantId), whose
+/// `id()` is `NAMESPACE/NAME` and `database()` is `<namespace>-<name>`.
+pub type TenantName = pgtenant_spec::TenantId;
 
 /// Credentials of a tenant role, for pg_dump and pg_restore.
 #[derive(Clone)]

@@ -59,9 +59,7 @@ impl Backups {
             tenant.namespace,
             tenant.name
         );
-        let relative_dir = PathBuf::from(LOGICAL_DIR)
-            .join(&tenant.namespace)
-            .join(&tenant.name);
+        let relative_dir = PathBuf::from(LOGICAL_DIR).join(tenant.dir());
         let dir = self.root.join(&relative_dir);
         create_dir(&self.root.join(LOGICAL_DIR), 0o700, None)?;
         create_dir(&dir, 0o700, None)?;

@@ -4,48 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgtenant_secrets::SecretPath;
-use pgtenant_spec::{DatabaseSpec, Environment, LoadedRepo, LogStatements, Mode, Preset};
+use pgtenant_spec::{
+    DatabaseSpec, Environment, LoadedRepo, LogStatements, Mode, Preset, RoleDuty, TenantId,
+};
 use serde::Serialize;
 
 use crate::ident::Ident;
 
-/// A tenant role's suffix: `<namespace>-<name>-<suffix>`. Which ones a tenant has is its preset's call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RoleKind {
-    Admin,
-    Migrator,
-    Owner,
-    Write,
-    App,
-    Read,
-}
-
-impl RoleKind {
-    pub const ALL: [RoleKind; 6] = [
-        RoleKind::Admin,
-        RoleKind::Migrator,
-        RoleKind::Owner,
-        RoleKind::Write,
-        RoleKind::App,
-        RoleKind::Read,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoleKind::Admin => "admin",
-            RoleKind::Migrator => "migrator",
-            RoleKind::Owner => "owner",
-            RoleKind::Write => "write",
-            RoleKind::App => "app",
-            RoleKind::Read => "read",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RoleKind> {
-        RoleKind::ALL.into_iter().find(|kind| kind.as_str() == s)
-    }
-}
+/// A tenant role's suffix, the presets' vocabulary: defined with the presets in the spec.
+pub use pgtenant_spec::RoleKind;
 
 /// What a role is given by grants (what it gets through ownership or membership is not listed).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -128,11 +95,11 @@ pub struct DesiredTenant {
 
 impl DesiredTenant {
     pub fn from_spec(spec: &DatabaseSpec) -> Self {
-        let database = spec.database_name();
+        let tenant = spec.tenant();
         let roles = policy::roles(spec.preset)
             .into_iter()
             .map(|model| {
-                let name = |kind: RoleKind| Ident::new(role_name(&database, kind));
+                let name = |kind: RoleKind| Ident::new(tenant.role(kind));
                 let settings = spec
                     .roles
                     .get(model.kind.as_str())
@@ -141,10 +108,10 @@ impl DesiredTenant {
                 DesiredRole {
                     kind: model.kind,
                     name: name(model.kind),
-                    alternate: Ident::new(alternate_name(&role_name(&database, model.kind))),
-                    secret_path: model.login.then(|| {
-                        SecretPath::for_role(&spec.namespace, &spec.name, model.kind.as_str())
-                    }),
+                    alternate: Ident::new(tenant.alternate_role(model.kind)),
+                    secret_path: model
+                        .login
+                        .then(|| SecretPath::for_tenant(&tenant, model.kind)),
                     owner: model.owner,
                     member_of: model.member_of.iter().map(|k| name(*k)).collect(),
                     assumes: model.assumes.map(name),
@@ -159,7 +126,9 @@ impl DesiredTenant {
                 }
             })
             .collect();
-        let mut schemas: Vec<Ident> = policy::implied_schemas(spec.preset)
+        let mut schemas: Vec<Ident> = spec
+            .preset
+            .implied_schemas()
             .iter()
             .map(|s| s.to_string())
             .chain(spec.schemas.iter().cloned())
@@ -168,10 +137,10 @@ impl DesiredTenant {
         schemas.sort();
         schemas.dedup();
         DesiredTenant {
-            id: spec.tenant_id(),
+            id: tenant.to_string(),
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
-            database: Ident::new(database),
+            database: Ident::new(tenant.database()),
             mode: spec.mode,
             preset: spec.preset,
             roles,
@@ -193,6 +162,11 @@ impl DesiredTenant {
         })
     }
 
+    /// The tenant's identity, from which its names derive.
+    pub fn tenant_id(&self) -> TenantId {
+        TenantId::new(&self.namespace, &self.name)
+    }
+
     pub fn role(&self, kind: RoleKind) -> Option<&DesiredRole> {
         self.roles.iter().find(|r| r.kind == kind)
     }
@@ -212,13 +186,14 @@ impl DesiredTenant {
     }
 }
 
+/// The role `kind` of the tenant whose database is `database` ([`pgtenant_spec::role_name`]).
 pub fn role_name(database: &str, kind: RoleKind) -> String {
-    format!("{database}-{}", kind.as_str())
+    pgtenant_spec::role_name(database, kind.as_str())
 }
 
-/// Grace rotation's second login for `role`.
+/// Grace rotation's second login for `role` ([`pgtenant_spec::alternate_role_name`]).
 pub fn alternate_name(role: &str) -> String {
-    format!("{role}-alt")
+    pgtenant_spec::alternate_role_name(role)
 }
 
 /// The desired state of every tenant whose spec file parsed and validated.
@@ -291,12 +266,12 @@ fn privileges(names: &[&'static str]) -> Privileges {
 pub mod policy {
     use super::*;
 
-    /// One role of a preset.
+    /// One role of a preset, with its privileges.
     pub struct RoleModel {
         pub kind: RoleKind,
         pub login: bool,
         pub owner: bool,
-        pub member_of: &'static [RoleKind],
+        pub member_of: Vec<RoleKind>,
         pub assumes: Option<RoleKind>,
         pub access: Access,
     }
@@ -311,7 +286,7 @@ pub mod policy {
             kind,
             login,
             owner: true,
-            member_of: &[],
+            member_of: Vec::new(),
             assumes: None,
             access: Access {
                 database: privileges(&["CREATE", "TEMPORARY", "CONNECT"]),
@@ -320,12 +295,12 @@ pub mod policy {
         }
     }
 
-    fn writer(kind: RoleKind) -> RoleModel {
+    fn writer(kind: RoleKind, login: bool) -> RoleModel {
         RoleModel {
             kind,
-            login: true,
+            login,
             owner: false,
-            member_of: &[],
+            member_of: Vec::new(),
             assumes: None,
             access: Access {
                 database: connect(),
@@ -336,12 +311,12 @@ pub mod policy {
         }
     }
 
-    fn reader(kind: RoleKind) -> RoleModel {
+    fn reader(kind: RoleKind, login: bool) -> RoleModel {
         RoleModel {
             kind,
-            login: true,
+            login,
             owner: false,
-            member_of: &[],
+            member_of: Vec::new(),
             assumes: None,
             access: Access {
                 database: connect(),
@@ -353,13 +328,13 @@ pub mod policy {
     }
 
     /// A login that acts as the owner (seed 002): one owner for every object, whoever created it.
-    fn acts_as_owner(kind: RoleKind) -> RoleModel {
+    fn acts_as_owner(kind: RoleKind, login: bool, owner: RoleKind) -> RoleModel {
         RoleModel {
             kind,
-            login: true,
+            login,
             owner: false,
-            member_of: &[RoleKind::Owner],
-            assumes: Some(RoleKind::Owner),
+            member_of: vec![owner],
+            assumes: Some(owner),
             access: Access {
                 database: connect(),
                 ..Access::default()
@@ -367,29 +342,23 @@ pub mod policy {
         }
     }
 
+    /// The preset's roles ([`Preset::roles`]), each with the privileges of its duty.
     pub fn roles(preset: Preset) -> Vec<RoleModel> {
-        match preset {
-            Preset::Idp => vec![
-                owner(RoleKind::Admin, true),
-                writer(RoleKind::Write),
-                reader(RoleKind::Read),
-            ],
-            Preset::AppMigrator => vec![owner(RoleKind::Migrator, true), writer(RoleKind::App)],
-            Preset::SchemaOwner => vec![
-                owner(RoleKind::Owner, false),
-                acts_as_owner(RoleKind::App),
-                acts_as_owner(RoleKind::Write),
-                reader(RoleKind::Read),
-            ],
-        }
+        preset
+            .roles()
+            .iter()
+            .map(|role| match role.duty {
+                RoleDuty::Owner => owner(role.kind, role.login),
+                RoleDuty::Write => writer(role.kind, role.login),
+                RoleDuty::Read => reader(role.kind, role.login),
+                RoleDuty::ActsAsOwner => acts_as_owner(role.kind, role.login, preset.owner()),
+            })
+            .collect()
     }
 
-    /// Schemas a preset brings besides `public` (seed 004 keeps the application's tables in `app`).
+    /// Schemas a preset brings besides `public` ([`Preset::implied_schemas`]).
     pub fn implied_schemas(preset: Preset) -> &'static [&'static str] {
-        match preset {
-            Preset::AppMigrator => &["app"],
-            Preset::Idp | Preset::SchemaOwner => &[],
-        }
+        preset.implied_schemas()
     }
 
     /// The object classes covered by `ALTER DEFAULT PRIVILEGES FOR ROLE <owner>` (no `IN SCHEMA`, so
@@ -572,13 +541,6 @@ impl Marker {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for RoleKind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        RoleKind::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown role `{s}`")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -653,6 +615,39 @@ mod tests {
         assert_eq!(app.member_of, [Ident::new("shop-cart-owner")]);
         assert_eq!(app.config()["role"], "shop-cart-owner");
         assert_eq!(owned.login_roles().count(), 3);
+    }
+
+    #[test]
+    fn roles_come_from_the_preset_definition() {
+        for preset in Preset::ALL {
+            let t = DesiredTenant::from_spec(&DatabaseSpec {
+                namespace: "shop".into(),
+                name: "cart".into(),
+                preset,
+                ..DatabaseSpec::default()
+            });
+            let id = t.tenant_id();
+            assert_eq!(t.id, id.to_string());
+            assert_eq!(t.database.as_str(), id.database());
+            let kinds: Vec<RoleKind> = t.roles.iter().map(|r| r.kind).collect();
+            let defined: Vec<RoleKind> = preset.roles().iter().map(|r| r.kind).collect();
+            assert_eq!(kinds, defined, "{preset:?}");
+            let names: Vec<String> = t.roles.iter().map(|r| r.name.to_string()).collect();
+            assert_eq!(names, id.roles(preset), "{preset:?}");
+            assert_eq!(t.owner().as_str(), id.owner_role(preset), "{preset:?}");
+            let logins: Vec<&str> = t.login_roles().map(|r| r.kind.as_str()).collect();
+            assert_eq!(logins, preset.login_roles(), "{preset:?}");
+            for role in &t.roles {
+                assert_eq!(role.alternate.as_str(), id.alternate_role(role.kind));
+                assert_eq!(
+                    role.alternate.as_str(),
+                    alternate_name(&role_name(t.database.as_str(), role.kind))
+                );
+                if let Some(path) = &role.secret_path {
+                    assert_eq!(path.as_str(), id.secret_path(role.kind));
+                }
+            }
+        }
     }
 
     #[test]

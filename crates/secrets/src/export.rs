@@ -42,7 +42,7 @@ pub struct TenantRole<'a> {
     pub namespace: &'a str,
     /// The declared name, without the namespace prefix.
     pub database: &'a str,
-    /// `admin`, `write` or `read`.
+    /// A login role of the tenant's preset (`admin`, `write`, `app`, …).
     pub role: &'a str,
 }
 
@@ -50,7 +50,7 @@ impl TenantRole<'_> {
     /// `<namespace>-<database>-<role>`: the platform's Kubernetes Secret name
     /// (and the role's login name).
     pub fn object_name(&self) -> String {
-        format!("{}-{}-{}", self.namespace, self.database, self.role)
+        pgtenant_spec::TenantId::new(self.namespace, self.database).secret_name(self.role)
     }
 
     /// `customer/<namespace>/<database>-<role>`.

@@ -1,5 +1,6 @@
 use std::fmt;
 
+use pgtenant_spec::{RoleKind, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
@@ -18,11 +19,8 @@ use crate::StoreError;
 pub struct SecretPath(String);
 
 impl SecretPath {
-    /// The path of the credential of `role` in `database` of tenant `namespace`.
-    ///
-    /// Note that `-` both joins database and role and may occur inside them,
-    /// so `("ns", "a-b", "c")` and `("ns", "a", "b-c")` share a path; this is
-    /// the existing platform naming and is kept for compatibility.
+    /// The path of the credential of `role` in `database` of tenant `namespace`
+    /// ([`TenantId::secret_path`], which defines the naming).
     ///
     /// # Panics
     ///
@@ -41,7 +39,16 @@ impl SecretPath {
                  (non-empty, [a-z0-9-] only); validate names before building secret paths"
             );
         }
-        Self(format!("customer/{namespace}/{database}-{role}"))
+        Self(TenantId::new(namespace, database).secret_path(role))
+    }
+
+    /// The path of the credential of the login `role` of `tenant`.
+    ///
+    /// # Panics
+    ///
+    /// As [`for_role`](Self::for_role).
+    pub fn for_tenant(tenant: &TenantId, role: RoleKind) -> Self {
+        Self::for_role(&tenant.namespace, &tenant.name, role.as_str())
     }
 
     pub fn parse(s: &str) -> Result<Self, StoreError> {
@@ -94,6 +101,15 @@ mod tests {
         assert_eq!(path.as_str(), "customer/shop/orders-app");
         assert_eq!(path.to_string(), "customer/shop/orders-app");
         assert_eq!(SecretPath::parse(path.as_str()).unwrap(), path);
+    }
+
+    #[test]
+    fn for_tenant_is_for_role() {
+        let tenant = TenantId::new("shop", "orders");
+        assert_eq!(
+            SecretPath::for_tenant(&tenant, RoleKind::App),
+            SecretPath::for_role("shop", "orders", "app")
+        );
     }
 
     #[test]

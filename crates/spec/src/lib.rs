@@ -24,6 +24,7 @@ mod parse;
 mod repo;
 mod schema;
 mod suggest;
+mod tenant;
 mod upgrade;
 mod validate;
 
@@ -42,5 +43,9 @@ pub use repo::{
 };
 pub use schema::{draft07_schema_for, schema_text, values_file_schema, values_file_schema_text};
 pub use suggest::{closest, closest_word};
+pub use tenant::{
+    alternate_role_name, role_name, PresetRole, RoleDuty, RoleKind, TenantId, TenantIdError,
+    LOGIN_ROLES,
+};
 pub use upgrade::{upgrade, Change, Unchanged, Upgrade};
 pub use validate::is_dns_label;

@@ -3,14 +3,64 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::location::SourceLocation;
+use crate::tenant::{PresetRole, RoleDuty, RoleKind, TenantId};
 
 /// PostgreSQL's identifier limit (`NAMEDATALEN - 1`). Longer identifiers are silently
 /// truncated by the server, so two long tenant names could end up as the same role.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
-/// Suffixes of the roles created for each database (`<namespace>-<name>-<suffix>`). The longest
-/// one decides whether a tenant's identifiers fit in [`MAX_IDENTIFIER_BYTES`].
-pub const ROLE_SUFFIXES: [&str; 3] = ["admin", "write", "read"];
+/// Suffixes of the roles of the default preset ([`Preset::Idp`]), from its definition.
+pub const ROLE_SUFFIXES: [&str; IDP.len()] = suffixes(IDP, false);
+
+// The presets' role models (seeds 000, 004 and 002): the one definition every role list derives from.
+const IDP: &[PresetRole] = &[
+    PresetRole::new(RoleKind::Admin, RoleDuty::Owner, true),
+    PresetRole::new(RoleKind::Write, RoleDuty::Write, true),
+    PresetRole::new(RoleKind::Read, RoleDuty::Read, true),
+];
+const APP_MIGRATOR: &[PresetRole] = &[
+    PresetRole::new(RoleKind::Migrator, RoleDuty::Owner, true),
+    PresetRole::new(RoleKind::App, RoleDuty::Write, true),
+];
+const SCHEMA_OWNER: &[PresetRole] = &[
+    PresetRole::new(RoleKind::Owner, RoleDuty::Owner, false),
+    PresetRole::new(RoleKind::App, RoleDuty::ActsAsOwner, true),
+    PresetRole::new(RoleKind::Write, RoleDuty::ActsAsOwner, true),
+    PresetRole::new(RoleKind::Read, RoleDuty::Read, true),
+];
+
+const fn count(roles: &[PresetRole], logins_only: bool) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < roles.len() {
+        if roles[i].login || !logins_only {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// The suffixes of `roles` (only the logins' when `logins_only`), in order.
+const fn suffixes<const N: usize>(roles: &[PresetRole], logins_only: bool) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut n) = (0, 0);
+    while i < roles.len() {
+        if roles[i].login || !logins_only {
+            out[n] = roles[i].kind.as_str();
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A `&'static` slice of the suffixes of a preset's roles, computed at compile time.
+macro_rules! suffixes_of {
+    ($roles:expr, $logins_only:expr) => {{
+        static SUFFIXES: [&str; count($roles, $logins_only)] = suffixes($roles, $logins_only);
+        &SUFFIXES
+    }};
+}
 
 /// What the engine may do to a tenant database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -61,21 +111,60 @@ impl Preset {
         }
     }
 
+    /// The preset's roles, owner first: what each is for and whether it logs in.
+    pub const fn roles(&self) -> &'static [PresetRole] {
+        match self {
+            Preset::Idp => IDP,
+            Preset::AppMigrator => APP_MIGRATOR,
+            Preset::SchemaOwner => SCHEMA_OWNER,
+        }
+    }
+
+    /// The role that owns the database and its schemas.
+    pub fn owner(&self) -> RoleKind {
+        self.roles()
+            .iter()
+            .find(|r| r.duty == RoleDuty::Owner)
+            .expect("every preset has an owner")
+            .kind
+    }
+
+    /// The login that acts as the owner: the owner itself when it logs in, else the first login
+    /// whose sessions assume it (what pg_dump and pg_restore of the tenant run as).
+    pub fn owner_login(&self) -> RoleKind {
+        let roles = self.roles();
+        roles
+            .iter()
+            .find(|r| r.duty == RoleDuty::Owner && r.login)
+            .or_else(|| {
+                roles
+                    .iter()
+                    .find(|r| r.duty == RoleDuty::ActsAsOwner && r.login)
+            })
+            .expect("every preset has a login that acts as its owner")
+            .kind
+    }
+
+    /// The roles that log in and so have credentials, in the preset's order.
+    pub fn login_kinds(&self) -> impl Iterator<Item = RoleKind> {
+        self.roles().iter().filter(|r| r.login).map(|r| r.kind)
+    }
+
     /// Every role suffix of the preset, login or not (`<namespace>-<name>-<suffix>`).
     pub fn role_suffixes(&self) -> &'static [&'static str] {
         match self {
-            Preset::Idp => &["admin", "write", "read"],
-            Preset::AppMigrator => &["migrator", "app"],
-            Preset::SchemaOwner => &["owner", "app", "write", "read"],
+            Preset::Idp => suffixes_of!(IDP, false),
+            Preset::AppMigrator => suffixes_of!(APP_MIGRATOR, false),
+            Preset::SchemaOwner => suffixes_of!(SCHEMA_OWNER, false),
         }
     }
 
     /// The roles that log in and so have credentials.
     pub fn login_roles(&self) -> &'static [&'static str] {
         match self {
-            Preset::Idp => &["admin", "write", "read"],
-            Preset::AppMigrator => &["migrator", "app"],
-            Preset::SchemaOwner => &["app", "write", "read"],
+            Preset::Idp => suffixes_of!(IDP, true),
+            Preset::AppMigrator => suffixes_of!(APP_MIGRATOR, true),
+            Preset::SchemaOwner => suffixes_of!(SCHEMA_OWNER, true),
         }
     }
 
@@ -218,14 +307,19 @@ pub struct DatabaseSpec {
 }
 
 impl DatabaseSpec {
-    /// The PostgreSQL database name, `<namespace>-<name>`.
-    pub fn database_name(&self) -> String {
-        format!("{}-{}", self.namespace, self.name)
+    /// The tenant: its namespace and name, from which every name of it derives.
+    pub fn tenant(&self) -> TenantId {
+        TenantId::new(&self.namespace, &self.name)
     }
 
-    /// The tenant's identity in the repo, `<namespace>/<name>`.
+    /// The PostgreSQL database name, `<namespace>-<name>` ([`TenantId::database`]).
+    pub fn database_name(&self) -> String {
+        self.tenant().database()
+    }
+
+    /// The tenant's identity in the repo, `<namespace>/<name>` ([`TenantId`]'s display form).
     pub fn tenant_id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        self.tenant().to_string()
     }
 }
 

@@ -657,7 +657,7 @@ fn identifier_too_long(
     field: &str,
 ) -> Option<Diagnostic> {
     let suffix = preset.longest_role_suffix();
-    let identifier = format!("{namespace}-{name}-{suffix}");
+    let identifier = crate::TenantId::new(namespace, name).longest_role(preset);
     if identifier.len() <= MAX_IDENTIFIER_BYTES {
         return None;
     }
