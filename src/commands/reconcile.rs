@@ -151,7 +151,9 @@ fn load_and_plan(
         endpoint_port: connected.endpoint.port,
         guard: guard.clone(),
         superuser_extensions: context.superuser_extensions().clone(),
-        now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        now: pgtenant_backup::Timestamp::now()
+            .whole_seconds()
+            .to_rfc3339(),
         scope: scope.clone(),
     };
     let known = |tenant: &String| {

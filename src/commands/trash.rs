@@ -5,7 +5,6 @@
 use crate::render::outln;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
@@ -224,8 +223,8 @@ fn final_backup(
     let (namespace, name) = parse_tenant(tenant)?;
     let dir = trash_dir(context).join(namespace).join(name);
     create_private_dirs(&dir)?;
-    let now = SystemTime::now();
-    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let now = Timestamp::now().whole_seconds();
+    let stamp = now.to_rfc3339();
     let file = dir.join(format!("{}.dump", stamp.replace(':', "")));
     let partial = file.with_extension(PARTIAL);
     let binaries = pgtenant_cluster::find_binaries().context("finding pg_dump")?;
@@ -241,10 +240,9 @@ fn final_backup(
         tenant: tenant.to_string(),
         database: database.to_string(),
         dropped_at: stamp,
-        expires_at: humantime::format_rfc3339_seconds(
-            now + Duration::from_secs(u64::from(retention_days) * 86_400),
-        )
-        .to_string(),
+        expires_at: now
+            .plus_seconds(i64::from(retention_days) * 86_400)
+            .to_rfc3339(),
         retention_days,
         file: file.clone(),
         size,
@@ -321,7 +319,7 @@ pub fn entries(context: &Context) -> Result<Vec<TrashEntry>> {
         return Ok(entries);
     }
     remove_partial_dumps(&root)?;
-    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let now = Timestamp::now().whole_seconds().to_rfc3339();
     for namespace in std::fs::read_dir(&root)? {
         let namespace = namespace?.path();
         if !namespace.is_dir() {
