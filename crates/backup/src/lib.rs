@@ -492,6 +492,7 @@ impl Backups {
 
     /// `backup run`: a pgBackRest backup of the whole cluster (`full`, `diff` or `incr`; pgBackRest
     /// makes the first one full whatever is asked), then expiry by the retention.
+    #[tracing::instrument(name = "backup_run", skip_all, fields(kind = %kind))]
     pub fn run(&self, kind: &str, progress: &mut dyn Progress) -> Result<RunReport, BackupError> {
         let started = Timestamp::now();
         let rest = self.rest(BACKUP_RUN)?;
@@ -527,6 +528,7 @@ impl Backups {
             .filter(|label| !info.backup.iter().any(|b| &b.label == label))
             .collect();
         let logical = self.expire_logical()?;
+        tracing::info!(label = %newest.label, seconds = Timestamp::now().seconds_since(started), "backup run finished");
         Ok(RunReport {
             backup: PhysicalBackup::from(newest),
             seconds: Timestamp::now().seconds_since(started),

@@ -49,7 +49,11 @@ impl PgBackRest {
     pub fn run(&self, command: &str, args: &[String]) -> Result<String, BackupError> {
         let mut cmd = self.command(command);
         cmd.args(args);
-        process::run(&mut cmd)
+        let clock = std::time::Instant::now();
+        let result = process::run(&mut cmd);
+        let seconds = clock.elapsed().as_secs_f64();
+        tracing::info!(command, ?args, stanza = %self.stanza, seconds, ok = result.is_ok(), "pgbackrest");
+        result
     }
 
     /// The archive_command that pushes WAL to this stanza.

@@ -111,16 +111,16 @@ impl<'p> Steps<'p> {
     fn begin(&mut self, title: &str) {
         self.finish();
         let number = self.done.len() + 1;
+        tracing::info!(step = number, total = self.total, title, "step begins");
         self.progress.step(number, self.total, title);
         self.current = Some((title.to_string(), Instant::now()));
     }
 
     fn finish(&mut self) {
         if let Some((step, started)) = self.current.take() {
-            self.done.push(StepTiming {
-                step,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(title = step, seconds, "step done");
+            self.done.push(StepTiming { step, seconds });
         }
     }
 }
@@ -150,6 +150,7 @@ impl Backups {
     /// Restores one tenant database; see the module documentation for the steps. `reapply`
     /// re-applies ownership and grants of `request.into` (the engine's reconcile of that one
     /// tenant) and returns the number of statements it ran.
+    #[tracing::instrument(name = "restore", skip_all, fields(tenant = %request.tenant.id(), into = %request.into.id()))]
     pub fn restore(
         &self,
         request: &RestoreRequest,
@@ -209,6 +210,7 @@ impl Backups {
             ok: result.is_ok(),
             error: result.as_ref().err().map(|e| e.to_string()),
         };
+        tracing::info!(id, seconds, ok = result.is_ok(), "restore finished");
         self.catalog.update(|c| c.restores.push(record))?;
         result?;
         Ok(RestoreReport {
@@ -280,7 +282,7 @@ impl Backups {
                     ]),
                 }
                 rest.run("restore", &args)?;
-                cluster.start(RECOVERY_TIMEOUT).map_err(|e| {
+                start_scratch(&mut cluster).map_err(|e| {
                     BackupError::Restore(format!("the scratch cluster did not recover {what}: {e}"))
                 })?;
 
@@ -346,7 +348,7 @@ impl Backups {
             if let Some(thread) = discarding {
                 let _ = thread.join();
             }
-            drop(cluster);
+            remove_scratch(cluster);
         }
         Ok(())
     }
@@ -838,6 +840,7 @@ impl Backups {
     /// `backup verify [ID]`: restores a backup into a scratch cluster and checks that it starts
     /// and every database reads completely (a pg_dump of each to /dev/null); for a logical
     /// backup, its checksum and table of contents. Records the result in the catalog.
+    #[tracing::instrument(name = "backup_verify", skip_all, fields(id = ?id))]
     pub fn verify(
         &self,
         id: Option<&str>,
@@ -945,7 +948,7 @@ impl Backups {
                 "--target-action=promote".into(),
             ],
         )?;
-        cluster.start(RECOVERY_TIMEOUT)?;
+        start_scratch(&mut cluster)?;
         steps.begin("reading every database completely (pg_dump to /dev/null)");
         let candidates = self.scratch_logins();
         let (superuser, databases) = sql::block_on(async {
@@ -1020,10 +1023,27 @@ impl Backups {
             });
         }
         steps.begin("removing the scratch cluster");
-        drop(cluster);
+        remove_scratch(cluster);
         steps.finish();
         Ok(verified)
     }
+}
+
+/// Starts a scratch server (WAL replay up to the target included), timed in the logs.
+fn start_scratch(cluster: &mut ScratchCluster) -> Result<(), pgtenant_cluster::ClusterError> {
+    let clock = Instant::now();
+    let result = cluster.start(RECOVERY_TIMEOUT);
+    let seconds = clock.elapsed().as_secs_f64();
+    tracing::info!(seconds, ok = result.is_ok(), "scratch cluster started");
+    result
+}
+
+/// Stops a scratch server and removes its files, timed in the logs.
+fn remove_scratch(cluster: ScratchCluster) {
+    let clock = Instant::now();
+    drop(cluster);
+    let seconds = clock.elapsed().as_secs_f64();
+    tracing::info!(seconds, "scratch cluster stopped and removed");
 }
 
 /// Appended to the script once pg_restore has written all of it; [`FINISH_SQL`] refuses to commit
