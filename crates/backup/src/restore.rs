@@ -282,9 +282,8 @@ impl Backups {
                     ]),
                 }
                 rest.run("restore", &args)?;
-                start_scratch(&mut cluster).map_err(|e| {
-                    BackupError::Restore(format!("the scratch cluster did not recover {what}: {e}"))
-                })?;
+                start_scratch(&mut cluster)
+                    .map_err(|source| BackupError::ScratchRecovery { what, source })?;
 
                 steps.begin(&format!(
                     "pg_dump -Fc of {source_db} from the scratch cluster"
@@ -772,11 +771,11 @@ impl Backups {
             .arg(&prelude_file)
             .args(["-f", "-", "-f"])
             .arg(&finish_file);
-        process::pipe_script(&mut script, &mut psql, SENTINEL).map_err(|e| {
-            BackupError::Restore(format!(
-                "restoring into {database} failed and was rolled back: the database is as it was \
-                 before the restore\n{e}"
-            ))
+        process::pipe_script(&mut script, &mut psql, SENTINEL).map_err(|source| {
+            BackupError::RolledBack {
+                database: database.to_string(),
+                source: Box::new(source),
+            }
         })
     }
 
@@ -833,7 +832,7 @@ impl Backups {
                 }
                 return Ok(row.get::<_, String>(0));
             }
-            Err(last.unwrap_or_else(|| BackupError::Sql("no role to log in with".into())))
+            Err(last.unwrap_or_else(|| BackupError::NoLogin("no role to log in with")))
         })?
     }
 
@@ -979,7 +978,7 @@ impl Backups {
                     Err(e) => last = Some(e),
                 }
             }
-            Err(last.unwrap_or_else(|| BackupError::Sql("no role to connect with".into())))
+            Err(last.unwrap_or_else(|| BackupError::NoLogin("no role to connect with")))
         })??;
         let mut verified = Vec::new();
         for database in databases {
