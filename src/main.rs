@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use commands::{cluster, connect, credentials, list, reconcile, rotate, store};
 use context::Context;
@@ -71,8 +71,28 @@ struct Cli {
     #[arg(long, env = "PGTENANT_CLUSTER", global = true, hide_env_values = true, help_heading = GLOBAL)]
     cluster: Option<String>,
 
+    /// How log lines on stderr look: `text` for people, `json` (one object a line) for machines.
+    /// Which ones appear is set by PGTENANT_LOG (e.g. `info`, `debug`, `pgtenant_backup=debug`)
+    /// [default level: warnings only].
+    #[arg(
+        long,
+        env = "PGTENANT_LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        hide_env_values = true,
+        help_heading = GLOBAL
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -147,11 +167,45 @@ fn main() -> ExitCode {
             });
         }
     };
+    init_logs(cli.log_format);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             render::error(&error);
             ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Log events go to stderr, as `--log-format` says, filtered by PGTENANT_LOG (EnvFilter syntax;
+/// warnings only without it, which pgtenant emits none of: stderr stays the commands' own).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::WARN.into())
+        .with_env_var("PGTENANT_LOG")
+        .from_env_lossy();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_timer(LogTime(format));
+    let _ = match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
+}
+
+/// Log times in the formats of every other time: RFC 3339 in JSON, `2026-12-01 06:51:14.123456 UTC`
+/// in text.
+struct LogTime(LogFormat);
+
+impl tracing_subscriber::fmt::time::FormatTime for LogTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let now = pgtenant_backup::Timestamp::now();
+        match self.0 {
+            LogFormat::Text => write!(w, "{now}"),
+            LogFormat::Json => w.write_str(&now.to_rfc3339()),
         }
     }
 }

@@ -54,11 +54,22 @@ pub enum Format {
 /// cargo's style: the error, then each cause on its own line.
 pub fn error(error: &anyhow::Error) {
     eprintln!("error: {error}");
-    let mut causes = error.chain().skip(1).peekable();
-    if causes.peek().is_some() {
+    // Errors that show their source in their own text keep it as `source()` too: each text once.
+    let mut shown = error.to_string();
+    let causes: Vec<String> = error
+        .chain()
+        .skip(1)
+        .map(|cause| cause.to_string())
+        .filter(|text| {
+            let new = !shown.contains(text.as_str());
+            shown.push_str(text);
+            new
+        })
+        .collect();
+    if !causes.is_empty() {
         eprintln!("\nCaused by:");
         for cause in causes {
-            for (i, line) in cause.to_string().lines().enumerate() {
+            for (i, line) in cause.lines().enumerate() {
                 eprintln!("{}{line}", if i == 0 { "  " } else { "    " });
             }
         }

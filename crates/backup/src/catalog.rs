@@ -127,8 +127,10 @@ impl CatalogFile {
     pub fn load(&self) -> Result<Catalog, BackupError> {
         let path = self.path();
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| BackupError::Parse(format!("{}: {e}", path.display()))),
+            Ok(text) => serde_json::from_str(&text).map_err(|source| BackupError::Json {
+                what: path.display().to_string(),
+                source,
+            }),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Catalog::default()),
             Err(source) => Err(BackupError::Io { path, source }),
         }
@@ -222,6 +224,51 @@ mod tests {
         assert_eq!(catalog.settings.retention_days, Some(35));
         let mode = fs::metadata(file.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_old_catalog_reads_and_a_broken_one_keeps_its_json_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = CatalogFile::new(dir.path());
+        // As versions before RFC 3339 in the catalog wrote it.
+        fs::write(
+            file.path(),
+            r#"{"logical": [{"id": "20250601-123000L-shop.cart", "tenant": "shop/cart",
+                "database": "shop-cart", "started": "2025-06-01 12:30:00+00",
+                "finished": "2025-06-01 12:30:05.5+00", "format": "custom",
+                "path": "logical/x", "size_bytes": 1, "sha256": "00",
+                "server_version": "15.8", "dumped_as": "pgtenant_control"}],
+              "restores": [{"id": "r", "tenant": "shop/cart", "into": "shop/cart",
+                "in_place": true, "target_kind": "time", "target": "2025-06-01 14:30:00+02",
+                "source_backup": "b", "started": "2025-06-01T12:31:00Z",
+                "finished": "2025-06-01T12:32:00.250000Z", "seconds": 60.0,
+                "sessions_terminated": 0, "ok": true, "error": null}]}"#,
+        )
+        .unwrap();
+        let catalog = file.load().unwrap();
+        let logical = &catalog.logical[0];
+        assert_eq!(logical.started.to_rfc3339(), "2025-06-01T12:30:00Z");
+        assert_eq!(
+            logical.finished.to_string(),
+            "2025-06-01 12:30:05.500000 UTC"
+        );
+        let restore = catalog.restores[0].clone().with_rfc3339_target();
+        assert_eq!(restore.target, "2025-06-01T12:30:00Z");
+        assert_eq!(
+            serde_json::to_value(&catalog.restores[0]).unwrap()["finished"],
+            "2025-06-01T12:32:00.250000Z"
+        );
+
+        fs::write(file.path(), "{not json").unwrap();
+        let error = file.load().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("{}: ", file.path().display())),
+            "{error}"
+        );
+        let source = std::error::Error::source(&error).unwrap();
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
     }
 
     #[test]

@@ -99,8 +99,26 @@ pub enum BackupError {
     #[error("{0}")]
     Parse(String),
 
+    /// JSON that pgtenant reads (the catalog, `pgbackrest info`) did not parse.
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A connection or statement failed: the source is kept, and with it the server's SQLSTATE
+    /// ([`BackupError::sqlstate`]).
+    #[error("{what}: {}", one_line(source.as_ref()))]
+    Sql {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// No role of the candidates could log in to a scratch cluster.
     #[error("{0}")]
-    Sql(String),
+    NoLogin(&'static str),
 
     #[error("{0}")]
     Config(String),
@@ -133,6 +151,23 @@ pub enum BackupError {
     #[error("{0}")]
     Restore(String),
 
+    #[error("the scratch cluster did not recover {what}: {source}")]
+    ScratchRecovery {
+        what: String,
+        #[source]
+        source: ClusterError,
+    },
+
+    #[error(
+        "restoring into {database} failed and was rolled back: the database is as it was \
+         before the restore\n{source}"
+    )]
+    RolledBack {
+        database: String,
+        #[source]
+        source: Box<BackupError>,
+    },
+
     #[error(
         "the data of {tenant} is restored, but re-applying its ownership and grants failed \
          (run `pgtenant apply` to finish): {message}"
@@ -147,6 +182,39 @@ pub enum BackupError {
         expected: String,
         actual: String,
     },
+}
+
+impl BackupError {
+    /// The SQLSTATE of the server error behind this one, wherever it sits in the chain.
+    pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = next {
+            if let Some(code) = error
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::code)
+            {
+                return Some(code);
+            }
+            next = error.source();
+        }
+        None
+    }
+}
+
+/// An error and its causes on one line, each text once: some errors (tokio_postgres's) already
+/// end with their cause's text.
+fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 fn indent(output: &str) -> String {
@@ -475,6 +543,7 @@ impl Backups {
 
     /// `backup run`: a pgBackRest backup of the whole cluster (`full`, `diff` or `incr`; pgBackRest
     /// makes the first one full whatever is asked), then expiry by the retention.
+    #[tracing::instrument(name = "backup_run", skip_all, fields(kind = %kind))]
     pub fn run(&self, kind: &str, progress: &mut dyn Progress) -> Result<RunReport, BackupError> {
         let started = Timestamp::now();
         let rest = self.rest(BACKUP_RUN)?;
@@ -510,6 +579,7 @@ impl Backups {
             .filter(|label| !info.backup.iter().any(|b| &b.label == label))
             .collect();
         let logical = self.expire_logical()?;
+        tracing::info!(label = %newest.label, seconds = Timestamp::now().seconds_since(started), "backup run finished");
         Ok(RunReport {
             backup: PhysicalBackup::from(newest),
             seconds: Timestamp::now().seconds_since(started),
@@ -880,6 +950,42 @@ mod tests {
         assert_eq!(total, 5);
         fs::write(dir.path().join("b"), b"dE").unwrap();
         assert_ne!(sha256_of(dir.path()).unwrap().0, first);
+    }
+
+    #[test]
+    fn sql_errors_keep_their_source_and_sqlstate() {
+        let server = pgtenant_cluster::TestCluster::start().unwrap();
+        let url = server.cluster.control_url().unwrap();
+        let error = sql::block_on(async {
+            let client = sql::connect(&url, None).await?;
+            client
+                .simple_query("SELECT * FROM no_such_table")
+                .await
+                .map_err(|e| sql::sql_error("reading the table", e))
+        })
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(
+            error.sqlstate(),
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+        );
+        // The text as before, the cause once.
+        assert_eq!(
+            error.to_string(),
+            "reading the table: db error: ERROR: relation \"no_such_table\" does not exist"
+        );
+        let source = std::error::Error::source(&error).unwrap();
+        assert!(source.downcast_ref::<tokio_postgres::Error>().is_some());
+        // Wrapped, the SQLSTATE is still found.
+        let wrapped = BackupError::RolledBack {
+            database: "a-b".into(),
+            source: Box::new(error),
+        };
+        assert_eq!(
+            wrapped.sqlstate(),
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+        );
+        assert!(wrapped.to_string().ends_with("does not exist"), "{wrapped}");
     }
 
     #[test]

@@ -49,7 +49,11 @@ impl PgBackRest {
     pub fn run(&self, command: &str, args: &[String]) -> Result<String, BackupError> {
         let mut cmd = self.command(command);
         cmd.args(args);
-        process::run(&mut cmd)
+        let clock = std::time::Instant::now();
+        let result = process::run(&mut cmd);
+        let seconds = clock.elapsed().as_secs_f64();
+        tracing::info!(command, ?args, stanza = %self.stanza, seconds, ok = result.is_ok(), "pgbackrest");
+        result
     }
 
     /// The archive_command that pushes WAL to this stanza.
@@ -64,8 +68,11 @@ impl PgBackRest {
 
     pub fn info(&self) -> Result<StanzaInfo, BackupError> {
         let out = self.run("info", &["--output=json".into()])?;
-        let mut stanzas: Vec<StanzaInfo> = serde_json::from_str(&out)
-            .map_err(|e| BackupError::Parse(format!("pgbackrest info: {e}")))?;
+        let mut stanzas: Vec<StanzaInfo> =
+            serde_json::from_str(&out).map_err(|source| BackupError::Json {
+                what: "pgbackrest info".into(),
+                source,
+            })?;
         let mut info = stanzas
             .pop()
             .ok_or_else(|| BackupError::Parse("pgbackrest info returned no stanza".into()))?;
@@ -76,8 +83,11 @@ impl PgBackRest {
     /// One backup set, with the list of databases it holds.
     pub fn set_info(&self, label: &str) -> Result<BackupSet, BackupError> {
         let out = self.run("info", &["--output=json".into(), format!("--set={label}")])?;
-        let stanzas: Vec<StanzaInfo> = serde_json::from_str(&out)
-            .map_err(|e| BackupError::Parse(format!("pgbackrest info --set: {e}")))?;
+        let stanzas: Vec<StanzaInfo> =
+            serde_json::from_str(&out).map_err(|source| BackupError::Json {
+                what: "pgbackrest info --set".into(),
+                source,
+            })?;
         stanzas
             .into_iter()
             .flat_map(|s| s.backup)

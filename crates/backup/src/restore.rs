@@ -112,16 +112,16 @@ impl<'p> Steps<'p> {
     fn begin(&mut self, title: &str) {
         self.finish();
         let number = self.done.len() + 1;
+        tracing::info!(step = number, total = self.total, title, "step begins");
         self.progress.step(number, self.total, title);
         self.current = Some((title.to_string(), Instant::now()));
     }
 
     fn finish(&mut self) {
         if let Some((step, started)) = self.current.take() {
-            self.done.push(StepTiming {
-                step,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(title = step, seconds, "step done");
+            self.done.push(StepTiming { step, seconds });
         }
     }
 }
@@ -150,7 +150,8 @@ struct Outcome {
 impl Backups {
     /// Restores one tenant database; see the module documentation for the steps. `reapply`
     /// re-applies ownership and grants of `request.into` (the engine's reconcile of that one
-    /// tenant).
+    /// tenant) and returns the number of statements it ran.
+    #[tracing::instrument(name = "restore", skip_all, fields(tenant = %request.tenant.id(), into = %request.into.id()))]
     pub fn restore(
         &self,
         request: &RestoreRequest,
@@ -210,6 +211,7 @@ impl Backups {
             ok: result.is_ok(),
             error: result.as_ref().err().map(|e| e.to_string()),
         };
+        tracing::info!(id, seconds, ok = result.is_ok(), "restore finished");
         self.catalog.update(|c| c.restores.push(record))?;
         result?;
         Ok(RestoreReport {
@@ -281,9 +283,8 @@ impl Backups {
                     ]),
                 }
                 rest.run("restore", &args)?;
-                cluster.start(RECOVERY_TIMEOUT).map_err(|e| {
-                    BackupError::Restore(format!("the scratch cluster did not recover {what}: {e}"))
-                })?;
+                start_scratch(&mut cluster)
+                    .map_err(|source| BackupError::ScratchRecovery { what, source })?;
 
                 steps.begin(&format!(
                     "pg_dump -Fc of {source_db} from the scratch cluster"
@@ -354,7 +355,7 @@ impl Backups {
             if let Some(thread) = discarding {
                 let _ = thread.join();
             }
-            drop(cluster);
+            remove_scratch(cluster);
         }
         Ok(())
     }
@@ -778,11 +779,11 @@ impl Backups {
             .arg(&prelude_file)
             .args(["-f", "-", "-f"])
             .arg(&finish_file);
-        process::pipe_script(&mut script, &mut psql, SENTINEL).map_err(|e| {
-            BackupError::Restore(format!(
-                "restoring into {database} failed and was rolled back: the database is as it was \
-                 before the restore\n{e}"
-            ))
+        process::pipe_script(&mut script, &mut psql, SENTINEL).map_err(|source| {
+            BackupError::RolledBack {
+                database: database.to_string(),
+                source: Box::new(source),
+            }
         })
     }
 
@@ -839,13 +840,14 @@ impl Backups {
                 }
                 return Ok(row.get::<_, String>(0));
             }
-            Err(last.unwrap_or_else(|| BackupError::Sql("no role to log in with".into())))
+            Err(last.unwrap_or_else(|| BackupError::NoLogin("no role to log in with")))
         })?
     }
 
     /// `backup verify [ID]`: restores a backup into a scratch cluster and checks that it starts
     /// and every database reads completely (a pg_dump of each to /dev/null); for a logical
     /// backup, its checksum and table of contents. Records the result in the catalog.
+    #[tracing::instrument(name = "backup_verify", skip_all, fields(id = ?id))]
     pub fn verify(
         &self,
         id: Option<&str>,
@@ -953,7 +955,7 @@ impl Backups {
                 "--target-action=promote".into(),
             ],
         )?;
-        cluster.start(RECOVERY_TIMEOUT)?;
+        start_scratch(&mut cluster)?;
         steps.begin("reading every database completely (pg_dump to /dev/null)");
         let candidates = self.scratch_logins();
         let (superuser, databases) = sql::block_on(async {
@@ -984,7 +986,7 @@ impl Backups {
                     Err(e) => last = Some(e),
                 }
             }
-            Err(last.unwrap_or_else(|| BackupError::Sql("no role to connect with".into())))
+            Err(last.unwrap_or_else(|| BackupError::NoLogin("no role to connect with")))
         })??;
         let mut verified = Vec::new();
         for database in databases {
@@ -1028,10 +1030,27 @@ impl Backups {
             });
         }
         steps.begin("removing the scratch cluster");
-        drop(cluster);
+        remove_scratch(cluster);
         steps.finish();
         Ok(verified)
     }
+}
+
+/// Starts a scratch server (WAL replay up to the target included), timed in the logs.
+fn start_scratch(cluster: &mut ScratchCluster) -> Result<(), pgtenant_cluster::ClusterError> {
+    let clock = Instant::now();
+    let result = cluster.start(RECOVERY_TIMEOUT);
+    let seconds = clock.elapsed().as_secs_f64();
+    tracing::info!(seconds, ok = result.is_ok(), "scratch cluster started");
+    result
+}
+
+/// Stops a scratch server and removes its files, timed in the logs.
+fn remove_scratch(cluster: ScratchCluster) {
+    let clock = Instant::now();
+    drop(cluster);
+    let seconds = clock.elapsed().as_secs_f64();
+    tracing::info!(seconds, "scratch cluster stopped and removed");
 }
 
 /// Appended to the script once pg_restore has written all of it; [`FINISH_SQL`] refuses to commit

@@ -22,8 +22,14 @@ pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output, BackupError> {
     Ok(runtime.block_on(future))
 }
 
-pub(crate) fn sql_error(what: &str, e: impl std::fmt::Display) -> BackupError {
-    BackupError::Sql(format!("{what}: {e}"))
+pub(crate) fn sql_error(
+    what: &str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> BackupError {
+    BackupError::Sql {
+        what: what.to_string(),
+        source: source.into(),
+    }
 }
 
 /// A session on the managed cluster with the admin URL's role (`database` None: its own).
@@ -32,7 +38,7 @@ pub(crate) async fn connect(url: &str, database: Option<&str>) -> Result<Client,
     connector
         .connect(database)
         .await
-        .map_err(|e| sql_error("connecting", pgtenant_engine::error_chain(&e)))
+        .map_err(|e| sql_error("connecting", e))
 }
 
 /// A session on a scratch cluster.

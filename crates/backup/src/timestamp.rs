@@ -1,11 +1,62 @@
 //! Points in time as users write them (`2025-06-01 14:30:00+02`) and as PostgreSQL and pgBackRest
-//! read and report them.
+//! read and report them. Every format is a `time` format description: no hand-written parsing.
 
 use std::fmt;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::error::ParseFromDescription;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::parsing::Parsed;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+/// What `--time` takes before the zone: `YYYY-MM-DD HH:MM:SS` (or `T` between date and time) and
+/// an optional fraction of 1 to 6 digits (longest first: seven digits leave one for the zone,
+/// which refuses it).
+const DATE_TIME: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day][first [ ] [T]][hour]:[minute]:[second]\
+     [optional [.[first [[subsecond digits:6]] [[subsecond digits:5]] [[subsecond digits:4]] \
+     [[subsecond digits:3]] [[subsecond digits:2]] [[subsecond digits:1]]]]]"
+);
+
+/// A numeric zone: `+HH:MM`, `+HHMM` or `+HH` (or `-`).
+const OFFSET: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[first [[offset_hour sign:mandatory]:[offset_minute]] \
+     [[offset_hour sign:mandatory][offset_minute]] [[offset_hour sign:mandatory]]]"
+);
+
+/// `2025-06-01 12:30:00 UTC`: the one format of times in text.
+const HUMAN: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+);
+const HUMAN_FRACTION: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6] UTC"
+);
+
+/// RFC 3339 in UTC: the one format of times in JSON.
+const RFC3339: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+);
+const RFC3339_FRACTION: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
+/// PostgreSQL's `recovery_target_time`.
+const POSTGRES: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"
+);
+
+/// Identifiers: `YYYYMMDD-HHMMSS`.
+const COMPACT: &[BorrowedFormatItem<'_>] =
+    format_description!(version = 2, "[year][month][day]-[hour][minute][second]");
 
 /// An instant, microsecond precision (what PostgreSQL records for commits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -13,7 +64,7 @@ pub struct Timestamp(OffsetDateTime);
 
 impl Timestamp {
     pub fn now() -> Self {
-        Timestamp(OffsetDateTime::from(SystemTime::now()).replace_nanosecond_micros())
+        Timestamp::from_system(SystemTime::now())
     }
 
     pub fn from_unix(seconds: i64) -> Self {
@@ -23,11 +74,17 @@ impl Timestamp {
     }
 
     pub fn from_system(time: SystemTime) -> Self {
-        Timestamp(OffsetDateTime::from(time).replace_nanosecond_micros())
+        let time = OffsetDateTime::from(time);
+        Timestamp(time.replace_microsecond(time.microsecond()).unwrap_or(time))
     }
 
     pub fn unix(self) -> i64 {
         self.0.unix_timestamp()
+    }
+
+    /// The same instant without its fraction of a second (what whole-second records hold).
+    pub fn whole_seconds(self) -> Self {
+        Timestamp(self.0.replace_nanosecond(0).unwrap_or(self.0))
     }
 
     pub fn plus_seconds(self, seconds: i64) -> Self {
@@ -41,16 +98,7 @@ impl Timestamp {
 
     /// `YYYYMMDD-HHMMSS` in UTC, for identifiers.
     pub fn compact(self) -> String {
-        let t = self.0.to_offset(UtcOffset::UTC);
-        format!(
-            "{:04}{:02}{:02}-{:02}{:02}{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
+        self.format(COMPACT)
     }
 
     /// Parses what `--time` accepts: `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with `T`) followed by a
@@ -65,137 +113,41 @@ impl Timestamp {
             )
         };
         let text = text.trim();
-        if text.len() < 19 {
-            return Err(bad("too short"));
+        // `[year]` would also take a sign: dates are four digits here.
+        if !text.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(bad("the date"));
         }
-        let (date, rest) = text.split_at(10);
-        let date = parse_date(date).ok_or_else(|| bad("the date"))?;
-        let rest = rest
-            .strip_prefix(' ')
-            .or_else(|| rest.strip_prefix('T'))
-            .ok_or_else(|| bad("date and time are separated by a space or T"))?;
-        let (clock, zone) = rest.split_at(8);
-        let mut parts = clock.split(':');
-        let mut next = || {
-            parts
-                .next()
-                .and_then(|p| (p.len() == 2).then(|| p.parse::<u8>().ok()).flatten())
+        let mut parsed = Parsed::new();
+        let zone = parsed
+            .parse_items(text.as_bytes(), DATE_TIME)
+            .map_err(|e| bad(why(&e)))?;
+        // Only ASCII was consumed, so the rest is still UTF-8.
+        let zone = std::str::from_utf8(zone).unwrap_or_default().trim_start();
+        if zone.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(bad("the fraction of a second: 1 to 6 digits"));
+        }
+        let offset = if zone == "Z" || zone.eq_ignore_ascii_case("UTC") {
+            UtcOffset::UTC
+        } else {
+            UtcOffset::parse(zone, OFFSET).map_err(|_| bad("the zone"))?
         };
-        let (h, m, s) = match (next(), next(), next()) {
-            (Some(h), Some(m), Some(s)) => (h, m, s),
-            _ => return Err(bad("the time of day")),
-        };
-        let (micros, zone) = match zone.strip_prefix('.') {
-            Some(fraction) => {
-                let digits: String = fraction
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect();
-                if digits.is_empty() || digits.len() > 6 {
-                    return Err(bad("the fraction of a second: 1 to 6 digits"));
-                }
-                let micros = format!("{digits:0<6}")
-                    .parse::<u32>()
-                    .map_err(|_| bad("fraction"))?;
-                (micros, &fraction[digits.len()..])
-            }
-            None => (0, zone),
-        };
-        let offset = parse_zone(zone.trim_start()).ok_or_else(|| bad("the zone"))?;
-        let clock = Time::from_hms_micro(h, m, s, micros).map_err(|_| bad("the time of day"))?;
-        Ok(Timestamp(
-            PrimitiveDateTime::new(date, clock).assume_offset(offset),
-        ))
+        let local = PrimitiveDateTime::try_from(parsed).map_err(|_| bad("the date"))?;
+        Ok(Timestamp(local.assume_offset(offset)))
     }
 
     /// For PostgreSQL's `recovery_target_time`: UTC with microseconds, unambiguous.
     pub fn to_postgres(self) -> String {
-        let t = self.0.to_offset(UtcOffset::UTC);
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        )
-    }
-}
-
-trait MicrosOnly {
-    fn replace_nanosecond_micros(self) -> Self;
-}
-
-impl MicrosOnly for OffsetDateTime {
-    fn replace_nanosecond_micros(self) -> Self {
-        let micros = self.nanosecond() / 1000;
-        self.replace_nanosecond(micros * 1000).unwrap_or(self)
-    }
-}
-
-fn parse_date(text: &str) -> Option<Date> {
-    let mut parts = text.split('-');
-    let year: i32 = parts.next().filter(|p| p.len() == 4)?.parse().ok()?;
-    let month: u8 = parts.next().filter(|p| p.len() == 2)?.parse().ok()?;
-    let day: u8 = parts.next().filter(|p| p.len() == 2)?.parse().ok()?;
-    if parts.next().is_some() {
-        return None;
-    }
-    Date::from_calendar_date(year, Month::try_from(month).ok()?, day).ok()
-}
-
-fn parse_zone(zone: &str) -> Option<UtcOffset> {
-    if zone == "Z" || zone.eq_ignore_ascii_case("UTC") {
-        return Some(UtcOffset::UTC);
-    }
-    let (sign, digits) = match zone.as_bytes().first()? {
-        b'+' => (1i8, &zone[1..]),
-        b'-' => (-1i8, &zone[1..]),
-        _ => return None,
-    };
-    let digits = digits.replace(':', "");
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (hours, minutes) = match digits.len() {
-        2 => (digits.parse::<i8>().ok()?, 0),
-        4 => (
-            digits[..2].parse::<i8>().ok()?,
-            digits[2..].parse::<i8>().ok()?,
-        ),
-        _ => return None,
-    };
-    UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
-}
-
-impl Timestamp {
-    /// UTC, whole seconds unless there is a fraction, with `separator` between date and time and
-    /// `zone` after.
-    fn write(&self, f: &mut impl fmt::Write, separator: char, zone: &str) -> fmt::Result {
-        let t = self.0.to_offset(UtcOffset::UTC);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )?;
-        if t.microsecond() != 0 {
-            write!(f, ".{:06}", t.microsecond())?;
-        }
-        f.write_str(zone)
+        self.format(POSTGRES)
     }
 
-    /// RFC 3339 in UTC, `2025-06-01T12:30:00Z`: what JSON output and the catalog hold.
+    /// RFC 3339 in UTC, `2025-06-01T12:30:00Z` (whole seconds unless there is a fraction): what
+    /// JSON output and the catalog hold.
     pub fn to_rfc3339(self) -> String {
-        let mut text = String::new();
-        let _ = self.write(&mut text, 'T', "Z");
-        text
+        self.format(if self.0.microsecond() == 0 {
+            RFC3339
+        } else {
+            RFC3339_FRACTION
+        })
     }
 
     /// `text` as [`Timestamp::parse`] reads it (RFC 3339 included), shown as users see times;
@@ -203,13 +155,36 @@ impl Timestamp {
     pub fn humanize(text: &str) -> String {
         Timestamp::parse(text).map_or_else(|_| text.to_string(), |t| t.to_string())
     }
+
+    fn format(self, description: &[BorrowedFormatItem<'_>]) -> String {
+        self.0
+            .to_offset(UtcOffset::UTC)
+            .format(description)
+            .expect("a time of years 0..=9999 formats")
+    }
+}
+
+/// Which part of `--time` the parser stopped at, in the words of the error message.
+fn why(error: &ParseFromDescription) -> &'static str {
+    match error {
+        ParseFromDescription::InvalidComponent("year" | "month" | "day") => "the date",
+        ParseFromDescription::InvalidComponent("subsecond") => {
+            "the fraction of a second: 1 to 6 digits"
+        }
+        ParseFromDescription::InvalidComponent(_) => "the time of day",
+        _ => "date and time are YYYY-MM-DD, a space or T, and HH:MM:SS",
+    }
 }
 
 /// `2025-06-01 12:30:00 UTC` (whole seconds unless there is a fraction): what users see, the one
 /// format of times in text output. [`Timestamp::parse`] reads it back.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.write(f, ' ', " UTC")
+        f.write_str(&self.format(if self.0.microsecond() == 0 {
+            HUMAN
+        } else {
+            HUMAN_FRACTION
+        }))
     }
 }
 
@@ -241,6 +216,11 @@ mod tests {
             "2025-06-01 12:30:00Z",
             "2025-06-01 12:30:00 UTC",
             "2025-06-01 07:30:00-05",
+            "2025-06-01 07:30:00-05:00",
+            "2025-06-01 07:30:00 -0500",
+            "2025-06-01 12:30:00 Z",
+            "2025-06-01 12:30:00utc",
+            "  2025-06-01 12:30:00.000000+00  ",
         ] {
             assert_eq!(Timestamp::parse(same).unwrap(), utc, "{same}");
         }
@@ -268,6 +248,20 @@ mod tests {
         assert_eq!(fine.to_rfc3339(), "2025-06-01T12:30:00.250000Z");
         assert_eq!(Timestamp::parse(&fine.to_string()).unwrap(), fine);
         assert_eq!(Timestamp::from_unix(utc.unix()), utc);
+        let micro = Timestamp::parse("2025-06-01T12:30:00.000001Z").unwrap();
+        assert_eq!(micro.to_rfc3339(), "2025-06-01T12:30:00.000001Z");
+        assert_eq!(micro.whole_seconds(), utc);
+        assert_eq!(micro.seconds_since(utc), 0.000001);
+        assert_eq!(
+            utc.plus_seconds(86_400).to_string(),
+            "2025-06-02 12:30:00 UTC"
+        );
+        // Nanoseconds of the system clock are cut to PostgreSQL's microseconds.
+        let system = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_500_000_999);
+        assert_eq!(
+            Timestamp::from_system(system).to_rfc3339(),
+            "1970-01-01T00:00:01.500000Z"
+        );
     }
 
     #[test]
@@ -280,6 +274,15 @@ mod tests {
             "yesterday at noon",
             "2025-06-01 12:30:00+2",
             "2025-06-01 12:30:00.1234567+00",
+            "2025-06-01 12:30:00.+00",
+            "2025-06-01 12:30:00+02:0",
+            "2025-06-01 12:30:00+020",
+            "2025-06-01 12:30:00 CET",
+            "+2025-06-01 12:30:00+00",
+            "2025-06-31 12:30:00+00",
+            "2025-06-01 12:30+00",
+            "2025-06-01_12:30:00+00",
+            "",
         ] {
             let err = Timestamp::parse(bad).unwrap_err();
             assert!(err.contains("YYYY-MM-DD HH:MM:SS"), "{bad}: {err}");

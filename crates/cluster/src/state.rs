@@ -54,7 +54,9 @@ impl State {
             _ => {}
         }
         write_new_file(&tmp, &json, 0o600, None)?;
-        fs::rename(&tmp, path).map_err(|source| ClusterError::io(path, source))
+        fs::rename(&tmp, path).map_err(|source| ClusterError::io(path, source))?;
+        tracing::debug!(path = %path.display(), "cluster state saved");
+        Ok(())
     }
 }
 

@@ -27,6 +27,7 @@ fn server_names() -> Vec<SanType> {
 /// Validity keeps rcgen's far-off bounds: the CA exists for one local cluster and lives
 /// exactly as long as it, so an expiry date would only break a long-lived cluster one day.
 pub(crate) fn generate() -> Result<TlsMaterial, rcgen::Error> {
+    tracing::debug!("generating the cluster's CA and server certificate");
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = rcgen::DistinguishedName::new();

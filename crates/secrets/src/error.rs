@@ -1,6 +1,16 @@
 use std::io;
 use std::path::PathBuf;
 
+/// The parse error behind a [`StoreError::Corrupt`] or [`StoreError::BadKeyFile`], where there is
+/// one that cannot quote a secret (never for decrypted content).
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Base64(#[from] base64::DecodeError),
+}
+
 /// Why a store operation failed. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,7 +60,12 @@ pub enum StoreError {
          role's password",
         path.display()
     )]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     #[error(
         "invalid secret path {path:?}: expected non-empty segments of [a-z0-9-] separated by \
@@ -63,7 +78,12 @@ pub enum StoreError {
          on one line: restore it from its backup",
         path.display()
     )]
-    BadKeyFile { path: PathBuf, reason: String },
+    BadKeyFile {
+        path: PathBuf,
+        reason: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     #[error(
         "the key file {} has mode {mode:04o}, which grants access to group or others; \

@@ -13,6 +13,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::error::Cause;
 use crate::path::is_valid_segment;
 use crate::{Credential, CredentialStore, SecretPath, StoreError};
 
@@ -150,12 +151,14 @@ impl FileStore {
         file: &Path,
         bytes: &[u8],
     ) -> Result<Credential, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
+        let corrupt_by = |reason: String, source: Option<Cause>| StoreError::Corrupt {
             path: file.to_owned(),
             reason,
+            source,
         };
+        let corrupt = |reason: String| corrupt_by(reason, None);
         let header: EnvelopeHeader = serde_json::from_slice(bytes)
-            .map_err(|e| corrupt(format!("not a secret envelope: {e}")))?;
+            .map_err(|e| corrupt_by(format!("not a secret envelope: {e}"), Some(e.into())))?;
         if header.version != ENVELOPE_VERSION {
             return Err(corrupt(format!(
                 "envelope version {} is not supported, only {ENVELOPE_VERSION}; \
@@ -164,10 +167,10 @@ impl FileStore {
             )));
         }
         let envelope: Envelope = serde_json::from_slice(bytes)
-            .map_err(|e| corrupt(format!("not a secret envelope: {e}")))?;
+            .map_err(|e| corrupt_by(format!("not a secret envelope: {e}"), Some(e.into())))?;
         let nonce = STANDARD
             .decode(&envelope.nonce)
-            .map_err(|e| corrupt(format!("nonce is not base64: {e}")))?;
+            .map_err(|e| corrupt_by(format!("nonce is not base64: {e}"), Some(e.into())))?;
         if nonce.len() != NONCE_LEN {
             return Err(corrupt(format!(
                 "nonce is {} bytes long instead of {NONCE_LEN}",
@@ -176,7 +179,7 @@ impl FileStore {
         }
         let ciphertext = STANDARD
             .decode(&envelope.ciphertext)
-            .map_err(|e| corrupt(format!("ciphertext is not base64: {e}")))?;
+            .map_err(|e| corrupt_by(format!("ciphertext is not base64: {e}"), Some(e.into())))?;
         let plaintext = Zeroizing::new(
             self.cipher
                 .decrypt(
@@ -326,10 +329,12 @@ fn collect_secrets(
 
 /// `Ok(None)` when the key file does not exist.
 fn read_key(key_file: &Path) -> Result<Option<XChaCha20Poly1305>, StoreError> {
-    let bad = |reason: String| StoreError::BadKeyFile {
+    let bad_by = |reason: String, source: Option<Cause>| StoreError::BadKeyFile {
         path: key_file.to_owned(),
         reason,
+        source,
     };
+    let bad = |reason: String| bad_by(reason, None);
     let mut file = match File::open(key_file) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -362,7 +367,7 @@ fn read_key(key_file: &Path) -> Result<Option<XChaCha20Poly1305>, StoreError> {
     let key = Zeroizing::new(
         STANDARD
             .decode(contents.trim_ascii())
-            .map_err(|e| bad(format!("not base64: {e}")))?,
+            .map_err(|e| bad_by(format!("not base64: {e}"), Some(e.into())))?,
     );
     if key.len() != KEY_LEN {
         return Err(bad(format!(
@@ -380,6 +385,7 @@ fn create_key(key_file: &Path) -> Result<XChaCha20Poly1305, StoreError> {
         .ok_or_else(|| StoreError::BadKeyFile {
             path: key_file.to_owned(),
             reason: "the path does not end in a UTF-8 file name".into(),
+            source: None,
         })?;
     let dir = parent_dir(key_file);
     create_private_dir(dir)?;
@@ -883,8 +889,11 @@ mod tests {
         for (contents, expected) in cases {
             fs::write(&file, &contents).unwrap();
             match store.get_blocking(&path("a")) {
-                Err(StoreError::Corrupt { reason, .. }) => {
-                    assert!(reason.contains(expected), "{reason:?} for {contents}")
+                Err(StoreError::Corrupt { reason, source, .. }) => {
+                    assert!(reason.contains(expected), "{reason:?} for {contents}");
+                    // A parse error stays the source; a wrong length has none.
+                    let parsed = expected.starts_with("not") || expected.ends_with("base64");
+                    assert_eq!(source.is_some(), parsed, "{reason:?}");
                 }
                 other => panic!("{contents}: {other:?}"),
             }
