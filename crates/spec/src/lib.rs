@@ -45,7 +45,7 @@ pub use schema::{draft07_schema_for, schema_text, values_file_schema, values_fil
 pub use suggest::{closest, closest_word};
 pub use tenant::{
     alternate_role_name, role_name, PresetRole, RoleDuty, RoleKind, TenantId, TenantIdError,
-    LOGIN_ROLES,
+    LOGIN_ROLES, SECRET_PATH_PREFIX,
 };
 pub use upgrade::{upgrade, Change, Unchanged, Upgrade};
 pub use validate::is_dns_label;

@@ -150,6 +150,9 @@ const fn login_roles_in_order() -> ([RoleKind; RoleKind::ALL.len()], usize) {
     (out, count)
 }
 
+/// How every tenant secret path begins (`customer/<namespace>/<name>-<role>`).
+pub const SECRET_PATH_PREFIX: &str = "customer/";
+
 /// The name of `role` in the database `database` (`<database>-<role>`, the database being
 /// `<namespace>-<name>`).
 pub fn role_name(database: &str, role: &str) -> String {
@@ -246,7 +249,7 @@ impl TenantId {
     /// them, so `a-b`+`c` and `a`+`b-c` share a path: the existing naming, kept.)
     pub fn secret_path(&self, role: impl AsRef<str>) -> String {
         format!(
-            "customer/{}/{}-{}",
+            "{SECRET_PATH_PREFIX}{}/{}-{}",
             self.namespace,
             self.name,
             role.as_ref()
@@ -426,6 +429,14 @@ mod tests {
             [Preset::AppMigrator, Preset::SchemaOwner]
         );
         assert_eq!(RoleKind::Owner.login_of().count(), 0);
+        for kind in RoleKind::ALL {
+            assert!(
+                Preset::ALL
+                    .iter()
+                    .any(|p| p.roles().iter().any(|r| r.kind == kind)),
+                "{kind} is a role of some preset"
+            );
+        }
         let owner_logins: Vec<RoleKind> = Preset::ALL.iter().map(|p| p.owner_login()).collect();
         assert_eq!(
             owner_logins,
