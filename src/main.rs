@@ -177,8 +177,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Log events go to stderr, as `--log-format` says, filtered by PGTENANT_LOG (EnvFilter syntax;
-/// warnings only without it, which pgtenant emits none of: stderr stays the commands' own).
+/// Log events go to stderr, as `--log-format` says, filtered by PGTENANT_LOG (EnvFilter syntax).
+/// Without it only warnings are logged: what the commands report stays their own stderr lines.
 fn init_logs(format: LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::filter::{EnvFilter, LevelFilter};
