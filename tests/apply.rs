@@ -180,7 +180,7 @@ async fn no_plaintext_password_reaches_the_server_log() {
         .batch_execute("SELECT pg_reload_conf()")
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    env.wait_for_setting("log_statement", "all").await;
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
 

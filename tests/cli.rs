@@ -441,7 +441,7 @@ async fn concurrent_applies_are_refused_not_interleaved() {
     );
     assert_eq!(env.plan().code, 2, "plan does not need the lock");
     drop(holder);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    env.wait_until_advisory_locks_are_released().await;
     env.apply();
 }
 

@@ -104,7 +104,7 @@ async fn two_admin_urls_naming_different_databases_are_serialised() {
     assert!(out.stderr.contains("ops-runner"), "{}", out.stderr);
 
     drop(holder);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    env.wait_until_advisory_locks_are_released().await;
     let out = env.run(&["apply"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
 }

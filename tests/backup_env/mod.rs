@@ -4,13 +4,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 use tempfile::TempDir;
 use tokio_postgres::Client;
 
-use crate::common::{connect, Output};
+use crate::common::{connect, poll_until, Output};
 
 /// pgtenant on its own embedded cluster (no admin URL), in a temporary state dir and apps repo.
 pub struct BackupEnv {
@@ -92,18 +91,32 @@ impl Drop for BackupEnv {
     }
 }
 
-/// A whole second of the server's clock strictly between what was written before and after.
+/// A whole second of the server's clock strictly between what was written before and after:
+/// the next whole second `T` after now (so everything written so far is earlier), returned once
+/// the server's clock has passed `T + 1 s` (so everything written next is later than that).
+/// Polled rather than slept for; the second itself is what restores to a point in time need,
+/// as pgBackRest records backup times in whole seconds.
 pub async fn note_the_time(client: &Client) -> String {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let time: String = client
+    let row = client
         .query_one(
-            "SELECT to_char(date_trunc('second', clock_timestamp()) AT TIME ZONE 'UTC', \
-             'YYYY-MM-DD HH24:MI:SS') || '+00'",
+            "SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00', \
+                    (t + interval '1 second')::text \
+               FROM (SELECT date_trunc('second', clock_timestamp()) + interval '1 second' AS t) s",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+        .unwrap();
+    let (time, after): (String, String) = (row.get(0), row.get(1));
+    poll_until(&format!("the server's clock to pass {after}"), || async {
+        client
+            .query_one(
+                "SELECT clock_timestamp() > $1::text::timestamptz",
+                &[&after],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    })
+    .await;
     time
 }

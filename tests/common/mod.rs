@@ -1,8 +1,14 @@
 //! Shared by the integration tests: a real PostgreSQL cluster per test (started from the system
 //! binaries, non-superuser control role), a temporary apps repo and state dir, and the real binary.
+//!
+//! Each test gets a cluster of its own (tests of a binary run in parallel, and `apply` locks
+//! and plans the whole cluster), copied from a template the test binary creates once: see
+//! `pgtenant_cluster::TestCluster`.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use pgtenant_cluster::TestCluster;
@@ -129,6 +135,63 @@ impl Env {
 
     pub async fn control(&self) -> Client {
         connect(&self.admin_url(), None).await.unwrap()
+    }
+
+    /// Waits until no session holds an advisory lock (the apply lock): a client the test dropped
+    /// is gone for the server only once its backend has noticed the closed connection.
+    pub async fn wait_until_advisory_locks_are_released(&self) {
+        let superuser = self.superuser(None).await;
+        poll_until("advisory locks released", || async {
+            let held: i64 = superuser
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            held == 0
+        })
+        .await;
+    }
+
+    /// Waits until new sessions see `setting` = `value`, after `pg_reload_conf()`: the server
+    /// applies a reload asynchronously.
+    pub async fn wait_for_setting(&self, setting: &str, value: &str) {
+        poll_until(&format!("{setting} = {value} in new sessions"), || async {
+            let current: String = self
+                .superuser(None)
+                .await
+                .query_one(
+                    "SELECT setting FROM pg_settings WHERE name = $1",
+                    &[&setting],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            current == value
+        })
+        .await;
+    }
+}
+
+/// How long [`poll_until`] waits before failing the test.
+pub const POLL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `done` every 20 ms until it holds; fails the test, naming `what`, after
+/// [`POLL_DEADLINE`]. Tests wait for a condition, never for a fixed time.
+pub async fn poll_until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + POLL_DEADLINE;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {POLL_DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

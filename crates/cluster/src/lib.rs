@@ -24,6 +24,8 @@ mod config;
 mod os_user;
 mod scratch;
 mod state;
+#[cfg(feature = "test-support")]
+mod test_cluster;
 mod tls;
 
 use std::fmt::Write as _;
@@ -39,6 +41,8 @@ use pgtenant_pg::process::{ProcessError, Run};
 pub use binaries::{find_binaries, find_binaries_for_version, Binaries, PG_BIN_ENV};
 pub use os_user::ServerUser;
 pub use scratch::{remove_leftovers, ScratchCluster};
+#[cfg(feature = "test-support")]
+pub use test_cluster::{skip_or_fail, TestCluster, ALLOW_SKIP_ENV};
 
 use os_user::write_new_file;
 use state::State;
@@ -64,6 +68,9 @@ const INITDB_PWFILE: &str = ".initdb-pwfile";
 const PG_CTL_TIMEOUT: &str = "60";
 /// The end of a program's output or of a log, quoted in errors.
 pub(crate) use pgtenant_pg::process::tail;
+/// Free ports tried for a server whose port we choose, when another process takes the chosen
+/// one between the choice and the server's start.
+const PORT_ATTEMPTS: usize = 5;
 
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
@@ -198,10 +205,17 @@ impl EmbeddedCluster {
                         ),
                     });
                 }
+                cluster.start()?;
             }
-            _ => cluster.init(options)?,
+            _ => {
+                cluster.init(options)?;
+                // A port we chose may be taken before the first start; one the user named is kept.
+                match options.port {
+                    None => cluster.start_on_chosen_port()?,
+                    Some(_) => cluster.start()?,
+                }
+            }
         }
-        cluster.start()?;
         Ok(cluster)
     }
 
@@ -283,6 +297,40 @@ impl EmbeddedCluster {
         run(&mut cmd, None)
             .map(drop)
             .map_err(|e| self.with_log_tail(e))
+    }
+
+    /// Starts a stopped server whose port pgtenant chose (never one the user named): when another
+    /// process took the port since, moves the cluster to a new free port and tries again, up to
+    /// [`PORT_ATTEMPTS`] times in all.
+    fn start_on_chosen_port(&self) -> Result<(), ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match self.start() {
+                Err(e) if attempt < PORT_ATTEMPTS && port_taken(&e) => {
+                    attempt += 1;
+                    self.set_port(free_port()?)?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Moves a stopped cluster to `port`: in `cluster.json` and in the server's settings.
+    fn set_port(&self, port: u16) -> Result<(), ClusterError> {
+        let mut state = self.initialized_state()?;
+        let conf_path = self.data_dir().join(config::CONF_FILE);
+        let conf = fs::read_to_string(&conf_path).map_err(|e| ClusterError::io(&conf_path, e))?;
+        let conf: String = conf
+            .lines()
+            .map(|line| match line.starts_with("port = ") {
+                true => format!("port = {port}\n"),
+                false => format!("{line}\n"),
+            })
+            .collect();
+        // Written in place: the file belongs to the server account, which keeps it.
+        fs::write(&conf_path, conf).map_err(|e| ClusterError::io(&conf_path, e))?;
+        state.port = port;
+        state.save(&self.state_path())
     }
 
     /// Stops, then starts the server: for settings that only take effect at server start.
@@ -674,6 +722,16 @@ fn runner<'a>(cmd: &'a mut Command, stdin: Option<&'a [u8]>) -> Run<'a> {
     }
 }
 
+/// Whether a failed start failed because another process listens on the port: seen before the
+/// start, or by the server itself (its log tail is in the error).
+fn port_taken(err: &ClusterError) -> bool {
+    match err {
+        ClusterError::PortInUse { .. } => true,
+        ClusterError::Command { output, .. } => output.contains("Address already in use"),
+        _ => false,
+    }
+}
+
 /// Runs `cmd`, feeding it `stdin`, and captures its output whatever its exit status.
 fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<Output, ClusterError> {
     Ok(runner(cmd, stdin).output()?)
@@ -717,41 +775,6 @@ impl From<ProcessError> for ClusterError {
 fn percent_encode(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     pgtenant_pg::conninfo::percent_encode(path.as_os_str().as_bytes(), b"/")
-}
-
-/// A throwaway cluster in a temporary directory, for tests: created with the fast options,
-/// stopped and deleted on drop.
-#[cfg(feature = "test-support")]
-pub struct TestCluster {
-    pub cluster: EmbeddedCluster,
-    _dir: tempfile::TempDir,
-}
-
-#[cfg(feature = "test-support")]
-impl TestCluster {
-    pub fn start() -> Result<Self, ClusterError> {
-        let dir = tempfile::Builder::new()
-            .prefix("pgtenant-test-")
-            .tempdir()
-            .map_err(|e| ClusterError::io(&std::env::temp_dir(), e))?;
-        // When we are root the server runs as another account, which must be able to enter
-        // the directory whatever the umask (or tempfile version) made of it.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-            .map_err(|e| ClusterError::io(dir.path(), e))?;
-        let options = ClusterOptions {
-            port: None,
-            fast: true,
-        };
-        let cluster = EmbeddedCluster::ensure_running(&dir.path().join("cluster"), &options)?;
-        Ok(TestCluster { cluster, _dir: dir })
-    }
-}
-
-#[cfg(feature = "test-support")]
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        let _ = self.cluster.stop();
-    }
 }
 
 #[cfg(test)]

@@ -221,6 +221,17 @@ fn clusters_have_their_own_ports_and_cas() {
 }
 
 #[test]
+fn test_clusters_share_no_data() {
+    let a = TestCluster::start().unwrap();
+    let a_url = a.cluster.superuser_url().unwrap();
+    query(&a_url, "CREATE DATABASE only_in_a");
+    let b = TestCluster::start().unwrap();
+    let count = "SELECT count(*) FROM pg_database WHERE datname = 'only_in_a'";
+    assert_eq!(query(&a_url, count), "1");
+    assert_eq!(query(&b.cluster.superuser_url().unwrap(), count), "0");
+}
+
+#[test]
 fn restart_keeps_port_and_ensure_running_is_idempotent() {
     let tc = TestCluster::start().unwrap();
     let cluster = &tc.cluster;
@@ -294,7 +305,9 @@ impl Drop for StopOnDrop<'_> {
 #[test]
 fn state_dir_the_server_cannot_enter_is_refused_until_fixed() {
     if !is_root() {
-        eprintln!("not root: the server runs as us and can enter our own directories");
+        pgtenant_cluster::skip_or_fail(
+            "needs root: as anyone else the server runs as us and can enter our own directories",
+        );
         return;
     }
     let parent = tempfile::tempdir().unwrap();
