@@ -29,7 +29,28 @@ fn control_ident() -> Ident {
 }
 
 fn control_error(what: &str, source: tokio_postgres::Error) -> EngineError {
-    EngineError::ControlDatabase(format!("{what}: {}", crate::error_chain(&source)))
+    EngineError::ControlDatabase {
+        what: what.to_string(),
+        source: Some(source),
+    }
+}
+
+/// Runs one of the idempotent statements that keep the control database private. Two first
+/// runs (or two runs repairing grants) update the same pg_database row at once, and PostgreSQL
+/// answers the loser with an internal error (XX000, "tuple concurrently updated") instead of
+/// waiting: the statement is simply run again.
+async fn privately(client: &Client, statement: &str, what: &str) -> Result<(), EngineError> {
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(statement).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 5 && error.code() == Some(&SqlState::INTERNAL_ERROR) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+            }
+            Err(error) => return Err(control_error(what, error)),
+        }
+    }
 }
 
 /// A session in the control database, as the control role; the database is created first if it
@@ -80,20 +101,17 @@ async fn create(connector: &Connector) -> Result<(), EngineError> {
         }
     }
     // One simple query: both or neither. Connections are allowed only once PUBLIC is out.
-    admin
-        .batch_execute(&format!(
+    privately(
+        &admin,
+        &format!(
             "REVOKE ALL ON DATABASE {database} FROM PUBLIC;\n\
              ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true"
-        ))
-        .await
-        .map_err(|error| {
-            control_error(
-                &format!(
-                    "making database `{CONTROL_DATABASE}` private (it must belong to the control role)"
-                ),
-                error,
-            )
-        })
+        ),
+        &format!(
+            "making database `{CONTROL_DATABASE}` private (it must belong to the control role)"
+        ),
+    )
+    .await
 }
 
 /// The control database must be the control role's (or the control role a superuser) and no
@@ -123,11 +141,14 @@ async fn make_private(client: &Client) -> Result<(), EngineError> {
     let public: bool = row.get(3);
     let grantees: Vec<String> = row.get(4);
     if !usable {
-        return Err(EngineError::ControlDatabase(format!(
-            "database `{CONTROL_DATABASE}` belongs to {owner}, not to the control role {me}: \
-             pgtenant keeps its apply lock there, so only the control role may own it; rename \
-             that database, or make {me} its owner"
-        )));
+        return Err(EngineError::ControlDatabase {
+            what: format!(
+                "database `{CONTROL_DATABASE}` belongs to {owner}, not to the control role {me}: \
+                 pgtenant keeps its apply lock there, so only the control role may own it; rename \
+                 that database, or make {me} its owner"
+            ),
+            source: None,
+        });
     }
     let mut revoke_from: Vec<String> = grantees
         .iter()
@@ -139,14 +160,16 @@ async fn make_private(client: &Client) -> Result<(), EngineError> {
     if revoke_from.is_empty() {
         return Ok(());
     }
-    client
-        .batch_execute(&format!(
+    privately(
+        client,
+        &format!(
             "REVOKE ALL ON DATABASE {} FROM {}",
             control_ident().quote(),
             revoke_from.join(", ")
-        ))
-        .await
-        .map_err(|e| control_error("revoking the privileges others were granted on it", e))
+        ),
+        "revoking the privileges others were granted on it",
+    )
+    .await
 }
 
 /// The session-level advisory lock in the control database: every pgtenant that changes the

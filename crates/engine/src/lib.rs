@@ -61,8 +61,12 @@ pub enum EngineError {
     UnsupportedServer { version_num: i32 },
     #[error("another `pgtenant apply` is running against this cluster (backend pid {}): held by {holder}; try again when it has finished", holder.pid)]
     Busy { holder: LockHolder },
-    #[error("pgtenant's control database: {0}")]
-    ControlDatabase(String),
+    #[error("pgtenant's control database: {what}")]
+    ControlDatabase {
+        what: String,
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
 }
 
 /// PostgreSQL 15: the first release whose `public` schema belongs to the database owner.
