@@ -33,7 +33,7 @@ use crate::EngineError;
 pub fn journal_path(secret_path: &SecretPath) -> SecretPath {
     let rest = secret_path
         .as_str()
-        .strip_prefix("customer/")
+        .strip_prefix(pgtenant_spec::SECRET_PATH_PREFIX)
         .unwrap_or(secret_path.as_str());
     SecretPath::parse(&format!("{JOURNAL_PREFIX}{rest}"))
         .expect("journal path is derived from a valid path")
@@ -124,7 +124,8 @@ impl Rotator<'_> {
             .filter(|p| p.as_str().starts_with(JOURNAL_PREFIX))
         {
             let rest = &journal.as_str()[JOURNAL_PREFIX.len()..];
-            let secret_path = SecretPath::parse(&format!("customer/{rest}"))?;
+            let secret_path =
+                SecretPath::parse(&format!("{}{rest}", pgtenant_spec::SECRET_PATH_PREFIX))?;
             recovered.push(match self.recover(&secret_path, &journal).await {
                 Ok(done) => done,
                 Err(error) => Recovered {

@@ -234,7 +234,7 @@ impl TenantPlanner<'_> {
             .observed
             .stored_paths
             .iter()
-            .any(|p| p.as_str().starts_with("customer/"))
+            .any(|p| p.as_str().starts_with(pgtenant_spec::SECRET_PATH_PREFIX))
     }
 
     /// The store must hold credentials for the role (or its grace-rotation alternate, whichever
