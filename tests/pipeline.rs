@@ -7,15 +7,6 @@ mod common;
 use common::Env;
 use serde_json::Value;
 
-async fn database_exists(env: &Env, name: &str) -> bool {
-    env.control()
-        .await
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .unwrap()
-        .is_some()
-}
-
 async fn logins(env: &Env) -> i64 {
     env.control()
         .await
@@ -115,7 +106,7 @@ async fn apply_runs_exactly_what_plan_showed() {
         "{applied}"
     );
     assert_eq!(applied["failed"], 0);
-    assert!(!database_exists(&env, "shop-cart").await);
+    assert!(!env.database_exists("shop-cart").await);
     let trash = env.run(&["trash", "list", "--format", "json"]).json();
     assert_eq!(trash[0]["tenant"], "shop/cart", "{trash}");
     assert_eq!(trash[0]["retention_days"], 7);
@@ -181,7 +172,7 @@ async fn a_failed_final_backup_gives_the_logins_back_and_keeps_the_database() {
         "{stdout}"
     );
     assert!(stdout.contains("disk full (test)"), "{stdout}");
-    assert!(database_exists(&env, "shop-cart").await);
+    assert!(env.database_exists("shop-cart").await);
     assert_eq!(logins(&env).await, before, "every login is given back");
     common::connect(&read, None)
         .await
@@ -192,5 +183,5 @@ async fn a_failed_final_backup_gives_the_logins_back_and_keeps_the_database() {
     // With a working pg_dump the next apply takes the backup and drops it.
     let out = env.run(&["apply"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(!database_exists(&env, "shop-cart").await);
+    assert!(!env.database_exists("shop-cart").await);
 }

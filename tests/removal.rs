@@ -5,15 +5,6 @@ mod common;
 
 use common::Env;
 
-async fn database_exists(env: &Env, name: &str) -> bool {
-    env.control()
-        .await
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .unwrap()
-        .is_some()
-}
-
 async fn roles_like(env: &Env, prefix: &str) -> i64 {
     env.control()
         .await
@@ -71,7 +62,7 @@ async fn standard_is_dropped_with_open_sessions_protected_is_kept_and_adopted_ag
     );
 
     env.apply();
-    assert!(!database_exists(&env, "team-gone").await);
+    assert!(!env.database_exists("team-gone").await);
     assert_eq!(roles_like(&env, "team-gone-").await, 0);
     let missing = env.run(&["credentials", "team/gone", "--role", "admin"]);
     assert_eq!(
@@ -83,8 +74,8 @@ async fn standard_is_dropped_with_open_sessions_protected_is_kept_and_adopted_ag
         "the open session was terminated"
     );
 
-    assert!(database_exists(&env, "team-safe").await);
-    assert!(database_exists(&env, "team-keep").await);
+    assert!(env.database_exists("team-safe").await);
+    assert!(env.database_exists("team-keep").await);
     assert_eq!(roles_like(&env, "team-safe-").await, 3);
     assert_eq!(
         env.credentials("team/safe", "write")["password"],
@@ -158,23 +149,23 @@ async fn a_broken_file_drops_nothing_and_other_tenants_go_on() {
         out.stdout
     );
     assert!(
-        database_exists(&env, "team-a").await,
+        env.database_exists("team-a").await,
         "the broken file's database is untouched"
     );
     assert!(
-        database_exists(&env, "team-b").await,
+        env.database_exists("team-b").await,
         "no drop while any file is broken"
     );
     assert!(
-        database_exists(&env, "team-c").await,
+        env.database_exists("team-c").await,
         "valid tenants are still reconciled"
     );
 
     env.declare("team", "a", &[("a", "standard")]);
     env.apply();
-    assert!(database_exists(&env, "team-a").await);
+    assert!(env.database_exists("team-a").await);
     assert!(
-        !database_exists(&env, "team-b").await,
+        !env.database_exists("team-b").await,
         "once every file parses the removal goes ahead"
     );
 }
@@ -200,7 +191,7 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is this the apps repo?"));
-    assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
+    assert!(env.database_exists("team-one").await && env.database_exists("team-two").await);
 
     // An apps repo that declares nothing (values files without databases): nothing dropped, and
     // the held drops are not success (exit 1).
@@ -222,7 +213,7 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
         .as_str()
         .unwrap()
         .contains("no database is declared"));
-    assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
+    assert!(env.database_exists("team-one").await && env.database_exists("team-two").await);
 
     // An empty credential store (another --state-dir): no password is replaced.
     let other_state = tempfile::tempdir().unwrap();
@@ -255,10 +246,10 @@ async fn apply_from_the_wrong_directory_or_with_the_wrong_store_changes_nothing(
     let held = env.run(&["apply"]);
     assert_eq!(held.code, 1, "held drops are not success: {}", held.stdout);
     assert!(held.stdout.contains("2 drop(s) held"), "{}", held.stdout);
-    assert!(database_exists(&env, "team-one").await && database_exists(&env, "team-two").await);
+    assert!(env.database_exists("team-one").await && env.database_exists("team-two").await);
     let out = env.run(&["apply", "--max-drops", "2", "--format", "json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(!database_exists(&env, "team-one").await && !database_exists(&env, "team-two").await);
+    assert!(!env.database_exists("team-one").await && !env.database_exists("team-two").await);
 }
 
 #[tokio::test]
@@ -346,7 +337,7 @@ async fn a_dropped_standard_database_leaves_a_final_backup_that_restores_once_de
         "{}",
         out.stderr
     );
-    assert!(!database_exists(&env, "shop-cart").await);
+    assert!(!env.database_exists("shop-cart").await);
 
     let listed = env.run(&["trash", "list", "--format", "json"]).json();
     let entry = &listed[0];

@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{Env, Output};
 
-async fn database_exists(env: &Env, name: &str) -> bool {
-    env.control()
-        .await
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .unwrap()
-        .is_some()
-}
-
 /// `team/a` and `team/b`, applied: removing either alone would drop its database (the repo is
 /// not empty and namespace `team` keeps the other).
 fn two_applied_tenants() -> Env {
@@ -86,8 +77,8 @@ async fn apply_fails_and_keeps_a(env: &Env, problem: &str, envs: &[(&str, &str)]
         "the drop is held:\n{}",
         out.stdout
     );
-    assert!(database_exists(env, "team-a").await, "team-a was dropped");
-    assert!(database_exists(env, "team-b").await);
+    assert!(env.database_exists("team-a").await, "team-a was dropped");
+    assert!(env.database_exists("team-b").await);
     assert_eq!(
         env.credentials("team/a", "write")["password"],
         password,
@@ -135,7 +126,7 @@ async fn a_typo_in_the_top_level_key_holds_drops() {
     env.write("team/web/values.yaml", "image: web\napiVersion: v2\n");
     let out = env.run(&["apply", "--format", "json", "--max-drops", "1"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(!database_exists(&env, "team-a").await);
+    assert!(!env.database_exists("team-a").await);
 }
 
 #[tokio::test]
@@ -151,7 +142,7 @@ async fn a_values_file_that_became_a_directory_holds_drops() {
     });
     apply_fails_and_keeps_a(&env, "values file is a directory, not a regular file", &[]).await;
     assert!(
-        !database_exists(&env, "team-inner").await,
+        !env.database_exists("team-inner").await,
         "nothing below a directory named values.yaml is read"
     );
 }

@@ -133,6 +133,15 @@ impl Env {
             .unwrap()
     }
 
+    pub async fn database_exists(&self, name: &str) -> bool {
+        self.control()
+            .await
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .unwrap()
+            .is_some()
+    }
+
     pub async fn control(&self) -> Client {
         connect(&self.admin_url(), None).await.unwrap()
     }

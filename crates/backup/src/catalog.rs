@@ -187,19 +187,10 @@ fn open_lock_file(path: &Path) -> Result<fs::File, BackupError> {
         })
 }
 
-/// An exclusive lock on `path` (created if missing), held until the returned value is dropped.
-pub(crate) fn lock_file(path: &Path) -> Result<Flock<fs::File>, BackupError> {
-    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive).map_err(|(_, errno)| {
-        BackupError::Io {
-            path: path.to_path_buf(),
-            source: errno.into(),
-        }
-    })
-}
-
-/// Like [`lock_file`] but gives up at once: None if another process holds it.
-pub(crate) fn try_lock_file(path: &Path) -> Result<Option<Flock<fs::File>>, BackupError> {
-    match Flock::lock(open_lock_file(path)?, FlockArg::LockExclusiveNonblock) {
+/// A lock of kind `how` on `path` (created 0600 if missing), held until the returned value is
+/// dropped; None when `how` does not wait and another process holds a conflicting lock.
+pub(crate) fn flock(path: &Path, how: FlockArg) -> Result<Option<Flock<fs::File>>, BackupError> {
+    match Flock::lock(open_lock_file(path)?, how) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(BackupError::Io {
@@ -207,6 +198,16 @@ pub(crate) fn try_lock_file(path: &Path) -> Result<Option<Flock<fs::File>>, Back
             source: errno.into(),
         }),
     }
+}
+
+/// An exclusive lock on `path` (created if missing), held until the returned value is dropped.
+pub(crate) fn lock_file(path: &Path) -> Result<Flock<fs::File>, BackupError> {
+    Ok(flock(path, FlockArg::LockExclusive)?.expect("a waiting lock is always granted"))
+}
+
+/// Like [`lock_file`] but gives up at once: None if another process holds it.
+pub(crate) fn try_lock_file(path: &Path) -> Result<Option<Flock<fs::File>>, BackupError> {
+    flock(path, FlockArg::LockExclusiveNonblock)
 }
 
 #[cfg(test)]

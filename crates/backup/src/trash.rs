@@ -127,10 +127,9 @@ impl Trash {
                 *dumping = lock_trash(&self.root, FlockArg::LockShared)?;
             }
         }
-        let (namespace, name) = tenant
-            .split_once('/')
-            .ok_or_else(|| BackupError::Parse(format!("{tenant}: expected NAMESPACE/DATABASE")))?;
-        let dir = self.root.join(namespace).join(name);
+        let id = pgtenant_spec::TenantId::parse(tenant)
+            .map_err(|error| BackupError::Parse(format!("{tenant}: {error}")))?;
+        let dir = self.root.join(id.dir());
         create_private_dirs(&dir)?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -238,24 +237,8 @@ fn read_dir(dir: &Path) -> Result<std::fs::ReadDir, BackupError> {
 }
 
 fn lock_trash(root: &Path, how: FlockArg) -> Result<Option<Flock<File>>, BackupError> {
-    use std::os::unix::fs::OpenOptionsExt;
     create_private_dirs(root)?;
-    let path = root.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io(&path))?;
-    match Flock::lock(file, how) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(BackupError::Io {
-            path,
-            source: errno.into(),
-        }),
-    }
+    crate::catalog::flock(&root.join(LOCK_FILE), how)
 }
 
 /// Deletes the `.dump.partial` files that killed runs left in the trash, unless a run taking
