@@ -369,11 +369,7 @@ impl Context {
 /// set `log_statement` for tenant roles (seed 002 logs every statement of human roles).
 pub fn grant_platform_parameters(cluster: &EmbeddedCluster) -> Result<()> {
     let url = cluster.superuser_url()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime
+    crate::commands::reconcile::runtime()?
         .block_on(async {
             let superuser = Connector::from_url(&url)?.connect(None).await?;
             let grant = format!(

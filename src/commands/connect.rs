@@ -205,12 +205,7 @@ pub fn doctor(context: &Context, args: &DoctorArgs) -> Result<u8> {
     Ok(if ok { EXIT_OK } else { EXIT_ERROR })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
+use crate::commands::reconcile::runtime;
 
 /// What a successful login saw.
 pub struct Session {

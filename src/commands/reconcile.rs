@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use pgtenant_engine::plan::DropGuard;
@@ -120,15 +120,7 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
 
 /// The process's one async runtime, started on first use.
 pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    if let Some(runtime) = RUNTIME.get() {
-        return Ok(runtime);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    Ok(RUNTIME.get_or_init(|| runtime))
+    pgtenant_pg::runtime().context("starting the async runtime")
 }
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {

@@ -10,15 +10,12 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::BackupError;
 
-/// Runs `future` on a small runtime of its own: the crate's API is synchronous.
+/// Runs `future` on the process's runtime: the crate's API is synchronous.
 pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output, BackupError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| BackupError::Io {
-            path: "tokio runtime".into(),
-            source,
-        })?;
+    let runtime = pgtenant_pg::runtime().map_err(|source| BackupError::Io {
+        path: "tokio runtime".into(),
+        source,
+    })?;
     Ok(runtime.block_on(future))
 }
 

@@ -71,3 +71,17 @@ pub enum RootCertError {
     #[error("certificate rejected")]
     Rejected(#[source] rustls::Error),
 }
+
+/// The process's one async runtime (multi-threaded), started on first use: every synchronous
+/// entry point of pgtenant's libraries and the CLI runs its futures here, so no command builds a
+/// runtime per SQL call.
+pub fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
