@@ -53,17 +53,18 @@ pub(crate) fn archive_block(
         "{ARCHIVE_BEGIN}
 wal_level = replica
 archive_mode = on
-archive_command = '{}'
+archive_command = {}
 # Recovery point objective: a WAL segment is archived at least this often when anything was written.
 archive_timeout = {timeout_secs}
 # pgBackRest talks to the server only through a Unix socket; it lives in a directory only the
 # server's account can enter.
-unix_socket_directories = '{}'
+unix_socket_directories = {}
 unix_socket_permissions = 0700
 {ARCHIVE_END}
 ",
-        command.replace('\'', "''"),
-        socket_dir.display().to_string().replace('\'', "''")
+        // postgresql.conf strings double an inner quote, as SQL literals do.
+        pgtenant_pg::quote_literal(command),
+        pgtenant_pg::quote_literal(&socket_dir.display().to_string())
     )
 }
 
@@ -135,8 +136,9 @@ full_page_writes = off
 /// plaintext password never reaches the server or its logs.
 pub(crate) fn create_control_role_sql(role: &str, scram_verifier: &str) -> String {
     format!(
-        "CREATE ROLE {role} WITH LOGIN CREATEDB CREATEROLE PASSWORD '{}';\n",
-        scram_verifier.replace('\'', "''")
+        "CREATE ROLE {} WITH LOGIN CREATEDB CREATEROLE PASSWORD {};\n",
+        pgtenant_pg::Ident::new(role).quote(),
+        pgtenant_pg::quote_literal(scram_verifier)
     )
 }
 
@@ -213,7 +215,7 @@ mod tests {
         let sql = create_control_role_sql("pgtenant", "SCRAM-SHA-256$4096:a'b$c:d");
         assert_eq!(
             sql,
-            "CREATE ROLE pgtenant WITH LOGIN CREATEDB CREATEROLE \
+            "CREATE ROLE \"pgtenant\" WITH LOGIN CREATEDB CREATEROLE \
              PASSWORD 'SCRAM-SHA-256$4096:a''b$c:d';\n"
         );
     }

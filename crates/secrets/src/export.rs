@@ -339,9 +339,7 @@ impl Export<'_> {
 pub use pgtenant_pg::conninfo::percent_encode;
 
 /// Single quotes make any value literal in POSIX shells and dotenv files.
-pub fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
+pub use pgtenant_pg::quote::shell_quote;
 
 /// libpq's `.pgpass` escaping: a backslash before `\` and `:`.
 pub fn pgpass_escape(field: &str) -> String {

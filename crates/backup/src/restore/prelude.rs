@@ -331,9 +331,9 @@ fn drop_keyword(relkind: &str) -> Option<&'static str> {
     })
 }
 
-/// An identifier, always double-quoted.
+/// An identifier, always double-quoted, through the project's one quoting function.
 fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    pgtenant_pg::Ident::new(name).quote()
 }
 
 /// The major version a backup set was taken from.
