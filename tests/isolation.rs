@@ -70,18 +70,6 @@ async fn database_settings(env: &Env, database: &str) -> i64 {
         .get(0)
 }
 
-async fn roles_like(env: &Env, prefix: &str) -> i64 {
-    env.control()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
-            &[&prefix],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 fn drop_statements(plan: &Value) -> Vec<(String, Option<String>, String)> {
     plan["operations"]
         .as_array()
@@ -132,7 +120,7 @@ async fn a_grant_from_another_tenant_does_not_block_removal() {
 
     let out = env.run(&["apply", "--format", "json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(roles_like(&env, "team-b-").await, 0, "the roles are gone");
+    assert_eq!(env.roles_like("team-b-").await, 0, "the roles are gone");
     assert_eq!(
         count(&env, Some("team-a"), "SELECT count(*) FROM shared").await,
         0,
@@ -179,7 +167,7 @@ async fn a_temp_table_in_postgres_does_not_block_removal() {
 
     let out = env.run(&["apply", "--format", "json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(roles_like(&env, "team-b-").await, 0);
+    assert_eq!(env.roles_like("team-b-").await, 0);
     assert!(
         session.batch_execute("SELECT 1").await.is_err(),
         "the session in postgres was ended"

@@ -5,18 +5,6 @@ mod common;
 
 use common::Env;
 
-async fn roles_like(env: &Env, prefix: &str) -> i64 {
-    env.control()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
-            &[&prefix],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn standard_is_dropped_with_open_sessions_protected_is_kept_and_adopted_again() {
     let env = Env::new();
@@ -63,7 +51,7 @@ async fn standard_is_dropped_with_open_sessions_protected_is_kept_and_adopted_ag
 
     env.apply();
     assert!(!env.database_exists("team-gone").await);
-    assert_eq!(roles_like(&env, "team-gone-").await, 0);
+    assert_eq!(env.roles_like("team-gone-").await, 0);
     let missing = env.run(&["credentials", "team/gone", "--role", "admin"]);
     assert_eq!(
         missing.code, 1,
@@ -76,7 +64,7 @@ async fn standard_is_dropped_with_open_sessions_protected_is_kept_and_adopted_ag
 
     assert!(env.database_exists("team-safe").await);
     assert!(env.database_exists("team-keep").await);
-    assert_eq!(roles_like(&env, "team-safe-").await, 3);
+    assert_eq!(env.roles_like("team-safe-").await, 3);
     assert_eq!(
         env.credentials("team/safe", "write")["password"],
         safe_password

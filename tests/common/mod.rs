@@ -142,6 +142,19 @@ impl Env {
             .is_some()
     }
 
+    /// How many roles' names start with `prefix`.
+    pub async fn roles_like(&self, prefix: &str) -> i64 {
+        self.control()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
+                &[&prefix],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn control(&self) -> Client {
         connect(&self.admin_url(), None).await.unwrap()
     }
