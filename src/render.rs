@@ -358,8 +358,12 @@ pub fn check(report: &CheckReport, repo: &LoadedRepo, format: Format) -> Result<
         }));
     }
     for tenant in &report.tenants {
+        let trusted = match (tenant.verified, tenant.verified_age) {
+            (Some("trusted"), Some(age)) => format!(" (trusted, verified {} ago)", ago(age)),
+            _ => String::new(),
+        };
         outln!(
-            "{:8} {} ({})",
+            "{:8} {} ({}){trusted}",
             tenant.status,
             tenant.tenant,
             tenant.database
@@ -381,4 +385,13 @@ pub fn check(report: &CheckReport, repo: &LoadedRepo, format: Format) -> Result<
         outln!("Drift found: `pgtenant apply` repairs it.");
     }
     Ok(())
+}
+
+/// `42 s`, `3 min`, `2 h`: how long ago, roughly.
+fn ago(age: std::time::Duration) -> String {
+    match age.as_secs() {
+        s if s < 120 => format!("{s} s"),
+        s if s < 2 * 3600 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
 }

@@ -3,10 +3,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use pgtenant_engine::plan::DropGuard;
 use pgtenant_engine::reconcile::{Reconciler, Request};
+use pgtenant_engine::verified::{self, Trust, VerificationStore, Verifications};
 use pgtenant_engine::{check, ApplyOutcome, Desired};
 
 use crate::context::Context;
@@ -33,6 +35,19 @@ pub struct ReconcileArgs {
     /// so the cost does not grow with the number of tenants on the cluster. Without it, all of them.
     #[arg(long = "tenant", value_name = "NS/DB")]
     pub tenants: Vec<String>,
+    /// Look inside every tenant database, trusting no earlier verification. Without it a database
+    /// whose statistics show no transaction since its last verification is not connected to.
+    #[arg(long)]
+    pub full: bool,
+    /// Verify each tenant database again at least this often, whatever its statistics say
+    /// (`10m`, `90s`; `0`: every run, like --full).
+    #[arg(long, env = "PGTENANT_TRUST_FOR", value_name = "DURATION", default_value = "10m",
+          value_parser = parse_trust_for)]
+    pub trust_for: Duration,
+}
+
+fn parse_trust_for(text: &str) -> Result<Duration, String> {
+    verified::parse_trust_for(text)
 }
 
 /// `check` drops nothing, so it shows no drop options; they are still accepted (and ignored) for
@@ -60,7 +75,19 @@ impl ReconcileArgs {
         // The flag that allows dropping everything also accepts a directory without values files.
         let repo = context.load_repo(self.repo.as_deref(), guard.allow_empty_repo)?;
         let desired = Desired::from_repo(&repo);
-        Ok((repo, desired, Request { guard, scope }))
+        let request = Request {
+            guard,
+            scope,
+            full: self.full,
+        };
+        Ok((repo, desired, request))
+    }
+
+    /// The pipeline, trusting earlier verifications as the flags say.
+    fn reconciler(&self, context: &Context) -> Result<Reconciler> {
+        let mut reconciler = reconciler(context)?;
+        reconciler.trust.trust_for = self.trust_for;
+        Ok(reconciler)
     }
 
     fn scope(&self) -> Result<BTreeSet<String>> {
@@ -101,6 +128,22 @@ impl GuardArgs {
 /// final backups.
 pub fn reconciler(context: &Context) -> Result<Reconciler> {
     let connected = context.connect()?;
+    let (host, port) = connected.connector.endpoint();
+    let key = verified::cluster_key(&[
+        context.cluster_name(),
+        &host,
+        &port.to_string(),
+        connected.connector.user().unwrap_or_default(),
+    ]);
+    let trust = Trust {
+        store: Arc::new(FileVerifications {
+            path: context
+                .state_dir()
+                .join("verified")
+                .join(format!("{}-{key}.json", context.cluster_name())),
+        }),
+        trust_for: verified::DEFAULT_TRUST_FOR,
+    };
     let platform_environment =
         pgtenant_backup::CatalogFile::new(&context.state_dir().join("backups"))
             .load()
@@ -115,7 +158,67 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
         final_backups: Some(Arc::new(pgtenant_backup::trash::Trash::new(
             context.state_dir().join("trash"),
         ))),
+        trust,
     })
+}
+
+/// The last verifications of one cluster's tenant databases, in a private file of the state dir
+/// (0600 in a 0700 directory, replaced whole). A file that is missing, unreadable, not private,
+/// not ours or from another version means "inspect everything", never an error.
+struct FileVerifications {
+    path: PathBuf,
+}
+
+impl VerificationStore for FileVerifications {
+    fn load(&self) -> Verifications {
+        use std::os::unix::fs::MetadataExt as _;
+        let read = || -> Result<Verifications> {
+            let file = std::fs::File::open(&self.path)?;
+            let metadata = file.metadata()?;
+            if metadata.mode() & 0o077 != 0 || metadata.uid() != nix::unistd::geteuid().as_raw() {
+                anyhow::bail!("not private to this user");
+            }
+            Ok(serde_json::from_reader(std::io::BufReader::new(file))?)
+        };
+        match read() {
+            Ok(verifications) => verifications.current(),
+            Err(error) => {
+                let missing = error
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                if !missing {
+                    tracing::warn!(file = %self.path.display(), %error, "ignoring the last verifications: every tenant database is inspected");
+                }
+                Verifications::new()
+            }
+        }
+    }
+
+    fn save(&self, verifications: &Verifications) {
+        let write = || -> Result<()> {
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            let dir = self.path.parent().expect("a file in a directory");
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            let temporary = dir.join(format!(
+                ".{}.{}.tmp",
+                self.path.file_name().unwrap_or_default().to_string_lossy(),
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&temporary);
+            pgtenant_backup::write_private_file(&temporary, &serde_json::to_vec(verifications)?)?;
+            std::fs::rename(&temporary, &self.path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&temporary);
+            })?;
+            Ok(())
+        };
+        if let Err(error) = write() {
+            tracing::warn!(file = %self.path.display(), error = format!("{error:#}"), "cannot keep the verifications: the next run inspects again");
+        }
+    }
 }
 
 /// The process's one async runtime, started on first use.
@@ -125,7 +228,7 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
-    let reconciler = reconciler(context)?;
+    let reconciler = args.common.reconciler(context)?;
     let planned = runtime()?.block_on(reconciler.plan(&desired, &request))?;
     render::plan(&planned.plan, &repo, args.common.format)?;
     Ok(if repo.has_errors() {
@@ -139,7 +242,7 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
-    let reconciler = reconciler(context)?;
+    let reconciler = args.common.reconciler(context)?;
     let format = args.common.format;
     let mut progress = None;
     let applied = runtime()?.block_on(reconciler.apply(&desired, &request, |plan| {
@@ -191,7 +294,7 @@ pub fn reconcile_tenant(
 pub fn check(context: &Context, args: &CheckArgs) -> Result<u8> {
     let args = &args.common;
     let (repo, desired, request) = args.load(context, DropGuard::default())?;
-    let reconciler = reconciler(context)?;
+    let reconciler = args.reconciler(context)?;
     let planned = runtime()?.block_on(reconciler.plan(&desired, &request))?;
     let mut report = check::report(&desired, &planned.observed, &planned.plan);
     // Tenants outside --tenant were not inspected: listing them as in sync would be a claim.

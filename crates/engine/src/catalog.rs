@@ -8,8 +8,8 @@ use tokio_postgres::{Client, Row};
 
 use crate::desired::{alternate_name, DesiredTenant, Marker, RoleAttributes, RoleKind};
 use crate::observed::{
-    Acl, DatabaseCatalog, DefaultAcl, ForeignGrant, ObjectClass, ObservedDatabase,
-    ObservedRelation, ObservedRole, ObservedSchema, ServerInfo,
+    Acl, DatabaseCatalog, DatabaseStats, DefaultAcl, ForeignGrant, ObjectClass, ObservedDatabase,
+    ObservedRelation, ObservedRole, ObservedSchema, ServerInfo, Statistics,
 };
 use crate::EngineError;
 
@@ -25,7 +25,8 @@ SELECT current_user::text,
 
 const ROLES: &str = "
 SELECT r.rolname::text, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication,
-       r.rolbypassrls, r.rolinherit, r.rolconnlimit, pg_catalog.shobj_description(r.oid, 'pg_authid')
+       r.rolbypassrls, r.rolinherit, r.rolconnlimit, pg_catalog.shobj_description(r.oid, 'pg_authid'),
+       r.oid
   FROM pg_catalog.pg_roles r";
 
 /// Every row of `pg_db_role_setting`: a role's defaults for all databases (`ALTER ROLE … SET`, no
@@ -83,6 +84,15 @@ const DATABASES: &str = "
 SELECT d.datname::text, pg_catalog.pg_get_userbyid(d.datdba)::text,
        pg_catalog.shobj_description(d.oid, 'pg_database'), d.datacl::text, d.datallowconn, d.datconnlimit
   FROM pg_catalog.pg_database d";
+
+/// Each database's OID and the `pg_stat_database` counters that move with every transaction in
+/// it (pgtenant's own included), when they were last reset, and whether the server counts at all.
+const STATISTICS: &str = "
+SELECT d.datname::text, d.oid, s.xact_commit, s.xact_rollback, s.tup_inserted, s.tup_updated,
+       s.tup_deleted, (EXTRACT(EPOCH FROM s.stats_reset) * 1000000)::int8,
+       pg_catalog.current_setting('track_counts')::bool
+  FROM pg_catalog.pg_database d
+  JOIN pg_catalog.pg_stat_database s ON s.datid = d.oid";
 
 /// `acldefault` stands in for a NULL ACL, so the owner's implicit rights and PUBLIC's defaults show.
 /// A grant option shows as a second entry, `<privilege> WITH GRANT OPTION`: a tenant role holding
@@ -155,10 +165,11 @@ pub struct ClusterCatalog {
     pub databases: BTreeMap<String, ObservedDatabase>,
     pub available_extensions: BTreeMap<String, bool>,
     pub role_dependencies: BTreeMap<String, BTreeSet<Option<String>>>,
+    pub statistics: Statistics,
 }
 
 /// The cluster-wide half: server facts, every role with its memberships, every database with its ACL.
-/// The five queries go out together on one connection (pipelined), so this is one round trip.
+/// The queries go out together on one connection (pipelined), so this is one round trip.
 pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError> {
     let marker_prefix = Marker::comment_prefix();
     let suffixes: Vec<String> = RoleKind::ALL
@@ -167,21 +178,31 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
         .collect();
     let dependency_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
         [&marker_prefix, &suffixes];
-    let (server, roles, memberships, databases, database_acls, settings, extensions, dependencies) =
-        tokio::try_join!(
-            client.query_one(SERVER, &[]),
-            client.query(ROLES, &[]),
-            client.query(MEMBERSHIPS, &[]),
-            client.query(DATABASES, &[]),
-            client.query(DATABASE_ACLS, &[]),
-            client.query(SETTINGS, &[]),
-            client.query(AVAILABLE_EXTENSIONS, &[]),
-            client.query(ROLE_DEPENDENCIES, &dependency_params),
-        )
-        .map_err(|source| EngineError::Catalog {
-            database: None,
-            source,
-        })?;
+    let (
+        server,
+        roles,
+        memberships,
+        databases,
+        database_acls,
+        settings,
+        extensions,
+        dependencies,
+        statistics,
+    ) = tokio::try_join!(
+        client.query_one(SERVER, &[]),
+        client.query(ROLES, &[]),
+        client.query(MEMBERSHIPS, &[]),
+        client.query(DATABASES, &[]),
+        client.query(DATABASE_ACLS, &[]),
+        client.query(SETTINGS, &[]),
+        client.query(AVAILABLE_EXTENSIONS, &[]),
+        client.query(ROLE_DEPENDENCIES, &dependency_params),
+        client.query(STATISTICS, &[]),
+    )
+    .map_err(|source| EngineError::Catalog {
+        database: None,
+        source,
+    })?;
 
     let server = ServerInfo {
         current_user: server.get(0),
@@ -275,6 +296,26 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
         .map(|row| (row.get(0), row.get(1)))
         .collect();
 
+    let statistics = Statistics {
+        track_counts: statistics.first().is_some_and(|row| row.get(8)),
+        databases: statistics
+            .iter()
+            .map(|row| {
+                let stats = DatabaseStats {
+                    oid: row.get(1),
+                    xact_commit: row.get(2),
+                    xact_rollback: row.get(3),
+                    tup_inserted: row.get(4),
+                    tup_updated: row.get(5),
+                    tup_deleted: row.get(6),
+                    stats_reset: row.get(7),
+                };
+                (row.get(0), stats)
+            })
+            .collect(),
+        role_names: roles.iter().map(|row| (row.get(10), row.get(0))).collect(),
+    };
+
     let mut acls: BTreeMap<String, Acl> = BTreeMap::new();
     for row in &database_acls {
         add_acl_row(acls.entry(row.get(0)).or_default(), row, 1);
@@ -302,6 +343,7 @@ pub async fn read_cluster(client: &Client) -> Result<ClusterCatalog, EngineError
         databases,
         available_extensions,
         role_dependencies,
+        statistics,
     })
 }
 

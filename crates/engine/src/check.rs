@@ -37,6 +37,16 @@ pub struct TenantReport {
     pub schema_privileges: BTreeMap<String, Option<String>>,
     pub default_privileges: Vec<DefaultPrivilegeReport>,
     pub drift: Vec<DriftItem>,
+    /// How the state inside the database is known: `this-run` (read in this run; also when the
+    /// database does not exist), `trusted` (from the last verification: nothing ran in the
+    /// database since, by its statistics), null when it could not be inspected.
+    pub verified: Option<&'static str>,
+    /// When the database was last read (RFC 3339, UTC); null when it does not exist or could
+    /// not be inspected.
+    pub verified_at: Option<String>,
+    /// How long ago that was, for the text report.
+    #[serde(skip)]
+    pub verified_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,6 +238,7 @@ pub struct DriftItem {
 }
 
 pub fn report(desired: &Desired, observed: &Observed, plan: &Plan) -> CheckReport {
+    let now = std::time::SystemTime::now();
     let mut tenants = Vec::new();
     for tenant in &desired.tenants {
         let database = observed.databases.get(tenant.database.as_str());
@@ -278,6 +289,12 @@ pub fn report(desired: &Desired, observed: &Observed, plan: &Plan) -> CheckRepor
                     .collect()
             })
             .unwrap_or_default();
+        let verification = observed.verifications.get(tenant.database.as_str());
+        let verified = match (database, verification) {
+            (_, Some(v)) if v.trusted => Some("trusted"),
+            (_, Some(_)) | (None, None) => Some("this-run"),
+            (Some(_), None) => None,
+        };
         tenants.push(TenantReport {
             tenant: tenant.id.clone(),
             database: tenant.database.to_string(),
@@ -305,6 +322,9 @@ pub fn report(desired: &Desired, observed: &Observed, plan: &Plan) -> CheckRepor
                 .unwrap_or_default(),
             default_privileges,
             drift,
+            verified,
+            verified_at: verification.map(|v| humantime::format_rfc3339_seconds(v.at).to_string()),
+            verified_age: verification.map(|v| now.duration_since(v.at).unwrap_or_default()),
         });
     }
     CheckReport {

@@ -17,6 +17,7 @@ pub mod quiesce;
 pub mod reconcile;
 pub mod rotate;
 pub mod sql;
+pub mod verified;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,6 +92,42 @@ pub async fn observe_tenants(
     store: &dyn CredentialStore,
     should_inspect: impl Fn(&DesiredTenant) -> bool,
 ) -> Result<Observed, EngineError> {
+    Ok(
+        observe_reusing(connector, desired, store, should_inspect, None)
+            .await?
+            .observed,
+    )
+}
+
+/// What [`observe_reusing`] may take from the last verifications instead of reading it again.
+pub struct Reuse<'a> {
+    pub last: &'a verified::Verifications,
+    /// A verification older than this is done again.
+    pub trust_for: std::time::Duration,
+    /// Inspect every selected database whatever the counters say (and verify each again).
+    pub full: bool,
+}
+
+/// What [`observe_reusing`] read, and the verifications it made.
+pub struct Observation {
+    pub observed: Observed,
+    /// The databases inspected in this run with counters to trust them by next time.
+    pub fresh: BTreeMap<String, verified::VerifiedDatabase>,
+    /// The databases inspected in this run without such counters (their last verification no
+    /// longer holds).
+    pub unverified: BTreeSet<String>,
+}
+
+/// [`observe_tenants`], taking the catalog of a selected database from `reuse`'s last
+/// verification when nothing can have changed inside it since (see [`verified`]): it is then not
+/// connected to. Every database that is inspected is verified anew.
+pub async fn observe_reusing(
+    connector: &Arc<Connector>,
+    desired: &Desired,
+    store: &dyn CredentialStore,
+    should_inspect: impl Fn(&DesiredTenant) -> bool,
+    reuse: Option<Reuse<'_>>,
+) -> Result<Observation, EngineError> {
     let control = connector.connect(None).await?;
     let cluster = catalog::read_cluster(&control).await?;
     drop(control);
@@ -106,6 +143,7 @@ pub async fn observe_tenants(
         databases: cluster.databases,
         available_extensions: cluster.available_extensions,
         role_dependencies: cluster.role_dependencies,
+        statistics: cluster.statistics,
         ..Observed::default()
     };
     let wanted: BTreeSet<pgtenant_secrets::SecretPath> = desired
@@ -122,10 +160,54 @@ pub async fn observe_tenants(
         .filter(|t| observed.databases.contains_key(t.database.as_str()) && should_inspect(t))
         .cloned()
         .collect();
+    let now = std::time::SystemTime::now();
+    let role_renamed = reuse.as_ref().is_some_and(|reuse| {
+        verified::renamed(&reuse.last.role_names, &observed.statistics.role_names)
+    });
+    let mut inspected = Vec::new();
+    let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for tenant in existing {
+        let name = tenant.database.as_str();
+        let declaration = verified::declaration(&tenant);
+        let last = reuse.as_ref().and_then(|r| r.last.databases.get(name));
+        let facts = verified::Facts {
+            full: reuse.as_ref().is_none_or(|r| r.full),
+            counting: verified::counting(&observed.statistics, &observed.databases[name].settings),
+            role_renamed,
+            now,
+            trust_for: reuse.as_ref().map_or(Default::default(), |r| r.trust_for),
+            stats: observed.statistics.databases.get(name),
+            declaration: &declaration,
+        };
+        match (verified::decide(&facts, last), last) {
+            (verified::Decision::Trust, Some(last)) => {
+                *reasons.entry("trusted").or_default() += 1;
+                observed
+                    .database_catalogs
+                    .insert(name.to_string(), last.catalog.clone());
+                observed.verifications.insert(
+                    name.to_string(),
+                    observed::Verification {
+                        trusted: true,
+                        at: last.verified_at,
+                    },
+                );
+            }
+            (decision, _) => {
+                if let verified::Decision::Inspect(reason) = decision {
+                    *reasons.entry(reason.as_str()).or_default() += 1;
+                }
+                inspected.push((tenant, declaration));
+            }
+        }
+    }
+    if reuse.is_some() {
+        tracing::debug!(?reasons, "tenant databases trusted or inspected");
+    }
     let limit = Arc::new(Semaphore::new(observed.server.parallelism()));
-    let tasks: Vec<_> = existing
+    let tasks: Vec<_> = inspected
         .into_iter()
-        .map(|tenant| {
+        .map(|(tenant, declaration)| {
             let connector = connector.clone();
             let limit = limit.clone();
             tokio::spawn(async move {
@@ -133,31 +215,78 @@ pub async fn observe_tenants(
                     .acquire_owned()
                     .await
                     .expect("semaphore is never closed");
+                let verified_at = std::time::SystemTime::now();
                 let result = inspect(&connector, &tenant).await;
-                (tenant.database.as_str().to_string(), result)
+                (
+                    tenant.database.as_str().to_string(),
+                    declaration,
+                    verified_at,
+                    result,
+                )
             })
         })
         .collect();
+    let mut fresh = BTreeMap::new();
+    let mut unverified = BTreeSet::new();
     for task in tasks {
-        let (name, result) = task.await.expect("inspection task panicked");
+        let (name, declaration, verified_at, result) =
+            task.await.expect("inspection task panicked");
         match result {
-            Ok(catalog) => {
+            Ok((catalog, snapshot)) => {
+                observed.verifications.insert(
+                    name.clone(),
+                    observed::Verification {
+                        trusted: false,
+                        at: verified_at,
+                    },
+                );
+                match snapshot {
+                    Some(stats) => {
+                        fresh.insert(
+                            name.clone(),
+                            verified::VerifiedDatabase {
+                                stats: verified::expected_after_commit(stats),
+                                verified_at,
+                                declaration,
+                                catalog: catalog.clone(),
+                            },
+                        );
+                    }
+                    None => {
+                        unverified.insert(name.clone());
+                    }
+                }
                 observed.database_catalogs.insert(name, catalog);
             }
             Err(error) => {
+                unverified.insert(name.clone());
                 observed.uninspected.insert(name, error_chain(&error));
             }
         }
     }
-    Ok(observed)
+    Ok(Observation {
+        observed,
+        fresh,
+        unverified,
+    })
 }
 
+/// The tenant's database catalog, read in one transaction that also reads the database's
+/// counters ([`verified::snapshot`]): None when they cannot be believed.
 async fn inspect(
     connector: &Connector,
     tenant: &DesiredTenant,
-) -> Result<observed::DatabaseCatalog, EngineError> {
-    let client = connector.connect(Some(tenant.database.as_str())).await?;
-    catalog::read_tenant_database(&client, tenant).await
+) -> Result<(observed::DatabaseCatalog, Option<observed::DatabaseStats>), EngineError> {
+    let database = tenant.database.as_str();
+    let client = connector.connect(Some(database)).await?;
+    let failed = |source| EngineError::Catalog {
+        database: Some(database.to_string()),
+        source,
+    };
+    let snapshot = verified::snapshot(&client).await.map_err(failed)?;
+    let catalog = catalog::read_tenant_database(&client, tenant).await?;
+    verified::finish(&client).await.map_err(failed)?;
+    Ok((catalog, snapshot))
 }
 
 /// Which secrets the store holds (a directory listing), and the connection details of those in

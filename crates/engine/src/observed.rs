@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgtenant_secrets::SecretPath;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::desired::{Marker, RoleAttributes};
 
@@ -31,6 +31,12 @@ pub struct Observed {
     /// tenant database (`pg_shdepend`): by role, the databases (None: shared objects, such as another
     /// database's ACL). What keeps `DROP ROLE` from succeeding once the tenant's database is gone.
     pub role_dependencies: BTreeMap<String, BTreeSet<Option<String>>>,
+    /// The server's activity counters, read with the cluster-wide catalog: what tells a database
+    /// that cannot have changed since its catalog was last verified.
+    pub statistics: Statistics,
+    /// How each catalog of `database_catalogs` was obtained: read in this run, or trusted from
+    /// the last verification (by database).
+    pub verifications: BTreeMap<String, Verification>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -94,10 +100,11 @@ impl ObservedDatabase {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseCatalog {
     pub schemas: BTreeMap<String, ObservedSchema>,
     /// Database-wide default privileges (`FOR ROLE r` without `IN SCHEMA`), by owner role and object class code.
+    #[serde(with = "pairs")]
     pub default_acls: BTreeMap<(String, String), DefaultAcl>,
     /// Relations outside the system schemas, with what the tenant's roles hold on each.
     pub relations: Vec<ObservedRelation>,
@@ -111,7 +118,7 @@ pub struct DatabaseCatalog {
 }
 
 /// The kind of object a [`ForeignGrant`] is on, as GRANT/REVOKE name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectClass {
     Schema,
@@ -134,7 +141,7 @@ impl ObjectClass {
 }
 
 /// One entry of an object's ACL whose grantee is not one of the tenant's roles.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ForeignGrant {
     pub class: ObjectClass,
     pub schema: String,
@@ -147,26 +154,29 @@ pub struct ForeignGrant {
     pub grantor: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedSchema {
     pub owner: String,
     pub acl_text: Option<String>,
+    #[serde(with = "pairs")]
     pub acl: Acl,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DefaultAcl {
     pub acl_text: String,
+    #[serde(with = "pairs")]
     pub acl: Acl,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedRelation {
     pub schema: String,
     pub name: String,
     pub is_sequence: bool,
     pub owner: String,
     /// Privileges per grantee, only for the grantees the reader was asked about.
+    #[serde(with = "pairs")]
     pub acl: Acl,
 }
 
@@ -187,4 +197,64 @@ pub fn acl_from_pairs<'a>(pairs: impl IntoIterator<Item = (Option<&'a str>, &'a 
             .insert(privilege.to_string());
     }
     acl
+}
+
+/// `pg_stat_database` and what it needs to be believed, from the cluster-wide read.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Statistics {
+    /// `track_counts` of the control session (off: no counter is trusted).
+    pub track_counts: bool,
+    /// By database name.
+    pub databases: BTreeMap<String, DatabaseStats>,
+    /// Every role's name by OID: a renamed role changes the names inside every database's ACLs
+    /// without a transaction in that database.
+    pub role_names: BTreeMap<u32, String>,
+}
+
+/// One database's identity and the counters that move with every transaction in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseStats {
+    /// The database's OID: another database of the same name is another database.
+    pub oid: u32,
+    pub xact_commit: i64,
+    pub xact_rollback: i64,
+    pub tup_inserted: i64,
+    pub tup_updated: i64,
+    pub tup_deleted: i64,
+    /// When the counters were last reset (microseconds since the epoch; None: never).
+    pub stats_reset: Option<i64>,
+}
+
+/// How one database's catalog was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// From the last verification, its counters unchanged since: not read in this run.
+    pub trusted: bool,
+    /// When the catalog was read from the database.
+    pub at: std::time::SystemTime,
+}
+
+/// A map with tuple or optional keys as a list of `[key, value]` pairs (JSON keys must be strings).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
 }

@@ -26,7 +26,8 @@ use crate::execute::{
 };
 use crate::observed::Observed;
 use crate::plan::{DropGuard, Phase, Plan, PlanContext};
-use crate::EngineError;
+use crate::verified::Trust;
+use crate::{DesiredTenant, EngineError};
 
 /// What the pipeline works with: the cluster, the store, where apps connect, the platform's
 /// settings, and who takes final backups.
@@ -43,6 +44,9 @@ pub struct Reconciler {
     /// Takes the final backup before a standard database is dropped; None: such a tenant fails
     /// before its drop (the database is kept).
     pub final_backups: Option<Arc<dyn FinalBackups>>,
+    /// The last verification of each tenant database, and for how long it is trusted: a database
+    /// whose counters did not move since is not connected to ([`crate::verified`]).
+    pub trust: Trust,
 }
 
 /// What one run covers and may drop.
@@ -51,6 +55,8 @@ pub struct Request {
     pub guard: DropGuard,
     /// Tenants (`NS/DB`) to reconcile; empty: all. Only their databases are inspected.
     pub scope: BTreeSet<String>,
+    /// Inspect every database in scope, trusting no earlier verification (`--full`).
+    pub full: bool,
 }
 
 /// Observe and plan: what `plan` and `check` show.
@@ -122,6 +128,7 @@ impl Reconciler {
         let request = Request {
             guard: DropGuard::default(),
             scope: BTreeSet::from([tenant.to_string()]),
+            full: false,
         };
         let only = tenant.to_string();
         self.converge(desired, &request, progress, move |plan| {
@@ -182,10 +189,8 @@ impl Reconciler {
     ) -> Result<Planned, ReconcileError> {
         let scope = &request.scope;
         let in_scope = |tenant: &str| scope.is_empty() || scope.contains(tenant);
-        let observed =
-            crate::observe_tenants(&self.connector, desired, self.store.as_ref(), |tenant| {
-                in_scope(&tenant.id)
-            })
+        let observed = self
+            .observe(desired, |tenant| in_scope(&tenant.id), request.full)
             .instrument(tracing::info_span!("observe"))
             .await
             .map_err(ReconcileError::Observe)?;
@@ -215,6 +220,38 @@ impl Reconciler {
             plan,
             context,
         })
+    }
+
+    /// [`crate::observe_reusing`] with the last verifications, which it then updates: what it
+    /// inspected is verified anew, what no longer holds is forgotten.
+    async fn observe(
+        &self,
+        desired: &Desired,
+        should_inspect: impl Fn(&DesiredTenant) -> bool,
+        full: bool,
+    ) -> Result<Observed, EngineError> {
+        let last = self.trust.store.load();
+        let observation = crate::observe_reusing(
+            &self.connector,
+            desired,
+            self.store.as_ref(),
+            should_inspect,
+            Some(crate::Reuse {
+                last: &last,
+                trust_for: self.trust.trust_for,
+                full,
+            }),
+        )
+        .await?;
+        let next = last.updated(
+            &observation.observed.statistics,
+            observation.fresh,
+            observation.unverified,
+        );
+        if next != last {
+            self.trust.store.save(&next);
+        }
+        Ok(observation.observed)
     }
 
     async fn execute(&self, planned: &Planned, plan: &Plan, progress: Progress) -> ApplyOutcome {
@@ -253,10 +290,9 @@ impl Reconciler {
         if touched.is_empty() {
             return Ok(outcome);
         }
-        let observed =
-            crate::observe_tenants(&self.connector, desired, self.store.as_ref(), |tenant| {
-                touched.contains(&tenant.id)
-            })
+        // Read back whatever the counters say: this run changed them.
+        let observed = self
+            .observe(desired, |tenant| touched.contains(&tenant.id), true)
             .await
             .map_err(ReconcileError::ReadBack)?;
         let mut again = crate::plan(desired, &observed, &planned.context);
