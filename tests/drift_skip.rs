@@ -325,4 +325,14 @@ async fn a_corrupt_verifications_file_means_inspecting_everything() {
         0o700
     );
     read_cache(&env);
+
+    // A file others could have written is not believed either.
+    settle(&env);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = sessions(&env);
+    plan(&env, &[]);
+    let after = sessions(&env);
+    for (i, db) in DATABASES.iter().enumerate() {
+        assert_eq!(after[i], before[i] + 1, "{db} is inspected");
+    }
 }

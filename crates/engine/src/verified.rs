@@ -154,6 +154,16 @@ impl Trust {
     }
 }
 
+impl Trust {
+    /// Keeps the verifications in this process's memory (a daemon's repeated runs).
+    pub fn in_memory(trust_for: Duration) -> Self {
+        Trust {
+            store: Arc::new(InMemory::default()),
+            trust_for,
+        }
+    }
+}
+
 impl Default for Trust {
     fn default() -> Self {
         Trust::none()
