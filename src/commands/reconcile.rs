@@ -41,8 +41,14 @@ pub struct ReconcileArgs {
     pub full: bool,
     /// Verify each tenant database again at least this often, whatever its statistics say
     /// (`10m`, `90s`; `0`: every run, like --full).
-    #[arg(long, env = "PGTENANT_TRUST_FOR", value_name = "DURATION", default_value = "10m",
-          value_parser = parse_trust_for)]
+    #[arg(
+        long,
+        env = "PGTENANT_TRUST_FOR",
+        hide_env_values = true,
+        value_name = "DURATION",
+        default_value = "10m",
+        value_parser = parse_trust_for
+    )]
     pub trust_for: Duration,
 }
 
