@@ -373,7 +373,8 @@ pub async fn read_database(
             "schema" => schemas.push(Columns(row)),
             "default" => default_acls.push(Columns(row)),
             "object" => objects.push(Columns(row)),
-            _ => extensions.push(Columns(row)),
+            "extension" => extensions.push(Columns(row)),
+            other => unreachable!("DATABASE_CATALOG has no rows of kind `{other}`"),
         }
     }
 
