@@ -2,13 +2,21 @@
 """pgtenant benchmark harness: starts its own embedded clusters and measures, side by side with a raw
 baseline, the figures of docs/benchmarks.md. Timing lives here, never in tests.
 
-    python3 bench/run.py [--sizes 1,100,1000] [--runs 3] [--out docs/benchmarks.md]
+    python3 bench/run.py [--sizes 100,300,1000] [--runs 3] [--provision-sizes 1,100,1000] [--out docs/benchmarks.md]
+                         [--binary PATH]
 
-Figures (each the median of --runs runs, each run on a fresh cluster):
-  apply N new tenants      vs one psql session running the same DDL (statements taken from `pgtenant plan`)
-  no-op plan, N tenants    vs a sequential psql script connecting to each tenant database for one catalog query
-  add 1 tenant at N        `apply --tenant` of the new one (must not grow with N), and a full `apply`
-  peak RSS of pgtenant apply at N
+Fleet scale (section "## Fleet scale"): ONE cluster is grown to each of --sizes in turn (100 → 300 → 1000 tenants,
+never a fresh cluster per size); at each size, the median of --runs runs of:
+  full no-op `plan --full` (when the binary has it; else the plain plan is the full one), the default no-op `plan`,
+  `check`, the sequential connect-and-query baseline (one psql session), `apply --tenant` of one new tenant,
+  the control role's connection cost to a tenant database (pgbench -C, one trivial query), and the server's
+  backend CPU per tenant database during the full no-op plan.
+Provisioning (section "## Provisioning and planning", only with --provision-sizes): apply N new tenants on a
+fresh cluster vs one psql session running the same DDL, peak RSS, as before.
+
+Backend CPU is the kernel's accounting of the server's own processes: the postmaster reaps every backend, so
+the growth of its children's user+system time (/proc/<postmaster>/stat, cutime + cstime) over one command is the
+CPU all backends of that command used (plus the odd autovacuum worker), divided by the tenant databases inspected.
 """
 import argparse
 import hashlib
@@ -57,7 +65,8 @@ def scram_verifier(password: str) -> str:
 class Cluster:
     """A fresh embedded cluster in its own state dir, and an apps repo beside it."""
 
-    def __init__(self, tenants: int):
+    def __init__(self, tenants: int, binary: Path = None):
+        self.binary = binary or BINARY
         self.dir = Path(tempfile.mkdtemp(prefix="pgtenant-bench-"))
         os.chmod(self.dir, 0o755)  # as root the server runs as another OS user
         self.state = self.dir / "state"
@@ -66,7 +75,7 @@ class Cluster:
         self.env.pop("PGTENANT_ADMIN_URL", None)
         for i in range(tenants):
             self.declare(f"app{i:04d}")
-        run([BINARY, "up"], env=self.env)
+        run([self.binary, "up"], env=self.env)
         state = json.loads((self.state / "cluster" / "cluster.json").read_text())
         ca = self.state / "cluster" / "ca.crt"
         self.psql_env = {
@@ -86,7 +95,7 @@ class Cluster:
         (folder / "values.yaml").write_text(f"postgresqlDatabases:\n  - name: {name}\n")
 
     def pgtenant(self, *args):
-        return timed([BINARY, *args, str(self.repo)], env=self.env)
+        return timed([self.binary, *args, str(self.repo)], env=self.env)
 
     def psql(self, script: str):
         path = self.dir / "script.sql"
@@ -95,8 +104,43 @@ class Cluster:
         run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)], env=self.psql_env)
         return time.perf_counter() - start
 
+    def postmaster_pid(self) -> int:
+        return int((self.state / "cluster" / "data" / "postmaster.pid").read_text().split()[0])
+
+    def backends(self) -> set:
+        pid = self.postmaster_pid()
+        return set((Path(f"/proc/{pid}/task/{pid}/children").read_text()).split())
+
+    def children_cpu(self) -> float:
+        """User + system seconds of the server's exited (reaped) processes: the kernel's accounting."""
+        fields = Path(f"/proc/{self.postmaster_pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        # After the command name: fields[0] is the state (stat field 3); cutime, cstime are fields 16, 17.
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+    def backend_cpu(self, *args):
+        """Runs pgtenant `args`; returns (wall seconds, exit output, server CPU seconds its backends used)."""
+        before_children = self.backends()
+        before = self.children_cpu()
+        elapsed, _, out = self.pgtenant(*args)
+        deadline = time.monotonic() + 10
+        # The command's backends exit right after it does; wait until the postmaster reaped them.
+        while time.monotonic() < deadline and self.backends() - before_children:
+            time.sleep(0.01)
+        return elapsed, out, self.children_cpu() - before
+
+    def connect_ms(self, database: str, connections: int = 50) -> float:
+        """Average time of one control-role connection to `database` (TLS, SCRAM, backend start, the
+        CONNECT check), from pgbench -C with a one-query script."""
+        path = self.dir / "one.sql"
+        path.write_text("SELECT 1;\n")
+        out = run(["pgbench", "-n", "-C", "-f", str(path), "-t", str(connections), database], env=self.psql_env)
+        for line in out.stdout.splitlines():
+            if line.startswith("average connection time"):
+                return float(line.split("=")[1].split()[0])
+        raise SystemExit(f"pgbench printed no connection time:\n{out.stdout}")
+
     def close(self):
-        subprocess.run([BINARY, "down"], env=self.env, capture_output=True)
+        subprocess.run([self.binary, "down"], env=self.env, capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -152,16 +196,105 @@ def measure(n: int, runs: int) -> dict:
     }
 
 
+def has_flag(binary: Path, command: str, flag: str) -> bool:
+    return flag in run([binary, command, "--help"]).stdout
+
+
+def grow(n_sizes, runs: int, binary: Path) -> list:
+    """One cluster grown to each size; the figures of the fleet-scale table at each."""
+    full = ["plan", "--full"] if has_flag(binary, "plan", "--full") else ["plan"]
+    results, declared, extra = [], 0, 0
+    c = Cluster(0, binary)
+    try:
+        for n in n_sizes:
+            for i in range(declared, n):
+                c.declare(f"app{i:04d}")
+            grow_s, _, _ = c.pgtenant("apply", "--format", "json")
+            declared = n
+            r = {"n": n, "grow": grow_s, "grown_by": n - (results[-1]["n"] if results else 0)}
+            samples = {k: [] for k in ("full", "plan", "check", "sequential", "add", "cpu", "connect")}
+            seq = "".join(f'\\c "bench-app{i:04d}"\nSELECT count(*) FROM pg_catalog.pg_class;\n' for i in range(n))
+            for _ in range(runs):
+                elapsed, out, cpu = c.backend_cpu(*full, "--format", "json")
+                if json.loads(out)["operations"]:
+                    raise SystemExit(f"the no-op plan at N={n} has operations: the cluster did not converge")
+                samples["full"].append(elapsed)
+                samples["cpu"].append(cpu / n)
+                samples["plan"].append(c.pgtenant("plan", "--format", "json")[0])
+                samples["check"].append(c.pgtenant("check", "--format", "json")[0])
+                samples["sequential"].append(c.psql(seq))
+                samples["connect"].append(c.connect_ms(f"bench-app{n - 1:04d}"))
+                c.declare(f"extra{extra:04d}")
+                samples["add"].append(c.pgtenant("apply", "--tenant", f"bench/extra{extra:04d}", "--format", "json")[0])
+                extra += 1
+            r.update({k: statistics.median(v) for k, v in samples.items()})
+            r["full_flag"] = " ".join(full)
+            results.append(r)
+            print(f"N={n}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
+    finally:
+        c.close()
+    return results
+
+
+def fleet_section(results, args, machine: str) -> str:
+    rows = "\n".join(
+        f"| {r['n']} | {r['full']:.3f} | {r['plan']:.3f} | {r['check']:.3f} | {r['sequential']:.3f} "
+        f"| {r['full'] / r['sequential']:.2f}× | {r['cpu'] * 1000:.1f} | {r['connect']:.1f} | {r['add']:.3f} "
+        f"| {r['grow']:.1f} ({r['grown_by']} new) |"
+        for r in results
+    )
+    return f"""## Fleet scale
+
+Produced by `python3 bench/run.py --sizes {args.sizes} --runs {args.runs}`: one embedded cluster (fsync on) grown
+to each size in turn; each figure is the median of {args.runs} runs at that size. The full no-op plan is
+`pgtenant {results[0]['full_flag'] if results else 'plan'}`.
+
+{machine}
+
+| tenants N | full no-op plan (s) | default no-op plan (s) | check (s) | sequential connect+query (s) | full plan / sequential | backend CPU per tenant database, full plan (ms) | control-role connection (ms) | apply --tenant, 1 new (s) | growing to N (s) |
+|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+- *full no-op plan*: every tenant database inspected; *default no-op plan*: `pgtenant plan` (which may trust
+  the last verification of databases whose statistics did not move); *check*: `pgtenant check --format json`.
+- *sequential connect+query*: one psql session doing `\\c` into each tenant database and one catalog query.
+- *backend CPU per tenant database*: the server's CPU for the whole full plan (its backends' user+system time,
+  from the kernel's accounting of the postmaster's reaped children), divided by N.
+- *control-role connection*: `pgbench -C` as the control role into one tenant database, 50 connections, one
+  `SELECT 1` each: TLS handshake, SCRAM, backend start and the CONNECT check.
+- *apply --tenant, 1 new*: declaring one more tenant and `pgtenant apply --tenant` of it (must stay flat in N).
+"""
+
+
 def main():
+    global BINARY
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1,100,1000")
+    parser.add_argument("--sizes", default="100,300,1000", help="the one cluster is grown to each, in turn")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--provision-sizes", default="", help="also apply N new on fresh clusters (old section)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--binary", help="pgtenant to measure (default: a release build of this tree)")
     args = parser.parse_args()
-    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    results = [measure(int(n), args.runs) for n in args.sizes.split(",")]
+    binary = Path(args.binary).resolve() if args.binary else BINARY
+    if not args.binary:
+        run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    BINARY = binary
     pg_version = run(["pg_ctl", "--version"]).stdout.strip() if shutil.which("pg_ctl") else "unknown"
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    machine = (f"Machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+               f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB.\n"
+               f"PostgreSQL: {pg_version}. Date: {time.strftime('%Y-%m-%d')}.")
+    if args.sizes:
+        sizes = sorted(int(n) for n in args.sizes.split(","))
+        text = fleet_section(grow(sizes, args.runs, binary), args, machine)
+        write_section(Path(args.out), "## Fleet scale", text)
+        print(text)
+    if args.provision_sizes:
+        provision(args, machine)
+
+
+def provision(args, machine: str):
+    results = [measure(int(n), args.runs) for n in args.provision_sizes.split(",")]
     rows = "\n".join(
         f"| {r['n']} | {r['apply']:.3f} | {r['raw']:.3f} | {r['apply'] / r['raw']:.2f}× "
         f"| {r['plan']:.3f} | {r['sequential']:.3f} | {r['plan'] / r['sequential']:.2f}× "
@@ -170,11 +303,10 @@ def main():
     )
     text = f"""## Provisioning and planning
 
-Produced by `python3 bench/run.py --sizes {args.sizes} --runs {args.runs}` (the harness starts its own embedded
+Produced by `python3 bench/run.py --provision-sizes {args.provision_sizes} --runs {args.runs}` (the harness starts its own embedded
 clusters; each figure is the median of {args.runs} runs, each run on a fresh cluster, fsync on).
 
-Machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB.
-PostgreSQL: {pg_version}. Date: {time.strftime('%Y-%m-%d')}.
+{machine}
 
 | tenants N | apply N new (s) | raw psql DDL (s) | ratio | no-op plan (s) | sequential connect+query (s) | ratio | add 1 at N, scoped (s) | add 1 at N, full apply (s) | peak RSS of apply (MB) |
 |---|---|---|---|---|---|---|---|---|---|

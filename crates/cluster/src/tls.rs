@@ -2,8 +2,14 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose, SanType, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256,
 };
+
+/// ECDSA P-256 keys, signatures with SHA-256: the server's handshake signature is far cheaper than
+/// with RSA (every tenant-database connection pays one), the certificates are small, and every
+/// client that speaks TLS 1.2+ verifies them. A cluster whose files hold RSA keys keeps working:
+/// the files are only ever written when the cluster is created, and clients verify either kind.
+const KEY_ALGORITHM: &SignatureAlgorithm = &PKCS_ECDSA_P256_SHA256;
 
 /// PEM texts of a freshly generated CA and server certificate.
 pub(crate) struct TlsMaterial {
@@ -22,13 +28,13 @@ fn server_names() -> Vec<SanType> {
     ]
 }
 
-/// Generates a CA and a server certificate for 127.0.0.1, localhost and ::1.
+/// Generates a CA and a server certificate for 127.0.0.1, localhost and ::1, both [`KEY_ALGORITHM`].
 ///
 /// Validity keeps rcgen's far-off bounds: the CA exists for one local cluster and lives
 /// exactly as long as it, so an expiry date would only break a long-lived cluster one day.
 pub(crate) fn generate() -> Result<TlsMaterial, rcgen::Error> {
     tracing::debug!("generating the cluster's CA and server certificate");
-    let ca_key = KeyPair::generate()?;
+    let ca_key = KeyPair::generate_for(KEY_ALGORITHM)?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = rcgen::DistinguishedName::new();
     ca_params
@@ -44,7 +50,7 @@ pub(crate) fn generate() -> Result<TlsMaterial, rcgen::Error> {
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let ca = Issuer::new(ca_params, ca_key);
 
-    let server_key = KeyPair::generate()?;
+    let server_key = KeyPair::generate_for(KEY_ALGORITHM)?;
     let mut server_params = CertificateParams::default();
     server_params.distinguished_name = rcgen::DistinguishedName::new();
     server_params
@@ -77,6 +83,16 @@ mod tests {
         assert!(tls.ca_key.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(tls.server_key.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_ne!(tls.ca_key, tls.server_key);
+    }
+
+    /// New clusters get ECDSA P-256, the cheap handshake, not RSA.
+    #[test]
+    fn keys_are_ecdsa_p256() {
+        let tls = generate().unwrap();
+        for pem in [&tls.ca_key, &tls.server_key] {
+            let key = KeyPair::from_pem(pem).unwrap();
+            assert!(key.algorithm() == &PKCS_ECDSA_P256_SHA256);
+        }
     }
 
     /// Cross-checks the chain and the names with an independent implementation, when the
@@ -113,6 +129,20 @@ mod tests {
                 "{check:?}: {}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for cert in [&ca, &server] {
+            let out = Command::new("openssl")
+                .args(["x509", "-noout", "-text", "-in"])
+                .arg(cert)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("Public Key Algorithm: id-ecPublicKey")
+                    && text.contains("prime256v1")
+                    && text.contains("Signature Algorithm: ecdsa-with-SHA256"),
+                "{text}"
             );
         }
         let out = Command::new("openssl")

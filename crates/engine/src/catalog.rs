@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
 use crate::desired::{alternate_name, DesiredTenant, Marker, RoleAttributes, RoleKind};
@@ -68,8 +69,6 @@ SELECT e.name::text, COALESCE(v.trusted, false)
   FROM pg_catalog.pg_available_extensions e
   LEFT JOIN pg_catalog.pg_available_extension_versions v ON v.name = e.name AND v.version = e.default_version";
 
-const EXTENSIONS: &str = "SELECT extname::text FROM pg_catalog.pg_extension";
-
 /// PostgreSQL 16 records a grantor and INHERIT/SET options per membership (and gives a CREATEROLE
 /// creator an ADMIN-only membership that conveys no privileges). Read through `to_jsonb`, one query
 /// serves 15 (no such columns: every membership is a full one) and 16+.
@@ -107,35 +106,41 @@ SELECT d.datname::text,
                             (CASE WHEN a.is_grantable THEN a.privilege_type || ' WITH GRANT OPTION' END)) p(privilege)
  WHERE p.privilege IS NOT NULL";
 
-const SCHEMAS: &str = "
-SELECT n.nspname::text, pg_catalog.pg_get_userbyid(n.nspowner)::text, n.nspacl::text,
+/// Everything [`read_database`] reads inside one tenant database, in one statement: one row per
+/// item, its kind in column 0 and, from column 1 on, the columns of that kind (unused ones NULL):
+///
+/// - `schema`: name, owner, `nspacl` text, then one ACL entry per row (`acldefault` for a NULL ACL):
+///   grantee (NULL: PUBLIC), privilege, grantor. System schemas left out.
+/// - `default`: database-wide default privileges only (`defaclnamespace = 0`, the ones pgtenant sets):
+///   role, object class code, `defaclacl` text, grantee (NULL: PUBLIC), privilege.
+/// - `object`: relations outside system schemas with their owner, and the ACL entries of the roles
+///   named in $1 (those the policy grants table or sequence privileges) and of every grantee that is
+///   none of the tenant's roles ($2), nor the owner, nor PUBLIC; then routines, only those owned by
+///   one of the tenant's roles other than its owner ($3) or with such a foreign grantee (grantee NULL
+///   when none). Columns: schema, name, `table` (any relation but a sequence) / `sequence` /
+///   `routine`, owner, grantee, privilege, grantor, whether the grantee is one of the tenant's roles,
+///   a routine's argument types (the server's `format_type`, identifiers quoted).
+/// - `extension`: its name.
+const DATABASE_CATALOG: &str = "
+SELECT 'schema', n.nspname::text, pg_catalog.pg_get_userbyid(n.nspowner)::text, n.nspacl::text,
        CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
-       a.privilege_type, pg_catalog.pg_get_userbyid(a.grantor)::text
+       a.privilege_type, pg_catalog.pg_get_userbyid(a.grantor)::text, NULL::text, NULL::bool, NULL::text
   FROM pg_catalog.pg_namespace n
   LEFT JOIN LATERAL pg_catalog.aclexplode(COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a ON true
- WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'";
-
-/// Database-wide defaults only (`defaclnamespace = 0`): the ones pgtenant sets.
-const DEFAULT_ACLS: &str = "
-SELECT pg_catalog.pg_get_userbyid(d.defaclrole)::text, d.defaclobjtype::text, d.defaclacl::text,
+ WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT 'default', pg_catalog.pg_get_userbyid(d.defaclrole)::text, d.defaclobjtype::text, d.defaclacl::text,
        CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
-       a.privilege_type
+       a.privilege_type, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_default_acl d
   LEFT JOIN LATERAL pg_catalog.aclexplode(d.defaclacl) a ON true
- WHERE d.defaclnamespace = 0";
-
-/// Relations outside system schemas with their owner, and the ACL entries of the roles named in $1
-/// (those the policy grants table or sequence privileges) and of every grantee that is none of the
-/// tenant's roles ($2), nor the owner, nor PUBLIC. Then routines, only those owned by one of the
-/// tenant's roles other than its owner ($3) or with such a foreign grantee (grantee NULL when none).
-/// Column 3 is the kind: `table` (any relation but a sequence), `sequence` or `routine`; the last
-/// column a routine's argument types (the server's `format_type`, identifiers quoted).
-const OBJECTS: &str = "
-SELECT n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
+ WHERE d.defaclnamespace = 0
+UNION ALL
+SELECT 'object', n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
        pg_catalog.pg_get_userbyid(c.relowner)::text,
        pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
        pg_catalog.pg_get_userbyid(a.grantor)::text,
-       a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)), NULL::text
+       a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)), NULL
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN LATERAL pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault(
@@ -146,7 +151,7 @@ SELECT n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THEN 'sequenc
  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')
    AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 UNION ALL
-SELECT n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_userbyid(p.proowner)::text,
+SELECT 'object', n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_userbyid(p.proowner)::text,
        pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
        pg_catalog.pg_get_userbyid(a.grantor)::text, false, pg_catalog.oidvectortypes(p.proargtypes)
   FROM pg_catalog.pg_proc p
@@ -157,7 +162,10 @@ SELECT n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_userbyid(p
  WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
    AND (a.grantee IS NOT NULL
         OR (p.proowner IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
-            AND p.proowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $3)))";
+            AND p.proowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $3)))
+UNION ALL
+SELECT 'extension', extname::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM pg_catalog.pg_extension";
 
 pub struct ClusterCatalog {
     pub server: ServerInfo,
@@ -376,7 +384,8 @@ pub async fn read_tenant_database(
 
 /// Inside one tenant database: schemas, database-wide default privileges, the relations with what
 /// `grantees` hold on each, routines owned by the tenant's roles besides `owner`, and every grant to
-/// a role that is none of `tenant_roles`. Four queries, sent together (one round trip).
+/// a role that is none of `tenant_roles`. One statement ([`DATABASE_CATALOG`]), its parameter types
+/// given, so it is one round trip with no separate prepare.
 pub async fn read_database(
     client: &Client,
     database: &str,
@@ -386,17 +395,30 @@ pub async fn read_database(
 ) -> Result<DatabaseCatalog, EngineError> {
     let grantees: Vec<String> = grantees.iter().map(|g| g.to_string()).collect();
     let own: Vec<String> = tenant_roles.iter().map(|g| g.to_string()).collect();
-    let object_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&grantees, &own, &owner];
-    let (schemas, default_acls, objects, extensions) = tokio::try_join!(
-        client.query(SCHEMAS, &[]),
-        client.query(DEFAULT_ACLS, &[]),
-        client.query(OBJECTS, &object_params),
-        client.query(EXTENSIONS, &[]),
-    )
-    .map_err(|source| EngineError::Catalog {
-        database: Some(database.to_string()),
-        source,
-    })?;
+    let rows = client
+        .query_typed(
+            DATABASE_CATALOG,
+            &[
+                (&grantees, Type::NAME_ARRAY),
+                (&own, Type::NAME_ARRAY),
+                (&owner, Type::NAME),
+            ],
+        )
+        .await
+        .map_err(|source| EngineError::Catalog {
+            database: Some(database.to_string()),
+            source,
+        })?;
+    let [mut schemas, mut default_acls, mut objects, mut extensions] = [(); 4].map(|_| Vec::new());
+    for row in &rows {
+        match row.get::<_, &str>(0) {
+            "schema" => schemas.push(Columns(row)),
+            "default" => default_acls.push(Columns(row)),
+            "object" => objects.push(Columns(row)),
+            "extension" => extensions.push(Columns(row)),
+            other => unreachable!("DATABASE_CATALOG has no rows of kind `{other}`"),
+        }
+    }
 
     let is_own = |role: &str| tenant_roles.contains(&role);
     let mut catalog = DatabaseCatalog::default();
@@ -411,11 +433,10 @@ pub async fn read_database(
                 acl_text: row.get(2),
                 acl: Acl::new(),
             });
-        add_acl_row(&mut schema.acl, row, 3);
-        if let (Some(grantee), Some(grantor)) = (
-            row.get::<_, Option<String>>(3),
-            row.get::<_, Option<String>>(5),
-        ) {
+        row.add_acl(&mut schema.acl, 3);
+        if let (Some(grantee), Some(grantor)) =
+            (row.get::<Option<String>>(3), row.get::<Option<String>>(5))
+        {
             if !is_own(&grantee) && grantee != schema.owner {
                 foreign.insert(ForeignGrant {
                     class: ObjectClass::Schema,
@@ -429,15 +450,15 @@ pub async fn read_database(
         }
     }
     for row in &default_acls {
-        let key = (row.get::<_, String>(0), row.get::<_, String>(1));
+        let key = (row.get::<String>(0), row.get::<String>(1));
         let entry = catalog
             .default_acls
             .entry(key)
             .or_insert_with(|| DefaultAcl {
-                acl_text: row.get::<_, Option<String>>(2).unwrap_or_default(),
+                acl_text: row.get::<Option<String>>(2).unwrap_or_default(),
                 acl: Acl::new(),
             });
-        add_acl_row(&mut entry.acl, row, 3);
+        row.add_acl(&mut entry.acl, 3);
     }
     let mut by_relation: BTreeMap<(String, String), ObservedRelation> = BTreeMap::new();
     let mut owned_by_others = |role: &str, object: String| {
@@ -477,7 +498,7 @@ pub async fn read_database(
                 owner: object_owner.clone(),
                 acl: Acl::new(),
             });
-        match (grantee, row.get::<_, Option<bool>>(7)) {
+        match (grantee, row.get::<Option<bool>>(7)) {
             (Some(grantee), Some(false)) if grantee != relation.owner => {
                 foreign.insert(ForeignGrant {
                     class: if relation.is_sequence {
@@ -493,7 +514,7 @@ pub async fn read_database(
                 });
             }
             (Some(grantee), _) => {
-                if let Some(privilege) = row.get::<_, Option<String>>(5) {
+                if let Some(privilege) = row.get::<Option<String>>(5) {
                     relation
                         .acl
                         .entry(Some(grantee))
@@ -514,6 +535,19 @@ pub async fn read_database(
     catalog.foreign_grants = foreign.into_iter().collect();
     catalog.extensions = extensions.iter().map(|row| row.get(0)).collect();
     Ok(catalog)
+}
+
+/// One row of [`DATABASE_CATALOG`] without its kind column: column `i` of its kind is column `i + 1`.
+struct Columns<'r>(&'r Row);
+
+impl<'r> Columns<'r> {
+    fn get<T: tokio_postgres::types::FromSql<'r>>(&self, index: usize) -> T {
+        self.0.get(index + 1)
+    }
+
+    fn add_acl(&self, acl: &mut Acl, at: usize) {
+        add_acl_row(acl, self.0, at + 1);
+    }
 }
 
 /// Columns `at` (grantee, NULL for PUBLIC) and `at + 1` (privilege, NULL when the LEFT JOIN found none).

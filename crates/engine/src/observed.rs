@@ -50,12 +50,45 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
-    /// How many tenant databases to work on at once: a quarter of the connections the server has free,
-    /// so applications keep theirs, and never more than a small fixed cap.
-    pub fn parallelism(&self) -> usize {
-        let free = self.max_connections - self.reserved_connections - self.connections_in_use;
-        usize::try_from(free / 4).unwrap_or(0).clamp(1, 16)
+    /// Connections a non-superuser could still open: `max_connections` less the superuser's reserve
+    /// and those in use when the catalog was read.
+    pub fn free_connections(&self) -> i32 {
+        self.max_connections - self.reserved_connections - self.connections_in_use
     }
+
+    /// How many tenant databases to work on at once: see [`parallelism_for`], with the cores of the
+    /// machine pgtenant runs on.
+    pub fn parallelism(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        parallelism_for(self.max_connections, self.free_connections(), cores)
+    }
+}
+
+/// Connections always left to applications: a tenth of `max_connections`, at least this many.
+const MIN_APPLICATION_HEADROOM: i32 = 10;
+
+/// Concurrent tenant databases never exceed this, however large the machine.
+const MAX_PARALLELISM: usize = 64;
+
+/// How many tenant databases to work on at once, from the server's free connections and the cores:
+///
+/// - connections: a tenth of `max_connections` (at least [`MIN_APPLICATION_HEADROOM`]) of the free
+///   ones stays for applications, and each worker may hold two of the rest (its control connection
+///   and one inside the tenant database while applying);
+/// - cores: two workers per core. Each inspection is CPU work on both ends (TLS handshake, SCRAM,
+///   backend start, one catalog query) with short waits between the round trips, so two per core
+///   keep every core busy; more only queue on the same cores. The cores counted are those of the
+///   machine pgtenant runs on: the server does not report its own, and for the embedded cluster (and
+///   any server on the same host) they are the server's too; for a remote server the connection
+///   bound is what protects it.
+///
+/// Always at least one, at most [`MAX_PARALLELISM`].
+pub fn parallelism_for(max_connections: i32, free_connections: i32, cores: usize) -> usize {
+    let headroom = (max_connections / 10).max(MIN_APPLICATION_HEADROOM);
+    let by_connections = usize::try_from((free_connections - headroom) / 2).unwrap_or(0);
+    by_connections
+        .min(cores.saturating_mul(2))
+        .clamp(1, MAX_PARALLELISM)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -256,5 +289,40 @@ mod pairs {
         Ok(Vec::<(K, V)>::deserialize(deserializer)?
             .into_iter()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallelism_is_sized_by_cores_and_free_connections() {
+        // Two per core while connections are plenty (the default max_connections = 100).
+        assert_eq!(parallelism_for(100, 92, 2), 4);
+        assert_eq!(parallelism_for(100, 92, 8), 16);
+        // Connections: 10 (at least) stay for applications, two per worker of the rest.
+        assert_eq!(parallelism_for(100, 92, 64), 41);
+        assert_eq!(parallelism_for(100, 20, 64), 5);
+        // A tenth of a large max_connections stays free.
+        assert_eq!(parallelism_for(1000, 300, 1000), 64);
+        assert_eq!(parallelism_for(1000, 150, 1000), 25);
+        // A busy or small server still gets one worker; a huge machine no more than the cap.
+        assert_eq!(parallelism_for(100, 10, 16), 1);
+        assert_eq!(parallelism_for(100, -3, 16), 1);
+        assert_eq!(parallelism_for(10_000, 9_000, 256), MAX_PARALLELISM);
+        assert_eq!(parallelism_for(100, 92, 0), 1);
+    }
+
+    #[test]
+    fn parallelism_counts_what_the_server_reported() {
+        let server = ServerInfo {
+            max_connections: 100,
+            reserved_connections: 3,
+            connections_in_use: 85,
+            ..ServerInfo::default()
+        };
+        assert_eq!(server.free_connections(), 12);
+        assert_eq!(server.parallelism(), 1);
     }
 }

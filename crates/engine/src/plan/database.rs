@@ -80,12 +80,41 @@ impl TenantPlanner<'_> {
                 why,
             );
         }
-        let wanted = role_acl(tenant, |access| &access.database);
-        for change in diff_acl(&current.acl, &wanted, true) {
-            let object = format!("DATABASE {}", tenant.database.quote());
+        let mut wanted = role_acl(tenant, |access| &access.database);
+        let object = format!("DATABASE {}", tenant.database.quote());
+        let (acl, control_connects) = self.without_control_connect(current.acl);
+        if let Some(control) = self.control_role() {
+            // Compared without its CONNECT: whatever else it holds is revoked, that one kept.
+            wanted.entry(control).or_default();
+        }
+        for change in diff_acl(&acl, &wanted, true) {
             let (statement, why) = change.render(&object, "the database");
             self.push_sql(Phase::Database, statement, why);
         }
+        if let (Some(control), false) = (self.control_role(), control_connects) {
+            self.push_sql(
+                Phase::Database,
+                sql::grant_on(&BTreeSet::from(["CONNECT"]), &object, std::slice::from_ref(&control)),
+                format!(
+                    "pgtenant's own: the control role `{control}` connects to the database directly \
+                     (through its memberships in the tenant's roles, every connection would walk them all)"
+                ),
+            );
+        }
         observed.is_none()
+    }
+
+    /// `acl` without the control role's own `CONNECT` (pgtenant's, never drift), and whether it
+    /// was there. Anything else the control role holds is compared like any other grantee's.
+    fn without_control_connect(&self, mut acl: Acl) -> (Acl, bool) {
+        let Some(control) = self.control_role() else {
+            return (acl, false);
+        };
+        let key = Some(control.as_str().to_string());
+        let held = acl.get_mut(&key).is_some_and(|held| held.remove("CONNECT"));
+        if acl.get(&key).is_some_and(BTreeSet::is_empty) {
+            acl.remove(&key);
+        }
+        (acl, held)
     }
 }

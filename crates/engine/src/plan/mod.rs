@@ -428,6 +428,13 @@ impl TenantPlanner<'_> {
         })
     }
 
+    /// The control role when it is not a superuser: it is given `CONNECT` on every tenant database
+    /// directly, so that connecting needs no walk over its memberships (a superuser needs none).
+    fn control_role(&self) -> Option<Ident> {
+        let server = &self.observed.server;
+        (!server.is_superuser).then(|| Ident::new(server.current_user.clone()))
+    }
+
     /// The control role joins every tenant role: PostgreSQL lets a non-superuser create a database
     /// owned by the owner role, grant as it and end the tenant's sessions only as a member of those roles.
     fn control_members(&self) -> BTreeSet<String> {

@@ -108,6 +108,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 (Some(write), "TEMPORARY"),
                 (Some(read), "CONNECT"),
                 (Some(read), "TEMPORARY"),
+                (Some(CONTROL), "CONNECT"),
             ]),
             allow_connections: true,
             connection_limit: -1,
@@ -482,6 +483,59 @@ fn superuser_control_role_needs_no_memberships() {
         .operations
         .iter()
         .all(|op| !op.display().starts_with("GRANT \"idp-dev-my-db-")));
+    assert!(
+        plan.operations
+            .iter()
+            .all(|op| !op.display().contains(&format!("TO \"{CONTROL}\""))),
+        "a superuser needs no CONNECT of its own"
+    );
+}
+
+/// A CONNECT of its own spares the control role the walk over its 3N memberships that
+/// PostgreSQL does on every connection to the database: planned for a new database and for one
+/// that lacks it, never taken for drift, and the only thing the control role may hold there.
+#[test]
+fn the_control_role_connects_to_tenant_databases_directly() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let tenant = &desired.tenants[0];
+    let grant = format!("GRANT CONNECT ON DATABASE \"idp-dev-my-db\" TO \"{CONTROL}\";");
+    let fresh = plan(&desired, &empty_cluster(), &context());
+    let op = fresh
+        .operations
+        .iter()
+        .find(|op| op.display() == grant)
+        .expect("a new database gets the control role's CONNECT");
+    assert_eq!(op.phase, Phase::Database);
+    assert!(op.why.starts_with("pgtenant's own"), "{}", op.why);
+
+    let mut converged = empty_cluster();
+    converge(&mut converged, tenant);
+    assert!(plan(&desired, &converged, &context()).is_converged());
+
+    let mut missing = converged.clone();
+    let acl = &mut missing.databases.get_mut("idp-dev-my-db").unwrap().acl;
+    acl.remove(&Some(CONTROL.to_string()));
+    let repair = plan(&desired, &missing, &context());
+    let shown: Vec<String> = repair.operations.iter().map(Operation::display).collect();
+    assert_eq!(shown, [grant]);
+
+    let mut more = converged.clone();
+    let acl = &mut more.databases.get_mut("idp-dev-my-db").unwrap().acl;
+    acl.get_mut(&Some(CONTROL.to_string()))
+        .unwrap()
+        .insert("CREATE".into());
+    let shown: Vec<String> = plan(&desired, &more, &context())
+        .operations
+        .iter()
+        .map(Operation::display)
+        .collect();
+    assert_eq!(
+        shown,
+        [format!(
+            "REVOKE CREATE ON DATABASE \"idp-dev-my-db\" FROM \"{CONTROL}\" CASCADE;"
+        )],
+        "beyond CONNECT, the control role is compared like anyone"
+    );
 }
 
 #[test]
