@@ -10,5 +10,6 @@
 //! HTTP handlers never reconcile themselves: they read [`state::Shared`] and enqueue
 //! [`state::Command`]s for the workers.
 
+pub mod http;
 pub mod metrics;
 pub mod state;
