@@ -315,6 +315,8 @@ pub fn schemathesis(base: &str, headers: &[String], exclude: &[&str]) {
         .args(["run", &format!("{base}/api/v1/openapi.json")])
         .args(["--checks", "all", "--max-examples", "30", "--seed", "1"])
         .args(["--request-timeout", "10", "--workers", "2"])
+        // Its cache (.schemathesis/) goes there, not into the source tree.
+        .current_dir(artifacts_dir())
         .env("NO_COLOR", "1");
     for header in headers {
         command.args(["-H", header]);
