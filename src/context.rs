@@ -234,6 +234,16 @@ impl Context {
         Ok(repo)
     }
 
+    /// The config file read, if any.
+    pub fn config(&self) -> Option<&Config> {
+        self.config.as_ref().map(|(_, config)| config)
+    }
+
+    /// Where the config file read is, if any.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config.as_ref().map(|(path, _)| path.as_path())
+    }
+
     /// The name of the cluster commands manage: `default` without a config.
     pub fn cluster_name(&self) -> &str {
         &self.cluster

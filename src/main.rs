@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{cluster, connect, credentials, list, reconcile, rotate, store};
+use commands::{cluster, connect, credentials, list, reconcile, rotate, serve, store};
 use context::Context;
 
 /// Exit codes: the contract scripts rely on.
@@ -145,6 +145,9 @@ enum Command {
         #[command(subcommand)]
         command: commands::spec::SpecCommand,
     },
+    /// Run as a service: watch the repo (a directory or a git remote), reconcile every change,
+    /// repair drift, run the backup schedules; status page, API and /metrics over HTTP.
+    Serve(serve::ServeArgs),
     /// The platform config (pgtenant.yaml): `check` it, print its JSON `schema`.
     Config {
         #[command(subcommand)]
@@ -236,6 +239,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Down => cluster::down(&context),
         Command::Status(args) => cluster::status(&context, args),
         Command::Spec { command } => commands::spec::run(command),
+        Command::Serve(args) => serve::run(&context, args),
         Command::Config { .. } => unreachable!("run before the context"),
     }
 }

@@ -381,7 +381,7 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
 
 /// The backups of the cluster pgtenant manages: the embedded one (pgtenant configures its
 /// stanza), or the admin URL's with the pgBackRest configuration its operators keep.
-fn open(context: &Context, args: &RepositoryArgs) -> Result<Backups> {
+pub(crate) fn open(context: &Context, args: &RepositoryArgs) -> Result<Backups> {
     let choice = RetentionChoice {
         environment: args.environment.map(Environment::from),
         days: args.retention_days,

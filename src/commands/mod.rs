@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod list;
 pub mod reconcile;
 pub mod rotate;
+pub mod serve;
 pub mod spec;
 pub mod store;
 pub mod trash;

@@ -19,7 +19,7 @@ mod schema;
 pub use cron::check_schedule;
 pub use model::{
     BackupSchedules, ClusterConfig, Config, HostPort, ServeConfig, StoreConfig, StoreKind,
-    DEFAULT_CLUSTER, FILE_NAME,
+    TlsConfig, DEFAULT_CLUSTER, FILE_NAME,
 };
 pub use parse::{load, parse, Loaded};
 pub use reference::{AdminUrlSource, ResolveError, Resolved};

@@ -145,6 +145,25 @@ pub struct ServeConfig {
     pub listen: Option<HostPort>,
     pub drift_interval: Option<Duration>,
     pub poll_interval: Option<Duration>,
+    /// `git.remote`: the apps repo as a git remote (instead of `repo:`'s directory).
+    pub git_remote: Option<String>,
+    /// `git.branch` [default: main].
+    pub git_branch: Option<String>,
+    /// `tokenFile`: the bearer token of the mutating endpoints.
+    pub token_file: Option<PathBuf>,
+    /// `webhookSecretFile`: the git webhook's secret.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// `tls`: serve HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+    /// `rotateEvery`: new passwords (with grace) for every tenant's logins this often.
+    pub rotate_every: Option<Duration>,
+}
+
+/// `serve.tls`: PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use crate::cron::check_schedule;
 use crate::model::{
     BackupSchedules, ClusterConfig, Config, HostPort, ServeConfig, StoreConfig, StoreKind,
+    TlsConfig,
 };
 use crate::reference::{has_inline_password, AdminUrlSource};
 
@@ -51,7 +52,26 @@ pub(crate) const BACKUP_FIELDS: [&str; 3] = ["full", "diff", "incr"];
 pub(crate) const LISTEN: &str = "listen";
 pub(crate) const DRIFT_INTERVAL: &str = "driftInterval";
 pub(crate) const POLL_INTERVAL: &str = "pollInterval";
-pub(crate) const SERVE_FIELDS: [&str; 3] = [LISTEN, DRIFT_INTERVAL, POLL_INTERVAL];
+pub(crate) const GIT: &str = "git";
+pub(crate) const TOKEN_FILE: &str = "tokenFile";
+pub(crate) const WEBHOOK_SECRET_FILE: &str = "webhookSecretFile";
+pub(crate) const TLS: &str = "tls";
+pub(crate) const ROTATE_EVERY: &str = "rotateEvery";
+pub(crate) const SERVE_FIELDS: [&str; 8] = [
+    LISTEN,
+    DRIFT_INTERVAL,
+    POLL_INTERVAL,
+    GIT,
+    TOKEN_FILE,
+    WEBHOOK_SECRET_FILE,
+    TLS,
+    ROTATE_EVERY,
+];
+pub(crate) const REMOTE: &str = "remote";
+pub(crate) const BRANCH: &str = "branch";
+pub(crate) const GIT_FIELDS: [&str; 2] = [REMOTE, BRANCH];
+pub(crate) const CERT_FILE: &str = "certFile";
+pub(crate) const TLS_FIELDS: [&str; 2] = [CERT_FILE, KEY_FILE];
 
 /// The longest retention and interval taken: ten years, far beyond any real one.
 const MAX_DURATION_MS: u64 = 10 * 366 * 86_400_000;
@@ -742,10 +762,86 @@ impl Parser<'_> {
                     serve.drift_interval = self.interval(value, &field, "10min");
                 }
                 POLL_INTERVAL => serve.poll_interval = self.interval(value, &field, "10s"),
+                GIT => self.git(value, &mut serve),
+                TOKEN_FILE => serve.token_file = self.path(value, &field),
+                WEBHOOK_SECRET_FILE => serve.webhook_secret_file = self.path(value, &field),
+                TLS => serve.tls = self.tls(value),
+                ROTATE_EVERY => serve.rotate_every = self.whole_days(value, &field, "90d"),
                 _ => unreachable!("only known keys are returned"),
             }
         }
         serve
+    }
+
+    fn git(&mut self, value: &MarkedYaml, serve: &mut ServeConfig) {
+        let path = format!("{SERVE}.{GIT}");
+        let Some(entries) = self.mapping(value, &path, &GIT_FIELDS) else {
+            return;
+        };
+        for (key, _, value) in entries {
+            let field = format!("{path}.{key}");
+            match key {
+                REMOTE => {
+                    let remote = self.text(value, &field, "a git remote URL");
+                    serve.git_remote = remote.map(|r| r.trim().to_owned());
+                }
+                _ => {
+                    let branch = self.text(value, &field, "a branch name such as `main`");
+                    serve.git_branch = branch.map(|b| b.trim().to_owned());
+                }
+            }
+        }
+        if serve.git_remote.is_none() && serve.git_branch.is_some() {
+            self.error(
+                value,
+                &path,
+                "`branch` without `remote`".to_owned(),
+                "add `remote: https://…/apps.git`".to_owned(),
+            );
+        }
+    }
+
+    fn tls(&mut self, value: &MarkedYaml) -> Option<TlsConfig> {
+        let path = format!("{SERVE}.{TLS}");
+        let entries = self.mapping(value, &path, &TLS_FIELDS)?;
+        let (mut cert_file, mut key_file) = (None, None);
+        for (key, _, value) in entries {
+            let field = format!("{path}.{key}");
+            match key {
+                CERT_FILE => cert_file = self.path(value, &field),
+                _ => key_file = self.path(value, &field),
+            }
+        }
+        match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+                cert_file,
+                key_file,
+            }),
+            _ => {
+                self.error(
+                    value,
+                    &path,
+                    "`tls` needs both `certFile` and `keyFile`".to_owned(),
+                    "give the PEM certificate (chain) and its private key".to_owned(),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration of whole days, at least one.
+    fn whole_days(&mut self, value: &MarkedYaml, field: &str, example: &str) -> Option<Duration> {
+        let ms = self.duration(value, field, example)?;
+        if ms < DAY_MS || ms % DAY_MS != 0 {
+            self.error(
+                value,
+                field,
+                "a rotation interval is a whole number of days, at least one".to_owned(),
+                format!("e.g. `{example}`"),
+            );
+            return None;
+        }
+        Some(Duration::from_millis(ms))
     }
 
     fn interval(&mut self, value: &MarkedYaml, field: &str, example: &str) -> Option<Duration> {

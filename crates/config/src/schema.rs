@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 
 use crate::model::StoreKind;
 use crate::parse::{
-    ADMIN_URL, BACKUPS, BACKUP_FIELDS, CA_FILE, CLUSTERS, DRIFT_INTERVAL, ENDPOINT, ENVIRONMENT,
-    KEY_FILE, LABELS, LISTEN, NAME, POLL_INTERVAL, REPO, RETENTION, SERVE, STORE,
-    SUPERUSER_EXTENSIONS, TYPE,
+    ADMIN_URL, BACKUPS, BACKUP_FIELDS, BRANCH, CA_FILE, CERT_FILE, CLUSTERS, DRIFT_INTERVAL,
+    ENDPOINT, ENVIRONMENT, GIT, KEY_FILE, LABELS, LISTEN, NAME, POLL_INTERVAL, REMOTE, REPO,
+    RETENTION, ROTATE_EVERY, SERVE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE,
+    WEBHOOK_SECRET_FILE,
 };
 
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
@@ -158,7 +159,50 @@ impl JsonSchema for ConfigFile {
                             "pattern": HOST_PORT_PATTERN,
                         },
                         DRIFT_INTERVAL: duration("How often the cluster is checked for drift, e.g. `10min`."),
-                        POLL_INTERVAL: duration("How often the repo is polled for changes, e.g. `10s`."),
+                        POLL_INTERVAL: duration("How often the repo is polled for changes (a git remote fetched), e.g. `10s`."),
+                        GIT: {
+                            "description": "The apps repo as a git remote, read from the fetched commit (instead of `repo`'s directory).",
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": [REMOTE],
+                            "properties": {
+                                REMOTE: {
+                                    "description": "The remote: `https://…`, `ssh://…`, `git@host:path`, `file://…`.",
+                                    "type": "string",
+                                    "minLength": 1,
+                                },
+                                BRANCH: {
+                                    "description": "The branch served [default: main].",
+                                    "type": "string",
+                                    "minLength": 1,
+                                },
+                            },
+                        },
+                        TOKEN_FILE: {
+                            "description": "File holding the bearer token of the mutating endpoints (none: they answer 403).",
+                            "type": "string",
+                            "minLength": 1,
+                        },
+                        WEBHOOK_SECRET_FILE: {
+                            "description": "File holding the git webhook's secret (GitHub X-Hub-Signature-256 or GitLab X-Gitlab-Token).",
+                            "type": "string",
+                            "minLength": 1,
+                        },
+                        TLS: {
+                            "description": "Serve HTTPS with this certificate and key (PEM).",
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": [CERT_FILE, KEY_FILE],
+                            "properties": {
+                                CERT_FILE: { "description": "The certificate (chain), PEM.", "type": "string", "minLength": 1 },
+                                KEY_FILE: { "description": "Its private key, PEM.", "type": "string", "minLength": 1 },
+                            },
+                        },
+                        ROTATE_EVERY: {
+                            "description": "New passwords for every tenant's logins this often, with grace (zero downtime), e.g. `90d`.",
+                            "type": "string",
+                            "pattern": DAYS_PATTERN,
+                        },
                     },
                 },
                 SUPERUSER_EXTENSIONS: {

@@ -253,6 +253,57 @@ impl ApplyLock {
     }
 }
 
+/// "pgtenant" + 1: the advisory lock key of the active `pgtenant serve` of a cluster (the apply
+/// lock stays free for its reconciles and for the CLI).
+const LEADER_LOCK_KEY: i64 = APPLY_LOCK_KEY + 1;
+
+/// The session-level lock that makes one `pgtenant serve` of a cluster the active one; the others
+/// are standbys that try again. Held as long as its session lives: released when dropped, when
+/// the process dies, or when the server ends the session.
+pub struct LeaderLock {
+    session: Client,
+}
+
+impl LeaderLock {
+    /// Ok(None) when another session holds it.
+    pub async fn try_acquire(
+        connector: &Connector,
+        label: &str,
+    ) -> Result<Option<Self>, EngineError> {
+        let session = session(connector).await?;
+        let catalog_error = |source| EngineError::Catalog {
+            database: Some(CONTROL_DATABASE.to_string()),
+            source,
+        };
+        session
+            .execute(
+                "SELECT pg_catalog.set_config('application_name', pg_catalog.left($1, $2), false)",
+                &[&label, &MAX_APPLICATION_NAME],
+            )
+            .await
+            .map_err(catalog_error)?;
+        let locked: bool = session
+            .query_one(
+                "SELECT pg_catalog.pg_try_advisory_lock($1)",
+                &[&LEADER_LOCK_KEY],
+            )
+            .await
+            .map_err(catalog_error)?
+            .get(0);
+        Ok(locked.then_some(LeaderLock { session }))
+    }
+
+    /// Whether the session (and so the lock) is still there.
+    pub async fn is_held(&self) -> bool {
+        !self.session.is_closed() && self.session.simple_query("SELECT 1").await.is_ok()
+    }
+
+    /// The open session in the control database, for small queries between reconciles.
+    pub fn session(&self) -> &Client {
+        &self.session
+    }
+}
+
 /// ` apply lock (pid N)`, appended to the connection's application_name. Every role on the
 /// cluster can read application names, so the machine is left to the client address, which
 /// `pg_stat_activity` shows only to the control role (and superusers).

@@ -27,7 +27,7 @@ use pgtenant_secrets::{CredentialStore, StoreError};
 use tokio::sync::Semaphore;
 
 pub use connect::Connector;
-pub use control::{ApplyLock, LockHolder, CONTROL_DATABASE};
+pub use control::{ApplyLock, LeaderLock, LockHolder, CONTROL_DATABASE};
 pub use desired::{Desired, DesiredTenant, RoleKind};
 pub use execute::{
     ApplyOutcome, Endpoint, Executor, FinalBackupRequest, FinalBackups, TenantOutcome,

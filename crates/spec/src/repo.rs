@@ -15,7 +15,7 @@ use crate::model::DatabaseSpec;
 use crate::validate::collisions;
 
 /// Names of the files databases are declared in, as Helm charts name their values.
-const VALUES_FILES: [&str; 2] = ["values.yaml", "values.yml"];
+pub const VALUES_FILES: [&str; 2] = ["values.yaml", "values.yml"];
 
 /// The largest values file read by default: far above any real values file, small enough that a
 /// hostile one (a link to `/dev/zero`, a generated monster) cannot exhaust memory.
@@ -163,18 +163,35 @@ pub fn load_repo(root: &Path) -> Result<LoadedRepo, SpecError> {
 /// [`load_repo`] with explicit options.
 pub fn load_repo_with(root: &Path, options: &LoadOptions) -> Result<LoadedRepo, SpecError> {
     let files_read = find_values_files(root)?;
+    let texts = files_read
+        .into_iter()
+        .map(|relative| {
+            let text = read_values_file_with(root, &relative, options);
+            (relative, text)
+        })
+        .collect();
+    Ok(load_repo_from_texts(root, texts))
+}
 
+/// [`load_repo`] from values files already read (`relative` path, text or why it could not be
+/// read), sorted by path: for sources that are not a directory, such as a commit's tree.
+pub fn load_repo_from_texts(
+    root: &Path,
+    texts: Vec<(PathBuf, Result<String, Diagnostic>)>,
+) -> LoadedRepo {
     let mut declarations = Vec::new();
     let mut diagnostics = Vec::new();
-    for relative in &files_read {
-        match read_values_file_with(root, relative, options) {
+    let mut files_read = Vec::new();
+    for (relative, text) in texts {
+        match text {
             Ok(text) => {
-                let checked = check_file(relative, &text);
+                let checked = check_file(&relative, &text);
                 declarations.extend(checked.declarations);
                 diagnostics.extend(checked.diagnostics);
             }
             Err(unreadable) => diagnostics.push(unreadable),
         }
+        files_read.push(relative);
     }
     diagnostics.extend(collisions(&declarations));
     diagnostic::sort(&mut diagnostics);
@@ -193,13 +210,13 @@ pub fn load_repo_with(root: &Path, options: &LoadOptions) -> Result<LoadedRepo, 
     databases.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let failed_files = failed.into_iter().map(Path::to_path_buf).collect();
 
-    Ok(LoadedRepo {
+    LoadedRepo {
         root: root.to_path_buf(),
         databases,
         diagnostics,
         files_read,
         failed_files,
-    })
+    }
 }
 
 /// Every values file of the repo at `root` that [`load_repo`] reads, relative to `root` and

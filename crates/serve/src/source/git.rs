@@ -1,0 +1,168 @@
+//! A git remote: fetched into a bare mirror every poll interval and when woken (a verified
+//! webhook), one fetch at a time — wake-ups that arrive during a fetch are one more fetch, not
+//! one each. The values files are read straight from the fetched commit's tree: no checkout,
+//! no working copy that could be half-updated.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+use pgtenant_spec::{Diagnostic, LoadOptions, SourceLocation, VALUES_FILES};
+
+use super::{refuse_empty, Revision, SourceTask};
+
+pub(super) async fn run(mut task: SourceTask, remote: String, branch: String, mirror: PathBuf) {
+    // The commit last read: a fetch that finds the same one reads nothing again.
+    let mut last: Option<String> = None;
+    loop {
+        let seen_at = SystemTime::now();
+        let fetched = {
+            let (remote, branch, mirror, last) =
+                (remote.clone(), branch.clone(), mirror.clone(), last.clone());
+            tokio::task::spawn_blocking(move || fetch_and_read(&remote, &branch, &mirror, last))
+                .await
+        };
+        match fetched {
+            Ok(Ok(Some((sha, repo)))) => {
+                last = Some(sha.clone());
+                task.read_ok(Revision {
+                    repo,
+                    revision: Some(sha),
+                    seen_at,
+                });
+            }
+            // The same commit as before: still a successful read.
+            Ok(Ok(None)) => task.shared.update(|snapshot| {
+                snapshot.source.error = None;
+                snapshot.source.last_read_at = Some(crate::now());
+            }),
+            Ok(Err(error)) => task.read_failed(error),
+            Err(panicked) => task.read_failed(format!("fetching: {panicked}")),
+        }
+        let poll = *task.poll_interval.borrow();
+        tokio::select! {
+            _ = task.shutdown.changed() => return,
+            woken = task.wake.recv() => {
+                if woken.is_none() {
+                    return;
+                }
+                // Coalesce: every wake-up queued during the fetch is served by the next one.
+                while task.wake.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Fetches `branch` of `remote` into the bare repository `mirror`; the commit and the repo read
+/// from its tree, or None when the commit is `last`.
+fn fetch_and_read(
+    remote: &str,
+    branch: &str,
+    mirror: &Path,
+    last: Option<String>,
+) -> Result<Option<(String, pgtenant_spec::LoadedRepo)>, String> {
+    let shown = super::without_credentials(remote);
+    let repo = open_mirror(mirror)?;
+    let tracking = format!("refs/remotes/origin/{branch}");
+    let refspec = format!("+refs/heads/{branch}:{tracking}");
+    let fetch_error = |e: gix::Error| format!("fetching {branch} from {shown}: {e}");
+    let remote_handle = repo
+        .remote_at(remote)
+        .map_err(fetch_error)?
+        .with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch)
+        .map_err(fetch_error)?;
+    remote_handle
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(fetch_error)?
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(fetch_error)?
+        .receive(gix::progress::Discard, &AtomicBool::new(false))
+        .map_err(fetch_error)?;
+    let read_error = |e: gix::Error| format!("reading {tracking} of {shown}: {e}");
+    let mut reference = repo.find_reference(tracking.as_str()).map_err(read_error)?;
+    let commit = reference.peel_to_commit().map_err(read_error)?;
+    let sha = commit.id().to_string();
+    if last.as_deref() == Some(sha.as_str()) {
+        return Ok(None);
+    }
+    let tree = commit.tree().map_err(read_error)?;
+    let options = LoadOptions::from_env().map_err(|e| e.to_string())?;
+    let mut texts = Vec::new();
+    collect(&tree, Path::new(""), &options, &mut texts).map_err(read_error)?;
+    let root = PathBuf::from(format!("{shown}@{}", &sha[..12.min(sha.len())]));
+    let loaded = pgtenant_spec::load_repo_from_texts(&root, texts);
+    refuse_empty(&loaded).map_err(|e| format!("commit {sha} of {shown}: {e}"))?;
+    Ok(Some((sha, loaded)))
+}
+
+fn open_mirror(mirror: &Path) -> Result<gix::Repository, String> {
+    let opened = if mirror.join("HEAD").exists() {
+        gix::open(mirror)
+    } else {
+        std::fs::create_dir_all(mirror)
+            .map_err(|e| format!("creating the git mirror {}: {e}", mirror.display()))?;
+        gix::init_bare(mirror)
+    };
+    opened.map_err(|e| format!("opening the git mirror {}: {e}", mirror.display()))
+}
+
+/// Every values file below `tree` (`relative` inside the repo), as a directory read finds them:
+/// dot folders skipped, a values file that is not a regular file an error for it.
+fn collect(
+    tree: &gix::Tree<'_>,
+    relative: &Path,
+    options: &LoadOptions,
+    texts: &mut Vec<(PathBuf, Result<String, Diagnostic>)>,
+) -> Result<(), gix::Error> {
+    let mut entries = Vec::new();
+    for entry in tree.iter() {
+        let entry = entry?;
+        let name = entry.filename().to_str_lossy().into_owned();
+        entries.push((name, entry.kind(), entry.id().detach()));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, kind, id) in entries {
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = relative.join(&name);
+        if VALUES_FILES.contains(&name.as_str()) {
+            let refused = |message: &str| {
+                Err(
+                    Diagnostic::error(SourceLocation::file_start(&path), "", message)
+                        .with_hint("commit the values file itself, a regular file"),
+                )
+            };
+            let text = match kind {
+                EntryKind::Blob | EntryKind::BlobExecutable => {
+                    let blob = tree.repo.find_blob(id)?;
+                    if blob.data.len() as u64 > options.max_values_file_bytes {
+                        refused(&format!(
+                            "values file is larger than {} bytes",
+                            options.max_values_file_bytes
+                        ))
+                    } else {
+                        match String::from_utf8(blob.data.clone()) {
+                            Ok(text) => Ok(text),
+                            Err(_) => refused("values file is not UTF-8 text"),
+                        }
+                    }
+                }
+                EntryKind::Link => {
+                    refused("values file is a symlink; pgtenant reads only the files of the commit")
+                }
+                _ => refused("values file is not a file"),
+            };
+            texts.push((path, text));
+            continue;
+        }
+        if kind == EntryKind::Tree {
+            let subtree = tree.repo.find_tree(id)?;
+            collect(&subtree, &path, options, texts)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,780 @@
+//! The reconcile loop of one cluster. It alone changes the cluster: the source hands it
+//! revisions, HTTP handlers enqueue commands, and it reconciles
+//!
+//! - the tenants a revision changed, right away and only those (a scoped apply, as
+//!   `pgtenant apply --tenant` does), in batches of at most [`CHANGE_BATCH`];
+//! - every tenant again within the drift interval, a few at a time spread over it (at most one
+//!   batch a second), so that 1,000 tenants never mean 1,000 connections at once;
+//! - a failed tenant again after its backoff (doubling from 1 s up to [`MAX_BACKOFF`]), without
+//!   holding up the others.
+//!
+//! Drops keep every guard of the CLI (the default [`DropGuard`]: one drop a run, nothing when a
+//! values file failed); a held drop is reported, never forced. Nothing runs before the source
+//! has been read once: no revision is not an empty repo. A batch in flight is always finished
+//! (shutdown and losing the lead are looked at between batches).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use pgtenant_engine::plan::{DropGuard, NoticeKind, Phase};
+use pgtenant_engine::reconcile::{Applied, Request};
+use pgtenant_engine::{Desired, ReconcileError, Reconciler};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use crate::metrics::{ClusterLabel, ClusterResult, SourceLabel};
+use crate::source::Revision;
+use crate::state::{EventKind, Shared, TenantState, TenantStatus};
+
+/// Tenants reconciled together after a change.
+pub const CHANGE_BATCH: usize = 50;
+/// The longest wait before a failed tenant is tried again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often sizes and connections are read (one query).
+pub const STATS_EVERY: Duration = Duration::from_secs(30);
+
+/// What a reload may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    pub drift_interval: Duration,
+}
+
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub cluster: String,
+    pub reconciler: Reconciler,
+    pub guard: DropGuard,
+    /// `directory` or `git`: the label of the change-to-applied latency.
+    pub source_kind: &'static str,
+    pub settings: watch::Receiver<WorkerSettings>,
+    pub revisions: watch::Receiver<Option<Arc<Revision>>>,
+    /// `Some(tenant)`: that one; None: all.
+    pub commands: mpsc::UnboundedReceiver<Option<String>>,
+    /// Whether this instance holds the lead.
+    pub active: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    failures: u32,
+    retry_at: Option<Instant>,
+    verified_at: Option<Instant>,
+    /// When the change waiting to be applied was seen.
+    change_seen_at: Option<SystemTime>,
+    /// Left alone: its values file has errors.
+    invalid: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Change,
+    Drift,
+}
+
+struct Loop {
+    desired: Option<Arc<Desired>>,
+    revision: Option<String>,
+    tracked: BTreeMap<String, Tracked>,
+    pending: BTreeSet<String>,
+    next_drift: Instant,
+    next_stats: Instant,
+    stats: Option<Client>,
+    /// The drift pass under way: when it started and which tenants it has verified.
+    pass_started: Option<(Instant, BTreeSet<String>)>,
+}
+
+impl Worker {
+    pub async fn run(mut self) {
+        let mut state = Loop {
+            desired: None,
+            revision: None,
+            tracked: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            next_drift: Instant::now(),
+            next_stats: Instant::now(),
+            stats: None,
+            pass_started: None,
+        };
+        let mut was_active = false;
+        loop {
+            let active = *self.active.borrow();
+            if active && !was_active {
+                self.activated(&mut state).await;
+            }
+            was_active = active;
+            if active && state.desired.is_some() && self.work(&mut state).await {
+                // More may be due at once; still look at shutdown and news first.
+                if *self.shutdown.borrow() {
+                    return;
+                }
+                self.drain(&mut state);
+                continue;
+            }
+            let wake = self.next_wake(&state, active);
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => return,
+                changed = self.revisions.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let revision = self.revisions.borrow_and_update().clone();
+                    if let Some(revision) = revision {
+                        self.take_revision(&mut state, &revision);
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.command(&mut state, command),
+                    None => return,
+                },
+                changed = self.active.changed() => if changed.is_err() { return },
+                _ = self.settings.changed() => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// Takes what arrived while a batch ran.
+    fn drain(&mut self, state: &mut Loop) {
+        if self.revisions.has_changed().unwrap_or(false) {
+            let revision = self.revisions.borrow_and_update().clone();
+            if let Some(revision) = revision {
+                self.take_revision(state, &revision);
+            }
+        }
+        while let Ok(command) = self.commands.try_recv() {
+            self.command(state, command);
+        }
+    }
+
+    fn next_wake(&self, state: &Loop, active: bool) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        if !active || state.desired.is_none() {
+            return far;
+        }
+        let retry = state
+            .pending
+            .iter()
+            .filter_map(|t| state.tracked.get(t).and_then(|t| t.retry_at))
+            .min();
+        let mut wake = state.next_drift.min(state.next_stats);
+        if let Some(retry) = retry {
+            wake = wake.min(retry);
+        }
+        if state
+            .pending
+            .iter()
+            .any(|t| state.tracked.get(t).is_none_or(|t| t.retry_at.is_none()))
+        {
+            wake = Instant::now();
+        }
+        wake
+    }
+
+    fn command(&self, state: &mut Loop, tenant: Option<String>) {
+        match tenant {
+            Some(tenant) => {
+                if let Some(tracked) = state.tracked.get_mut(&tenant) {
+                    tracked.retry_at = None;
+                    state.pending.insert(tenant);
+                }
+            }
+            None => {
+                for (tenant, tracked) in &mut state.tracked {
+                    if !tracked.invalid {
+                        tracked.retry_at = None;
+                        state.pending.insert(tenant.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Became the active instance: every tenant declared, and every managed database the repo
+    /// no longer declares (removed while no instance was active), is reconciled once.
+    async fn activated(&self, state: &mut Loop) {
+        match pgtenant_engine::list_databases(&self.reconciler.connector).await {
+            Ok(listed) => {
+                for db in listed.into_iter().filter(|db| db.state == "managed") {
+                    if let Some(tenant) = db.tenant {
+                        state.tracked.entry(tenant).or_default();
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %pgtenant_engine::error_chain(&error), "listing the cluster's databases")
+            }
+        }
+        if let Some(desired) = state.desired.clone() {
+            self.mark_invalid(state, &desired);
+        }
+        let all: Vec<String> = state
+            .tracked
+            .iter()
+            .filter(|(_, t)| !t.invalid)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in all {
+            self.ensure_listed(&id);
+            state.pending.insert(id);
+        }
+        state.next_stats = Instant::now();
+    }
+
+    /// Tenants the repo stopped declaring because their file has errors are left alone.
+    fn mark_invalid(&self, state: &mut Loop, desired: &Desired) {
+        for (id, tracked) in &mut state.tracked {
+            let declared = desired.tenants.iter().any(|t| &t.id == id);
+            tracked.invalid = !declared && desired.undeclared_because_of_errors(id).is_some();
+            if tracked.invalid {
+                state.pending.remove(id);
+                let id = id.clone();
+                self.shared.update(|s| {
+                    if let Some(status) = s.tenants.get_mut(&id) {
+                        status.state = TenantState::Invalid;
+                        status.last_error = Some(
+                            "its values file has errors: left as it is until the file is fixed"
+                                .into(),
+                        );
+                    }
+                });
+            }
+        }
+    }
+
+    fn ensure_listed(&self, id: &str) {
+        let cluster = self.cluster.clone();
+        self.shared.update(|s| {
+            s.tenants
+                .entry(id.to_string())
+                .or_insert_with(|| TenantStatus {
+                    tenant: id.to_string(),
+                    database: id.replace('/', "-"),
+                    cluster,
+                    ..TenantStatus::default()
+                });
+        });
+    }
+
+    /// A new revision: the tenants whose declaration changed (added, changed, removed) are due.
+    fn take_revision(&self, state: &mut Loop, revision: &Revision) {
+        let desired = Arc::new(Desired::from_repo(&revision.repo));
+        let old: BTreeMap<&str, &pgtenant_engine::DesiredTenant> = state
+            .desired
+            .iter()
+            .flat_map(|d| d.tenants.iter())
+            .map(|t| (t.id.as_str(), t))
+            .collect();
+        let new: BTreeMap<&str, &pgtenant_engine::DesiredTenant> =
+            desired.tenants.iter().map(|t| (t.id.as_str(), t)).collect();
+        let changed: BTreeSet<String> = old
+            .keys()
+            .chain(new.keys())
+            .filter(|id| old.get(*id) != new.get(*id))
+            .map(|id| id.to_string())
+            .collect();
+        let files: BTreeMap<String, (String, String, String)> = revision
+            .repo
+            .databases
+            .iter()
+            .map(|spec| {
+                (
+                    format!("{}/{}", spec.namespace, spec.name),
+                    (
+                        spec.preset.as_str().to_string(),
+                        spec.mode.as_str().to_string(),
+                        spec.location.file.display().to_string(),
+                    ),
+                )
+            })
+            .collect();
+        let cluster = self.cluster.clone();
+        self.shared.update(|s| {
+            for tenant in &desired.tenants {
+                let status = s
+                    .tenants
+                    .entry(tenant.id.clone())
+                    .or_insert_with(|| TenantStatus {
+                        tenant: tenant.id.clone(),
+                        cluster: cluster.clone(),
+                        ..TenantStatus::default()
+                    });
+                status.database = tenant.database.as_str().to_string();
+                if let Some((preset, mode, file)) = files.get(&tenant.id) {
+                    status.preset = preset.clone();
+                    status.mode = mode.clone();
+                    status.file = Some(file.clone());
+                }
+                if status.state == TenantState::Invalid {
+                    status.state = TenantState::Pending;
+                    status.last_error = None;
+                }
+            }
+        });
+        for id in &changed {
+            let tracked = state.tracked.entry(id.clone()).or_default();
+            tracked.change_seen_at = Some(revision.seen_at);
+            tracked.retry_at = None;
+            tracked.failures = 0;
+            state.pending.insert(id.clone());
+            self.ensure_listed(id);
+        }
+        for tenant in &desired.tenants {
+            state.tracked.entry(tenant.id.clone()).or_default();
+        }
+        state.revision = revision.revision.clone();
+        self.mark_invalid(state, &desired);
+        state.desired = Some(desired);
+    }
+
+    /// Runs one batch if one is due; true when it did.
+    async fn work(&mut self, state: &mut Loop) -> bool {
+        let now = Instant::now();
+        if now >= state.next_stats {
+            state.next_stats = now + STATS_EVERY;
+            self.read_stats(state).await;
+        }
+        let ready: BTreeSet<String> = state
+            .pending
+            .iter()
+            .filter(|t| {
+                state
+                    .tracked
+                    .get(*t)
+                    .is_none_or(|t| t.retry_at.is_none_or(|r| r <= now))
+            })
+            .take(CHANGE_BATCH)
+            .cloned()
+            .collect();
+        if !ready.is_empty() {
+            self.reconcile(state, ready, Trigger::Change).await;
+            return true;
+        }
+        if now < state.next_drift {
+            return false;
+        }
+        let drift_interval = self.settings.borrow().drift_interval;
+        let candidates: Vec<(&String, &Tracked)> = state
+            .tracked
+            .iter()
+            .filter(|(_, t)| !t.invalid && t.retry_at.is_none_or(|r| r <= now))
+            .collect();
+        let total = candidates.len().max(1);
+        // At most one batch a second; enough of them that every tenant comes round in time.
+        let ticks = (drift_interval.as_secs().max(1) as usize).min(total);
+        let tick = drift_interval / ticks as u32;
+        let size = total.div_ceil(ticks);
+        let mut oldest = candidates;
+        oldest.sort_by_key(|(_, t)| t.verified_at);
+        let batch: BTreeSet<String> = oldest
+            .into_iter()
+            .take(size)
+            .map(|(id, _)| id.clone())
+            .collect();
+        state.next_drift = now + tick;
+        if batch.is_empty() {
+            return false;
+        }
+        if state.pass_started.is_none() {
+            state.pass_started = Some((now, BTreeSet::new()));
+        }
+        self.reconcile(state, batch, Trigger::Drift).await;
+        true
+    }
+
+    async fn reconcile(&self, state: &mut Loop, mut scope: BTreeSet<String>, trigger: Trigger) {
+        let Some(desired) = state.desired.clone() else {
+            return;
+        };
+        loop {
+            let request = Request {
+                guard: self.guard.clone(),
+                scope: scope.clone(),
+            };
+            let started = Instant::now();
+            let applied = self
+                .reconciler
+                .apply(&desired, &request, |_| {
+                    Arc::new(|_: &pgtenant_engine::TenantOutcome| {})
+                })
+                .await;
+            let elapsed = started.elapsed();
+            match applied {
+                Ok(applied) => {
+                    self.record(state, &desired, &scope, &applied, trigger, elapsed);
+                    return;
+                }
+                // Neither declared nor on the cluster any more: gone, nothing to do.
+                Err(ReconcileError::UnknownTenant(gone)) => {
+                    self.forget(state, &gone);
+                    scope.remove(&gone);
+                    if scope.is_empty() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    self.batch_failed(state, &scope, &error, elapsed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn forget(&self, state: &mut Loop, tenant: &str) {
+        state.tracked.remove(tenant);
+        state.pending.remove(tenant);
+        self.shared.update(|s| s.tenants.remove(tenant));
+    }
+
+    fn backoff(tracked: &mut Tracked) -> Instant {
+        tracked.failures = tracked.failures.saturating_add(1);
+        let delay = Duration::from_secs(1)
+            .saturating_mul(1 << (tracked.failures - 1).min(16))
+            .min(MAX_BACKOFF);
+        let at = Instant::now() + delay;
+        tracked.retry_at = Some(at);
+        at
+    }
+
+    fn batch_failed(
+        &self,
+        state: &mut Loop,
+        scope: &BTreeSet<String>,
+        error: &ReconcileError,
+        elapsed: Duration,
+    ) {
+        let message = pgtenant_engine::error_chain(error);
+        tracing::warn!(cluster = %self.cluster, tenants = scope.len(), error = %message, "reconcile failed");
+        let unreachable = matches!(
+            error,
+            ReconcileError::Engine(pgtenant_engine::EngineError::Connect { .. })
+                | ReconcileError::Observe(pgtenant_engine::EngineError::Connect { .. })
+        );
+        let labels = ClusterResult {
+            cluster: self.cluster.clone(),
+            result: "failed".into(),
+        };
+        self.shared
+            .metrics
+            .reconcile_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.shared
+            .metrics
+            .reconciles
+            .get_or_create(&labels)
+            .inc_by(scope.len() as u64);
+        let mut retries = BTreeMap::new();
+        for tenant in scope {
+            let tracked = state.tracked.entry(tenant.clone()).or_default();
+            retries.insert(tenant.clone(), Self::backoff(tracked));
+            state.pending.insert(tenant.clone());
+        }
+        let now = crate::now();
+        let cluster = self.cluster.clone();
+        self.shared.update(|s| {
+            let status = s.clusters.entry(cluster.clone()).or_default();
+            status.name = cluster.clone();
+            status.reachable = !unreachable;
+            status.last_reconcile_at = Some(now.clone());
+            status.last_reconcile_ok = Some(false);
+            status.last_error = Some(message.clone());
+            for (tenant, at) in &retries {
+                if let Some(t) = s.tenants.get_mut(tenant) {
+                    t.state = TenantState::Failed;
+                    t.last_error = Some(message.clone());
+                    t.retry_at = Some(crate::rfc3339(crate::instant_to_system(*at)));
+                }
+            }
+        });
+        self.shared.publish(
+            crate::event(
+                EventKind::Failed,
+                None,
+                state.revision.clone(),
+                format!("reconciling {} tenant(s): {message}", scope.len()),
+            )
+            .with_cluster(&self.cluster)
+            .with_duration(elapsed),
+        );
+    }
+
+    fn record(
+        &self,
+        state: &mut Loop,
+        desired: &Desired,
+        scope: &BTreeSet<String>,
+        applied: &Applied,
+        trigger: Trigger,
+        elapsed: Duration,
+    ) {
+        let now_text = crate::now();
+        let now = Instant::now();
+        let mut any_failed = false;
+        let mut held_drops = Vec::new();
+        for tenant in scope {
+            let ops: Vec<String> = applied
+                .plan
+                .operations
+                .iter()
+                .filter(|op| &op.tenant == tenant)
+                .map(|op| format!("{}: {}", op.phase.as_str(), op.why))
+                .collect();
+            let dropped = applied
+                .plan
+                .operations
+                .iter()
+                .any(|op| &op.tenant == tenant && op.phase == Phase::Drop);
+            let outcome = applied.outcome.tenants.iter().find(|t| &t.tenant == tenant);
+            let notices: Vec<_> = applied
+                .plan
+                .notices
+                .iter()
+                .filter(|n| &n.tenant == tenant)
+                .collect();
+            let error = outcome
+                .and_then(|o| o.error.as_ref())
+                .map(|e| e.to_string());
+            let held = notices.iter().find(|n| n.kind == NoticeKind::Held);
+            let unresolved = notices
+                .iter()
+                .find(|n| matches!(n.kind, NoticeKind::Deferred | NoticeKind::Blocked));
+            let retained = notices.iter().any(|n| n.kind == NoticeKind::Retained);
+            let declared = desired.tenants.iter().any(|t| &t.id == tenant);
+            let applied_count = outcome.map_or(0, |o| o.applied);
+            let tracked = state.tracked.entry(tenant.clone()).or_default();
+            let (tenant_state, last_error, retry_at) = if let Some(error) = error.clone() {
+                (
+                    TenantState::Failed,
+                    Some(error),
+                    Some(Self::backoff(tracked)),
+                )
+            } else if let Some(notice) = unresolved {
+                (
+                    TenantState::Failed,
+                    Some(notice.reason.clone()),
+                    Some(Self::backoff(tracked)),
+                )
+            } else if let Some(notice) = held {
+                held_drops.push(format!("{tenant}: {}", notice.reason));
+                (TenantState::Held, Some(notice.reason.clone()), None)
+            } else {
+                tracked.failures = 0;
+                (TenantState::InSync, None, None)
+            };
+            tracked.retry_at = retry_at;
+            let ok = tenant_state == TenantState::InSync;
+            any_failed |= tenant_state == TenantState::Failed;
+            if ok || tenant_state == TenantState::Held {
+                state.pending.remove(tenant);
+                tracked.verified_at = Some(now);
+            }
+            let seen_at = if ok {
+                tracked.change_seen_at.take()
+            } else {
+                None
+            };
+            self.shared
+                .metrics
+                .reconciles
+                .get_or_create(&ClusterResult {
+                    cluster: self.cluster.clone(),
+                    result: if tenant_state == TenantState::Failed {
+                        "failed"
+                    } else {
+                        "ok"
+                    }
+                    .into(),
+                })
+                .inc();
+            if let Some(seen_at) = seen_at {
+                let latency = SystemTime::now()
+                    .duration_since(seen_at)
+                    .unwrap_or_default();
+                self.shared
+                    .metrics
+                    .change_to_applied
+                    .get_or_create(&SourceLabel {
+                        source: self.source_kind.to_string(),
+                    })
+                    .observe(latency.as_secs_f64());
+            }
+            if let Some((_, verified)) = &mut state.pass_started {
+                if trigger == Trigger::Drift {
+                    verified.insert(tenant.clone());
+                }
+            }
+            let gone = ok && !declared && (dropped || retained);
+            if gone {
+                state.tracked.remove(tenant);
+                state.pending.remove(tenant);
+                self.shared.update(|s| s.tenants.remove(tenant));
+                self.shared.publish(
+                    crate::event(
+                        EventKind::Reconciled,
+                        Some(tenant),
+                        state.revision.clone(),
+                        if dropped {
+                            "removed from the repo: dropped".to_string()
+                        } else {
+                            "removed from the repo: protected, kept (orphaned)".to_string()
+                        },
+                    )
+                    .with_cluster(&self.cluster)
+                    .with_duration(elapsed),
+                );
+                continue;
+            }
+            let repaired = trigger == Trigger::Drift && ok && applied_count > 0;
+            if repaired {
+                self.shared
+                    .metrics
+                    .drift_repairs
+                    .get_or_create(&ClusterLabel {
+                        cluster: self.cluster.clone(),
+                    })
+                    .inc();
+            }
+            let revision = state.revision.clone();
+            let drift = ops.clone();
+            let (error_text, retry_text) = (
+                last_error.clone(),
+                retry_at.map(|at| crate::rfc3339(crate::instant_to_system(at))),
+            );
+            self.shared.update(|s| {
+                let Some(status) = s.tenants.get_mut(tenant) else {
+                    return;
+                };
+                status.state = tenant_state;
+                status.last_error = error_text;
+                status.retry_at = retry_text;
+                status.drift = if ok { Vec::new() } else { drift };
+                if ok || tenant_state == TenantState::Held {
+                    status.last_verified_at = Some(now_text.clone());
+                }
+                if ok && applied_count > 0 {
+                    status.last_applied_at = Some(now_text.clone());
+                    status.last_applied_revision = revision.clone();
+                }
+                if ok && status.last_applied_at.is_none() {
+                    // In sync when first seen: what is served is this revision.
+                    status.last_applied_at = Some(now_text.clone());
+                    status.last_applied_revision = revision.clone();
+                }
+            });
+            let kind = match tenant_state {
+                TenantState::Failed => Some(EventKind::Failed),
+                TenantState::Held => Some(EventKind::Held),
+                _ if repaired => Some(EventKind::Drift),
+                _ if applied_count > 0 => Some(EventKind::Reconciled),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let message = match kind {
+                    EventKind::Failed | EventKind::Held => last_error.clone().unwrap_or_default(),
+                    EventKind::Drift => format!("drift repaired: {}", ops.join("; ")),
+                    _ => format!("{applied_count} change(s) applied"),
+                };
+                if kind == EventKind::Failed {
+                    tracing::warn!(tenant = %tenant, error = %message, "tenant reconcile failed");
+                } else {
+                    tracing::info!(tenant = %tenant, %message, "tenant reconciled");
+                }
+                self.shared.publish(
+                    crate::event(kind, Some(tenant), state.revision.clone(), message)
+                        .with_cluster(&self.cluster)
+                        .with_duration(elapsed),
+                );
+            }
+        }
+        let result = if any_failed { "failed" } else { "ok" };
+        self.shared
+            .metrics
+            .reconcile_duration
+            .get_or_create(&ClusterResult {
+                cluster: self.cluster.clone(),
+                result: result.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+        // A drift pass ends when every tenant has been verified since it started.
+        let mut pass_done = None;
+        if let Some((started, verified)) = &state.pass_started {
+            let all = state
+                .tracked
+                .iter()
+                .filter(|(_, t)| !t.invalid)
+                .all(|(id, _)| verified.contains(id));
+            if all {
+                pass_done = Some(started.elapsed());
+            }
+        }
+        if pass_done.is_some() {
+            state.pass_started = None;
+        }
+        let cluster = self.cluster.clone();
+        self.shared.update(|s| {
+            let status = s.clusters.entry(cluster.clone()).or_default();
+            status.name = cluster.clone();
+            status.reachable = true;
+            status.last_reconcile_at = Some(now_text.clone());
+            status.last_reconcile_ok = Some(!any_failed);
+            if !any_failed {
+                status.last_error = None;
+            }
+            // Held drops of this batch replace those reported before for the same tenants.
+            status
+                .held_drops
+                .retain(|line| !scope.iter().any(|t| line.starts_with(&format!("{t}: "))));
+            status.held_drops.extend(held_drops);
+            if let Some(took) = pass_done {
+                status.last_drift_pass_at = Some(now_text.clone());
+                status.last_drift_pass_ms = Some(took.as_millis() as u64);
+            }
+        });
+    }
+
+    /// Size and connections of every database, in one query on a session kept open.
+    async fn read_stats(&self, state: &mut Loop) {
+        if state.stats.as_ref().is_none_or(|c| c.is_closed()) {
+            state.stats = self.reconciler.connector.connect(None).await.ok();
+        }
+        let Some(client) = &state.stats else {
+            return;
+        };
+        let rows = client
+            .query(
+                "SELECT d.datname::text,
+                        CASE WHEN pg_catalog.has_database_privilege(d.oid, 'CONNECT')
+                               OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+                             THEN pg_catalog.pg_database_size(d.oid) END,
+                        s.numbackends
+                   FROM pg_catalog.pg_database d
+                   LEFT JOIN pg_catalog.pg_stat_database s ON s.datid = d.oid
+                  WHERE NOT d.datistemplate",
+                &[],
+            )
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "reading database sizes");
+                state.stats = None;
+                return;
+            }
+        };
+        let stats: BTreeMap<String, (Option<i64>, Option<i32>)> = rows
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        self.shared.update(|s| {
+            for status in s.tenants.values_mut() {
+                if let Some((size, connections)) = stats.get(&status.database) {
+                    status.size_bytes = *size;
+                    status.connections = *connections;
+                }
+            }
+        });
+    }
+}
