@@ -170,7 +170,10 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
             }
         }
     };
-    let reconciler = reconciler(context)?;
+    let mut reconciler = reconciler(context)?;
+    // The last verifications stay in memory, warm between reconciles (issue 11): a change reads
+    // only the databases whose statistics moved; every drift pass verifies all of them.
+    reconciler.trust = pgtenant_engine::verified::Trust::in_memory(drift_interval);
     let endpoint = format!("{}:{}", reconciler.endpoint.host, reconciler.endpoint.port);
     let http = HttpSettings {
         listen,

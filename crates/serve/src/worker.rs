@@ -392,6 +392,9 @@ impl Worker {
             let request = Request {
                 guard: self.guard.clone(),
                 scope: scope.clone(),
+                // A drift pass re-verifies whatever the statistics say; a change reads only what
+                // may have changed (the in-memory verifications stay warm between reconciles).
+                full: trigger == Trigger::Drift,
             };
             let started = Instant::now();
             let applied = self
