@@ -200,3 +200,33 @@ macro_rules! both_stores_sync {
         }
     };
 }
+
+/// The prefix the `pgtenant.yaml` of `env` gives the store.
+pub fn prefix_of(env: &Env) -> String {
+    std::fs::read_to_string(env.state_path().join("pgtenant.yaml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("prefix: ").map(str::to_owned))
+        .unwrap_or_else(|| "customer/".to_owned())
+}
+
+/// The value (JSON) of the version of secret `<prefix><rest>` that has `stage` (`AWSCURRENT`,
+/// `AWSPENDING`, `AWSPREVIOUS`), read directly from moto; None when no version has it.
+pub async fn staged(env: &Env, rest: &str, stage: &str) -> Option<serde_json::Value> {
+    let store = pgtenant_secrets::AwsSecretsManagerStore::new(pgtenant_secrets::AwsSettings {
+        region: Some(REGION.to_owned()),
+        endpoint_url: Some(moto()?.url.clone()),
+        ..Default::default()
+    });
+    let value = store
+        .client()
+        .await
+        .unwrap()
+        .get_secret_value()
+        .secret_id(format!("{}{rest}", prefix_of(env)))
+        .version_stage(stage)
+        .send()
+        .await
+        .ok()?;
+    Some(serde_json::from_str(value.secret_string()?).unwrap())
+}

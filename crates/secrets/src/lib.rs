@@ -72,6 +72,7 @@ mod credential;
 mod error;
 pub mod export;
 mod file_store;
+pub mod manifest;
 mod memory;
 mod password;
 mod path;
