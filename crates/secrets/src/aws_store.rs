@@ -723,4 +723,86 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
     }
+
+    /// A Secrets Manager stand-in that answers the first `throttled` requests with
+    /// `ThrottlingException` and the others with `answer`; returns its URL and request counter.
+    fn throttling_server(throttled: usize, answer: &'static str) -> (String, Arc<AtomicU64>) {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicU64::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
+                let (status, body) = if n < throttled {
+                    (
+                        "400 Bad Request",
+                        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+                    )
+                } else {
+                    ("200 OK", answer)
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_with_backoff() {
+        // Dummy credentials: the SDK signs every request (this test binary reads no other AWS_*).
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        let answer = r#"{"Name":"customer/shop/orders-app","VersionId":"v1","VersionStages":["AWSCURRENT"],"SecretString":"{\"username\":\"u\",\"password\":\"p\",\"endpoint\":\"h\",\"port\":5432,\"dbname\":\"d\"}"}"#;
+        let (url, seen) = throttling_server(3, answer);
+        let store = AwsSecretsManagerStore::new(AwsSettings {
+            region: Some("eu-west-1".into()),
+            endpoint_url: Some(url),
+            ..AwsSettings::default()
+        });
+        let path = SecretPath::for_role("shop", "orders", "app");
+        let credential = store.get(&path).await.unwrap().expect("read after retries");
+        assert_eq!(credential.username, "u");
+        assert_eq!(
+            seen.load(Ordering::Relaxed),
+            4,
+            "three throttled, one answered"
+        );
+        assert_eq!(store.requests(), 4);
+
+        // Beyond the attempts it gives up with the service's error, never "no secret".
+        let (url, _) = throttling_server(usize::MAX, answer);
+        let store = AwsSecretsManagerStore::new(AwsSettings {
+            region: Some("eu-west-1".into()),
+            endpoint_url: Some(url),
+            ..AwsSettings::default()
+        });
+        let error = store.get(&path).await.unwrap_err().to_string();
+        assert!(error.contains("ThrottlingException"), "{error}");
+        assert_eq!(store.requests(), 8);
+    }
 }
