@@ -357,3 +357,50 @@ async fn real_aws_account() {
     );
     assert_eq!(env.plan().code, 0);
 }
+
+#[tokio::test]
+async fn a_dropped_tenants_secrets_are_deleted_recoverably_and_restored_when_declared_again() {
+    if !Store::Aws.available() {
+        return;
+    }
+    let env = Store::Aws.env();
+    env.declare("team", "keep", &[("keep", "standard")]);
+    env.declare("team", "gone", &[("gone", "standard")]);
+    env.apply();
+    env.remove("team/gone/values.yaml");
+    env.apply();
+    let name = format!("{}team/gone-admin", aws::prefix_of(&env));
+    let store = sdk_store("customer/");
+    let described = store
+        .client()
+        .await
+        .unwrap()
+        .describe_secret()
+        .secret_id(&name)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        described.deleted_date().is_some(),
+        "deleted with a recovery window, not destroyed"
+    );
+    assert_eq!(
+        env.run(&["credentials", "team/gone", "--role", "admin"])
+            .code,
+        1
+    );
+
+    // Declared again within the window: the secret is restored and holds the new credentials.
+    env.declare("team", "gone", &[("gone", "standard")]);
+    env.apply();
+    for role in ["admin", "write", "read"] {
+        let uri = env.credentials("team/gone", role)["uri"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        connect(&uri, None)
+            .await
+            .unwrap_or_else(|e| panic!("{role}: {e}"));
+    }
+    assert_eq!(env.plan().code, 0);
+}

@@ -242,7 +242,7 @@ impl AwsSecretsManagerStore {
                 let id = output.version_id().unwrap_or_default().to_owned();
                 Ok(Some((id, output.version_stages().to_vec(), credential)))
             }
-            Err(e) if absent(&e) => Ok(None),
+            Err(e) if absent(&e) || scheduled_for_deletion(&e) => Ok(None),
             Err(e) => Err(aws_error("GetSecretValue", name, e)),
         }
     }
@@ -301,13 +301,7 @@ impl AwsSecretsManagerStore {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if scheduled_for_deletion(&e) => {
-                self.client()
-                    .await?
-                    .restore_secret()
-                    .secret_id(name)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("RestoreSecret", name, e))?;
+                self.restore(name).await?;
                 Ok(false)
             }
             Err(e) => Err(aws_error("CreateSecret", name, e)),
@@ -323,7 +317,7 @@ impl AwsSecretsManagerStore {
     }
 
     /// `PutSecretValue` of `value` with `stages` (None: Secrets Manager's default, `AWSCURRENT`),
-    /// creating or restoring the secret as needed. `initial` is what a new secret starts with.
+    /// creating or restoring the secret first as needed. `initial` is what a new secret starts with.
     async fn put_value(
         &self,
         name: &str,
@@ -331,27 +325,57 @@ impl AwsSecretsManagerStore {
         stages: Option<&str>,
         initial: &str,
     ) -> Result<(), StoreError> {
-        for attempt in 0..2 {
-            let mut request = self
-                .client()
-                .await?
-                .put_secret_value()
-                .secret_id(name)
-                .secret_string(value);
-            if let Some(stage) = stages {
-                request = request.version_stages(stage);
-            }
-            match request.send().await {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt == 0 && (absent(&e) || scheduled_for_deletion(&e)) => {
-                    if self.create(name, initial).await? && initial == value {
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(aws_error("PutSecretValue", name, e)),
-            }
+        if self.ensure_exists(name, initial).await? && initial == value {
+            return Ok(());
         }
-        unreachable!("the second attempt returns")
+        let mut request = self
+            .client()
+            .await?
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value);
+        if let Some(stage) = stages {
+            request = request.version_stages(stage);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| aws_error("PutSecretValue", name, e))?;
+        Ok(())
+    }
+
+    /// Takes secret `name` out of its recovery window.
+    async fn restore(&self, name: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .restore_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .map_err(|e| aws_error("RestoreSecret", name, e))?;
+        Ok(())
+    }
+
+    /// Makes sure secret `name` exists and is not deleted: created with `initial` (true returned),
+    /// or restored from its recovery window. Asked first rather than learnt from a failed write,
+    /// since not every implementation refuses writes to a deleted secret (moto does not).
+    async fn ensure_exists(&self, name: &str, initial: &str) -> Result<bool, StoreError> {
+        let described = self
+            .client()
+            .await?
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await;
+        match described {
+            Ok(d) if d.deleted_date().is_some() => {
+                self.restore(name).await?;
+                Ok(false)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if absent(&e) => self.create(name, initial).await,
+            Err(e) => Err(aws_error("DescribeSecret", name, e)),
+        }
     }
 
     /// Moves `stage` to `to` (from whichever version has it) or removes it from `from`.
@@ -642,10 +666,16 @@ where
         Some(_) => "",
         None => "; is the endpoint reachable and are AWS credentials configured?",
     };
+    // The service's own words where it answered; the whole chain (connection, timeout) otherwise.
+    let said = match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => DisplayErrorContext(&error).to_string(),
+    };
     StoreError::Aws {
         operation,
         name: name.to_owned(),
-        message: format!("{}{hint}", DisplayErrorContext(&error)),
+        message: format!("{said}{hint}"),
     }
 }
 
