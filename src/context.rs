@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use pgtenant_cluster::{ClusterOptions, EmbeddedCluster};
+use pgtenant_config::StoreKind;
 use pgtenant_config::{ClusterConfig, Config, HostPort, DEFAULT_CLUSTER};
 use pgtenant_engine::{Connector, Endpoint};
-use pgtenant_secrets::{CredentialStore, FileStore};
+use pgtenant_secrets::{AwsSecretsManagerStore, AwsSettings, CredentialStore, FileStore};
 
 use crate::Cli;
 
@@ -335,8 +336,40 @@ impl Context {
         })
     }
 
+    /// The configured store (`store.type`, the file store by default).
     pub fn store(&self) -> Result<Arc<dyn CredentialStore>> {
-        Ok(Arc::new(self.file_store()?))
+        self.store_of(self.store_kind())
+    }
+
+    /// The config's `store.type`.
+    pub fn store_kind(&self) -> StoreKind {
+        self.config
+            .as_ref()
+            .map_or(StoreKind::File, |(_, c)| c.store.kind)
+    }
+
+    /// The store of type `kind`: the file store under the state directory, or Secrets Manager as
+    /// the config's `store:` says (its defaults otherwise).
+    pub fn store_of(&self, kind: StoreKind) -> Result<Arc<dyn CredentialStore>> {
+        Ok(match kind {
+            StoreKind::File => Arc::new(self.file_store()?),
+            StoreKind::AwsSecretsManager => Arc::new(self.aws_store()),
+        })
+    }
+
+    /// The AWS Secrets Manager store with the config's settings.
+    pub fn aws_store(&self) -> AwsSecretsManagerStore {
+        let mut settings = AwsSettings::default();
+        if let Some((_, config)) = &self.config {
+            let store = &config.store;
+            settings.region = store.region.clone();
+            settings.endpoint_url = store.endpoint_url.clone();
+            settings.kms_key_id = store.kms_key_id.clone();
+            if let Some(prefix) = &store.prefix {
+                settings.prefix = prefix.clone();
+            }
+        }
+        AwsSecretsManagerStore::new(settings)
     }
 
     /// The CA that verifies the cluster's server certificate, absolute: `--ca-file`, else the

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::aws::Store;
 use common::{Env, Output};
 use saphyr::{LoadableYamlNode, Yaml};
 use serde_json::Value;
@@ -17,7 +18,11 @@ const TENANT: &str = "idp-dev/my-db";
 
 /// `idp-dev/my-db` declared and applied.
 fn applied_env() -> Env {
-    let env = Env::new();
+    applied_env_on(Store::File)
+}
+
+fn applied_env_on(store: Store) -> Env {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
     env
@@ -83,9 +88,8 @@ fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-#[test]
-fn every_format_parses_back_and_connection_strings_log_in() {
-    let env = applied_env();
+fn every_format_parses_back_and_connection_strings_log_in(store: Store) {
+    let env = applied_env_on(store);
     let json = env.credentials(TENANT, "write");
     for key in [
         "username", "password", "endpoint", "port", "dbname", "sslmode", "uri",
@@ -234,10 +238,13 @@ fn every_format_parses_back_and_connection_strings_log_in() {
         .zip(["username", "password", "endpoint", "port"])
     {
         assert_eq!(yaml_str(entry, &["secretKey"]), property);
-        assert_eq!(
-            yaml_str(entry, &["remoteRef", "key"]),
-            "customer/idp-dev/my-db-write"
-        );
+        // Where the store keeps it: `customer/…` for the file store, the configured prefix for
+        // Secrets Manager.
+        let key = match store {
+            Store::File => "customer/idp-dev/my-db-write".to_owned(),
+            Store::Aws => format!("{}idp-dev/my-db-write", common::aws::prefix_of(&env)),
+        };
+        assert_eq!(yaml_str(entry, &["remoteRef", "key"]), key);
         assert_eq!(yaml_str(entry, &["remoteRef", "property"]), property);
     }
 
@@ -254,9 +261,8 @@ fn every_format_parses_back_and_connection_strings_log_in() {
     assert!(out.stderr.contains("requires SSL"), "{}", out.stderr);
 }
 
-#[test]
-fn export_writes_every_declared_role_privately_and_reports_missing_ones() {
-    let env = Env::new();
+fn export_writes_every_declared_role_privately_and_reports_missing_ones(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.declare("shop", "cart", &[("cart", "protected")]);
     env.apply();
@@ -1015,9 +1021,8 @@ async fn store_verify_finds_tampering_and_a_broken_key_never_reissues_passwords(
     assert_eq!(env.plan().code, 0, "in sync again");
 }
 
-#[test]
-fn doctor_for_a_tenant_without_credentials_is_an_error() {
-    let env = applied_env();
+fn doctor_for_a_tenant_without_credentials_is_an_error(store: Store) {
+    let env = applied_env_on(store);
     for format in ["text", "json"] {
         let out = env.run(&["doctor", "idp-dev/unknown", "--format", format]);
         assert_eq!(out.code, 1, "{format}: {}\n{}", out.stdout, out.stderr);
@@ -1032,9 +1037,8 @@ fn doctor_for_a_tenant_without_credentials_is_an_error() {
     assert_eq!(env.run(&["doctor", TENANT]).code, 0);
 }
 
-#[test]
-fn a_role_outside_the_tenants_preset_is_answered_with_the_presets_roles() {
-    let env = Env::new();
+fn a_role_outside_the_tenants_preset_is_answered_with_the_presets_roles(store: Store) {
+    let env = store.env();
     env.write(
         "shop/checkout/values.yaml",
         "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: checkout\n    preset: app-migrator\n",
@@ -1108,3 +1112,9 @@ fn role_help_names_every_presets_roles() {
         );
     }
 }
+
+// The store-agnostic tests, against the file store and Secrets Manager (common/aws.rs).
+both_stores_sync!(every_format_parses_back_and_connection_strings_log_in);
+both_stores_sync!(export_writes_every_declared_role_privately_and_reports_missing_ones);
+both_stores_sync!(doctor_for_a_tenant_without_credentials_is_an_error);
+both_stores_sync!(a_role_outside_the_tenants_preset_is_answered_with_the_presets_roles);

@@ -1,8 +1,10 @@
 //! `pgtenant rotate`: new passwords with sessions open, crash safety between every step, and grace
-//! rotation through a second login per role (including the owner role).
+//! rotation through a second login per role (including the owner role). Each test runs against the
+//! file store and against AWS Secrets Manager (moto, see common/aws.rs): `NAME::file`, `NAME::aws`.
 
 mod common;
 
+use common::aws::{staged, Store};
 use common::{connect, Env};
 
 fn uri(env: &Env, role: &str) -> String {
@@ -12,9 +14,8 @@ fn uri(env: &Env, role: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn rotation_keeps_open_sessions_and_changes_new_logins() {
-    let env = Env::new();
+async fn rotation_keeps_open_sessions_and_changes_new_logins(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
     let before = uri(&env, "write");
@@ -64,9 +65,8 @@ async fn rotation_keeps_open_sessions_and_changes_new_logins() {
     }
 }
 
-#[tokio::test]
-async fn a_rotation_killed_between_any_two_steps_is_completed_by_the_next_run() {
-    let env = Env::new();
+async fn a_rotation_killed_between_any_two_steps_is_completed_by_the_next_run(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
     for (step, next_run) in [
@@ -87,6 +87,14 @@ async fn a_rotation_killed_between_any_two_steps_is_completed_by_the_next_run() 
             None,
             "{step}: the process must die by a signal"
         );
+        if store == Store::Aws && step != "rotate:after-store" {
+            assert!(
+                staged(&env, "idp-dev/my-db-read", "AWSPENDING")
+                    .await
+                    .is_some(),
+                "{step}: the new password waits as the AWSPENDING version"
+            );
+        }
         let out = match next_run {
             "apply" => env.run(&["apply"]),
             _ => env.run(&["rotate", "idp-dev/my-db", "--role", "read"]),
@@ -118,9 +126,8 @@ async fn a_rotation_killed_between_any_two_steps_is_completed_by_the_next_run() 
     }
 }
 
-#[tokio::test]
-async fn grace_rotation_keeps_the_previous_credentials_valid_for_one_period() {
-    let env = Env::new();
+async fn grace_rotation_keeps_the_previous_credentials_valid_for_one_period(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
     let admin = connect(&uri(&env, "admin"), None).await.unwrap();
@@ -145,6 +152,16 @@ async fn grace_rotation_keeps_the_previous_credentials_valid_for_one_period() {
         "idp-dev-my-db-write-alt"
     );
     let second = uri(&env, "write");
+    if store == Store::Aws {
+        // Secrets Manager keeps the previous period's credentials as AWSPREVIOUS.
+        let previous = staged(&env, "idp-dev/my-db-write", "AWSPREVIOUS")
+            .await
+            .unwrap();
+        assert_eq!(previous["uri"].as_str(), Some(first.as_str()));
+        assert!(staged(&env, "idp-dev/my-db-write", "AWSPENDING")
+            .await
+            .is_none());
+    }
     let old = connect(&first, None)
         .await
         .expect("apps holding the previous credentials keep connecting");
@@ -224,9 +241,8 @@ async fn grace_rotation_keeps_the_previous_credentials_valid_for_one_period() {
     assert_eq!(left, 0);
 }
 
-#[tokio::test]
-async fn an_apply_killed_after_creating_roles_is_completed_by_the_next_run() {
-    let env = Env::new();
+async fn an_apply_killed_after_creating_roles_is_completed_by_the_next_run(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     let killed = env
         .cmd()
@@ -252,9 +268,8 @@ async fn an_apply_killed_after_creating_roles_is_completed_by_the_next_run() {
     assert_eq!(env.plan().code, 0);
 }
 
-#[tokio::test]
-async fn credentials_naming_a_twin_dropped_by_hand_are_replaced() {
-    let env = Env::new();
+async fn credentials_naming_a_twin_dropped_by_hand_are_replaced(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
     assert_eq!(
@@ -280,9 +295,8 @@ async fn credentials_naming_a_twin_dropped_by_hand_are_replaced() {
     assert_eq!(env.plan().code, 0);
 }
 
-#[tokio::test]
-async fn an_interrupted_password_change_is_reported_and_its_credential_withheld() {
-    let env = Env::new();
+async fn an_interrupted_password_change_is_reported_and_its_credential_withheld(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
     // The server has the new password, the store still the old one.
@@ -381,9 +395,8 @@ async fn an_interrupted_password_change_is_reported_and_its_credential_withheld(
         .expect("the settled credentials log in");
 }
 
-#[test]
-fn rotate_all_for_a_tenant_without_credentials_names_it() {
-    let env = Env::new();
+fn rotate_all_for_a_tenant_without_credentials_names_it(store: Store) {
+    let env = store.env();
     env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
     env.apply();
     let out = env.run(&["rotate", "idp-dev/unknown", "--all"]);
@@ -404,3 +417,11 @@ fn rotate_all_for_a_tenant_without_credentials_names_it() {
         assert!(help.stdout.contains(preset), "{}", help.stdout);
     }
 }
+
+both_stores!(rotation_keeps_open_sessions_and_changes_new_logins);
+both_stores!(a_rotation_killed_between_any_two_steps_is_completed_by_the_next_run);
+both_stores!(grace_rotation_keeps_the_previous_credentials_valid_for_one_period);
+both_stores!(an_apply_killed_after_creating_roles_is_completed_by_the_next_run);
+both_stores!(credentials_naming_a_twin_dropped_by_hand_are_replaced);
+both_stores!(an_interrupted_password_change_is_reported_and_its_credential_withheld);
+both_stores_sync!(rotate_all_for_a_tenant_without_credentials_names_it);

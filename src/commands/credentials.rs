@@ -413,9 +413,21 @@ pub fn run(context: &Context, args: &CredentialsArgs) -> Result<u8> {
     let export = loaded.export(&options);
     match args.format {
         CredentialFormat::Json => print_json(&export.json())?,
-        format => out!("{}", export.render(format.into())),
+        format => out!("{}", render(context, &loaded, &export, format.into())),
     }
     Ok(EXIT_OK)
+}
+
+/// `format` of `export`; the ExternalSecret reads the secret's name in the configured store
+/// (Secrets Manager's prefix may differ from `customer/`).
+fn render(context: &Context, loaded: &Loaded, export: &Export<'_>, format: ExportFormat) -> String {
+    match (format, context.store_kind()) {
+        (ExportFormat::ExternalSecret, pgtenant_config::StoreKind::AwsSecretsManager) => {
+            let path = loaded.tenant_role().secret_path();
+            export.external_secret_at(&context.aws_store().secret_name(&path))
+        }
+        _ => export.render(format),
+    }
 }
 
 /// `export`: one file per declared tenant role. Missing or unreadable credentials are reported and
@@ -466,7 +478,8 @@ pub fn export(context: &Context, args: &ExportArgs) -> Result<u8> {
                 loaded.tenant_role().object_name(),
                 format.extension()
             ));
-            write_private(&file, loaded.export(&options).render(format).as_bytes())?;
+            let text = render(context, &loaded, &loaded.export(&options), format);
+            write_private(&file, text.as_bytes())?;
             outln!("{}", file.display());
             written += 1;
         }

@@ -6,6 +6,8 @@
 //! `pgtenant_cluster::TestCluster`.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod aws;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,6 +63,8 @@ impl Env {
             .env("PGTENANT_ADMIN_URL", self.admin_url())
             .env("PGTENANT_STATE_DIR", self.state.path())
             .current_dir(self.repo.path());
+        // The Secrets Manager tests' endpoint and dummy credentials (common/aws.rs).
+        cmd.envs(std::env::vars().filter(|(name, _)| name.starts_with("AWS_")));
         cmd
     }
 

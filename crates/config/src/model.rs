@@ -109,24 +109,38 @@ impl fmt::Display for HostPort {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreConfig {
     pub kind: StoreKind,
-    /// `keyFile:`; None: the default under the state directory.
+    /// `keyFile:` (file store); None: the default under the state directory.
     pub key_file: Option<PathBuf>,
+    /// `region:` (AWS Secrets Manager); None: the AWS SDK's own (`AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// `prefix:` (AWS Secrets Manager): what secret names start with instead of `customer/`;
+    /// None: `customer/`.
+    pub prefix: Option<String>,
+    /// `endpointUrl:` (AWS Secrets Manager): another API endpoint (a VPC endpoint, a local
+    /// emulator); None: the region's.
+    pub endpoint_url: Option<String>,
+    /// `kmsKeyId:` (AWS Secrets Manager): the KMS key that encrypts new secrets; None: the
+    /// account's `aws/secretsmanager` key.
+    pub kms_key_id: Option<String>,
 }
 
-/// `store.type`. More come with network stores.
+/// `store.type`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StoreKind {
     /// The encrypted file store under the state directory.
     #[default]
     File,
+    /// AWS Secrets Manager, one secret per tenant role at `<prefix><namespace>/<database>-<role>`.
+    AwsSecretsManager,
 }
 
 impl StoreKind {
-    pub const ALL: [StoreKind; 1] = [StoreKind::File];
+    pub const ALL: [StoreKind; 2] = [StoreKind::File, StoreKind::AwsSecretsManager];
 
     pub fn as_str(self) -> &'static str {
         match self {
             StoreKind::File => "file",
+            StoreKind::AwsSecretsManager => "aws-secrets-manager",
         }
     }
 }

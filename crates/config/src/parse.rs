@@ -45,7 +45,14 @@ pub(crate) const CLUSTER_FIELDS: [&str; 5] = [NAME, ADMIN_URL, ENDPOINT, CA_FILE
 
 pub(crate) const TYPE: &str = "type";
 pub(crate) const KEY_FILE: &str = "keyFile";
-pub(crate) const STORE_FIELDS: [&str; 2] = [TYPE, KEY_FILE];
+pub(crate) const REGION: &str = "region";
+pub(crate) const PREFIX: &str = "prefix";
+pub(crate) const ENDPOINT_URL: &str = "endpointUrl";
+pub(crate) const KMS_KEY_ID: &str = "kmsKeyId";
+pub(crate) const STORE_FIELDS: [&str; 6] =
+    [TYPE, KEY_FILE, REGION, PREFIX, ENDPOINT_URL, KMS_KEY_ID];
+/// The keys only the AWS Secrets Manager store takes.
+const AWS_STORE_FIELDS: [&str; 4] = [REGION, PREFIX, ENDPOINT_URL, KMS_KEY_ID];
 
 pub(crate) const BACKUP_FIELDS: [&str; 3] = ["full", "diff", "incr"];
 
@@ -575,8 +582,11 @@ impl Parser<'_> {
         let Some(entries) = self.mapping(value, STORE, &STORE_FIELDS) else {
             return store;
         };
-        for (key, _, value) in entries {
+        // Which keys were given, to check them against the type once it is known.
+        let mut given = Vec::new();
+        for (key, key_node, value) in entries {
             let field = format!("{STORE}.{key}");
+            given.push((key, key_node));
             match key {
                 TYPE => {
                     let names: Vec<&str> = StoreKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -601,10 +611,102 @@ impl Parser<'_> {
                     }
                 }
                 KEY_FILE => store.key_file = self.path(value, &field),
+                REGION => store.region = self.aws_region(value, &field),
+                PREFIX => store.prefix = self.secret_prefix(value, &field),
+                ENDPOINT_URL => store.endpoint_url = self.endpoint_url(value, &field),
+                KMS_KEY_ID => {
+                    store.kms_key_id = self
+                        .text(value, &field, "a KMS key id, ARN or alias")
+                        .map(|t| t.trim().to_owned())
+                }
                 _ => unreachable!("only known keys are returned"),
             }
         }
+        for (key, key_node) in given {
+            let misplaced = match store.kind {
+                StoreKind::File => AWS_STORE_FIELDS.contains(&key),
+                StoreKind::AwsSecretsManager => key == KEY_FILE,
+            };
+            if misplaced {
+                let (other, this) = match store.kind {
+                    StoreKind::File => (StoreKind::AwsSecretsManager, StoreKind::File),
+                    StoreKind::AwsSecretsManager => (StoreKind::File, StoreKind::AwsSecretsManager),
+                };
+                self.error(
+                    key_node,
+                    &format!("{STORE}.{key}"),
+                    format!(
+                        "`{key}` is a setting of the `{}` store, and this store's type is `{}`",
+                        other.as_str(),
+                        this.as_str()
+                    ),
+                    format!("remove it, or set `type: {}`", other.as_str()),
+                );
+            }
+        }
         store
+    }
+
+    /// An AWS region name such as `eu-west-1`.
+    fn aws_region(&mut self, value: &MarkedYaml, field: &str) -> Option<String> {
+        let text = self
+            .text(value, field, "an AWS region such as `eu-west-1`")?
+            .trim();
+        let valid = text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && text.contains('-');
+        if !valid {
+            self.error(
+                value,
+                field,
+                format!("`{}` is not an AWS region name", shown(text)),
+                "e.g. `eu-west-1`".to_owned(),
+            );
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    /// What secret names start with: characters Secrets Manager allows in names, ending with `/`.
+    fn secret_prefix(&mut self, value: &MarkedYaml, field: &str) -> Option<String> {
+        let text = self.text(value, field, "a secret name prefix such as `customer/`")?;
+        let valid = text.ends_with('/')
+            && !text.starts_with('/')
+            && !text.contains("//")
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b));
+        if !valid {
+            self.error(
+                value,
+                field,
+                format!("`{}` is not a secret name prefix", shown(text)),
+                "use letters, digits and `/_+=.@-`, ending with `/`, e.g. `customer/`".to_owned(),
+            );
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    /// An http:// or https:// URL.
+    fn endpoint_url(&mut self, value: &MarkedYaml, field: &str) -> Option<String> {
+        let text = self.text(value, field, "an http(s):// URL")?.trim();
+        let lower = text.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"));
+        if rest.is_none_or(|host| host.is_empty() || host.starts_with('/')) {
+            self.error(
+                value,
+                field,
+                format!("`{}` is not an http(s):// URL", shown(text)),
+                "e.g. `https://secretsmanager.eu-west-1.amazonaws.com` or `http://127.0.0.1:5000`"
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(text.to_owned())
     }
 
     fn environment(&mut self, field: &str, value: &MarkedYaml) -> Option<Environment> {

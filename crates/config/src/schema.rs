@@ -12,9 +12,9 @@ use serde_json::{Map, Value};
 use crate::model::StoreKind;
 use crate::parse::{
     ADMIN_URL, BACKUPS, BACKUP_FIELDS, BRANCH, CA_FILE, CERT_FILE, CLUSTERS, DRIFT_INTERVAL,
-    ENDPOINT, ENVIRONMENT, GIT, KEY_FILE, LABELS, LISTEN, NAME, POLL_INTERVAL, REMOTE, REPO,
-    RETENTION, ROTATE_EVERY, SERVE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE,
-    WEBHOOK_SECRET_FILE,
+    ENDPOINT, ENDPOINT_URL, ENVIRONMENT, GIT, KEY_FILE, KMS_KEY_ID, LABELS, LISTEN, NAME,
+    POLL_INTERVAL, PREFIX, REGION, REMOTE, REPO, RETENTION, ROTATE_EVERY, SERVE, STORE,
+    SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE, WEBHOOK_SECRET_FILE,
 };
 
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
@@ -126,6 +126,26 @@ impl JsonSchema for ConfigFile {
                         },
                         KEY_FILE: {
                             "description": "The file store's key file, kept apart from the data [default: <state-dir>/keys/store.key].",
+                            "type": "string",
+                            "minLength": 1,
+                        },
+                        REGION: {
+                            "description": "aws-secrets-manager: the AWS region [default: the AWS SDK's, from AWS_REGION or the profile].",
+                            "type": "string",
+                            "pattern": "^[a-z0-9-]+-[a-z0-9-]+$",
+                        },
+                        PREFIX: {
+                            "description": "aws-secrets-manager: what secret names start with [default: customer/].",
+                            "type": "string",
+                            "pattern": "^[A-Za-z0-9_+=.@-]+(/[A-Za-z0-9_+=.@-]+)*/$",
+                        },
+                        ENDPOINT_URL: {
+                            "description": "aws-secrets-manager: another API endpoint (a VPC endpoint, a local emulator) [default: the region's].",
+                            "type": "string",
+                            "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/]",
+                        },
+                        KMS_KEY_ID: {
+                            "description": "aws-secrets-manager: the KMS key (id, ARN or alias) that encrypts new secrets [default: aws/secretsmanager].",
                             "type": "string",
                             "minLength": 1,
                         },

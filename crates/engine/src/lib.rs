@@ -305,18 +305,17 @@ async fn read_store(
 > {
     let paths: BTreeSet<_> = store.list().await?.into_iter().collect();
     let mut stored = BTreeMap::new();
-    for path in paths.iter().filter(|p| wanted.contains(*p)) {
-        if let Some(credential) = store.get(path).await? {
-            stored.insert(
-                path.clone(),
-                observed::StoredCredential {
-                    username: credential.username,
-                    endpoint: credential.endpoint,
-                    port: credential.port,
-                    dbname: credential.dbname,
-                },
-            );
-        }
+    let read: Vec<_> = paths.intersection(wanted).cloned().collect();
+    for (path, credential) in store.get_many(&read).await? {
+        stored.insert(
+            path,
+            observed::StoredCredential {
+                username: credential.username,
+                endpoint: credential.endpoint,
+                port: credential.port,
+                dbname: credential.dbname,
+            },
+        );
     }
     Ok((paths, stored))
 }

@@ -39,7 +39,7 @@ pub fn journal_path(secret_path: &SecretPath) -> SecretPath {
         .expect("journal path is derived from a valid path")
 }
 
-const JOURNAL_PREFIX: &str = "pgtenant/pending/";
+const JOURNAL_PREFIX: &str = pgtenant_secrets::PENDING_PREFIX;
 
 /// Whether a password change of `secret_path` was started and not settled: the server may hold
 /// the journalled password or the stored one, so the stored credential cannot be trusted until

@@ -93,6 +93,16 @@ pub enum StoreError {
     )]
     InsecurePermissions { path: PathBuf, mode: u32 },
 
+    #[error("AWS Secrets Manager: {operation} of {name} failed: {message}")]
+    Aws {
+        operation: &'static str,
+        name: String,
+        message: String,
+    },
+
+    #[error("the {store} store does not keep {path:?}: it keeps tenant credentials only")]
+    Unsupported { path: String, store: &'static str },
+
     #[error("the credential store's worker thread failed")]
     Worker {
         #[source]

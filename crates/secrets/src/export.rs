@@ -286,25 +286,20 @@ impl Export<'_> {
     /// `endpoint`, `port`, `dbname`, `uri` and `jdbc-uri` as `stringData`.
     pub fn k8s_secret(&self) -> String {
         let c = self.credential;
-        let name = self.tenant.object_name();
-        let mut yaml = String::new();
-        yaml.push_str("apiVersion: v1\nkind: Secret\nmetadata:\n");
-        let _ = writeln!(yaml, "  name: {}", yaml_str(&name));
-        let _ = writeln!(yaml, "  namespace: {}", yaml_str(self.tenant.namespace));
-        yaml.push_str("  labels:\n    app.kubernetes.io/managed-by: pgtenant\n");
-        yaml.push_str("type: Opaque\nstringData:\n");
-        for (key, value) in [
-            ("username", c.username.clone()),
-            ("password", c.password.clone()),
-            ("endpoint", c.endpoint.clone()),
-            ("port", c.port.to_string()),
-            ("dbname", c.dbname.clone()),
-            ("uri", self.uri()),
-            ("jdbc-uri", self.jdbc()),
-        ] {
-            let _ = writeln!(yaml, "  {key}: {}", yaml_str(&value));
-        }
-        yaml
+        let (secret, order) = crate::manifest::secret(
+            &self.tenant.object_name(),
+            self.tenant.namespace,
+            &[
+                ("username", c.username.clone()),
+                ("password", c.password.clone()),
+                ("endpoint", c.endpoint.clone()),
+                ("port", c.port.to_string()),
+                ("dbname", c.dbname.clone()),
+                ("uri", self.uri()),
+                ("jdbc-uri", self.jdbc()),
+            ],
+        );
+        crate::manifest::to_yaml(&secret, ("stringData", &order))
     }
 
     /// The `ExternalSecret` of the platform's restore procedure: the External
@@ -312,26 +307,41 @@ impl Export<'_> {
     /// `customer/<ns>/<db>-<role>` in the `aws-secrets` `ClusterSecretStore`.
     /// It holds no password.
     pub fn external_secret(&self) -> String {
-        let name = yaml_str(&self.tenant.object_name());
-        let key = yaml_str(self.tenant.secret_path().as_str());
-        let mut yaml = String::new();
-        yaml.push_str("apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata:\n");
-        let _ = writeln!(yaml, "  name: {name}");
-        let _ = writeln!(yaml, "  namespace: {}", yaml_str(self.tenant.namespace));
-        yaml.push_str("spec:\n");
-        let _ = writeln!(yaml, "  refreshInterval: {EXTERNAL_SECRET_REFRESH}");
-        yaml.push_str("  secretStoreRef:\n");
-        let _ = writeln!(yaml, "    name: {CLUSTER_SECRET_STORE}");
-        yaml.push_str("    kind: ClusterSecretStore\n  target:\n");
-        let _ = writeln!(yaml, "    name: {name}");
-        yaml.push_str("  data:\n");
-        for property in EXTERNAL_SECRET_PROPERTIES {
-            let _ = writeln!(yaml, "    - secretKey: {property}");
-            yaml.push_str("      remoteRef:\n");
-            let _ = writeln!(yaml, "        key: {key}");
-            let _ = writeln!(yaml, "        property: {property}");
-        }
-        yaml
+        self.external_secret_at(self.tenant.secret_path().as_str())
+    }
+
+    /// [`Self::external_secret`] reading the provider's secret `key` (the
+    /// store's name for it, under a prefix other than `customer/`).
+    pub fn external_secret_at(&self, key: &str) -> String {
+        use crate::manifest::{
+            ExternalSecret, ExternalSecretData, ExternalSecretSpec, ExternalSecretTarget,
+            RemoteRef, SecretStoreRef,
+        };
+        let name = self.tenant.object_name();
+        let manifest = ExternalSecret {
+            api_version: ExternalSecret::API_VERSION,
+            kind: ExternalSecret::KIND,
+            metadata: crate::manifest::metadata(&name, self.tenant.namespace),
+            spec: ExternalSecretSpec {
+                refresh_interval: EXTERNAL_SECRET_REFRESH.to_owned(),
+                secret_store_ref: SecretStoreRef {
+                    name: CLUSTER_SECRET_STORE.to_owned(),
+                    kind: "ClusterSecretStore".to_owned(),
+                },
+                target: ExternalSecretTarget { name },
+                data: EXTERNAL_SECRET_PROPERTIES
+                    .iter()
+                    .map(|property| ExternalSecretData {
+                        secret_key: (*property).to_owned(),
+                        remote_ref: RemoteRef {
+                            key: key.to_owned(),
+                            property: (*property).to_owned(),
+                        },
+                    })
+                    .collect(),
+            },
+        };
+        crate::manifest::to_yaml(&manifest, ("", &[]))
     }
 }
 
@@ -351,12 +361,6 @@ pub fn pgpass_escape(field: &str) -> String {
         out.push(ch);
     }
     out
-}
-
-/// A YAML double-quoted scalar: JSON string syntax is valid YAML and keeps the
-/// value a string whatever it looks like.
-fn yaml_str(value: &str) -> String {
-    serde_json::to_string(value).expect("a string always serialises")
 }
 
 #[cfg(test)]

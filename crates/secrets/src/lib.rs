@@ -67,14 +67,17 @@
 //! tenant role: new credentials are then stored under a new key, and the
 //! applications must be given their new passwords.
 
+mod aws_store;
 mod credential;
 mod error;
 pub mod export;
 mod file_store;
+pub mod manifest;
 mod memory;
 mod password;
 mod path;
 
+pub use aws_store::{secret_value, AwsSecretsManagerStore, AwsSettings};
 pub use credential::Credential;
 pub use error::StoreError;
 pub use export::{ConnectionOptions, Export, ExportFormat, SslMode, TenantRole};
@@ -82,6 +85,12 @@ pub use file_store::FileStore;
 pub use memory::MemoryStore;
 pub use password::{generate_password, PASSWORD_LENGTH};
 pub use path::SecretPath;
+
+/// Where the engine journals a new password until the server is known to have it:
+/// `pgtenant/pending/<namespace>/<database>-<role>` beside `customer/…`. The file store keeps it as
+/// a secret of its own; the AWS Secrets Manager store as the `AWSPENDING` version of the role's
+/// secret.
+pub const PENDING_PREFIX: &str = "pgtenant/pending/";
 
 /// Where credentials are kept, one per [`SecretPath`]. Async, so a network store (a cloud secrets
 /// manager) is a drop-in; dyn-compatible (through `async_trait`), so callers hold an
@@ -102,4 +111,19 @@ pub trait CredentialStore: Send + Sync {
 
     /// Every stored secret path, sorted.
     async fn list(&self) -> Result<Vec<SecretPath>, StoreError>;
+
+    /// The credentials at those of `paths` that exist, as [`get`](Self::get) would read them;
+    /// a network store reads them in batches rather than one call each.
+    async fn get_many(
+        &self,
+        paths: &[SecretPath],
+    ) -> Result<std::collections::BTreeMap<SecretPath, Credential>, StoreError> {
+        let mut found = std::collections::BTreeMap::new();
+        for path in paths {
+            if let Some(credential) = self.get(path).await? {
+                found.insert(path.clone(), credential);
+            }
+        }
+        Ok(found)
+    }
 }

@@ -180,7 +180,12 @@ fn wrong_types_and_values_are_located_with_a_hint() {
         ("clusters:\n  - {name: a, adminUrl: env:A, caFile: 3}\n", "clusters[0].caFile: expected a path, found the number `3`", "quote it"),
         ("store: {type: vault}\n", "1:15: store.type: unknown store type `vault`: pgtenant supports `file`", "use `type: file`"),
         ("store: {type: fiel}\n", "store.type: unknown store type `fiel`", "did you mean `file`?"),
-        ("store: file\n", "1:8: store: expected `store` to be a mapping of keys, found the string `file`", "its keys are `type` and `keyFile`"),
+        ("store: file\n", "1:8: store: expected `store` to be a mapping of keys, found the string `file`", "its keys are `type`, `keyFile`, `region`, `prefix`, `endpointUrl` and `kmsKeyId`"),
+        ("store: {type: aws-secrets-manager, keyFile: k}\n", "store.keyFile: `keyFile` is a setting of the `file` store, and this store's type is `aws-secrets-manager`", "remove it, or set `type: file`"),
+        ("store: {region: eu-west-1}\n", "store.region: `region` is a setting of the `aws-secrets-manager` store", "set `type: aws-secrets-manager`"),
+        ("store: {type: aws-secrets-manager, region: EU}\n", "store.region: `EU` is not an AWS region name", "eu-west-1"),
+        ("store: {type: aws-secrets-manager, prefix: customer}\n", "store.prefix: `customer` is not a secret name prefix", "ending with `/`"),
+        ("store: {type: aws-secrets-manager, endpointUrl: 127.0.0.1:5000}\n", "store.endpointUrl: `127.0.0.1:5000` is not an http(s):// URL", "http://127.0.0.1:5000"),
         ("environment: prod\n", "1:14: environment: unknown tier `prod`: the tiers are `production`, `staging`, `test` and `dev`", "did you mean `production`?"),
         ("retention: {prod: 35d}\n", "1:13: retention.prod: unknown key `prod`", "the keys here are `production`"),
         ("retention: {test: 36h}\n", "retention.test: retention is kept in whole days, at least one", "e.g. `test: 1d`"),
@@ -341,4 +346,21 @@ fn load_reads_files_like_values_files() {
     let problem = load(&big).diagnostics[0].to_string();
     assert!(problem.contains("over the limit"), "{problem}");
     assert!(problem.contains("big.yaml:1:1"), "{problem}");
+}
+
+#[test]
+fn reads_the_aws_secrets_manager_store() {
+    let config = config(
+        "store:\n  type: aws-secrets-manager\n  region: eu-west-1\n  prefix: prod/customer/\n  \
+         endpointUrl: http://127.0.0.1:5000\n  kmsKeyId: alias/pgtenant\n",
+    );
+    assert_eq!(config.store.kind, StoreKind::AwsSecretsManager);
+    assert_eq!(config.store.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(config.store.prefix.as_deref(), Some("prod/customer/"));
+    assert_eq!(
+        config.store.endpoint_url.as_deref(),
+        Some("http://127.0.0.1:5000")
+    );
+    assert_eq!(config.store.kms_key_id.as_deref(), Some("alias/pgtenant"));
+    assert_eq!(config.store.key_file, None);
 }
