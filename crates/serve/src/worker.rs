@@ -710,8 +710,14 @@ impl Worker {
                 pass_done = Some(started.elapsed());
             }
         }
-        if pass_done.is_some() {
-            state.pass_started = None;
+        if let Some(took) = pass_done {
+            let tenants = state.pass_started.take().map_or(0, |(_, v)| v.len());
+            tracing::info!(
+                cluster = %self.cluster,
+                tenants,
+                ms = took.as_millis() as u64,
+                "drift pass finished"
+            );
         }
         let cluster = self.cluster.clone();
         self.shared.update(|s| {
