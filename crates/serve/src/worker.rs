@@ -414,6 +414,17 @@ impl Worker {
                         return;
                     }
                 }
+                // `pgtenant apply` (or rotate, restore) run by hand holds the lock: not a
+                // failure of these tenants; they are tried again in a second.
+                Err(ReconcileError::Engine(pgtenant_engine::EngineError::Busy { holder })) => {
+                    tracing::info!(cluster = %self.cluster, %holder, "the apply lock is busy; trying again");
+                    let again = Instant::now() + Duration::from_secs(1);
+                    for tenant in &scope {
+                        state.tracked.entry(tenant.clone()).or_default().retry_at = Some(again);
+                        state.pending.insert(tenant.clone());
+                    }
+                    return;
+                }
                 Err(error) => {
                     self.batch_failed(state, &scope, &error, elapsed);
                     return;
