@@ -198,6 +198,12 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
         reconciler,
         guard: DropGuard::default(),
         backups,
+        rotation: config.rotate_every.map(|every| {
+            (
+                every,
+                context.state_dir().join("serve").join("rotations.json"),
+            )
+        }),
     };
     let reload = reloader(context, args, drift_interval, poll_interval);
     let scheme = if settings.http.tls.is_some() {
