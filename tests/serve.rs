@@ -28,24 +28,30 @@ impl Serve {
     }
 
     fn start_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("stderr.log");
         let mut command = Command::new(assert_cmd::cargo::cargo_bin("pgtenant"));
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PGTENANT_ADMIN_URL", env.admin_url())
             .env("PGTENANT_STATE_DIR", env.state_path())
+            .current_dir(env.repo_path());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        Self::spawn(command, args)
+    }
+
+    /// `command serve ARGS… --listen 127.0.0.1:0`, its status page address read from stdout.
+    fn spawn(mut command: Command, args: &[&str]) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        command
             .env("PGTENANT_LOG", "info")
-            .current_dir(env.repo_path())
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
-        for (name, value) in vars {
-            command.env(name, value);
-        }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -515,4 +521,108 @@ async fn sigterm_exits_zero_within_ten_seconds_and_leaves_no_tenant_half_applied
             check.stdout
         );
     }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_drift_interval_and_keeps_the_running_config_when_broken() {
+    let env = Env::new();
+    env.write("team/a/values.yaml", &STANDARD.replace("NAME", "a"));
+    let config = env.state_path().join("pgtenant.yaml");
+    std::fs::write(&config, "serve: {driftInterval: 1h}\n").unwrap();
+    let serve = Serve::start(&env, &["--poll-interval", "1h"]);
+    within("the tenant in sync", BOUND * 2, || {
+        serve.state_of("team/a").as_deref() == Some("in-sync")
+    })
+    .await;
+
+    std::fs::write(&config, "serve: {driftInterval: soon}\n").unwrap();
+    serve.signal(nix::sys::signal::Signal::SIGHUP);
+    within("the broken config refused", BOUND, || {
+        serve.log().contains("reloading the configuration failed")
+    })
+    .await;
+    std::fs::write(&config, "serve: {driftInterval: 2s}\n").unwrap();
+    serve.signal(nix::sys::signal::Signal::SIGHUP);
+    within("the config reloaded", BOUND, || {
+        serve.log().contains("configuration reloaded")
+    })
+    .await;
+
+    // The new interval is the one in force: drift is repaired within it, not within an hour.
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(r#"ALTER ROLE "team-a-read" CREATEDB"#)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let createdb: bool = superuser
+            .query_one(
+                "SELECT rolcreatedb FROM pg_roles WHERE rolname = 'team-a-read'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !createdb {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2 + 1 + 5),
+            "the reloaded drift interval is not in force:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops the embedded cluster even when an assertion fails midway.
+struct StopOnDrop(PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(assert_cmd::cargo::cargo_bin("pgtenant"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PGTENANT_STATE_DIR", &self.0)
+            .arg("down")
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn with_no_config_and_a_directory_it_serves_the_embedded_cluster() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // As root the server runs as an unprivileged user, which must be able to enter the state dir.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("team/a")).unwrap();
+    std::fs::write(
+        repo.join("team/a/values.yaml"),
+        STANDARD.replace("NAME", "a"),
+    )
+    .unwrap();
+    let _stop = StopOnDrop(state.clone());
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("pgtenant"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGTENANT_STATE_DIR", &state)
+        .current_dir(dir.path());
+    let serve = Serve::spawn(command, &[repo.to_str().unwrap(), "--drift-interval", "1h"]);
+    within(
+        "the tenant in sync on the embedded cluster",
+        BOUND * 3,
+        || serve.state_of("team/a").as_deref() == Some("in-sync"),
+    )
+    .await;
+    assert!(
+        state.join("cluster").is_dir(),
+        "the embedded cluster was created"
+    );
+    let (status, page) = serve.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("team/a"), "{page}");
 }
