@@ -192,7 +192,7 @@ fn values(names: &[&str]) -> String {
 
 /// How long a change may take to be applied in these tests (debug build, shared machine); the
 /// benchmark (bench/serve.py) measures the real latency.
-const BOUND: Duration = Duration::from_secs(15);
+const BOUND: Duration = Duration::from_secs(30);
 
 async fn within(what: &str, bound: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
@@ -354,7 +354,7 @@ async fn a_revoke_made_by_hand_is_repaired_within_the_drift_interval() {
     while !repaired().await {
         // The drift interval, one more second for the batch, and slack for a debug build.
         assert!(
-            started.elapsed() < Duration::from_secs(2 + 1 + 5),
+            started.elapsed() < Duration::from_secs(2 + 1 + 10),
             "drift not repaired within the drift interval:\n{}",
             serve.log()
         );
@@ -568,7 +568,7 @@ async fn sighup_reloads_the_drift_interval_and_keeps_the_running_config_when_bro
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2 + 1 + 5),
+            started.elapsed() < Duration::from_secs(2 + 1 + 10),
             "the reloaded drift interval is not in force:\n{}",
             serve.log()
         );
