@@ -29,7 +29,7 @@ pub const DEFAULT_BRANCH: &str = "main";
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// The apps repo: a directory (watched), or a git remote (`https://…`, `ssh://…`,
+    /// The apps repo: a directory (watched), or a git remote (`ssh://…`,
     /// `file://…`, `git@host:path`, or a bare repository's path), fetched every poll interval
     /// [default: the config's `serve.git.remote`, else its `repo`, else the current directory].
     #[arg(env = "PGTENANT_REPO", hide_env_values = true)]
@@ -201,6 +201,12 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
         reconciler,
         guard: DropGuard::default(),
         backups,
+        rotation: config.rotate_every.map(|every| {
+            (
+                every,
+                context.state_dir().join("serve").join("rotations.json"),
+            )
+        }),
     };
     let reload = reloader(context, args, drift_interval, poll_interval);
     let scheme = if settings.http.tls.is_some() {

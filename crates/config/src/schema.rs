@@ -187,7 +187,7 @@ impl JsonSchema for ConfigFile {
                             "required": [REMOTE],
                             "properties": {
                                 REMOTE: {
-                                    "description": "The remote: `https://…`, `ssh://…`, `git@host:path`, `file://…`.",
+                                    "description": "The remote: `ssh://…`, `git@host:path`, `file://…` or a local path (`https://` needs the HTTP transport, not built in yet).",
                                     "type": "string",
                                     "minLength": 1,
                                 },

@@ -258,49 +258,60 @@ impl ApplyLock {
 const LEADER_LOCK_KEY: i64 = APPLY_LOCK_KEY + 1;
 
 /// The session-level lock that makes one `pgtenant serve` of a cluster the active one; the others
-/// are standbys that try again. Held as long as its session lives: released when dropped, when
-/// the process dies, or when the server ends the session.
+/// are standbys that try again on the same session. Held as long as its session lives: released
+/// when dropped, when the process dies, or when the server ends the session.
 pub struct LeaderLock {
     session: Client,
+    held: bool,
 }
 
 impl LeaderLock {
-    /// Ok(None) when another session holds it.
-    pub async fn try_acquire(
-        connector: &Connector,
-        label: &str,
-    ) -> Result<Option<Self>, EngineError> {
+    /// A session in the control database, named `label` in `pg_stat_activity`; not locked yet.
+    pub async fn connect(connector: &Connector, label: &str) -> Result<Self, EngineError> {
         let session = session(connector).await?;
-        let catalog_error = |source| EngineError::Catalog {
-            database: Some(CONTROL_DATABASE.to_string()),
-            source,
-        };
         session
             .execute(
                 "SELECT pg_catalog.set_config('application_name', pg_catalog.left($1, $2), false)",
                 &[&label, &MAX_APPLICATION_NAME],
             )
             .await
-            .map_err(catalog_error)?;
-        let locked: bool = session
-            .query_one(
-                "SELECT pg_catalog.pg_try_advisory_lock($1)",
-                &[&LEADER_LOCK_KEY],
-            )
-            .await
-            .map_err(catalog_error)?
-            .get(0);
-        Ok(locked.then_some(LeaderLock { session }))
+            .map_err(leader_error)?;
+        Ok(LeaderLock {
+            session,
+            held: false,
+        })
     }
 
-    /// Whether the session (and so the lock) is still there.
-    pub async fn is_held(&self) -> bool {
+    /// Takes the lock if no other session holds it; true when this session holds it.
+    pub async fn try_acquire(&mut self) -> Result<bool, EngineError> {
+        if !self.held {
+            self.held = self
+                .session
+                .query_one(
+                    "SELECT pg_catalog.pg_try_advisory_lock($1)",
+                    &[&LEADER_LOCK_KEY],
+                )
+                .await
+                .map_err(leader_error)?
+                .get(0);
+        }
+        Ok(self.held)
+    }
+
+    /// Whether the session (and so a lock taken on it) is still there.
+    pub async fn is_alive(&self) -> bool {
         !self.session.is_closed() && self.session.simple_query("SELECT 1").await.is_ok()
     }
 
-    /// The open session in the control database, for small queries between reconciles.
-    pub fn session(&self) -> &Client {
-        &self.session
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+}
+
+fn leader_error(source: tokio_postgres::Error) -> EngineError {
+    EngineError::Catalog {
+        database: Some(CONTROL_DATABASE.to_string()),
+        source,
     }
 }
 

@@ -32,53 +32,38 @@ impl Leader {
             "pgtenant serve {}",
             self.shared.read(|s| s.instance.clone())
         );
+        // The session is kept between attempts: a standby does not reconnect every second.
         let mut lock: Option<LeaderLock> = None;
         let mut last_error: Option<String> = None;
         loop {
             if *self.shutdown.borrow() {
                 break;
             }
-            match &lock {
-                Some(held) => {
-                    if !held.is_held().await {
-                        lock = None;
+            match self.step(&mut lock, &label).await {
+                Ok(()) => last_error = None,
+                Err(message) => {
+                    if lock.as_ref().is_some_and(LeaderLock::is_held)
+                        || self.shared.read(|s| s.leader) == LeaderState::Active
+                    {
                         self.set(
                             LeaderState::Standby,
                             "lost the leader lock's session: standing by",
                         );
                     }
+                    lock = None;
+                    if last_error.as_deref() != Some(message.as_str()) {
+                        tracing::warn!(cluster = %self.cluster, error = %message, "cannot take the leader lock");
+                        let cluster = self.cluster.clone();
+                        let shown = message.clone();
+                        self.shared.update(|s| {
+                            let status = s.clusters.entry(cluster.clone()).or_default();
+                            status.name = cluster;
+                            status.reachable = false;
+                            status.last_error = Some(shown);
+                        });
+                    }
+                    last_error = Some(message);
                 }
-                None => match LeaderLock::try_acquire(&self.connector, &label).await {
-                    Ok(Some(acquired)) => {
-                        lock = Some(acquired);
-                        last_error = None;
-                        self.set(LeaderState::Active, "holds the leader lock: active");
-                    }
-                    Ok(None) => {
-                        last_error = None;
-                        if self.shared.read(|s| s.leader) != LeaderState::Standby {
-                            self.set(
-                                LeaderState::Standby,
-                                "another instance is active: standing by",
-                            );
-                        }
-                    }
-                    Err(error) => {
-                        let message = pgtenant_engine::error_chain(&error);
-                        if last_error.as_deref() != Some(message.as_str()) {
-                            tracing::warn!(cluster = %self.cluster, error = %message, "cannot take the leader lock");
-                            let cluster = self.cluster.clone();
-                            let shown = message.clone();
-                            self.shared.update(|s| {
-                                let status = s.clusters.entry(cluster.clone()).or_default();
-                                status.name = cluster;
-                                status.reachable = false;
-                                status.last_error = Some(shown);
-                            });
-                        }
-                        last_error = Some(message);
-                    }
-                },
             }
             tokio::select! {
                 _ = self.shutdown.changed() => {}
@@ -92,6 +77,34 @@ impl Leader {
             }
         }
         drop(lock);
+    }
+
+    /// One look: connect if needed, check a held lock's session, or try for the lock.
+    async fn step(&self, lock: &mut Option<LeaderLock>, label: &str) -> Result<(), String> {
+        let error = |e: pgtenant_engine::EngineError| pgtenant_engine::error_chain(&e);
+        if lock.is_none() {
+            *lock = Some(
+                LeaderLock::connect(&self.connector, label)
+                    .await
+                    .map_err(error)?,
+            );
+        }
+        let session = lock.as_mut().expect("connected above");
+        if session.is_held() {
+            if !session.is_alive().await {
+                return Err("the leader lock's session ended".into());
+            }
+            return Ok(());
+        }
+        if session.try_acquire().await.map_err(error)? {
+            self.set(LeaderState::Active, "holds the leader lock: active");
+        } else if self.shared.read(|s| s.leader) != LeaderState::Standby {
+            self.set(
+                LeaderState::Standby,
+                "another instance is active: standing by",
+            );
+        }
+        Ok(())
     }
 
     fn set(&self, state: LeaderState, message: &str) {

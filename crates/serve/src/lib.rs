@@ -13,6 +13,7 @@
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod rotation;
 pub mod schedule;
 pub mod service;
 pub mod source;

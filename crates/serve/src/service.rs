@@ -43,6 +43,8 @@ pub struct ServeSettings {
     pub guard: DropGuard,
     /// pgBackRest backups on schedule; None when the cluster has no pgBackRest setup.
     pub backups: Option<(Arc<dyn BackupJobs>, Schedules)>,
+    /// `rotateEvery` and the file that records the rotations; None: no scheduled rotation.
+    pub rotation: Option<(Duration, std::path::PathBuf)>,
 }
 
 /// What SIGHUP re-reads from the config.
@@ -100,6 +102,7 @@ pub async fn run(
     let (active_tx, active) = watch::channel(false);
     let (worker_done_tx, worker_done) = watch::channel(false);
     let (revisions_tx, revisions) = watch::channel(None);
+    let rotation_revisions = revisions.clone();
     let (wake_tx, wake) = mpsc::unbounded_channel();
     let (worker_commands_tx, worker_commands) = mpsc::unbounded_channel();
     let (worker_settings_tx, worker_settings) = watch::channel(WorkerSettings {
@@ -190,6 +193,21 @@ pub async fn run(
             .run(),
         )
     });
+    let rotation = settings.rotation.clone().map(|(every, record)| {
+        tokio::spawn(
+            crate::rotation::Rotation {
+                shared: shared.clone(),
+                cluster: settings.cluster.clone(),
+                reconciler: settings.reconciler.clone(),
+                every,
+                record,
+                revisions: rotation_revisions,
+                active: active.clone(),
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        )
+    });
     let dispatcher = {
         let mut shutdown = shutdown.clone();
         let wake_tx = wake_tx.clone();
@@ -254,6 +272,12 @@ pub async fn run(
     {
         tracing::warn!("the reconcile in flight did not finish in time; stopping anyway");
         worker.abort();
+    }
+    // A rotation in flight finishes like a reconcile does.
+    if let Some(rotation) = rotation {
+        if tokio::time::timeout(SHUTDOWN_WAIT, rotation).await.is_err() {
+            tracing::warn!("the rotation in flight did not finish in time");
+        }
     }
     worker_done_tx.send_replace(true);
     let _ = leader.await;

@@ -417,6 +417,17 @@ impl Worker {
                         return;
                     }
                 }
+                // `pgtenant apply` (or rotate, restore) run by hand holds the lock: not a
+                // failure of these tenants; they are tried again in a second.
+                Err(ReconcileError::Engine(pgtenant_engine::EngineError::Busy { holder })) => {
+                    tracing::info!(cluster = %self.cluster, %holder, "the apply lock is busy; trying again");
+                    let again = Instant::now() + Duration::from_secs(1);
+                    for tenant in &scope {
+                        state.tracked.entry(tenant.clone()).or_default().retry_at = Some(again);
+                        state.pending.insert(tenant.clone());
+                    }
+                    return;
+                }
                 Err(error) => {
                     self.batch_failed(state, &scope, &error, elapsed);
                     return;
@@ -713,8 +724,14 @@ impl Worker {
                 pass_done = Some(started.elapsed());
             }
         }
-        if pass_done.is_some() {
-            state.pass_started = None;
+        if let Some(took) = pass_done {
+            let tenants = state.pass_started.take().map_or(0, |(_, v)| v.len());
+            tracing::info!(
+                cluster = %self.cluster,
+                tenants,
+                ms = took.as_millis() as u64,
+                "drift pass finished"
+            );
         }
         let cluster = self.cluster.clone();
         self.shared.update(|s| {

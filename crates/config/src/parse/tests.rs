@@ -364,3 +364,41 @@ fn reads_the_aws_secrets_manager_store() {
     assert_eq!(config.store.kms_key_id.as_deref(), Some("alias/pgtenant"));
     assert_eq!(config.store.key_file, None);
 }
+
+#[test]
+fn the_service_keys_git_secrets_tls_and_rotation() {
+    let config = config(
+        "serve:\n  git: {remote: 'file:///srv/apps.git', branch: live}\n  tokenFile: token\n  \
+         webhookSecretFile: /etc/pgtenant/hook\n  tls: {certFile: tls.crt, keyFile: tls.key}\n  \
+         rotateEvery: 90d\n",
+    );
+    let serve = &config.serve;
+    assert_eq!(serve.git_remote.as_deref(), Some("file:///srv/apps.git"));
+    assert_eq!(serve.git_branch.as_deref(), Some("live"));
+    assert_eq!(serve.token_file, Some(PathBuf::from("/etc/pgtenant/token")));
+    assert_eq!(
+        serve.webhook_secret_file,
+        Some(PathBuf::from("/etc/pgtenant/hook"))
+    );
+    let tls = serve.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/pgtenant/tls.crt"));
+    assert_eq!(serve.rotate_every, Some(Duration::from_secs(90 * 86_400)));
+    for (text, expected) in [
+        (
+            "serve: {git: {branch: main}}\n",
+            "`branch` without `remote`",
+        ),
+        (
+            "serve: {tls: {certFile: a}}\n",
+            "`tls` needs both `certFile` and `keyFile`",
+        ),
+        ("serve: {rotateEvery: 12h}\n", "a whole number of days"),
+        (
+            "serve: {git: {remote: x, brunch: y}}\n",
+            "did you mean `branch`?",
+        ),
+    ] {
+        let problem = only_problem(text);
+        assert!(problem.contains(expected), "{text}: {problem}");
+    }
+}

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{refuse_empty, Revision, SourceTask};
 
 /// How long a burst of file events is gathered before the directory is read.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// What the watcher thread reports: the newest modification time among the changed paths.
 type Changed = Option<SystemTime>;

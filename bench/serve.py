@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""`pgtenant serve` benchmark: a fresh embedded cluster with N tenants applied, then the service.
+
+    python3 bench/serve.py [--sizes 100,1000] [--samples 20] [--reconciles 1000] [--binary PATH]
+
+Figures, per N:
+  change -> applied (directory)   a new tenant's values file written -> the API shows it in-sync
+                                  (client side, polled every 5 ms): p50 and p99 over --samples
+  change -> applied (git webhook) a commit pushed to a bare repo and the signed webhook sent ->
+                                  the API shows the new tenant in-sync with that commit
+  drift pass                      the service's own "drift pass finished" log line (ms) for all N,
+                                  and the most client backends the server had at once meanwhile
+  RSS                             of the serve process before and after --reconciles tenant
+                                  reconciles (POST /api/v1/reconcile of everything, repeated)
+
+Timing lives here, never in tests. Everything runs on this machine (loopback only).
+"""
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target" / "release" / "pgtenant"
+TOKEN = "bench-token-not-secret"
+WEBHOOK_SECRET = "bench-webhook-secret"
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def git(cwd, *args):
+    return run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com",
+                "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
+               cwd=cwd).stdout.strip()
+
+
+def percentile(values, p):
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+class Bench:
+    def __init__(self, binary: Path, n: int):
+        self.binary = binary
+        self.dir = Path(tempfile.mkdtemp(prefix="pgtenant-serve-bench-"))
+        os.chmod(self.dir, 0o755)  # as root the server runs as another OS user
+        self.state = self.dir / "state"
+        self.repo = self.dir / "repo"
+        self.env = {**os.environ, "PGTENANT_STATE_DIR": str(self.state)}
+        self.env.pop("PGTENANT_ADMIN_URL", None)
+        (self.dir / "token").write_text(TOKEN)
+        (self.dir / "webhook").write_text(WEBHOOK_SECRET)
+        for i in range(n):
+            self.declare(self.repo, f"app{i:04d}")
+        run([binary, "up"], env=self.env)
+        run([binary, "apply", str(self.repo)], env=self.env)
+        cluster = json.loads((self.state / "cluster" / "cluster.json").read_text())
+        self.psql_env = {
+            **os.environ,
+            "PGHOST": "127.0.0.1", "PGPORT": str(cluster["port"]), "PGUSER": "pgtenant",
+            "PGPASSWORD": cluster["control_password"], "PGDATABASE": "postgres",
+            "PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(self.state / "cluster" / "ca.crt"),
+        }
+        self.proc = None
+        self.address = None
+
+    @staticmethod
+    def declare(repo: Path, name: str):
+        folder = repo / "bench" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "values.yaml").write_text(f"postgresqlDatabases:\n  - name: {name}\n")
+
+    def serve(self, source: str, drift: str = "1h"):
+        self.log = open(self.dir / f"serve-{int(time.time() * 1000)}.log", "w+")
+        self.proc = subprocess.Popen(
+            [self.binary, "--log-format", "json", "serve", source, "--listen", "127.0.0.1:0",
+             "--poll-interval", "1h", "--drift-interval", drift,
+             "--token-file", str(self.dir / "token"),
+             "--webhook-secret-file", str(self.dir / "webhook")],
+            env={**self.env, "PGTENANT_LOG": "info"}, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        match = re.search(r"http://(\S+?)/?$", line.strip())
+        if not match:
+            raise SystemExit(f"serve did not start: {line!r}")
+        self.address = match.group(1)
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def request(self, path, method="GET", body=b"", headers=None):
+        req = urllib.request.Request(f"http://{self.address}{path}", data=body if method == "POST" else None,
+                                     method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def tenant(self, tenant):
+        status, body = self.request(f"/api/v1/tenants/{tenant}")
+        return json.loads(body) if status == 200 else None
+
+    def wait_in_sync(self, tenant, revision=None, timeout=120):
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            t = self.tenant(tenant)
+            if t and t["state"] == "in-sync" and (revision is None or t.get("last_applied_revision") == revision):
+                return time.perf_counter()
+            time.sleep(0.005)
+        raise SystemExit(f"{tenant} not in sync within {timeout} s")
+
+    def wait_all(self, n, timeout=1800):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, body = self.request("/api/v1/tenants")
+            tenants = json.loads(body)["tenants"] if status == 200 else []
+            if sum(1 for t in tenants if t["state"] == "in-sync") >= n:
+                return
+            time.sleep(0.2)
+        raise SystemExit("the service did not verify every tenant in time")
+
+    def rss_kib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def reconciles_total(self):
+        _, body = self.request("/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+                   if line.startswith("pgtenant_reconciles_total"))
+
+    def close(self):
+        try:
+            self.stop()
+        finally:
+            subprocess.run([self.binary, "down"], env=self.env, capture_output=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ConnectionWatch:
+    """The most client backends the server has at once, sampled every 20 ms on one session."""
+
+    def __init__(self, env):
+        self.peak = 0
+        self.stopping = False
+        self.proc = subprocess.Popen(["psql", "-X", "-At", "-f", "-"], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        query = "SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend';\n"
+        while not self.stopping:
+            self.proc.stdin.write(query)
+            self.proc.stdin.flush()
+            self.peak = max(self.peak, int(self.proc.stdout.readline().strip() or 0))
+            time.sleep(0.02)
+
+    def close(self):
+        self.stopping = True
+        self.thread.join()
+        self.proc.stdin.close()
+        self.proc.wait()
+        return self.peak
+
+
+def measure(binary: Path, n: int, samples: int, reconciles: int) -> dict:
+    bench = Bench(binary, n)
+    result = {"n": n}
+    try:
+        # Directory source: N tenants served, then new tenants one at a time.
+        bench.serve(str(bench.repo))
+        bench.wait_all(n)
+        latencies = []
+        for i in range(samples):
+            name = f"new{i:04d}"
+            start = time.perf_counter()
+            bench.declare(bench.repo, name)
+            latencies.append(bench.wait_in_sync(f"bench/{name}") - start)
+        result["directory_p50_ms"] = round(statistics.median(latencies) * 1000)
+        result["directory_p99_ms"] = round(percentile(latencies, 99) * 1000)
+
+        # RSS before and after `reconciles` tenant reconciles.
+        total = n + samples
+        rss_before = bench.rss_kib()
+        done_before = bench.reconciles_total()
+        rounds = max(1, reconciles // total)
+        for _ in range(rounds):
+            target = bench.reconciles_total() + total
+            status, body = bench.request("/api/v1/reconcile", "POST",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+            if status != 202:
+                raise SystemExit(f"POST /api/v1/reconcile: {status} {body!r}")
+            while bench.reconciles_total() < target:
+                time.sleep(0.05)
+        result["reconciles"] = int(bench.reconciles_total() - done_before)
+        result["rss_before_mib"] = round(rss_before / 1024, 1)
+        result["rss_after_mib"] = round(bench.rss_kib() / 1024, 1)
+        bench.stop()
+
+        # Drift pass: a short interval, the service's own measure, connections sampled meanwhile.
+        watch = ConnectionWatch(bench.psql_env)
+        drift = max(10, total // 10)
+        bench.serve(str(bench.repo), drift=f"{drift}s")
+        deadline = time.time() + 3 * drift + 600
+        passes = []
+        while time.time() < deadline and len(passes) < 2:
+            bench.log.seek(0)
+            passes = [json.loads(line)["fields"]["ms"] for line in bench.log
+                      if '"drift pass finished"' in line]
+            time.sleep(0.5)
+        result["drift_interval_s"] = drift
+        # The first pass starts with the start-up reconcile of everything; the second is steady.
+        result["drift_pass_ms"] = passes[-1] if passes else None
+        result["drift_max_connections"] = watch.close()
+        bench.stop()
+
+        # Git source: the same tenants in a bare repo, a push and the signed webhook per sample.
+        bare, work = bench.dir / "apps.git", bench.dir / "work"
+        bare.mkdir()
+        git(bare, "init", "-q", "--bare")
+        git(bench.dir, "clone", "-q", str(bare), "work")
+        git(work, "checkout", "-q", "-b", "main")
+        shutil.copytree(bench.repo / "bench", work / "bench")
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", "tenants")
+        git(work, "push", "-q", "origin", "main")
+        bench.serve(f"file://{bare}")
+        bench.wait_all(total)
+        latencies = []
+        for i in range(samples):
+            name = f"git{i:04d}"
+            start = time.perf_counter()
+            bench.declare(work, name)
+            git(work, "add", "-A")
+            git(work, "commit", "-q", "-m", name)
+            git(work, "push", "-q", "origin", "main")
+            sha = git(work, "rev-parse", "HEAD")
+            body = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
+            signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+            status, answer = bench.request("/api/v1/hooks/git", "POST", body, {
+                "Content-Type": "application/json", "X-GitHub-Event": "push",
+                "X-Hub-Signature-256": signature})
+            if status >= 300:
+                raise SystemExit(f"webhook: {status} {answer!r}")
+            latencies.append(bench.wait_in_sync(f"bench/{name}", revision=sha) - start)
+        result["git_p50_ms"] = round(statistics.median(latencies) * 1000)
+        result["git_p99_ms"] = round(percentile(latencies, 99) * 1000)
+    finally:
+        bench.close()
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--reconciles", type=int, default=1000)
+    parser.add_argument("--binary", default=str(BINARY))
+    args = parser.parse_args()
+    for n in [int(s) for s in args.sizes.split(",")]:
+        print(json.dumps(measure(Path(args.binary), n, args.samples, args.reconciles)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,628 @@
+//! `pgtenant serve` as a process: real binary, real PostgreSQL, a real directory and a real git
+//! remote (a bare repository on disk the test pushes to). The state is read the way a client
+//! reads it: `GET /api/v1/tenants` and `GET /readyz`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{poll_until, Env};
+use serde_json::Value;
+
+/// A running `pgtenant serve`; killed when dropped.
+struct Serve {
+    child: Option<Child>,
+    address: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    /// `pgtenant serve ARGS… --listen 127.0.0.1:0` against `env`'s cluster and state dir.
+    fn start(env: &Env, args: &[&str]) -> Serve {
+        Self::start_with(env, args, &[])
+    }
+
+    fn start_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Serve {
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("pgtenant"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PGTENANT_ADMIN_URL", env.admin_url())
+            .env("PGTENANT_STATE_DIR", env.state_path())
+            .current_dir(env.repo_path());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        Self::spawn(command, args)
+    }
+
+    /// `command serve ARGS… --listen 127.0.0.1:0`, its status page address read from stdout.
+    fn spawn(mut command: Command, args: &[&str]) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        command
+            .env("PGTENANT_LOG", "info")
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("pgtenant serve: status page http://") {
+                    let _ = sender.send(url.trim_end_matches('/').to_string());
+                }
+            }
+        });
+        let address = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "serve printed no status page URL:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Serve {
+            child: Some(child),
+            address,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Status code and body of `GET path`.
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.address, path)
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert!(status < 500, "GET {path}: {status}\n{body}\n{}", self.log());
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// `GET /readyz` (503 while not ready).
+    fn readiness(&self) -> Value {
+        let (_, body) = self.get("/readyz");
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    fn tenants(&self) -> Value {
+        self.json("/api/v1/tenants")
+    }
+
+    /// The tenant's status in the API, if listed.
+    fn tenant(&self, id: &str) -> Option<Value> {
+        self.tenants()["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant"] == id)
+            .cloned()
+    }
+
+    fn state_of(&self, id: &str) -> Option<String> {
+        self.tenant(id)
+            .and_then(|t| t["state"].as_str().map(str::to_string))
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the process to exit (at most `limit`); its exit code.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return (599, "connection refused".into());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).is_err() {
+        return (599, "read failed".into());
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(599);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+const STANDARD: &str = "postgresqlDatabases:\n  - name: NAME\n    mode: standard\n";
+
+fn values(names: &[&str]) -> String {
+    let mut text = String::from("postgresqlDatabases:\n");
+    for name in names {
+        text.push_str(&format!("  - name: {name}\n    mode: standard\n"));
+    }
+    text
+}
+
+/// How long a change may take to be applied in these tests (debug build, shared machine); the
+/// benchmark (bench/serve.py) measures the real latency.
+const BOUND: Duration = Duration::from_secs(30);
+
+async fn within(what: &str, bound: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_file_added_changed_and_removed_is_applied_by_the_running_service() {
+    let env = Env::new();
+    env.write("team/app/values.yaml", &STANDARD.replace("NAME", "app"));
+    // Polling never comes round in this test: only file events can be what it reacts to.
+    let serve = Serve::start(&env, &["--poll-interval", "1h", "--drift-interval", "1h"]);
+    within("the first tenant in sync", BOUND * 2, || {
+        serve.state_of("team/app").as_deref() == Some("in-sync")
+    })
+    .await;
+    assert!(env.database_exists("team-app").await);
+
+    // Added.
+    env.write("team/more/values.yaml", &STANDARD.replace("NAME", "more"));
+    within("an added file applied", BOUND, || {
+        serve.state_of("team/more").as_deref() == Some("in-sync")
+    })
+    .await;
+    assert!(env.database_exists("team-more").await);
+
+    // Changed: a schema declared.
+    env.write(
+        "team/more/values.yaml",
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: more\n    mode: standard\n    schemas: [billing]\n",
+    );
+    let superuser = env.superuser(Some("team-more")).await;
+    let schema_exists = || async {
+        superuser
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'billing'", &[])
+            .await
+            .unwrap()
+            .is_some()
+    };
+    let started = Instant::now();
+    while !schema_exists().await {
+        assert!(
+            started.elapsed() < BOUND,
+            "the changed file was not applied:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(superuser);
+
+    // Removed: dropped (after its final backup), and gone from the API.
+    env.remove("team/more/values.yaml");
+    let started = Instant::now();
+    while env.database_exists("team-more").await {
+        assert!(
+            started.elapsed() < BOUND,
+            "the removed file's database was not dropped:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    within("the removed tenant gone from the API", BOUND, || {
+        serve.tenant("team/more").is_none()
+    })
+    .await;
+    assert_eq!(serve.state_of("team/app").as_deref(), Some("in-sync"));
+    let (status, body) = serve.get("/readyz");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_broken_file_or_a_deleted_source_drops_nothing() {
+    let env = Env::new();
+    env.write("team/a/values.yaml", &STANDARD.replace("NAME", "a"));
+    env.write("team/b/values.yaml", &STANDARD.replace("NAME", "b"));
+    let serve = Serve::start(&env, &["--poll-interval", "1s", "--drift-interval", "1h"]);
+    within("both tenants in sync", BOUND * 2, || {
+        serve.state_of("team/a").as_deref() == Some("in-sync")
+            && serve.state_of("team/b").as_deref() == Some("in-sync")
+    })
+    .await;
+
+    // A broken file: its tenant is left as it is (invalid), the other one is untouched.
+    env.write("team/b/values.yaml", "postgresqlDatabases:\n  - name: [b\n");
+    within("the broken file's tenant invalid", BOUND, || {
+        serve.state_of("team/b").as_deref() == Some("invalid")
+    })
+    .await;
+    assert!(
+        env.database_exists("team-b").await,
+        "a broken file dropped its database"
+    );
+    assert_eq!(serve.state_of("team/a").as_deref(), Some("in-sync"));
+
+    // The whole source gone: an error, never an empty repo.
+    let moved = env.repo_path().with_extension("moved");
+    std::fs::rename(env.repo_path(), &moved).unwrap();
+    let reasons = || {
+        let (_, body) = serve.get("/readyz");
+        body
+    };
+    within("the source error reported", BOUND, || {
+        reasons().contains("source unreadable")
+    })
+    .await;
+    assert!(
+        env.database_exists("team-a").await,
+        "a deleted source dropped a database"
+    );
+    assert!(
+        env.database_exists("team-b").await,
+        "a deleted source dropped a database"
+    );
+    assert!(
+        serve.tenant("team/a").is_some(),
+        "the last good state stays"
+    );
+
+    // Back, fixed: served again.
+    std::fs::rename(&moved, env.repo_path()).unwrap();
+    env.write("team/b/values.yaml", &STANDARD.replace("NAME", "b"));
+    within("served again", BOUND, || {
+        serve.state_of("team/b").as_deref() == Some("in-sync") && !reasons().contains("source")
+    })
+    .await;
+    assert!(env.database_exists("team-a").await && env.database_exists("team-b").await);
+}
+
+#[tokio::test]
+async fn a_revoke_made_by_hand_is_repaired_within_the_drift_interval() {
+    let env = Env::new();
+    env.write("team/a/values.yaml", &values(&["a", "b"]));
+    let serve = Serve::start(&env, &["--poll-interval", "1h", "--drift-interval", "2s"]);
+    within("both tenants in sync", BOUND * 2, || {
+        serve.state_of("team/a").as_deref() == Some("in-sync")
+            && serve.state_of("team/b").as_deref() == Some("in-sync")
+    })
+    .await;
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(r#"ALTER ROLE "team-a-read" CREATEDB"#)
+        .await
+        .unwrap();
+    let repaired = || async {
+        !superuser
+            .query_one(
+                "SELECT rolcreatedb FROM pg_roles WHERE rolname = 'team-a-read'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    let started = Instant::now();
+    while !repaired().await {
+        // The drift interval, one more second for the batch, and slack for a debug build.
+        assert!(
+            started.elapsed() < Duration::from_secs(2 + 1 + 10),
+            "drift not repaired within the drift interval:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    within("the repair reported as an event", BOUND, || {
+        let (_, body) = serve.get("/api/v1/tenants/team/a");
+        body.contains("drift repaired")
+    })
+    .await;
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn commit_and_push(work: &Path, message: &str) -> String {
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", message]);
+    git(work, &["push", "-q", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
+#[tokio::test]
+async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("apps.git");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare"]);
+    git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    std::fs::create_dir_all(work.join("team/a")).unwrap();
+    std::fs::write(
+        work.join("team/a/values.yaml"),
+        STANDARD.replace("NAME", "a"),
+    )
+    .unwrap();
+    let first = commit_and_push(&work, "a");
+
+    let remote = format!("file://{}", bare.display());
+    let serve = Serve::start(
+        &env,
+        &[&remote, "--poll-interval", "1s", "--drift-interval", "1h"],
+    );
+    within("the first commit applied", BOUND * 2, || {
+        serve.tenant("team/a").is_some_and(|t| {
+            t["state"] == "in-sync" && t["last_applied_revision"] == first.as_str()
+        })
+    })
+    .await;
+    assert_eq!(serve.tenants()["revision"], first.as_str());
+
+    // A push: the new commit is fetched and applied, its SHA recorded.
+    std::fs::create_dir_all(work.join("team/b")).unwrap();
+    std::fs::write(
+        work.join("team/b/values.yaml"),
+        STANDARD.replace("NAME", "b"),
+    )
+    .unwrap();
+    let second = commit_and_push(&work, "b");
+    within("the second commit applied", BOUND, || {
+        serve.tenant("team/b").is_some_and(|t| {
+            t["state"] == "in-sync" && t["last_applied_revision"] == second.as_str()
+        })
+    })
+    .await;
+    assert_eq!(serve.tenants()["revision"], second.as_str());
+    assert!(env.database_exists("team-b").await);
+
+    // The remote unreachable: reported, nothing dropped.
+    std::fs::rename(&bare, dir.path().join("gone.git")).unwrap();
+    within("the fetch error reported", BOUND, || {
+        serve.get("/readyz").1.contains("source unreadable")
+    })
+    .await;
+    assert!(env.database_exists("team-a").await && env.database_exists("team-b").await);
+    assert_eq!(serve.tenants()["revision"], second.as_str());
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_within_five_seconds_when_the_active_one_is_killed() {
+    let env = Env::new();
+    env.write("team/a/values.yaml", &STANDARD.replace("NAME", "a"));
+    let args = ["--poll-interval", "1h", "--drift-interval", "1h"];
+    let mut first = Serve::start(&env, &args);
+    within("the first instance active", BOUND * 2, || {
+        first.readiness()["leader"] == "active"
+    })
+    .await;
+    let second = Serve::start(&env, &args);
+    within("the second instance standing by", BOUND, || {
+        second.readiness()["leader"] == "standby"
+    })
+    .await;
+    assert_eq!(second.get("/readyz").0, 503, "a standby is not ready");
+
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(first.wait(Duration::from_secs(5)).is_some());
+    let took = within("the standby active", Duration::from_secs(5), || {
+        second.readiness()["leader"] == "active"
+    })
+    .await;
+    eprintln!("standby took over in {took:?}");
+    // And it reconciles: a new file is applied by it.
+    env.write("team/b/values.yaml", &STANDARD.replace("NAME", "b"));
+    within("the new leader applies changes", BOUND, || {
+        second.state_of("team/b").as_deref() == Some("in-sync")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_within_ten_seconds_and_leaves_no_tenant_half_applied() {
+    let env = Env::new();
+    let names: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    for name in &names {
+        env.write(
+            &format!("team/{name}/values.yaml"),
+            &STANDARD.replace("NAME", name),
+        );
+    }
+    let mut serve = Serve::start(&env, &["--poll-interval", "1h", "--drift-interval", "1h"]);
+    // As soon as the first database exists, the batch is in flight.
+    poll_until("the first database created", || async {
+        env.database_exists("team-t0").await
+            || env.database_exists("team-t1").await
+            || env.database_exists("team-t7").await
+    })
+    .await;
+    serve.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = serve.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "exit within 10 s, code 0:\n{}", serve.log());
+    env.wait_until_advisory_locks_are_released().await;
+
+    // Every tenant is either complete or not started: none is found drifted.
+    let check = env.run(&["check", "--format", "json"]);
+    let report = check.json();
+    for tenant in report["tenants"].as_array().unwrap() {
+        let status = tenant["status"].as_str().unwrap();
+        assert!(
+            status == "in-sync" || status == "missing",
+            "{} is half-applied ({status}):\n{}",
+            tenant["tenant"],
+            check.stdout
+        );
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_drift_interval_and_keeps_the_running_config_when_broken() {
+    let env = Env::new();
+    env.write("team/a/values.yaml", &STANDARD.replace("NAME", "a"));
+    let config = env.state_path().join("pgtenant.yaml");
+    std::fs::write(&config, "serve: {driftInterval: 1h}\n").unwrap();
+    let serve = Serve::start(&env, &["--poll-interval", "1h"]);
+    within("the tenant in sync", BOUND * 2, || {
+        serve.state_of("team/a").as_deref() == Some("in-sync")
+    })
+    .await;
+
+    std::fs::write(&config, "serve: {driftInterval: soon}\n").unwrap();
+    serve.signal(nix::sys::signal::Signal::SIGHUP);
+    within("the broken config refused", BOUND, || {
+        serve.log().contains("reloading the configuration failed")
+    })
+    .await;
+    std::fs::write(&config, "serve: {driftInterval: 2s}\n").unwrap();
+    serve.signal(nix::sys::signal::Signal::SIGHUP);
+    within("the config reloaded", BOUND, || {
+        serve.log().contains("configuration reloaded")
+    })
+    .await;
+
+    // The new interval is the one in force: drift is repaired within it, not within an hour.
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(r#"ALTER ROLE "team-a-read" CREATEDB"#)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let createdb: bool = superuser
+            .query_one(
+                "SELECT rolcreatedb FROM pg_roles WHERE rolname = 'team-a-read'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !createdb {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2 + 1 + 10),
+            "the reloaded drift interval is not in force:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops the embedded cluster even when an assertion fails midway.
+struct StopOnDrop(PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(assert_cmd::cargo::cargo_bin("pgtenant"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PGTENANT_STATE_DIR", &self.0)
+            .arg("down")
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn with_no_config_and_a_directory_it_serves_the_embedded_cluster() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // As root the server runs as an unprivileged user, which must be able to enter the state dir.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("team/a")).unwrap();
+    std::fs::write(
+        repo.join("team/a/values.yaml"),
+        STANDARD.replace("NAME", "a"),
+    )
+    .unwrap();
+    let _stop = StopOnDrop(state.clone());
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("pgtenant"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGTENANT_STATE_DIR", &state)
+        .current_dir(dir.path());
+    let serve = Serve::spawn(command, &[repo.to_str().unwrap(), "--drift-interval", "1h"]);
+    within(
+        "the tenant in sync on the embedded cluster",
+        BOUND * 3,
+        || serve.state_of("team/a").as_deref() == Some("in-sync"),
+    )
+    .await;
+    assert!(
+        state.join("cluster").is_dir(),
+        "the embedded cluster was created"
+    );
+    let (status, page) = serve.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("team/a"), "{page}");
+}
