@@ -78,6 +78,9 @@ struct Loop {
     revision: Option<String>,
     tracked: BTreeMap<String, Tracked>,
     pending: BTreeSet<String>,
+    /// Pending because `POST /api/v1/reconcile` asked (not because their declaration changed):
+    /// verified in full, and what they apply is a drift repair.
+    requested: BTreeSet<String>,
     next_drift: Instant,
     next_stats: Instant,
     stats: Option<Client>,
@@ -92,6 +95,7 @@ impl Worker {
             revision: None,
             tracked: BTreeMap::new(),
             pending: BTreeSet::new(),
+            requested: BTreeSet::new(),
             next_drift: Instant::now(),
             next_stats: Instant::now(),
             stats: None,
@@ -178,7 +182,8 @@ impl Worker {
             Some(tenant) => {
                 if let Some(tracked) = state.tracked.get_mut(&tenant) {
                     tracked.retry_at = None;
-                    state.pending.insert(tenant);
+                    state.pending.insert(tenant.clone());
+                    state.requested.insert(tenant);
                 }
             }
             None => {
@@ -186,6 +191,7 @@ impl Worker {
                     if !tracked.invalid {
                         tracked.retry_at = None;
                         state.pending.insert(tenant.clone());
+                        state.requested.insert(tenant.clone());
                     }
                 }
             }
@@ -319,6 +325,7 @@ impl Worker {
             tracked.retry_at = None;
             tracked.failures = 0;
             state.pending.insert(id.clone());
+            state.requested.remove(id);
             self.ensure_listed(id);
         }
         for tenant in &desired.tenants {
@@ -394,7 +401,8 @@ impl Worker {
                 scope: scope.clone(),
                 // A drift pass re-verifies whatever the statistics say; a change reads only what
                 // may have changed (the in-memory verifications stay warm between reconciles).
-                full: trigger == Trigger::Drift,
+                full: trigger == Trigger::Drift
+                    || scope.iter().any(|t| state.requested.contains(t)),
             };
             let started = Instant::now();
             let applied = self
@@ -641,7 +649,8 @@ impl Worker {
                 );
                 continue;
             }
-            let repaired = trigger == Trigger::Drift && ok && applied_count > 0;
+            let requested = state.requested.remove(tenant);
+            let repaired = (trigger == Trigger::Drift || requested) && ok && applied_count > 0;
             if repaired {
                 self.shared
                     .metrics
