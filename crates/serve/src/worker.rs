@@ -134,7 +134,11 @@ impl Worker {
                     None => return,
                 },
                 changed = self.active.changed() => if changed.is_err() { return },
-                _ = self.settings.changed() => {}
+                _ = self.settings.changed() => {
+                    // The next batch is spaced by the new interval: a batch due an hour from now
+                    // under the old one must not wait for it.
+                    state.next_drift = state.next_drift.min(Instant::now());
+                }
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
