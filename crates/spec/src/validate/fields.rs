@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::names::{describe_char, join_and, MAX_LISTED_CHARACTERS};
+use super::names::unexpected_characters;
 use crate::diagnostic::{shown, Diagnostic};
 use crate::model::{Preset, RoleSettings, MAX_IDENTIFIER_BYTES};
 use crate::parse::{listed, Field, Located, RawEntry, EXTENSIONS, SCHEMAS};
@@ -198,35 +198,8 @@ fn identifier_problems(
     allowed: impl Fn(char) -> bool,
     first_allowed: impl Fn(char) -> bool,
 ) -> Vec<String> {
-    let mut upper_case = false;
-    let mut others: Vec<char> = Vec::new();
-    for c in s.chars() {
-        if allowed(c) {
-            continue;
-        }
-        if c.is_uppercase() {
-            upper_case = true;
-        } else if !others.contains(&c) {
-            others.push(c);
-        }
-    }
-    let mut contained: Vec<String> = Vec::new();
-    if upper_case {
-        contained.push("upper-case letters".to_owned());
-    }
-    contained.extend(
-        others
-            .iter()
-            .take(MAX_LISTED_CHARACTERS)
-            .map(|&c| describe_char(c)),
-    );
-    if others.len() > MAX_LISTED_CHARACTERS {
-        contained.push("more".to_owned());
-    }
     let mut problems = Vec::new();
-    if !contained.is_empty() {
-        problems.push(format!("it contains {}", join_and(&contained)));
-    }
+    problems.extend(unexpected_characters(s, &allowed));
     if let Some(first) = s.chars().next() {
         if allowed(first) && !first_allowed(first) {
             problems.push(format!("it starts with `{first}`"));

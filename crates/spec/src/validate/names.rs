@@ -34,10 +34,33 @@ pub(super) fn label_problems(s: &str) -> Vec<String> {
         return vec!["it is empty".to_owned()];
     }
     let mut problems = Vec::new();
+    problems.extend(unexpected_characters(s, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    }));
+    if s.starts_with('-') {
+        problems.push("it starts with `-`".to_owned());
+    }
+    if s.ends_with('-') {
+        problems.push("it ends with `-`".to_owned());
+    }
+    // Counted in characters to match the rule users are shown; a label with any multi-byte
+    // character is already rejected above, so this agrees with the byte limit.
+    let length = s.chars().count();
+    if length > MAX_LABEL_BYTES {
+        problems.push(format!(
+            "it is {length} characters long, more than {MAX_LABEL_BYTES}"
+        ));
+    }
+    problems
+}
+
+/// "it contains upper-case letters, `_` and …" for the characters of `s` that `allowed` refuses;
+/// None when there are none. One phrase for every character rule of names and identifiers.
+pub(super) fn unexpected_characters(s: &str, allowed: impl Fn(char) -> bool) -> Option<String> {
     let mut upper_case = false;
     let mut others: Vec<char> = Vec::new();
     for c in s.chars() {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+        if allowed(c) {
             continue;
         }
         if c.is_uppercase() {
@@ -59,24 +82,7 @@ pub(super) fn label_problems(s: &str) -> Vec<String> {
     if others.len() > MAX_LISTED_CHARACTERS {
         contained.push("more".to_owned());
     }
-    if !contained.is_empty() {
-        problems.push(format!("it contains {}", join_and(&contained)));
-    }
-    if s.starts_with('-') {
-        problems.push("it starts with `-`".to_owned());
-    }
-    if s.ends_with('-') {
-        problems.push("it ends with `-`".to_owned());
-    }
-    // Counted in characters to match the rule users are shown; a label with any multi-byte
-    // character is already rejected above, so this agrees with the byte limit.
-    let length = s.chars().count();
-    if length > MAX_LABEL_BYTES {
-        problems.push(format!(
-            "it is {length} characters long, more than {MAX_LABEL_BYTES}"
-        ));
-    }
-    problems
+    (!contained.is_empty()).then(|| format!("it contains {}", join_and(&contained)))
 }
 
 pub(super) fn describe_char(c: char) -> String {
