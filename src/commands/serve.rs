@@ -90,19 +90,16 @@ fn is_git(repo: &str) -> bool {
 
 /// Where a remote's objects are mirrored: one bare repository per remote and branch.
 fn mirror_dir(state_dir: &Path, remote: &str, branch: &str) -> PathBuf {
-    let name: String = format!(
-        "{}-{branch}",
-        pgtenant_serve::source::without_credentials(remote)
-    )
-    .chars()
-    .map(|c| {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-            c
-        } else {
-            '_'
-        }
-    })
-    .collect();
+    let name: String = format!("{}-{branch}", pgtenant_serve::http::scrub::text(remote))
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let tail = &name[name.len().saturating_sub(100)..];
     state_dir.join("serve").join("git").join(tail)
 }

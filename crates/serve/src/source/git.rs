@@ -64,7 +64,7 @@ fn fetch_and_read(
     mirror: &Path,
     last: Option<String>,
 ) -> Result<Option<(String, pgtenant_spec::LoadedRepo)>, String> {
-    let shown = super::without_credentials(remote);
+    let shown = crate::http::scrub::text(remote);
     let repo = open_mirror(mirror)?;
     let tracking = format!("refs/remotes/origin/{branch}");
     let refspec = format!("+refs/heads/{branch}:{tracking}");

@@ -58,23 +58,9 @@ impl SourceSettings {
         match self {
             SourceSettings::Directory { root } => root.display().to_string(),
             SourceSettings::Git { remote, branch, .. } => {
-                format!("{} ({branch})", without_credentials(remote))
+                format!("{} ({branch})", crate::http::scrub::text(remote))
             }
         }
-    }
-}
-
-/// `https://user:token@host/x` → `https://host/x`.
-pub fn without_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('/') {
-            Some((authority, path)) => match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://{host}/{path}"),
-                None => url.to_string(),
-            },
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 
