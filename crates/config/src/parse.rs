@@ -427,6 +427,7 @@ impl Parser<'_> {
             endpoint,
             ca_file,
             labels,
+            pooler: None,
             location: name_location,
         })
     }

@@ -377,6 +377,7 @@ fn a_v1_entry_becomes_a_full_spec() {
             extensions: vec!["pgcrypto".into(), "uuid-ossp".into()],
             connection_limit: Some(40),
             environment: Some(Environment::Staging),
+            pooling: None,
             roles: BTreeMap::from([
                 (
                     "read".to_owned(),
