@@ -286,8 +286,7 @@ impl PoolMode {
 /// the platform's defaults (unset fields keep them). An absent `pooling:` is
 /// [`DatabaseSpec::pooling`] `None`: pooled with the platform's defaults when the cluster has a
 /// pooler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pooling {
     /// `pooling: none`: no pool entry, no pooled endpoint in the credentials.
     Off,
@@ -303,6 +302,26 @@ impl Pooling {
     pub const NONE: &'static str = "none";
     /// The largest `pooling.size` taken.
     pub const MAX_SIZE: u32 = 10_000;
+}
+
+/// As written in a values file: `"none"`, or `{"mode": …, "size": …}` of the fields given.
+impl Serialize for Pooling {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Pooling::Off => serializer.serialize_str(Self::NONE),
+            Pooling::Pooled { mode, size } => {
+                let mut map = serializer.serialize_map(None)?;
+                if let Some(mode) = mode {
+                    map.serialize_entry("mode", mode)?;
+                }
+                if let Some(size) = size {
+                    map.serialize_entry("size", size)?;
+                }
+                map.end()
+            }
+        }
+    }
 }
 
 /// Per-role settings (`roles: {write: {...}}`); unset fields keep the server's defaults.
@@ -352,6 +371,7 @@ pub struct DatabaseSpec {
     /// By role suffix of the preset (`admin`, `write`, `app`, …).
     pub roles: BTreeMap<String, RoleSettings>,
     /// `pooling:`; None: the platform's defaults (pooled when the cluster has a pooler).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pooling: Option<Pooling>,
 }
 
@@ -399,6 +419,22 @@ mod tests {
         };
         assert_eq!(spec.database_name(), "idp-dev-my-db");
         assert_eq!(spec.tenant_id(), "idp-dev/my-db");
+    }
+
+    #[test]
+    fn pooling_serializes_as_written() {
+        assert_eq!(serde_json::to_value(Pooling::Off).unwrap(), "none");
+        let pooled = Pooling::Pooled {
+            mode: Some(PoolMode::Session),
+            size: None,
+        };
+        assert_eq!(
+            serde_json::to_value(pooled).unwrap(),
+            serde_json::json!({"mode": "session"})
+        );
+        for mode in PoolMode::ALL {
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
+        }
     }
 
     #[test]
