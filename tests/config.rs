@@ -416,3 +416,24 @@ fn plan_without_a_repo_argument_reads_the_configs_repo() {
     );
     assert!(plan.stdout.contains("team/orders"), "{}", plan.stdout);
 }
+
+#[test]
+fn config_check_reports_pooler_and_pooling_mistakes_located() {
+    let dir = TempDir::new().unwrap();
+    let run = |args: &[&str]| output(pgtenant(&dir.path().join("state"), dir.path()).args(args));
+    std::fs::write(
+        dir.path().join("pgtenant.yaml"),
+        "clusters:\n  - name: main\n    adminUrl: env:PGTENANT_TEST_UNSET_URL\n    pooler: {listen: 127.0.0.1:6432, auth: querry}\npooling: {mode: sesion, size: 20000}\n",
+    )
+    .unwrap();
+    let out = run(&["--config", "pgtenant.yaml", "config", "check"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    for expected in [
+        "error: pgtenant.yaml:4:44: clusters[0].pooler.auth: unknown pooler authentication `querry`: expected `file` or `query`\n  help: did you mean `query`?",
+        "error: pgtenant.yaml:5:17: pooling.mode: unknown pool mode `sesion`: expected `transaction` or `session`\n  help: did you mean `session`?",
+        "error: pgtenant.yaml:5:31: pooling.size: expected a pool size from 1 to 10000, found the number `20000`",
+    ] {
+        assert!(out.stderr.contains(expected), "wanted {expected:?} in\n{}", out.stderr);
+    }
+    assert!(out.stdout.contains("invalid: 3 error(s)"), "{}", out.stdout);
+}

@@ -281,3 +281,19 @@ fn schema_prints_the_committed_json_schema() {
         false
     );
 }
+
+#[test]
+fn a_bad_pooling_is_reported_with_file_line_and_field() {
+    // A legacy file is read as v1 for the upgrade, so the values of its v1 fields are checked.
+    let text = "postgresqlDatabases:\n  - name: jobs\n    pooling: {mode: sesion, size: 20}\n  - name: reports\n    pooling: nope\n";
+    let dir = repo(&[("team/jobs/values.yaml", text)]);
+    let run = upgrade(&dir, &["--check"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for expected in [
+        "error: team/jobs/values.yaml:3:21: postgresqlDatabases[0].pooling.mode: unknown pool mode `sesion`: expected `transaction` or `session`\n  help: did you mean `session`?",
+        "error: team/jobs/values.yaml:5:14: postgresqlDatabases[1].pooling: unknown pooling `nope`: expected `none` or the pool's settings\n  help: did you mean `none`?",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}\n{}", run.stderr);
+    }
+    assert_eq!(read(&dir, "team/jobs/values.yaml"), text);
+}

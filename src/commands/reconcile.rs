@@ -166,6 +166,7 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
         connector: connected.connector,
         store: context.store()?,
         endpoint: connected.endpoint,
+        pooler_endpoint: None,
         superuser_extensions: context.superuser_extensions().clone(),
         platform_environment,
         final_backups: Some(Arc::new(pgtenant_backup::trash::Trash::new(

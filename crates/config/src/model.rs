@@ -3,7 +3,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pgtenant_spec::{Environment, SourceLocation};
+use pgtenant_spec::{Environment, PoolMode, SourceLocation};
 use serde::Serialize;
 
 use crate::reference::AdminUrlSource;
@@ -34,6 +34,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `superuserExtensions:`.
     pub superuser_extensions: Vec<String>,
+    /// `pooling:`, what a tenant database without a `pooling:` of its own gets.
+    pub pooling: PoolingDefaults,
 }
 
 impl Config {
@@ -70,8 +72,101 @@ pub struct ClusterConfig {
     /// CA bundle (PEM) that verifies the server certificate.
     pub ca_file: Option<PathBuf>,
     pub labels: BTreeMap<String, String>,
+    /// `pooler:`, the cluster's pgbouncer; None: no pooler (credentials carry no pooled endpoint).
+    pub pooler: Option<PoolerConfig>,
     /// Where the item starts.
     pub location: SourceLocation,
+}
+
+/// `pooling:`: the pool mode and size of tenant databases that do not set their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolingDefaults {
+    /// `mode:` [default: transaction].
+    pub mode: PoolMode,
+    /// `size:`, pgbouncer's `pool_size` [default: 10].
+    pub size: u32,
+}
+
+impl PoolingDefaults {
+    pub const DEFAULT_SIZE: u32 = 10;
+}
+
+impl Default for PoolingDefaults {
+    fn default() -> Self {
+        PoolingDefaults {
+            mode: PoolMode::Transaction,
+            size: Self::DEFAULT_SIZE,
+        }
+    }
+}
+
+/// `clusters[].pooler:`, the pgbouncer in front of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolerConfig {
+    /// `run:` [default: local].
+    pub run: PoolerRun,
+    /// `listen:`, where pgbouncer listens (and its admin console answers).
+    pub listen: HostPort,
+    /// `endpoint:`, what applications connect to; None: `listen`.
+    pub endpoint: Option<HostPort>,
+    /// `configDir:`, where `pgbouncer.ini` and the auth file are written; None:
+    /// `<state>/pooler/<cluster>/`.
+    pub config_dir: Option<PathBuf>,
+    /// `auth:` [default: file].
+    pub auth: PoolerAuth,
+    /// `tls:`, the certificate clients verify; None: the embedded CA's.
+    pub tls: Option<TlsConfig>,
+}
+
+impl PoolerConfig {
+    /// Where applications connect: `endpoint`, else `listen`.
+    pub fn app_endpoint(&self) -> &HostPort {
+        self.endpoint.as_ref().unwrap_or(&self.listen)
+    }
+}
+
+/// `pooler.run`: who runs pgbouncer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PoolerRun {
+    /// A pgbouncer process pgtenant (`serve`, `up`) starts and supervises.
+    #[default]
+    Local,
+    /// pgtenant only writes the files and RELOADs through the admin console at `listen`
+    /// (pgbouncer is run by systemd, Kubernetes, …).
+    Files,
+}
+
+impl PoolerRun {
+    pub const ALL: [PoolerRun; 2] = [PoolerRun::Local, PoolerRun::Files];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolerRun::Local => "local",
+            PoolerRun::Files => "files",
+        }
+    }
+}
+
+/// `pooler.auth`: how pgbouncer checks tenant passwords.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PoolerAuth {
+    /// An `auth_file` of the SCRAM verifiers pgtenant computes (no superuser, no cleartext).
+    #[default]
+    File,
+    /// `auth_query` through `pgtenant.pooler_lookup` in every tenant database (needs a control
+    /// role that can read `pg_authid`).
+    Query,
+}
+
+impl PoolerAuth {
+    pub const ALL: [PoolerAuth; 2] = [PoolerAuth::File, PoolerAuth::Query];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolerAuth::File => "file",
+            PoolerAuth::Query => "query",
+        }
+    }
 }
 
 /// `HOST:PORT` (`[::1]:5432` for IPv6).

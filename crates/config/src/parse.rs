@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use pgtenant_spec::{
     closest, closest_word, describe, is_dns_label, listed, parse_duration_ms_up_to, shown,
-    syntax_error, Diagnostic, DurationError, Environment, LoadOptions, SourceLocation,
+    syntax_error, Diagnostic, DurationError, Environment, LoadOptions, PoolMode, Pooling,
+    SourceLocation,
 };
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
 use crate::cron::check_schedule;
 use crate::model::{
-    BackupSchedules, ClusterConfig, Config, HostPort, ServeConfig, StoreConfig, StoreKind,
-    TlsConfig,
+    BackupSchedules, ClusterConfig, Config, HostPort, PoolerAuth, PoolerConfig, PoolerRun,
+    PoolingDefaults, ServeConfig, StoreConfig, StoreKind, TlsConfig,
 };
 use crate::reference::{has_inline_password, AdminUrlSource};
 
@@ -25,7 +26,8 @@ pub(crate) const RETENTION: &str = "retention";
 pub(crate) const BACKUPS: &str = "backups";
 pub(crate) const SERVE: &str = "serve";
 pub(crate) const SUPERUSER_EXTENSIONS: &str = "superuserExtensions";
-pub(crate) const TOP_LEVEL: [&str; 8] = [
+pub(crate) const POOLING: &str = "pooling";
+pub(crate) const TOP_LEVEL: [&str; 9] = [
     REPO,
     CLUSTERS,
     STORE,
@@ -34,6 +36,7 @@ pub(crate) const TOP_LEVEL: [&str; 8] = [
     BACKUPS,
     SERVE,
     SUPERUSER_EXTENSIONS,
+    POOLING,
 ];
 
 pub(crate) const NAME: &str = "name";
@@ -41,7 +44,16 @@ pub(crate) const ADMIN_URL: &str = "adminUrl";
 pub(crate) const ENDPOINT: &str = "endpoint";
 pub(crate) const CA_FILE: &str = "caFile";
 pub(crate) const LABELS: &str = "labels";
-pub(crate) const CLUSTER_FIELDS: [&str; 5] = [NAME, ADMIN_URL, ENDPOINT, CA_FILE, LABELS];
+pub(crate) const POOLER: &str = "pooler";
+pub(crate) const CLUSTER_FIELDS: [&str; 6] = [NAME, ADMIN_URL, ENDPOINT, CA_FILE, LABELS, POOLER];
+
+pub(crate) const MODE: &str = "mode";
+pub(crate) const SIZE: &str = "size";
+pub(crate) const POOLING_FIELDS: [&str; 2] = [MODE, SIZE];
+pub(crate) const RUN: &str = "run";
+pub(crate) const CONFIG_DIR: &str = "configDir";
+pub(crate) const AUTH: &str = "auth";
+pub(crate) const POOLER_FIELDS: [&str; 6] = [RUN, LISTEN, ENDPOINT, CONFIG_DIR, AUTH, TLS];
 
 pub(crate) const TYPE: &str = "type";
 pub(crate) const KEY_FILE: &str = "keyFile";
@@ -282,6 +294,7 @@ impl Parser<'_> {
                 BACKUPS => config.backups = self.backups(value),
                 SERVE => config.serve = self.serve(value),
                 SUPERUSER_EXTENSIONS => config.superuser_extensions = self.extensions(value),
+                POOLING => config.pooling = self.pooling(value),
                 _ => unreachable!("only known keys are returned"),
             }
         }
@@ -378,6 +391,7 @@ impl Parser<'_> {
         let mut endpoint = None;
         let mut ca_file = None;
         let mut labels = BTreeMap::new();
+        let mut pooler = None;
         let mut complete = true;
         for (key, _, value) in &entries {
             let field = format!("{path}.{key}");
@@ -402,6 +416,10 @@ impl Parser<'_> {
                     complete &= ca_file.is_some();
                 }
                 LABELS => labels = self.labels(value, &field),
+                POOLER => {
+                    pooler = self.pooler(value, &field);
+                    complete &= pooler.is_some();
+                }
                 _ => unreachable!("only known keys are returned"),
             }
         }
@@ -427,6 +445,7 @@ impl Parser<'_> {
             endpoint,
             ca_file,
             labels,
+            pooler,
             location: name_location,
         })
     }
@@ -867,7 +886,7 @@ impl Parser<'_> {
                 GIT => self.git(value, &mut serve),
                 TOKEN_FILE => serve.token_file = self.path(value, &field),
                 WEBHOOK_SECRET_FILE => serve.webhook_secret_file = self.path(value, &field),
-                TLS => serve.tls = self.tls(value),
+                TLS => serve.tls = self.tls(value, &field),
                 ROTATE_EVERY => serve.rotate_every = self.whole_days(value, &field, "90d"),
                 _ => unreachable!("only known keys are returned"),
             }
@@ -903,9 +922,8 @@ impl Parser<'_> {
         }
     }
 
-    fn tls(&mut self, value: &MarkedYaml) -> Option<TlsConfig> {
-        let path = format!("{SERVE}.{TLS}");
-        let entries = self.mapping(value, &path, &TLS_FIELDS)?;
+    fn tls(&mut self, value: &MarkedYaml, path: &str) -> Option<TlsConfig> {
+        let entries = self.mapping(value, path, &TLS_FIELDS)?;
         let (mut cert_file, mut key_file) = (None, None);
         for (key, _, value) in entries {
             let field = format!("{path}.{key}");
@@ -922,7 +940,7 @@ impl Parser<'_> {
             _ => {
                 self.error(
                     value,
-                    &path,
+                    path,
                     "`tls` needs both `certFile` and `keyFile`".to_owned(),
                     "give the PEM certificate (chain) and its private key".to_owned(),
                 );
@@ -958,6 +976,145 @@ impl Parser<'_> {
             return None;
         }
         Some(Duration::from_millis(ms))
+    }
+
+    /// One of `options`' words, e.g. `run: local`.
+    fn word<T: Copy>(
+        &mut self,
+        value: &MarkedYaml,
+        field: &str,
+        noun: &str,
+        options: &[(T, &'static str)],
+    ) -> Option<T> {
+        let names: Vec<&str> = options.iter().map(|(_, name)| *name).collect();
+        let text = self.text(value, field, &listed(&names, "or"))?;
+        if let Some((choice, _)) = options.iter().find(|(_, name)| *name == text.trim()) {
+            return Some(*choice);
+        }
+        self.error(
+            value,
+            field,
+            format!(
+                "unknown {noun} `{}`: expected {}",
+                shown(text),
+                listed(&names, "or")
+            ),
+            match closest_word(text, &names) {
+                Some(meant) => format!("did you mean `{meant}`?"),
+                None => format!("use {}", listed(&names, "or")),
+            },
+        );
+        None
+    }
+
+    /// `pooling:`: the pool mode and size of tenant databases without their own.
+    fn pooling(&mut self, value: &MarkedYaml) -> PoolingDefaults {
+        let mut pooling = PoolingDefaults::default();
+        let Some(entries) = self.mapping(value, POOLING, &POOLING_FIELDS) else {
+            return pooling;
+        };
+        for (key, _, value) in entries {
+            let field = format!("{POOLING}.{key}");
+            match key {
+                MODE => {
+                    let options = PoolMode::ALL.map(|mode| (mode, mode.as_str()));
+                    if let Some(mode) = self.word(value, &field, "pool mode", &options) {
+                        pooling.mode = mode;
+                    }
+                }
+                _ => {
+                    if let Some(size) = self.pool_size(value, &field) {
+                        pooling.size = size;
+                    }
+                }
+            }
+        }
+        pooling
+    }
+
+    /// A pool size: 1 to [`Pooling::MAX_SIZE`] server connections.
+    fn pool_size(&mut self, value: &MarkedYaml, field: &str) -> Option<u32> {
+        let max = Pooling::MAX_SIZE;
+        if let YamlData::Value(Scalar::Integer(number)) = &value.data {
+            if let Some(size) = u32::try_from(*number)
+                .ok()
+                .filter(|size| (1..=max).contains(size))
+            {
+                return Some(size);
+            }
+        }
+        self.error(
+            value,
+            field,
+            format!(
+                "expected a pool size from 1 to {max}, found {}",
+                describe(value)
+            ),
+            format!("e.g. `{SIZE}: 10` (server connections per tenant database)"),
+        );
+        None
+    }
+
+    /// `clusters[].pooler:`, the pgbouncer in front of the cluster.
+    fn pooler(&mut self, value: &MarkedYaml, path: &str) -> Option<PoolerConfig> {
+        let entries = self.mapping(value, path, &POOLER_FIELDS)?;
+        let (mut run, mut auth) = (PoolerRun::default(), PoolerAuth::default());
+        let (mut listen, mut endpoint, mut config_dir, mut tls) = (None, None, None, None);
+        let mut complete = true;
+        for (key, _, value) in &entries {
+            let field = format!("{path}.{key}");
+            match *key {
+                RUN => {
+                    let options = PoolerRun::ALL.map(|run| (run, run.as_str()));
+                    match self.word(value, &field, "way to run the pooler", &options) {
+                        Some(given) => run = given,
+                        None => complete = false,
+                    }
+                }
+                AUTH => {
+                    let options = PoolerAuth::ALL.map(|auth| (auth, auth.as_str()));
+                    match self.word(value, &field, "pooler authentication", &options) {
+                        Some(given) => auth = given,
+                        None => complete = false,
+                    }
+                }
+                LISTEN => {
+                    listen = self.host_port(value, &field, "127.0.0.1:6432");
+                    complete &= listen.is_some();
+                }
+                ENDPOINT => {
+                    endpoint = self.host_port(value, &field, "pooler.internal:6432");
+                    complete &= endpoint.is_some();
+                }
+                CONFIG_DIR => {
+                    config_dir = self.path(value, &field);
+                    complete &= config_dir.is_some();
+                }
+                _ => {
+                    tls = self.tls(value, &field);
+                    complete &= tls.is_some();
+                }
+            }
+        }
+        let Some(listen) = listen else {
+            if !entries.iter().any(|(key, _, _)| *key == LISTEN) {
+                self.error(
+                    value,
+                    path,
+                    format!("a pooler needs `{LISTEN}`"),
+                    format!("add `{LISTEN}: 127.0.0.1:6432`, where pgbouncer listens"),
+                );
+            }
+            return None;
+        };
+        complete.then_some(PoolerConfig {
+            run,
+            listen,
+            endpoint,
+            config_dir,
+            auth,
+            tls,
+        })
     }
 
     fn extensions(&mut self, value: &MarkedYaml) -> Vec<String> {

@@ -9,12 +9,15 @@ use pgtenant_spec::Environment;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value};
 
-use crate::model::StoreKind;
+use pgtenant_spec::{PoolMode, Pooling};
+
+use crate::model::{PoolerAuth, PoolerRun, PoolingDefaults, StoreKind};
 use crate::parse::{
-    ADMIN_URL, BACKUPS, BACKUP_FIELDS, BRANCH, CA_FILE, CERT_FILE, CLUSTERS, DRIFT_INTERVAL,
-    ENDPOINT, ENDPOINT_URL, ENVIRONMENT, GIT, KEY_FILE, KMS_KEY_ID, LABELS, LISTEN, NAME,
-    POLL_INTERVAL, PREFIX, REGION, REMOTE, REPO, RETENTION, ROTATE_EVERY, SERVE, STORE,
-    SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE, WEBHOOK_SECRET_FILE,
+    ADMIN_URL, AUTH, BACKUPS, BACKUP_FIELDS, BRANCH, CA_FILE, CERT_FILE, CLUSTERS, CONFIG_DIR,
+    DRIFT_INTERVAL, ENDPOINT, ENDPOINT_URL, ENVIRONMENT, GIT, KEY_FILE, KMS_KEY_ID, LABELS, LISTEN,
+    MODE, NAME, POLL_INTERVAL, POOLER, POOLING, PREFIX, REGION, REMOTE, REPO, RETENTION,
+    ROTATE_EVERY, RUN, SERVE, SIZE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE,
+    WEBHOOK_SECRET_FILE,
 };
 
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
@@ -65,6 +68,67 @@ impl JsonSchema for ConfigFile {
                 (kind.to_string(), schedule.to_value())
             })
             .collect();
+        let pooler = json_schema!({
+            "description": "The cluster's pgbouncer: pgtenant renders its databases from the declared tenants and writes the pooled endpoint into their credentials.",
+            "type": "object",
+            "additionalProperties": false,
+            "required": [LISTEN],
+            "properties": {
+                RUN: {
+                    "description": "`local` (default): pgtenant (`serve`, `up`) runs pgbouncer; `files`: pgtenant only writes its files and reloads it through the admin console (pgbouncer run by systemd, Kubernetes, …).",
+                    "type": "string",
+                    "enum": PoolerRun::ALL.map(PoolerRun::as_str),
+                },
+                LISTEN: {
+                    "description": "HOST:PORT pgbouncer listens on (and its admin console answers on).",
+                    "type": "string",
+                    "pattern": HOST_PORT_PATTERN,
+                },
+                ENDPOINT: {
+                    "description": "HOST:PORT applications connect to through the pooler, written into credentials [default: listen].",
+                    "type": "string",
+                    "pattern": HOST_PORT_PATTERN,
+                },
+                CONFIG_DIR: {
+                    "description": "Where pgbouncer.ini and the auth file are written [default: <state-dir>/pooler/<cluster>/].",
+                    "type": "string",
+                    "minLength": 1,
+                },
+                AUTH: {
+                    "description": "`file` (default): an auth_file of the SCRAM verifiers pgtenant computes; `query`: auth_query through pgtenant.pooler_lookup in every tenant database (needs a control role that can read pg_authid).",
+                    "type": "string",
+                    "enum": PoolerAuth::ALL.map(PoolerAuth::as_str),
+                },
+                TLS: {
+                    "description": "The certificate and key (PEM) pgbouncer presents to clients [default: one from the embedded CA].",
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": [CERT_FILE, KEY_FILE],
+                    "properties": {
+                        CERT_FILE: { "description": "The certificate (chain), PEM.", "type": "string", "minLength": 1 },
+                        KEY_FILE: { "description": "Its private key, PEM.", "type": "string", "minLength": 1 },
+                    },
+                },
+            },
+        });
+        let pooling = json_schema!({
+            "description": "The pool of a tenant database that sets no `pooling` of its own, on clusters with a pooler.",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                MODE: {
+                    "description": format!("`transaction` (default): a server connection per transaction; `session`: one per client session [default: {}].", PoolingDefaults::default().mode.as_str()),
+                    "type": "string",
+                    "enum": PoolMode::ALL.map(|mode| mode.as_str()),
+                },
+                SIZE: {
+                    "description": format!("Server connections per tenant database (pgbouncer's pool_size) [default: {}].", PoolingDefaults::DEFAULT_SIZE),
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": Pooling::MAX_SIZE,
+                },
+            },
+        });
         json_schema!({
             "title": "pgtenant platform config",
             "description": "pgtenant.yaml: what is not per tenant (the apps repo, the clusters, the credential store, retention, schedules, server settings). Relative paths are taken from the file's directory.",
@@ -111,6 +175,7 @@ impl JsonSchema for ConfigFile {
                                 "type": "object",
                                 "additionalProperties": { "type": "string" },
                             },
+                            POOLER: pooler,
                         },
                     },
                 },
@@ -225,6 +290,7 @@ impl JsonSchema for ConfigFile {
                         },
                     },
                 },
+                POOLING: pooling,
                 SUPERUSER_EXTENSIONS: {
                     "description": "Extensions that need superuser and that tenants may still declare.",
                     "type": "array",
@@ -249,7 +315,9 @@ pub fn config_schema_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{CLUSTER_FIELDS, SERVE_FIELDS, STORE_FIELDS, TOP_LEVEL};
+    use crate::parse::{
+        CLUSTER_FIELDS, POOLER_FIELDS, POOLING_FIELDS, SERVE_FIELDS, STORE_FIELDS, TOP_LEVEL,
+    };
 
     fn keys(schema: &Value) -> Vec<String> {
         let mut keys: Vec<String> = schema["properties"]
@@ -278,6 +346,11 @@ mod tests {
             keys(&properties[CLUSTERS]["items"]),
             sorted(&CLUSTER_FIELDS)
         );
+        assert_eq!(
+            keys(&properties[CLUSTERS]["items"]["properties"][POOLER]),
+            sorted(&POOLER_FIELDS)
+        );
+        assert_eq!(keys(&properties[POOLING]), sorted(&POOLING_FIELDS));
         assert_eq!(keys(&properties[STORE]), sorted(&STORE_FIELDS));
         assert_eq!(keys(&properties[SERVE]), sorted(&SERVE_FIELDS));
         assert_eq!(keys(&properties[BACKUPS]), sorted(&BACKUP_FIELDS));

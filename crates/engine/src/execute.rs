@@ -348,6 +348,7 @@ impl Worker {
                                 endpoint: self.endpoint.host.clone(),
                                 port: self.endpoint.port,
                                 dbname: dbname.clone(),
+                                pooler: None,
                             },
                         )
                         .await
@@ -387,6 +388,7 @@ impl Worker {
                                 endpoint: self.endpoint.host.clone(),
                                 port: self.endpoint.port,
                                 dbname: dbname.clone(),
+                                pooler: None,
                             };
                             let journal = journal_path(secret_path);
                             self.store

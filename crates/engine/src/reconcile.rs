@@ -37,6 +37,9 @@ pub struct Reconciler {
     pub store: Arc<dyn CredentialStore>,
     /// Where the credentials written to the store say applications connect.
     pub endpoint: Endpoint,
+    /// Where applications connect through the cluster's pooler; None: no pooler, and credentials
+    /// carry no pooled endpoint.
+    pub pooler_endpoint: Option<Endpoint>,
     /// Extensions that need superuser and that the platform allows.
     pub superuser_extensions: BTreeSet<String>,
     /// The platform's tier: the retention of final backups of databases without a tier of their own.

@@ -43,7 +43,7 @@ use aws_sdk_secretsmanager::Client;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{Credential, CredentialStore, SecretPath, StoreError, PENDING_PREFIX};
+use crate::{Credential, CredentialStore, PoolerAddress, SecretPath, StoreError, PENDING_PREFIX};
 
 /// The stages Secrets Manager gives versions.
 const CURRENT: &str = "AWSCURRENT";
@@ -116,6 +116,11 @@ struct StoredValue {
     endpoint: String,
     port: Port,
     dbname: String,
+    /// Written only for pooled credentials.
+    #[serde(default)]
+    pooler_endpoint: Option<String>,
+    #[serde(default)]
+    pooler_port: Option<Port>,
 }
 
 #[derive(Deserialize)]
@@ -266,11 +271,19 @@ impl AwsSecretsManagerStore {
                 Some(e),
             )
         })?;
-        let port = match stored.port {
-            Port::Number(port) => port,
+        let port_of = |port: Port| match port {
+            Port::Number(port) => Ok(port),
             Port::Text(text) => text
                 .parse()
-                .map_err(|_| corrupt("the secret's port is not a port number", None))?,
+                .map_err(|_| corrupt("the secret's port is not a port number", None)),
+        };
+        let port = port_of(stored.port)?;
+        let pooler = match (stored.pooler_endpoint, stored.pooler_port) {
+            (Some(endpoint), Some(port)) => Some(PoolerAddress {
+                endpoint,
+                port: port_of(port)?,
+            }),
+            _ => None,
         };
         Ok(Some(Credential {
             username: stored.username,
@@ -278,6 +291,7 @@ impl AwsSecretsManagerStore {
             endpoint: stored.endpoint,
             port,
             dbname: stored.dbname,
+            pooler,
         }))
     }
 
@@ -726,6 +740,7 @@ mod tests {
             endpoint: "db.internal".into(),
             port: 5432,
             dbname: "shop-orders".into(),
+            pooler: None,
         };
         let value = secret_value(&credential);
         let json: Value = serde_json::from_str(&value).unwrap();

@@ -11,6 +11,19 @@ pub struct Credential {
     pub endpoint: String,
     pub port: u16,
     pub dbname: String,
+    /// Where the tenant's pooler (pgbouncer) listens for it; None: not pooled, or the cluster
+    /// has no pooler. Credentials stored before pooling existed read as None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<PoolerAddress>,
+}
+
+/// The pooled endpoint of a credential: same user, password and database name, another host
+/// and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolerAddress {
+    /// Host name or address of the pooler.
+    pub endpoint: String,
+    pub port: u16,
 }
 
 // Credentials end up in logs and error chains through `{:?}`; the password
@@ -23,6 +36,7 @@ impl fmt::Debug for Credential {
             .field("endpoint", &self.endpoint)
             .field("port", &self.port)
             .field("dbname", &self.dbname)
+            .field("pooler", &self.pooler)
             .finish()
     }
 }
@@ -39,6 +53,7 @@ mod tests {
             endpoint: "db.example.com".into(),
             port: 5432,
             dbname: "orders".into(),
+            pooler: None,
         };
         for shown in [format!("{credential:?}"), format!("{credential:#?}")] {
             assert!(!shown.contains("hunter2"), "{shown}");

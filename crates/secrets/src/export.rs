@@ -376,6 +376,7 @@ mod tests {
             endpoint: "db.internal".into(),
             port: 5432,
             dbname: "idp-dev-my-db".into(),
+            pooler: None,
         }
     }
 

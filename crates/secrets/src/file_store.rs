@@ -577,6 +577,7 @@ mod tests {
             endpoint: "db.example.com".into(),
             port: 5432,
             dbname: "orders".into(),
+            pooler: None,
         }
     }
 

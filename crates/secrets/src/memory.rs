@@ -52,6 +52,7 @@ mod tests {
             endpoint: "localhost".into(),
             port: 5432,
             dbname: "orders".into(),
+            pooler: None,
         }
     }
 

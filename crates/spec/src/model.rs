@@ -258,6 +258,72 @@ impl LogStatements {
     }
 }
 
+/// How a pooler (pgbouncer) shares server connections among a database's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection per transaction: the most sharing; session state does not survive
+    /// a transaction.
+    #[default]
+    Transaction,
+    /// A server connection per client session.
+    Session,
+}
+
+impl PoolMode {
+    pub const ALL: [PoolMode; 2] = [PoolMode::Transaction, PoolMode::Session];
+
+    /// The spelling of values files, the platform config and pgbouncer's `pool_mode`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+}
+
+/// A database's `pooling:`: `none` opts out of the cluster's pooler; `{mode, size}` overrides
+/// the platform's defaults (unset fields keep them). An absent `pooling:` is
+/// [`DatabaseSpec::pooling`] `None`: pooled with the platform's defaults when the cluster has a
+/// pooler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pooling {
+    /// `pooling: none`: no pool entry, no pooled endpoint in the credentials.
+    Off,
+    Pooled {
+        mode: Option<PoolMode>,
+        /// pgbouncer's `pool_size`: server connections for the database (per user).
+        size: Option<u32>,
+    },
+}
+
+impl Pooling {
+    /// The word of `pooling: none`.
+    pub const NONE: &'static str = "none";
+    /// The largest `pooling.size` taken.
+    pub const MAX_SIZE: u32 = 10_000;
+}
+
+/// As written in a values file: `"none"`, or `{"mode": …, "size": …}` of the fields given.
+impl Serialize for Pooling {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Pooling::Off => serializer.serialize_str(Self::NONE),
+            Pooling::Pooled { mode, size } => {
+                let mut map = serializer.serialize_map(None)?;
+                if let Some(mode) = mode {
+                    map.serialize_entry("mode", mode)?;
+                }
+                if let Some(size) = size {
+                    map.serialize_entry("size", size)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
 /// Per-role settings (`roles: {write: {...}}`); unset fields keep the server's defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct RoleSettings {
@@ -304,6 +370,9 @@ pub struct DatabaseSpec {
     pub environment: Option<Environment>,
     /// By role suffix of the preset (`admin`, `write`, `app`, …).
     pub roles: BTreeMap<String, RoleSettings>,
+    /// `pooling:`; None: the platform's defaults (pooled when the cluster has a pooler).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
 }
 
 impl DatabaseSpec {
@@ -320,6 +389,12 @@ impl DatabaseSpec {
     /// The tenant's identity in the repo, `<namespace>/<name>` ([`TenantId`]'s display form).
     pub fn tenant_id(&self) -> String {
         self.tenant().to_string()
+    }
+
+    /// Whether the database goes through the cluster's pooler (when it has one): all but
+    /// `pooling: none`.
+    pub fn is_pooled(&self) -> bool {
+        self.pooling != Some(Pooling::Off)
     }
 }
 
@@ -344,6 +419,22 @@ mod tests {
         };
         assert_eq!(spec.database_name(), "idp-dev-my-db");
         assert_eq!(spec.tenant_id(), "idp-dev/my-db");
+    }
+
+    #[test]
+    fn pooling_serializes_as_written() {
+        assert_eq!(serde_json::to_value(Pooling::Off).unwrap(), "none");
+        let pooled = Pooling::Pooled {
+            mode: Some(PoolMode::Session),
+            size: None,
+        };
+        assert_eq!(
+            serde_json::to_value(pooled).unwrap(),
+            serde_json::json!({"mode": "session"})
+        );
+        for mode in PoolMode::ALL {
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::duration::{MAX_TIMEOUT_MS, UNITS};
 use crate::model::{
-    Environment, LogStatements, Mode, Preset, API_VERSION_V1, MAX_IDENTIFIER_BYTES,
+    Environment, LogStatements, Mode, PoolMode, Pooling, Preset, API_VERSION_V1,
+    MAX_IDENTIFIER_BYTES,
 };
 use crate::parse::{API_VERSION_KEY, DATABASES_KEY};
 
@@ -110,6 +111,12 @@ struct Database {
     /// `app`).
     #[serde(default)]
     roles: BTreeMap<String, RoleSettings>,
+    /// The database's pool in the cluster's pooler (pgbouncer): `none` opts out (no pool entry,
+    /// no pooled endpoint in the credentials); `{mode, size}` overrides the platform's defaults
+    /// (`pooling:` in pgtenant.yaml: transaction mode, 10 server connections).
+    #[serde(default)]
+    #[schemars(schema_with = "pooling")]
+    pooling: Option<String>,
 }
 
 /// A tenant database in a legacy file (no `apiVersion`): chart 1.0.1's fields, and chart
@@ -181,6 +188,31 @@ fn environment(_: &mut SchemaGenerator) -> Schema {
 
 fn log_statements(_: &mut SchemaGenerator) -> Schema {
     words(&LogStatements::ALL.map(|level| level.as_str()))
+}
+
+fn pooling(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "oneOf": [
+            { "type": "string", "enum": [Pooling::NONE] },
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "mode": {
+                        "description": "`transaction` (default): a server connection per transaction; `session`: one per client session.",
+                        "type": "string",
+                        "enum": PoolMode::ALL.map(|mode| mode.as_str()),
+                    },
+                    "size": {
+                        "description": "Server connections of the pool (pgbouncer's `pool_size`).",
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": Pooling::MAX_SIZE,
+                    },
+                },
+            },
+        ],
+    })
 }
 
 fn schemas(_: &mut SchemaGenerator) -> Schema {

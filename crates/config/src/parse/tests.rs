@@ -402,3 +402,97 @@ fn the_service_keys_git_secrets_tls_and_rotation() {
         assert!(problem.contains(expected), "{text}: {problem}");
     }
 }
+
+#[test]
+fn pooling_defaults_and_a_clusters_pooler() {
+    let config = config(
+        "pooling: {mode: session, size: 25}\nclusters:\n  - name: main\n    adminUrl: env:A\n    pooler:\n      run: files\n      listen: 0.0.0.0:6432\n      endpoint: pooler.internal:6432\n      configDir: pooler\n      auth: query\n      tls: {certFile: tls/pooler.crt, keyFile: tls/pooler.key}\n  - name: plain\n    adminUrl: env:B\n  - name: small\n    adminUrl: env:C\n    pooler: {listen: 127.0.0.1:6433}\n",
+    );
+    assert_eq!(
+        config.pooling,
+        PoolingDefaults {
+            mode: PoolMode::Session,
+            size: 25
+        }
+    );
+    assert_eq!(
+        config.cluster("main").unwrap().pooler,
+        Some(PoolerConfig {
+            run: PoolerRun::Files,
+            listen: HostPort::parse("0.0.0.0:6432").unwrap(),
+            endpoint: HostPort::parse("pooler.internal:6432"),
+            config_dir: Some(PathBuf::from("/etc/pgtenant/pooler")),
+            auth: PoolerAuth::Query,
+            tls: Some(TlsConfig {
+                cert_file: PathBuf::from("/etc/pgtenant/tls/pooler.crt"),
+                key_file: PathBuf::from("/etc/pgtenant/tls/pooler.key"),
+            }),
+        })
+    );
+    let main = config.cluster("main").unwrap().pooler.as_ref().unwrap();
+    assert_eq!(main.app_endpoint().to_string(), "pooler.internal:6432");
+    assert_eq!(config.cluster("plain").unwrap().pooler, None);
+    let small = config.cluster("small").unwrap().pooler.clone().unwrap();
+    assert_eq!(
+        (small.run, small.auth, small.app_endpoint().to_string()),
+        (
+            PoolerRun::Local,
+            PoolerAuth::File,
+            "127.0.0.1:6433".to_owned()
+        )
+    );
+    assert_eq!(
+        Config::default().pooling,
+        PoolingDefaults {
+            mode: PoolMode::Transaction,
+            size: 10
+        }
+    );
+}
+
+#[test]
+fn pooling_and_pooler_problems_are_located() {
+    let cluster = |pooler: &str| {
+        format!("clusters:\n  - name: main\n    adminUrl: env:A\n    pooler: {pooler}\n")
+    };
+    for (text, expected) in [
+        (
+            "pooling: {mode: transation}\n".to_owned(),
+            "error: /etc/pgtenant/pgtenant.yaml:1:17: pooling.mode: unknown pool mode `transation`: expected `transaction` or `session`\n  help: did you mean `transaction`?",
+        ),
+        (
+            "pooling: {size: 0}\n".to_owned(),
+            "error: /etc/pgtenant/pgtenant.yaml:1:17: pooling.size: expected a pool size from 1 to 10000, found the number `0`\n  help: e.g. `size: 10` (server connections per tenant database)",
+        ),
+        (
+            "pooling: {sizes: 3}\n".to_owned(),
+            "error: /etc/pgtenant/pgtenant.yaml:1:11: pooling.sizes: unknown key `sizes`\n  help: did you mean `size`?",
+        ),
+        (
+            cluster("{listen: 127.0.0.1:6432, run: systemd}"),
+            "error: /etc/pgtenant/pgtenant.yaml:4:43: clusters[0].pooler.run: unknown way to run the pooler `systemd`: expected `local` or `files`\n  help: use `local` or `files`",
+        ),
+        (
+            cluster("{listen: 127.0.0.1:6432, auth: querry}"),
+            "error: /etc/pgtenant/pgtenant.yaml:4:44: clusters[0].pooler.auth: unknown pooler authentication `querry`: expected `file` or `query`\n  help: did you mean `query`?",
+        ),
+        (
+            cluster("{listen: 6432}"),
+            "error: /etc/pgtenant/pgtenant.yaml:4:22: clusters[0].pooler.listen: expected HOST:PORT, found the number `6432`\n  help: quote it so YAML reads it as text",
+        ),
+        (
+            cluster("{run: files}"),
+            "error: /etc/pgtenant/pgtenant.yaml:4:13: clusters[0].pooler: a pooler needs `listen`\n  help: add `listen: 127.0.0.1:6432`, where pgbouncer listens",
+        ),
+        (
+            cluster("{listen: 127.0.0.1:6432, lisen: x}"),
+            "error: /etc/pgtenant/pgtenant.yaml:4:38: clusters[0].pooler.lisen: unknown key `lisen`\n  help: did you mean `listen`?",
+        ),
+        (
+            cluster("{listen: 127.0.0.1:6432, tls: {certFile: a.crt}}"),
+            "error: /etc/pgtenant/pgtenant.yaml:4:43: clusters[0].pooler.tls: `tls` needs both `certFile` and `keyFile`\n  help: give the PEM certificate (chain) and its private key",
+        ),
+    ] {
+        assert_eq!(only_problem(&text), expected, "{text}");
+    }
+}

@@ -7,7 +7,8 @@ use saphyr::{MarkedYaml, Scalar, YamlData};
 use super::{
     describe, listed, mode_of, string, Field, Format, Located, Mapping, Parser, RawEntry,
     ADD_API_VERSION_HINT, API_VERSION_KEY, CONNECTION_LIMIT, DATABASES_KEY, ENVIRONMENT,
-    EXTENSIONS, LEGACY_FIELDS, LEGACY_PROTECTION, MODE, NAME, PRESET, ROLES, SCHEMAS, V1_FIELDS,
+    EXTENSIONS, LEGACY_FIELDS, LEGACY_PROTECTION, MODE, NAME, POOLING, PRESET, ROLES, SCHEMAS,
+    V1_FIELDS,
 };
 use crate::diagnostic::shown;
 use crate::model::{Environment, Mode, Preset};
@@ -36,6 +37,7 @@ impl Parser<'_> {
             connection_limit: Field::Absent,
             environment: Field::Absent,
             roles: Field::Absent,
+            pooling: Field::Absent,
             path,
         };
         for (key, value) in fields {
@@ -77,6 +79,7 @@ impl Parser<'_> {
                 CONNECTION_LIMIT => entry.connection_limit = self.connection_limit(&field, value),
                 ENVIRONMENT => entry.environment = self.environment(&field, value),
                 ROLES => entry.roles = self.roles(&field, value),
+                POOLING => entry.pooling = self.pooling(&field, value),
                 unknown => {
                     let meant = self.unknown_field(&entry.path, key, unknown);
                     // `nmae: x` already says what to fix; "missing `name`" on top would be noise.

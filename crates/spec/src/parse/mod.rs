@@ -3,6 +3,7 @@
 //! (names, duplicates, roles of the preset) is for `validate`.
 
 mod entry;
+mod pooling;
 mod roles;
 mod top_level;
 mod yaml;
@@ -13,7 +14,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
 use crate::diagnostic::Diagnostic;
 use crate::location::SourceLocation;
-use crate::model::{ApiVersion, Environment, Mode, Preset, RoleSettings};
+use crate::model::{ApiVersion, Environment, Mode, Pooling, Preset, RoleSettings};
 
 pub(crate) use yaml::string;
 pub use yaml::{describe, syntax_error};
@@ -35,11 +36,16 @@ pub(crate) const ENVIRONMENT: &str = "environment";
 pub(crate) const ROLES: &str = "roles";
 pub(crate) const STATEMENT_TIMEOUT: &str = "statementTimeout";
 pub(crate) const LOG_STATEMENTS: &str = "logStatements";
+pub(crate) const POOLING: &str = "pooling";
+pub(crate) const POOL_MODE: &str = "mode";
+pub(crate) const POOL_SIZE: &str = "size";
+/// The fields of `pooling:`.
+pub(crate) const POOLING_FIELDS: [&str; 2] = [POOL_MODE, POOL_SIZE];
 
 /// The fields of a legacy entry (no `apiVersion`), as chart 1.0.1 and 0.5.0 wrote them.
 pub(crate) const LEGACY_FIELDS: [&str; 3] = [NAME, MODE, LEGACY_PROTECTION];
 /// The fields of a v1 entry.
-pub(crate) const V1_FIELDS: [&str; 8] = [
+pub(crate) const V1_FIELDS: [&str; 9] = [
     NAME,
     MODE,
     PRESET,
@@ -48,6 +54,7 @@ pub(crate) const V1_FIELDS: [&str; 8] = [
     CONNECTION_LIMIT,
     ENVIRONMENT,
     ROLES,
+    POOLING,
 ];
 /// The fields of one role's settings under `roles:`.
 pub(crate) const ROLE_FIELDS: [&str; 3] = [CONNECTION_LIMIT, STATEMENT_TIMEOUT, LOG_STATEMENTS];
@@ -149,6 +156,7 @@ pub(crate) struct RawEntry {
     pub connection_limit: Field<i32>,
     pub environment: Field<Environment>,
     pub roles: Field<Vec<RawRole>>,
+    pub pooling: Field<Pooling>,
 }
 
 #[derive(Debug, Default)]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::LogStatements;
+use crate::model::{LogStatements, Pooling};
 
 const FILE: &str = "idp-dev/my-db/values.yaml";
 
@@ -705,7 +705,7 @@ fn statement_timeouts() {
 fn unknown_fields_in_v1_list_the_v1_fields() {
     assert_eq!(
         v1_problems("owner: bob"),
-        ["4:5 postgresqlDatabases[0].owner: unknown field `owner` | the fields of a database are `name`, `mode`, `preset`, `schemas`, `extensions`, `connectionLimit`, `environment` and `roles`"]
+        ["4:5 postgresqlDatabases[0].owner: unknown field `owner` | the fields of a database are `name`, `mode`, `preset`, `schemas`, `extensions`, `connectionLimit`, `environment`, `roles` and `pooling`"]
     );
     assert_eq!(
         v1_problems("extension: [pgcrypto]"),
@@ -714,5 +714,119 @@ fn unknown_fields_in_v1_list_the_v1_fields() {
     assert_eq!(
         v1_problems("connection_limit: 3"),
         ["4:5 postgresqlDatabases[0].connection_limit: unknown field `connection_limit` | did you mean `connectionLimit`?"]
+    );
+}
+
+fn pooling_of(fields: &str) -> (Option<Pooling>, Vec<String>) {
+    let text =
+        format!("apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: a\n    {fields}\n");
+    let (raw, _) = parse_text(&text);
+    (given(&raw.entries[0].pooling), v1_problems(fields))
+}
+
+#[test]
+fn pooling_is_none_or_the_pools_settings() {
+    assert_eq!(pooling_of("pooling: none"), (Some(Pooling::Off), vec![]));
+    assert_eq!(
+        pooling_of("pooling: {mode: session, size: 25}"),
+        (
+            Some(Pooling::Pooled {
+                mode: Some(crate::model::PoolMode::Session),
+                size: Some(25)
+            }),
+            vec![]
+        )
+    );
+    assert_eq!(
+        pooling_of("pooling: {size: 1}"),
+        (
+            Some(Pooling::Pooled {
+                mode: None,
+                size: Some(1)
+            }),
+            vec![]
+        )
+    );
+    assert_eq!(
+        pooling_of("pooling: {}"),
+        (
+            Some(Pooling::Pooled {
+                mode: None,
+                size: None
+            }),
+            vec![]
+        )
+    );
+}
+
+#[test]
+fn pooling_problems_are_located_with_a_suggestion() {
+    for (fields, expected) in [
+        (
+            "pooling: {mode: transactoin}",
+            "4:21 postgresqlDatabases[0].pooling.mode: unknown pool mode `transactoin`: expected `transaction` or `session` | did you mean `transaction`?",
+        ),
+        (
+            "pooling: {mode: statement}",
+            "4:21 postgresqlDatabases[0].pooling.mode: unknown pool mode `statement`: expected `transaction` or `session` | use `transaction` or `session`",
+        ),
+        (
+            "pooling: {sise: 3}",
+            "4:15 postgresqlDatabases[0].pooling.sise: unknown field `sise` | did you mean `size`?",
+        ),
+        (
+            "pooling: {mode: session, max: 3}",
+            "4:30 postgresqlDatabases[0].pooling.max: unknown field `max` | the settings of `pooling` are `mode` and `size`",
+        ),
+        (
+            "pooling: {size: 0}",
+            "4:21 postgresqlDatabases[0].pooling.size: a pool size of `0` lets no connection through | use 1 to 10000 server connections, or `pooling: none` to opt out",
+        ),
+        (
+            "pooling: {size: 10001}",
+            "4:21 postgresqlDatabases[0].pooling.size: pool size `10001` is more than 10000 | use at most 10000: the server's max_connections bounds it anyway",
+        ),
+        (
+            "pooling: {size: -2}",
+            "4:21 postgresqlDatabases[0].pooling.size: pool size `-2` is negative | use 1 to 10000 server connections",
+        ),
+        (
+            "pooling: {size: \"5\"}",
+            "4:21 postgresqlDatabases[0].pooling.size: expected a number of connections, found the string `5` | write it without quotes: `size: 5`",
+        ),
+        (
+            "pooling: nnoe",
+            "4:14 postgresqlDatabases[0].pooling: unknown pooling `nnoe`: expected `none` or the pool's settings | did you mean `none`?",
+        ),
+        (
+            "pooling: session",
+            "4:14 postgresqlDatabases[0].pooling: unknown pooling `session`: expected `none` or the pool's settings | write `pooling: {mode: session}`",
+        ),
+        (
+            "pooling: false",
+            "4:14 postgresqlDatabases[0].pooling: expected `none` or the pool's settings, found the boolean `false` | write `pooling: none` to opt out of the pooler",
+        ),
+        (
+            "pooling: [transaction]",
+            "4:14 postgresqlDatabases[0].pooling: expected `none` or the pool's settings, found a list | e.g. `pooling: {mode: transaction, size: 10}`",
+        ),
+        (
+            "poolng: none",
+            "4:5 postgresqlDatabases[0].poolng: unknown field `poolng` | did you mean `pooling`?",
+        ),
+    ] {
+        let (pooling, problems) = pooling_of(fields);
+        assert_eq!(pooling, None, "{fields}");
+        assert_eq!(problems, [expected.to_owned()], "{fields}");
+    }
+}
+
+#[test]
+fn pooling_needs_the_v1_format() {
+    let (_, diagnostics) = parse_text("postgresqlDatabases:\n  - name: a\n    pooling: none\n");
+    let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        [format!("error: {FILE}:3:5: postgresqlDatabases[0].pooling: `pooling` needs the v1 format, and this file has no `apiVersion`\n  help: add `apiVersion: pgtenant.io/v1` at the top of the file (`pgtenant spec upgrade` does it)")]
     );
 }

@@ -116,6 +116,7 @@ fn validate_entry(
             connection_limit: entry.connection_limit.given().copied(),
             environment: entry.environment.given().copied(),
             roles,
+            pooling: entry.pooling.given().copied(),
         },
         field,
     })

@@ -358,7 +358,7 @@ fn v1_database(fields: &str) -> DatabaseSpec {
 fn a_v1_entry_becomes_a_full_spec() {
     use crate::model::{ApiVersion, Environment, LogStatements};
     let database = v1_database(
-        "mode: protected\n    preset: schema-owner\n    schemas: [billing, audit_log]\n    extensions: [pgcrypto, \"uuid-ossp\"]\n    connectionLimit: 40\n    environment: staging\n    roles:\n      read: {logStatements: all, connectionLimit: 5}\n      write: {statementTimeout: 2min}",
+        "mode: protected\n    preset: schema-owner\n    schemas: [billing, audit_log]\n    extensions: [pgcrypto, \"uuid-ossp\"]\n    connectionLimit: 40\n    environment: staging\n    roles:\n      read: {logStatements: all, connectionLimit: 5}\n      write: {statementTimeout: 2min}\n    pooling: {mode: session, size: 5}",
     );
     assert_eq!(
         database,
@@ -377,6 +377,10 @@ fn a_v1_entry_becomes_a_full_spec() {
             extensions: vec!["pgcrypto".into(), "uuid-ossp".into()],
             connection_limit: Some(40),
             environment: Some(Environment::Staging),
+            pooling: Some(crate::model::Pooling::Pooled {
+                mode: Some(crate::model::PoolMode::Session),
+                size: Some(5),
+            }),
             roles: BTreeMap::from([
                 (
                     "read".to_owned(),
