@@ -627,3 +627,74 @@ impl Pooler {
         Ok(reports)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(tls: bool, run: pgtenant_config::PoolerRun) -> pgtenant_config::PoolerConfig {
+        pgtenant_config::PoolerConfig {
+            run,
+            listen: pgtenant_config::HostPort {
+                host: "10.0.0.5".into(),
+                port: 6432,
+            },
+            endpoint: None,
+            config_dir: None,
+            auth: pgtenant_config::PoolerAuth::Query,
+            tls: tls.then(|| pgtenant_config::TlsConfig {
+                cert_file: "/etc/pooler/tls.crt".into(),
+                key_file: "/etc/pooler/tls.key".into(),
+            }),
+        }
+    }
+
+    fn server() -> Server {
+        Server {
+            host: "db.internal".into(),
+            port: 5432,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn a_configured_pooler_needs_a_certificate_for_its_clients() {
+        let defaults = pgtenant_config::PoolingDefaults::default();
+        let err = for_config(
+            &config(false, pgtenant_config::PoolerRun::Files),
+            &defaults,
+            Path::new("/state"),
+            "prod",
+            server(),
+        )
+        .err()
+        .expect("no tls, no pooler");
+        assert!(err.to_string().contains("pooler.tls"), "{err}");
+    }
+
+    #[test]
+    fn a_files_pooler_lives_in_the_state_dir_and_uses_the_lookup_function() {
+        let defaults = pgtenant_config::PoolingDefaults::default();
+        let pooler = for_config(
+            &config(true, pgtenant_config::PoolerRun::Files),
+            &defaults,
+            Path::new("/state"),
+            "prod",
+            server(),
+        )
+        .unwrap();
+        assert_eq!(pooler.dir(), Path::new("/state/pooler/prod"));
+        assert!(matches!(pooler.runner, Runner::Files));
+        let ini = render::ini(&pooler.settings);
+        assert!(ini.contains("listen_addr = 10.0.0.5\n"), "{ini}");
+        assert!(
+            ini.contains("auth_user = pgtenant_pooler_lookup\n"),
+            "{ini}"
+        );
+        assert!(ini.contains("server_tls_sslmode = require\n"), "{ini}");
+        assert!(
+            ini.contains("client_tls_cert_file = /etc/pooler/tls.crt\n"),
+            "{ini}"
+        );
+    }
+}
