@@ -36,6 +36,8 @@ impl Process {
         }
         let mut cmd: Command = self.user.command(&self.program, &self.dir);
         cmd.arg("-d").arg("-q").arg(self.dir.join(INI_FILE));
+        // Its log, pid file and socket are private to its account, whatever our umask.
+        pgtenant_pg::process::private_output(&mut cmd);
         Run::new(&mut cmd)
             .timeout(WAIT)
             .success()
