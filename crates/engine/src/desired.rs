@@ -91,6 +91,8 @@ pub struct DesiredTenant {
     pub connection_limit: i32,
     /// Set in the spec; otherwise the platform's tier applies.
     pub environment: Option<Environment>,
+    /// `pooling:` of the spec; None: the platform's defaults.
+    pub pooling: Option<pgtenant_spec::Pooling>,
 }
 
 impl DesiredTenant {
@@ -148,6 +150,7 @@ impl DesiredTenant {
             extensions: spec.extensions.clone(),
             connection_limit: spec.connection_limit.unwrap_or(-1),
             environment: spec.environment,
+            pooling: spec.pooling,
         }
     }
 
