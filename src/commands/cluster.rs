@@ -1,8 +1,11 @@
-//! `up`, `down`, `status`: the embedded local cluster.
+//! `up`, `down`, `status`: the embedded local cluster, and its pooler when pgbouncer is installed.
+
+use std::sync::Arc;
 
 use crate::render::outln;
-use anyhow::Result;
-use pgtenant_cluster::ClusterStatus;
+use anyhow::{Context as _, Result};
+use pgtenant_cluster::{ClusterStatus, EmbeddedCluster};
+use pgtenant_pooler::{Pooler, PoolerStatus};
 
 use crate::context::Context;
 use crate::render::{print_json, Format};
@@ -14,17 +17,39 @@ pub struct StatusArgs {
     pub format: Format,
 }
 
+/// `status --format json`: the cluster's keys, and `pooler` when pgbouncer is installed.
+#[derive(serde::Serialize)]
+struct Status {
+    #[serde(flatten)]
+    cluster: ClusterStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pooler: Option<PoolerStatus>,
+}
+
 pub fn up(context: &Context, args: &StatusArgs) -> Result<u8> {
     let cluster = context.start_embedded()?;
     // Also for clusters created by an older pgtenant; granting again changes nothing.
     crate::context::grant_platform_parameters(&cluster)?;
-    print_status(&cluster.status()?, args.format)?;
+    if let Some(pooler) = embedded_pooler(&cluster)? {
+        pooler
+            .ensure_running()
+            .context("starting the embedded cluster's pgbouncer")?;
+    }
+    print_status(&status_of(&cluster)?, args.format)?;
     Ok(EXIT_OK)
 }
 
 pub fn down(context: &Context) -> Result<u8> {
     let cluster = context.embedded();
     let status = cluster.status()?;
+    if status.initialized {
+        if let Some(pooler) = embedded_pooler(&cluster)? {
+            if pooler.status().pid.is_some() {
+                pooler.stop()?;
+                eprintln!("pgbouncer stopped");
+            }
+        }
+    }
     if !status.initialized {
         eprintln!(
             "no embedded cluster in {}: nothing to stop",
@@ -40,24 +65,57 @@ pub fn down(context: &Context) -> Result<u8> {
 }
 
 pub fn status(context: &Context, args: &StatusArgs) -> Result<u8> {
-    print_status(&context.embedded().status()?, args.format)?;
+    print_status(&status_of(&context.embedded())?, args.format)?;
     Ok(EXIT_OK)
 }
 
-fn print_status(status: &ClusterStatus, format: Format) -> Result<()> {
+/// The embedded cluster's pooler, when the cluster exists and pgbouncer is installed.
+pub fn embedded_pooler(cluster: &EmbeddedCluster) -> Result<Option<Pooler>> {
+    if !cluster.is_initialized() {
+        return Ok(None);
+    }
+    Ok(pgtenant_pooler::for_embedded(cluster)?)
+}
+
+/// The pooler apply and rotate keep in line: the embedded cluster's (None with an admin URL, or
+/// without pgbouncer).
+pub fn pooler_of(context: &Context) -> Result<Option<Arc<Pooler>>> {
+    if context.admin_url().is_some() {
+        return Ok(None);
+    }
+    Ok(embedded_pooler(&context.embedded())?.map(Arc::new))
+}
+
+fn status_of(cluster: &EmbeddedCluster) -> Result<Status> {
+    Ok(Status {
+        cluster: cluster.status()?,
+        pooler: embedded_pooler(cluster)?.map(|p| p.status()),
+    })
+}
+
+fn print_status(status: &Status, format: Format) -> Result<()> {
     if format == Format::Json {
         return print_json(status);
     }
-    outln!("initialized: {}", status.initialized);
-    outln!("running:     {}", status.running);
-    if let Some(port) = status.port {
+    let cluster = &status.cluster;
+    outln!("initialized: {}", cluster.initialized);
+    outln!("running:     {}", cluster.running);
+    if let Some(port) = cluster.port {
         outln!("address:     127.0.0.1:{port} (TLS required)");
     }
-    outln!("data dir:    {}", status.data_dir.display());
-    if let Some(version) = &status.version {
+    if let Some(pooler) = &status.pooler {
+        let pid = pooler.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+        outln!(
+            "pooler:      127.0.0.1:{} (pgbouncer, TLS required; {}{pid})",
+            pooler.port,
+            pooler.state
+        );
+    }
+    outln!("data dir:    {}", cluster.data_dir.display());
+    if let Some(version) = &cluster.version {
         outln!("version:     PostgreSQL {version}");
     }
-    if let Some(ca) = &status.ca_cert {
+    if let Some(ca) = &cluster.ca_cert {
         outln!("CA:          {}", ca.display());
     }
     Ok(())

@@ -176,6 +176,8 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
             context.state_dir().join("trash"),
         ))),
         trust,
+        pooler: crate::commands::cluster::pooler_of(context)?
+            .map(|p| p as Arc<dyn pgtenant_engine::PoolerSync>),
     })
 }
 

@@ -78,6 +78,28 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
                 .with_context(|| format!("rotating the {} role of {}", kind.as_str(), tenant.id))?;
             rotated.push(done);
         }
+        if let Some(pooler) = crate::commands::cluster::pooler_of(context)? {
+            let logins: Vec<_> = rotated
+                .iter()
+                .map(|r| {
+                    let role =
+                        pgtenant_engine::desired::role_name(tenant.database.as_str(), r.role);
+                    let path =
+                        pgtenant_secrets::SecretPath::for_role(namespace, name, r.role.as_str());
+                    (role, path)
+                })
+                .collect();
+            // The rotation stands whatever happens here; `check` shows a pooler left behind.
+            if let Err(error) = pooler
+                .sync_logins(&connected.connector, store.as_ref(), &logins, None)
+                .await
+            {
+                eprintln!(
+                    "warning: the pooler could not be updated: {}",
+                    pgtenant_engine::error_chain(&error)
+                );
+            }
+        }
         anyhow::Ok((recovered, rotated))
     })?;
     if rotated.is_empty() {

@@ -118,6 +118,24 @@ pub fn find_binaries_for_version(version: &str) -> Result<Binaries, ClusterError
 }
 
 /// `<root>/<version>/bin` for each installed version, highest version first.
+/// Environment variable naming the pgbouncer program to run (for an installation outside `PATH`);
+/// set but empty: pgbouncer counts as not installed.
+pub const PGBOUNCER_ENV: &str = "PGTENANT_PGBOUNCER";
+
+/// The pgbouncer program: [`PGBOUNCER_ENV`], else the first `pgbouncer` on `PATH`, else Debian's
+/// `/usr/sbin/pgbouncer` (`/usr/sbin` is not on an ordinary user's `PATH`). None: not installed.
+pub fn find_pgbouncer() -> Option<PathBuf> {
+    if let Some(given) = std::env::var_os(PGBOUNCER_ENV) {
+        let path = PathBuf::from(given);
+        return is_executable(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("pgbouncer"))
+        .find(|candidate| is_executable(candidate))
+}
+
 fn versioned_dirs(root: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(root) else {
         return Vec::new();

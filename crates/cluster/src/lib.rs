@@ -14,6 +14,7 @@
 //! data/               the data directory (0700, server user)
 //! log/postgresql.log  the server log (server user)
 //! socket/             the Unix socket, only once WAL archiving is on (0700, server user)
+//! pooler/             pgbouncer's files when it is installed (0700, server user; crates/pooler)
 //! ```
 //!
 //! [`EmbeddedCluster::enable_archiving`] turns on WAL archiving (for pgBackRest, which also needs
@@ -38,7 +39,9 @@ use std::process::{Command, ExitStatus, Output};
 
 use pgtenant_pg::process::{ProcessError, Run};
 
-pub use binaries::{find_binaries, find_binaries_for_version, Binaries, PG_BIN_ENV};
+pub use binaries::{
+    find_binaries, find_binaries_for_version, find_pgbouncer, Binaries, PGBOUNCER_ENV, PG_BIN_ENV,
+};
 pub use os_user::ServerUser;
 pub use scratch::{remove_leftovers, ScratchCluster};
 #[cfg(feature = "test-support")]
@@ -61,6 +64,7 @@ const DATA_DIR: &str = "data";
 const LOG_DIR: &str = "log";
 const LOG_FILE: &str = "postgresql.log";
 const SOCKET_DIR: &str = "socket";
+const POOLER_DIR: &str = "pooler";
 /// initdb reads the superuser password from a file rather than from its arguments, which
 /// other local users could see.
 const INITDB_PWFILE: &str = ".initdb-pwfile";
@@ -257,6 +261,7 @@ impl EmbeddedCluster {
             bin_dir: binaries.bin_dir.clone(),
             superuser_password: state::random_password(),
             control_password: state::random_password(),
+            pooler_port: None,
             initialized: false,
         };
         state.save(&state_path)?;
@@ -486,6 +491,50 @@ impl EmbeddedCluster {
 
     pub fn ca_cert_path(&self) -> PathBuf {
         self.dir.join(CA_CERT)
+    }
+
+    /// Where applications reach the cluster through its pooler (host, port): None when pgbouncer
+    /// is not installed ([`find_pgbouncer`]) or the cluster does not exist. The port is chosen
+    /// (a free one) and recorded the first time it is asked for, so credentials written before
+    /// pgbouncer first starts already name it.
+    pub fn pooler_endpoint(&self) -> Option<(String, u16)> {
+        find_pgbouncer()?;
+        let port = self.pooler_port().ok()?;
+        Some(("127.0.0.1".to_string(), port))
+    }
+
+    /// The pooler's port, chosen and recorded in `cluster.json` the first time.
+    pub fn pooler_port(&self) -> Result<u16, ClusterError> {
+        let mut state = self.initialized_state()?;
+        if let Some(port) = state.pooler_port {
+            return Ok(port);
+        }
+        let port = free_port()?;
+        state.pooler_port = Some(port);
+        state.save(&self.state_path())?;
+        Ok(port)
+    }
+
+    /// Moves the pooler to another port (its recorded one was taken by another process).
+    pub fn set_pooler_port(&self, port: u16) -> Result<(), ClusterError> {
+        let mut state = self.initialized_state()?;
+        state.pooler_port = Some(port);
+        state.save(&self.state_path())
+    }
+
+    /// The pooler's directory (its configuration, auth file, pid file, log and socket).
+    pub fn pooler_dir(&self) -> PathBuf {
+        self.dir.join(POOLER_DIR)
+    }
+
+    /// The certificate and key pgbouncer presents to clients: the server's own, issued by the
+    /// cluster's CA for 127.0.0.1, localhost and ::1, where the pooler listens too.
+    pub fn pooler_tls(&self) -> (PathBuf, PathBuf) {
+        let data = self.data_dir();
+        (
+            data.join(config::SERVER_CERT),
+            data.join(config::SERVER_KEY),
+        )
     }
 
     pub fn port(&self) -> Result<u16, ClusterError> {
@@ -826,6 +875,7 @@ mod tests {
             bin_dir: "/nonexistent".into(),
             superuser_password: state::random_password(),
             control_password: state::random_password(),
+            pooler_port: None,
             initialized: false,
         };
         state.save(&cluster.state_path()).unwrap();

@@ -19,6 +19,10 @@ pub(crate) struct State {
     pub(crate) bin_dir: PathBuf,
     pub(crate) superuser_password: String,
     pub(crate) control_password: String,
+    /// The pooler's port on 127.0.0.1, chosen the first time pgbouncer is started for the
+    /// cluster and kept (clusters created before the pooler have none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pooler_port: Option<u16>,
     /// Set only once init has completed, so a failed init is never taken for a cluster.
     pub(crate) initialized: bool,
 }
@@ -78,6 +82,7 @@ mod tests {
             bin_dir: "/usr/lib/postgresql/15/bin".into(),
             superuser_password: random_password(),
             control_password: random_password(),
+            pooler_port: None,
             initialized: false,
         }
     }

@@ -408,7 +408,7 @@ impl Worker {
                             )
                         }
                     };
-                let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+                let verifier = crate::pooler::scram_verifier(role.as_str(), &password);
                 Ok((
                     sql.replace(PASSWORD_PLACEHOLDER, &quote_literal(&verifier)),
                     pending,

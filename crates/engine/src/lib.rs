@@ -13,6 +13,7 @@ pub mod ident;
 pub mod inventory;
 pub mod observed;
 pub mod plan;
+pub mod pooler;
 pub mod quiesce;
 pub mod reconcile;
 pub mod rotate;
@@ -35,6 +36,7 @@ pub use execute::{
 pub use ident::Ident;
 pub use observed::Observed;
 pub use plan::{plan, Operation, Phase, Plan, PlanContext};
+pub use pooler::{scram_verifier, PoolerSync};
 pub use reconcile::{ReconcileError, Reconciler};
 
 #[derive(Debug, thiserror::Error)]

@@ -53,6 +53,8 @@ pub struct Reconciler {
     /// The last verification of each tenant database, and for how long it is trusted: a database
     /// whose counters did not move since is not connected to ([`crate::verified`]).
     pub trust: Trust,
+    /// Brought in line after every apply (its auth file and pool entries); None: no pooler.
+    pub pooler: Option<Arc<dyn crate::PoolerSync>>,
 }
 
 /// What one run covers and may drop.
@@ -185,6 +187,16 @@ impl Reconciler {
             .verify(desired, &planned, outcome, &narrow)
             .instrument(tracing::info_span!("verify"))
             .await?;
+        if let Some(pooler) = &self.pooler {
+            match pooler
+                .sync(&self.connector, desired, self.store.as_ref())
+                .await
+            {
+                Ok(changes) if !changes.is_empty() => tracing::info!(?changes, "pooler updated"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "the pooler could not be updated"),
+            }
+        }
         Ok(Applied { plan, outcome })
     }
 

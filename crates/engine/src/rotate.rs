@@ -279,8 +279,9 @@ impl Rotator<'_> {
         self.store.put(&journal, &next).await?;
         failpoint("rotate:after-journal");
 
-        let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(
-            next.password.as_bytes(),
+        let verifier = quote_literal(&crate::pooler::scram_verifier(
+            target.as_str(),
+            &next.password,
         ));
         let statements = if target == alternate && !alternate_exists {
             let mut statements = vec![

@@ -1,0 +1,133 @@
+//! The connection pooler's hook into the engine ([`PoolerSync`]) and the SCRAM verifiers the
+//! engine sets, which the pooler must be able to recompute.
+//!
+//! pgbouncer passes a client's SCRAM login through to the server only when the verifier in its
+//! `auth_file` is identical (same salt, same iterations) to the server's, and the control role
+//! cannot read `pg_authid`. So every verifier pgtenant sets is a function of the role and the
+//! password alone ([`scram_verifier`]): the salt is derived from both, and whoever holds the
+//! stored password (the pooler's sync) recomputes exactly what the server has.
+
+use async_trait::async_trait;
+use hmac::{Hmac, KeyInit, Mac};
+use pgtenant_secrets::CredentialStore;
+use sha2::{Digest, Sha256};
+
+use crate::{Connector, Desired};
+
+/// PostgreSQL's default iteration count (`scram_iterations`).
+const ITERATIONS: u32 = 4096;
+/// Separates this use of SHA-256 from any other.
+const SALT_DOMAIN: &[u8] = b"pgtenant SCRAM salt v1\0";
+
+/// Brings the pooler in line with the declared tenants and the stored credentials, after every
+/// apply and rotate. Provided by the pooler crate; the engine only calls it.
+#[async_trait]
+pub trait PoolerSync: Send + Sync {
+    /// Returns what it changed (for the log), or why it could not; a failed sync does not undo
+    /// the apply (the next run, or `check`, sees the pooler's drift).
+    async fn sync(
+        &self,
+        connector: &Connector,
+        desired: &Desired,
+        store: &dyn CredentialStore,
+    ) -> Result<Vec<String>, String>;
+}
+
+/// The SCRAM-SHA-256 verifier pgtenant sets for `role` with `password`: PostgreSQL's format and
+/// iteration count, with a 16-byte salt of SHA-256(domain, role, password). The same inputs
+/// always give the same verifier; a new password gives a new salt. Passwords pgtenant generates
+/// are 40 random alphanumerics (about 238 bits), so a salt derivable from the password costs no
+/// protection: it only stops nobody precomputing tables for a space that large.
+///
+/// Passwords are used as bytes, without SASLprep: that is what the server does with a password
+/// SASLprep leaves unchanged, which every ASCII password without control characters is.
+pub fn scram_verifier(role: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let mut hash = Sha256::new();
+    hash.update(SALT_DOMAIN);
+    hash.update(role.as_bytes());
+    hash.update([0u8]);
+    hash.update(password.as_bytes());
+    let salt = &hash.finalize()[..16];
+    let salted = hi(password.as_bytes(), salt, ITERATIONS);
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(client_key);
+    let server_key = hmac(&salted, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    )
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// PBKDF2-HMAC-SHA-256 with one block: SCRAM's Hi().
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut first = salt.to_vec();
+    first.extend_from_slice(&1u32.to_be_bytes());
+    let mut u = hmac(password, &first);
+    let mut out = u;
+    for _ in 1..iterations {
+        u = hmac(password, &u);
+        out.iter_mut().zip(u.iter()).for_each(|(o, x)| *o ^= x);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifiers_are_deterministic_per_role_and_password() {
+        let a = scram_verifier("team-app-owner", "secret");
+        assert_eq!(a, scram_verifier("team-app-owner", "secret"));
+        assert_ne!(a, scram_verifier("team-app-owner-alt", "secret"));
+        assert_ne!(a, scram_verifier("team-app-owner", "secret2"));
+        assert!(a.starts_with("SCRAM-SHA-256$4096:"), "{a}");
+    }
+
+    /// The same computation as the server's (and postgres-protocol's), checked by logging in with
+    /// it: the SCRAM client proof made from the password must match the verifier's stored key.
+    #[test]
+    fn verifier_matches_the_scram_client_computation() {
+        use base64::Engine as _;
+        let verifier = scram_verifier("r", "pencil");
+        let (_, rest) = verifier.split_once('$').unwrap();
+        let (iter_salt, keys) = rest.split_once('$').unwrap();
+        let (_, salt) = iter_salt.split_once(':').unwrap();
+        let (stored, _) = keys.split_once(':').unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let salt = b64.decode(salt).unwrap();
+        // An independent Hi(): postgres-protocol's client, driven through a full exchange.
+        let mut scram = postgres_protocol::authentication::sasl::ScramSha256::new(
+            b"pencil",
+            postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
+        );
+        let client_first = String::from_utf8(scram.message().to_vec()).unwrap();
+        let client_nonce = client_first.rsplit_once("r=").unwrap().1.to_string();
+        let server_first = format!("r={client_nonce}srv,s={},i=4096", b64.encode(&salt));
+        scram.update(server_first.as_bytes()).unwrap();
+        let client_final = String::from_utf8(scram.message().to_vec()).unwrap();
+        let proof = b64
+            .decode(client_final.rsplit_once("p=").unwrap().1)
+            .unwrap();
+        // ClientSignature = HMAC(StoredKey, AuthMessage); ClientKey = proof XOR signature.
+        let without_proof = client_final.rsplit_once(",p=").unwrap().0;
+        let auth_message = format!(
+            "{},{server_first},{without_proof}",
+            client_first.trim_start_matches("n,,")
+        );
+        let stored = b64.decode(stored).unwrap();
+        let signature = hmac(&stored, auth_message.as_bytes());
+        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+        assert_eq!(Sha256::digest(&client_key).to_vec(), stored);
+    }
+}

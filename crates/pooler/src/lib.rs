@@ -1,0 +1,458 @@
+//! The pgbouncer pgtenant manages in front of a cluster.
+//!
+//! pgtenant renders pgbouncer's files from the declared tenants ([`render`]), writes them
+//! atomically ([`files`]), keeps the verifiers of every tenant login it knows the server has
+//! ([`state`]), and applies a change with the admin console's `RELOAD` ([`admin`]; SIGHUP when
+//! the console does not answer). A local pgbouncer is started and stopped by [`process`].
+//!
+//! Authentication: clients log in to pgbouncer with SCRAM against the auth file, and pgbouncer
+//! logs in to the server as the same role with the same SCRAM keys, which works only because the
+//! auth file holds the server's very verifier ([`pgtenant_engine::scram_verifier`]). Only tenant
+//! logins are in the file, so superusers, the control role and replication roles cannot log in
+//! through the pooler at all; the server checks `CONNECT` on the tenant's own login, so tenant A
+//! cannot reach tenant B's database through it either.
+
+pub mod admin;
+mod files;
+pub mod process;
+pub mod render;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use pgtenant_cluster::{ClusterError, ServerUser};
+use pgtenant_engine::desired::alternate_name;
+use pgtenant_engine::rotate::journal_path;
+use pgtenant_engine::{scram_verifier, Connector, Desired, DesiredTenant, Ident};
+use pgtenant_secrets::{CredentialStore, SecretPath};
+use serde::Serialize;
+
+pub use admin::Admin;
+pub use process::Process;
+pub use render::{Auth, Entry, ServerTls, Settings};
+pub use state::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolerError {
+    #[error("I/O error on {}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("pgbouncer's admin console")]
+    Console(#[source] tokio_postgres::Error),
+    #[error("starting or stopping pgbouncer: {reason}")]
+    Start { reason: String },
+    #[error("pgbouncer is not running")]
+    NotRunning,
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl PoolerError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        PoolerError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Who runs pgbouncer.
+pub enum Runner {
+    /// pgtenant does: started when needed, reloaded, stopped by `down`.
+    Local(Process),
+    /// Someone else (systemd, Kubernetes): pgtenant writes the files and RELOADs through the
+    /// console at the listen address's port in `settings.dir` (a shared socket directory).
+    Files,
+}
+
+/// A tenant database's pool as declared: None = `pooling: none`.
+pub type PoolChoice = Option<(String, u32)>;
+
+/// One pooler: its settings, the account that reads its files, and who runs it.
+pub struct Pooler {
+    pub settings: Settings,
+    /// Where pool entries point: the server as pgbouncer reaches it.
+    pub server_host: String,
+    pub server_port: u16,
+    /// Owns the directory and the files pgbouncer reads (None: the invoking user).
+    pub owner: Option<ServerUser>,
+    pub runner: Runner,
+    /// Per tenant database, what its spec says; absent: the defaults in `settings`.
+    pub pooling: BTreeMap<String, PoolChoice>,
+}
+
+/// `status`'s view of the pooler.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolerStatus {
+    /// "running", "stopped".
+    pub state: &'static str,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+}
+
+impl Pooler {
+    pub fn dir(&self) -> &Path {
+        &self.settings.dir
+    }
+
+    pub fn admin(&self, state: &State) -> Admin {
+        Admin {
+            socket_dir: self.settings.dir.clone(),
+            port: self.settings.listen_port,
+            password: state.admin_password.clone(),
+        }
+    }
+
+    /// The console, with the password from the state file.
+    pub fn console(&self) -> Result<Admin, PoolerError> {
+        Ok(self.admin(&State::load_or_create(self.dir())?))
+    }
+
+    pub fn status(&self) -> PoolerStatus {
+        let pid = process::pid_in(self.dir());
+        PoolerStatus {
+            state: if pid.is_some() { "running" } else { "stopped" },
+            port: self.settings.listen_port,
+            pid,
+        }
+    }
+
+    /// The entry for `tenant`'s database; None when it opted out or its name cannot stand in
+    /// pgbouncer's files.
+    pub fn entry(&self, tenant: &DesiredTenant) -> Option<Entry> {
+        let database = tenant.database.as_str();
+        if !render::is_plain_database(database) {
+            tracing::warn!(
+                database,
+                "not pooled: the name cannot stand in pgbouncer.ini"
+            );
+            return None;
+        }
+        let (mode, size) = match self.pooling.get(database) {
+            Some(None) => return None,
+            Some(Some((mode, size))) => (mode.clone(), *size),
+            None => (
+                self.settings.default_pool_mode.clone(),
+                self.settings.default_pool_size,
+            ),
+        };
+        Some(Entry {
+            database: database.to_string(),
+            host: self.server_host.clone(),
+            port: self.server_port,
+            pool_mode: mode,
+            pool_size: size,
+        })
+    }
+
+    /// Writes `pgbouncer.ini` and, when missing, an empty databases file and an auth file with
+    /// the admin login only: enough for pgbouncer to start before the first apply. Returns
+    /// whether a file changed.
+    pub fn write_base(&self) -> Result<(State, bool), PoolerError> {
+        files::ensure_dir(self.dir(), self.owner.as_ref())?;
+        let state = State::load_or_create(self.dir())?;
+        let owner = self.owner.as_ref();
+        let mut changed = files::write_if_changed(
+            &self.dir().join(render::INI_FILE),
+            render::ini(&self.settings).as_bytes(),
+            owner,
+        )?;
+        if !self.dir().join(render::DATABASES_FILE).exists() {
+            changed |= files::write_if_changed(
+                &self.dir().join(render::DATABASES_FILE),
+                render::databases(&[]).as_bytes(),
+                owner,
+            )?;
+        }
+        changed |= files::write_if_changed(
+            &self.dir().join(render::AUTH_FILE),
+            self.auth_text(&state).as_bytes(),
+            owner,
+        )?;
+        Ok((state, changed))
+    }
+
+    fn auth_text(&self, state: &State) -> String {
+        let admin = scram_verifier(render::ADMIN_USER, &state.admin_password);
+        render::auth_file(
+            std::iter::once((render::ADMIN_USER, admin.as_str())).chain(
+                state
+                    .verifiers
+                    .iter()
+                    .filter(|(user, verifier)| render::is_plain(user) && render::is_plain(verifier))
+                    .map(|(u, v)| (u.as_str(), v.as_str())),
+            ),
+        )
+    }
+
+    /// Starts a local pgbouncer on freshly written files (nothing for [`Runner::Files`]).
+    pub fn ensure_running(&self) -> Result<Option<i32>, PoolerError> {
+        let (_, _) = self.write_base()?;
+        match &self.runner {
+            Runner::Local(process) => process.start().map(Some),
+            Runner::Files => Ok(None),
+        }
+    }
+
+    pub fn stop(&self) -> Result<(), PoolerError> {
+        match &self.runner {
+            Runner::Local(process) => process.stop(),
+            Runner::Files => Ok(()),
+        }
+    }
+
+    /// RELOAD through the console; SIGHUP to a local pgbouncer when the console does not answer.
+    pub async fn reload(&self) -> Result<(), PoolerError> {
+        let admin = self.console()?;
+        match (admin.reload().await, &self.runner) {
+            (Ok(()), _) => Ok(()),
+            (Err(error), Runner::Local(process)) if process.pid().is_some() => {
+                tracing::warn!(error = %pgtenant_engine::error_chain(&error), "RELOAD failed; sending SIGHUP");
+                process.hangup()
+            }
+            (Err(error), _) => Err(error),
+        }
+    }
+
+    /// Every tenant login of `desired` with where its credentials are stored.
+    pub fn logins_of(tenants: &[DesiredTenant]) -> Vec<(String, SecretPath)> {
+        tenants
+            .iter()
+            .flat_map(|t| t.login_roles())
+            .filter_map(|r| {
+                r.secret_path
+                    .clone()
+                    .map(|p| (r.name.as_str().to_string(), p))
+            })
+            .collect()
+    }
+
+    /// The pool entries and the auth file for the whole fleet (after an apply): every declared
+    /// tenant's entry, the verifiers of its logins, nothing else. See [`Self::sync_logins`].
+    pub async fn sync_now(
+        &self,
+        connector: &Connector,
+        desired: &Desired,
+        store: &dyn CredentialStore,
+    ) -> Result<Vec<String>, PoolerError> {
+        let entries: Vec<Entry> = desired
+            .tenants
+            .iter()
+            .filter_map(|t| self.entry(t))
+            .collect();
+        let logins = Self::logins_of(&desired.tenants);
+        self.sync_logins(connector, store, &logins, Some(&entries))
+            .await
+    }
+
+    /// Brings the auth file in line with the stored credentials of `logins` (role, secret path)
+    /// and, with `entries` (the whole fleet's), the databases file too, dropping every login not
+    /// in `logins`; without (after a rotate), the other logins are left as they are. RELOADs when
+    /// a file changed; a local pgbouncer that does not run is started.
+    ///
+    /// A login whose verifier pgtenant does not know the server has (a fleet from before the
+    /// pooler, an adopted tenant, a password set by an older pgtenant) gets its own stored password
+    /// set again, as the verifier [`scram_verifier`] computes: apps are unaffected (the password is
+    /// the same), and from then on the auth file holds exactly the server's verifier. A login whose
+    /// password change is still journalled keeps what the state has. The grace twin of a rotated
+    /// login keeps its verifier as long as it exists and may log in.
+    ///
+    /// Returns what changed (empty: nothing, and pgbouncer was not reloaded).
+    pub async fn sync_logins(
+        &self,
+        connector: &Connector,
+        store: &dyn CredentialStore,
+        logins: &[(String, SecretPath)],
+        entries: Option<&[Entry]>,
+    ) -> Result<Vec<String>, PoolerError> {
+        let engine =
+            |e: &dyn std::error::Error| PoolerError::Engine(pgtenant_engine::error_chain(e));
+        let (mut state, mut changed) = self.write_base()?;
+        let mut changes = Vec::new();
+        if changed {
+            changes.push("pgbouncer.ini".to_string());
+        }
+        let listed: BTreeSet<_> = store
+            .list()
+            .await
+            .map_err(|e| engine(&e))?
+            .into_iter()
+            .collect();
+        let wanted: Vec<_> = logins
+            .iter()
+            .map(|(_, p)| p.clone())
+            .filter(|p| listed.contains(p))
+            .collect();
+        let stored = store.get_many(&wanted).await.map_err(|e| engine(&e))?;
+        let mut keep = BTreeSet::new();
+        let mut twins = BTreeSet::new();
+        let mut to_set = Vec::new();
+        for (role, path) in logins {
+            let alternate = alternate_name(role);
+            if listed.contains(&journal_path(path)) {
+                // A password change in flight: whatever the server has now, the state knew last.
+                keep.insert(role.clone());
+                keep.insert(alternate);
+                continue;
+            }
+            let Some(credential) = stored.get(path) else {
+                continue;
+            };
+            let login = credential.username.clone();
+            let verifier = scram_verifier(&login, &credential.password);
+            if state.verifiers.get(&login) != Some(&verifier) {
+                to_set.push((login.clone(), verifier));
+            }
+            let twin = if login == alternate {
+                role.clone()
+            } else {
+                alternate
+            };
+            if state.verifiers.contains_key(&twin) {
+                twins.insert(twin);
+            }
+            keep.insert(login);
+        }
+        if !to_set.is_empty() || !twins.is_empty() {
+            let control = connector.connect(None).await.map_err(|e| engine(&e))?;
+            let candidates: Vec<String> = twins.into_iter().collect();
+            let rows = control
+                .query(
+                    "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolcanlogin AND rolname = ANY($1)",
+                    &[&candidates],
+                )
+                .await
+                .map_err(|e| engine(&e))?;
+            keep.extend(rows.iter().map(|row| row.get::<_, String>(0)));
+            for (login, verifier) in &to_set {
+                control
+                    .batch_execute(&format!(
+                        "ALTER ROLE {} WITH PASSWORD {}",
+                        Ident::new(login.as_str()).quote(),
+                        pgtenant_pg::quote_literal(verifier)
+                    ))
+                    .await
+                    .map_err(|e| engine(&e))?;
+                state.verifiers.insert(login.clone(), verifier.clone());
+                changes.push(format!("verifier of {login}"));
+            }
+        }
+        if entries.is_some() {
+            let before = state.verifiers.len();
+            state.verifiers.retain(|login, _| keep.contains(login));
+            if state.verifiers.len() != before {
+                changes.push(format!(
+                    "{} logins left the auth file",
+                    before - state.verifiers.len()
+                ));
+            }
+        } else {
+            // Twins that no longer log in leave even in a partial sync.
+            for (role, _) in logins {
+                for name in [role.clone(), alternate_name(role)] {
+                    if !keep.contains(&name) && state.verifiers.remove(&name).is_some() {
+                        changes.push(format!("{name} left the auth file"));
+                    }
+                }
+            }
+        }
+        state.save(self.dir())?;
+        let owner = self.owner.as_ref();
+        if files::write_if_changed(
+            &self.dir().join(render::AUTH_FILE),
+            self.auth_text(&state).as_bytes(),
+            owner,
+        )? {
+            changed = true;
+            changes.push("auth file".to_string());
+        }
+        if let Some(entries) = entries {
+            if files::write_if_changed(
+                &self.dir().join(render::DATABASES_FILE),
+                render::databases(entries).as_bytes(),
+                owner,
+            )? {
+                changed = true;
+                changes.push(format!("{} pool entries", entries.len()));
+            }
+        }
+        match &self.runner {
+            Runner::Local(process) if process.pid().is_none() => {
+                process.start()?;
+                changes.push("pgbouncer started".to_string());
+            }
+            _ if changed => self.reload().await?,
+            _ => {}
+        }
+        Ok(changes)
+    }
+}
+
+#[async_trait::async_trait]
+impl pgtenant_engine::PoolerSync for Pooler {
+    async fn sync(
+        &self,
+        connector: &Connector,
+        desired: &Desired,
+        store: &dyn CredentialStore,
+    ) -> Result<Vec<String>, String> {
+        self.sync_now(connector, desired, store)
+            .await
+            .map_err(|e| pgtenant_engine::error_chain(&e))
+    }
+}
+
+/// Pool defaults when the platform config names none (P13b's `pooling:` defaults agree).
+pub const DEFAULT_POOL_MODE: &str = "transaction";
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+/// Clients pgbouncer accepts in all; each costs a file descriptor, not a server connection.
+pub const MAX_CLIENT_CONN: u32 = 2000;
+
+/// The embedded cluster's pooler: pgbouncer on 127.0.0.1 at the port recorded in `cluster.json`,
+/// presenting the server's own certificate (issued by the cluster's CA for 127.0.0.1 and
+/// localhost), verifying the server with that CA, run as the server's OS account. None when
+/// pgbouncer is not installed.
+pub fn for_embedded(
+    cluster: &pgtenant_cluster::EmbeddedCluster,
+) -> Result<Option<Pooler>, PoolerError> {
+    let Some(program) = pgtenant_cluster::find_pgbouncer() else {
+        return Ok(None);
+    };
+    let user = cluster.server_user()?;
+    // Resolved, so pgbouncer (another OS account) needs to traverse only the cluster's own
+    // directories, never a private state directory holding a link to them.
+    let real = |path: PathBuf| std::fs::canonicalize(&path).unwrap_or(path);
+    let base = real(cluster.dir().to_path_buf());
+    let dir = base.join(cluster.pooler_dir().file_name().expect("a named directory"));
+    let (cert, key) = cluster.pooler_tls();
+    let (cert, key) = (real(cert), real(key));
+    Ok(Some(Pooler {
+        settings: Settings {
+            dir: dir.clone(),
+            listen_addr: "127.0.0.1".to_string(),
+            listen_port: cluster.pooler_port()?,
+            auth: Auth::File,
+            client_tls_cert: cert,
+            client_tls_key: key,
+            server_tls: ServerTls {
+                ca_file: Some(real(cluster.ca_cert_path())),
+            },
+            default_pool_mode: DEFAULT_POOL_MODE.to_string(),
+            default_pool_size: DEFAULT_POOL_SIZE,
+            max_client_conn: MAX_CLIENT_CONN,
+        },
+        server_host: "127.0.0.1".to_string(),
+        server_port: cluster.port()?,
+        owner: Some(user.clone()),
+        runner: Runner::Local(Process { program, dir, user }),
+        pooling: BTreeMap::new(),
+    }))
+}

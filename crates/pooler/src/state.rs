@@ -1,0 +1,52 @@
+//! `state.json` in the pooler's directory (0600, the invoking user only): the admin console's
+//! password and the SCRAM verifiers pgtenant knows the server holds for each tenant login.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use rand::distributions::{Alphanumeric, DistString};
+use serde::{Deserialize, Serialize};
+
+use crate::PoolerError;
+
+pub const STATE_FILE: &str = "state.json";
+
+/// Deliberately not `Debug`: it holds the admin password.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub admin_password: String,
+    /// Login → the verifier the server has for it, as pgtenant set it
+    /// ([`pgtenant_engine::scram_verifier`]); the auth file lists exactly these.
+    #[serde(default)]
+    pub verifiers: BTreeMap<String, String>,
+}
+
+impl State {
+    /// The state in `dir`, created (with a fresh admin password) the first time.
+    pub fn load_or_create(dir: &Path) -> Result<Self, PoolerError> {
+        let path = dir.join(STATE_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| PoolerError::State {
+                path: path.clone(),
+                // Only the position: the message could quote a password.
+                reason: format!("unreadable (line {}, column {})", e.line(), e.column()),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let state = State {
+                    admin_password: Alphanumeric.sample_string(&mut rand::rngs::OsRng, 40),
+                    verifiers: BTreeMap::new(),
+                };
+                state.save(dir)?;
+                Ok(state)
+            }
+            Err(e) => Err(PoolerError::io(&path, e)),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), PoolerError> {
+        let json = serde_json::to_vec_pretty(self).expect("state serializes");
+        crate::files::write_if_changed(&dir.join(STATE_FILE), &json, None).map(drop)
+    }
+}

@@ -1,0 +1,332 @@
+//! The pgbouncer pgtenant runs in front of its cluster (issue 13): real pgbouncer, real PostgreSQL.
+//!
+//! Each test runs the embedded-cluster mode against its own test cluster: the state directory's
+//! `cluster` is a link to it and no admin URL is given, so `up` starts pgbouncer and `apply` and
+//! `rotate` keep it in line. Without pgbouncer installed the tests fail (PGTENANT_TEST_ALLOW_SKIP=1
+//! turns that into a skip).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{poll_until, Env, Output};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+
+struct Pooled {
+    env: Env,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // pgbouncer is a daemon: it outlives the test unless stopped.
+        let _ = self.run(&["down"]);
+    }
+}
+
+impl Pooled {
+    /// None: pgbouncer is missing and skipping is allowed.
+    fn new() -> Option<Pooled> {
+        if pgtenant_cluster::find_pgbouncer().is_none() {
+            pgtenant_cluster::skip_or_fail(
+                "pgbouncer is not installed (apt-get install pgbouncer)",
+            );
+            return None;
+        }
+        let env = Env::new();
+        std::os::unix::fs::symlink(env.cluster.cluster.dir(), env.state.path().join("cluster"))
+            .unwrap();
+        Some(Pooled { env })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let output = self
+            .env
+            .cmd()
+            .env_remove("PGTENANT_ADMIN_URL")
+            .args(args)
+            .output()
+            .unwrap();
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_eq!(out.code, 0, "{args:?}:\n{}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    fn up(&self) -> Value {
+        self.ok(&["up", "--format", "json"]).json()
+    }
+
+    fn pooler(&self) -> Value {
+        self.ok(&["status", "--format", "json"]).json()["pooler"].clone()
+    }
+
+    fn pid(&self) -> i64 {
+        self.pooler()["pid"].as_i64().expect("pgbouncer runs")
+    }
+
+    fn port(&self) -> u16 {
+        self.pooler()["port"].as_u64().unwrap() as u16
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.env.cluster.cluster.ca_cert_path()
+    }
+
+    /// The URL of `tenant`'s `role` through the pooler, with its stored password, for `database`.
+    fn pooled_url(&self, tenant: &str, role: &str, database: Option<&str>) -> String {
+        let credential = self.env.credentials(tenant, role);
+        self.url_for(
+            credential["username"].as_str().unwrap(),
+            credential["password"].as_str().unwrap(),
+            database.unwrap_or(credential["dbname"].as_str().unwrap()),
+        )
+    }
+
+    fn url_for(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgresql://{user}:{password}@127.0.0.1:{}/{database}?sslmode=verify-full&sslrootcert={}",
+            self.port(),
+            self.ca().display()
+        )
+    }
+
+    fn pooler_dir(&self) -> PathBuf {
+        std::fs::canonicalize(self.env.cluster.cluster.dir())
+            .unwrap()
+            .join("pooler")
+    }
+
+    /// `SHOW DATABASES` names through the admin console, as the admin login in the state file.
+    async fn pooled_databases(&self) -> Vec<String> {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(self.pooler_dir().join("state.json")).unwrap())
+                .unwrap();
+        let admin = pgtenant_pooler_admin(
+            self.pooler_dir(),
+            self.port(),
+            state["admin_password"].as_str().unwrap(),
+        )
+        .await;
+        admin
+            .simple_query("SHOW DATABASES")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    row.get("name").map(|s| s.to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn pgtenant_pooler_admin(dir: PathBuf, port: u16, password: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(dir)
+        .port(port)
+        .user("pgtenant_pooler_admin")
+        .password(password)
+        .dbname("pgbouncer");
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    common::connect(url, None).await
+}
+
+#[tokio::test]
+async fn pooled_logins_run_pgbench_and_are_isolated_and_tls_only() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.env.declare("team", "b", &[("b", "standard")]);
+    let up = p.up();
+    assert_eq!(up["pooler"]["state"], "running", "{up}");
+    p.ok(&["apply"]);
+
+    // The write role of team/a through the pooler, verify-full against the pooler's host name.
+    let a_write = p.pooled_url("team/a", "write", None);
+    let client = connect(&a_write)
+        .await
+        .expect("the write role logs in through the pooler");
+    let row = client
+        .query_one("SELECT current_user::text, current_database()::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "team-a-write");
+    assert_eq!(row.get::<_, String>(1), "team-a");
+
+    // pgbench in transaction mode: the tables made by the admin role, the load by the write role.
+    let pgbench = |url: &str, args: &[&str]| {
+        let out = Command::new(pgbench_program())
+            .args(args)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pgbench {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let admin = p.pooled_url("team/a", "admin", None);
+    pgbench(&admin, &["-i", "-q", "-s", "1"]);
+    let report = pgbench(&a_write, &["-n", "-c", "4", "-j", "2", "-t", "50"]);
+    assert!(
+        report.contains("number of failed transactions: 0"),
+        "{report}"
+    );
+
+    // Tenant A's credentials do not reach tenant B's database through the pooler.
+    let crossed = connect(&p.pooled_url("team/a", "write", Some("team-b")))
+        .await
+        .expect_err("A's login must not reach B's database");
+    assert!(
+        crossed.contains("permission denied") || crossed.contains("CONNECT"),
+        "{crossed}"
+    );
+
+    // The control role and the superuser are not in the auth file: refused by pgbouncer itself.
+    let control = p.env.cluster.cluster.control_url().unwrap();
+    let password = |url: &str| {
+        url.split(':')
+            .nth(2)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for (user, url) in [
+        ("pgtenant", control),
+        ("postgres", p.env.cluster.cluster.superuser_url().unwrap()),
+    ] {
+        let refused = connect(&p.url_for(user, &password(&url), "team-a"))
+            .await
+            .expect_err("not a tenant login");
+        // pgbouncer runs a fake SCRAM exchange for a user it does not know.
+        assert!(
+            refused.contains("SASL authentication failed"),
+            "{user}: {refused}"
+        );
+        let refused = connect(&p.url_for(user, &password(&url), "pgbouncer"))
+            .await
+            .expect_err("no admin console for the server's roles either");
+        assert!(!refused.is_empty());
+    }
+
+    // Plaintext is refused.
+    let plain = a_write.replace("sslmode=verify-full", "sslmode=disable");
+    let refused = connect(&plain)
+        .await
+        .expect_err("plaintext must be refused");
+    assert!(
+        refused.contains("SSL required") || refused.contains("ssl"),
+        "{refused}"
+    );
+}
+
+fn pgbench_program() -> PathBuf {
+    let versioned = PathBuf::from("/usr/lib/postgresql/15/bin/pgbench");
+    if versioned.exists() {
+        return versioned;
+    }
+    pgtenant_cluster::find_binaries()
+        .unwrap()
+        .program("pgbench")
+}
+
+#[tokio::test]
+async fn tenants_join_and_leave_the_pooler_without_a_restart_or_cut_sessions() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let pid = p.pid();
+    let a = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap();
+    a.batch_execute("SELECT 1").await.unwrap();
+    assert!(p.pooled_databases().await.contains(&"team-a".to_string()));
+
+    p.env.declare("team", "b", &[("b", "standard")]);
+    p.ok(&["apply"]);
+    assert_eq!(p.pid(), pid, "pgbouncer was not restarted");
+    assert!(p.pooled_databases().await.contains(&"team-b".to_string()));
+    let b = connect(&p.pooled_url("team/b", "write", None))
+        .await
+        .expect("a new tenant is reachable through the pooler at once");
+    b.batch_execute("SELECT 1").await.unwrap();
+    drop(b);
+    a.batch_execute("SELECT 1")
+        .await
+        .expect("A's pooled session survives B's arrival");
+
+    p.env.remove("team/b/values.yaml");
+    p.ok(&["apply"]);
+    assert_eq!(p.pid(), pid, "pgbouncer was not restarted");
+    poll_until("team-b leaves the pooler", || async {
+        !p.pooled_databases().await.contains(&"team-b".to_string())
+    })
+    .await;
+    a.batch_execute("SELECT 1")
+        .await
+        .expect("A's pooled session survives B's removal");
+}
+
+#[tokio::test]
+async fn rotation_and_grace_work_through_the_pooler_at_once() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let before = p.pooled_url("team/a", "write", None);
+    let open = connect(&before).await.unwrap();
+    open.batch_execute("SELECT 1").await.unwrap();
+
+    let out = p.ok(&["rotate", "team/a", "--role", "write"]);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let after = p.pooled_url("team/a", "write", None);
+    assert_ne!(before, after);
+    if let Err(e) = connect(&after).await {
+        panic!(
+            "the new password does not work through the pooler: {e}\nrotate: {}\nusers: {}\nlog: {}",
+            out.stderr,
+            std::fs::read_to_string(p.pooler_dir().join("users.txt")).unwrap(),
+            std::fs::read_to_string(p.pooler_dir().join("pgbouncer.log")).unwrap()
+        );
+    }
+    let refused = connect(&before)
+        .await
+        .expect_err("the old password is refused");
+    assert!(refused.contains("SASL authentication failed"), "{refused}");
+    open.batch_execute("SELECT 1")
+        .await
+        .expect("a pooled session is not cut by the rotation");
+
+    p.ok(&["rotate", "team/a", "--role", "write", "--grace"]);
+    let twin = p.pooled_url("team/a", "write", None);
+    assert!(twin.contains("team-a-write-alt"), "{twin}");
+    connect(&twin)
+        .await
+        .expect("the grace login works through the pooler");
+    connect(&after)
+        .await
+        .expect("the previous password still works during grace");
+    open.batch_execute("SELECT 1").await.unwrap();
+}
