@@ -319,9 +319,12 @@ impl Context {
     /// The admin URL when given; otherwise the embedded cluster, created and started as needed.
     pub fn connect(&self) -> Result<Connected> {
         self.usable()?;
-        let url = match &self.admin_url {
-            Some(url) => url.clone(),
-            None => self.start_embedded()?.control_url()?,
+        let (url, embedded_pooler) = match &self.admin_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let cluster = self.start_embedded()?;
+                (cluster.control_url()?, cluster.pooler_endpoint())
+            }
         };
         let connector = Arc::new(Connector::from_url(&url).context("using the admin URL")?);
         let endpoint = match (&self.endpoint, &self.config_endpoint) {
@@ -338,7 +341,10 @@ impl Context {
         Ok(Connected {
             connector,
             endpoint,
-            pooler_endpoint: self.pooler_endpoint(),
+            // The config's pooler, else the embedded cluster's (when pgbouncer is installed).
+            pooler_endpoint: self
+                .pooler_endpoint()
+                .or(embedded_pooler.map(|(host, port)| Endpoint { host, port })),
         })
     }
 

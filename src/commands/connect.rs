@@ -110,14 +110,23 @@ pub fn psql(context: &Context, args: &PsqlArgs) -> Result<u8> {
 
 /// Why `psql --pooled` has nowhere to connect, and what to do.
 fn no_pooled_endpoint(context: &Context, tenant: &str) -> anyhow::Error {
-    match context.pooler_endpoint() {
+    // The config's pooler, or the embedded cluster's.
+    let pooler = context
+        .pooler_endpoint()
+        .or_else(|| context.connect().ok().and_then(|c| c.pooler_endpoint));
+    match pooler {
         Some(pooler) => anyhow!(
-            "the credentials of {tenant} carry no pooled endpoint: run `pgtenant apply` to write              the pooler's ({}:{}) into them; a database with `pooling: none` is never pooled              (connect without --pooled)",
+            "the credentials of {tenant} carry no pooled endpoint: run `pgtenant apply` to write \
+             the pooler's ({}:{}) into them; a database with `pooling: none` is never pooled \
+             (connect without --pooled)",
             pooler.host,
             pooler.port
         ),
         None => anyhow!(
-            "the cluster `{}` has no pooler, so {tenant} has no pooled endpoint: add              `pooler: {{listen: HOST:PORT}}` to the cluster in pgtenant.yaml (docs/pooling.md),              or for the embedded cluster install pgbouncer and run `pgtenant up`; then              `pgtenant apply`. Without --pooled psql connects directly",
+            "the cluster `{}` has no pooler, so {tenant} has no pooled endpoint: add \
+             `pooler: {{listen: HOST:PORT}}` to the cluster in pgtenant.yaml (docs/pooling.md), \
+             or for the embedded cluster install pgbouncer and run `pgtenant up`; then \
+             `pgtenant apply`. Without --pooled psql connects directly",
             context.cluster_name()
         ),
     }
