@@ -330,3 +330,143 @@ async fn rotation_and_grace_work_through_the_pooler_at_once() {
         .expect("the previous password still works during grace");
     open.batch_execute("SELECT 1").await.unwrap();
 }
+
+impl Pooled {
+    async fn admin(&self) -> tokio_postgres::Client {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(self.pooler_dir().join("state.json")).unwrap())
+                .unwrap();
+        pgtenant_pooler_admin(
+            self.pooler_dir(),
+            self.port(),
+            state["admin_password"].as_str().unwrap(),
+        )
+        .await
+    }
+
+    fn check(&self) -> (i32, Value) {
+        let out = self.run(&["check", "--format", "json"]);
+        (out.code, out.json())
+    }
+}
+
+fn tenant<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == id)
+        .unwrap_or_else(|| panic!("{id} in {report}"))
+}
+
+#[tokio::test]
+async fn check_reports_a_removed_pool_entry_as_drift_and_apply_repairs_it() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let client = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    let (code, report) = p.check();
+    assert_eq!(code, 0, "{report}");
+    let pool = &tenant(&report, "team/a")["pooler"];
+    assert_eq!(pool["entry"], "ok", "{report}");
+    for key in ["cl_waiting", "sv_active", "sv_idle", "avg_wait_us"] {
+        assert!(pool[key].is_i64(), "{key} in {pool}");
+    }
+
+    // Someone removes the entry behind pgtenant's back (and reloads).
+    let file = p.pooler_dir().join("databases.ini");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.lines()
+            .filter(|l| !l.starts_with("team-a "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    p.admin().await.simple_query("RELOAD").await.unwrap();
+    let (code, report) = p.check();
+    assert_eq!(code, 2, "a missing pool entry is drift: {report}");
+    let a = tenant(&report, "team/a");
+    assert_eq!(a["pooler"]["entry"], "missing", "{report}");
+    assert_eq!(a["status"], "drift");
+    assert!(
+        a["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["phase"] == "pooler"),
+        "{a}"
+    );
+
+    p.ok(&["apply"]);
+    let (code, report) = p.check();
+    assert_eq!(code, 0, "apply repaired the entry: {report}");
+    assert_eq!(tenant(&report, "team/a")["pooler"]["entry"], "ok");
+    connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .expect("pooled again");
+}
+
+#[tokio::test]
+async fn restore_in_place_pauses_and_resumes_the_pool() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let admin = connect(&p.pooled_url("team/a", "admin", None))
+        .await
+        .unwrap();
+    admin
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let backup = p.ok(&["backup", "team/a", "--format", "json"]).json();
+    let id = backup["id"].as_str().unwrap().to_string();
+    admin
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    let pid = p.pid();
+
+    let out = p.ok(&["restore", "team/a", "--backup", &id, "--yes"]);
+    assert!(
+        out.stderr.contains("pgbouncer: paused the pool of team-a"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("pgbouncer: resumed and reconnected the pool of team-a"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(p.pid(), pid);
+    // The pooled client connection survives; its next transaction gets a fresh server
+    // connection to the restored database.
+    let count: i64 = admin
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("the pool is resumed")
+        .get(0);
+    assert_eq!(count, 1);
+    let paused: Vec<String> = p
+        .admin()
+        .await
+        .simple_query("SHOW DATABASES")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) if row.get("name") == Some("team-a") => {
+                row.get("paused").map(str::to_string)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paused, ["0"]);
+}

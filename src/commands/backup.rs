@@ -347,9 +347,18 @@ pub fn restore(context: &Context, args: &RestoreArgs) -> Result<u8> {
         replace: args.replace,
         allow_cross_namespace: args.allow_cross_namespace,
     };
+    // Pooled sessions must neither hold the database during the restore nor keep server
+    // connections to what it replaced: the pool is paused around it and reconnected after.
+    let pooler = crate::commands::cluster::pooler_of(context)?;
+    let paused = pooler
+        .as_deref()
+        .is_some_and(|p| pool_step(p, &into.database(), PoolStep::Pause));
     let mut progress = CliProgress::new();
     let result = backups.restore(&request, &reapply, &mut progress);
     progress.done();
+    if let (Some(pooler), true) = (pooler.as_deref(), paused) {
+        pool_step(pooler, &into.database(), PoolStep::Resume);
+    }
     let report = result.with_context(|| {
         if into == tenant {
             format!("restoring {}", tenant.id())
@@ -731,4 +740,59 @@ mod tests {
         assert_eq!(size(36_200_000), "36.2 MB");
         assert_eq!(size(1_500_000_000), "1.5 GB");
     }
+}
+
+#[derive(Clone, Copy)]
+enum PoolStep {
+    Pause,
+    Resume,
+}
+
+/// How long PAUSE may wait for the pool's transactions to finish before the restore goes on
+/// without it (a session-mode client in a long transaction).
+const PAUSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// PAUSE a tenant database's pool (pgbouncer waits for its transactions and closes its server
+/// connections), or RESUME and RECONNECT it. Says on stderr what it did; a pooler that does not
+/// answer is a warning, never a failed restore. Returns whether the step took effect.
+fn pool_step(pooler: &pgtenant_pooler::Pooler, database: &str, step: PoolStep) -> bool {
+    let run = async {
+        let admin = pooler.console()?;
+        match step {
+            PoolStep::Pause => {
+                match tokio::time::timeout(PAUSE_TIMEOUT, admin.pause(database)).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Undo the pending pause: the restore goes on with the pool open.
+                        admin.resume(database).await?;
+                        Err(pgtenant_pooler::PoolerError::Engine(format!(
+                            "PAUSE did not finish within {PAUSE_TIMEOUT:?}"
+                        )))
+                    }
+                }
+            }
+            PoolStep::Resume => {
+                admin.resume(database).await?;
+                admin.reconnect(database).await
+            }
+        }
+    };
+    let result = match reconcile::runtime() {
+        Ok(runtime) => runtime.block_on(run),
+        Err(error) => Err(pgtenant_pooler::PoolerError::Engine(format!("{error:#}"))),
+    };
+    match (result, step) {
+        (Ok(()), PoolStep::Pause) => eprintln!("pgbouncer: paused the pool of {database}"),
+        (Ok(()), PoolStep::Resume) => {
+            eprintln!("pgbouncer: resumed and reconnected the pool of {database}")
+        }
+        (Err(error), _) => {
+            eprintln!(
+                "warning: pgbouncer's pool of {database}: {}",
+                pgtenant_engine::error_chain(&error)
+            );
+            return false;
+        }
+    }
+    true
 }

@@ -77,13 +77,41 @@ pub fn embedded_pooler(cluster: &EmbeddedCluster) -> Result<Option<Pooler>> {
     Ok(pgtenant_pooler::for_embedded(cluster)?)
 }
 
-/// The pooler apply and rotate keep in line: the embedded cluster's (None with an admin URL, or
-/// without pgbouncer).
+/// The pooler apply and rotate keep in line: the chosen cluster's `pooler:` in the platform
+/// config, or for the embedded cluster its own pgbouncer when installed; None otherwise.
 pub fn pooler_of(context: &Context) -> Result<Option<Arc<Pooler>>> {
-    if context.admin_url().is_some() {
-        return Ok(None);
-    }
-    Ok(embedded_pooler(&context.embedded())?.map(Arc::new))
+    let defaults = context.config().map(|c| c.pooling).unwrap_or_default();
+    let configured = context
+        .config()
+        .and_then(|c| c.clusters.iter().find(|k| k.name == context.cluster_name()))
+        .and_then(|k| k.pooler.as_ref());
+    let pooler = match (context.admin_url(), configured) {
+        (Some(url), Some(config)) => {
+            let (host, port) = pgtenant_engine::Connector::from_url(url)?.endpoint();
+            let server = pgtenant_pooler::Server {
+                host,
+                port,
+                ca_file: context.ca_file()?,
+            };
+            Some(
+                pgtenant_pooler::for_config(
+                    config,
+                    &defaults,
+                    context.state_dir(),
+                    context.cluster_name(),
+                    server,
+                )
+                .with_context(|| format!("the pooler of cluster `{}`", context.cluster_name()))?,
+            )
+        }
+        (Some(_), None) => None,
+        (None, _) => embedded_pooler(&context.embedded())?.map(|mut pooler| {
+            pooler.settings.default_pool_mode = defaults.mode.as_str().to_string();
+            pooler.settings.default_pool_size = defaults.size;
+            pooler
+        }),
+    };
+    Ok(pooler.map(Arc::new))
 }
 
 fn status_of(cluster: &EmbeddedCluster) -> Result<Status> {

@@ -320,6 +320,9 @@ pub fn check(context: &Context, args: &CheckArgs) -> Result<u8> {
     report
         .tenants
         .retain(|t| planned.context.in_scope(&t.tenant));
+    if let Some(pooler) = crate::commands::cluster::pooler_of(context)? {
+        pooler_check(&pooler, &desired, &mut report)?;
+    }
     render::check(&report, &repo, args.format)?;
     Ok(if repo.has_errors() {
         EXIT_ERROR
@@ -328,4 +331,56 @@ pub fn check(context: &Context, args: &CheckArgs) -> Result<u8> {
     } else {
         EXIT_PENDING
     })
+}
+
+/// Adds each pooled tenant's pool (SHOW DATABASES/POOLS/STATS) to `report`: an entry pgbouncer
+/// lacks or holds differently from the repo is drift, which apply repairs (re-render + RELOAD).
+fn pooler_check(
+    pooler: &pgtenant_pooler::Pooler,
+    desired: &Desired,
+    report: &mut pgtenant_engine::check::CheckReport,
+) -> Result<()> {
+    let pools = runtime()?.block_on(pooler.report(desired));
+    for tenant in report.tenants.iter_mut() {
+        let Some(declared) = desired.tenants.iter().find(|t| t.id == tenant.tenant) else {
+            continue;
+        };
+        if pooler.entry(declared).is_none() {
+            continue;
+        }
+        let what = match &pools {
+            Ok(pools) => {
+                let pool = pools.get(&tenant.database).cloned().unwrap_or_default();
+                tenant.pooler = Some(serde_json::to_value(&pool)?);
+                match pool.entry {
+                    "ok" => None,
+                    "stale" => Some(format!(
+                        "pgbouncer's entry for {} is stale: {}",
+                        tenant.database,
+                        pool.differs.unwrap_or_default()
+                    )),
+                    _ => Some(format!("pgbouncer has no entry for {}", tenant.database)),
+                }
+            }
+            Err(error) => {
+                let error = pgtenant_engine::error_chain(error);
+                tenant.pooler = Some(serde_json::json!({ "entry": "missing", "error": error }));
+                Some(format!("pgbouncer does not answer: {error}"))
+            }
+        };
+        if let Some(what) = what {
+            tenant.drift.push(pgtenant_engine::check::DriftItem {
+                phase: "pooler",
+                what,
+                fix: "`pgtenant apply` rewrites pgbouncer's files and RELOADs it (and starts a \
+                      local pgbouncer that is not running)"
+                    .to_string(),
+            });
+            if tenant.status == "in-sync" {
+                tenant.status = "drift";
+            }
+            report.in_sync = false;
+        }
+    }
+    Ok(())
 }

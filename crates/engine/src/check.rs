@@ -47,6 +47,9 @@ pub struct TenantReport {
     /// How long ago that was, for the text report.
     #[serde(skip)]
     pub verified_age: Option<std::time::Duration>,
+    /// The tenant's pool in the cluster's pgbouncer (filled by the caller that has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -325,6 +328,7 @@ pub fn report(desired: &Desired, observed: &Observed, plan: &Plan) -> CheckRepor
             verified,
             verified_at: verification.map(|v| humantime::format_rfc3339_seconds(v.at).to_string()),
             verified_age: verification.map(|v| now.duration_since(v.at).unwrap_or_default()),
+            pooler: None,
         });
     }
     CheckReport {

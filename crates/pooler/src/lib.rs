@@ -72,9 +72,6 @@ pub enum Runner {
     Files,
 }
 
-/// A tenant database's pool as declared: None = `pooling: none`.
-pub type PoolChoice = Option<(String, u32)>;
-
 /// One pooler: its settings, the account that reads its files, and who runs it.
 pub struct Pooler {
     pub settings: Settings,
@@ -84,8 +81,6 @@ pub struct Pooler {
     /// Owns the directory and the files pgbouncer reads (None: the invoking user).
     pub owner: Option<ServerUser>,
     pub runner: Runner,
-    /// Per tenant database, what its spec says; absent: the defaults in `settings`.
-    pub pooling: BTreeMap<String, PoolChoice>,
 }
 
 /// `status`'s view of the pooler.
@@ -136,9 +131,14 @@ impl Pooler {
             );
             return None;
         }
-        let (mode, size) = match self.pooling.get(database) {
-            Some(None) => return None,
-            Some(Some((mode, size))) => (mode.clone(), *size),
+        let (mode, size) = match tenant.pooling {
+            Some(pgtenant_spec::Pooling::Off) => return None,
+            Some(pgtenant_spec::Pooling::Pooled { mode, size }) => (
+                mode.map_or(self.settings.default_pool_mode.clone(), |m| {
+                    m.as_str().to_string()
+                }),
+                size.unwrap_or(self.settings.default_pool_size),
+            ),
             None => (
                 self.settings.default_pool_mode.clone(),
                 self.settings.default_pool_size,
@@ -453,6 +453,248 @@ pub fn for_embedded(
         server_port: cluster.port()?,
         owner: Some(user.clone()),
         runner: Runner::Local(Process { program, dir, user }),
-        pooling: BTreeMap::new(),
     }))
+}
+
+/// The lookup login of `auth: query` (P13b creates it and its function).
+pub const LOOKUP_USER: &str = "pgtenant_pooler_lookup";
+
+/// Where a configured cluster's server is, as pgbouncer reaches it.
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    /// The CA that issued the server's certificate: `verify-full`; None: `require`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The pooler of a cluster of the platform config (`clusters[].pooler`): files in `configDir`
+/// (default `<state>/pooler/<cluster>/`), pgbouncer run by pgtenant (`run: local`, as the
+/// server account when we are root) or by someone else (`run: files`: files and RELOAD only).
+/// Clients must be shown a certificate for the pooler's host name: `tls` is required here.
+pub fn for_config(
+    config: &pgtenant_config::PoolerConfig,
+    defaults: &pgtenant_config::PoolingDefaults,
+    state_dir: &Path,
+    cluster: &str,
+    server: Server,
+) -> Result<Pooler, PoolerError> {
+    let dir = config
+        .config_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("pooler").join(cluster));
+    let tls = config.tls.as_ref().ok_or_else(|| PoolerError::State {
+        path: dir.clone(),
+        reason: format!(
+            "cluster `{cluster}`: pooler.tls (certFile, keyFile) is required: clients verify the \
+             pooler's certificate for {}",
+            config.app_endpoint().host
+        ),
+    })?;
+    let user = ServerUser::for_new_cluster()?;
+    let runner = match config.run {
+        pgtenant_config::PoolerRun::Local => Runner::Local(Process {
+            program: pgtenant_cluster::find_pgbouncer().ok_or_else(|| PoolerError::Start {
+                reason: "pgbouncer is not installed (apt-get install pgbouncer, or set \
+                         PGTENANT_PGBOUNCER); or use pooler.run: files"
+                    .to_string(),
+            })?,
+            dir: dir.clone(),
+            user: user.clone(),
+        }),
+        pgtenant_config::PoolerRun::Files => Runner::Files,
+    };
+    Ok(Pooler {
+        settings: Settings {
+            dir,
+            listen_addr: config.listen.host.clone(),
+            listen_port: config.listen.port,
+            auth: match config.auth {
+                pgtenant_config::PoolerAuth::File => Auth::File,
+                pgtenant_config::PoolerAuth::Query => Auth::Query {
+                    user: LOOKUP_USER.to_string(),
+                },
+            },
+            client_tls_cert: tls.cert_file.clone(),
+            client_tls_key: tls.key_file.clone(),
+            server_tls: ServerTls {
+                ca_file: server.ca_file,
+            },
+            default_pool_mode: defaults.mode.as_str().to_string(),
+            default_pool_size: defaults.size,
+            max_client_conn: MAX_CLIENT_CONN,
+        },
+        server_host: server.host,
+        server_port: server.port,
+        owner: match config.run {
+            pgtenant_config::PoolerRun::Local => Some(user),
+            pgtenant_config::PoolerRun::Files => None,
+        },
+        runner,
+    })
+}
+
+/// One tenant's pool as `check` reports it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PoolReport {
+    /// `ok`, `missing` (pgbouncer has no such database) or `stale` (it has one that differs
+    /// from what the repo declares).
+    pub entry: &'static str,
+    /// What differs, for a stale entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differs: Option<String>,
+    pub cl_active: i64,
+    pub cl_waiting: i64,
+    pub sv_active: i64,
+    pub sv_idle: i64,
+    /// SHOW POOLS `maxwait_us` and `maxwait` together: the longest a client waits now.
+    pub maxwait_us: i64,
+    /// SHOW STATS: average wait for a server connection and per transaction, in µs.
+    pub avg_wait_us: i64,
+    pub avg_xact_us: i64,
+    pub total_xact_count: i64,
+}
+
+fn number(row: &admin::Row, column: &str) -> i64 {
+    row.get(column).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+impl Pooler {
+    /// Each pooled tenant database of `desired` as pgbouncer sees it now (SHOW DATABASES, SHOW
+    /// POOLS, SHOW STATS through the console). An error when the console does not answer.
+    pub async fn report(
+        &self,
+        desired: &Desired,
+    ) -> Result<BTreeMap<String, PoolReport>, PoolerError> {
+        let admin = self.console()?;
+        let databases = admin.databases().await?;
+        let pools = admin.pools().await?;
+        let stats = admin.stats().await?;
+        let mut reports = BTreeMap::new();
+        for entry in desired.tenants.iter().filter_map(|t| self.entry(t)) {
+            let mut report = PoolReport::default();
+            let name = entry.database.as_str();
+            match databases
+                .iter()
+                .find(|row| row.get("name").map(String::as_str) == Some(name))
+            {
+                None => report.entry = "missing",
+                Some(row) => {
+                    let wanted = [
+                        ("host", entry.host.clone()),
+                        ("port", entry.port.to_string()),
+                        ("database", entry.database.clone()),
+                        ("pool_mode", entry.pool_mode.clone()),
+                        ("pool_size", entry.pool_size.to_string()),
+                    ];
+                    let differs: Vec<String> = wanted
+                        .iter()
+                        .filter(|(column, value)| {
+                            row.get(*column).is_some_and(|have| have != value)
+                        })
+                        .map(|(column, value)| {
+                            format!("{column} {} (declared {value})", row[*column])
+                        })
+                        .collect();
+                    if differs.is_empty() {
+                        report.entry = "ok";
+                    } else {
+                        report.entry = "stale";
+                        report.differs = Some(differs.join(", "));
+                    }
+                }
+            }
+            for row in pools
+                .iter()
+                .filter(|r| r.get("database").map(String::as_str) == Some(name))
+            {
+                report.cl_active += number(row, "cl_active");
+                report.cl_waiting += number(row, "cl_waiting");
+                report.sv_active += number(row, "sv_active");
+                report.sv_idle += number(row, "sv_idle");
+                let wait = number(row, "maxwait") * 1_000_000 + number(row, "maxwait_us");
+                report.maxwait_us = report.maxwait_us.max(wait);
+            }
+            if let Some(row) = stats
+                .iter()
+                .find(|r| r.get("database").map(String::as_str) == Some(name))
+            {
+                report.avg_wait_us = number(row, "avg_wait_time");
+                report.avg_xact_us = number(row, "avg_xact_time");
+                report.total_xact_count = number(row, "total_xact_count");
+            }
+            reports.insert(name.to_string(), report);
+        }
+        Ok(reports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(tls: bool, run: pgtenant_config::PoolerRun) -> pgtenant_config::PoolerConfig {
+        pgtenant_config::PoolerConfig {
+            run,
+            listen: pgtenant_config::HostPort {
+                host: "10.0.0.5".into(),
+                port: 6432,
+            },
+            endpoint: None,
+            config_dir: None,
+            auth: pgtenant_config::PoolerAuth::Query,
+            tls: tls.then(|| pgtenant_config::TlsConfig {
+                cert_file: "/etc/pooler/tls.crt".into(),
+                key_file: "/etc/pooler/tls.key".into(),
+            }),
+        }
+    }
+
+    fn server() -> Server {
+        Server {
+            host: "db.internal".into(),
+            port: 5432,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn a_configured_pooler_needs_a_certificate_for_its_clients() {
+        let defaults = pgtenant_config::PoolingDefaults::default();
+        let err = for_config(
+            &config(false, pgtenant_config::PoolerRun::Files),
+            &defaults,
+            Path::new("/state"),
+            "prod",
+            server(),
+        )
+        .err()
+        .expect("no tls, no pooler");
+        assert!(err.to_string().contains("pooler.tls"), "{err}");
+    }
+
+    #[test]
+    fn a_files_pooler_lives_in_the_state_dir_and_uses_the_lookup_function() {
+        let defaults = pgtenant_config::PoolingDefaults::default();
+        let pooler = for_config(
+            &config(true, pgtenant_config::PoolerRun::Files),
+            &defaults,
+            Path::new("/state"),
+            "prod",
+            server(),
+        )
+        .unwrap();
+        assert_eq!(pooler.dir(), Path::new("/state/pooler/prod"));
+        assert!(matches!(pooler.runner, Runner::Files));
+        let ini = render::ini(&pooler.settings);
+        assert!(ini.contains("listen_addr = 10.0.0.5\n"), "{ini}");
+        assert!(
+            ini.contains("auth_user = pgtenant_pooler_lookup\n"),
+            "{ini}"
+        );
+        assert!(ini.contains("server_tls_sslmode = require\n"), "{ini}");
+        assert!(
+            ini.contains("client_tls_cert_file = /etc/pooler/tls.crt\n"),
+            "{ini}"
+        );
+    }
 }
