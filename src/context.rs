@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _, Result};
 use pgtenant_cluster::{ClusterOptions, EmbeddedCluster};
 use pgtenant_config::StoreKind;
-use pgtenant_config::{ClusterConfig, Config, HostPort, DEFAULT_CLUSTER};
+use pgtenant_config::{ClusterConfig, Config, HostPort, PoolerConfig, DEFAULT_CLUSTER};
 use pgtenant_engine::{Connector, Endpoint};
 use pgtenant_secrets::{AwsSecretsManagerStore, AwsSettings, CredentialStore, FileStore};
 
@@ -30,6 +30,8 @@ pub struct Context {
     cluster: String,
     /// The config's endpoint of the chosen cluster (`--endpoint` wins).
     config_endpoint: Option<HostPort>,
+    /// The config's pooler of the chosen cluster.
+    config_pooler: Option<PoolerConfig>,
     /// Why no cluster can be used (several in the config and none chosen, an admin URL reference
     /// that does not resolve): said by every command that needs the cluster.
     unusable: Option<String>,
@@ -129,6 +131,8 @@ pub fn choose_cluster<'c>(
 pub struct Connected {
     pub connector: Arc<Connector>,
     pub endpoint: Endpoint,
+    /// Where applications connect through the cluster's pooler; None: it has none.
+    pub pooler_endpoint: Option<Endpoint>,
 }
 
 impl Context {
@@ -202,6 +206,7 @@ impl Context {
             superuser_extensions,
             cluster: cluster.map_or(DEFAULT_CLUSTER, |c| &c.name).to_owned(),
             config_endpoint: cluster.and_then(|c| c.endpoint.clone()),
+            config_pooler: cluster.and_then(|c| c.pooler.clone()),
             unusable,
             config,
             warnings,
@@ -314,9 +319,12 @@ impl Context {
     /// The admin URL when given; otherwise the embedded cluster, created and started as needed.
     pub fn connect(&self) -> Result<Connected> {
         self.usable()?;
-        let url = match &self.admin_url {
-            Some(url) => url.clone(),
-            None => self.start_embedded()?.control_url()?,
+        let (url, embedded_pooler) = match &self.admin_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let cluster = self.start_embedded()?;
+                (cluster.control_url()?, cluster.pooler_endpoint())
+            }
         };
         let connector = Arc::new(Connector::from_url(&url).context("using the admin URL")?);
         let endpoint = match (&self.endpoint, &self.config_endpoint) {
@@ -333,7 +341,24 @@ impl Context {
         Ok(Connected {
             connector,
             endpoint,
+            // The config's pooler, else the embedded cluster's (when pgbouncer is installed).
+            pooler_endpoint: self
+                .pooler_endpoint()
+                .or(embedded_pooler.map(|(host, port)| Endpoint { host, port })),
         })
+    }
+
+    /// The chosen cluster's pooler in the config (`clusters[].pooler`).
+    pub fn pooler_config(&self) -> Option<&PoolerConfig> {
+        self.config_pooler.as_ref()
+    }
+
+    /// Where applications connect through the cluster's pooler: the config's
+    /// `pooler.endpoint` (else its `listen`); None when the cluster has no pooler.
+    pub fn pooler_endpoint(&self) -> Option<Endpoint> {
+        let pooler = self.config_pooler.as_ref()?;
+        let HostPort { host, port } = pooler.app_endpoint().clone();
+        Some(Endpoint { host, port })
     }
 
     /// The configured store (`store.type`, the file store by default).

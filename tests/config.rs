@@ -437,3 +437,47 @@ fn config_check_reports_pooler_and_pooling_mistakes_located() {
     }
     assert!(out.stdout.contains("invalid: 3 error(s)"), "{}", out.stdout);
 }
+
+#[test]
+fn auth_query_is_refused_without_a_superuser_and_planned_with_one() {
+    // The harness's control role is no superuser: every tenant is refused, saying why and what else.
+    let configured = Configured::new("  - name: main\n    adminUrl: file:admin-url\n");
+    let repo = configured.env.repo_path().display().to_string();
+    // A configured pooler presents a certificate of its own: the server's will do here.
+    let data = configured.env.cluster.cluster.dir().join("data");
+    std::fs::write(
+        configured.dir.path().join("pgtenant.yaml"),
+        format!(
+            "repo: {repo}\nclusters:\n  - name: main\n    adminUrl: file:admin-url\n    pooler:\n      run: files\n      listen: 127.0.0.1:1\n      configDir: pooler\n      auth: query\n      tls: {{certFile: {}, keyFile: {}}}\n",
+            data.join("server.crt").display(),
+            data.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let plan = configured.run(&["plan", &repo]);
+    assert_ne!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    let said = format!("{}{}", plan.stdout, plan.stderr);
+    for needed in [
+        "the pooler's `auth: query` needs the lookup function `pgtenant.pooler_lookup`",
+        "is not a superuser",
+        "Use `auth: file`",
+    ] {
+        assert!(said.contains(needed), "{needed}:\n{said}");
+    }
+
+    // A superuser control role: the lookup function is planned inside the tenant's database.
+    write_private(
+        &configured.dir.path().join("admin-url"),
+        &format!(
+            "{}\n",
+            configured.env.cluster.cluster.superuser_url().unwrap()
+        ),
+    );
+    let plan = configured.run(&["plan", &repo, "--format", "json"]);
+    let said = format!("{}{}", plan.stdout, plan.stderr);
+    assert!(
+        said.contains("CREATE OR REPLACE FUNCTION \\\"pgtenant\\\".\\\"pooler_lookup\\\"(text)"),
+        "{said}"
+    );
+    assert!(!said.contains("is not a superuser"), "{said}");
+}

@@ -1118,3 +1118,198 @@ both_stores_sync!(every_format_parses_back_and_connection_strings_log_in);
 both_stores_sync!(export_writes_every_declared_role_privately_and_reports_missing_ones);
 both_stores_sync!(doctor_for_a_tenant_without_credentials_is_an_error);
 both_stores_sync!(a_role_outside_the_tenants_preset_is_answered_with_the_presets_roles);
+
+/// The embedded-cluster mode on this test's cluster (no admin URL, the state dir's `cluster` a
+/// link to it), so `up` starts pgbouncer; stopped again on drop.
+struct WithPooler {
+    env: Env,
+}
+
+impl Drop for WithPooler {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+impl WithPooler {
+    fn new() -> Option<WithPooler> {
+        if pgtenant_cluster::find_pgbouncer().is_none() {
+            pgtenant_cluster::skip_or_fail(
+                "pgbouncer is not installed (apt-get install pgbouncer)",
+            );
+            return None;
+        }
+        let env = Env::new();
+        std::os::unix::fs::symlink(env.cluster.cluster.dir(), env.state.path().join("cluster"))
+            .unwrap();
+        Some(WithPooler { env })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        output(
+            self.env
+                .cmd()
+                .env_remove("PGTENANT_ADMIN_URL")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.code, 0, "{args:?}:\n{}\n{}", out.stdout, out.stderr);
+        out.stdout
+    }
+}
+
+/// `current_user`, the server's port (not the pooler's) and the database, over `conninfo`.
+fn who_and_where(conninfo: &str) -> String {
+    let out = psql(
+        &[],
+        &[
+            "-d",
+            conninfo,
+            "-c",
+            "SELECT current_user || ' ' || current_database()",
+        ],
+    );
+    assert_eq!(out.code, 0, "psql -d {conninfo} failed:\n{}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+#[test]
+fn every_credential_format_carries_the_pooled_endpoint_and_connects_through_it() {
+    let Some(p) = WithPooler::new() else { return };
+    p.env.write(
+        "team/apps/values.yaml",
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: a\n    pooling: {mode: transaction, size: 4}\n  - name: solo\n    pooling: none\n",
+    );
+    let up: Value = serde_json::from_str(&p.ok(&["up", "--format", "json"])).unwrap();
+    let port = up["pooler"]["port"].as_u64().expect("pgbouncer runs") as u16;
+    p.ok(&["apply"]);
+
+    // JSON: the direct keys unchanged, the pooler's beside them, and both connect.
+    let json: Value = serde_json::from_str(&p.ok(&[
+        "credentials",
+        "team/a",
+        "--role",
+        "write",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(json["pooler_endpoint"], "127.0.0.1", "{json}");
+    assert_eq!(json["pooler_port"], port, "{json}");
+    assert_ne!(json["port"], json["pooler_port"], "{json}");
+    let uri = json["pooler_uri"].as_str().unwrap();
+    assert_eq!(who_and_where(uri), "team-a-write team-a");
+    assert_eq!(
+        who_and_where(json["uri"].as_str().unwrap()),
+        "team-a-write team-a"
+    );
+    let jdbc = json["pooler_jdbc"].as_str().unwrap();
+    assert!(
+        jdbc.starts_with(&format!(
+            "jdbc:postgresql://127.0.0.1:{port}/team-a?user=team-a-write&"
+        )),
+        "{jdbc}"
+    );
+
+    // env: DATABASE_POOLER_URL connects; the host and port variables say the same.
+    let env_text = p.ok(&["credentials", "team/a", "--role", "read", "--format", "env"]);
+    let var = |name: &str| {
+        env_text
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}=")))
+            .map(|value| value.trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("no {name} in {env_text}"))
+    };
+    assert_eq!(var("DB_POOLER_HOST"), "127.0.0.1");
+    assert_eq!(var("DB_POOLER_PORT"), port.to_string());
+    assert_eq!(
+        who_and_where(&var("DATABASE_POOLER_URL")),
+        "team-a-read team-a"
+    );
+
+    // Kubernetes Secret: PGO's keys, and the URI connects.
+    let secret = p.ok(&[
+        "credentials",
+        "team/a",
+        "--role",
+        "admin",
+        "--format",
+        "k8s-secret",
+    ]);
+    let docs = Yaml::load_from_str(&secret).unwrap();
+    assert_eq!(
+        yaml_str(&docs[0], &["stringData", "pgbouncer-host"]),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        yaml_str(&docs[0], &["stringData", "pgbouncer-port"]),
+        port.to_string()
+    );
+    assert!(yaml_str(&docs[0], &["stringData", "pgbouncer-jdbc-uri"]).starts_with("jdbc:"));
+    assert_eq!(
+        who_and_where(yaml_str(&docs[0], &["stringData", "pgbouncer-uri"])),
+        "team-a-admin team-a"
+    );
+
+    // ExternalSecret: the pooler's properties of the stored secret.
+    let external = p.ok(&[
+        "credentials",
+        "team/a",
+        "--role",
+        "write",
+        "--format",
+        "external-secret",
+    ]);
+    assert!(external.contains("property: pooler_endpoint"), "{external}");
+    assert!(external.contains("property: pooler_port"), "{external}");
+
+    // psql --pooled connects to the pooler's port (psql's own view of the connection).
+    let out = p.run(&[
+        "psql",
+        "team/a",
+        "--role",
+        "write",
+        "--pooled",
+        "--",
+        "-X",
+        "-A",
+        "-t",
+        "-c",
+        "\\conninfo",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("port \"{port}\"")),
+        "{}",
+        out.stdout
+    );
+
+    // A database with `pooling: none` has no pooled endpoint, and psql --pooled says so.
+    let solo: Value = serde_json::from_str(&p.ok(&[
+        "credentials",
+        "team/solo",
+        "--role",
+        "write",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert!(solo.get("pooler_endpoint").is_none(), "{solo}");
+    let out = p.run(&["psql", "team/solo", "--pooled", "--", "-c", "SELECT 1"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("the credentials of team/solo carry no pooled endpoint")
+            && out.stderr.contains("`pooling: none`"),
+        "{}",
+        out.stderr
+    );
+    // The apply converged: the pooled endpoints are not drift.
+    let plan = p.run(&["plan", "--format", "json"]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+}

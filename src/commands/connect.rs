@@ -28,6 +28,9 @@ pub struct PsqlArgs {
     /// Skip the login check that explains a failure before psql starts.
     #[arg(long)]
     pub no_check: bool,
+    /// Connect through the cluster's pooler (pgbouncer), the pooled endpoint of the credentials.
+    #[arg(long)]
+    pub pooled: bool,
     /// Arguments for psql, after `--` (for example `-- -c 'SELECT 1'`).
     #[arg(last = true)]
     pub psql_args: Vec<String>,
@@ -69,7 +72,22 @@ pub fn psql(context: &Context, args: &PsqlArgs) -> Result<u8> {
             loaded.credential.username
         );
     }
-    let export = loaded.export(&options);
+    let direct = loaded.export(&options);
+    let pooled = match args.pooled {
+        true => Some(
+            direct
+                .pooled()
+                .ok_or_else(|| no_pooled_endpoint(context, &args.tenant))?,
+        ),
+        false => None,
+    };
+    let export = match &pooled {
+        Some(credential) => Export {
+            credential,
+            ..direct
+        },
+        None => direct,
+    };
     if !args.no_check {
         runtime()?.block_on(probe(&export))?;
     }
@@ -88,6 +106,30 @@ pub fn psql(context: &Context, args: &PsqlArgs) -> Result<u8> {
         ),
         _ => anyhow::Error::new(error).context("starting psql"),
     })
+}
+
+/// Why `psql --pooled` has nowhere to connect, and what to do.
+fn no_pooled_endpoint(context: &Context, tenant: &str) -> anyhow::Error {
+    // The config's pooler, or the embedded cluster's.
+    let pooler = context
+        .pooler_endpoint()
+        .or_else(|| context.connect().ok().and_then(|c| c.pooler_endpoint));
+    match pooler {
+        Some(pooler) => anyhow!(
+            "the credentials of {tenant} carry no pooled endpoint: run `pgtenant apply` to write \
+             the pooler's ({}:{}) into them; a database with `pooling: none` is never pooled \
+             (connect without --pooled)",
+            pooler.host,
+            pooler.port
+        ),
+        None => anyhow!(
+            "the cluster `{}` has no pooler, so {tenant} has no pooled endpoint: add \
+             `pooler: {{listen: HOST:PORT}}` to the cluster in pgtenant.yaml (docs/pooling.md), \
+             or for the embedded cluster install pgbouncer and run `pgtenant up`; then \
+             `pgtenant apply`. Without --pooled psql connects directly",
+            context.cluster_name()
+        ),
+    }
 }
 
 pub fn url(context: &Context, args: &UrlArgs) -> Result<u8> {

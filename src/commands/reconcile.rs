@@ -166,7 +166,10 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
         connector: connected.connector,
         store: context.store()?,
         endpoint: connected.endpoint,
-        pooler_endpoint: None,
+        pooler_endpoint: connected.pooler_endpoint,
+        pooler_lookup: context
+            .pooler_config()
+            .is_some_and(|pooler| pooler.auth == pgtenant_config::PoolerAuth::Query),
         superuser_extensions: context.superuser_extensions().clone(),
         platform_environment,
         final_backups: Some(Arc::new(pgtenant_backup::trash::Trash::new(

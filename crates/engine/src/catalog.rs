@@ -165,7 +165,14 @@ SELECT 'object', n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_
             AND p.proowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $3)))
 UNION ALL
 SELECT 'extension', extname::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM pg_catalog.pg_extension";
+  FROM pg_catalog.pg_extension
+UNION ALL
+SELECT 'lookup', pg_catalog.obj_description(p.oid, 'pg_proc')::text, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'pgtenant' AND p.proname = 'pooler_lookup' AND p.prosecdef
+   AND pg_catalog.oidvectortypes(p.proargtypes) = 'text'";
 
 pub struct ClusterCatalog {
     pub server: ServerInfo,
@@ -410,18 +417,23 @@ pub async fn read_database(
             source,
         })?;
     let [mut schemas, mut default_acls, mut objects, mut extensions] = [(); 4].map(|_| Vec::new());
+    let mut lookup = None;
     for row in &rows {
         match row.get::<_, &str>(0) {
             "schema" => schemas.push(Columns(row)),
             "default" => default_acls.push(Columns(row)),
             "object" => objects.push(Columns(row)),
             "extension" => extensions.push(Columns(row)),
+            "lookup" => lookup = Some(row.get::<_, Option<String>>(1).unwrap_or_default()),
             other => unreachable!("DATABASE_CATALOG has no rows of kind `{other}`"),
         }
     }
 
     let is_own = |role: &str| tenant_roles.contains(&role);
-    let mut catalog = DatabaseCatalog::default();
+    let mut catalog = DatabaseCatalog {
+        pooler_lookup: lookup,
+        ..DatabaseCatalog::default()
+    };
     let mut foreign = BTreeSet::new();
     for row in &schemas {
         let name: String = row.get(0);

@@ -337,6 +337,7 @@ impl Worker {
             Action::StoreCredential {
                 secret_path,
                 dbname,
+                pooler,
             } => match self.store.get(secret_path).await {
                 Ok(Some(existing)) => {
                     self.store
@@ -348,7 +349,7 @@ impl Worker {
                                 endpoint: self.endpoint.host.clone(),
                                 port: self.endpoint.port,
                                 dbname: dbname.clone(),
-                                pooler: None,
+                                pooler: pooler.clone(),
                             },
                         )
                         .await
@@ -372,6 +373,7 @@ impl Worker {
                 role,
                 secret_path,
                 dbname,
+                pooler,
             } => {
                 let store_failed = |e: pgtenant_secrets::StoreError| store_error(op, &e);
                 let (password, pending) =
@@ -388,7 +390,7 @@ impl Worker {
                                 endpoint: self.endpoint.host.clone(),
                                 port: self.endpoint.port,
                                 dbname: dbname.clone(),
-                                pooler: None,
+                                pooler: pooler.clone(),
                             };
                             let journal = journal_path(secret_path);
                             self.store

@@ -316,6 +316,7 @@ async fn read_store(
                 endpoint: credential.endpoint,
                 port: credential.port,
                 dbname: credential.dbname,
+                pooler: credential.pooler,
             },
         );
     }

@@ -135,6 +135,10 @@ impl ObservedDatabase {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseCatalog {
+    /// The comment of `pgtenant.pooler_lookup(text)` (SECURITY DEFINER) when the database has it
+    /// ([`crate::sql::POOLER_LOOKUP_MARKER`] for the current version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler_lookup: Option<String>,
     pub schemas: BTreeMap<String, ObservedSchema>,
     /// Database-wide default privileges (`FOR ROLE r` without `IN SCHEMA`), by owner role and object class code.
     #[serde(with = "pairs")]
@@ -219,6 +223,9 @@ pub struct StoredCredential {
     pub endpoint: String,
     pub port: u16,
     pub dbname: String,
+    /// The pooled endpoint written with it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<pgtenant_secrets::PoolerAddress>,
 }
 
 /// Builds an [`Acl`] from `(grantee, privilege)` pairs; an empty grantee is PUBLIC.

@@ -40,6 +40,9 @@ pub struct Reconciler {
     /// Where applications connect through the cluster's pooler; None: no pooler, and credentials
     /// carry no pooled endpoint.
     pub pooler_endpoint: Option<Endpoint>,
+    /// The pooler authenticates with `auth_query` (`pooler.auth: query`): every tenant database
+    /// gets the lookup function, and a control role that is not a superuser is refused.
+    pub pooler_lookup: bool,
     /// Extensions that need superuser and that the platform allows.
     pub superuser_extensions: BTreeSet<String>,
     /// The platform's tier: the retention of final backups of databases without a tier of their own.
@@ -222,6 +225,14 @@ impl Reconciler {
         let context = PlanContext {
             endpoint_host: self.endpoint.host.clone(),
             endpoint_port: self.endpoint.port,
+            pooler: self
+                .pooler_endpoint
+                .as_ref()
+                .map(|e| pgtenant_secrets::PoolerAddress {
+                    endpoint: e.host.clone(),
+                    port: e.port,
+                }),
+            pooler_lookup: self.pooler_lookup,
             guard: request.guard.clone(),
             superuser_extensions: self.superuser_extensions.clone(),
             now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),

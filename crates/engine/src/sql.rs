@@ -309,3 +309,54 @@ pub fn revoke_default_privileges(owner: &Ident, class: &str, grantee: &Ident) ->
         grantee.quote()
     )
 }
+
+/// The schema of pgtenant's own objects inside a tenant database (the pooler's lookup function).
+pub const POOLER_SCHEMA: &str = "pgtenant";
+/// The function pgbouncer's `auth_query` calls: `SELECT usename, passwd FROM pgtenant.pooler_lookup($1)`.
+pub const POOLER_LOOKUP_FUNCTION: &str = "pooler_lookup";
+/// The role pgbouncer's `auth_user` logs in as to call the lookup function; it may do nothing else.
+pub const POOLER_LOOKUP_ROLE: &str = "pgtenant_pooler_lookup";
+/// The comment of the lookup function, naming its version: another (or none) means it is
+/// replaced, so a database pgtenant did not create gets it too.
+pub const POOLER_LOOKUP_MARKER: &str = "pgtenant: pooler lookup v1";
+
+/// The statements that give a tenant database the pooler's lookup function, run inside it as a
+/// superuser (only a superuser's SECURITY DEFINER function may read `pg_authid`, where the SCRAM
+/// verifiers are). It returns the verifier of one of `logins` (the tenant's login roles and their
+/// grace twins) only: never another tenant's role, a superuser, a replication role, a role that
+/// cannot log in (the control role is none of the tenant's), nor one whose `VALID UNTIL` has
+/// passed (pgbouncer CVE-2025-2291). `search_path` is pinned, so no object a tenant creates can
+/// stand in for a catalog one.
+pub fn pooler_lookup(logins: &[Ident]) -> Vec<String> {
+    let schema = Ident::new(POOLER_SCHEMA).quote();
+    let role = Ident::new(POOLER_LOOKUP_ROLE).quote();
+    let function = format!(
+        "{schema}.{}(text)",
+        Ident::new(POOLER_LOOKUP_FUNCTION).quote()
+    );
+    let names: Vec<String> = logins.iter().map(|l| quote_literal(l.as_str())).collect();
+    vec![
+        format!(
+            "DO $do$ BEGIN CREATE ROLE {role} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
+             NOINHERIT NOREPLICATION NOBYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $do$"
+        ),
+        format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+        format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
+        format!(
+            "CREATE OR REPLACE FUNCTION {function} RETURNS TABLE (usename name, passwd text) \
+             LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$ \
+             SELECT a.rolname, a.rolpassword FROM pg_catalog.pg_authid a \
+             WHERE a.rolname = $1 AND a.rolname = ANY (ARRAY[{}]::name[]) \
+             AND a.rolcanlogin AND NOT a.rolsuper AND NOT a.rolreplication AND NOT a.rolbypassrls \
+             AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil > pg_catalog.now()) $fn$",
+            names.join(", ")
+        ),
+        format!("REVOKE ALL ON FUNCTION {function} FROM PUBLIC"),
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT EXECUTE ON FUNCTION {function} TO {role}"),
+        format!(
+            "COMMENT ON FUNCTION {function} IS {}",
+            quote_literal(POOLER_LOOKUP_MARKER)
+        ),
+    ]
+}

@@ -445,7 +445,7 @@ pub fn secret_value(credential: &Credential) -> String {
         credential,
         options: &options,
     };
-    json!({
+    let mut value = json!({
         "username": credential.username,
         "password": credential.password,
         "endpoint": credential.endpoint,
@@ -453,8 +453,9 @@ pub fn secret_value(credential: &Credential) -> String {
         "dbname": credential.dbname,
         "sslmode": options.sslmode.as_str(),
         "uri": export.uri(),
-    })
-    .to_string()
+    });
+    export.add_pooler_keys(&mut value);
+    value.to_string()
 }
 
 #[async_trait::async_trait]
@@ -754,7 +755,10 @@ mod tests {
             "postgresql://shop-orders-app:p%40ss%2Fword@db.internal:5432/shop-orders?sslmode=require"
         );
         let s = store("customer/");
-        assert_eq!(s.parse("n", Some(&value)).unwrap(), Some(credential));
+        assert_eq!(
+            s.parse("n", Some(&value)).unwrap(),
+            Some(credential.clone())
+        );
         assert_eq!(s.parse("n", Some(PLACEHOLDER)).unwrap(), None);
         let text_port =
             r#"{"username":"u","password":"p","endpoint":"h","port":"6432","dbname":"d"}"#;
@@ -763,6 +767,29 @@ mod tests {
             s.parse("n", Some("not json")),
             Err(StoreError::Corrupt { .. })
         ));
+        assert!(json.get("pooler_endpoint").is_none(), "{value}");
+
+        // A pooled credential keeps its pooled endpoint, and the pooler's keys say it.
+        let pooled = Credential {
+            pooler: Some(PoolerAddress {
+                endpoint: "pooler.internal".into(),
+                port: 6432,
+            }),
+            ..credential.clone()
+        };
+        let value = secret_value(&pooled);
+        let json: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(json["pooler_endpoint"], "pooler.internal");
+        assert_eq!(json["pooler_port"], 6432);
+        assert_eq!(
+            json["pooler_uri"],
+            "postgresql://shop-orders-app:p%40ss%2Fword@pooler.internal:6432/shop-orders?sslmode=require"
+        );
+        assert!(json["pooler_jdbc"]
+            .as_str()
+            .unwrap()
+            .starts_with("jdbc:postgresql://pooler.internal:6432/shop-orders?"));
+        assert_eq!(s.parse("n", Some(&value)).unwrap(), Some(pooled));
         assert!(matches!(
             s.parse("n", Some(r#"{"username":"u"}"#)),
             Err(StoreError::Corrupt { .. })

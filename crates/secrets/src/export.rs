@@ -125,6 +125,8 @@ pub const CLUSTER_SECRET_STORE: &str = "aws-secrets";
 pub const EXTERNAL_SECRET_REFRESH: &str = "1h";
 /// The properties the platform's secrets hold, in the seed's order.
 pub const EXTERNAL_SECRET_PROPERTIES: [&str; 4] = ["username", "password", "endpoint", "port"];
+/// The properties a pooled credential's secret holds besides, read into the Kubernetes Secret too.
+pub const EXTERNAL_SECRET_POOLER_PROPERTIES: [&str; 2] = ["pooler_endpoint", "pooler_port"];
 
 /// A credential ready to be rendered.
 #[derive(Debug, Clone, Copy)]
@@ -165,36 +167,56 @@ impl Export<'_> {
         query
     }
 
-    fn host_port(&self) -> String {
-        let host = &self.credential.endpoint;
+    fn host_port(host: &str, port: u16) -> String {
         if host.contains(':') {
-            format!("[{host}]:{}", self.credential.port)
+            format!("[{host}]:{port}")
         } else {
-            format!("{}:{}", percent_encode(host, b""), self.credential.port)
+            format!("{}:{port}", percent_encode(host, b""))
         }
     }
 
     /// `postgresql://user:password@host:port/dbname?sslmode=…[&sslrootcert=…]`,
     /// what libpq (`psql "$URI"`) and most drivers accept.
     pub fn uri(&self) -> String {
-        let c = self.credential;
-        format!(
-            "postgresql://{}:{}@{}/{}?{}",
-            percent_encode(&c.username, b""),
-            percent_encode(&c.password, b""),
-            self.host_port(),
-            percent_encode(&c.dbname, b""),
-            self.query()
-        )
+        self.uri_at(&self.credential.endpoint, self.credential.port)
     }
 
     /// `jdbc:postgresql://host:port/dbname?user=…&password=…&sslmode=…`, for
     /// PgJDBC (whose default `LibPQFactory` reads `sslrootcert`).
     pub fn jdbc(&self) -> String {
+        self.jdbc_at(&self.credential.endpoint, self.credential.port)
+    }
+
+    /// [`Self::uri`] through the pooler; None when the credential is not pooled. The pooler's
+    /// database is the tenant's database name, so only the host and port differ.
+    pub fn pooler_uri(&self) -> Option<String> {
+        let pooler = self.credential.pooler.as_ref()?;
+        Some(self.uri_at(&pooler.endpoint, pooler.port))
+    }
+
+    /// [`Self::jdbc`] through the pooler; None when the credential is not pooled.
+    pub fn pooler_jdbc(&self) -> Option<String> {
+        let pooler = self.credential.pooler.as_ref()?;
+        Some(self.jdbc_at(&pooler.endpoint, pooler.port))
+    }
+
+    fn uri_at(&self, host: &str, port: u16) -> String {
+        let c = self.credential;
+        format!(
+            "postgresql://{}:{}@{}/{}?{}",
+            percent_encode(&c.username, b""),
+            percent_encode(&c.password, b""),
+            Self::host_port(host, port),
+            percent_encode(&c.dbname, b""),
+            self.query()
+        )
+    }
+
+    fn jdbc_at(&self, host: &str, port: u16) -> String {
         let c = self.credential;
         format!(
             "jdbc:postgresql://{}/{}?user={}&password={}&{}",
-            self.host_port(),
+            Self::host_port(host, port),
             percent_encode(&c.dbname, b""),
             percent_encode(&c.username, b""),
             percent_encode(&c.password, b""),
@@ -202,9 +224,22 @@ impl Export<'_> {
         )
     }
 
+    /// This export with the pooler's host and port in place of the server's: what `psql
+    /// --pooled` connects with. None when the credential is not pooled.
+    pub fn pooled(&self) -> Option<Credential> {
+        let pooler = self.credential.pooler.as_ref()?;
+        Some(Credential {
+            endpoint: pooler.endpoint.clone(),
+            port: pooler.port,
+            pooler: None,
+            ..self.credential.clone()
+        })
+    }
+
     /// The variables of the platform's application values (`DB_NAME`,
     /// `DB_USER`, `DB_PASSWORD`, `DB_HOST`, `DB_PORT`), then `DB_SSLMODE`,
-    /// `DB_SSLROOTCERT` when a CA is given, and `DATABASE_URL`.
+    /// `DB_SSLROOTCERT` when a CA is given, and `DATABASE_URL`; for a pooled
+    /// credential `DB_POOLER_HOST`, `DB_POOLER_PORT` and `DATABASE_POOLER_URL` last.
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         let c = self.credential;
         let mut vars = vec![
@@ -219,6 +254,11 @@ impl Export<'_> {
             vars.push(("DB_SSLROOTCERT", ca.to_string_lossy().into_owned()));
         }
         vars.push(("DATABASE_URL", self.uri()));
+        if let (Some(pooler), Some(uri)) = (&c.pooler, self.pooler_uri()) {
+            vars.push(("DB_POOLER_HOST", pooler.endpoint.clone()));
+            vars.push(("DB_POOLER_PORT", pooler.port.to_string()));
+            vars.push(("DATABASE_POOLER_URL", uri));
+        }
         vars
     }
 
@@ -265,10 +305,11 @@ impl Export<'_> {
 
     /// The keys of `pgtenant credentials --format json` (`username`,
     /// `password`, `endpoint`, `port`, `dbname`, `sslmode`, `uri`), plus
-    /// `sslrootcert` (null without a CA) and `jdbc`.
+    /// `sslrootcert` (null without a CA) and `jdbc`; for a pooled credential
+    /// `pooler_endpoint`, `pooler_port`, `pooler_uri` and `pooler_jdbc` too.
     pub fn json(&self) -> Value {
         let c = self.credential;
-        json!({
+        let mut json = json!({
             "username": c.username,
             "password": c.password,
             "endpoint": c.endpoint,
@@ -278,27 +319,56 @@ impl Export<'_> {
             "sslrootcert": self.options.sslrootcert.as_ref().map(|ca| ca.to_string_lossy()),
             "uri": self.uri(),
             "jdbc": self.jdbc(),
-        })
+        });
+        self.add_pooler_keys(&mut json);
+        json
+    }
+
+    /// Adds `pooler_endpoint`, `pooler_port`, `pooler_uri` and `pooler_jdbc` to a JSON object
+    /// when the credential is pooled (the `credentials --format json` and the stored AWS value).
+    pub fn add_pooler_keys(&self, json: &mut Value) {
+        let (Some(pooler), Some(uri), Some(jdbc), Some(object)) = (
+            &self.credential.pooler,
+            self.pooler_uri(),
+            self.pooler_jdbc(),
+            json.as_object_mut(),
+        ) else {
+            return;
+        };
+        object.insert("pooler_endpoint".into(), json!(pooler.endpoint));
+        object.insert("pooler_port".into(), json!(pooler.port));
+        object.insert("pooler_uri".into(), json!(uri));
+        object.insert("pooler_jdbc".into(), json!(jdbc));
     }
 
     /// A Kubernetes `Secret` named like the platform's (`<ns>-<db>-<role>`)
     /// in the tenant's namespace, with keys `username`, `password`,
-    /// `endpoint`, `port`, `dbname`, `uri` and `jdbc-uri` as `stringData`.
+    /// `endpoint`, `port`, `dbname`, `uri` and `jdbc-uri` as `stringData`; for a
+    /// pooled credential also Crunchy PGO's `pgbouncer-host`, `pgbouncer-port`,
+    /// `pgbouncer-uri` and `pgbouncer-jdbc-uri`.
     pub fn k8s_secret(&self) -> String {
         let c = self.credential;
-        let (secret, order) = crate::manifest::secret(
-            &self.tenant.object_name(),
-            self.tenant.namespace,
-            &[
-                ("username", c.username.clone()),
-                ("password", c.password.clone()),
-                ("endpoint", c.endpoint.clone()),
-                ("port", c.port.to_string()),
-                ("dbname", c.dbname.clone()),
-                ("uri", self.uri()),
-                ("jdbc-uri", self.jdbc()),
-            ],
-        );
+        let mut keys = vec![
+            ("username", c.username.clone()),
+            ("password", c.password.clone()),
+            ("endpoint", c.endpoint.clone()),
+            ("port", c.port.to_string()),
+            ("dbname", c.dbname.clone()),
+            ("uri", self.uri()),
+            ("jdbc-uri", self.jdbc()),
+        ];
+        if let (Some(pooler), Some(uri), Some(jdbc)) =
+            (&c.pooler, self.pooler_uri(), self.pooler_jdbc())
+        {
+            keys.extend([
+                ("pgbouncer-host", pooler.endpoint.clone()),
+                ("pgbouncer-port", pooler.port.to_string()),
+                ("pgbouncer-uri", uri),
+                ("pgbouncer-jdbc-uri", jdbc),
+            ]);
+        }
+        let (secret, order) =
+            crate::manifest::secret(&self.tenant.object_name(), self.tenant.namespace, &keys);
         crate::manifest::to_yaml(&secret, ("stringData", &order))
     }
 
@@ -331,6 +401,12 @@ impl Export<'_> {
                 target: ExternalSecretTarget { name },
                 data: EXTERNAL_SECRET_PROPERTIES
                     .iter()
+                    .chain(
+                        self.credential
+                            .pooler
+                            .as_ref()
+                            .map_or(&[][..], |_| &EXTERNAL_SECRET_POOLER_PROPERTIES[..]),
+                    )
                     .map(|property| ExternalSecretData {
                         secret_key: (*property).to_owned(),
                         remote_ref: RemoteRef {
@@ -502,6 +578,113 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("DB_SSLMODE='verify-full'\n"), "{text}");
+    }
+
+    fn pooled(password: &str) -> Credential {
+        Credential {
+            pooler: Some(crate::PoolerAddress {
+                endpoint: "pooler.internal".into(),
+                port: 6432,
+            }),
+            ..credential(password)
+        }
+    }
+
+    #[test]
+    fn unpooled_credentials_have_no_pooler_keys() {
+        let c = credential("Abc123");
+        let options = ConnectionOptions::default();
+        let e = export(&c, &options);
+        for format in ExportFormat::ALL {
+            let text = e.render(format);
+            for key in ["pooler", "POOLER", "pgbouncer"] {
+                assert!(!text.contains(key), "{} has {key}: {text}", format.name());
+            }
+        }
+        assert_eq!(e.pooled(), None);
+    }
+
+    #[test]
+    fn pooled_credentials_carry_the_pooled_endpoint_in_every_format() {
+        let c = pooled("p@ss");
+        let options = verify_full();
+        let e = export(&c, &options);
+        let pooler_uri =
+            "postgresql://idp-dev-my-db-write:p%40ss@pooler.internal:6432/idp-dev-my-db\
+                          ?sslmode=verify-full&sslrootcert=/var/lib/pgtenant/cluster/ca.crt";
+        let pooler_jdbc = "jdbc:postgresql://pooler.internal:6432/idp-dev-my-db?user=idp-dev-my-db-write\
+                           &password=p%40ss&sslmode=verify-full&sslrootcert=/var/lib/pgtenant/cluster/ca.crt";
+        assert_eq!(e.pooler_uri().as_deref(), Some(pooler_uri));
+        assert_eq!(e.pooler_jdbc().as_deref(), Some(pooler_jdbc));
+
+        // JSON: the direct keys unchanged, the pooler's beside them.
+        let json = e.json();
+        assert_eq!(json["endpoint"], "db.internal");
+        assert_eq!(json["port"], 5432);
+        assert_eq!(json["pooler_endpoint"], "pooler.internal");
+        assert_eq!(json["pooler_port"], 6432);
+        assert_eq!(json["pooler_uri"], pooler_uri);
+        assert_eq!(json["pooler_jdbc"], pooler_jdbc);
+        assert_eq!(json["uri"], e.uri());
+
+        // env: the pooler's variables after the direct ones.
+        let vars = e.env_vars();
+        let names: Vec<&str> = vars.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            &names[names.len() - 4..],
+            [
+                "DATABASE_URL",
+                "DB_POOLER_HOST",
+                "DB_POOLER_PORT",
+                "DATABASE_POOLER_URL"
+            ]
+        );
+        assert!(vars.contains(&("DB_HOST", "db.internal".into())));
+        assert!(vars.contains(&("DB_POOLER_HOST", "pooler.internal".into())));
+        assert!(vars.contains(&("DB_POOLER_PORT", "6432".into())));
+        assert!(vars.contains(&("DATABASE_POOLER_URL", pooler_uri.into())));
+
+        // Kubernetes Secret: PGO's key names.
+        let text = e.k8s_secret();
+        let doc = load_yaml(&text);
+        assert_eq!(
+            yaml_string(&doc, &["stringData", "endpoint"]),
+            "db.internal"
+        );
+        assert_eq!(
+            yaml_string(&doc, &["stringData", "pgbouncer-host"]),
+            "pooler.internal"
+        );
+        assert_eq!(yaml_string(&doc, &["stringData", "pgbouncer-port"]), "6432");
+        assert_eq!(
+            yaml_string(&doc, &["stringData", "pgbouncer-uri"]),
+            pooler_uri
+        );
+        assert_eq!(
+            yaml_string(&doc, &["stringData", "pgbouncer-jdbc-uri"]),
+            pooler_jdbc
+        );
+
+        // ExternalSecret: the pooler's properties of the stored secret, no password.
+        let text = e.external_secret();
+        assert!(!text.contains("p@ss") && !text.contains("p%40ss"), "{text}");
+        for property in ["pooler_endpoint", "pooler_port", "endpoint", "port"] {
+            assert!(
+                text.contains(&format!("property: {property}\n")),
+                "{property}: {text}"
+            );
+        }
+
+        // psql --pooled connects to the pooler as the same login, to the same database.
+        let through = e.pooled().unwrap();
+        assert_eq!(
+            (through.endpoint.as_str(), through.port),
+            ("pooler.internal", 6432)
+        );
+        assert_eq!(
+            (through.username, through.dbname),
+            (c.username.clone(), c.dbname.clone())
+        );
     }
 
     #[test]

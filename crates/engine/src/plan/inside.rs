@@ -91,6 +91,57 @@ impl TenantPlanner<'_> {
         }
         self.default_privileges(&catalog);
         self.extensions(&catalog);
+        self.pooler_lookup(&catalog);
+    }
+
+    /// `pooler.auth: query` needs a lookup function that reads `pg_authid`, which only a
+    /// superuser's SECURITY DEFINER function can (on RDS and Aurora not even the master user):
+    /// with a control role that is not one, the tenant is refused rather than left without a way
+    /// through the pooler.
+    pub(super) fn pooler_lookup_refused(&self) -> Option<String> {
+        (self.context.pooler_lookup && !self.observed.server.is_superuser).then(|| {
+            format!(
+                "the pooler's `auth: query` needs the lookup function `{}.{}` in every tenant database, \
+                 and only a superuser can create one that reads the password verifiers (pg_authid); the \
+                 control role `{}` is not a superuser. Use `auth: file` (the default: pgtenant writes the \
+                 verifiers into pgbouncer's auth_file), or run pgtenant with a superuser control role",
+                sql::POOLER_SCHEMA,
+                sql::POOLER_LOOKUP_FUNCTION,
+                self.observed.server.current_user
+            )
+        })
+    }
+
+    /// With `auth: query`, the database must have the current lookup function: a database
+    /// pgtenant did not create (adopted, restored) gets it too.
+    pub(super) fn pooler_lookup(&mut self, catalog: &DatabaseCatalog) {
+        if !self.context.pooler_lookup {
+            return;
+        }
+        let why = match catalog.pooler_lookup.as_deref() {
+            Some(sql::POOLER_LOOKUP_MARKER) => return,
+            Some(_) => "the pooler's lookup function is of another version",
+            None => {
+                "the pooler authenticates with auth_query, and the database has no lookup function"
+            }
+        };
+        let logins: Vec<Ident> = self
+            .tenant
+            .login_roles()
+            .flat_map(|role| [role.name.clone(), role.alternate.clone()])
+            .collect();
+        for statement in sql::pooler_lookup(&logins) {
+            // As the control role (a superuser, see `pooler_lookup_refused`): it owns the function.
+            self.push_at(
+                Phase::Extensions,
+                None,
+                Action::Sql {
+                    sql: statement,
+                    transactional: true,
+                },
+                why,
+            );
+        }
     }
 
     /// Objects owned by the tenant's roles other than its owner role go to the owner role (`REASSIGN

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pgtenant_secrets::SecretPath;
+use pgtenant_secrets::{PoolerAddress, SecretPath};
 use pgtenant_spec::{Environment, Mode};
 use serde::Serialize;
 
@@ -84,11 +84,17 @@ pub enum Action {
         role: Ident,
         secret_path: SecretPath,
         dbname: String,
+        /// The pooled endpoint written into a new credential (a pooled tenant on a cluster with a
+        /// pooler).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pooler: Option<PoolerAddress>,
     },
     /// Refresh the connection details of a stored credential; the password is kept.
     StoreCredential {
         secret_path: SecretPath,
         dbname: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pooler: Option<PoolerAddress>,
     },
     DeleteCredential {
         secret_path: SecretPath,
@@ -232,6 +238,11 @@ pub struct PlanContext {
     /// Host and port that applications connect to, written into stored credentials.
     pub endpoint_host: String,
     pub endpoint_port: u16,
+    /// Where applications connect through the cluster's pooler; None: no pooler.
+    pub pooler: Option<PoolerAddress>,
+    /// The pooler authenticates with `auth_query` (`pooler.auth: query`): every tenant database
+    /// needs the lookup function ([`sql::pooler_lookup`]).
+    pub pooler_lookup: bool,
     pub guard: DropGuard,
     /// Extensions that need superuser and that the platform allows (seed 004's `superuser_extensions`).
     pub superuser_extensions: BTreeSet<String>,
@@ -247,6 +258,13 @@ pub struct PlanContext {
 impl PlanContext {
     pub fn in_scope(&self, tenant: &str) -> bool {
         self.scope.is_empty() || self.scope.contains(tenant)
+    }
+
+    /// The pooled endpoint of `tenant`'s credentials: the cluster's pooler unless the tenant
+    /// opted out (`pooling: none`).
+    pub fn pooler_for(&self, tenant: &DesiredTenant) -> Option<PoolerAddress> {
+        let opted_out = tenant.pooling == Some(pgtenant_spec::Pooling::Off);
+        self.pooler.clone().filter(|_| !opted_out)
     }
 }
 
@@ -314,6 +332,9 @@ impl TenantPlanner<'_> {
     fn run(mut self) -> (Vec<Operation>, Vec<String>) {
         self.interrupted_password_changes();
         if let Some(reason) = self.preset_changed() {
+            return (self.ops, vec![reason]);
+        }
+        if let Some(reason) = self.pooler_lookup_refused() {
             return (self.ops, vec![reason]);
         }
         self.roles();

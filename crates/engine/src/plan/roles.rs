@@ -35,6 +35,7 @@ impl TenantPlanner<'_> {
                             role: role.name.clone(),
                             secret_path: secret_path.clone(),
                             dbname: self.tenant.database.as_str().to_string(),
+                            pooler: self.context.pooler_for(self.tenant),
                         },
                         "declared in the spec; the role does not exist",
                     ),
@@ -275,6 +276,7 @@ impl TenantPlanner<'_> {
                     role: role.clone(),
                     secret_path: secret_path.clone(),
                     dbname: dbname.to_string(),
+                    pooler: self.context.pooler_for(self.tenant),
                 },
                 match stored {
                     None => "no stored credentials for this existing role: issuing a new password"
@@ -292,17 +294,34 @@ impl TenantPlanner<'_> {
                     self.context.endpoint_port,
                     dbname,
                 );
-                if current != wanted {
+                let pooler = self.context.pooler_for(self.tenant);
+                let pooled = |address: &Option<PoolerAddress>| match address {
+                    Some(p) => format!("{}:{}", p.endpoint, p.port),
+                    None => "none".to_owned(),
+                };
+                let why = if current != wanted {
+                    Some(format!(
+                        "stored connection details ({}:{}/{}) differ from {}:{}/{}",
+                        current.0, current.1, current.2, wanted.0, wanted.1, wanted.2
+                    ))
+                } else if stored.pooler != pooler {
+                    Some(format!(
+                        "stored pooled endpoint ({}) differs from {}",
+                        pooled(&stored.pooler),
+                        pooled(&pooler)
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
                     self.push(
                         Phase::Credentials,
                         Action::StoreCredential {
                             secret_path: secret_path.clone(),
                             dbname: dbname.to_string(),
+                            pooler,
                         },
-                        format!(
-                            "stored connection details ({}:{}/{}) differ from {}:{}/{}",
-                            current.0, current.1, current.2, wanted.0, wanted.1, wanted.2
-                        ),
+                        why,
                     );
                 }
             }

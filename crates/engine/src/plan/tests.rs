@@ -39,6 +39,8 @@ fn context() -> PlanContext {
     PlanContext {
         endpoint_host: "db.internal".into(),
         endpoint_port: 5432,
+        pooler: None,
+        pooler_lookup: false,
         guard: DropGuard::default(),
         superuser_extensions: Default::default(),
         now: "2026-11-21T09:00:00Z".into(),
@@ -91,6 +93,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 endpoint: "db.internal".into(),
                 port: 5432,
                 dbname: db.into(),
+                pooler: None,
             },
         );
     }
@@ -177,6 +180,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
         extensions: Default::default(),
         foreign_grants: Vec::new(),
         owned_by_others: Default::default(),
+        pooler_lookup: None,
     };
     observed.database_catalogs.insert(db.into(), catalog);
 }
@@ -1001,4 +1005,145 @@ fn an_interrupted_password_change_is_settled_before_anything_else() {
         ..context()
     };
     assert!(plan(&wanted, &observed, &elsewhere).operations.is_empty());
+}
+
+#[test]
+fn pooled_tenants_get_the_pooled_endpoint_in_their_credentials() {
+    let pooler = pgtenant_secrets::PoolerAddress {
+        endpoint: "pooler.internal".into(),
+        port: 6432,
+    };
+    let pooled_context = PlanContext {
+        pooler: Some(pooler.clone()),
+        ..context()
+    };
+    let tenant_spec = spec("idp-dev", "my-db", Mode::Standard);
+    let tenant = DesiredTenant::from_spec(&tenant_spec);
+
+    // A new tenant: its new credentials carry the pooled endpoint.
+    let new = plan(
+        &desired(std::slice::from_ref(&tenant_spec)),
+        &empty_cluster(),
+        &pooled_context,
+    );
+    let poolers: Vec<_> = new
+        .operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            Action::SetPassword { pooler, .. } => Some(pooler.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(poolers, vec![Some(pooler.clone()); 3], "{}", render(&new));
+
+    // Converged without a pooler; a pooler added: the stored credentials are refreshed.
+    let mut observed = empty_cluster();
+    converge(&mut observed, &tenant);
+    let wanted = desired(std::slice::from_ref(&tenant_spec));
+    assert!(plan(&wanted, &observed, &context()).is_converged());
+    let now = plan(&wanted, &observed, &pooled_context);
+    let refreshed: Vec<_> = now
+        .operations
+        .iter()
+        .map(|op| (&op.action, op.why.as_str()))
+        .collect();
+    assert_eq!(refreshed.len(), 3, "{}", render(&now));
+    for (action, why) in refreshed {
+        assert!(
+            matches!(action, Action::StoreCredential { pooler: Some(p), .. } if *p == pooler),
+            "{action:?}"
+        );
+        assert_eq!(
+            why,
+            "stored pooled endpoint (none) differs from pooler.internal:6432"
+        );
+    }
+
+    // `pooling: none` opts out: no pooled endpoint, so nothing to refresh.
+    let opted_out = DatabaseSpec {
+        pooling: Some(pgtenant_spec::Pooling::Off),
+        ..tenant_spec.clone()
+    };
+    let wanted = desired(std::slice::from_ref(&opted_out));
+    assert!(plan(&wanted, &observed, &pooled_context).is_converged());
+    assert_eq!(
+        pooled_context.pooler_for(&DesiredTenant::from_spec(&opted_out)),
+        None
+    );
+}
+
+#[test]
+fn auth_query_gives_every_tenant_database_the_lookup_function() {
+    let lookup = PlanContext {
+        pooler_lookup: true,
+        ..context()
+    };
+    let tenant_spec = spec("idp-dev", "my-db", Mode::Standard);
+    let tenant = DesiredTenant::from_spec(&tenant_spec);
+    let wanted = desired(std::slice::from_ref(&tenant_spec));
+    // An existing (adopted or older) database without the function, a superuser control role.
+    let mut observed = empty_cluster();
+    observed.server.is_superuser = true;
+    converge(&mut observed, &tenant);
+    let lookup_ops = |plan: Plan| Plan {
+        operations: plan
+            .operations
+            .into_iter()
+            .filter(|op| op.phase == Phase::Extensions)
+            .collect(),
+        notices: plan.notices,
+    };
+    assert!(lookup_ops(plan(&wanted, &observed, &context()))
+        .operations
+        .is_empty());
+    let now = lookup_ops(plan(&wanted, &observed, &lookup));
+    insta::assert_snapshot!("pooler_lookup", render(&now));
+    assert_eq!(now.operations.len(), 8);
+    assert!(now
+        .operations
+        .iter()
+        .all(|op| op.database.as_ref() == Some(&tenant.database) && op.run_as.is_none()));
+    // Once it is there (the current version), nothing more.
+    observed
+        .database_catalogs
+        .get_mut("idp-dev-my-db")
+        .unwrap()
+        .pooler_lookup = Some(sql::POOLER_LOOKUP_MARKER.to_owned());
+    assert!(lookup_ops(plan(&wanted, &observed, &lookup))
+        .operations
+        .is_empty());
+    // Another version is replaced.
+    observed
+        .database_catalogs
+        .get_mut("idp-dev-my-db")
+        .unwrap()
+        .pooler_lookup = Some("something else".to_owned());
+    assert_eq!(
+        lookup_ops(plan(&wanted, &observed, &lookup))
+            .operations
+            .len(),
+        8
+    );
+}
+
+#[test]
+fn auth_query_is_refused_without_a_superuser_control_role() {
+    let lookup = PlanContext {
+        pooler_lookup: true,
+        ..context()
+    };
+    let tenant_spec = spec("idp-dev", "my-db", Mode::Standard);
+    let wanted = desired(std::slice::from_ref(&tenant_spec));
+    let now = plan(&wanted, &empty_cluster(), &lookup);
+    assert!(now.operations.is_empty(), "{}", render(&now));
+    let blocked: Vec<&str> = now
+        .notices
+        .iter()
+        .filter(|n| n.kind == NoticeKind::Blocked)
+        .map(|n| n.reason.as_str())
+        .collect();
+    assert_eq!(blocked.len(), 1, "{:?}", now.notices);
+    for needed in ["auth: query", "superuser", "auth: file", CONTROL] {
+        assert!(blocked[0].contains(needed), "{needed}: {}", blocked[0]);
+    }
 }
