@@ -158,6 +158,7 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
                 mirror: mirror_dir(context.state_dir(), &remote, &branch),
                 remote,
                 branch,
+                ca_file: config.git_ca_file.clone(),
             }
         }
         None => {
