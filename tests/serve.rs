@@ -2,6 +2,7 @@
 //! remote (a bare repository on disk the test pushes to). The state is read the way a client
 //! reads it: `GET /api/v1/tenants` and `GET /readyz`.
 
+mod backup_env;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -775,4 +776,128 @@ async fn with_no_config_and_a_directory_it_serves_the_embedded_cluster() {
     let (status, page) = serve.get("/");
     assert_eq!(status, 200);
     assert!(page.contains("team/a"), "{page}");
+}
+
+/// The newest physical backup `pgtenant backup list` shows (pgBackRest's info): its kind and
+/// end, and how many there are.
+fn physical_backups(env: &backup_env::BackupEnv) -> (usize, String, String) {
+    let listing = env.ok(&["backup", "list", "--format", "json"]).json();
+    let physical = listing["physical"].as_array().unwrap().clone();
+    let newest = physical
+        .iter()
+        .max_by_key(|b| b["finished"].as_str().unwrap().to_string())
+        .unwrap();
+    (
+        physical.len(),
+        newest["type"].as_str().unwrap().to_string(),
+        newest["finished"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_missed_scheduled_backup_and_a_due_rotation_run_for_real_at_start() {
+    let env = backup_env::BackupEnv::new();
+    env.declare("team", "app");
+    env.ok(&["apply"]);
+    // A first backup by hand (it turns WAL archiving on, restarting the embedded cluster).
+    env.ok(&["backup", "run", "--type", "full"]);
+    let (count, _, first) = physical_backups(&env);
+    assert_eq!(count, 1);
+    let old_uri = env.uri("team/app", "write");
+
+    // As if serve had been stopped for two days: its last scheduled run, and the write login's
+    // last rotation, long ago. The daily 00:00 diff was missed; the 1-day rotation is due.
+    let serve_state = env.state.path().join("serve");
+    std::fs::create_dir_all(&serve_state).unwrap();
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 86_400;
+    std::fs::write(
+        serve_state.join("schedule.json"),
+        format!("{{\"default\": {two_days_ago}}}"),
+    )
+    .unwrap();
+    std::fs::write(
+        serve_state.join("rotations.json"),
+        format!("{{\"team/app/write\": {two_days_ago}}}"),
+    )
+    .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("pgtenant.yaml");
+    std::fs::write(
+        &config,
+        "backups: {diff: \"0 0 * * *\"}\nserve: {rotateEvery: 1d}\n",
+    )
+    .unwrap();
+    let repo = env.repo.path().display().to_string();
+    let config_arg = config.display().to_string();
+    let mut command = env.command();
+    command.env("PGTENANT_LOG", "info");
+    let serve = Serve::spawn(
+        command,
+        &[
+            &repo,
+            "--config",
+            &config_arg,
+            "--poll-interval",
+            "1s",
+            "--drift-interval",
+            "1h",
+        ],
+    );
+
+    // The missed diff runs once: pgBackRest lists it, the API shows it as the tenant's last
+    // backup (its database was there when it started).
+    within("the caught-up backup in the API", BOUND * 4, || {
+        serve
+            .tenant("team/app")
+            .and_then(|t| t["last_backup_at"].as_str().map(str::to_string))
+            .is_some_and(|at| at > first)
+    })
+    .await;
+    let (count, kind, newest) = physical_backups(&env);
+    assert_eq!((count, kind.as_str()), (2, "diff"), "{}", serve.log());
+    assert_eq!(
+        serve.tenant("team/app").unwrap()["last_backup_at"],
+        newest.as_str()
+    );
+    let cluster = &serve.json("/api/v1/tenants")["tenants"][0]["cluster"];
+    assert_eq!(cluster, "default");
+    let recorded = std::fs::read_to_string(serve_state.join("schedule.json")).unwrap();
+    assert!(!recorded.contains(&two_days_ago.to_string()), "{recorded}");
+
+    // The due rotation: new credentials in the store, and both the new and the old ones log
+    // in during the grace period.
+    let new_uri = {
+        let started = Instant::now();
+        loop {
+            // While the rotation is in flight the store refuses to hand out credentials.
+            let out = env.run(&[
+                "credentials",
+                "team/app",
+                "--role",
+                "write",
+                "--format",
+                "json",
+            ]);
+            let uri = (out.code == 0).then(|| out.json()["uri"].as_str().unwrap().to_string());
+            if let Some(uri) = uri.filter(|uri| *uri != old_uri) {
+                break uri;
+            }
+            assert!(
+                started.elapsed() < BOUND * 2,
+                "the due rotation did not run:\n{}",
+                serve.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    common::connect(&new_uri, None)
+        .await
+        .expect("the rotated credentials log in");
+    common::connect(&old_uri, None)
+        .await
+        .expect("the previous credentials still log in during the grace period");
 }
