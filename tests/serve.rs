@@ -2,6 +2,7 @@
 //! remote (a bare repository on disk the test pushes to). The state is read the way a client
 //! reads it: `GET /api/v1/tenants` and `GET /readyz`.
 
+mod backup_env;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -396,23 +397,41 @@ fn commit_and_push(work: &Path, message: &str) -> String {
     git(work, &["rev-parse", "HEAD"])
 }
 
+/// A bare repository `dir/…/apps.git` and its clone `dir/work`, on branch main.
+fn bare_and_clone(dir: &Path, bare: &Path) -> PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir_all(bare).unwrap();
+    git(bare, &["init", "-q", "--bare"]);
+    git(dir, &["clone", "-q", bare.to_str().unwrap(), "work"]);
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    work
+}
+
+/// Declares `team/NAME` in the clone `work`, commits and pushes it: the commit.
+fn push_tenant(work: &Path, name: &str) -> String {
+    std::fs::create_dir_all(work.join("team").join(name)).unwrap();
+    std::fs::write(
+        work.join("team").join(name).join("values.yaml"),
+        STANDARD.replace("NAME", name),
+    )
+    .unwrap();
+    commit_and_push(work, name)
+}
+
+/// Whether `tenant` is in sync at commit `sha`.
+fn applied_at(serve: &Serve, tenant: &str, sha: &str) -> bool {
+    serve
+        .tenant(tenant)
+        .is_some_and(|t| t["state"] == "in-sync" && t["last_applied_revision"] == sha)
+}
+
 #[tokio::test]
 async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
     let env = Env::new();
     let dir = tempfile::tempdir().unwrap();
     let bare = dir.path().join("apps.git");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&bare).unwrap();
-    git(&bare, &["init", "-q", "--bare"]);
-    git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
-    git(&work, &["checkout", "-q", "-b", "main"]);
-    std::fs::create_dir_all(work.join("team/a")).unwrap();
-    std::fs::write(
-        work.join("team/a/values.yaml"),
-        STANDARD.replace("NAME", "a"),
-    )
-    .unwrap();
-    let first = commit_and_push(&work, "a");
+    let work = bare_and_clone(dir.path(), &bare);
+    let first = push_tenant(&work, "a");
 
     let remote = format!("file://{}", bare.display());
     let serve = Serve::start(
@@ -420,25 +439,15 @@ async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
         &[&remote, "--poll-interval", "1s", "--drift-interval", "1h"],
     );
     within("the first commit applied", BOUND * 2, || {
-        serve.tenant("team/a").is_some_and(|t| {
-            t["state"] == "in-sync" && t["last_applied_revision"] == first.as_str()
-        })
+        applied_at(&serve, "team/a", &first)
     })
     .await;
     assert_eq!(serve.tenants()["revision"], first.as_str());
 
     // A push: the new commit is fetched and applied, its SHA recorded.
-    std::fs::create_dir_all(work.join("team/b")).unwrap();
-    std::fs::write(
-        work.join("team/b/values.yaml"),
-        STANDARD.replace("NAME", "b"),
-    )
-    .unwrap();
-    let second = commit_and_push(&work, "b");
+    let second = push_tenant(&work, "b");
     within("the second commit applied", BOUND, || {
-        serve.tenant("team/b").is_some_and(|t| {
-            t["state"] == "in-sync" && t["last_applied_revision"] == second.as_str()
-        })
+        applied_at(&serve, "team/b", &second)
     })
     .await;
     assert_eq!(serve.tenants()["revision"], second.as_str());
@@ -452,6 +461,148 @@ async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
     .await;
     assert!(env.database_exists("team-a").await && env.database_exists("team-b").await);
     assert_eq!(serve.tenants()["revision"], second.as_str());
+}
+
+/// A CA (its PEM file in `dir`) and the certificate and key (PEM) it signed for 127.0.0.1.
+fn ca_and_server_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    let server = params.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, server.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// `git http-backend` behind TLS (tests/fixtures/git_https_server.py), serving the bare
+/// repositories of a folder to `user:token`; killed when dropped.
+struct GitHttpsServer {
+    child: Child,
+    port: u16,
+}
+
+impl GitHttpsServer {
+    fn start(dir: &Path, root: &Path, certificate: &Path, key: &Path, credentials: &str) -> Self {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/git_https_server.py");
+        let port_file = dir.join("git-https.port");
+        let child = Command::new("python3")
+            .arg(script)
+            .args([&port_file, certificate, key, root])
+            .arg(credentials)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("git-https.log")).unwrap())
+            .spawn()
+            .expect("python3 runs the HTTPS git server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                break text.trim().parse().unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the HTTPS git server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        GitHttpsServer { child, port }
+    }
+}
+
+impl Drop for GitHttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_https_git_remote_with_a_token_in_its_url_is_fetched_and_applied() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    let work = bare_and_clone(dir.path(), &repos.join("apps.git"));
+    let first = push_tenant(&work, "a");
+
+    let (ca, certificate, key) = ca_and_server_certificate(dir.path());
+    const TOKEN: &str = "glpat-s3cr3t-t0ken";
+    let server = GitHttpsServer::start(
+        dir.path(),
+        &repos,
+        &certificate,
+        &key,
+        &format!("pgtenant:{TOKEN}"),
+    );
+    let config = dir.path().join("pgtenant.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "serve:\n  git:\n    remote: https://pgtenant:{TOKEN}@127.0.0.1:{}/apps.git\n    caFile: {}\n",
+            server.port,
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let serve = Serve::start(
+        &env,
+        &[
+            "--config",
+            &config,
+            "--poll-interval",
+            "1s",
+            "--drift-interval",
+            "1h",
+        ],
+    );
+    within("the first commit applied over HTTPS", BOUND * 2, || {
+        applied_at(&serve, "team/a", &first)
+    })
+    .await;
+
+    // A push: fetched over HTTPS and applied.
+    let second = push_tenant(&work, "b");
+    within("the pushed commit applied", BOUND, || {
+        applied_at(&serve, "team/b", &second)
+    })
+    .await;
+    assert!(env.database_exists("team-b").await);
+
+    // The server gone: reported, the last good state kept.
+    drop(server);
+    within("the fetch error reported", BOUND, || {
+        serve.get("/readyz").1.contains("source unreadable")
+    })
+    .await;
+    assert!(env.database_exists("team-a").await && env.database_exists("team-b").await);
+    assert_eq!(serve.tenants()["revision"], second.as_str());
+    assert!(serve.tenant("team/a").is_some() && serve.tenant("team/b").is_some());
+
+    // The token is never shown.
+    let shown = [
+        serve.get("/").1,
+        serve.get("/readyz").1,
+        serve.get("/api/v1/tenants").1,
+        serve.get("/metrics").1,
+        serve.log(),
+    ];
+    for text in shown {
+        assert!(!text.contains(TOKEN), "the token was shown:\n{text}");
+    }
 }
 
 #[tokio::test]
@@ -625,4 +776,128 @@ async fn with_no_config_and_a_directory_it_serves_the_embedded_cluster() {
     let (status, page) = serve.get("/");
     assert_eq!(status, 200);
     assert!(page.contains("team/a"), "{page}");
+}
+
+/// The newest physical backup `pgtenant backup list` shows (pgBackRest's info): its kind and
+/// end, and how many there are.
+fn physical_backups(env: &backup_env::BackupEnv) -> (usize, String, String) {
+    let listing = env.ok(&["backup", "list", "--format", "json"]).json();
+    let physical = listing["physical"].as_array().unwrap().clone();
+    let newest = physical
+        .iter()
+        .max_by_key(|b| b["finished"].as_str().unwrap().to_string())
+        .unwrap();
+    (
+        physical.len(),
+        newest["type"].as_str().unwrap().to_string(),
+        newest["finished"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_missed_scheduled_backup_and_a_due_rotation_run_for_real_at_start() {
+    let env = backup_env::BackupEnv::new();
+    env.declare("team", "app");
+    env.ok(&["apply"]);
+    // A first backup by hand (it turns WAL archiving on, restarting the embedded cluster).
+    env.ok(&["backup", "run", "--type", "full"]);
+    let (count, _, first) = physical_backups(&env);
+    assert_eq!(count, 1);
+    let old_uri = env.uri("team/app", "write");
+
+    // As if serve had been stopped for two days: its last scheduled run, and the write login's
+    // last rotation, long ago. The daily 00:00 diff was missed; the 1-day rotation is due.
+    let serve_state = env.state.path().join("serve");
+    std::fs::create_dir_all(&serve_state).unwrap();
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 86_400;
+    std::fs::write(
+        serve_state.join("schedule.json"),
+        format!("{{\"default\": {two_days_ago}}}"),
+    )
+    .unwrap();
+    std::fs::write(
+        serve_state.join("rotations.json"),
+        format!("{{\"team/app/write\": {two_days_ago}}}"),
+    )
+    .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("pgtenant.yaml");
+    std::fs::write(
+        &config,
+        "backups: {diff: \"0 0 * * *\"}\nserve: {rotateEvery: 1d}\n",
+    )
+    .unwrap();
+    let repo = env.repo.path().display().to_string();
+    let config_arg = config.display().to_string();
+    let mut command = env.command();
+    command.env("PGTENANT_LOG", "info");
+    let serve = Serve::spawn(
+        command,
+        &[
+            &repo,
+            "--config",
+            &config_arg,
+            "--poll-interval",
+            "1s",
+            "--drift-interval",
+            "1h",
+        ],
+    );
+
+    // The missed diff runs once: pgBackRest lists it, the API shows it as the tenant's last
+    // backup (its database was there when it started).
+    within("the caught-up backup in the API", BOUND * 4, || {
+        serve
+            .tenant("team/app")
+            .and_then(|t| t["last_backup_at"].as_str().map(str::to_string))
+            .is_some_and(|at| at > first)
+    })
+    .await;
+    let (count, kind, newest) = physical_backups(&env);
+    assert_eq!((count, kind.as_str()), (2, "diff"), "{}", serve.log());
+    assert_eq!(
+        serve.tenant("team/app").unwrap()["last_backup_at"],
+        newest.as_str()
+    );
+    let cluster = &serve.json("/api/v1/tenants")["tenants"][0]["cluster"];
+    assert_eq!(cluster, "default");
+    let recorded = std::fs::read_to_string(serve_state.join("schedule.json")).unwrap();
+    assert!(!recorded.contains(&two_days_ago.to_string()), "{recorded}");
+
+    // The due rotation: new credentials in the store, and both the new and the old ones log
+    // in during the grace period.
+    let new_uri = {
+        let started = Instant::now();
+        loop {
+            // While the rotation is in flight the store refuses to hand out credentials.
+            let out = env.run(&[
+                "credentials",
+                "team/app",
+                "--role",
+                "write",
+                "--format",
+                "json",
+            ]);
+            let uri = (out.code == 0).then(|| out.json()["uri"].as_str().unwrap().to_string());
+            if let Some(uri) = uri.filter(|uri| *uri != old_uri) {
+                break uri;
+            }
+            assert!(
+                started.elapsed() < BOUND * 2,
+                "the due rotation did not run:\n{}",
+                serve.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    common::connect(&new_uri, None)
+        .await
+        .expect("the rotated credentials log in");
+    common::connect(&old_uri, None)
+        .await
+        .expect("the previous credentials still log in during the grace period");
 }

@@ -75,6 +75,50 @@ struct ClusterView {
 struct StoreView {
     r#type: &'static str,
     key_file: Option<PathBuf>,
+    /// AWS Secrets Manager: as configured (None: the SDK's region, `customer/`, the region's
+    /// endpoint, the account's KMS key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_key_id: Option<String>,
+}
+
+impl StoreView {
+    fn of(store: &pgtenant_config::StoreConfig) -> Self {
+        StoreView {
+            r#type: store.kind.as_str(),
+            key_file: store.key_file.clone(),
+            region: store.region.clone(),
+            prefix: store.prefix.clone(),
+            endpoint_url: store.endpoint_url.clone(),
+            kms_key_id: store.kms_key_id.clone(),
+        }
+    }
+
+    /// The `store:` line of `config check`.
+    fn line(&self) -> String {
+        let details: Vec<String> = [
+            (
+                "key",
+                self.key_file.as_ref().map(|k| k.display().to_string()),
+            ),
+            ("region", self.region.clone()),
+            ("prefix", self.prefix.clone()),
+            ("endpoint", self.endpoint_url.clone()),
+            ("KMS key", self.kms_key_id.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name} {}", value?)))
+        .collect();
+        match details.is_empty() {
+            true => format!("store: {}", self.r#type),
+            false => format!("store: {} ({})", self.r#type, details.join(", ")),
+        }
+    }
 }
 
 fn check(cli: &Cli, format: Format) -> Result<u8> {
@@ -174,10 +218,7 @@ fn resolve(file: &Path, config: &Config, report: &mut Report, diagnostics: &mut 
             .clusters
             .push(cluster_view(index, cluster, diagnostics));
     }
-    report.store = Some(StoreView {
-        r#type: config.store.kind.as_str(),
-        key_file: config.store.key_file.clone(),
-    });
+    report.store = Some(StoreView::of(&config.store));
 }
 
 fn cluster_view(
@@ -296,10 +337,7 @@ fn print_text(report: &Report) {
         outln!("{line}");
     }
     if let Some(store) = &report.store {
-        match &store.key_file {
-            Some(key) => outln!("store: {} (key {})", store.r#type, key.display()),
-            None => outln!("store: {}", store.r#type),
-        }
+        outln!("{}", store.line());
     }
     match (&report.selected, &report.selection_error) {
         (Some(name), _) => outln!("commands manage cluster `{name}`"),
@@ -312,5 +350,34 @@ fn print_text(report: &Report) {
         outln!("valid ({warnings} warning(s))");
     } else {
         outln!("invalid: {errors} error(s), {warnings} warning(s)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_check_shows_the_aws_store_settings() {
+        let store = pgtenant_config::StoreConfig {
+            kind: pgtenant_config::StoreKind::AwsSecretsManager,
+            region: Some("eu-west-1".into()),
+            prefix: Some("team/".into()),
+            endpoint_url: Some("http://127.0.0.1:5000".into()),
+            ..Default::default()
+        };
+        let view = StoreView::of(&store);
+        assert_eq!(
+            view.line(),
+            "store: aws-secrets-manager (region eu-west-1, prefix team/, endpoint http://127.0.0.1:5000)"
+        );
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["region"], "eu-west-1");
+        assert_eq!(json["prefix"], "team/");
+        assert_eq!(json["endpoint_url"], "http://127.0.0.1:5000");
+        assert!(json.get("kms_key_id").is_none());
+        // The file store's line is as before.
+        let file = StoreView::of(&pgtenant_config::StoreConfig::default());
+        assert_eq!(file.line(), "store: file");
     }
 }

@@ -2,6 +2,7 @@
 //! remote), reconciles every change, repairs drift, runs the backup schedules, and shows its
 //! state over HTTP. Settings: flags, then the config's `serve:` section, then the defaults.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use pgtenant_serve::http::{HttpSettings, TlsFiles};
 use pgtenant_serve::schedule::{BackupJobs, Schedules};
 use pgtenant_serve::service::{self, Reloaded, ServeSettings};
 use pgtenant_serve::source::SourceSettings;
+use pgtenant_serve::state::BackupStatus;
 
 use crate::commands::backup::RepositoryArgs;
 use crate::commands::reconcile::{reconciler, runtime};
@@ -158,6 +160,7 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
                 mirror: mirror_dir(context.state_dir(), &remote, &branch),
                 remote,
                 branch,
+                ca_file: config.git_ca_file.clone(),
             }
         }
         None => {
@@ -198,6 +201,7 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
         reconciler,
         guard: DropGuard::default(),
         backups,
+        schedule_record: context.state_dir().join("serve").join("schedule.json"),
         rotation: config.rotate_every.map(|every| {
             (
                 every,
@@ -319,5 +323,46 @@ impl BackupJobs for Jobs {
             report.expired.physical.len(),
             report.expired.logical.len()
         ))
+    }
+
+    fn last_backups(&self, wanted: &[String]) -> Result<BTreeMap<String, BackupStatus>, String> {
+        let backups = self
+            .0
+            .lock()
+            .map_err(|_| "backup state poisoned".to_string())?;
+        let error = |e: pgtenant_backup::BackupError| pgtenant_engine::error_chain(&e);
+        let mut found: BTreeMap<String, BackupStatus> = BTreeMap::new();
+        if let Some(rest) = backups.pgbackrest() {
+            let mut sets = rest.info().map_err(error)?.backup;
+            sets.sort_by_key(|set| std::cmp::Reverse(set.timestamp.stop));
+            for set in sets {
+                if !found.is_empty() && wanted.iter().all(|db| found.contains_key(db)) {
+                    break;
+                }
+                let detailed = rest.set_info(&set.label).map_err(error)?;
+                let at = set.stopped().to_rfc3339();
+                for database in detailed.databases.unwrap_or_default() {
+                    found.entry(database.name).or_insert_with(|| BackupStatus {
+                        kind: set.kind.clone(),
+                        at: at.clone(),
+                    });
+                }
+            }
+        }
+        // A tenant's own dump (a final backup, `backup run --tenant`) when it is newer.
+        for dump in backups.catalog().map_err(error)?.logical {
+            let at = dump.finished.to_rfc3339();
+            let newer = found.get(&dump.database).is_none_or(|b| b.at < at);
+            if newer {
+                found.insert(
+                    dump.database,
+                    BackupStatus {
+                        kind: pgtenant_serve::schedule::LOGICAL.to_string(),
+                        at,
+                    },
+                );
+            }
+        }
+        Ok(found)
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! The server is started on first use and polled until it answers (no fixed sleep). It runs under
 //! `sh`, which kills it when the test binary's end of a pipe closes, that is when the test binary
-//! exits, however it exits. The SDK is given dummy credentials and the endpoint URL through the
+//! exits, however it exits, and then removes the temporary directory that holds its log (printed
+//! when the server does not start; [`Moto::log`] for a test that wants it in its failure). The SDK is given dummy credentials and the endpoint URL through the
 //! environment (`AWS_*` variables, which `Env::cmd` passes on): nothing reaches a real AWS account.
 //!
 //! Against a real account instead (never in CI): see `real_aws_account` in tests/store_aws.rs.
@@ -26,6 +27,15 @@ pub struct Moto {
     /// `sh` holding the server; its stdin is the pipe whose closing stops it.
     _guard: Mutex<Child>,
     pub url: String,
+    /// The server's output, in a temporary directory `sh` removes with the server.
+    log: std::path::PathBuf,
+}
+
+impl Moto {
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// The test binary's moto server, started on first use; None (after [`skip_or_fail`]) when
@@ -52,14 +62,22 @@ fn start() -> Option<Moto> {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port();
-    let log = std::env::temp_dir().join(format!("pgtenant-moto-{}.log", std::process::id()));
+    // Removed by `sh` once the server is gone (a static is never dropped).
+    let dir = tempfile::Builder::new()
+        .prefix("pgtenant-moto-")
+        .tempdir()
+        .expect("a temporary directory for the moto log")
+        .keep();
+    let log = dir.join("moto.log");
     let child = Command::new("sh")
         .arg("-c")
-        // `cat` returns when the test binary (the pipe's writer) is gone; then the server goes too.
-        .arg(r#"moto_server -H 127.0.0.1 -p "$1" >"$2" 2>&1 & server=$!; cat >/dev/null; kill "$server""#)
+        // `cat` returns when the test binary (the pipe's writer) is gone; then the server goes too,
+        // and its log with it.
+        .arg(r#"moto_server -H 127.0.0.1 -p "$1" >"$2" 2>&1 & server=$!; cat >/dev/null; kill "$server"; wait "$server"; rm -rf "$3""#)
         .arg("sh")
         .arg(port.to_string())
         .arg(&log)
+        .arg(&dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -87,6 +105,7 @@ fn start() -> Option<Moto> {
     Some(Moto {
         _guard: Mutex::new(child),
         url,
+        log,
     })
 }
 

@@ -258,6 +258,8 @@ pub struct ServeConfig {
     pub git_remote: Option<String>,
     /// `git.branch` [default: main].
     pub git_branch: Option<String>,
+    /// `git.caFile`: CA bundle (PEM) that verifies an `https://` remote, besides the system's.
+    pub git_ca_file: Option<PathBuf>,
     /// `tokenFile`: the bearer token of the mutating endpoints.
     pub token_file: Option<PathBuf>,
     /// `webhookSecretFile`: the git webhook's secret.

@@ -88,7 +88,7 @@ pub(crate) const SERVE_FIELDS: [&str; 8] = [
 ];
 pub(crate) const REMOTE: &str = "remote";
 pub(crate) const BRANCH: &str = "branch";
-pub(crate) const GIT_FIELDS: [&str; 2] = [REMOTE, BRANCH];
+pub(crate) const GIT_FIELDS: [&str; 3] = [REMOTE, BRANCH, CA_FILE];
 pub(crate) const CERT_FILE: &str = "certFile";
 pub(crate) const TLS_FIELDS: [&str; 2] = [CERT_FILE, KEY_FILE];
 
@@ -906,6 +906,7 @@ impl Parser<'_> {
                     let remote = self.text(value, &field, "a git remote URL");
                     serve.git_remote = remote.map(|r| r.trim().to_owned());
                 }
+                CA_FILE => serve.git_ca_file = self.path(value, &field),
                 _ => {
                     let branch = self.text(value, &field, "a branch name such as `main`");
                     serve.git_branch = branch.map(|b| b.trim().to_owned());

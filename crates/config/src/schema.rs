@@ -252,12 +252,17 @@ impl JsonSchema for ConfigFile {
                             "required": [REMOTE],
                             "properties": {
                                 REMOTE: {
-                                    "description": "The remote: `ssh://…`, `git@host:path`, `file://…` or a local path (`https://` needs the HTTP transport, not built in yet).",
+                                    "description": "The remote: `https://…` (credentials as `https://user:token@host/…`), `ssh://…`, `git@host:path`, `file://…` or a local path.",
                                     "type": "string",
                                     "minLength": 1,
                                 },
                                 BRANCH: {
                                     "description": "The branch served [default: main].",
+                                    "type": "string",
+                                    "minLength": 1,
+                                },
+                                CA_FILE: {
+                                    "description": "CA bundle (PEM) that verifies an `https://` remote, besides the system's.",
                                     "type": "string",
                                     "minLength": 1,
                                 },

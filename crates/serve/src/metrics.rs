@@ -10,6 +10,7 @@
 //! | `pgtenant_reconciles_total` | counter | cluster, result |
 //! | `pgtenant_change_to_applied_seconds` | histogram | source (directory, git) |
 //! | `pgtenant_source_errors_total` | counter | source |
+//! | `pgtenant_source_files_parsed_total` | counter | (directory source: files whose text changed) |
 //! | `pgtenant_source_up` | gauge | |
 //! | `pgtenant_tenants` | gauge | cluster, state (pending, in-sync, drifted, failed, held, invalid) |
 //! | `pgtenant_drift_items` | gauge | cluster |
@@ -79,6 +80,7 @@ pub struct Metrics {
     pub reconciles: Family<ClusterResult, Counter>,
     pub change_to_applied: HistogramFamily<SourceLabel>,
     pub source_errors: Family<SourceLabel, Counter>,
+    pub source_files_parsed: Counter,
     pub drift_repairs: Family<ClusterLabel, Counter>,
     pub backup_failures: Family<ClusterKind, Counter>,
 }
@@ -90,6 +92,7 @@ impl Default for Metrics {
             reconciles: Family::default(),
             change_to_applied: Family::new_with_constructor(duration_histogram),
             source_errors: Family::default(),
+            source_files_parsed: Counter::default(),
             drift_repairs: Family::default(),
             backup_failures: Family::default(),
         }
@@ -144,6 +147,11 @@ pub fn encode(metrics: &Metrics, snapshot: &Snapshot) -> String {
         "pgtenant_source_errors",
         "Failed reads of the source of truth (the last good state stays)",
         metrics.source_errors.clone(),
+    );
+    registry.register(
+        "pgtenant_source_files_parsed",
+        "Values files parsed (the directory source parses only the files whose text changed)",
+        metrics.source_files_parsed.clone(),
     );
     registry.register(
         "pgtenant_drift_repairs",

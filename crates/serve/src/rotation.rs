@@ -17,8 +17,10 @@ use tokio::sync::watch;
 use crate::source::Revision;
 use crate::state::{EventKind, Shared, TenantState};
 
-/// How often the rotation schedule is looked at.
-pub const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// How often the rotation schedule is looked at (in memory; the record is written only when it
+/// changes): a rotation that fell due while the service was stopped runs within this of the
+/// start, once its tenant is in sync.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Rotation {
     pub shared: Arc<Shared>,
@@ -95,7 +97,8 @@ impl Rotation {
             return;
         };
         let desired = Desired::from_repo(&revision.repo);
-        let mut record = self.load();
+        let loaded = self.load();
+        let mut record = loaded.clone();
         let now = epoch_seconds();
         for tenant in &desired.tenants {
             let in_sync = self.shared.read(|s| {
@@ -115,7 +118,9 @@ impl Rotation {
                     }
                     Due::Rotate => {
                         if *self.shutdown.borrow() || !*self.active.borrow() {
-                            self.save(&record);
+                            if record != loaded {
+                                self.save(&record);
+                            }
                             return;
                         }
                         let result = async {
@@ -152,7 +157,9 @@ impl Rotation {
                 }
             }
         }
-        self.save(&record);
+        if record != loaded {
+            self.save(&record);
+        }
     }
 }
 

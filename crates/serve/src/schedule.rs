@@ -3,7 +3,18 @@
 //! widest kind that matches runs (full before diff before incr), then pgBackRest's expiry by the
 //! retention (which [`BackupJobs::backup`] includes). Without `backups:` the default of the
 //! platform guide: a full backup weekly (Sunday 01:00), a differential one every other day.
+//!
+//! A run missed while no instance was active is caught up once, when an instance becomes
+//! active (as systemd's `Persistent=true` timers do): the minute of the last run is recorded in
+//! `<state-dir>/serve/schedule.json`, and if a schedule fired between it and now, the widest
+//! kind that did runs at once. The first start of all records the time and runs nothing.
+//!
+//! Each tenant's last backup (`last_backup_at` in the API and on the page) is read from the
+//! backups when the instance becomes active and after every backup: see
+//! [`BackupJobs::last_backups`].
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +27,16 @@ use crate::state::{BackupStatus, EventKind, Shared};
 pub trait BackupJobs: Send + Sync {
     /// A backup of `kind` (`full`, `diff`, `incr`) and the expiry after it; what to report.
     fn backup(&self, kind: &str) -> Result<String, String>;
+
+    /// The last backup of each database: what its owner calls "my last backup" — the newest
+    /// pgBackRest backup set whose database list holds it (a cluster backup covers every
+    /// database that existed when it started), or its newest logical dump if that is newer.
+    /// `wanted` are the databases served; sets are read newest first until all of them are
+    /// found (or none is left).
+    fn last_backups(&self, wanted: &[String]) -> Result<BTreeMap<String, BackupStatus>, String> {
+        let _ = wanted;
+        Ok(BTreeMap::new())
+    }
 }
 
 /// The schedules, cron text each.
@@ -38,6 +59,30 @@ impl Default for Schedules {
 }
 
 impl Schedules {
+    /// The widest kind due at some minute after `since` and up to `now` (at most 31 days
+    /// back), with the last such minute: the run a stopped service missed.
+    pub fn missed(
+        &self,
+        since: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Option<(&'static str, time::OffsetDateTime)> {
+        let now = now.replace_second(0).ok()?.replace_nanosecond(0).ok()?;
+        let since = since.max(now - time::Duration::days(31));
+        let mut found: Option<(&'static str, time::OffsetDateTime)> = None;
+        let mut at = now;
+        while at > since {
+            if let Some(kind) = self.due(at) {
+                found = match found {
+                    None => Some((kind, at)),
+                    // Kinds are ordered full, diff, incr: the widest wins, the last minute stays.
+                    Some((widest, last)) => Some((rank_min(widest, kind), last)),
+                };
+            }
+            at -= time::Duration::minutes(1);
+        }
+        found
+    }
+
     /// The kind due at this minute, if any.
     pub fn due(&self, at: time::OffsetDateTime) -> Option<&'static str> {
         [
@@ -48,6 +93,15 @@ impl Schedules {
         .into_iter()
         .find(|(_, schedule)| schedule.as_deref().is_some_and(|s| matches(s, at)))
         .map(|(kind, _)| kind)
+    }
+}
+
+fn rank_min(a: &'static str, b: &'static str) -> &'static str {
+    let rank = |kind| ["full", "diff", "incr"].iter().position(|k| *k == kind);
+    if rank(b) < rank(a) {
+        b
+    } else {
+        a
     }
 }
 
@@ -109,20 +163,36 @@ pub struct Scheduler {
     pub cluster: String,
     pub jobs: Arc<dyn BackupJobs>,
     pub schedules: watch::Receiver<Schedules>,
+    /// `<state-dir>/serve/schedule.json`: cluster → the minute of its last scheduled run.
+    pub record: PathBuf,
     pub active: watch::Receiver<bool>,
     pub shutdown: watch::Receiver<bool>,
 }
 
 impl Scheduler {
     pub async fn run(mut self) {
+        // Whether this instance has been active yet (the catch-up and the first reading of
+        // the backups happen then).
+        let mut started = false;
         loop {
-            // Wake at the start of the next minute.
+            if !started && *self.active.borrow() {
+                started = true;
+                self.refresh_last_backups().await;
+                self.catch_up().await;
+            }
+            // Wake at the start of the next minute, or when this instance becomes active.
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
             let to_next = Duration::from_secs(60 - now.as_secs() % 60);
             tokio::select! {
                 _ = self.shutdown.changed() => return,
+                changed = self.active.changed(), if !started => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(to_next) => {}
             }
             if !*self.active.borrow() {
@@ -132,11 +202,95 @@ impl Scheduler {
             let Some(kind) = self.schedules.borrow().due(at) else {
                 continue;
             };
-            self.backup(kind).await;
+            self.backup(kind, at).await;
         }
     }
 
-    async fn backup(&self, kind: &'static str) {
+    fn load(&self) -> BTreeMap<String, i64> {
+        std::fs::read(&self.record)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records `at` as the minute of the cluster's last scheduled run.
+    fn save(&self, at: time::OffsetDateTime) {
+        let mut record = self.load();
+        record.insert(self.cluster.clone(), at.unix_timestamp());
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.record.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let temporary = self.record.with_extension("json.tmp");
+            std::fs::write(&temporary, serde_json::to_vec_pretty(&record)?)?;
+            std::fs::rename(&temporary, &self.record)
+        };
+        if let Err(error) = write() {
+            tracing::warn!(%error, file = %self.record.display(), "recording the backup schedule");
+        }
+    }
+
+    /// Runs, once, the backup a stopped service missed; the first start records the time.
+    async fn catch_up(&self) {
+        let now = time::OffsetDateTime::now_utc();
+        let last = self
+            .load()
+            .get(&self.cluster)
+            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(*at).ok());
+        let Some(last) = last else {
+            self.save(now);
+            return;
+        };
+        let missed = self.schedules.borrow().missed(last, now);
+        if let Some((kind, at)) = missed {
+            tracing::info!(cluster = %self.cluster, kind, missed = %at, "catching up a missed scheduled backup");
+            self.backup(kind, now).await;
+        }
+    }
+
+    /// Reads each served database's last backup into the snapshot.
+    async fn refresh_last_backups(&self) {
+        let cluster = self.cluster.clone();
+        let wanted: Vec<String> = self.shared.read(|s| {
+            s.tenants
+                .values()
+                .filter(|t| t.cluster == cluster)
+                .map(|t| t.database.clone())
+                .collect()
+        });
+        let jobs = self.jobs.clone();
+        let found = tokio::task::spawn_blocking(move || jobs.last_backups(&wanted))
+            .await
+            .unwrap_or_else(|panicked| Err(format!("reading the backups panicked: {panicked}")));
+        let found = match found {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(cluster = %self.cluster, %error, "reading the last backups");
+                return;
+            }
+        };
+        self.shared.update(|s| {
+            for tenant in s.tenants.values_mut().filter(|t| t.cluster == cluster) {
+                if let Some(backup) = found.get(&tenant.database) {
+                    tenant.last_backup_at = Some(backup.at.clone());
+                }
+            }
+            let status = s.clusters.entry(cluster.clone()).or_default();
+            status.name = cluster.clone();
+            if status.last_backup.is_none() {
+                status.last_backup = found
+                    .values()
+                    .filter(|b| b.kind != LOGICAL)
+                    .max_by(|a, b| a.at.cmp(&b.at))
+                    .cloned();
+            }
+            status.backups_by_database = found;
+        });
+    }
+
+    /// Runs a backup of `kind` for the scheduled minute `at`.
+    async fn backup(&self, kind: &'static str, at: time::OffsetDateTime) {
+        self.save(at);
         tracing::info!(cluster = %self.cluster, kind, "scheduled backup");
         let jobs = self.jobs.clone();
         let started = std::time::Instant::now();
@@ -165,6 +319,7 @@ impl Scheduler {
                     .with_cluster(&self.cluster)
                     .with_duration(started.elapsed()),
                 );
+                self.refresh_last_backups().await;
             }
             Err(error) => {
                 tracing::warn!(cluster = %self.cluster, kind, %error, "scheduled backup failed");
@@ -191,10 +346,39 @@ impl Scheduler {
     }
 }
 
+/// The kind of [`BackupStatus`] of a logical dump (physical ones are `full`, `diff`, `incr`).
+pub const LOGICAL: &str = "logical";
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_missed_run_is_the_widest_kind_since_the_last_one() {
+        let schedules = Schedules::default();
+        // Stopped on Saturday 12:00, started on Monday 09:00: Sunday's full and Monday's diff
+        // were missed; one full backup catches up.
+        let missed = schedules.missed(
+            datetime!(2026-11-28 12:00 UTC),
+            datetime!(2026-11-30 09:00:30 UTC),
+        );
+        assert_eq!(missed, Some(("full", datetime!(2026-11-30 01:00 UTC))));
+        // Only Monday's diff.
+        let missed = schedules.missed(
+            datetime!(2026-11-29 12:00 UTC),
+            datetime!(2026-11-30 09:00 UTC),
+        );
+        assert_eq!(missed, Some(("diff", datetime!(2026-11-30 01:00 UTC))));
+        // The last run was at the scheduled minute itself: nothing missed.
+        assert_eq!(
+            schedules.missed(
+                datetime!(2026-11-30 01:00 UTC),
+                datetime!(2026-11-30 09:00 UTC)
+            ),
+            None
+        );
+    }
 
     #[test]
     fn the_default_is_full_on_sunday_and_diff_on_other_days() {

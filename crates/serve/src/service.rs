@@ -43,6 +43,8 @@ pub struct ServeSettings {
     pub guard: DropGuard,
     /// pgBackRest backups on schedule; None when the cluster has no pgBackRest setup.
     pub backups: Option<(Arc<dyn BackupJobs>, Schedules)>,
+    /// `<state-dir>/serve/schedule.json`: when the backup schedules last ran (the catch-up).
+    pub schedule_record: std::path::PathBuf,
     /// `rotateEvery` and the file that records the rotations; None: no scheduled rotation.
     pub rotation: Option<(Duration, std::path::PathBuf)>,
 }
@@ -187,6 +189,7 @@ pub async fn run(
                 cluster: settings.cluster.clone(),
                 jobs: jobs.clone(),
                 schedules,
+                record: settings.schedule_record.clone(),
                 active: active.clone(),
                 shutdown: shutdown.clone(),
             }

@@ -144,15 +144,20 @@ pub struct ClusterStatus {
     pub last_error: Option<String>,
     /// The last successful backup: kind (`full`, `diff`, `incr`) and time.
     pub last_backup: Option<BackupStatus>,
+    /// Each database's last backup, as last read from the backups (tenants show theirs).
+    #[serde(skip)]
+    pub backups_by_database: BTreeMap<String, BackupStatus>,
     /// The last full drift pass: when it finished and how long it took.
     pub last_drift_pass_at: Option<String>,
     pub last_drift_pass_ms: Option<u64>,
     pub held_drops: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct BackupStatus {
+    /// `full`, `diff`, `incr`, or `logical` (a tenant's own dump).
     pub kind: String,
+    /// When it finished (RFC 3339).
     pub at: String,
 }
 
@@ -214,6 +219,8 @@ pub struct TenantStatus {
     pub last_error: Option<String>,
     /// When a failed tenant is tried again (RFC 3339).
     pub retry_at: Option<String>,
+    /// When the last backup holding its database finished (RFC 3339): the newest pgBackRest
+    /// backup that has it, or its own logical dump if newer.
     pub last_backup_at: Option<String>,
     pub size_bytes: Option<i64>,
     pub connections: Option<i32>,

@@ -312,6 +312,13 @@ impl Worker {
                         ..TenantStatus::default()
                     });
                 status.database = tenant.database.as_str().to_string();
+                if status.last_backup_at.is_none() {
+                    status.last_backup_at = s
+                        .clusters
+                        .get(&cluster)
+                        .and_then(|c| c.backups_by_database.get(&status.database))
+                        .map(|b| b.at.clone());
+                }
                 if let Some((preset, mode, file)) = files.get(&tenant.id) {
                     status.preset = preset.clone();
                     status.mode = mode.clone();

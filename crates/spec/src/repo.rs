@@ -12,7 +12,7 @@ use crate::diagnostic::{self, Diagnostic};
 use crate::file::check_file;
 use crate::location::SourceLocation;
 use crate::model::DatabaseSpec;
-use crate::validate::collisions;
+use crate::validate::{collisions, Declaration};
 
 /// Names of the files databases are declared in, as Helm charts name their values.
 pub const VALUES_FILES: [&str; 2] = ["values.yaml", "values.yml"];
@@ -179,18 +179,60 @@ pub fn load_repo_from_texts(
     root: &Path,
     texts: Vec<(PathBuf, Result<String, Diagnostic>)>,
 ) -> LoadedRepo {
+    let checked = texts.into_iter().map(|(relative, text)| {
+        let checked = CheckedValuesFile::check(&relative, text);
+        (relative, checked)
+    });
+    assemble(root, checked)
+}
+
+/// One values file read and checked on its own (its text parsed and validated, or why it
+/// could not be read), for a caller that keeps every file's result and re-reads only the files
+/// that changed: [`load_repo_from_checked`] then makes the repo of them, collisions across
+/// files included, exactly as [`load_repo`] would have.
+#[derive(Debug, Clone)]
+pub struct CheckedValuesFile {
+    declarations: Vec<Declaration>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl CheckedValuesFile {
+    /// `text` as [`read_values_file_with`] returned it for `relative`.
+    pub fn check(relative: &Path, text: Result<String, Diagnostic>) -> Self {
+        match text {
+            Ok(text) => {
+                let checked = check_file(relative, &text);
+                CheckedValuesFile {
+                    declarations: checked.declarations,
+                    diagnostics: checked.diagnostics,
+                }
+            }
+            Err(unreadable) => CheckedValuesFile {
+                declarations: Vec::new(),
+                diagnostics: vec![unreadable],
+            },
+        }
+    }
+}
+
+/// [`load_repo`] from values files checked one by one ([`CheckedValuesFile`]), sorted by path.
+pub fn load_repo_from_checked<'a>(
+    root: &Path,
+    files: impl IntoIterator<Item = (&'a Path, &'a CheckedValuesFile)>,
+) -> LoadedRepo {
+    let files = files
+        .into_iter()
+        .map(|(relative, checked)| (relative.to_path_buf(), checked.clone()));
+    assemble(root, files)
+}
+
+fn assemble(root: &Path, files: impl Iterator<Item = (PathBuf, CheckedValuesFile)>) -> LoadedRepo {
     let mut declarations = Vec::new();
     let mut diagnostics = Vec::new();
     let mut files_read = Vec::new();
-    for (relative, text) in texts {
-        match text {
-            Ok(text) => {
-                let checked = check_file(&relative, &text);
-                declarations.extend(checked.declarations);
-                diagnostics.extend(checked.diagnostics);
-            }
-            Err(unreadable) => diagnostics.push(unreadable),
-        }
+    for (relative, checked) in files {
+        declarations.extend(checked.declarations);
+        diagnostics.extend(checked.diagnostics);
         files_read.push(relative);
     }
     diagnostics.extend(collisions(&declarations));

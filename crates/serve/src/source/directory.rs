@@ -2,12 +2,25 @@
 //! through `notify`, debounced so that an editor's or `git pull`'s burst of writes is one read),
 //! and every poll interval in any case — the fallback for file systems without events (NFS,
 //! some container mounts) and for a directory that disappeared and came back.
+//!
+//! Reads are incremental: every values file's checked result is kept ([`Files`]) with the hash
+//! of its text, a file event re-reads only the values files it names (a folder created, moved
+//! or removed lists the folders again, reading only the files new to the list), and a file
+//! whose text did not change is not parsed again. The poll and a wake-up re-read every file
+//! (parsing only the changed ones): the safety net for a lost event. Every file is read by
+//! the spec's own single-file reader, so symlinks out of the repo, FIFOs and devices are refused
+//! exactly as `pgtenant apply` refuses them, and a file that cannot be read is an error that
+//! holds its tenants, never a removal.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+use pgtenant_spec::{CheckedValuesFile, LoadOptions, LoadedRepo, VALUES_FILES};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{refuse_empty, Revision, SourceTask};
@@ -15,31 +28,51 @@ use super::{refuse_empty, Revision, SourceTask};
 /// How long a burst of file events is gathered before the directory is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// What the watcher thread reports: the newest modification time among the changed paths.
-type Changed = Option<SystemTime>;
+/// What the watcher thread reports: the changed paths and the newest modification time among
+/// them, or None when events were lost (then everything is read again).
+type Changed = Option<(Vec<PathBuf>, Option<SystemTime>)>;
 
 pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
     let (events, mut changed) = mpsc::unbounded_channel::<Changed>();
     let mut watcher: Option<Debouncer<RecommendedWatcher>> = None;
     let mut seen_at = SystemTime::now();
+    let mut files = Some(Files::new(root.clone()));
+    // None: read every file; Some: only these paths changed.
+    let mut paths: Option<Vec<PathBuf>> = None;
     loop {
         if watcher.is_none() {
             watcher = watch(&root, events.clone());
         }
-        let read = {
-            let root = root.clone();
-            tokio::task::spawn_blocking(move || read(&root)).await
-        };
+        let mut cache = files.take().unwrap_or_else(|| Files::new(root.clone()));
+        let parsed_before = cache.parsed;
+        let read = tokio::task::spawn_blocking(move || {
+            let read = match paths {
+                Some(paths) => cache.read_changed(&paths),
+                None => cache.read_all(),
+            };
+            (cache, read)
+        })
+        .await;
+        paths = None;
         match read {
-            Ok(Ok(repo)) => task.read_ok(Revision {
-                repo,
-                revision: None,
-                seen_at,
-            }),
-            Ok(Err(error)) => {
-                // The watch of a directory that went away watches nothing any more.
-                watcher = None;
-                task.read_failed(error);
+            Ok((cache, read)) => {
+                task.shared
+                    .metrics
+                    .source_files_parsed
+                    .inc_by(cache.parsed - parsed_before);
+                files = Some(cache);
+                match read {
+                    Ok(repo) => task.read_ok(Revision {
+                        repo,
+                        revision: None,
+                        seen_at,
+                    }),
+                    Err(error) => {
+                        // The watch of a directory that went away watches nothing any more.
+                        watcher = None;
+                        task.read_failed(error);
+                    }
+                }
             }
             Err(panicked) => task.read_failed(format!("reading the directory: {panicked}")),
         }
@@ -47,10 +80,28 @@ pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
         tokio::select! {
             _ = task.shutdown.changed() => return,
             event = changed.recv() => {
-                let mut newest = event.flatten();
+                let mut batch = vec![event.flatten()];
                 // Whatever else arrived meanwhile is part of the same read.
                 while let Ok(more) = changed.try_recv() {
-                    newest = newest.max(more);
+                    batch.push(more);
+                }
+                let mut newest = None;
+                let mut named = Some(Vec::new());
+                for event in batch {
+                    match event {
+                        Some((changed, modified)) => {
+                            newest = newest.max(modified);
+                            if let Some(named) = named.as_mut() {
+                                named.extend(changed);
+                            }
+                        }
+                        // Lost events: read everything.
+                        None => named = None,
+                    }
+                }
+                // After a failed read, everything is read again.
+                if files.as_ref().is_some_and(|f| f.complete) {
+                    paths = named;
                 }
                 seen_at = newest.unwrap_or_else(|| SystemTime::now() - DEBOUNCE);
             }
@@ -65,17 +116,192 @@ pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
     }
 }
 
-/// The repo, or why it is not served.
-fn read(root: &Path) -> Result<pgtenant_spec::LoadedRepo, String> {
-    let repo = pgtenant_spec::load_repo(root).map_err(|e| {
+/// One values file as last read.
+struct Entry {
+    /// The hash of its text (None: it could not be read, and is read again every time).
+    hash: Option<[u8; 32]>,
+    checked: CheckedValuesFile,
+}
+
+/// Every values file of the directory as last read, by path relative to the root (sorted, as
+/// the spec's loader reads them).
+pub(crate) struct Files {
+    root: PathBuf,
+    absolute: PathBuf,
+    files: BTreeMap<PathBuf, Entry>,
+    /// Whether `files` is the result of a successful read (else the next read is a full one).
+    complete: bool,
+    /// How many values files were parsed since the start (`pgtenant_source_files_parsed_total`).
+    pub(crate) parsed: u64,
+}
+
+impl Files {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Files {
+            absolute: std::path::absolute(&root).unwrap_or_else(|_| root.clone()),
+            root,
+            files: BTreeMap::new(),
+            complete: false,
+            parsed: 0,
+        }
+    }
+
+    /// Lists every values file again and reads each one (parsing only changed texts).
+    pub(crate) fn read_all(&mut self) -> Result<LoadedRepo, String> {
+        self.complete = false;
+        let options = self.options()?;
+        let listed = self.list()?;
+        self.files.retain(|path, _| listed.contains(path));
+        for relative in &listed {
+            self.refresh(relative, &options);
+        }
+        self.complete = true;
+        self.repo()
+    }
+
+    /// Reads only what the events name: each values file named, and when a folder was
+    /// created, moved or removed, the files that list differently (new ones read, gone ones
+    /// dropped). Anything it cannot place is a reason to read everything.
+    pub(crate) fn read_changed(&mut self, changed: &[PathBuf]) -> Result<LoadedRepo, String> {
+        if !self.complete {
+            return self.read_all();
+        }
+        let options = self.options()?;
+        // A root that went away is not an empty repo: the same error as a full read.
+        if !std::fs::metadata(&self.root).is_ok_and(|m| m.is_dir()) {
+            return self.read_all();
+        }
+        let mut relist = false;
+        let mut named = Vec::new();
+        for path in changed {
+            // notify names paths below the root made absolute.
+            let Ok(relative) = path
+                .strip_prefix(&self.absolute)
+                .or_else(|_| path.strip_prefix(&self.root))
+            else {
+                return self.read_all();
+            };
+            // Dot folders and files are not read by the loader.
+            if relative.components().any(
+                |c| matches!(c, Component::Normal(name) if name.to_string_lossy().starts_with('.')),
+            ) {
+                continue;
+            }
+            let is_values_file = relative
+                .file_name()
+                .is_some_and(|name| VALUES_FILES.iter().any(|values| name == *values));
+            if is_values_file {
+                named.push(relative.to_path_buf());
+                continue;
+            }
+            // A folder (now, or before: values files were listed below it) lists again.
+            let was_folder = self
+                .files
+                .range(relative.to_path_buf()..)
+                .next()
+                .is_some_and(|(file, _)| file.starts_with(relative));
+            let is_folder =
+                std::fs::symlink_metadata(self.root.join(relative)).is_ok_and(|m| m.is_dir());
+            if was_folder || is_folder {
+                relist = true;
+            }
+        }
+        self.complete = false;
+        if relist {
+            let listed = self.list()?;
+            self.files.retain(|path, _| listed.contains(path));
+            for relative in &listed {
+                if !self.files.contains_key(relative) {
+                    self.refresh(relative, &options);
+                }
+            }
+        }
+        for relative in named {
+            match self.listed(&relative) {
+                Ok(true) => self.refresh(&relative, &options),
+                Ok(false) => {
+                    self.files.remove(&relative);
+                }
+                // An unreadable folder on the way: what a full read makes of it.
+                Err(_) => return self.read_all(),
+            }
+        }
+        self.complete = true;
+        self.repo()
+    }
+
+    fn options(&self) -> Result<LoadOptions, String> {
+        LoadOptions::from_env().map_err(|e| e.to_string())
+    }
+
+    /// Every values file below the root, as the spec's loader finds them.
+    fn list(&self) -> Result<std::collections::BTreeSet<PathBuf>, String> {
+        let listed = pgtenant_spec::find_values_files(&self.root).map_err(|e| self.error(&e))?;
+        Ok(listed.into_iter().collect())
+    }
+
+    /// Whether the loader would list `relative` (a values file's name): every folder above it a
+    /// folder, not a link, and an entry of that name present, whatever its type.
+    fn listed(&self, relative: &Path) -> io::Result<bool> {
+        let mut at = self.root.clone();
+        let mut components = relative.components().peekable();
+        while let Some(component) = components.next() {
+            at.push(component);
+            let metadata = match std::fs::symlink_metadata(&at) {
+                Ok(metadata) => metadata,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(error) => return Err(error),
+            };
+            // The loader enters neither a link nor a folder named like a values file.
+            let is_values_name = VALUES_FILES
+                .iter()
+                .any(|values| component.as_os_str() == *values);
+            if components.peek().is_some() && (!metadata.is_dir() || is_values_name) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads `relative` with the spec's single-file reader; parses it when its text changed.
+    fn refresh(&mut self, relative: &Path, options: &LoadOptions) {
+        let text = pgtenant_spec::read_values_file_with(&self.root, relative, options);
+        let hash = text
+            .as_ref()
+            .ok()
+            .map(|text| Sha256::digest(text.as_bytes()).into());
+        if let (Some(hash), Some(entry)) = (hash, self.files.get(relative)) {
+            if entry.hash == Some(hash) {
+                return;
+            }
+        }
+        if hash.is_some() {
+            self.parsed += 1;
+        }
+        let checked = CheckedValuesFile::check(relative, text);
+        self.files
+            .insert(relative.to_path_buf(), Entry { hash, checked });
+    }
+
+    /// The repo of the files as read, or why it is not served.
+    fn repo(&self) -> Result<LoadedRepo, String> {
+        let repo = pgtenant_spec::load_repo_from_checked(
+            &self.root,
+            self.files
+                .iter()
+                .map(|(path, entry)| (path.as_path(), &entry.checked)),
+        );
+        refuse_empty(&repo)?;
+        Ok(repo)
+    }
+
+    fn error(&self, error: &pgtenant_spec::SpecError) -> String {
         format!(
             "reading the apps repo {}: {}",
-            root.display(),
-            pgtenant_engine::error_chain(&e)
+            self.root.display(),
+            pgtenant_engine::error_chain(error)
         )
-    })?;
-    refuse_empty(&repo)?;
-    Ok(repo)
+    }
 }
 
 /// Watches `root` recursively; None when events are not available (then polling alone reads it).
@@ -84,15 +310,21 @@ fn watch(
     events: mpsc::UnboundedSender<Changed>,
 ) -> Option<Debouncer<RecommendedWatcher>> {
     let handler = move |result: DebounceEventResult| {
-        let newest = match result {
-            Ok(changed) => changed
-                .iter()
-                .filter_map(|event| std::fs::metadata(&event.path).ok()?.modified().ok())
-                .max(),
-            // A lost event is still a reason to read.
+        let changed = match result {
+            Ok(changed) => {
+                let newest = changed
+                    .iter()
+                    .filter_map(|event| std::fs::metadata(&event.path).ok()?.modified().ok())
+                    .max();
+                Some((
+                    changed.into_iter().map(|event| event.path).collect(),
+                    newest,
+                ))
+            }
+            // A lost event is still a reason to read (everything).
             Err(_) => None,
         };
-        let _ = events.send(newest);
+        let _ = events.send(changed);
     };
     let mut debouncer = match new_debouncer(DEBOUNCE, handler) {
         Ok(debouncer) => debouncer,
@@ -107,5 +339,141 @@ fn watch(
             tracing::info!(%error, dir = %root.display(), "cannot watch the directory; polling it");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, relative: &str, text: &str) {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn app(name: &str) -> String {
+        format!("postgresqlDatabases:\n  - name: {name}\n")
+    }
+
+    fn tenants(repo: &LoadedRepo) -> Vec<String> {
+        repo.databases.iter().map(|d| d.tenant_id()).collect()
+    }
+
+    /// The incremental read is what a full load of the directory gives.
+    fn same_as_a_full_load(root: &Path, repo: &LoadedRepo) {
+        let full = pgtenant_spec::load_repo(root).unwrap();
+        assert_eq!(repo.databases, full.databases);
+        assert_eq!(repo.diagnostics, full.diagnostics);
+        assert_eq!(repo.files_read, full.files_read);
+        assert_eq!(repo.failed_files, full.failed_files);
+    }
+
+    #[test]
+    fn a_change_to_one_of_many_files_parses_only_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..20 {
+            write(
+                root,
+                &format!("ns/app{i}/values.yaml"),
+                &app(&format!("app{i}")),
+            );
+        }
+        let mut files = Files::new(root.to_path_buf());
+        let repo = files.read_all().unwrap();
+        assert_eq!(files.parsed, 20);
+        assert_eq!(repo.databases.len(), 20);
+
+        // One file changed: one parse.
+        write(root, "ns/app3/values.yaml", &app("renamed"));
+        let repo = files
+            .read_changed(&[root.join("ns/app3/values.yaml")])
+            .unwrap();
+        assert_eq!(files.parsed, 21);
+        assert!(tenants(&repo).contains(&"ns/renamed".to_string()));
+        same_as_a_full_load(root, &repo);
+
+        // Touched without a change of text, or an unrelated file: no parse.
+        files
+            .read_changed(&[
+                root.join("ns/app3/values.yaml"),
+                root.join("ns/app3/README.md"),
+            ])
+            .unwrap();
+        assert_eq!(files.parsed, 21);
+
+        // The periodic full read parses nothing unchanged either.
+        files.read_all().unwrap();
+        assert_eq!(files.parsed, 21);
+
+        // A new folder named by its event alone is listed and its file read.
+        write(root, "other/new/values.yaml", &app("new"));
+        let repo = files.read_changed(&[root.join("other")]).unwrap();
+        assert_eq!(files.parsed, 22);
+        assert!(tenants(&repo).contains(&"other/new".to_string()));
+        same_as_a_full_load(root, &repo);
+
+        // A removed file, a removed folder: their tenants are no longer declared.
+        std::fs::remove_file(root.join("ns/app0/values.yaml")).unwrap();
+        std::fs::remove_dir_all(root.join("other")).unwrap();
+        let repo = files
+            .read_changed(&[root.join("ns/app0/values.yaml"), root.join("other")])
+            .unwrap();
+        assert_eq!(repo.databases.len(), 19);
+        same_as_a_full_load(root, &repo);
+        assert_eq!(files.parsed, 22);
+    }
+
+    #[test]
+    fn a_broken_or_refused_file_read_alone_keeps_its_tenants_declared_as_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "ns/a/values.yaml", &app("a"));
+        write(root, "ns/b/values.yaml", &app("b"));
+        write(outside.path(), "values.yaml", &app("secret"));
+        let mut files = Files::new(root.to_path_buf());
+        files.read_all().unwrap();
+
+        // Broken YAML: the file fails, which holds its tenants; it is not a removal.
+        write(root, "ns/a/values.yaml", "postgresqlDatabases: [\n");
+        let repo = files
+            .read_changed(&[root.join("ns/a/values.yaml")])
+            .unwrap();
+        assert_eq!(repo.failed_files, [PathBuf::from("ns/a/values.yaml")]);
+        same_as_a_full_load(root, &repo);
+
+        // A symlink out of the repo is refused as the full loader refuses it.
+        std::fs::remove_file(root.join("ns/b/values.yaml")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("values.yaml"),
+            root.join("ns/b/values.yaml"),
+        )
+        .unwrap();
+        let repo = files
+            .read_changed(&[root.join("ns/b/values.yaml")])
+            .unwrap();
+        assert!(repo
+            .failed_files
+            .contains(&PathBuf::from("ns/b/values.yaml")));
+        assert!(!format!("{:?}", repo.diagnostics).contains("secret"));
+        same_as_a_full_load(root, &repo);
+
+        // A file below a symlinked folder is not one the loader lists.
+        std::os::unix::fs::symlink(outside.path(), root.join("ns/linked")).unwrap();
+        let repo = files
+            .read_changed(&[root.join("ns/linked/values.yaml")])
+            .unwrap();
+        same_as_a_full_load(root, &repo);
+
+        // The whole directory gone: an error, never an empty repo.
+        let kept = tempfile::tempdir().unwrap();
+        std::fs::rename(root, kept.path().join("moved")).unwrap();
+        let error = files
+            .read_changed(&[root.join("ns/a/values.yaml")])
+            .unwrap_err();
+        assert!(error.contains("does not exist"), "{error}");
+        std::fs::rename(kept.path().join("moved"), root).unwrap();
     }
 }

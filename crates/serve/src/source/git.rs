@@ -13,16 +13,25 @@ use pgtenant_spec::{Diagnostic, LoadOptions, SourceLocation, VALUES_FILES};
 
 use super::{refuse_empty, Revision, SourceTask};
 
-pub(super) async fn run(mut task: SourceTask, remote: String, branch: String, mirror: PathBuf) {
+/// The remote as configured.
+#[derive(Debug, Clone)]
+pub(super) struct Remote {
+    /// As given (its credentials, if any, in it: `https://user:token@host/…`).
+    pub url: String,
+    pub branch: String,
+    pub mirror: PathBuf,
+    /// Extra CAs of an `https://` remote (the system's are trusted too).
+    pub ca_file: Option<PathBuf>,
+}
+
+pub(super) async fn run(mut task: SourceTask, remote: Remote) {
     // The commit last read: a fetch that finds the same one reads nothing again.
     let mut last: Option<String> = None;
     loop {
         let seen_at = SystemTime::now();
         let fetched = {
-            let (remote, branch, mirror, last) =
-                (remote.clone(), branch.clone(), mirror.clone(), last.clone());
-            tokio::task::spawn_blocking(move || fetch_and_read(&remote, &branch, &mirror, last))
-                .await
+            let (remote, last) = (remote.clone(), last.clone());
+            tokio::task::spawn_blocking(move || fetch_and_read(&remote, last)).await
         };
         match fetched {
             Ok(Ok(Some((sha, repo)))) => {
@@ -56,27 +65,47 @@ pub(super) async fn run(mut task: SourceTask, remote: String, branch: String, mi
     }
 }
 
-/// Fetches `branch` of `remote` into the bare repository `mirror`; the commit and the repo read
-/// from its tree, or None when the commit is `last`.
+/// Fetches the branch of `remote` into its bare mirror; the commit and the repo read from its
+/// tree, or None when the commit is `last`.
 fn fetch_and_read(
-    remote: &str,
-    branch: &str,
-    mirror: &Path,
+    remote: &Remote,
     last: Option<String>,
 ) -> Result<Option<(String, pgtenant_spec::LoadedRepo)>, String> {
-    let shown = crate::http::scrub::text(remote);
+    let Remote { branch, mirror, .. } = remote;
+    let shown = crate::http::scrub::text(&remote.url);
     let repo = open_mirror(mirror)?;
     let tracking = format!("refs/remotes/origin/{branch}");
     let refspec = format!("+refs/heads/{branch}:{tracking}");
-    let fetch_error = |e: gix::Error| format!("fetching {branch} from {shown}: {e}");
+    // gix's errors may quote the URL: scrubbed like everything shown.
+    let fetch_error =
+        |e: gix::Error| crate::http::scrub::text(&format!("fetching {branch} from {shown}: {e}"));
+    let (url, account) = without_credentials(&remote.url).map_err(fetch_error)?;
     let remote_handle = repo
-        .remote_at(remote)
+        .remote_at(url.clone())
         .map_err(fetch_error)?
         .with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch)
         .map_err(fetch_error)?;
-    remote_handle
+    let mut connection = remote_handle
         .connect(gix::remote::Direction::Fetch)
         .map_err(fetch_error)?
+        // Only the URL's credentials: no credential helper, no prompt.
+        .with_credentials(move |action| match action {
+            gix::credentials::helper::Action::Get(context) => {
+                Ok(account
+                    .clone()
+                    .map(|identity| gix::credentials::protocol::Outcome {
+                        identity,
+                        next: context.into(),
+                    }))
+            }
+            _ => Ok(None),
+        });
+    if matches!(url.scheme, gix::url::Scheme::Https | gix::url::Scheme::Http) {
+        let options = http_options(&repo, &url, remote.ca_file.as_deref())
+            .map_err(|e| format!("fetching {branch} from {shown}: {e}"))?;
+        connection.set_transport_options(Box::new(options));
+    }
+    connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(fetch_error)?
         .receive(gix::progress::Discard, &AtomicBool::new(false))
@@ -96,6 +125,68 @@ fn fetch_and_read(
     let loaded = pgtenant_spec::load_repo_from_texts(&root, texts);
     refuse_empty(&loaded).map_err(|e| format!("commit {sha} of {shown}: {e}"))?;
     Ok(Some((sha, loaded)))
+}
+
+/// The remote's URL without its credentials, and those credentials (`https://user:token@…`).
+fn without_credentials(
+    remote: &str,
+) -> Result<(gix::Url, Option<gix::sec::identity::Account>), gix::Error> {
+    let mut url = gix::url::parse(remote.as_bytes().as_bstr()).map_err(gix::Error::from_error)?;
+    if !matches!(url.scheme, gix::url::Scheme::Https | gix::url::Scheme::Http) {
+        return Ok((url, None));
+    }
+    let account = url
+        .set_password(None)
+        .map(|password| gix::sec::identity::Account {
+            username: url.set_user(None).unwrap_or_default(),
+            password,
+            oauth_refresh_token: None,
+        });
+    Ok((url, account))
+}
+
+/// The HTTP transport's options for `url`: gix's defaults, with the system's CAs and those of
+/// `ca_file` (PEM) trusted. TLS through rustls with ring (no OpenSSL).
+fn http_options(
+    repo: &gix::Repository,
+    url: &gix::Url,
+    ca_file: Option<&Path>,
+) -> Result<gix::protocol::transport::client::blocking_io::http::Options, String> {
+    use gix::protocol::transport::client::blocking_io::http;
+    // Without a process default, rustls would have to guess; ring is the one built in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut options = repo
+        .transport_options(url.to_bstring().as_bstr(), None)
+        .map_err(|e| e.to_string())?
+        .and_then(|options| options.downcast::<http::Options>().ok())
+        .map(|options| *options)
+        .unwrap_or_default();
+    let extra = match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("reading git.caFile {}: {e}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("git.caFile {}: {e}", path.display()))?;
+            if certificates.is_empty() {
+                return Err(format!(
+                    "git.caFile {}: no PEM certificate in it",
+                    path.display()
+                ));
+            }
+            certificates
+        }
+        None => Vec::new(),
+    };
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            Ok(extra.iter().cloned().fold(builder, |builder, certificate| {
+                builder.add_root_certificate(certificate)
+            }))
+        })),
+        configure_request: None,
+    };
+    options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+    Ok(options)
 }
 
 fn open_mirror(mirror: &Path) -> Result<gix::Repository, String> {

@@ -42,6 +42,8 @@ pub enum SourceSettings {
         branch: String,
         /// Where the fetched objects are kept (a bare repository, created on first use).
         mirror: PathBuf,
+        /// CA bundle (PEM) that verifies an `https://` remote, besides the system's.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -84,7 +86,16 @@ impl SourceTask {
                 remote,
                 branch,
                 mirror,
-            } => git::run(self, remote, branch, mirror).await,
+                ca_file,
+            } => {
+                let remote = git::Remote {
+                    url: remote,
+                    branch,
+                    mirror,
+                    ca_file,
+                };
+                git::run(self, remote).await
+            }
         }
     }
 

@@ -18,7 +18,7 @@ pub use names::is_dns_label;
 
 /// A database as declared, kept with its field path so that collisions found later, possibly
 /// across files, can point at it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Declaration {
     pub spec: DatabaseSpec,
     /// Path of the entry's `name`, e.g. `postgresqlDatabases[0].name`.
