@@ -17,7 +17,7 @@ use crate::{Connector, Desired};
 /// PostgreSQL's default iteration count (`scram_iterations`).
 const ITERATIONS: u32 = 4096;
 /// Separates this use of SHA-256 from any other.
-const SALT_DOMAIN: &[u8] = b"pgtenant SCRAM salt v1\0";
+const SALT_DOMAIN: &[u8] = b"pgtenant SCRAM salt v2\0";
 
 /// Brings the pooler in line with the declared tenants and the stored credentials, after every
 /// apply and rotate. Provided by the pooler crate; the engine only calls it.
@@ -34,21 +34,22 @@ pub trait PoolerSync: Send + Sync {
 }
 
 /// The SCRAM-SHA-256 verifier pgtenant sets for `role` with `password`: PostgreSQL's format and
-/// iteration count, with a 16-byte salt of SHA-256(domain, role, password). The same inputs
-/// always give the same verifier; a new password gives a new salt. Passwords pgtenant generates
-/// are 40 random alphanumerics (about 238 bits), so a salt derivable from the password costs no
-/// protection: it only stops nobody precomputing tables for a space that large.
+/// iteration count, with a 16-byte salt derived from both. The same inputs always give the same
+/// verifier; a new password gives a new salt.
+///
+/// The server (and pgbouncer) send the salt to any client that starts a SCRAM login as the role,
+/// before it has proven anything. A salt from one fast hash of the password would let anyone who
+/// can reach the port test guesses offline at hash speed, so the salt is itself Hi() over
+/// [`ITERATIONS`] rounds: a guess then costs what it costs against a stolen verifier. (pgtenant's
+/// passwords are 40 random alphanumerics, about 238 bits, out of reach either way.)
 ///
 /// Passwords are used as bytes, without SASLprep: that is what the server does with a password
 /// SASLprep leaves unchanged, which every ASCII password without control characters is.
 pub fn scram_verifier(role: &str, password: &str) -> String {
     use base64::Engine as _;
-    let mut hash = Sha256::new();
-    hash.update(SALT_DOMAIN);
-    hash.update(role.as_bytes());
-    hash.update([0u8]);
-    hash.update(password.as_bytes());
-    let salt = &hash.finalize()[..16];
+    let mut salt_input = SALT_DOMAIN.to_vec();
+    salt_input.extend_from_slice(role.as_bytes());
+    let salt = &hi(password.as_bytes(), &salt_input, ITERATIONS)[..16];
     let salted = hi(password.as_bytes(), salt, ITERATIONS);
     let client_key = hmac(&salted, b"Client Key");
     let stored_key = Sha256::digest(client_key);
