@@ -172,6 +172,7 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
             context.state_dir().join("trash"),
         ))),
         trust,
+        sessions: Default::default(),
     })
 }
 

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod quiesce;
 pub mod reconcile;
 pub mod rotate;
+pub mod sessions;
 pub mod sql;
 pub mod verified;
 
@@ -128,9 +129,23 @@ pub async fn observe_reusing(
     should_inspect: impl Fn(&DesiredTenant) -> bool,
     reuse: Option<Reuse<'_>>,
 ) -> Result<Observation, EngineError> {
-    let control = connector.connect(None).await?;
-    let cluster = catalog::read_cluster(&control).await?;
-    drop(control);
+    let pool = sessions::Pool::default();
+    observe_on(connector, &pool, desired, store, should_inspect, reuse).await
+}
+
+/// [`observe_reusing`], reading the cluster-wide catalog on a session of `pool`.
+pub(crate) async fn observe_on(
+    connector: &Arc<Connector>,
+    pool: &sessions::Pool,
+    desired: &Desired,
+    store: &dyn CredentialStore,
+    should_inspect: impl Fn(&DesiredTenant) -> bool,
+    reuse: Option<Reuse<'_>>,
+) -> Result<Observation, EngineError> {
+    let control = pool.admin(connector).await?;
+    let cluster = catalog::read_cluster(&control).await;
+    pool.give_back_admin(control);
+    let cluster = cluster?;
     if cluster.server.version_num < MIN_SERVER_VERSION {
         return Err(EngineError::UnsupportedServer {
             version_num: cluster.server.version_num,

@@ -26,6 +26,7 @@ use crate::execute::{
 };
 use crate::observed::Observed;
 use crate::plan::{DropGuard, Phase, Plan, PlanContext};
+use crate::sessions::{Pool, Sessions};
 use crate::verified::Trust;
 use crate::{DesiredTenant, EngineError};
 
@@ -47,6 +48,9 @@ pub struct Reconciler {
     /// The last verification of each tenant database, and for how long it is trusted: a database
     /// whose counters did not move since is not connected to ([`crate::verified`]).
     pub trust: Trust,
+    /// The control role's sessions: opened per call (the default), or kept between calls
+    /// ([`Reconciler::keeping_sessions`]).
+    pub sessions: Sessions,
 }
 
 /// What one run covers and may drop.
@@ -88,13 +92,22 @@ pub enum ReconcileError {
 }
 
 impl Reconciler {
+    /// This reconciler (and its clones) keeping its sessions with the cluster between calls, for
+    /// a process that reconciles again and again (`serve`): a session the server ended is
+    /// replaced on its next use.
+    pub fn keeping_sessions(mut self) -> Self {
+        self.sessions = Sessions::kept();
+        self
+    }
+
     /// Observe and plan, without the lock: what `apply` would do now.
     pub async fn plan(
         &self,
         desired: &Desired,
         request: &Request,
     ) -> Result<Planned, ReconcileError> {
-        self.observe_and_plan(desired, request)
+        let pool = self.sessions.for_call();
+        self.observe_and_plan(&pool, desired, request)
             .instrument(tracing::info_span!("plan", tenants = request.scope.len()))
             .await
     }
@@ -147,8 +160,24 @@ impl Reconciler {
         progress: impl FnOnce(&Plan) -> Progress,
         narrow: impl Fn(&mut Plan),
     ) -> Result<Applied, ReconcileError> {
-        let _lock = ApplyLock::acquire(&self.connector).await?;
-        let mut planned = self.observe_and_plan(desired, request).await?;
+        let pool = self.sessions.for_call();
+        let lock = ApplyLock::acquire_kept(&self.connector, &pool).await?;
+        let applied = self
+            .converge_locked(&pool, desired, request, progress, narrow)
+            .await;
+        lock.release(&pool).await;
+        applied
+    }
+
+    async fn converge_locked(
+        &self,
+        pool: &Arc<Pool>,
+        desired: &Desired,
+        request: &Request,
+        progress: impl FnOnce(&Plan) -> Progress,
+        narrow: impl Fn(&mut Plan),
+    ) -> Result<Applied, ReconcileError> {
+        let mut planned = self.observe_and_plan(pool, desired, request).await?;
         narrow(&mut planned.plan);
         let progress = progress(&planned.plan);
         let mut outcome = ApplyOutcome::default();
@@ -161,10 +190,10 @@ impl Reconciler {
             // The rest of the plan was made from credentials that may be stale: plan it again
             // from what the server accepts once these are settled.
             outcome = self
-                .execute(&planned, &recovery, progress.clone())
+                .execute(pool, &planned, &recovery, progress.clone())
                 .instrument(tracing::info_span!("phase", phase = "password-recovery"))
                 .await;
-            planned = self.observe_and_plan(desired, request).await?;
+            planned = self.observe_and_plan(pool, desired, request).await?;
             narrow(&mut planned.plan);
             let failed: BTreeSet<String> = outcome.failed().map(|t| t.tenant.clone()).collect();
             planned
@@ -172,11 +201,11 @@ impl Reconciler {
                 .operations
                 .retain(|op| !failed.contains(&op.tenant));
         }
-        let rest = self.execute(&planned, &planned.plan, progress).await;
+        let rest = self.execute(pool, &planned, &planned.plan, progress).await;
         let plan = with_recovery(recovery, planned.plan.clone());
         let outcome = merge(outcome, rest);
         let outcome = self
-            .verify(desired, &planned, outcome, &narrow)
+            .verify(pool, desired, &planned, outcome, &narrow)
             .instrument(tracing::info_span!("verify"))
             .await?;
         Ok(Applied { plan, outcome })
@@ -184,13 +213,14 @@ impl Reconciler {
 
     async fn observe_and_plan(
         &self,
+        pool: &Pool,
         desired: &Desired,
         request: &Request,
     ) -> Result<Planned, ReconcileError> {
         let scope = &request.scope;
         let in_scope = |tenant: &str| scope.is_empty() || scope.contains(tenant);
         let observed = self
-            .observe(desired, |tenant| in_scope(&tenant.id), request.full)
+            .observe(pool, desired, |tenant| in_scope(&tenant.id), request.full)
             .instrument(tracing::info_span!("observe"))
             .await
             .map_err(ReconcileError::Observe)?;
@@ -226,13 +256,15 @@ impl Reconciler {
     /// inspected is verified anew, what no longer holds is forgotten.
     async fn observe(
         &self,
+        pool: &Pool,
         desired: &Desired,
         should_inspect: impl Fn(&DesiredTenant) -> bool,
         full: bool,
     ) -> Result<Observed, EngineError> {
         let last = self.trust.store.load();
-        let observation = crate::observe_reusing(
+        let observation = crate::observe_on(
             &self.connector,
+            pool,
             desired,
             self.store.as_ref(),
             should_inspect,
@@ -254,7 +286,13 @@ impl Reconciler {
         Ok(observation.observed)
     }
 
-    async fn execute(&self, planned: &Planned, plan: &Plan, progress: Progress) -> ApplyOutcome {
+    async fn execute(
+        &self,
+        pool: &Arc<Pool>,
+        planned: &Planned,
+        plan: &Plan,
+        progress: Progress,
+    ) -> ApplyOutcome {
         let executor = Executor {
             connector: self.connector.clone(),
             store: self.store.clone(),
@@ -263,7 +301,7 @@ impl Reconciler {
             final_backups: self.final_backups.clone(),
         };
         executor
-            .apply(plan, progress)
+            .apply_on(plan, progress, pool.clone())
             .instrument(tracing::info_span!(
                 "execute",
                 operations = plan.operations.len()
@@ -276,6 +314,7 @@ impl Reconciler {
     /// finds no grant by the revoking role). Such a tenant is reported as failed, not converged.
     async fn verify(
         &self,
+        pool: &Pool,
         desired: &Desired,
         planned: &Planned,
         mut outcome: ApplyOutcome,
@@ -292,7 +331,7 @@ impl Reconciler {
         }
         // Read back whatever the counters say: this run changed them.
         let observed = self
-            .observe(desired, |tenant| touched.contains(&tenant.id), true)
+            .observe(pool, desired, |tenant| touched.contains(&tenant.id), true)
             .await
             .map_err(ReconcileError::ReadBack)?;
         let mut again = crate::plan(desired, &observed, &planned.context);
