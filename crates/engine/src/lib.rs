@@ -130,20 +130,31 @@ pub async fn observe_reusing(
     reuse: Option<Reuse<'_>>,
 ) -> Result<Observation, EngineError> {
     let pool = sessions::Pool::default();
-    observe_on(connector, &pool, desired, store, should_inspect, reuse).await
+    observe_on(
+        connector,
+        &pool,
+        None,
+        desired,
+        store,
+        should_inspect,
+        reuse,
+    )
+    .await
 }
 
-/// [`observe_reusing`], reading the cluster-wide catalog on a session of `pool`.
+/// [`observe_reusing`], reading the cluster-wide catalog on a session of `pool`, of only the
+/// roles and databases `only` names when given ([`catalog::read_cluster_of`]).
 pub(crate) async fn observe_on(
     connector: &Arc<Connector>,
     pool: &sessions::Pool,
+    only: Option<&catalog::Only>,
     desired: &Desired,
     store: &dyn CredentialStore,
     should_inspect: impl Fn(&DesiredTenant) -> bool,
     reuse: Option<Reuse<'_>>,
 ) -> Result<Observation, EngineError> {
     let control = pool.admin(connector).await?;
-    let cluster = catalog::read_cluster(&control).await;
+    let cluster = catalog::read_cluster_of(&control, only).await;
     pool.give_back_admin(control);
     let cluster = cluster?;
     if cluster.server.version_num < MIN_SERVER_VERSION {

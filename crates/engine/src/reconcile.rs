@@ -18,6 +18,7 @@ use pgtenant_secrets::CredentialStore;
 use pgtenant_spec::Environment;
 use tracing::Instrument as _;
 
+use crate::catalog::Only;
 use crate::connect::Connector;
 use crate::control::ApplyLock;
 use crate::desired::Desired;
@@ -220,7 +221,13 @@ impl Reconciler {
         let scope = &request.scope;
         let in_scope = |tenant: &str| scope.is_empty() || scope.contains(tenant);
         let observed = self
-            .observe(pool, desired, |tenant| in_scope(&tenant.id), request.full)
+            .observe(
+                pool,
+                only(desired, scope),
+                desired,
+                |tenant| in_scope(&tenant.id),
+                request.full,
+            )
             .instrument(tracing::info_span!("observe"))
             .await
             .map_err(ReconcileError::Observe)?;
@@ -253,18 +260,36 @@ impl Reconciler {
     }
 
     /// [`crate::observe_reusing`] with the last verifications, which it then updates: what it
-    /// inspected is verified anew, what no longer holds is forgotten.
+    /// inspected is verified anew, what no longer holds is forgotten. A read of `only` some
+    /// tenants' roles and databases inspects every database it selects and leaves the
+    /// verifications alone: it does not see the rest of the cluster they are kept for (role
+    /// renames, other databases).
     async fn observe(
         &self,
         pool: &Pool,
+        only: Option<Only>,
         desired: &Desired,
         should_inspect: impl Fn(&DesiredTenant) -> bool,
         full: bool,
     ) -> Result<Observed, EngineError> {
+        if only.is_some() {
+            let observation = crate::observe_on(
+                &self.connector,
+                pool,
+                only.as_ref(),
+                desired,
+                self.store.as_ref(),
+                should_inspect,
+                None,
+            )
+            .await?;
+            return Ok(observation.observed);
+        }
         let last = self.trust.store.load();
         let observation = crate::observe_on(
             &self.connector,
             pool,
+            None,
             desired,
             self.store.as_ref(),
             should_inspect,
@@ -331,7 +356,13 @@ impl Reconciler {
         }
         // Read back whatever the counters say: this run changed them.
         let observed = self
-            .observe(pool, desired, |tenant| touched.contains(&tenant.id), true)
+            .observe(
+                pool,
+                only(desired, &touched),
+                desired,
+                |tenant| touched.contains(&tenant.id),
+                true,
+            )
             .await
             .map_err(ReconcileError::ReadBack)?;
         let mut again = crate::plan(desired, &observed, &planned.context);
@@ -379,6 +410,26 @@ impl TenantReapply<'_> {
                 .reconcile_tenant(self.desired, tenant, |_| Arc::new(|_: &TenantOutcome| {})),
         )
     }
+}
+
+/// The roles (grace twins included) and databases of `tenants` when each of them is declared:
+/// planning them needs only those rows of the cluster-wide catalog (the control role's own row
+/// is always read). None, the whole cluster, for no tenants (everything is in scope) or when one
+/// is not declared (a removed tenant, known only by the markers of what it left).
+fn only(desired: &Desired, tenants: &BTreeSet<String>) -> Option<Only> {
+    if tenants.is_empty() {
+        return None;
+    }
+    let mut only = Only::default();
+    for id in tenants {
+        let tenant = desired.tenants.iter().find(|t| &t.id == id)?;
+        only.databases.push(tenant.database.as_str().to_string());
+        for role in &tenant.roles {
+            only.roles.push(role.name.as_str().to_string());
+            only.roles.push(role.alternate.as_str().to_string());
+        }
+    }
+    Some(only)
 }
 
 /// The plan as run: each tenant's settled password changes right before its other operations.
