@@ -310,8 +310,14 @@ async fn inspect(
         source,
     };
     let snapshot = verified::snapshot(&client).await.map_err(failed)?;
-    let catalog = catalog::read_tenant_database(&client, tenant).await?;
-    verified::finish(&client).await.map_err(failed)?;
+    // The COMMIT goes out with the read (after a failed read it ends the aborted transaction).
+    let (catalog, finished) = futures::future::join(
+        catalog::read_tenant_database(&client, tenant),
+        verified::finish(&client),
+    )
+    .await;
+    let catalog = catalog?;
+    finished.map_err(failed)?;
     Ok((catalog, snapshot))
 }
 
