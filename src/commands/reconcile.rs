@@ -178,6 +178,7 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
         trust,
         pooler: crate::commands::cluster::pooler_of(context)?
             .map(|p| p as Arc<dyn pgtenant_engine::PoolerSync>),
+        sessions: Default::default(),
     })
 }
 

@@ -170,7 +170,7 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
             }
         }
     };
-    let mut reconciler = reconciler(context)?;
+    let mut reconciler = reconciler(context)?.keeping_sessions();
     // The last verifications stay in memory, warm between reconciles (issue 11): a change reads
     // only the databases whose statistics moved; every drift pass verifies all of them.
     reconciler.trust = pgtenant_engine::verified::Trust::in_memory(drift_interval);

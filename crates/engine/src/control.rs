@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 
 use crate::connect::Connector;
 use crate::ident::Ident;
+use crate::sessions::Pool;
 use crate::EngineError;
 
 /// The name of pgtenant's control database.
@@ -174,9 +175,10 @@ async fn make_private(client: &Client) -> Result<(), EngineError> {
 
 /// The session-level advisory lock in the control database: every pgtenant that changes the
 /// cluster (apply, rotate, restore) takes it before reading the catalog. Released when dropped
-/// (the connection closes), also if the process dies.
+/// (the connection closes), also if the process dies; [`ApplyLock::release`] unlocks and keeps the
+/// session for the next lock.
 pub struct ApplyLock {
-    _session: Client,
+    session: Option<Client>,
 }
 
 /// Who holds the apply lock (displayed without the pid), as far as the control role may see (`pg_stat_activity` shows
@@ -213,44 +215,97 @@ impl std::fmt::Display for LockHolder {
 
 impl ApplyLock {
     pub async fn acquire(connector: &Connector) -> Result<Self, EngineError> {
-        let session = session(connector).await?;
-        let catalog_error = |source| EngineError::Catalog {
-            database: Some(CONTROL_DATABASE.to_string()),
-            source,
-        };
-        // Whoever finds the lock busy sees which process holds it (and from where: the address).
-        session
-            .execute(
-                "SELECT pg_catalog.set_config('application_name',
-                        pg_catalog.left(pg_catalog.current_setting('application_name') || $1, $2),
-                        false)",
-                &[&lock_label(), &MAX_APPLICATION_NAME],
-            )
-            .await
-            .map_err(catalog_error)?;
-        // The holder may let go between the two queries: then try once more.
-        let mut holder = None;
-        for _ in 0..2 {
-            let locked: bool = session
-                .query_one(
-                    "SELECT pg_catalog.pg_try_advisory_lock($1)",
-                    &[&APPLY_LOCK_KEY],
-                )
-                .await
-                .map_err(catalog_error)?
-                .get(0);
-            if locked {
-                return Ok(ApplyLock { _session: session });
+        let session = labelled_session(connector).await?;
+        match try_lock(&session).await? {
+            Ok(()) => Ok(ApplyLock {
+                session: Some(session),
+            }),
+            Err(holder) => Err(EngineError::Busy { holder }),
+        }
+    }
+
+    /// [`Self::acquire`] on the pool's idle session in the control database when it is still
+    /// alive (checked private again), else on a new one. A busy lock gives the session back.
+    pub(crate) async fn acquire_kept(
+        connector: &Connector,
+        pool: &Pool,
+    ) -> Result<Self, EngineError> {
+        let session = match pool.take_control().await {
+            Some(session) => {
+                make_private(&session).await?;
+                session
             }
-            holder = lock_holder(&session).await.map_err(catalog_error)?;
-            if holder.is_some() {
-                break;
+            None => labelled_session(connector).await?,
+        };
+        match try_lock(&session).await? {
+            Ok(()) => Ok(ApplyLock {
+                session: Some(session),
+            }),
+            Err(holder) => {
+                pool.give_back_control(session);
+                Err(EngineError::Busy { holder })
             }
         }
-        Err(EngineError::Busy {
-            holder: holder.unwrap_or_default(),
-        })
     }
+
+    /// Unlocks and gives the session to `pool`; a session that cannot unlock is closed (which
+    /// releases the lock just as well).
+    pub(crate) async fn release(mut self, pool: &Pool) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let unlocked = session
+            .query_one(
+                "SELECT pg_catalog.pg_advisory_unlock($1)",
+                &[&APPLY_LOCK_KEY],
+            )
+            .await
+            .is_ok_and(|row| row.get::<_, bool>(0));
+        if unlocked {
+            pool.give_back_control(session);
+        }
+    }
+}
+
+/// A control-database session ([`session`]) that names itself in `pg_stat_activity` as holding
+/// the apply lock: whoever finds the lock busy sees which process holds it (and from where: the
+/// address).
+async fn labelled_session(connector: &Connector) -> Result<Client, EngineError> {
+    let session = session(connector).await?;
+    session
+        .execute(
+            "SELECT pg_catalog.set_config('application_name',
+                    pg_catalog.left(pg_catalog.current_setting('application_name') || $1, $2),
+                    false)",
+            &[&lock_label(), &MAX_APPLICATION_NAME],
+        )
+        .await
+        .map_err(in_control_database)?;
+    Ok(session)
+}
+
+/// Takes the apply lock on `session`, or says who holds it.
+async fn try_lock(session: &Client) -> Result<Result<(), LockHolder>, EngineError> {
+    // The holder may let go between the two queries: then try once more.
+    let mut holder = None;
+    for _ in 0..2 {
+        let locked: bool = session
+            .query_one(
+                "SELECT pg_catalog.pg_try_advisory_lock($1)",
+                &[&APPLY_LOCK_KEY],
+            )
+            .await
+            .map_err(in_control_database)?
+            .get(0);
+        if locked {
+            return Ok(Ok(()));
+        }
+        holder = lock_holder(session).await.map_err(in_control_database)?;
+        if holder.is_some() {
+            break;
+        }
+    }
+    Ok(Err(holder.unwrap_or_default()))
 }
 
 /// "pgtenant" + 1: the advisory lock key of the active `pgtenant serve` of a cluster (the apply
@@ -275,7 +330,7 @@ impl LeaderLock {
                 &[&label, &MAX_APPLICATION_NAME],
             )
             .await
-            .map_err(leader_error)?;
+            .map_err(in_control_database)?;
         Ok(LeaderLock {
             session,
             held: false,
@@ -292,7 +347,7 @@ impl LeaderLock {
                     &[&LEADER_LOCK_KEY],
                 )
                 .await
-                .map_err(leader_error)?
+                .map_err(in_control_database)?
                 .get(0);
         }
         Ok(self.held)
@@ -308,7 +363,7 @@ impl LeaderLock {
     }
 }
 
-fn leader_error(source: tokio_postgres::Error) -> EngineError {
+fn in_control_database(source: tokio_postgres::Error) -> EngineError {
     EngineError::Catalog {
         database: Some(CONTROL_DATABASE.to_string()),
         source,

@@ -20,6 +20,7 @@ use crate::connect::Connector;
 use crate::ident::{quote_literal, Ident};
 use crate::plan::{Action, Operation, Phase, Plan};
 use crate::rotate::journal_path;
+use crate::sessions::Pool;
 use crate::sql::PASSWORD_PLACEHOLDER;
 use crate::EngineError;
 
@@ -118,6 +119,17 @@ pub type Progress = Arc<dyn Fn(&TenantOutcome) + Send + Sync>;
 
 impl Executor {
     pub async fn apply(&self, plan: &Plan, progress: Progress) -> ApplyOutcome {
+        self.apply_on(plan, progress, Arc::default()).await
+    }
+
+    /// [`Self::apply`], its workers taking their control connections from `pool` and giving them
+    /// back when done.
+    pub(crate) async fn apply_on(
+        &self,
+        plan: &Plan,
+        progress: Progress,
+        pool: Arc<Pool>,
+    ) -> ApplyOutcome {
         let (drops, others): (Vec<_>, Vec<_>) = plan
             .by_tenant()
             .into_iter()
@@ -130,23 +142,16 @@ impl Executor {
             .partition(|(_, ops)| ops.iter().all(|op| op.phase.is_removal()));
 
         let mut outcome = ApplyOutcome {
-            tenants: self.run_parallel(others, progress.clone()).await,
+            tenants: self
+                .run_parallel_with(others, progress.clone(), self.parallelism, &pool)
+                .await,
         };
         // Drops after everything else, one at a time: they are rare, destructive and worth a clear order.
         outcome
             .tenants
-            .extend(self.run_parallel_with(drops, progress, 1).await);
+            .extend(self.run_parallel_with(drops, progress, 1, &pool).await);
         outcome.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         outcome
-    }
-
-    async fn run_parallel(
-        &self,
-        work: Vec<(String, Vec<Operation>)>,
-        progress: Progress,
-    ) -> Vec<TenantOutcome> {
-        let parallelism = self.parallelism;
-        self.run_parallel_with(work, progress, parallelism).await
     }
 
     async fn run_parallel_with(
@@ -154,6 +159,7 @@ impl Executor {
         work: Vec<(String, Vec<Operation>)>,
         progress: Progress,
         parallelism: usize,
+        pool: &Arc<Pool>,
     ) -> Vec<TenantOutcome> {
         if work.is_empty() {
             return Vec::new();
@@ -168,6 +174,7 @@ impl Executor {
                 store: self.store.clone(),
                 endpoint: self.endpoint.clone(),
                 final_backups: self.final_backups.clone(),
+                pool: pool.clone(),
                 control: None,
             };
             tokio::spawn(worker.run(queue, progress))
@@ -185,7 +192,9 @@ struct Worker {
     store: Arc<dyn CredentialStore>,
     endpoint: Endpoint,
     final_backups: Option<Arc<dyn FinalBackups>>,
-    /// Opened on first use and kept for the next tenants this worker takes.
+    /// Where the control connection comes from and goes back to.
+    pool: Arc<Pool>,
+    /// Taken on first use and kept for the next tenants this worker takes.
     control: Option<Client>,
 }
 
@@ -201,6 +210,9 @@ impl Worker {
             let outcome = self.tenant(tenant, &ops).instrument(span).await;
             progress(&outcome);
             outcomes.push(outcome);
+        }
+        if let Some(control) = self.control.take() {
+            self.pool.give_back_admin(control);
         }
         outcomes
     }
@@ -547,7 +559,7 @@ impl Worker {
     /// Opens the worker's control connection unless it has a live one (in `self.control`).
     async fn control(&mut self) -> Result<(), EngineError> {
         if self.control.as_ref().is_none_or(|c| c.is_closed()) {
-            self.control = Some(self.connector.connect(None).await?);
+            self.control = Some(self.pool.admin(&self.connector).await?);
         }
         Ok(())
     }

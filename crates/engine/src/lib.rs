@@ -17,6 +17,7 @@ pub mod pooler;
 pub mod quiesce;
 pub mod reconcile;
 pub mod rotate;
+pub mod sessions;
 pub mod sql;
 pub mod verified;
 
@@ -130,9 +131,34 @@ pub async fn observe_reusing(
     should_inspect: impl Fn(&DesiredTenant) -> bool,
     reuse: Option<Reuse<'_>>,
 ) -> Result<Observation, EngineError> {
-    let control = connector.connect(None).await?;
-    let cluster = catalog::read_cluster(&control).await?;
-    drop(control);
+    let pool = sessions::Pool::default();
+    observe_on(
+        connector,
+        &pool,
+        None,
+        desired,
+        store,
+        should_inspect,
+        reuse,
+    )
+    .await
+}
+
+/// [`observe_reusing`], reading the cluster-wide catalog on a session of `pool`, of only the
+/// roles and databases `only` names when given ([`catalog::read_cluster_of`]).
+pub(crate) async fn observe_on(
+    connector: &Arc<Connector>,
+    pool: &sessions::Pool,
+    only: Option<&catalog::Only>,
+    desired: &Desired,
+    store: &dyn CredentialStore,
+    should_inspect: impl Fn(&DesiredTenant) -> bool,
+    reuse: Option<Reuse<'_>>,
+) -> Result<Observation, EngineError> {
+    let control = pool.admin(connector).await?;
+    let cluster = catalog::read_cluster_of(&control, only).await;
+    pool.give_back_admin(control);
+    let cluster = cluster?;
     if cluster.server.version_num < MIN_SERVER_VERSION {
         return Err(EngineError::UnsupportedServer {
             version_num: cluster.server.version_num,
@@ -286,8 +312,14 @@ async fn inspect(
         source,
     };
     let snapshot = verified::snapshot(&client).await.map_err(failed)?;
-    let catalog = catalog::read_tenant_database(&client, tenant).await?;
-    verified::finish(&client).await.map_err(failed)?;
+    // The COMMIT goes out with the read (after a failed read it ends the aborted transaction).
+    let (catalog, finished) = futures::future::join(
+        catalog::read_tenant_database(&client, tenant),
+        verified::finish(&client),
+    )
+    .await;
+    let catalog = catalog?;
+    finished.map_err(failed)?;
     Ok((catalog, snapshot))
 }
 

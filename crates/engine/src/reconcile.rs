@@ -18,6 +18,7 @@ use pgtenant_secrets::CredentialStore;
 use pgtenant_spec::Environment;
 use tracing::Instrument as _;
 
+use crate::catalog::Only;
 use crate::connect::Connector;
 use crate::control::ApplyLock;
 use crate::desired::Desired;
@@ -26,6 +27,7 @@ use crate::execute::{
 };
 use crate::observed::Observed;
 use crate::plan::{DropGuard, Phase, Plan, PlanContext};
+use crate::sessions::{Pool, Sessions};
 use crate::verified::Trust;
 use crate::{DesiredTenant, EngineError};
 
@@ -55,6 +57,9 @@ pub struct Reconciler {
     pub trust: Trust,
     /// Brought in line after every apply (its auth file and pool entries); None: no pooler.
     pub pooler: Option<Arc<dyn crate::PoolerSync>>,
+    /// The control role's sessions: opened per call (the default), or kept between calls
+    /// ([`Reconciler::keeping_sessions`]).
+    pub sessions: Sessions,
 }
 
 /// What one run covers and may drop.
@@ -96,13 +101,22 @@ pub enum ReconcileError {
 }
 
 impl Reconciler {
+    /// This reconciler (and its clones) keeping its sessions with the cluster between calls, for
+    /// a process that reconciles again and again (`serve`): a session the server ended is
+    /// replaced on its next use.
+    pub fn keeping_sessions(mut self) -> Self {
+        self.sessions = Sessions::kept();
+        self
+    }
+
     /// Observe and plan, without the lock: what `apply` would do now.
     pub async fn plan(
         &self,
         desired: &Desired,
         request: &Request,
     ) -> Result<Planned, ReconcileError> {
-        self.observe_and_plan(desired, request)
+        let pool = self.sessions.for_call();
+        self.observe_and_plan(&pool, desired, request)
             .instrument(tracing::info_span!("plan", tenants = request.scope.len()))
             .await
     }
@@ -155,8 +169,24 @@ impl Reconciler {
         progress: impl FnOnce(&Plan) -> Progress,
         narrow: impl Fn(&mut Plan),
     ) -> Result<Applied, ReconcileError> {
-        let _lock = ApplyLock::acquire(&self.connector).await?;
-        let mut planned = self.observe_and_plan(desired, request).await?;
+        let pool = self.sessions.for_call();
+        let lock = ApplyLock::acquire_kept(&self.connector, &pool).await?;
+        let applied = self
+            .converge_locked(&pool, desired, request, progress, narrow)
+            .await;
+        lock.release(&pool).await;
+        applied
+    }
+
+    async fn converge_locked(
+        &self,
+        pool: &Arc<Pool>,
+        desired: &Desired,
+        request: &Request,
+        progress: impl FnOnce(&Plan) -> Progress,
+        narrow: impl Fn(&mut Plan),
+    ) -> Result<Applied, ReconcileError> {
+        let mut planned = self.observe_and_plan(pool, desired, request).await?;
         narrow(&mut planned.plan);
         let progress = progress(&planned.plan);
         let mut outcome = ApplyOutcome::default();
@@ -169,10 +199,10 @@ impl Reconciler {
             // The rest of the plan was made from credentials that may be stale: plan it again
             // from what the server accepts once these are settled.
             outcome = self
-                .execute(&planned, &recovery, progress.clone())
+                .execute(pool, &planned, &recovery, progress.clone())
                 .instrument(tracing::info_span!("phase", phase = "password-recovery"))
                 .await;
-            planned = self.observe_and_plan(desired, request).await?;
+            planned = self.observe_and_plan(pool, desired, request).await?;
             narrow(&mut planned.plan);
             let failed: BTreeSet<String> = outcome.failed().map(|t| t.tenant.clone()).collect();
             planned
@@ -180,11 +210,11 @@ impl Reconciler {
                 .operations
                 .retain(|op| !failed.contains(&op.tenant));
         }
-        let rest = self.execute(&planned, &planned.plan, progress).await;
+        let rest = self.execute(pool, &planned, &planned.plan, progress).await;
         let plan = with_recovery(recovery, planned.plan.clone());
         let outcome = merge(outcome, rest);
         let outcome = self
-            .verify(desired, &planned, outcome, &narrow)
+            .verify(pool, desired, &planned, outcome, &narrow)
             .instrument(tracing::info_span!("verify"))
             .await?;
         if let Some(pooler) = &self.pooler {
@@ -202,13 +232,20 @@ impl Reconciler {
 
     async fn observe_and_plan(
         &self,
+        pool: &Pool,
         desired: &Desired,
         request: &Request,
     ) -> Result<Planned, ReconcileError> {
         let scope = &request.scope;
         let in_scope = |tenant: &str| scope.is_empty() || scope.contains(tenant);
         let observed = self
-            .observe(desired, |tenant| in_scope(&tenant.id), request.full)
+            .observe(
+                pool,
+                only(desired, scope),
+                desired,
+                |tenant| in_scope(&tenant.id),
+                request.full,
+            )
             .instrument(tracing::info_span!("observe"))
             .await
             .map_err(ReconcileError::Observe)?;
@@ -249,16 +286,36 @@ impl Reconciler {
     }
 
     /// [`crate::observe_reusing`] with the last verifications, which it then updates: what it
-    /// inspected is verified anew, what no longer holds is forgotten.
+    /// inspected is verified anew, what no longer holds is forgotten. A read of `only` some
+    /// tenants' roles and databases inspects every database it selects and leaves the
+    /// verifications alone: it does not see the rest of the cluster they are kept for (role
+    /// renames, other databases).
     async fn observe(
         &self,
+        pool: &Pool,
+        only: Option<Only>,
         desired: &Desired,
         should_inspect: impl Fn(&DesiredTenant) -> bool,
         full: bool,
     ) -> Result<Observed, EngineError> {
+        if only.is_some() {
+            let observation = crate::observe_on(
+                &self.connector,
+                pool,
+                only.as_ref(),
+                desired,
+                self.store.as_ref(),
+                should_inspect,
+                None,
+            )
+            .await?;
+            return Ok(observation.observed);
+        }
         let last = self.trust.store.load();
-        let observation = crate::observe_reusing(
+        let observation = crate::observe_on(
             &self.connector,
+            pool,
+            None,
             desired,
             self.store.as_ref(),
             should_inspect,
@@ -280,7 +337,13 @@ impl Reconciler {
         Ok(observation.observed)
     }
 
-    async fn execute(&self, planned: &Planned, plan: &Plan, progress: Progress) -> ApplyOutcome {
+    async fn execute(
+        &self,
+        pool: &Arc<Pool>,
+        planned: &Planned,
+        plan: &Plan,
+        progress: Progress,
+    ) -> ApplyOutcome {
         let executor = Executor {
             connector: self.connector.clone(),
             store: self.store.clone(),
@@ -289,7 +352,7 @@ impl Reconciler {
             final_backups: self.final_backups.clone(),
         };
         executor
-            .apply(plan, progress)
+            .apply_on(plan, progress, pool.clone())
             .instrument(tracing::info_span!(
                 "execute",
                 operations = plan.operations.len()
@@ -302,6 +365,7 @@ impl Reconciler {
     /// finds no grant by the revoking role). Such a tenant is reported as failed, not converged.
     async fn verify(
         &self,
+        pool: &Pool,
         desired: &Desired,
         planned: &Planned,
         mut outcome: ApplyOutcome,
@@ -318,7 +382,13 @@ impl Reconciler {
         }
         // Read back whatever the counters say: this run changed them.
         let observed = self
-            .observe(desired, |tenant| touched.contains(&tenant.id), true)
+            .observe(
+                pool,
+                only(desired, &touched),
+                desired,
+                |tenant| touched.contains(&tenant.id),
+                true,
+            )
             .await
             .map_err(ReconcileError::ReadBack)?;
         let mut again = crate::plan(desired, &observed, &planned.context);
@@ -366,6 +436,26 @@ impl TenantReapply<'_> {
                 .reconcile_tenant(self.desired, tenant, |_| Arc::new(|_: &TenantOutcome| {})),
         )
     }
+}
+
+/// The roles (grace twins included) and databases of `tenants` when each of them is declared:
+/// planning them needs only those rows of the cluster-wide catalog (the control role's own row
+/// is always read). None, the whole cluster, for no tenants (everything is in scope) or when one
+/// is not declared (a removed tenant, known only by the markers of what it left).
+fn only(desired: &Desired, tenants: &BTreeSet<String>) -> Option<Only> {
+    if tenants.is_empty() {
+        return None;
+    }
+    let mut only = Only::default();
+    for id in tenants {
+        let tenant = desired.tenants.iter().find(|t| &t.id == id)?;
+        only.databases.push(tenant.database.as_str().to_string());
+        for role in &tenant.roles {
+            only.roles.push(role.name.as_str().to_string());
+            only.roles.push(role.alternate.as_str().to_string());
+        }
+    }
+    Some(only)
 }
 
 /// The plan as run: each tenant's settled password changes right before its other operations.

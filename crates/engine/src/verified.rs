@@ -310,9 +310,15 @@ pub async fn snapshot(client: &Client) -> Result<Option<DatabaseStats>, tokio_po
         client.batch_execute("BEGIN").await?;
         return Ok(None);
     }
-    client.batch_execute("BEGIN").await?;
-    let row = match client.query_opt(SNAPSHOT, &[]).await {
-        Ok(row) => row,
+    // BEGIN and the read go out together, the read as an unnamed statement: one round trip.
+    let (begun, rows) = futures::future::join(
+        client.batch_execute("BEGIN"),
+        client.query_typed(SNAPSHOT, &[]),
+    )
+    .await;
+    begun?;
+    let row = match rows {
+        Ok(rows) => rows.into_iter().next(),
         Err(error) => {
             tracing::debug!(%error, "no statistics: the catalog read is not trusted later");
             client.batch_execute("ROLLBACK; BEGIN").await?;

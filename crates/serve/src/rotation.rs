@@ -133,6 +133,20 @@ impl Rotation {
                             .await
                         }
                         .await;
+                        if let (Ok(_), Some(pooler)) = (&result, &self.reconciler.pooler) {
+                            // The new password must work through the pooler at once (its auth
+                            // file holds each login's verifier); the rotation stands either way.
+                            if let Err(error) = pooler
+                                .sync(
+                                    &self.reconciler.connector,
+                                    &desired,
+                                    self.reconciler.store.as_ref(),
+                                )
+                                .await
+                            {
+                                tracing::warn!(tenant = %tenant.id, %error, "the pooler could not be updated after a rotation");
+                            }
+                        }
                         let message = match result {
                             Ok(rotated) => {
                                 record.insert(key, now);
