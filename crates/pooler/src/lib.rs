@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use pgtenant_cluster::{ClusterError, ServerUser};
 use pgtenant_engine::desired::alternate_name;
 use pgtenant_engine::rotate::journal_path;
-use pgtenant_engine::{scram_verifier, Connector, Desired, DesiredTenant, Ident};
+use pgtenant_engine::{password_digest, scram_verifier, Connector, Desired, DesiredTenant, Ident};
 use pgtenant_secrets::{CredentialStore, SecretPath};
 use serde::Serialize;
 
@@ -307,9 +307,16 @@ impl Pooler {
                 continue;
             };
             let login = credential.username.clone();
-            let verifier = scram_verifier(&login, &credential.password);
-            if state.verifiers.get(&login) != Some(&verifier) {
-                to_set.push((login.clone(), verifier));
+            let digest = password_digest(&state.digest_key, &login, &credential.password);
+            let known =
+                state.digests.get(&login) == Some(&digest) && state.verifiers.contains_key(&login);
+            if !known {
+                let verifier = scram_verifier(&login, &credential.password);
+                if state.verifiers.get(&login) == Some(&verifier) {
+                    state.digests.insert(login.clone(), digest);
+                } else {
+                    to_set.push((login.clone(), verifier, digest));
+                }
             }
             let twin = if login == alternate {
                 role.clone()
@@ -332,7 +339,7 @@ impl Pooler {
                 .await
                 .map_err(|e| engine(&e))?;
             keep.extend(rows.iter().map(|row| row.get::<_, String>(0)));
-            for (login, verifier) in &to_set {
+            for (login, verifier, digest) in &to_set {
                 control
                     .batch_execute(&format!(
                         "ALTER ROLE {} WITH PASSWORD {}",
@@ -342,6 +349,7 @@ impl Pooler {
                     .await
                     .map_err(|e| engine(&e))?;
                 state.verifiers.insert(login.clone(), verifier.clone());
+                state.digests.insert(login.clone(), digest.clone());
                 changes.push(format!("verifier of {login}"));
             }
         }
@@ -364,6 +372,10 @@ impl Pooler {
                 }
             }
         }
+        let State {
+            verifiers, digests, ..
+        } = &mut state;
+        digests.retain(|login, _| verifiers.contains_key(login));
         state.save(self.dir())?;
         let owner = self.owner.as_ref();
         if files::write_if_changed(

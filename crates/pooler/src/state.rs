@@ -21,6 +21,17 @@ pub struct State {
     /// ([`pgtenant_engine::scram_verifier`]); the auth file lists exactly these.
     #[serde(default)]
     pub verifiers: BTreeMap<String, String>,
+    /// Login → [`pgtenant_engine::password_digest`] of the stored password its recorded verifier
+    /// was made from: a sync recomputes a verifier only when the password changed.
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
+    /// The key of those digests, random, never leaves this file.
+    #[serde(default = "random_secret")]
+    pub digest_key: String,
+}
+
+fn random_secret() -> String {
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 40)
 }
 
 impl State {
@@ -35,8 +46,10 @@ impl State {
             }),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let state = State {
-                    admin_password: Alphanumeric.sample_string(&mut rand::rngs::OsRng, 40),
+                    admin_password: random_secret(),
                     verifiers: BTreeMap::new(),
+                    digests: BTreeMap::new(),
+                    digest_key: random_secret(),
                 };
                 state.save(dir)?;
                 Ok(state)
