@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::aws::Store;
-use common::{Env, Output};
+use common::{Env, Output, WithPooler};
 use saphyr::{LoadableYamlNode, Yaml};
 use serde_json::Value;
 
@@ -28,17 +28,9 @@ fn applied_env_on(store: Store) -> Env {
     env
 }
 
-fn output(output: std::process::Output) -> Output {
-    Output {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 /// The system psql, non-interactive, with nothing from the caller's environment but `vars`.
 fn psql(vars: &[(&str, &str)], args: &[&str]) -> Output {
-    output(
+    Output::of(
         Command::new("psql")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -64,7 +56,7 @@ fn stdout_of(env: &Env, args: &[&str]) -> String {
 }
 
 fn run_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Output {
-    output(
+    Output::of(
         env.cmd()
             .envs(vars.iter().copied())
             .args(args)
@@ -141,7 +133,7 @@ fn every_format_parses_back_and_connection_strings_log_in(store: Store) {
     // env: the seed's variables, sourced by a shell and handed to psql.
     let env_file = env.state.path().join("db.env");
     std::fs::write(&env_file, format("env")).unwrap();
-    let sourced = output(
+    let sourced = Output::of(
         Command::new("sh")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -631,7 +623,7 @@ async fn login_failures_are_explained_with_cause_and_fix() {
 /// A self-signed CA that did not sign the cluster's certificate.
 fn other_ca(dir: &Path) -> PathBuf {
     let cert = dir.join("other-ca.crt");
-    let out = output(
+    let out = Output::of(
         Command::new("openssl")
             .args([
                 "req",
@@ -874,7 +866,7 @@ fn ca_and_verify_full_default_to_the_embedded_clusters_ca() {
     // No admin URL: the embedded cluster under the state dir is the cluster, and its CA the CA.
     let embedded = env.state.path().join("cluster");
     let no_admin_url = |args: &[&str]| {
-        output(
+        Output::of(
             env.cmd()
                 .env_remove("PGTENANT_ADMIN_URL")
                 .args(args)
@@ -1119,50 +1111,6 @@ both_stores_sync!(export_writes_every_declared_role_privately_and_reports_missin
 both_stores_sync!(doctor_for_a_tenant_without_credentials_is_an_error);
 both_stores_sync!(a_role_outside_the_tenants_preset_is_answered_with_the_presets_roles);
 
-/// The embedded-cluster mode on this test's cluster (no admin URL, the state dir's `cluster` a
-/// link to it), so `up` starts pgbouncer; stopped again on drop.
-struct WithPooler {
-    env: Env,
-}
-
-impl Drop for WithPooler {
-    fn drop(&mut self) {
-        let _ = self.run(&["down"]);
-    }
-}
-
-impl WithPooler {
-    fn new() -> Option<WithPooler> {
-        if pgtenant_cluster::find_pgbouncer().is_none() {
-            pgtenant_cluster::skip_or_fail(
-                "pgbouncer is not installed (apt-get install pgbouncer)",
-            );
-            return None;
-        }
-        let env = Env::new();
-        std::os::unix::fs::symlink(env.cluster.cluster.dir(), env.state.path().join("cluster"))
-            .unwrap();
-        Some(WithPooler { env })
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        output(
-            self.env
-                .cmd()
-                .env_remove("PGTENANT_ADMIN_URL")
-                .args(args)
-                .output()
-                .unwrap(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(out.code, 0, "{args:?}:\n{}\n{}", out.stdout, out.stderr);
-        out.stdout
-    }
-}
-
 /// `current_user`, the server's port (not the pooler's) and the database, over `conninfo`.
 fn who_and_where(conninfo: &str) -> String {
     let out = psql(
@@ -1185,19 +1133,22 @@ fn every_credential_format_carries_the_pooled_endpoint_and_connects_through_it()
         "team/apps/values.yaml",
         "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: a\n    pooling: {mode: transaction, size: 4}\n  - name: solo\n    pooling: none\n",
     );
-    let up: Value = serde_json::from_str(&p.ok(&["up", "--format", "json"])).unwrap();
+    let up: Value = serde_json::from_str(&p.ok(&["up", "--format", "json"]).stdout).unwrap();
     let port = up["pooler"]["port"].as_u64().expect("pgbouncer runs") as u16;
     p.ok(&["apply"]);
 
     // JSON: the direct keys unchanged, the pooler's beside them, and both connect.
-    let json: Value = serde_json::from_str(&p.ok(&[
-        "credentials",
-        "team/a",
-        "--role",
-        "write",
-        "--format",
-        "json",
-    ]))
+    let json: Value = serde_json::from_str(
+        &p.ok(&[
+            "credentials",
+            "team/a",
+            "--role",
+            "write",
+            "--format",
+            "json",
+        ])
+        .stdout,
+    )
     .unwrap();
     assert_eq!(json["pooler_endpoint"], "127.0.0.1", "{json}");
     assert_eq!(json["pooler_port"], port, "{json}");
@@ -1217,7 +1168,9 @@ fn every_credential_format_carries_the_pooled_endpoint_and_connects_through_it()
     );
 
     // env: DATABASE_POOLER_URL connects; the host and port variables say the same.
-    let env_text = p.ok(&["credentials", "team/a", "--role", "read", "--format", "env"]);
+    let env_text = p
+        .ok(&["credentials", "team/a", "--role", "read", "--format", "env"])
+        .stdout;
     let var = |name: &str| {
         env_text
             .lines()
@@ -1233,14 +1186,16 @@ fn every_credential_format_carries_the_pooled_endpoint_and_connects_through_it()
     );
 
     // Kubernetes Secret: PGO's keys, and the URI connects.
-    let secret = p.ok(&[
-        "credentials",
-        "team/a",
-        "--role",
-        "admin",
-        "--format",
-        "k8s-secret",
-    ]);
+    let secret = p
+        .ok(&[
+            "credentials",
+            "team/a",
+            "--role",
+            "admin",
+            "--format",
+            "k8s-secret",
+        ])
+        .stdout;
     let docs = Yaml::load_from_str(&secret).unwrap();
     assert_eq!(
         yaml_str(&docs[0], &["stringData", "pgbouncer-host"]),
@@ -1257,14 +1212,16 @@ fn every_credential_format_carries_the_pooled_endpoint_and_connects_through_it()
     );
 
     // ExternalSecret: the pooler's properties of the stored secret.
-    let external = p.ok(&[
-        "credentials",
-        "team/a",
-        "--role",
-        "write",
-        "--format",
-        "external-secret",
-    ]);
+    let external = p
+        .ok(&[
+            "credentials",
+            "team/a",
+            "--role",
+            "write",
+            "--format",
+            "external-secret",
+        ])
+        .stdout;
     assert!(external.contains("property: pooler_endpoint"), "{external}");
     assert!(external.contains("property: pooler_port"), "{external}");
 
@@ -1290,14 +1247,17 @@ fn every_credential_format_carries_the_pooled_endpoint_and_connects_through_it()
     );
 
     // A database with `pooling: none` has no pooled endpoint, and psql --pooled says so.
-    let solo: Value = serde_json::from_str(&p.ok(&[
-        "credentials",
-        "team/solo",
-        "--role",
-        "write",
-        "--format",
-        "json",
-    ]))
+    let solo: Value = serde_json::from_str(
+        &p.ok(&[
+            "credentials",
+            "team/solo",
+            "--role",
+            "write",
+            "--format",
+            "json",
+        ])
+        .stdout,
+    )
     .unwrap();
     assert!(solo.get("pooler_endpoint").is_none(), "{solo}");
     let out = p.run(&["psql", "team/solo", "--pooled", "--", "-c", "SELECT 1"]);

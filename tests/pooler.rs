@@ -10,55 +10,25 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{poll_until, Env, Output};
+use common::{poll_until, WithPooler};
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
-struct Pooled {
-    env: Env,
-}
+/// The embedded cluster with its pooler, and what these tests ask of it.
+struct Pooled(WithPooler);
 
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        // pgbouncer is a daemon: it outlives the test unless stopped.
-        let _ = self.run(&["down"]);
+impl std::ops::Deref for Pooled {
+    type Target = WithPooler;
+
+    fn deref(&self) -> &WithPooler {
+        &self.0
     }
 }
 
 impl Pooled {
     /// None: pgbouncer is missing and skipping is allowed.
     fn new() -> Option<Pooled> {
-        if pgtenant_cluster::find_pgbouncer().is_none() {
-            pgtenant_cluster::skip_or_fail(
-                "pgbouncer is not installed (apt-get install pgbouncer)",
-            );
-            return None;
-        }
-        let env = Env::new();
-        std::os::unix::fs::symlink(env.cluster.cluster.dir(), env.state.path().join("cluster"))
-            .unwrap();
-        Some(Pooled { env })
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let output = self
-            .env
-            .cmd()
-            .env_remove("PGTENANT_ADMIN_URL")
-            .args(args)
-            .output()
-            .unwrap();
-        Output {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert_eq!(out.code, 0, "{args:?}:\n{}\n{}", out.stdout, out.stderr);
-        out
+        WithPooler::new().map(Pooled)
     }
 
     fn up(&self) -> Value {

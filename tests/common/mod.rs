@@ -32,6 +32,14 @@ pub struct Output {
 }
 
 impl Output {
+    pub fn of(output: std::process::Output) -> Output {
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
@@ -69,12 +77,7 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        let output = self.cmd().args(args).output().unwrap();
-        Output {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Output::of(self.cmd().args(args).output().unwrap())
     }
 
     /// `apply --format json`, which must succeed.
@@ -245,3 +248,50 @@ pub async fn sqlstate(client: &Client, sql: &str) -> Option<String> {
 }
 
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// The embedded-cluster mode on this test's cluster (no admin URL, the state dir's `cluster` a
+/// link to it), so `up` starts the managed pgbouncer; stopped again on drop (pgbouncer is a
+/// daemon: it would outlive the test).
+pub struct WithPooler {
+    pub env: Env,
+}
+
+impl Drop for WithPooler {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+impl WithPooler {
+    /// None: pgbouncer is missing and skipping is allowed.
+    pub fn new() -> Option<WithPooler> {
+        if pgtenant_cluster::find_pgbouncer().is_none() {
+            pgtenant_cluster::skip_or_fail(
+                "pgbouncer is not installed (apt-get install pgbouncer)",
+            );
+            return None;
+        }
+        let env = Env::new();
+        std::os::unix::fs::symlink(env.cluster.cluster.dir(), env.state.path().join("cluster"))
+            .unwrap();
+        Some(WithPooler { env })
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Output::of(
+            self.env
+                .cmd()
+                .env_remove("PGTENANT_ADMIN_URL")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// `run`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_eq!(out.code, 0, "{args:?}:\n{}\n{}", out.stdout, out.stderr);
+        out
+    }
+}

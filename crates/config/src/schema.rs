@@ -99,16 +99,7 @@ impl JsonSchema for ConfigFile {
                     "type": "string",
                     "enum": PoolerAuth::ALL.map(PoolerAuth::as_str),
                 },
-                TLS: {
-                    "description": "The certificate and key (PEM) pgbouncer presents to clients [default: one from the embedded CA].",
-                    "type": "object",
-                    "additionalProperties": false,
-                    "required": [CERT_FILE, KEY_FILE],
-                    "properties": {
-                        CERT_FILE: { "description": "The certificate (chain), PEM.", "type": "string", "minLength": 1 },
-                        KEY_FILE: { "description": "Its private key, PEM.", "type": "string", "minLength": 1 },
-                    },
-                },
+                TLS: tls_schema("The certificate and key (PEM) pgbouncer presents to clients [default: one from the embedded CA]."),
             },
         });
         let pooling = json_schema!({
@@ -278,16 +269,7 @@ impl JsonSchema for ConfigFile {
                             "type": "string",
                             "minLength": 1,
                         },
-                        TLS: {
-                            "description": "Serve HTTPS with this certificate and key (PEM).",
-                            "type": "object",
-                            "additionalProperties": false,
-                            "required": [CERT_FILE, KEY_FILE],
-                            "properties": {
-                                CERT_FILE: { "description": "The certificate (chain), PEM.", "type": "string", "minLength": 1 },
-                                KEY_FILE: { "description": "Its private key, PEM.", "type": "string", "minLength": 1 },
-                            },
-                        },
+                        TLS: tls_schema("Serve HTTPS with this certificate and key (PEM)."),
                         ROTATE_EVERY: {
                             "description": "New passwords for every tenant's logins this often, with grace (zero downtime), e.g. `90d`.",
                             "type": "string",
@@ -308,6 +290,20 @@ impl JsonSchema for ConfigFile {
 }
 
 /// The JSON Schema of `pgtenant.yaml` (draft-07).
+/// A `tls:` object (serve's, a pooler's): a certificate and its key, PEM files.
+fn tls_schema(description: &str) -> Value {
+    serde_json::json!({
+        "description": description,
+        "type": "object",
+        "additionalProperties": false,
+        "required": [CERT_FILE, KEY_FILE],
+        "properties": {
+            CERT_FILE: { "description": "The certificate (chain), PEM.", "type": "string", "minLength": 1 },
+            KEY_FILE: { "description": "Its private key, PEM.", "type": "string", "minLength": 1 },
+        },
+    })
+}
+
 pub fn config_schema() -> Value {
     pgtenant_spec::draft07_schema_for::<ConfigFile>()
 }
