@@ -7,11 +7,16 @@
 //! password alone ([`scram_verifier`]): the salt is derived from both, and whoever holds the
 //! stored password (the pooler's sync) recomputes exactly what the server has.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use pgtenant_secrets::CredentialStore;
 use sha2::{Digest, Sha256};
 
+use crate::execute::ApplyOutcome;
+use crate::plan::{Action, Plan};
+use crate::reconcile::Request;
 use crate::{Connector, Desired};
 
 /// PostgreSQL's default iteration count (`scram_iterations`).
@@ -31,6 +36,59 @@ pub trait PoolerSync: Send + Sync {
         desired: &Desired,
         store: &dyn CredentialStore,
     ) -> Result<Vec<String>, String>;
+
+    /// [`Self::sync`] after an apply that touched only `scope`: a pooler may then read the
+    /// credentials of the tenants in scope alone, and need not set again the verifiers the apply
+    /// has just set. The default is the full sync.
+    async fn sync_scoped(
+        &self,
+        connector: &Connector,
+        desired: &Desired,
+        store: &dyn CredentialStore,
+        scope: &SyncScope,
+    ) -> Result<Vec<String>, String> {
+        let _ = scope;
+        self.sync(connector, desired, store).await
+    }
+}
+
+/// What an apply touched, for [`PoolerSync::sync_scoped`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncScope {
+    /// The tenants (`NS/DB`) whose logins may have changed; None: every tenant (a full sync, as
+    /// after an unscoped run or a drift pass, which may find what changed behind pgtenant's back).
+    pub tenants: Option<BTreeSet<String>>,
+    /// Logins whose password the apply set, to [`scram_verifier`] of the password now stored:
+    /// the server has that verifier, so the pooler records it without setting it again.
+    pub set_by_apply: BTreeSet<String>,
+}
+
+impl SyncScope {
+    /// The scope of an apply of `request` that ran `plan` to `outcome`. A scoped run that was not
+    /// a full verification syncs only its tenants. A login counts as set by the apply only when
+    /// its tenant ran every planned operation without error: after a failure the server may not
+    /// have the stored password's verifier, and the sync sets it.
+    pub fn after(request: &Request, plan: &Plan, outcome: &ApplyOutcome) -> Self {
+        let complete: BTreeSet<&str> = outcome
+            .tenants
+            .iter()
+            .filter(|t| t.error.is_none() && t.applied == t.planned)
+            .map(|t| t.tenant.as_str())
+            .collect();
+        let set_by_apply = plan
+            .operations
+            .iter()
+            .filter(|op| complete.contains(op.tenant.as_str()))
+            .filter_map(|op| match &op.action {
+                Action::SetPassword { role, .. } => Some(role.as_str().to_string()),
+                _ => None,
+            })
+            .collect();
+        SyncScope {
+            tenants: (!request.scope.is_empty() && !request.full).then(|| request.scope.clone()),
+            set_by_apply,
+        }
+    }
 }
 
 /// The SCRAM-SHA-256 verifier pgtenant sets for `role` with `password`: PostgreSQL's format and
@@ -81,14 +139,21 @@ fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// PBKDF2-HMAC-SHA-256 with one block: SCRAM's Hi().
+/// PBKDF2-HMAC-SHA-256 with one block: SCRAM's Hi(). The keyed HMAC state is made once and
+/// cloned for each round, which halves the hashing of keying it every round.
 fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(password).expect("any key length");
+    let round = |message: &[u8]| -> [u8; 32] {
+        let mut mac = keyed.clone();
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    };
     let mut first = salt.to_vec();
     first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac(password, &first);
+    let mut u = round(&first);
     let mut out = u;
     for _ in 1..iterations {
-        u = hmac(password, &u);
+        u = round(&u);
         out.iter_mut().zip(u.iter()).for_each(|(o, x)| *o ^= x);
     }
     out
@@ -115,6 +180,109 @@ mod tests {
         assert_ne!(a, password_digest("key", "team-app-owner-alt", "secret"));
         assert_ne!(a, password_digest("key", "team-app-owner", "secret2"));
         assert!(!a.contains("secret"));
+    }
+
+    fn set_password(tenant: &str, role: &str) -> crate::Operation {
+        crate::Operation {
+            tenant: tenant.into(),
+            phase: crate::Phase::Roles,
+            database: None,
+            run_as: None,
+            action: Action::SetPassword {
+                sql: String::new(),
+                role: crate::Ident::new(role),
+                secret_path: pgtenant_secrets::SecretPath::parse(&format!("pgtenant/{role}"))
+                    .unwrap(),
+                dbname: tenant.replace('/', "-"),
+                pooler: None,
+            },
+            why: String::new(),
+            destructive: false,
+        }
+    }
+
+    fn outcome(tenant: &str, applied: usize, planned: usize, failed: bool) -> crate::TenantOutcome {
+        crate::TenantOutcome {
+            tenant: tenant.into(),
+            applied,
+            planned,
+            error: failed.then(|| crate::execute::OperationError {
+                statement: String::new(),
+                message: "failed".into(),
+                sqlstate: None,
+                detail: None,
+                hint: None,
+            }),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Only the logins of tenants that ran their whole plan count as set by the apply; a scoped
+    /// run syncs its tenants, an unscoped or full one everything.
+    #[test]
+    fn a_sync_scope_names_only_passwords_a_complete_tenant_set() {
+        let plan = Plan {
+            operations: vec![
+                set_password("t/a", "t-a-owner"),
+                set_password("t/b", "t-b-owner"),
+                set_password("t/c", "t-c-owner"),
+            ],
+            notices: Vec::new(),
+        };
+        let outcome = ApplyOutcome {
+            tenants: vec![
+                outcome("t/a", 1, 1, false),
+                outcome("t/b", 0, 1, true),
+                outcome("t/c", 0, 1, false),
+            ],
+        };
+        let scoped = Request {
+            scope: BTreeSet::from(["t/a".to_string(), "t/b".to_string()]),
+            ..Request::default()
+        };
+        let scope = SyncScope::after(&scoped, &plan, &outcome);
+        assert_eq!(
+            scope.set_by_apply,
+            BTreeSet::from(["t-a-owner".to_string()])
+        );
+        assert_eq!(scope.tenants, Some(scoped.scope.clone()));
+        let full = Request {
+            full: true,
+            ..scoped
+        };
+        assert_eq!(SyncScope::after(&full, &plan, &outcome).tenants, None);
+        assert_eq!(
+            SyncScope::after(&Request::default(), &plan, &outcome).tenants,
+            None
+        );
+    }
+
+    /// Hi() as RFC 5802 writes it, re-keying the HMAC every round: the keyed-once loop must give
+    /// the very same bytes, or every verifier recorded before would stop matching the server's.
+    #[test]
+    fn hi_keyed_once_is_the_textbook_hi() {
+        fn textbook(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+            let mut first = salt.to_vec();
+            first.extend_from_slice(&1u32.to_be_bytes());
+            let mut u = hmac(password, &first);
+            let mut out = u;
+            for _ in 1..iterations {
+                u = hmac(password, &u);
+                out.iter_mut().zip(u.iter()).for_each(|(o, x)| *o ^= x);
+            }
+            out
+        }
+        for (password, salt, rounds) in [
+            (&b"pencil"[..], &b"salt"[..], 4096),
+            (b"", b"", 1),
+            (
+                &[7u8; 100][..],
+                b"a longer salt than a block of sixty-four bytes, to be sure of it",
+                3,
+            ),
+        ] {
+            assert_eq!(hi(password, salt, rounds), textbook(password, salt, rounds));
+        }
     }
 
     /// The same computation as the server's (and postgres-protocol's), checked by logging in with

@@ -218,8 +218,10 @@ impl Reconciler {
             .instrument(tracing::info_span!("verify"))
             .await?;
         if let Some(pooler) = &self.pooler {
+            let scope = crate::pooler::SyncScope::after(request, &plan, &outcome);
             match pooler
-                .sync(&self.connector, desired, self.store.as_ref())
+                .sync_scoped(&self.connector, desired, self.store.as_ref(), &scope)
+                .instrument(tracing::info_span!("pooler_sync"))
                 .await
             {
                 Ok(changes) if !changes.is_empty() => tracing::info!(?changes, "pooler updated"),

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use pgtenant_cluster::{ClusterError, ServerUser};
 use pgtenant_engine::desired::alternate_name;
+use pgtenant_engine::pooler::SyncScope;
 use pgtenant_engine::rotate::journal_path;
 use pgtenant_engine::{password_digest, scram_verifier, Connector, Desired, DesiredTenant, Ident};
 use pgtenant_secrets::{CredentialStore, SecretPath};
@@ -181,7 +182,7 @@ impl Pooler {
     }
 
     fn auth_text(&self, state: &State) -> String {
-        let admin = scram_verifier(render::ADMIN_USER, &state.admin_password);
+        let admin = admin_verifier(&state.admin_password);
         render::auth_file(
             std::iter::once((render::ADMIN_USER, admin.as_str())).chain(
                 state
@@ -224,8 +225,13 @@ impl Pooler {
 
     /// Every tenant login of `desired` with where its credentials are stored.
     pub fn logins_of(tenants: &[DesiredTenant]) -> Vec<(String, SecretPath)> {
+        Self::logins_in(tenants.iter())
+    }
+
+    fn logins_in<'a>(
+        tenants: impl Iterator<Item = &'a DesiredTenant>,
+    ) -> Vec<(String, SecretPath)> {
         tenants
-            .iter()
             .flat_map(|t| t.login_roles())
             .filter_map(|r| {
                 r.secret_path
@@ -243,14 +249,51 @@ impl Pooler {
         desired: &Desired,
         store: &dyn CredentialStore,
     ) -> Result<Vec<String>, PoolerError> {
+        self.sync_scoped(connector, desired, store, &SyncScope::default())
+            .await
+    }
+
+    /// [`Self::sync_now`] after an apply that touched only `scope.tenants`: every declared
+    /// tenant's pool entry still (rendering them is cheap), but only the logins of the tenants in
+    /// scope are read from the store and checked; the others keep the verifiers the state has
+    /// (a full sync, after an unscoped run or a drift pass, checks them all). The logins in
+    /// `scope.set_by_apply` have just been given their stored password's verifier by the apply:
+    /// it is recorded, not set again.
+    pub async fn sync_scoped(
+        &self,
+        connector: &Connector,
+        desired: &Desired,
+        store: &dyn CredentialStore,
+        scope: &SyncScope,
+    ) -> Result<Vec<String>, PoolerError> {
         let entries: Vec<Entry> = desired
             .tenants
             .iter()
             .filter_map(|t| self.entry(t))
             .collect();
-        let logins = Self::logins_of(&desired.tenants);
-        self.sync_logins(connector, store, &logins, Some(&entries))
-            .await
+        let (logins, unchanged) = match &scope.tenants {
+            None => (Self::logins_of(&desired.tenants), None),
+            Some(tenants) => {
+                let in_scope = |t: &&DesiredTenant| tenants.contains(&t.id);
+                (
+                    Self::logins_in(desired.tenants.iter().filter(in_scope)),
+                    Some(Self::logins_in(
+                        desired.tenants.iter().filter(|t| !in_scope(t)),
+                    )),
+                )
+            }
+        };
+        self.sync_with(
+            connector,
+            store,
+            Sync {
+                logins: &logins,
+                entries: Some(&entries),
+                unchanged: unchanged.as_deref(),
+                set_by_apply: &scope.set_by_apply,
+            },
+        )
+        .await
     }
 
     /// Brings the auth file in line with the stored credentials of `logins` (role, secret path)
@@ -273,6 +316,31 @@ impl Pooler {
         logins: &[(String, SecretPath)],
         entries: Option<&[Entry]>,
     ) -> Result<Vec<String>, PoolerError> {
+        self.sync_with(
+            connector,
+            store,
+            Sync {
+                logins,
+                entries,
+                unchanged: None,
+                set_by_apply: &BTreeSet::new(),
+            },
+        )
+        .await
+    }
+
+    async fn sync_with(
+        &self,
+        connector: &Connector,
+        store: &dyn CredentialStore,
+        sync: Sync<'_>,
+    ) -> Result<Vec<String>, PoolerError> {
+        let Sync {
+            logins,
+            entries,
+            unchanged,
+            set_by_apply,
+        } = sync;
         let engine =
             |e: &dyn std::error::Error| PoolerError::Engine(pgtenant_engine::error_chain(e));
         let (mut state, mut changed) = self.write_base()?;
@@ -280,19 +348,38 @@ impl Pooler {
         if changed {
             changes.push("pgbouncer.ini".to_string());
         }
-        let listed: BTreeSet<_> = store
-            .list()
-            .await
-            .map_err(|e| engine(&e))?
-            .into_iter()
-            .collect();
-        let wanted: Vec<_> = logins
-            .iter()
-            .map(|(_, p)| p.clone())
-            .filter(|p| listed.contains(p))
-            .collect();
-        let stored = store.get_many(&wanted).await.map_err(|e| engine(&e))?;
+        let (listed, stored) = if unchanged.is_some() {
+            // Scoped: only these logins' credentials and journals, without listing the store.
+            let paths: Vec<_> = logins
+                .iter()
+                .flat_map(|(_, p)| [p.clone(), journal_path(p)])
+                .collect();
+            let stored = store.get_many(&paths).await.map_err(|e| engine(&e))?;
+            (stored.keys().cloned().collect::<BTreeSet<_>>(), stored)
+        } else {
+            let listed: BTreeSet<_> = store
+                .list()
+                .await
+                .map_err(|e| engine(&e))?
+                .into_iter()
+                .collect();
+            let wanted: Vec<_> = logins
+                .iter()
+                .map(|(_, p)| p.clone())
+                .filter(|p| listed.contains(p))
+                .collect();
+            let stored = store.get_many(&wanted).await.map_err(|e| engine(&e))?;
+            (listed, stored)
+        };
         let mut keep = BTreeSet::new();
+        // Logins out of scope keep what the state has, their grace twins too.
+        for (role, _) in unchanged.unwrap_or_default() {
+            for name in [role.clone(), alternate_name(role)] {
+                if state.verifiers.contains_key(&name) {
+                    keep.insert(name);
+                }
+            }
+        }
         let mut twins = BTreeSet::new();
         let mut to_set = Vec::new();
         for (role, path) in logins {
@@ -314,6 +401,11 @@ impl Pooler {
                 let verifier = scram_verifier(&login, &credential.password);
                 if state.verifiers.get(&login) == Some(&verifier) {
                     state.digests.insert(login.clone(), digest);
+                } else if set_by_apply.contains(&login) {
+                    // The apply set exactly this verifier: record it, do not set it again.
+                    state.verifiers.insert(login.clone(), verifier);
+                    state.digests.insert(login.clone(), digest);
+                    changes.push(format!("verifier of {login} (set by the apply)"));
                 } else {
                     to_set.push((login.clone(), verifier, digest));
                 }
@@ -408,6 +500,31 @@ impl Pooler {
     }
 }
 
+/// What one sync covers: `logins` are read from the store and checked; `entries` (the whole
+/// fleet's) replace the databases file, and then every login neither in `logins` nor in
+/// `unchanged` leaves the auth file; `unchanged` (Some: a scoped sync) keep what the state has.
+struct Sync<'a> {
+    logins: &'a [(String, SecretPath)],
+    entries: Option<&'a [Entry]>,
+    unchanged: Option<&'a [(String, SecretPath)]>,
+    set_by_apply: &'a BTreeSet<String>,
+}
+
+/// The admin login's verifier: the same for the same password, so it is computed once per
+/// process rather than twice per sync (8,192 rounds each).
+fn admin_verifier(password: &str) -> String {
+    static LAST: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match last.as_ref() {
+        Some((known, verifier)) if known == password => verifier.clone(),
+        _ => {
+            let verifier = scram_verifier(render::ADMIN_USER, password);
+            *last = Some((password.to_string(), verifier.clone()));
+            verifier
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl pgtenant_engine::PoolerSync for Pooler {
     async fn sync(
@@ -417,6 +534,18 @@ impl pgtenant_engine::PoolerSync for Pooler {
         store: &dyn CredentialStore,
     ) -> Result<Vec<String>, String> {
         self.sync_now(connector, desired, store)
+            .await
+            .map_err(|e| pgtenant_engine::error_chain(&e))
+    }
+
+    async fn sync_scoped(
+        &self,
+        connector: &Connector,
+        desired: &Desired,
+        store: &dyn CredentialStore,
+        scope: &SyncScope,
+    ) -> Result<Vec<String>, String> {
+        Pooler::sync_scoped(self, connector, desired, store, scope)
             .await
             .map_err(|e| pgtenant_engine::error_chain(&e))
     }
