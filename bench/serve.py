@@ -2,6 +2,7 @@
 """`pgtenant serve` benchmark: a fresh embedded cluster with N tenants applied, then the service.
 
     python3 bench/serve.py [--sizes 100,1000] [--samples 20] [--reconciles 1000] [--binary PATH]
+                           [--no-pooler] [--skip-git] [--skip-drift] [--skip-rss]
 
 Figures, per N:
   change -> applied (directory)   a new tenant's values file written -> the API shows it in-sync
@@ -13,6 +14,16 @@ Figures, per N:
                                   and the most client backends the server had at once meanwhile
   RSS                             of the serve process before and after --reconciles tenant
                                   reconciles (POST /api/v1/reconcile of everything, repeated)
+  phases (directory)              medians over the samples, from the service's own log
+                                  (PGTENANT_LOG_SPANS=1: every span's time when it closes):
+                                  write -> source changed (debounce and read), -> apply started
+                                  (queue), the apply's spans (observe, planning, verify,
+                                  pooler_sync; execute = the rest of the apply, with the lock),
+                                  apply finished -> the API shows it (state, publication, poll)
+  load average                    of the machine at the start and the end of each N
+
+--no-pooler runs without the managed pgbouncer (PGTENANT_PGBOUNCER=, as with no pgbouncer
+installed). One JSON line per N is printed.
 
 Timing lives here, never in tests. Everything runs on this machine (loopback only).
 """
@@ -33,6 +44,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SPANS = ("apply", "observe", "planning", "verify", "pooler_sync")
 BINARY = ROOT / "target" / "release" / "pgtenant"
 TOKEN = "bench-token-not-secret"
 WEBHOOK_SECRET = "bench-webhook-secret"
@@ -48,6 +60,21 @@ def git(cwd, *args):
                cwd=cwd).stdout.strip()
 
 
+def span_ms(text):
+    """tracing's span times: `12.3ms`, `456µs`, `1.02s`, `789ns`."""
+    match = re.fullmatch(r"([0-9.]+)\s*(ns|µs|us|ms|s)", text.strip())
+    if not match:
+        return 0.0
+    scale = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1000.0}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def log_time(text):
+    """An RFC 3339 log timestamp (UTC, microseconds) as seconds since the epoch."""
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def percentile(values, p):
     values = sorted(values)
     k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
@@ -55,7 +82,7 @@ def percentile(values, p):
 
 
 class Bench:
-    def __init__(self, binary: Path, n: int):
+    def __init__(self, binary: Path, n: int, pooler: bool = True):
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="pgtenant-serve-bench-"))
         os.chmod(self.dir, 0o755)  # as root the server runs as another OS user
@@ -63,6 +90,8 @@ class Bench:
         self.repo = self.dir / "repo"
         self.env = {**os.environ, "PGTENANT_STATE_DIR": str(self.state)}
         self.env.pop("PGTENANT_ADMIN_URL", None)
+        if not pooler:
+            self.env["PGTENANT_PGBOUNCER"] = ""
         (self.dir / "token").write_text(TOKEN)
         (self.dir / "webhook").write_text(WEBHOOK_SECRET)
         for i in range(n):
@@ -92,7 +121,8 @@ class Bench:
              "--poll-interval", "1h", "--drift-interval", drift,
              "--token-file", str(self.dir / "token"),
              "--webhook-secret-file", str(self.dir / "webhook")],
-            env={**self.env, "PGTENANT_LOG": "info"}, stdout=subprocess.PIPE, stderr=self.log, text=True)
+            env={**self.env, "PGTENANT_LOG": "info", "PGTENANT_LOG_SPANS": "1"},
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         match = re.search(r"http://(\S+?)/?$", line.strip())
         if not match:
@@ -136,6 +166,43 @@ class Bench:
                 return
             time.sleep(0.2)
         raise SystemExit("the service did not verify every tenant in time")
+
+    def log_offset(self):
+        self.log.flush()
+        return os.path.getsize(self.log.name)
+
+    def phases(self, offset, start_wall, visible_wall):
+        """One sample's timeline from the log written since `offset` (see the module's doc)."""
+        with open(self.log.name) as log:
+            log.seek(offset)
+            lines = [json.loads(line) for line in log if line.startswith("{")]
+        source = next((log_time(e["timestamp"]) for e in lines
+                       if e.get("fields", {}).get("message") == "source changed"), None)
+        spans = {}
+        apply_end = apply_wall = None
+        for e in lines:
+            fields = e.get("fields", {})
+            name = e.get("span", {}).get("name")
+            if fields.get("message") != "close" or name not in SPANS:
+                continue
+            wall = span_ms(fields.get("time.busy", "0ns")) + span_ms(fields.get("time.idle", "0ns"))
+            if name == "apply":
+                if apply_end is not None:
+                    continue  # a later apply (a drift batch) is not this sample's
+                apply_end, apply_wall = log_time(e["timestamp"]), wall
+            if apply_end is None or name == "apply":
+                spans[name] = spans.get(name, 0.0) + wall
+        if source is None or apply_end is None:
+            return None
+        inner = sum(v for k, v in spans.items() if k != "apply")
+        return {
+            "debounce_and_read": (source - start_wall) * 1000,
+            "queue": (apply_end - apply_wall / 1000 - source) * 1000,
+            **{k: v for k, v in spans.items() if k != "apply"},
+            "execute_and_lock": apply_wall - inner,
+            "apply": apply_wall,
+            "publish_and_poll": (visible_wall - apply_end) * 1000,
+        }
 
     def rss_kib(self):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -188,30 +255,53 @@ class ConnectionWatch:
         return self.peak
 
 
-def measure(binary: Path, n: int, samples: int, reconciles: int) -> dict:
-    bench = Bench(binary, n)
-    result = {"n": n}
+def load_average():
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def measure(binary: Path, n: int, samples: int, reconciles: int, pooler: bool = True,
+            git_source: bool = True, drift_pass: bool = True, rss: bool = True) -> dict:
+    result = {"n": n, "pooler": pooler, "load_average_start": load_average()}
+    grow = time.time()
+    bench = Bench(binary, n, pooler)
+    result["grow_s"] = round(time.time() - grow, 1)
     try:
         # Directory source: N tenants served, then new tenants one at a time.
         bench.serve(str(bench.repo))
         bench.wait_all(n)
         latencies = []
+        timelines = []
         parsed_before = bench.files_parsed()
         for i in range(samples):
             name = f"new{i:04d}"
+            offset = bench.log_offset()
+            start_wall = time.time()
             start = time.perf_counter()
             bench.declare(bench.repo, name)
-            latencies.append(bench.wait_in_sync(f"bench/{name}") - start)
+            visible = bench.wait_in_sync(f"bench/{name}")
+            latencies.append(visible - start)
+            time.sleep(0.3)  # the log lines of this sample are written
+            timeline = bench.phases(offset, start_wall, start_wall + (visible - start))
+            if timeline:
+                timelines.append(timeline)
         result["directory_p50_ms"] = round(statistics.median(latencies) * 1000)
         result["directory_p99_ms"] = round(percentile(latencies, 99) * 1000)
         # Values files parsed for the samples: one each (the other N are not parsed again).
         result["directory_files_parsed"] = int(bench.files_parsed() - parsed_before)
+        if timelines:
+            keys = list(dict.fromkeys(k for t in timelines for k in t))
+            result["directory_phases_p50_ms"] = {
+                k: round(statistics.median(t.get(k, 0.0) for t in timelines), 1) for k in keys}
+        if not rss and not drift_pass and not git_source:
+            return result
 
         # RSS before and after `reconciles` tenant reconciles.
         total = n + samples
+        if not rss:
+            reconciles = 0
         rss_before = bench.rss_kib()
         done_before = bench.reconciles_total()
-        rounds = max(1, reconciles // total)
+        rounds = max(1, reconciles // total) if reconciles else 0
         for _ in range(rounds):
             target = bench.reconciles_total() + total
             status, body = bench.request("/api/v1/reconcile", "POST",
@@ -226,6 +316,8 @@ def measure(binary: Path, n: int, samples: int, reconciles: int) -> dict:
         bench.stop()
 
         # Drift pass: a short interval, the service's own measure, connections sampled meanwhile.
+        if not drift_pass:
+            return result
         watch = ConnectionWatch(bench.psql_env)
         drift = max(10, total // 10)
         bench.serve(str(bench.repo), drift=f"{drift}s")
@@ -243,6 +335,8 @@ def measure(binary: Path, n: int, samples: int, reconciles: int) -> dict:
         bench.stop()
 
         # Git source: the same tenants in a bare repo, a push and the signed webhook per sample.
+        if not git_source:
+            return result
         bare, work = bench.dir / "apps.git", bench.dir / "work"
         bare.mkdir()
         git(bare, "init", "-q", "--bare")
@@ -274,6 +368,7 @@ def measure(binary: Path, n: int, samples: int, reconciles: int) -> dict:
         result["git_p50_ms"] = round(statistics.median(latencies) * 1000)
         result["git_p99_ms"] = round(percentile(latencies, 99) * 1000)
     finally:
+        result["load_average_end"] = load_average()
         bench.close()
     return result
 
@@ -284,9 +379,16 @@ def main():
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--reconciles", type=int, default=1000)
     parser.add_argument("--binary", default=str(BINARY))
+    parser.add_argument("--no-pooler", action="store_true")
+    parser.add_argument("--skip-git", action="store_true")
+    parser.add_argument("--skip-drift", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
     for n in [int(s) for s in args.sizes.split(",")]:
-        print(json.dumps(measure(Path(args.binary), n, args.samples, args.reconciles)), flush=True)
+        print(json.dumps(measure(Path(args.binary), n, args.samples, args.reconciles,
+                                 pooler=not args.no_pooler, git_source=not args.skip_git,
+                                 drift_pass=not args.skip_drift, rss=not args.skip_rss)),
+              flush=True)
 
 
 if __name__ == "__main__":

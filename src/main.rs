@@ -189,9 +189,17 @@ fn init_logs(format: LogFormat) {
         .with_default_directive(LevelFilter::WARN.into())
         .with_env_var("PGTENANT_LOG")
         .from_env_lossy();
+    // PGTENANT_LOG_SPANS=1 also logs each span's time when it closes (busy and idle): how a
+    // reconcile's time divides between its phases, for benchmarks.
+    let spans = if std::env::var_os("PGTENANT_LOG_SPANS").is_some_and(|v| v == "1") {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_span_events(spans)
         .with_timer(LogTime(format));
     let _ = match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),

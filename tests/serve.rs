@@ -268,6 +268,56 @@ async fn a_file_added_changed_and_removed_is_applied_by_the_running_service() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// The sum of a metric's samples in `GET /metrics` (every label set).
+fn metric_sum(serve: &Serve, name: &str) -> f64 {
+    let (_, text) = serve.get("/metrics");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Twenty values files written back to back (a `git pull`, a copy) are gathered into as few
+/// reads as the burst allows: every new tenant is reconciled once, none is reconciled from a
+/// half-read directory again, and all of them end in sync.
+#[tokio::test]
+async fn a_burst_of_writes_to_many_files_reconciles_each_tenant_once() {
+    let env = Env::new();
+    env.write("team/app/values.yaml", &STANDARD.replace("NAME", "app"));
+    let serve = Serve::start(&env, &["--poll-interval", "1h", "--drift-interval", "1h"]);
+    within("the first tenant in sync", BOUND * 2, || {
+        serve.state_of("team/app").as_deref() == Some("in-sync")
+    })
+    .await;
+    // The start-up reconcile, then the first drift batch (due at once, the next in an hour).
+    within("the start-up reconciles", BOUND, || {
+        metric_sum(&serve, "pgtenant_reconciles_total") >= 2.0
+    })
+    .await;
+    let before = metric_sum(&serve, "pgtenant_reconciles_total");
+    let names: Vec<String> = (0..20).map(|i| format!("burst{i:02}")).collect();
+    for name in &names {
+        env.write(
+            &format!("burst/{name}/values.yaml"),
+            &STANDARD.replace("NAME", name),
+        );
+    }
+    within("every tenant of the burst in sync", BOUND * 2, || {
+        names
+            .iter()
+            .all(|n| serve.state_of(&format!("burst/{n}")).as_deref() == Some("in-sync"))
+    })
+    .await;
+    let reconciled = metric_sum(&serve, "pgtenant_reconciles_total") - before;
+    assert_eq!(reconciled, 20.0, "each tenant once:\n{}", serve.log());
+    for name in &names {
+        assert!(env.database_exists(&format!("burst-{name}")).await);
+    }
+}
+
 #[tokio::test]
 async fn a_broken_file_or_a_deleted_source_drops_nothing() {
     let env = Env::new();
@@ -900,4 +950,83 @@ async fn a_missed_scheduled_backup_and_a_due_rotation_run_for_real_at_start() {
     common::connect(&old_uri, None)
         .await
         .expect("the previous credentials still log in during the grace period");
+}
+
+/// `tenant`'s `role` through the embedded cluster's pooler: its stored credentials, the port
+/// `status` shows, the cluster's CA.
+fn pooled_url(p: &common::WithPooler, tenant: &str, role: &str) -> String {
+    let credential = p.env.credentials(tenant, role);
+    let port = p.ok(&["status", "--format", "json"]).json()["pooler"]["port"]
+        .as_u64()
+        .expect("the pooler's port");
+    format!(
+        "postgresql://{}:{}@127.0.0.1:{port}/{}?sslmode=verify-full&sslrootcert={}",
+        credential["username"].as_str().unwrap(),
+        credential["password"].as_str().unwrap(),
+        credential["dbname"].as_str().unwrap(),
+        p.env.cluster.cluster.ca_cert_path().display()
+    )
+}
+
+/// A change syncs the pooler for the changed tenant alone: its new logins work through pgbouncer
+/// at once, every other tenant's login stays in the auth file, and the verifiers the apply has
+/// just set are recorded, not set a second time.
+#[tokio::test]
+async fn a_change_syncs_the_pooler_for_its_tenant_without_setting_its_passwords_twice() {
+    let Some(p) = common::WithPooler::new() else {
+        return;
+    };
+    p.env
+        .write("team/a/values.yaml", &STANDARD.replace("NAME", "a"));
+    p.ok(&["up"]);
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("pgtenant"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGTENANT_STATE_DIR", p.env.state_path())
+        .current_dir(p.env.repo_path());
+    let serve = Serve::spawn(
+        command,
+        &["--poll-interval", "1h", "--drift-interval", "1h"],
+    );
+    within("team/a in sync", BOUND * 2, || {
+        serve.state_of("team/a").as_deref() == Some("in-sync")
+    })
+    .await;
+    let a = pooled_url(&p, "team/a", "write");
+    common::connect(&a, None)
+        .await
+        .expect("team/a through the pooler");
+
+    p.env
+        .write("team/b/values.yaml", &STANDARD.replace("NAME", "b"));
+    within("team/b in sync", BOUND, || {
+        serve.state_of("team/b").as_deref() == Some("in-sync")
+    })
+    .await;
+    common::connect(&pooled_url(&p, "team/b", "write"), None)
+        .await
+        .unwrap_or_else(|e| panic!("team/b through the pooler at once: {e}\n{}", serve.log()));
+    common::connect(&a, None).await.unwrap_or_else(|e| {
+        panic!(
+            "team/a's login left the pooler after a sync scoped to team/b: {e}\n{}",
+            serve.log()
+        )
+    });
+
+    let log = serve.log();
+    let synced: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("pooler updated") && line.contains("team-b-"))
+        .collect();
+    assert!(!synced.is_empty(), "no pooler sync for team/b:\n{log}");
+    for line in synced {
+        for (at, _) in line.match_indices("verifier of team-b-") {
+            let change = line[at..].split('"').next().unwrap();
+            assert!(
+                change.ends_with("(set by the apply)"),
+                "the sync set a verifier the apply had just set: {change}\n{log}"
+            );
+        }
+    }
 }

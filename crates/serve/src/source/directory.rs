@@ -1,7 +1,11 @@
 //! A local directory: re-read when the file system says something below it changed (inotify
-//! through `notify`, debounced so that an editor's or `git pull`'s burst of writes is one read),
-//! and every poll interval in any case — the fallback for file systems without events (NFS,
-//! some container mounts) and for a directory that disappeared and came back.
+//! through `notify`), and every poll interval in any case — the fallback for file systems
+//! without events (NFS, some container mounts) and for a directory that disappeared and came back.
+//!
+//! Events are gathered from the first one until the whole directory has been quiet for
+//! [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`] after the first): an editor's save, a `git pull` or a
+//! copy is one read, taken as soon as the burst is over rather than a fixed time after each
+//! path's last event. Events that arrive while a read runs make the next read.
 //!
 //! Reads are incremental: every values file's checked result is kept ([`Files`]) with the hash
 //! of its text, a file event re-reads only the values files it names (a folder created, moved
@@ -17,24 +21,30 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use pgtenant_spec::{CheckedValuesFile, LoadOptions, LoadedRepo, VALUES_FILES};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{refuse_empty, Revision, SourceTask};
 
-/// How long a burst of file events is gathered before the directory is read.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long the directory must be quiet after a file event before it is read. One writer's
+/// burst (a `git checkout`, a copy, a truncate-and-write) has gaps of microseconds to a few
+/// milliseconds between its writes; 50 ms of quiet keeps it one read, where reading on the very
+/// first event could see a file truncated but not yet written, or a tenant moved out of one file
+/// and not yet into the other.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The longest a read waits for quiet after the first event: a directory that is never quiet
+/// (something writes below it all the time) is still read.
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 
-/// What the watcher thread reports: the changed paths and the newest modification time among
-/// them, or None when events were lost (then everything is read again).
-type Changed = Option<(Vec<PathBuf>, Option<SystemTime>)>;
+/// What the watcher thread reports: the changed paths and when the event came, or None when
+/// events were lost (then everything is read again).
+type Changed = Option<(Vec<PathBuf>, SystemTime)>;
 
 pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
     let (events, mut changed) = mpsc::unbounded_channel::<Changed>();
-    let mut watcher: Option<Debouncer<RecommendedWatcher>> = None;
+    let mut watcher: Option<RecommendedWatcher> = None;
     let mut seen_at = SystemTime::now();
     let mut files = Some(Files::new(root.clone()));
     // None: read every file; Some: only these paths changed.
@@ -45,6 +55,8 @@ pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
         }
         let mut cache = files.take().unwrap_or_else(|| Files::new(root.clone()));
         let parsed_before = cache.parsed;
+        let started = std::time::Instant::now();
+        let incremental = paths.as_ref().map(Vec::len);
         let read = tokio::task::spawn_blocking(move || {
             let read = match paths {
                 Some(paths) => cache.read_changed(&paths),
@@ -54,6 +66,11 @@ pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
         })
         .await;
         paths = None;
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            paths = ?incremental,
+            "directory read"
+        );
         match read {
             Ok((cache, read)) => {
                 task.shared
@@ -81,16 +98,22 @@ pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
             _ = task.shutdown.changed() => return,
             event = changed.recv() => {
                 let mut batch = vec![event.flatten()];
-                // Whatever else arrived meanwhile is part of the same read.
-                while let Ok(more) = changed.try_recv() {
-                    batch.push(more);
+                // The burst goes on until the directory is quiet: all of it is one read.
+                let cap = tokio::time::Instant::now() + DEBOUNCE_MAX;
+                loop {
+                    let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(cap);
+                    tokio::select! {
+                        _ = task.shutdown.changed() => return,
+                        more = changed.recv() => batch.push(more.flatten()),
+                        _ = tokio::time::sleep_until(quiet) => break,
+                    }
                 }
-                let mut newest = None;
+                let mut first = None;
                 let mut named = Some(Vec::new());
                 for event in batch {
                     match event {
-                        Some((changed, modified)) => {
-                            newest = newest.max(modified);
+                        Some((changed, at)) => {
+                            first = Some(first.map_or(at, |first: SystemTime| first.min(at)));
                             if let Some(named) = named.as_mut() {
                                 named.extend(changed);
                             }
@@ -101,9 +124,13 @@ pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
                 }
                 // After a failed read, everything is read again.
                 if files.as_ref().is_some_and(|f| f.complete) {
-                    paths = named;
+                    paths = named.map(|mut named| {
+                        named.sort();
+                        named.dedup();
+                        named
+                    });
                 }
-                seen_at = newest.unwrap_or_else(|| SystemTime::now() - DEBOUNCE);
+                seen_at = first.unwrap_or_else(SystemTime::now);
             }
             woken = task.wake.recv() => {
                 if woken.is_none() {
@@ -305,36 +332,29 @@ impl Files {
 }
 
 /// Watches `root` recursively; None when events are not available (then polling alone reads it).
-fn watch(
-    root: &Path,
-    events: mpsc::UnboundedSender<Changed>,
-) -> Option<Debouncer<RecommendedWatcher>> {
-    let handler = move |result: DebounceEventResult| {
+/// Every event is sent on at once, with when it came; the source's loop gathers the burst.
+fn watch(root: &Path, events: mpsc::UnboundedSender<Changed>) -> Option<RecommendedWatcher> {
+    let handler = move |result: notify::Result<notify::Event>| {
         let changed = match result {
-            Ok(changed) => {
-                let newest = changed
-                    .iter()
-                    .filter_map(|event| std::fs::metadata(&event.path).ok()?.modified().ok())
-                    .max();
-                Some((
-                    changed.into_iter().map(|event| event.path).collect(),
-                    newest,
-                ))
-            }
+            // Reads and opens change nothing.
+            Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => return,
+            // An overflowed queue names no path: a reason to read everything.
+            Ok(event) if event.need_rescan() || event.paths.is_empty() => None,
+            Ok(event) => Some((event.paths, SystemTime::now())),
             // A lost event is still a reason to read (everything).
             Err(_) => None,
         };
         let _ = events.send(changed);
     };
-    let mut debouncer = match new_debouncer(DEBOUNCE, handler) {
-        Ok(debouncer) => debouncer,
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(watcher) => watcher,
         Err(error) => {
             tracing::warn!(%error, "no file-system events; polling the directory instead");
             return None;
         }
     };
-    match debouncer.watcher().watch(root, RecursiveMode::Recursive) {
-        Ok(()) => Some(debouncer),
+    match watcher.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => Some(watcher),
         Err(error) => {
             tracing::info!(%error, dir = %root.display(), "cannot watch the directory; polling it");
             None

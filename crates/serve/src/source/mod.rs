@@ -126,7 +126,18 @@ impl SourceTask {
                 Some(sha) => format!("read commit {sha}"),
                 None => format!("read {} values file(s)", revision.repo.files_read.len()),
             };
-            tracing::info!(revision = sha.as_deref().unwrap_or(""), "source changed");
+            // Since the change was seen: the debounce and the read, the first part of the
+            // change-to-applied latency.
+            let since_seen_ms = SystemTime::now()
+                .duration_since(revision.seen_at)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0;
+            tracing::info!(
+                revision = sha.as_deref().unwrap_or(""),
+                since_seen_ms,
+                "source changed"
+            );
             self.shared
                 .publish(crate::event(EventKind::SourceChanged, None, sha, message));
             self.revisions.send_replace(Some(Arc::new(revision)));
