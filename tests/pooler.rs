@@ -440,3 +440,87 @@ async fn restore_in_place_pauses_and_resumes_the_pool() {
         .collect();
     assert_eq!(paused, ["0"]);
 }
+
+/// The port of the server the pooled session's next transaction runs on.
+async fn server_port(client: &tokio_postgres::Client) -> Option<i32> {
+    client
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .ok()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test]
+async fn a_followed_primary_gets_every_pools_next_server_connection() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let a = &p.env.cluster.cluster;
+    let a_port = i32::from(a.port().unwrap());
+    let session = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap();
+    assert_eq!(server_port(&session).await, Some(a_port));
+
+    // B: the "new primary", with A's certificate (the pooler verifies the server with A's CA)
+    // and the tenant's role (the same verifier) and database.
+    let b = pgtenant_cluster::TestCluster::start().unwrap();
+    let user = b.cluster.server_user().unwrap();
+    for file in ["server.crt", "server.key"] {
+        let target = b.cluster.data_dir().join(file);
+        std::fs::copy(a.data_dir().join(file), &target).unwrap();
+        user.chown(&target).unwrap();
+    }
+    let verifier: String = p
+        .env
+        .superuser(None)
+        .await
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'team-a-write'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let b_super = common::connect(&b.cluster.superuser_url().unwrap(), None)
+        .await
+        .unwrap();
+    for sql in [
+        format!("CREATE ROLE \"team-a-write\" LOGIN PASSWORD '{verifier}'"),
+        "CREATE DATABASE \"team-a\"".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+    ] {
+        b_super.batch_execute(&sql).await.unwrap();
+    }
+    let b_port = b.cluster.port().unwrap();
+
+    let pooler = pgtenant_pooler::for_embedded(a).unwrap().unwrap();
+    assert!(pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
+    assert!(!pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
+    let pid = p.pid();
+    // The open session is not cut: its next transaction runs on B.
+    poll_until("the pooled session's server is B", || async {
+        server_port(&session).await == Some(i32::from(b_port))
+    })
+    .await;
+    assert_eq!(p.pid(), pid);
+    // A later apply keeps the followed primary (its sync renders the same entries).
+    p.ok(&["apply"]);
+    let databases = std::fs::read_to_string(p.pooler_dir().join("databases.ini")).unwrap();
+    assert!(
+        databases.contains(&format!("team-a = host=127.0.0.1 port={b_port} ")),
+        "{databases}"
+    );
+    assert_eq!(server_port(&session).await, Some(i32::from(b_port)));
+
+    // Following the configured server again goes back to A.
+    assert!(pooler
+        .follow_primary("127.0.0.1", a_port as u16)
+        .await
+        .unwrap());
+    poll_until("the pooled session's server is A again", || async {
+        server_port(&session).await == Some(a_port)
+    })
+    .await;
+}
