@@ -524,3 +524,17 @@ async fn a_followed_primary_gets_every_pools_next_server_connection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn up_renders_the_platform_configs_pool_defaults_before_any_apply() {
+    let Some(p) = Pooled::new() else { return };
+    std::fs::write(
+        p.env.state.path().join("pgtenant.yaml"),
+        "pooling: {mode: session, size: 3}\n",
+    )
+    .unwrap();
+    p.up();
+    let ini = std::fs::read_to_string(p.pooler_dir().join("pgbouncer.ini")).unwrap();
+    assert!(ini.contains("pool_mode = session\n"), "{ini}");
+    assert!(ini.contains("default_pool_size = 3\n"), "{ini}");
+}
