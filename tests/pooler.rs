@@ -6,6 +6,8 @@
 //! turns that into a skip).
 
 mod common;
+#[path = "../crates/serve/tests/support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -537,4 +539,64 @@ async fn up_renders_the_platform_configs_pool_defaults_before_any_apply() {
     let ini = std::fs::read_to_string(p.pooler_dir().join("pgbouncer.ini")).unwrap();
     assert!(ini.contains("pool_mode = session\n"), "{ini}");
     assert!(ini.contains("default_pool_size = 3\n"), "{ini}");
+}
+
+#[tokio::test]
+async fn pgbouncer_pools_are_in_serves_metrics_and_a_stopped_pooler_is_up_0() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let session = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap();
+    session.batch_execute("SELECT 1").await.unwrap();
+    let pooler = std::sync::Arc::new(
+        pgtenant_pooler::for_embedded(&p.env.cluster.cluster)
+            .unwrap()
+            .unwrap(),
+    );
+    let metrics = pgtenant_serve::metrics::Metrics::default();
+    metrics.watch_pgbouncer("local", pooler.clone());
+    let scrape = || async {
+        metrics.collect_pgbouncer().await;
+        let text = pgtenant_serve::metrics::encode(&metrics, &Default::default());
+        pgtenant_serve::metrics::to_prometheus_text(&text)
+    };
+    let text = scrape().await;
+    for line in [
+        "pgtenant_pgbouncer_up{cluster=\"local\"} 1",
+        "pgtenant_pgbouncer_last_collection_error{cluster=\"local\"} 0",
+        "pgtenant_pgbouncer_pools_cl_active{cluster=\"local\",database=\"team-a\"} 1",
+        "pgtenant_pgbouncer_pools_cl_waiting{cluster=\"local\",database=\"team-a\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
+    for family in [
+        "pgtenant_pgbouncer_pools_sv_active{",
+        "pgtenant_pgbouncer_pools_sv_idle{",
+        "pgtenant_pgbouncer_pools_maxwait_seconds{",
+        "pgtenant_pgbouncer_stats_avg_wait_time_seconds{",
+        "pgtenant_pgbouncer_stats_avg_xact_time_seconds{",
+        "pgtenant_pgbouncer_stats_transactions_total{",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(family) && l.contains("database=\"team-a\"")),
+            "no {family} in:\n{text}"
+        );
+    }
+    assert!(!text.contains("database=\"pgbouncer\""), "{text}");
+    support::promtool_check_metrics(&text);
+
+    // pgbouncer down: up 0 and an error flag, the page still renders.
+    pooler.stop().unwrap();
+    let text = scrape().await;
+    for line in [
+        "pgtenant_pgbouncer_up{cluster=\"local\"} 0",
+        "pgtenant_pgbouncer_last_collection_error{cluster=\"local\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
+    support::promtool_check_metrics(&text);
 }

@@ -497,6 +497,14 @@ impl pgtenant_engine::PoolerSync for Pooler {
             .await
             .map_err(|e| pgtenant_engine::error_chain(&e))
     }
+
+    async fn pool_stats(&self) -> Option<Result<Vec<pgtenant_engine::PoolStats>, String>> {
+        Some(
+            self.all_pools()
+                .await
+                .map_err(|e| pgtenant_engine::error_chain(&e)),
+        )
+    }
 }
 
 /// Pool defaults when the platform config names none (P13b's `pooling:` defaults agree).
@@ -658,7 +666,59 @@ fn number(row: &admin::Row, column: &str) -> i64 {
     row.get(column).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// `database`'s numbers from SHOW POOLS (summed over its users) and SHOW STATS.
+fn numbers(report: &mut PoolReport, database: &str, pools: &[admin::Row], stats: &[admin::Row]) {
+    for row in pools
+        .iter()
+        .filter(|r| r.get("database").map(String::as_str) == Some(database))
+    {
+        report.cl_active += number(row, "cl_active");
+        report.cl_waiting += number(row, "cl_waiting");
+        report.sv_active += number(row, "sv_active");
+        report.sv_idle += number(row, "sv_idle");
+        let wait = number(row, "maxwait") * 1_000_000 + number(row, "maxwait_us");
+        report.maxwait_us = report.maxwait_us.max(wait);
+    }
+    if let Some(row) = stats
+        .iter()
+        .find(|r| r.get("database").map(String::as_str) == Some(database))
+    {
+        report.avg_wait_us = number(row, "avg_wait_time");
+        report.avg_xact_us = number(row, "avg_xact_time");
+        report.total_xact_count = number(row, "total_xact_count");
+    }
+}
+
 impl Pooler {
+    /// Every pool of pgbouncer but its own console's, by database (serve's `/metrics`).
+    pub async fn all_pools(&self) -> Result<Vec<pgtenant_engine::PoolStats>, PoolerError> {
+        let admin = self.console()?;
+        let databases = admin.databases().await?;
+        let pools = admin.pools().await?;
+        let stats = admin.stats().await?;
+        let seconds = |us: i64| us as f64 / 1e6;
+        Ok(databases
+            .iter()
+            .filter_map(|row| row.get("name"))
+            .filter(|name| name.as_str() != "pgbouncer")
+            .map(|name| {
+                let mut report = PoolReport::default();
+                numbers(&mut report, name, &pools, &stats);
+                pgtenant_engine::PoolStats {
+                    database: name.clone(),
+                    cl_active: report.cl_active,
+                    cl_waiting: report.cl_waiting,
+                    sv_active: report.sv_active,
+                    sv_idle: report.sv_idle,
+                    maxwait_seconds: seconds(report.maxwait_us),
+                    avg_wait_seconds: seconds(report.avg_wait_us),
+                    avg_xact_seconds: seconds(report.avg_xact_us),
+                    total_xact_count: report.total_xact_count,
+                }
+            })
+            .collect())
+    }
+
     /// Each pooled tenant database of `desired` as pgbouncer sees it now (SHOW DATABASES, SHOW
     /// POOLS, SHOW STATS through the console). An error when the console does not answer.
     pub async fn report(
@@ -703,25 +763,7 @@ impl Pooler {
                     }
                 }
             }
-            for row in pools
-                .iter()
-                .filter(|r| r.get("database").map(String::as_str) == Some(name))
-            {
-                report.cl_active += number(row, "cl_active");
-                report.cl_waiting += number(row, "cl_waiting");
-                report.sv_active += number(row, "sv_active");
-                report.sv_idle += number(row, "sv_idle");
-                let wait = number(row, "maxwait") * 1_000_000 + number(row, "maxwait_us");
-                report.maxwait_us = report.maxwait_us.max(wait);
-            }
-            if let Some(row) = stats
-                .iter()
-                .find(|r| r.get("database").map(String::as_str) == Some(name))
-            {
-                report.avg_wait_us = number(row, "avg_wait_time");
-                report.avg_xact_us = number(row, "avg_xact_time");
-                report.total_xact_count = number(row, "total_xact_count");
-            }
+            numbers(&mut report, name, &pools, &stats);
             reports.insert(name.to_string(), report);
         }
         Ok(reports)
