@@ -6,6 +6,8 @@
 //! turns that into a skip).
 
 mod common;
+#[path = "../crates/serve/tests/support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -439,4 +441,162 @@ async fn restore_in_place_pauses_and_resumes_the_pool() {
         })
         .collect();
     assert_eq!(paused, ["0"]);
+}
+
+/// The port of the server the pooled session's next transaction runs on.
+async fn server_port(client: &tokio_postgres::Client) -> Option<i32> {
+    client
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .ok()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test]
+async fn a_followed_primary_gets_every_pools_next_server_connection() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let a = &p.env.cluster.cluster;
+    let a_port = i32::from(a.port().unwrap());
+    let session = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap();
+    assert_eq!(server_port(&session).await, Some(a_port));
+
+    // B: the "new primary", with A's certificate (the pooler verifies the server with A's CA)
+    // and the tenant's role (the same verifier) and database.
+    let b = pgtenant_cluster::TestCluster::start().unwrap();
+    let user = b.cluster.server_user().unwrap();
+    for file in ["server.crt", "server.key"] {
+        let target = b.cluster.data_dir().join(file);
+        std::fs::copy(a.data_dir().join(file), &target).unwrap();
+        user.chown(&target).unwrap();
+    }
+    let verifier: String = p
+        .env
+        .superuser(None)
+        .await
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'team-a-write'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let b_super = common::connect(&b.cluster.superuser_url().unwrap(), None)
+        .await
+        .unwrap();
+    for sql in [
+        format!("CREATE ROLE \"team-a-write\" LOGIN PASSWORD '{verifier}'"),
+        "CREATE DATABASE \"team-a\"".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+    ] {
+        b_super.batch_execute(&sql).await.unwrap();
+    }
+    let b_port = b.cluster.port().unwrap();
+
+    let pooler = pgtenant_pooler::for_embedded(a).unwrap().unwrap();
+    assert!(pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
+    assert!(!pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
+    let pid = p.pid();
+    // The open session is not cut: its next transaction runs on B.
+    poll_until("the pooled session's server is B", || async {
+        server_port(&session).await == Some(i32::from(b_port))
+    })
+    .await;
+    assert_eq!(p.pid(), pid);
+    // A later apply keeps the followed primary (its sync renders the same entries).
+    p.ok(&["apply"]);
+    let databases = std::fs::read_to_string(p.pooler_dir().join("databases.ini")).unwrap();
+    assert!(
+        databases.contains(&format!("team-a = host=127.0.0.1 port={b_port} ")),
+        "{databases}"
+    );
+    assert_eq!(server_port(&session).await, Some(i32::from(b_port)));
+
+    // Following the configured server again goes back to A.
+    assert!(pooler
+        .follow_primary("127.0.0.1", a_port as u16)
+        .await
+        .unwrap());
+    poll_until("the pooled session's server is A again", || async {
+        server_port(&session).await == Some(a_port)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn up_renders_the_platform_configs_pool_defaults_before_any_apply() {
+    let Some(p) = Pooled::new() else { return };
+    std::fs::write(
+        p.env.state.path().join("pgtenant.yaml"),
+        "pooling: {mode: session, size: 3}\n",
+    )
+    .unwrap();
+    p.up();
+    let ini = std::fs::read_to_string(p.pooler_dir().join("pgbouncer.ini")).unwrap();
+    assert!(ini.contains("pool_mode = session\n"), "{ini}");
+    assert!(ini.contains("default_pool_size = 3\n"), "{ini}");
+}
+
+#[tokio::test]
+async fn pgbouncer_pools_are_in_serves_metrics_and_a_stopped_pooler_is_up_0() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let session = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap();
+    session.batch_execute("SELECT 1").await.unwrap();
+    let pooler = std::sync::Arc::new(
+        pgtenant_pooler::for_embedded(&p.env.cluster.cluster)
+            .unwrap()
+            .unwrap(),
+    );
+    let metrics = pgtenant_serve::metrics::Metrics::default();
+    metrics.watch_pgbouncer("local", pooler.clone());
+    let scrape = || async {
+        metrics.collect_pgbouncer().await;
+        let text = pgtenant_serve::metrics::encode(&metrics, &Default::default());
+        pgtenant_serve::metrics::to_prometheus_text(&text)
+    };
+    let text = scrape().await;
+    for line in [
+        "pgtenant_pgbouncer_up{cluster=\"local\"} 1",
+        "pgtenant_pgbouncer_last_collection_error{cluster=\"local\"} 0",
+        "pgtenant_pgbouncer_pools_cl_active{cluster=\"local\",database=\"team-a\"} 1",
+        "pgtenant_pgbouncer_pools_cl_waiting{cluster=\"local\",database=\"team-a\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
+    for family in [
+        "pgtenant_pgbouncer_pools_sv_active{",
+        "pgtenant_pgbouncer_pools_sv_idle{",
+        "pgtenant_pgbouncer_pools_maxwait_seconds{",
+        "pgtenant_pgbouncer_stats_avg_wait_time_seconds{",
+        "pgtenant_pgbouncer_stats_avg_xact_time_seconds{",
+        "pgtenant_pgbouncer_stats_transactions_total{",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(family) && l.contains("database=\"team-a\"")),
+            "no {family} in:\n{text}"
+        );
+    }
+    assert!(!text.contains("database=\"pgbouncer\""), "{text}");
+    support::promtool_check_metrics(&text);
+
+    // pgbouncer down: up 0 and an error flag, the page still renders.
+    pooler.stop().unwrap();
+    let text = scrape().await;
+    for line in [
+        "pgtenant_pgbouncer_up{cluster=\"local\"} 0",
+        "pgtenant_pgbouncer_last_collection_error{cluster=\"local\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
+    support::promtool_check_metrics(&text);
 }

@@ -30,7 +30,8 @@ pub fn up(context: &Context, args: &StatusArgs) -> Result<u8> {
     let cluster = context.start_embedded()?;
     // Also for clusters created by an older pgtenant; granting again changes nothing.
     crate::context::grant_platform_parameters(&cluster)?;
-    if let Some(pooler) = embedded_pooler(&cluster)? {
+    // With the platform config's pool defaults from the start, not only after the first apply.
+    if let Some(pooler) = embedded_pooler(&cluster)?.map(|p| with_pool_defaults(context, p)) {
         pooler
             .ensure_running()
             .context("starting the embedded cluster's pgbouncer")?;
@@ -105,13 +106,17 @@ pub fn pooler_of(context: &Context) -> Result<Option<Arc<Pooler>>> {
             )
         }
         (Some(_), None) => None,
-        (None, _) => embedded_pooler(&context.embedded())?.map(|mut pooler| {
-            pooler.settings.default_pool_mode = defaults.mode.as_str().to_string();
-            pooler.settings.default_pool_size = defaults.size;
-            pooler
-        }),
+        (None, _) => embedded_pooler(&context.embedded())?.map(|p| with_pool_defaults(context, p)),
     };
     Ok(pooler.map(Arc::new))
+}
+
+/// The embedded cluster's pooler with the platform config's `pooling:` defaults.
+fn with_pool_defaults(context: &Context, mut pooler: Pooler) -> Pooler {
+    let defaults = context.config().map(|c| c.pooling).unwrap_or_default();
+    pooler.settings.default_pool_mode = defaults.mode.as_str().to_string();
+    pooler.settings.default_pool_size = defaults.size;
+    pooler
 }
 
 fn status_of(cluster: &EmbeddedCluster) -> Result<Status> {

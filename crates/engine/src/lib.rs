@@ -37,7 +37,7 @@ pub use execute::{
 pub use ident::Ident;
 pub use observed::Observed;
 pub use plan::{plan, Operation, Phase, Plan, PlanContext};
-pub use pooler::{password_digest, scram_verifier, PoolerSync};
+pub use pooler::{password_digest, scram_verifier, PoolStats, PoolerSync};
 pub use reconcile::{ReconcileError, Reconciler};
 
 #[derive(Debug, thiserror::Error)]

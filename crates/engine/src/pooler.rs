@@ -50,6 +50,27 @@ pub trait PoolerSync: Send + Sync {
         let _ = scope;
         self.sync(connector, desired, store).await
     }
+
+    /// Every pool pgbouncer has now (SHOW POOLS, SHOW STATS), for serve's `/metrics`; None:
+    /// this pooler reports nothing.
+    async fn pool_stats(&self) -> Option<Result<Vec<PoolStats>, String>> {
+        None
+    }
+}
+
+/// One tenant database's pool as pgbouncer reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolStats {
+    pub database: String,
+    pub cl_active: i64,
+    pub cl_waiting: i64,
+    pub sv_active: i64,
+    pub sv_idle: i64,
+    /// The longest a client waits now, and the averages of SHOW STATS, in seconds.
+    pub maxwait_seconds: f64,
+    pub avg_wait_seconds: f64,
+    pub avg_xact_seconds: f64,
+    pub total_xact_count: i64,
 }
 
 /// What an apply touched, for [`PoolerSync::sync_scoped`].

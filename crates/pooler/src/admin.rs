@@ -94,6 +94,11 @@ impl Admin {
             .map(drop)
     }
 
+    /// `RECONNECT` of every pool (after the primary changed).
+    pub async fn reconnect_all(&self) -> Result<(), PoolerError> {
+        self.run("RECONNECT").await.map(drop)
+    }
+
     pub async fn pools(&self) -> Result<Vec<Row>, PoolerError> {
         self.run("SHOW POOLS").await
     }

@@ -20,6 +20,7 @@ pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use pgtenant_cluster::{ClusterError, ServerUser};
 use pgtenant_engine::desired::alternate_name;
@@ -82,6 +83,9 @@ pub struct Pooler {
     /// Owns the directory and the files pgbouncer reads (None: the invoking user).
     pub owner: Option<ServerUser>,
     pub runner: Runner,
+    /// The primary entries point at instead of `server_host:server_port`, after
+    /// [`Self::follow_primary`] (kept in the state file, so later syncs keep it).
+    followed: RwLock<Option<(String, u16)>>,
 }
 
 /// `status`'s view of the pooler.
@@ -145,13 +149,86 @@ impl Pooler {
                 self.settings.default_pool_size,
             ),
         };
+        let (host, port) = self.target();
         Some(Entry {
             database: database.to_string(),
-            host: self.server_host.clone(),
-            port: self.server_port,
+            host,
+            port,
             pool_mode: mode,
             pool_size: size,
         })
+    }
+
+    /// Where pool entries point now: the followed primary, else the configured server.
+    pub fn target(&self) -> (String, u16) {
+        self.followed
+            .read()
+            .expect("not poisoned")
+            .clone()
+            .unwrap_or_else(|| (self.server_host.clone(), self.server_port))
+    }
+
+    /// Points every pool entry at the primary `host:port` (after a failover or switchover):
+    /// rewrites the databases file, RELOADs, and sends `RECONNECT` for all pools, so each pooled
+    /// session's next server connection goes to the new primary (a server connection in use is
+    /// closed once its client releases it; nothing is cut). The primary is kept in the state
+    /// file, so later syncs render it too, until the configuration names another server or the
+    /// configured one is followed again. Returns whether anything changed (false: nothing was
+    /// sent to pgbouncer).
+    pub async fn follow_primary(&self, host: &str, port: u16) -> Result<bool, PoolerError> {
+        if !render::is_plain(host) {
+            return Err(PoolerError::Engine(format!(
+                "primary host {host:?} cannot stand in pgbouncer's files"
+            )));
+        }
+        files::ensure_dir(self.dir(), self.owner.as_ref())?;
+        let mut state = State::load_or_create(self.dir())?;
+        let configured = (self.server_host.as_str(), self.server_port) == (host, port);
+        let followed = (!configured).then(|| state::Followed {
+            configured: state::Followed::configured(&self.server_host, self.server_port),
+            host: host.to_string(),
+            port,
+        });
+        let mut changed = state.primary != followed;
+        if changed {
+            state.primary = followed;
+            state.save(self.dir())?;
+        }
+        let before = self.target();
+        *self.followed.write().expect("not poisoned") =
+            (!configured).then(|| (host.to_string(), port));
+        changed |= before != self.target();
+        let path = self.dir().join(render::DATABASES_FILE);
+        let entries: Vec<Entry> = match std::fs::read_to_string(&path) {
+            Ok(text) => render::parse_databases(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(PoolerError::io(&path, e)),
+        };
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .map(|entry| Entry {
+                host: host.to_string(),
+                port,
+                ..entry
+            })
+            .collect();
+        changed |= files::write_if_changed(
+            &path,
+            render::databases(&entries).as_bytes(),
+            self.owner.as_ref(),
+        )?;
+        if !changed {
+            return Ok(false);
+        }
+        let running = match &self.runner {
+            Runner::Local(process) => process.pid().is_some(),
+            Runner::Files => true,
+        };
+        if running {
+            self.reload().await?;
+            self.console()?.reconnect_all().await?;
+        }
+        Ok(true)
     }
 
     /// Writes `pgbouncer.ini` and, when missing, an empty databases file and an auth file with
@@ -549,6 +626,14 @@ impl pgtenant_engine::PoolerSync for Pooler {
             .await
             .map_err(|e| pgtenant_engine::error_chain(&e))
     }
+
+    async fn pool_stats(&self) -> Option<Result<Vec<pgtenant_engine::PoolStats>, String>> {
+        Some(
+            self.all_pools()
+                .await
+                .map_err(|e| pgtenant_engine::error_chain(&e)),
+        )
+    }
 }
 
 /// Pool defaults when the platform config names none (P13b's `pooling:` defaults agree).
@@ -593,8 +678,17 @@ pub fn for_embedded(
         server_host: "127.0.0.1".to_string(),
         server_port: cluster.port()?,
         owner: Some(user.clone()),
+        followed: RwLock::new(followed(&dir, "127.0.0.1", cluster.port()?)?),
         runner: Runner::Local(Process { program, dir, user }),
     }))
+}
+
+/// The primary a pooler in `dir` follows instead of the configured `host:port` (state file).
+fn followed(dir: &Path, host: &str, port: u16) -> Result<Option<(String, u16)>, PoolerError> {
+    Ok(State::load(dir)?
+        .and_then(|state| state.primary)
+        .filter(|p| p.configured == state::Followed::configured(host, port))
+        .map(|p| (p.host, p.port)))
 }
 
 /// The lookup login of `auth: query` (P13b creates it and its function).
@@ -644,7 +738,9 @@ pub fn for_config(
         }),
         pgtenant_config::PoolerRun::Files => Runner::Files,
     };
+    let followed = RwLock::new(followed(&dir, &server.host, server.port)?);
     Ok(Pooler {
+        followed,
         settings: Settings {
             dir,
             listen_addr: config.listen.host.clone(),
@@ -699,7 +795,59 @@ fn number(row: &admin::Row, column: &str) -> i64 {
     row.get(column).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// `database`'s numbers from SHOW POOLS (summed over its users) and SHOW STATS.
+fn numbers(report: &mut PoolReport, database: &str, pools: &[admin::Row], stats: &[admin::Row]) {
+    for row in pools
+        .iter()
+        .filter(|r| r.get("database").map(String::as_str) == Some(database))
+    {
+        report.cl_active += number(row, "cl_active");
+        report.cl_waiting += number(row, "cl_waiting");
+        report.sv_active += number(row, "sv_active");
+        report.sv_idle += number(row, "sv_idle");
+        let wait = number(row, "maxwait") * 1_000_000 + number(row, "maxwait_us");
+        report.maxwait_us = report.maxwait_us.max(wait);
+    }
+    if let Some(row) = stats
+        .iter()
+        .find(|r| r.get("database").map(String::as_str) == Some(database))
+    {
+        report.avg_wait_us = number(row, "avg_wait_time");
+        report.avg_xact_us = number(row, "avg_xact_time");
+        report.total_xact_count = number(row, "total_xact_count");
+    }
+}
+
 impl Pooler {
+    /// Every pool of pgbouncer but its own console's, by database (serve's `/metrics`).
+    pub async fn all_pools(&self) -> Result<Vec<pgtenant_engine::PoolStats>, PoolerError> {
+        let admin = self.console()?;
+        let databases = admin.databases().await?;
+        let pools = admin.pools().await?;
+        let stats = admin.stats().await?;
+        let seconds = |us: i64| us as f64 / 1e6;
+        Ok(databases
+            .iter()
+            .filter_map(|row| row.get("name"))
+            .filter(|name| name.as_str() != "pgbouncer")
+            .map(|name| {
+                let mut report = PoolReport::default();
+                numbers(&mut report, name, &pools, &stats);
+                pgtenant_engine::PoolStats {
+                    database: name.clone(),
+                    cl_active: report.cl_active,
+                    cl_waiting: report.cl_waiting,
+                    sv_active: report.sv_active,
+                    sv_idle: report.sv_idle,
+                    maxwait_seconds: seconds(report.maxwait_us),
+                    avg_wait_seconds: seconds(report.avg_wait_us),
+                    avg_xact_seconds: seconds(report.avg_xact_us),
+                    total_xact_count: report.total_xact_count,
+                }
+            })
+            .collect())
+    }
+
     /// Each pooled tenant database of `desired` as pgbouncer sees it now (SHOW DATABASES, SHOW
     /// POOLS, SHOW STATS through the console). An error when the console does not answer.
     pub async fn report(
@@ -744,25 +892,7 @@ impl Pooler {
                     }
                 }
             }
-            for row in pools
-                .iter()
-                .filter(|r| r.get("database").map(String::as_str) == Some(name))
-            {
-                report.cl_active += number(row, "cl_active");
-                report.cl_waiting += number(row, "cl_waiting");
-                report.sv_active += number(row, "sv_active");
-                report.sv_idle += number(row, "sv_idle");
-                let wait = number(row, "maxwait") * 1_000_000 + number(row, "maxwait_us");
-                report.maxwait_us = report.maxwait_us.max(wait);
-            }
-            if let Some(row) = stats
-                .iter()
-                .find(|r| r.get("database").map(String::as_str) == Some(name))
-            {
-                report.avg_wait_us = number(row, "avg_wait_time");
-                report.avg_xact_us = number(row, "avg_xact_time");
-                report.total_xact_count = number(row, "total_xact_count");
-            }
+            numbers(&mut report, name, &pools, &stats);
             reports.insert(name.to_string(), report);
         }
         Ok(reports)

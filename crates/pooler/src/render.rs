@@ -129,6 +129,26 @@ pub fn databases(entries: &[Entry]) -> String {
     out
 }
 
+/// The entries of a databases file [`databases`] wrote (other lines are skipped).
+pub fn parse_databases(text: &str) -> Vec<Entry> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(" = ")?;
+            let value = |key: &str| {
+                rest.split(' ')
+                    .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+            };
+            Some(Entry {
+                database: name.trim().to_string(),
+                host: value("host")?.to_string(),
+                port: value("port")?.parse().ok()?,
+                pool_mode: value("pool_mode")?.to_string(),
+                pool_size: value("pool_size")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// The auth file: `"user" "verifier"` lines, sorted. Names and verifiers never hold a double
 /// quote (tenant names are restricted, verifiers are base64), which [`is_plain`] checks.
 pub fn auth_file<'a>(users: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
@@ -211,6 +231,13 @@ mod tests {
             entry("team-b", "session", 3),
             entry("team-a", "transaction", 10),
         ]);
+        assert_eq!(
+            parse_databases(&text),
+            vec![
+                entry("team-a", "transaction", 10),
+                entry("team-b", "session", 3)
+            ]
+        );
         insta::assert_snapshot!(text, @r"
         ;; Managed by pgtenant: one pool per tenant database.
         [databases]

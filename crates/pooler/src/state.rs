@@ -28,6 +28,26 @@ pub struct State {
     /// The key of those digests, random, never leaves this file.
     #[serde(default = "random_secret")]
     pub digest_key: String,
+    /// The primary pool entries point at instead of the configured server, after
+    /// [`crate::Pooler::follow_primary`]; None: the configured server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<Followed>,
+}
+
+/// A followed primary, and the configured server it stands in for: once the configuration names
+/// another server, that one wins again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Followed {
+    /// The configured server (`host:port`) when the primary was followed.
+    pub configured: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Followed {
+    pub fn configured(host: &str, port: u16) -> String {
+        format!("{host}:{port}")
+    }
 }
 
 fn random_secret() -> String {
@@ -50,12 +70,21 @@ impl State {
                     verifiers: BTreeMap::new(),
                     digests: BTreeMap::new(),
                     digest_key: random_secret(),
+                    primary: None,
                 };
                 state.save(dir)?;
                 Ok(state)
             }
             Err(e) => Err(PoolerError::io(&path, e)),
         }
+    }
+
+    /// The state in `dir` when there is one (nothing is created).
+    pub fn load(dir: &Path) -> Result<Option<Self>, PoolerError> {
+        if !dir.join(STATE_FILE).exists() {
+            return Ok(None);
+        }
+        Self::load_or_create(dir).map(Some)
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), PoolerError> {

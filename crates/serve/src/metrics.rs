@@ -24,6 +24,17 @@
 //! | `pgtenant_leader` | gauge | state (active, standby, starting): 1 for the current one |
 //! | `pgtenant_cluster_reachable` | gauge | cluster: 1 when the last connection worked |
 //! | `pgtenant_cluster_last_reconcile_ok` | gauge | cluster: 1 when its last reconcile had no failed tenant |
+//! | `pgtenant_pgbouncer_up` | gauge | cluster: 1 when the pooler's console answered this scrape |
+//! | `pgtenant_pgbouncer_last_collection_error` | gauge | cluster: 1 when it did not |
+//! | `pgtenant_pgbouncer_pools_cl_active`, `_cl_waiting`, `_sv_active`, `_sv_idle` | gauge | cluster, database |
+//! | `pgtenant_pgbouncer_pools_maxwait_seconds` | gauge | cluster, database |
+//! | `pgtenant_pgbouncer_stats_avg_wait_time_seconds`, `_avg_xact_time_seconds` | gauge | cluster, database |
+//! | `pgtenant_pgbouncer_stats_transactions_total` | counter | cluster, database (SHOW STATS total_xact_count) |
+//!
+//! The `pgtenant_pgbouncer_*` families follow CloudNativePG's `cnpg_pgbouncer_*` (SHOW POOLS,
+//! SHOW STATS per database); they are read through the pooler's admin console when scraped
+//! ([`Metrics::collect_pgbouncer`], bounded by [`PGBOUNCER_TIMEOUT`]), never by a reconcile. A
+//! pooler that does not answer gives `pgtenant_pgbouncer_up 0`, not an error page.
 //!
 //! [`encode`] writes them all (OpenMetrics text): the event-driven families of [`Metrics`] and,
 //! derived from the [`Snapshot`] at scrape time, the gauges. Every cluster gets a
@@ -39,6 +50,10 @@ use prometheus_client::registry::Registry;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use pgtenant_engine::{PoolStats, PoolerSync};
 
 use crate::state::{LeaderState, Snapshot, TenantState};
 
@@ -83,6 +98,49 @@ pub struct Metrics {
     pub source_files_parsed: Counter,
     pub drift_repairs: Family<ClusterLabel, Counter>,
     pub backup_failures: Family<ClusterKind, Counter>,
+    /// The cluster's pooler, read when scraped ([`Self::collect_pgbouncer`]).
+    pgbouncer: OnceLock<(String, Arc<dyn PoolerSync>)>,
+    /// What the last collection found: the pools, or why the console did not answer.
+    pgbouncer_last: Mutex<Option<PgbouncerScrape>>,
+}
+
+/// How long a scrape waits for the pooler's console.
+pub const PGBOUNCER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One collection from a pooler.
+#[derive(Debug, Clone)]
+pub struct PgbouncerScrape {
+    pub cluster: String,
+    pub pools: Result<Vec<PoolStats>, String>,
+}
+
+impl Metrics {
+    /// Reports `cluster`'s pooler in `/metrics` from now on (the first call wins).
+    pub fn watch_pgbouncer(&self, cluster: &str, pooler: Arc<dyn PoolerSync>) {
+        let _ = self.pgbouncer.set((cluster.to_string(), pooler));
+    }
+
+    /// Reads the watched pooler's pools (at most [`PGBOUNCER_TIMEOUT`]); nothing without one.
+    pub async fn collect_pgbouncer(&self) {
+        let Some((cluster, pooler)) = self.pgbouncer.get() else {
+            return;
+        };
+        let pools = match tokio::time::timeout(PGBOUNCER_TIMEOUT, pooler.pool_stats()).await {
+            Ok(Some(result)) => result,
+            Ok(None) => return,
+            Err(_) => Err(format!(
+                "no answer within {} s",
+                PGBOUNCER_TIMEOUT.as_secs()
+            )),
+        };
+        if let Err(error) = &pools {
+            tracing::debug!(%error, "pgbouncer's console did not answer the metrics scrape");
+        }
+        *self.pgbouncer_last.lock().expect("not poisoned") = Some(PgbouncerScrape {
+            cluster: cluster.clone(),
+            pools,
+        });
+    }
 }
 
 impl Default for Metrics {
@@ -95,6 +153,8 @@ impl Default for Metrics {
             source_files_parsed: Counter::default(),
             drift_repairs: Family::default(),
             backup_failures: Family::default(),
+            pgbouncer: OnceLock::new(),
+            pgbouncer_last: Mutex::new(None),
         }
     }
 }
@@ -109,6 +169,12 @@ struct ClusterState {
 struct ClusterTenant {
     cluster: String,
     tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterDatabase {
+    cluster: String,
+    database: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -326,10 +392,111 @@ pub fn encode(metrics: &Metrics, snapshot: &Snapshot) -> String {
         connections,
     );
 
+    let last = metrics.pgbouncer_last.lock().expect("not poisoned").clone();
+    if let Some(scrape) = last {
+        register_pgbouncer(&mut registry, &scrape);
+    }
+
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
     text
+}
+
+/// The `pgtenant_pgbouncer_*` families of one collection.
+fn register_pgbouncer(registry: &mut Registry, scrape: &PgbouncerScrape) {
+    let cluster = ClusterLabel {
+        cluster: scrape.cluster.clone(),
+    };
+    let up = Family::<ClusterLabel, Gauge>::default();
+    let error = Family::<ClusterLabel, Gauge>::default();
+    up.get_or_create(&cluster)
+        .set(i64::from(scrape.pools.is_ok()));
+    error
+        .get_or_create(&cluster)
+        .set(i64::from(scrape.pools.is_err()));
+    registry.register(
+        "pgtenant_pgbouncer_up",
+        "1 when the pooler's admin console answered the last scrape",
+        up,
+    );
+    registry.register(
+        "pgtenant_pgbouncer_last_collection_error",
+        "1 when the last collection from the pooler failed",
+        error,
+    );
+    let pools = scrape.pools.as_deref().unwrap_or_default();
+    type Field = fn(&PoolStats) -> i64;
+    type Seconds = fn(&PoolStats) -> f64;
+    let counts: [(&str, &str, Field); 4] = [
+        (
+            "pgtenant_pgbouncer_pools_cl_active",
+            "Client connections linked to a server connection and able to process queries",
+            |p| p.cl_active,
+        ),
+        (
+            "pgtenant_pgbouncer_pools_cl_waiting",
+            "Client connections waiting for a server connection",
+            |p| p.cl_waiting,
+        ),
+        (
+            "pgtenant_pgbouncer_pools_sv_active",
+            "Server connections linked to a client",
+            |p| p.sv_active,
+        ),
+        (
+            "pgtenant_pgbouncer_pools_sv_idle",
+            "Server connections unused and immediately usable",
+            |p| p.sv_idle,
+        ),
+    ];
+    let label = |p: &PoolStats| ClusterDatabase {
+        cluster: scrape.cluster.clone(),
+        database: p.database.clone(),
+    };
+    for (name, help, field) in counts {
+        let family = Family::<ClusterDatabase, Gauge>::default();
+        for pool in pools {
+            family.get_or_create(&label(pool)).set(field(pool));
+        }
+        registry.register(name, help, family);
+    }
+    // CloudNativePG's total_xact_count, as a counter (promtool refuses a `_count` gauge).
+    let transactions = Family::<ClusterDatabase, Counter>::default();
+    for pool in pools {
+        transactions
+            .get_or_create(&label(pool))
+            .inc_by(pool.total_xact_count.max(0) as u64);
+    }
+    registry.register(
+        "pgtenant_pgbouncer_stats_transactions",
+        "Transactions pooled since pgbouncer started (SHOW STATS total_xact_count)",
+        transactions,
+    );
+    let times: [(&str, &str, Seconds); 3] = [
+        (
+            "pgtenant_pgbouncer_pools_maxwait_seconds",
+            "How long the oldest waiting client has waited",
+            |p| p.maxwait_seconds,
+        ),
+        (
+            "pgtenant_pgbouncer_stats_avg_wait_time_seconds",
+            "Average time clients waited for a server connection",
+            |p| p.avg_wait_seconds,
+        ),
+        (
+            "pgtenant_pgbouncer_stats_avg_xact_time_seconds",
+            "Average transaction duration",
+            |p| p.avg_xact_seconds,
+        ),
+    ];
+    for (name, help, field) in times {
+        let family = Family::<ClusterDatabase, FloatGauge>::default();
+        for pool in pools {
+            family.get_or_create(&label(pool)).set(field(pool));
+        }
+        registry.register(name, help, family);
+    }
 }
 
 /// The Prometheus text format (0.0.4) of [`encode`]'s OpenMetrics text, for scrapers and tools

@@ -98,6 +98,11 @@ pub async fn run(
     };
     let (shared, mut commands) = Shared::new(snapshot);
     let shared = Arc::new(shared);
+    if let Some(pooler) = &settings.reconciler.pooler {
+        shared
+            .metrics
+            .watch_pgbouncer(&settings.cluster, pooler.clone());
+    }
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (http_stop_tx, mut http_stop) = watch::channel(false);

@@ -277,6 +277,7 @@ async fn readyz(State(app): State<App>) -> (StatusCode, Json<Readiness>) {
     ))
 ))]
 async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    app.shared.metrics.collect_pgbouncer().await;
     let text = app
         .shared
         .read(|snapshot| crate::metrics::encode(&app.shared.metrics, snapshot));
