@@ -147,16 +147,18 @@ class Cluster:
 
 def raw_script(plan: dict) -> str:
     """The plan's statements as one psql session: the DDL a DBA would run by hand."""
-    lines, current = [], None
+    lines, current, role = [], None, None
     verifier = scram_verifier("bench-password-not-secret-0123456789")
     for op in plan["operations"]:
         statement = op["statement"].replace(PLACEHOLDER, verifier)
         target = op["database"]
         if target != current:
             lines.append(f'\\c "{target}"' if target else '\\c postgres')
-            if op["run_as"]:
-                lines.append(f'SET ROLE "{op["run_as"]}";')
-            current = target
+            current, role = target, None
+        if op["run_as"] != role:
+            # A new database is set up as its owner on the control connection too (then RESET ROLE).
+            lines.append(f'SET ROLE "{op["run_as"]}";' if op["run_as"] else "RESET ROLE;")
+            role = op["run_as"]
         lines.append(statement)
     return "\n".join(lines) + "\n"
 
