@@ -147,16 +147,18 @@ class Cluster:
 
 def raw_script(plan: dict) -> str:
     """The plan's statements as one psql session: the DDL a DBA would run by hand."""
-    lines, current = [], None
+    lines, current, role = [], None, None
     verifier = scram_verifier("bench-password-not-secret-0123456789")
     for op in plan["operations"]:
         statement = op["statement"].replace(PLACEHOLDER, verifier)
         target = op["database"]
         if target != current:
             lines.append(f'\\c "{target}"' if target else '\\c postgres')
-            if op["run_as"]:
-                lines.append(f'SET ROLE "{op["run_as"]}";')
-            current = target
+            current, role = target, None
+        if op["run_as"] != role:
+            # A new database is set up as its owner on the control connection too (then RESET ROLE).
+            lines.append(f'SET ROLE "{op["run_as"]}";' if op["run_as"] else "RESET ROLE;")
+            role = op["run_as"]
         lines.append(statement)
     return "\n".join(lines) + "\n"
 
@@ -240,6 +242,29 @@ def grow(n_sizes, runs: int, binary: Path) -> list:
     return results
 
 
+def targets(results) -> str:
+    """Issue 11's speed targets, each against the figures above (met or not)."""
+    if not results:
+        return ""
+    first, last = results[0], results[-1]
+    mark = lambda ok: "met" if ok else "NOT met"
+    full_ratio = last["full"] / last["sequential"]
+    check_ratio = last["check"] / last["sequential"]
+    flat = last["add"] / first["add"]
+    lines = [
+        f"- full no-op plan at N={last['n']}: {last['full']:.2f} s, {full_ratio:.2f}× the sequential baseline "
+        f"(target ≤ 15 s and ≤ 0.2×: {mark(last['full'] <= 15 and full_ratio <= 0.2)})",
+        f"- check at N={last['n']}: {last['check']:.2f} s, {check_ratio:.2f}× the sequential baseline; default "
+        f"no-op plan {last['plan']:.2f} s (with the skip, idle: target ≤ 2 s: "
+        f"{mark(max(last['plan'], last['check']) <= 2)})",
+        f"- apply --tenant of one new tenant: {last['add']:.3f} s at N={last['n']} vs {first['add']:.3f} s at "
+        f"N={first['n']}: {flat:.2f}× (target ≤ 1.2×: {mark(flat <= 1.2)})",
+        "- backend CPU per tenant database, full plan: "
+        + ", ".join(f"{r['cpu'] * 1000:.1f} ms at N={r['n']}" for r in results),
+    ]
+    return "\n".join(lines)
+
+
 def fleet_section(results, args, machine: str) -> str:
     rows = "\n".join(
         f"| {r['n']} | {r['full']:.3f} | {r['plan']:.3f} | {r['check']:.3f} | {r['sequential']:.3f} "
@@ -258,6 +283,11 @@ to each size in turn; each figure is the median of {args.runs} runs at that size
 | tenants N | full no-op plan (s) | default no-op plan (s) | check (s) | sequential connect+query (s) | full plan / sequential | backend CPU per tenant database, full plan (ms) | control-role connection (ms) | apply --tenant, 1 new (s) | apply --tenant, same one again (s) | growing to N (s) |
 |---|---|---|---|---|---|---|---|---|---|---|
 {rows}
+
+Targets (issue 11):
+{targets(results)}
+
+Load average when the run ended: {" / ".join(f"{x:.2f}" for x in os.getloadavg())} (1 / 5 / 15 min).
 
 - *full no-op plan*: every tenant database inspected; *default no-op plan*: `pgtenant plan` (which may trust
   the last verification of databases whose statistics did not move); *check*: `pgtenant check --format json`.

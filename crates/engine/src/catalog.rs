@@ -14,13 +14,17 @@ use crate::observed::{
 };
 use crate::EngineError;
 
+/// The backends are counted with `pg_stat_get_backend_idset()`, the rows `pg_stat_activity` is made
+/// of, without its per-row check of whether the caller may see each backend's details: for a control
+/// role that is a member of every tenant role, that check walks all its 3N memberships (~40 ms at
+/// 1,000 tenants, on every run).
 const SERVER: &str = "
 SELECT current_user::text,
        pg_catalog.current_setting('server_version_num')::int4,
        r.rolsuper,
        pg_catalog.current_setting('max_connections')::int4,
        pg_catalog.current_setting('superuser_reserved_connections')::int4,
-       (SELECT count(*) FROM pg_catalog.pg_stat_activity)::int4
+       (SELECT count(*) FROM pg_catalog.pg_stat_get_backend_idset())::int4
   FROM pg_catalog.pg_roles r
  WHERE r.rolname = current_user";
 
@@ -208,6 +212,9 @@ pub struct ClusterCatalog {
 pub struct Only {
     pub roles: Vec<String>,
     pub databases: Vec<String>,
+    /// Whether one of those tenants declares an extension: only then are the server's available
+    /// extensions read (`pg_available_extensions` reads every control file on the server's disk).
+    pub extensions: bool,
 }
 
 /// The cluster-wide half: server facts, every role with its memberships, every database with its ACL.
@@ -253,7 +260,12 @@ pub async fn read_cluster_of(
         client.query(DATABASES, &by_database),
         client.query(DATABASE_ACLS, &by_database),
         client.query(SETTINGS, &settings_params),
-        client.query(AVAILABLE_EXTENSIONS, &[]),
+        async {
+            match only.is_none_or(|only| only.extensions) {
+                true => client.query(AVAILABLE_EXTENSIONS, &[]).await,
+                false => Ok(Vec::new()),
+            }
+        },
         client.query(ROLE_DEPENDENCIES, &dependency_params),
         client.query(STATISTICS, &by_database),
     )

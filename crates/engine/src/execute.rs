@@ -439,6 +439,27 @@ impl Worker {
         run_as: Option<&Ident>,
         ops: Vec<&Operation>,
     ) -> (usize, Option<OperationError>) {
+        let outcome = self.sql_segment_in(database, run_as, ops).await;
+        if let (None, Some(_)) = (database, run_as) {
+            // The control connection is kept for the next segments and tenants: back to the control
+            // role itself, or not kept at all.
+            let reset = match &self.control {
+                Some(control) => control.batch_execute("RESET ROLE").await.is_ok(),
+                None => true,
+            };
+            if !reset {
+                self.control = None;
+            }
+        }
+        outcome
+    }
+
+    async fn sql_segment_in(
+        &mut self,
+        database: Option<&Ident>,
+        run_as: Option<&Ident>,
+        ops: Vec<&Operation>,
+    ) -> (usize, Option<OperationError>) {
         let session = match database {
             None => self.control().await.map(|()| None),
             Some(db) => self.connector.connect(Some(db.as_str())).await.map(Some),

@@ -452,6 +452,7 @@ fn only(desired: &Desired, tenants: &BTreeSet<String>) -> Option<Only> {
     for id in tenants {
         let tenant = desired.tenants.iter().find(|t| &t.id == id)?;
         only.databases.push(tenant.database.as_str().to_string());
+        only.extensions |= !tenant.extensions.is_empty();
         for role in &tenant.roles {
             only.roles.push(role.name.as_str().to_string());
             only.roles.push(role.alternate.as_str().to_string());

@@ -301,17 +301,12 @@ pub fn declaration(tenant: &DesiredTenant) -> String {
 /// reads the catalog and then calls [`finish`]; the counters once the session has ended are the
 /// returned ones plus that one commit ([`expected_after_commit`]).
 pub async fn snapshot(client: &Client) -> Result<Option<DatabaseStats>, tokio_postgres::Error> {
-    // Its own statement, so the server is idle after it and flushes (forced) everything so far.
-    if let Err(error) = client
-        .simple_query("SELECT pg_catalog.pg_stat_force_next_flush()")
-        .await
-    {
-        tracing::debug!(%error, "statistics not flushed: the catalog read is not trusted later");
-        client.batch_execute("BEGIN").await?;
-        return Ok(None);
-    }
-    // BEGIN and the read go out together, the read as an unnamed statement: one round trip.
-    let (begun, rows) = futures::future::join(
+    // The flush is its own statement, so the server goes idle after it (ReadyForQuery) and flushes
+    // (forced) everything so far, before it reads BEGIN and the counters: the server does that for
+    // every statement it finishes outside a transaction, whether or not more input is waiting, so
+    // the three go out together (one round trip), the read as an unnamed statement.
+    let (flushed, begun, rows) = futures::future::join3(
+        client.simple_query("SELECT pg_catalog.pg_stat_force_next_flush()"),
         client.batch_execute("BEGIN"),
         client.query_typed(SNAPSHOT, &[]),
     )
@@ -325,6 +320,10 @@ pub async fn snapshot(client: &Client) -> Result<Option<DatabaseStats>, tokio_po
             return Ok(None);
         }
     };
+    if let Err(error) = flushed {
+        tracing::debug!(%error, "statistics not flushed: the catalog read is not trusted later");
+        return Ok(None);
+    }
     Ok(row.and_then(|row| {
         let counting: bool = row.get(7);
         counting.then(|| DatabaseStats {

@@ -8,6 +8,11 @@ impl TenantPlanner<'_> {
         let tenant = self.tenant;
         let owner = tenant.owner();
         let observed = self.observed.databases.get(tenant.database.as_str());
+        // A database this plan creates is set up on the control connection as its owner (SET ROLE):
+        // PostgreSQL checks the owner's rights there at once, where the control role's would walk its
+        // memberships of every tenant role for each statement; CREATE DATABASE has just walked them
+        // for the same check, so SET ROLE finds them cached.
+        let fresh = observed.is_none();
         let mut current = match observed {
             Some(db) => db.clone(),
             None => {
@@ -35,15 +40,15 @@ impl TenantPlanner<'_> {
             current.acl = transfer_owner(current.acl, &current.owner, owner.as_str());
         }
         if !current.allow_connections {
-            self.push_sql(
-                Phase::Database,
+            self.push_database_sql(
+                fresh,
                 sql::alter_database(&tenant.database, "ALLOW_CONNECTIONS true"),
                 "connections to the database were disabled; its roles must be able to connect",
             );
         }
         if current.connection_limit != tenant.connection_limit {
-            self.push_sql(
-                Phase::Database,
+            self.push_database_sql(
+                fresh,
                 sql::alter_database(
                     &tenant.database,
                     &format!("CONNECTION LIMIT {}", tenant.connection_limit),
@@ -55,8 +60,8 @@ impl TenantPlanner<'_> {
             );
         }
         if !current.settings.is_empty() {
-            self.push_sql(
-                Phase::Database,
+            self.push_database_sql(
+                fresh,
                 sql::reset_database_settings(&tenant.database),
                 format!(
                     "the database has session defaults ({}) that the spec does not declare: they apply to \
@@ -74,8 +79,8 @@ impl TenantPlanner<'_> {
                 (Some(_), Some(old)) if old.mode != marker.mode => "the deletion mode changed",
                 (Some(_), Some(_)) => "the database's pgtenant marker is out of date",
             };
-            self.push_sql(
-                Phase::Database,
+            self.push_database_sql(
+                fresh,
                 sql::comment_on_database(&tenant.database, &marker),
                 why,
             );
@@ -89,11 +94,11 @@ impl TenantPlanner<'_> {
         }
         for change in diff_acl(&acl, &wanted, true) {
             let (statement, why) = change.render(&object, "the database");
-            self.push_sql(Phase::Database, statement, why);
+            self.push_database_sql(fresh, statement, why);
         }
         if let (Some(control), false) = (self.control_role(), control_connects) {
-            self.push_sql(
-                Phase::Database,
+            self.push_database_sql(
+                fresh,
                 sql::grant_on(&BTreeSet::from(["CONNECT"]), &object, std::slice::from_ref(&control)),
                 format!(
                     "pgtenant's own: the control role `{control}` connects to the database directly \
@@ -102,6 +107,20 @@ impl TenantPlanner<'_> {
             );
         }
         observed.is_none()
+    }
+
+    /// A database-phase statement on the control connection, as the tenant's owner when `as_owner`.
+    fn push_database_sql(&mut self, as_owner: bool, sql: String, why: impl Into<String>) {
+        let run_as = as_owner.then(|| self.tenant.owner().clone());
+        self.push_at(
+            Phase::Database,
+            run_as,
+            Action::Sql {
+                sql,
+                transactional: true,
+            },
+            why,
+        );
     }
 
     /// `acl` without the control role's own `CONNECT` (pgtenant's, never drift), and whether it

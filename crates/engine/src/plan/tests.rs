@@ -189,13 +189,14 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
 fn render(plan: &Plan) -> String {
     let mut text = String::new();
     for op in &plan.operations {
-        let place = op.database.as_ref().map_or(String::new(), |d| {
-            let who = op
-                .run_as
-                .as_ref()
-                .map_or("the control role", |r| r.as_str());
-            format!(" in {d} as {who}")
-        });
+        let place = match (&op.database, &op.run_as) {
+            (Some(d), who) => format!(
+                " in {d} as {}",
+                who.as_ref().map_or("the control role", |r| r.as_str())
+            ),
+            (None, Some(who)) => format!(" as {who}"),
+            (None, None) => String::new(),
+        };
         let mark = if op.destructive { "DESTRUCTIVE " } else { "" };
         text.push_str(&format!(
             "{} [{}{place}] {mark}{}\n    -- {}\n",
@@ -219,6 +220,43 @@ fn new_tenant_on_an_empty_cluster() {
     let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
     let plan = plan(&desired, &empty_cluster(), &context());
     insta::assert_snapshot!(render(&plan));
+}
+
+/// A database the plan creates is set up on the control connection as its owner: the owner's
+/// rights are checked at once, where the control role's would walk its memberships of every
+/// tenant role (once per statement that changes the database). An existing one is repaired as
+/// the control role, which may need its own rights (ALTER … OWNER needs CREATEDB).
+#[test]
+fn a_new_database_is_set_up_as_its_owner_on_the_control_connection() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let owner = desired.tenants[0].owner().clone();
+    let created = plan(&desired, &empty_cluster(), &context());
+    let database: Vec<&Operation> = created
+        .operations
+        .iter()
+        .filter(|op| op.phase == Phase::Database)
+        .collect();
+    assert!(database[0].display().starts_with("CREATE DATABASE"));
+    assert_eq!(database[0].run_as, None, "CREATE DATABASE needs CREATEDB");
+    assert!(database.len() > 1);
+    for op in &database[1..] {
+        assert_eq!(op.database, None, "{}", op.display());
+        assert_eq!(op.run_as.as_ref(), Some(&owner), "{}", op.display());
+    }
+
+    let mut observed = empty_cluster();
+    converge(&mut observed, &desired.tenants[0]);
+    let db = observed.databases.get_mut("idp-dev-my-db").unwrap();
+    db.connection_limit = 3;
+    db.comment = None;
+    let repair = plan(&desired, &observed, &context());
+    let database: Vec<&Operation> = repair
+        .operations
+        .iter()
+        .filter(|op| op.phase == Phase::Database)
+        .collect();
+    assert_eq!(database.len(), 2, "{}", render(&repair));
+    assert!(database.iter().all(|op| op.run_as.is_none()));
 }
 
 #[test]
