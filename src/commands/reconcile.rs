@@ -323,6 +323,8 @@ pub fn ha_policy(
         pgtenant_engine::failover::HaPolicy {
             patroni,
             timeout: timeout.unwrap_or(pgtenant_config::ClusterConfig::DEFAULT_FAILOVER_TIMEOUT),
+            // The pooler follows the primary once `Pooler::follow_primary` (branch p13) is merged.
+            follower: None,
         }
     })
 }

@@ -40,6 +40,35 @@ pub struct HaPolicy {
     /// How long to wait for a new primary after losing one (at least Patroni's ttl +
     /// retry_timeout).
     pub timeout: Duration,
+    /// Told the primary at the start of each run and after each failover (the cluster's
+    /// pooler, whose entries must point at the primary); None: nothing follows it.
+    pub follower: Option<Arc<dyn FollowPrimary>>,
+}
+
+/// What must point at the current primary, such as the pooler (`Pooler::follow_primary`).
+/// Called with the primary's address at the start of each run and after each failover; returns
+/// whether anything changed. A failure is logged: it does not stop the run.
+#[async_trait::async_trait]
+pub trait FollowPrimary: Send + Sync {
+    async fn follow_primary(&self, host: &str, port: u16) -> Result<bool, String>;
+}
+
+impl std::fmt::Debug for dyn FollowPrimary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FollowPrimary")
+    }
+}
+
+/// Tells `policy`'s follower where the primary is now.
+async fn follow(policy: &HaPolicy, primary: &Primary) {
+    let (Some(follower), Some((host, port))) = (&policy.follower, &primary.address) else {
+        return;
+    };
+    match follower.follow_primary(host, *port).await {
+        Ok(true) => tracing::info!(host, port, "the pooler follows the new primary"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, host, port, "the pooler could not follow the primary"),
+    }
 }
 
 /// One failover the run survived.
@@ -81,6 +110,8 @@ impl From<Applied> for Survived {
 #[derive(Clone)]
 struct Primary {
     name: String,
+    /// The address the server reported (None: it did not say, a Unix socket).
+    address: Option<(String, u16)>,
     connector: Arc<Connector>,
 }
 
@@ -98,9 +129,11 @@ pub async fn apply(
         Some(primary) => primary,
         None => Primary {
             name: described(&base),
+            address: None,
             connector: base.clone(),
         },
     };
+    follow(policy, &current).await;
     let mut failovers = Vec::new();
     let mut earlier: Vec<TenantOutcome> = Vec::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
@@ -185,6 +218,7 @@ pub async fn apply(
             cause,
         });
         current = next;
+        follow(policy, &current).await;
     }
 }
 
@@ -325,23 +359,28 @@ async fn rediscover(
 /// The primary now: Patroni's leader when `patroni` lists members (proven by a session that can
 /// write), else whichever host of the admin URL takes writes. None: no primary answers.
 async fn discover(base: &Arc<Connector>, patroni: &[String]) -> Option<Primary> {
-    if !patroni.is_empty() {
+    let connector = if patroni.is_empty() {
+        // Each attempt goes through the admin URL again: with several hosts and
+        // target_session_attrs=read-write it finds the writer, and a later failover the same way.
+        base.clone()
+    } else {
         let (host, port) = patroni_leader(patroni).await?;
-        let connector = Arc::new(Connector::from(base.at(&host, port)));
-        let name = writer(&connector).await?;
-        return Some(Primary { name, connector });
-    }
-    // Each attempt goes through the admin URL again: with several hosts and
-    // target_session_attrs=read-write it finds the writer, and a later failover the same way.
-    let name = writer(base).await?;
+        Arc::new(Connector::from(base.at(&host, port)))
+    };
+    let address = writer(&connector).await?;
     Some(Primary {
-        name,
-        connector: base.clone(),
+        name: match &address {
+            Some((host, port)) => host_port(host, *port),
+            None => described(&connector),
+        },
+        address,
+        connector,
     })
 }
 
-/// `HOST:PORT` of the server `connector` reaches when it takes writes.
-async fn writer(connector: &Connector) -> Option<String> {
+/// The address of the server `connector` reaches, when it takes writes (inner None: it did not
+/// say where it is).
+async fn writer(connector: &Connector) -> Option<Option<(String, u16)>> {
     let attempt = async {
         let client = connector.connect(None).await.ok()?;
         let row = client
@@ -354,13 +393,7 @@ async fn writer(connector: &Connector) -> Option<String> {
             .await
             .ok()?;
         let (writes, host, port): (bool, String, i32) = (row.get(0), row.get(1), row.get(2));
-        writes.then(|| {
-            if host.is_empty() {
-                described(connector)
-            } else {
-                host_port(&host, port as u16)
-            }
-        })
+        writes.then(|| (!host.is_empty()).then_some((host, port as u16)))
     };
     tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
