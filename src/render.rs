@@ -246,7 +246,15 @@ fn notices(notices: &[Notice]) {
     }
 }
 
-pub fn apply(plan: &Plan, outcome: &ApplyOutcome, repo: &LoadedRepo, format: Format) -> Result<()> {
+/// What `apply` did, with the failovers of an HA cluster it survived (JSON `failovers`, one text
+/// line each).
+pub fn apply_survived(
+    plan: &Plan,
+    outcome: &ApplyOutcome,
+    failovers: &[pgtenant_engine::failover::Failover],
+    repo: &LoadedRepo,
+    format: Format,
+) -> Result<()> {
     let failed = outcome.failed().count();
     if format == Format::Json {
         let operations: Vec<OperationView> =
@@ -259,7 +267,17 @@ pub fn apply(plan: &Plan, outcome: &ApplyOutcome, repo: &LoadedRepo, format: For
             "operations": operations,
             "notices": plan.notices,
             "diagnostics": diagnostics_json(&repo.diagnostics),
+            "failovers": failovers,
         }));
+    }
+    for failover in failovers {
+        outln!(
+            "failover: the primary moved from {} to {} at {} (waited {} ms); planned again from the catalog",
+            failover.from,
+            failover.to,
+            failover.at,
+            failover.waited_ms
+        );
     }
     for tenant in &outcome.tenants {
         match &tenant.error {

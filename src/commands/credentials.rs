@@ -369,6 +369,7 @@ pub fn connection_options(context: &Context, sslmode: SslModeArg) -> Result<Conn
         return Ok(ConnectionOptions {
             sslmode,
             sslrootcert: None,
+            hosts: crate::commands::reconcile::ha_hosts(context),
         });
     }
     let ca = context.ca_file()?.with_context(|| {
@@ -388,6 +389,7 @@ pub fn connection_options(context: &Context, sslmode: SslModeArg) -> Result<Conn
     Ok(ConnectionOptions {
         sslmode,
         sslrootcert: Some(ca),
+        hosts: crate::commands::reconcile::ha_hosts(context),
     })
 }
 

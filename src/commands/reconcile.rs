@@ -265,18 +265,38 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     let reconciler = args.common.reconciler(context)?;
     let format = args.common.format;
     let mut progress = None;
-    let applied = runtime()?.block_on(reconciler.apply(&desired, &request, |plan| {
-        progress
-            .insert(render::ApplyProgress::new(plan, Some(format)))
-            .callback()
-    }));
+    let policy = ha_policy(context, &reconciler);
+    let survived = runtime()?.block_on(async {
+        let mut progress_of = |plan: &pgtenant_engine::plan::Plan| {
+            progress
+                .insert(render::ApplyProgress::new(plan, Some(format)))
+                .callback()
+        };
+        match &policy {
+            Some(policy) => {
+                pgtenant_engine::failover::apply(
+                    &reconciler,
+                    policy,
+                    &desired,
+                    &request,
+                    progress_of,
+                )
+                .await
+            }
+            None => reconciler
+                .apply(&desired, &request, &mut progress_of)
+                .await
+                .map(pgtenant_engine::failover::Survived::from),
+        }
+    });
     if let Some(progress) = progress {
         progress.finish();
     }
-    let applied = applied?;
+    let survived = survived?;
+    let applied = survived.applied;
     notes(&applied.outcome);
     let (plan, outcome) = (&applied.plan, &applied.outcome);
-    render::apply(plan, outcome, &repo, format)?;
+    render::apply_survived(plan, outcome, &survived.failovers, &repo, format)?;
     Ok(
         if repo.has_errors() || outcome.failed().next().is_some() || plan.has_unresolved() {
             EXIT_ERROR
@@ -284,6 +304,51 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
             EXIT_OK
         },
     )
+}
+
+/// How `apply` survives a failover of an HA cluster (`clusters[].patroni`, `failoverTimeout`, or a
+/// multi-host admin URL with `target_session_attrs=read-write`); None: not an HA cluster, a lost
+/// connection fails the run as before.
+pub fn ha_policy(
+    context: &Context,
+    reconciler: &Reconciler,
+) -> Option<pgtenant_engine::failover::HaPolicy> {
+    let cluster = context
+        .config()
+        .and_then(|config| config.cluster(context.cluster_name()));
+    let patroni = cluster.map(|c| c.patroni.clone()).unwrap_or_default();
+    let timeout = cluster.and_then(|c| c.failover_timeout);
+    let multi_host = reconciler.connector.hosts().len() > 1 && reconciler.connector.wants_primary();
+    (!patroni.is_empty() || timeout.is_some() || multi_host).then(|| {
+        pgtenant_engine::failover::HaPolicy {
+            patroni,
+            timeout: timeout.unwrap_or(pgtenant_config::ClusterConfig::DEFAULT_FAILOVER_TIMEOUT),
+            // The pooler follows the primary once `Pooler::follow_primary` (branch p13) is merged.
+            follower: None,
+        }
+    })
+}
+
+/// The members credentials name for an HA cluster: the admin URL's hosts when it names several
+/// and asks for the primary (`target_session_attrs=read-write`), and no `endpoint` is configured
+/// (one endpoint, a proxy or a virtual IP, is then what applications use). Empty otherwise.
+pub fn ha_hosts(context: &Context) -> Vec<(String, u16)> {
+    let configured_endpoint = context
+        .config()
+        .and_then(|config| config.cluster(context.cluster_name()))
+        .is_some_and(|cluster| cluster.endpoint.is_some());
+    let Some(connector) = context
+        .admin_url()
+        .filter(|_| !configured_endpoint)
+        .and_then(|url| pgtenant_pg::Connector::from_url(url).ok())
+    else {
+        return Vec::new();
+    };
+    if connector.hosts().len() > 1 && connector.wants_primary() {
+        connector.hosts()
+    } else {
+        Vec::new()
+    }
 }
 
 /// What the run did besides statements (settled password changes, final backups), on stderr.

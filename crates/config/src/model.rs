@@ -74,8 +74,21 @@ pub struct ClusterConfig {
     pub labels: BTreeMap<String, String>,
     /// `pooler:`, the cluster's pgbouncer; None: no pooler (credentials carry no pooled endpoint).
     pub pooler: Option<PoolerConfig>,
+    /// `patroni:`, the REST API base URLs (`http://10.0.0.1:8008`) of a Patroni cluster's
+    /// members: the writer is the member whose `/primary` answers 200. Empty: not a Patroni
+    /// cluster (a multi-host admin URL with `target_session_attrs=read-write` still finds it).
+    pub patroni: Vec<String>,
+    /// `failoverTimeout:`, how long a run waits for a new primary after losing the one it
+    /// wrote to; None: [`ClusterConfig::DEFAULT_FAILOVER_TIMEOUT`] for an HA cluster.
+    pub failover_timeout: Option<Duration>,
     /// Where the item starts.
     pub location: SourceLocation,
+}
+
+impl ClusterConfig {
+    /// At least Patroni's `ttl` + `retry_timeout` with its defaults (30 s + 10 s), with room for
+    /// the promotion itself.
+    pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 /// `pooling:`: the pool mode and size of tenant databases that do not set their own.

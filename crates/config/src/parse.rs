@@ -45,7 +45,18 @@ pub(crate) const ENDPOINT: &str = "endpoint";
 pub(crate) const CA_FILE: &str = "caFile";
 pub(crate) const LABELS: &str = "labels";
 pub(crate) const POOLER: &str = "pooler";
-pub(crate) const CLUSTER_FIELDS: [&str; 6] = [NAME, ADMIN_URL, ENDPOINT, CA_FILE, LABELS, POOLER];
+pub(crate) const PATRONI: &str = "patroni";
+pub(crate) const FAILOVER_TIMEOUT: &str = "failoverTimeout";
+pub(crate) const CLUSTER_FIELDS: [&str; 8] = [
+    NAME,
+    ADMIN_URL,
+    ENDPOINT,
+    CA_FILE,
+    LABELS,
+    POOLER,
+    PATRONI,
+    FAILOVER_TIMEOUT,
+];
 
 pub(crate) const MODE: &str = "mode";
 pub(crate) const SIZE: &str = "size";
@@ -392,6 +403,8 @@ impl Parser<'_> {
         let mut ca_file = None;
         let mut labels = BTreeMap::new();
         let mut pooler = None;
+        let mut patroni = Vec::new();
+        let mut failover_timeout = None;
         let mut complete = true;
         for (key, _, value) in &entries {
             let field = format!("{path}.{key}");
@@ -420,6 +433,15 @@ impl Parser<'_> {
                     pooler = self.pooler(value, &field);
                     complete &= pooler.is_some();
                 }
+                PATRONI => {
+                    let urls = self.patroni(value, &field);
+                    complete &= urls.is_some();
+                    patroni = urls.unwrap_or_default();
+                }
+                FAILOVER_TIMEOUT => {
+                    failover_timeout = self.interval(value, &field, "60s");
+                    complete &= failover_timeout.is_some();
+                }
                 _ => unreachable!("only known keys are returned"),
             }
         }
@@ -446,8 +468,66 @@ impl Parser<'_> {
             ca_file,
             labels,
             pooler,
+            patroni,
+            failover_timeout,
             location: name_location,
         })
+    }
+
+    /// `patroni:`, a list of the members' REST API base URLs (`http://HOST:PORT`).
+    fn patroni(&mut self, value: &MarkedYaml, field: &str) -> Option<Vec<String>> {
+        let example = "patroni: [http://10.0.0.1:8008, http://10.0.0.2:8008]";
+        let YamlData::Sequence(items) = &value.data else {
+            self.error(
+                value,
+                field,
+                format!(
+                    "expected a list of Patroni REST API URLs, found {}",
+                    describe(value)
+                ),
+                format!("e.g. `{example}`"),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.error(
+                value,
+                field,
+                "`patroni` lists no member".to_owned(),
+                format!("list every member's REST API, e.g. `{example}`; or remove `patroni`"),
+            );
+            return None;
+        }
+        let mut urls = Vec::new();
+        let mut valid = true;
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let Some(text) = self.text(item, &at, "a Patroni REST API URL") else {
+                valid = false;
+                continue;
+            };
+            let text = text.trim().trim_end_matches('/');
+            let address = text.strip_prefix("http://").unwrap_or_default();
+            if address.contains('/') || HostPort::parse(address).is_none() {
+                let hint = if text.starts_with("https://") {
+                    "pgtenant reaches Patroni's REST API over plain http (on a private network); \
+                     write `http://HOST:PORT`"
+                        .to_owned()
+                } else {
+                    format!("write `http://HOST:PORT`, e.g. `{example}`")
+                };
+                self.error(
+                    item,
+                    &at,
+                    format!("`{}` is not a Patroni REST API URL", shown(text)),
+                    hint,
+                );
+                valid = false;
+                continue;
+            }
+            urls.push(text.to_owned());
+        }
+        valid.then_some(urls)
     }
 
     fn cluster_name(&mut self, value: &MarkedYaml, field: &str) -> Option<String> {

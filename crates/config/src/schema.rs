@@ -14,10 +14,10 @@ use pgtenant_spec::{PoolMode, Pooling};
 use crate::model::{PoolerAuth, PoolerRun, PoolingDefaults, StoreKind};
 use crate::parse::{
     ADMIN_URL, AUTH, BACKUPS, BACKUP_FIELDS, BRANCH, CA_FILE, CERT_FILE, CLUSTERS, CONFIG_DIR,
-    DRIFT_INTERVAL, ENDPOINT, ENDPOINT_URL, ENVIRONMENT, GIT, KEY_FILE, KMS_KEY_ID, LABELS, LISTEN,
-    MODE, NAME, POLL_INTERVAL, POOLER, POOLING, PREFIX, REGION, REMOTE, REPO, RETENTION,
-    ROTATE_EVERY, RUN, SERVE, SIZE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE,
-    WEBHOOK_SECRET_FILE,
+    DRIFT_INTERVAL, ENDPOINT, ENDPOINT_URL, ENVIRONMENT, FAILOVER_TIMEOUT, GIT, KEY_FILE,
+    KMS_KEY_ID, LABELS, LISTEN, MODE, NAME, PATRONI, POLL_INTERVAL, POOLER, POOLING, PREFIX,
+    REGION, REMOTE, REPO, RETENTION, ROTATE_EVERY, RUN, SERVE, SIZE, STORE, SUPERUSER_EXTENSIONS,
+    TLS, TOKEN_FILE, TYPE, WEBHOOK_SECRET_FILE,
 };
 
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
@@ -167,6 +167,17 @@ impl JsonSchema for ConfigFile {
                                 "additionalProperties": { "type": "string" },
                             },
                             POOLER: pooler,
+                            PATRONI: {
+                                "description": "The REST API base URLs of a Patroni cluster's members (`http://HOST:PORT`): pgtenant writes to the member whose `/primary` answers 200, and follows a failover to the new one.",
+                                "type": "array",
+                                "minItems": 1,
+                                "items": { "type": "string", "pattern": r"^http://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}/?$" },
+                            },
+                            FAILOVER_TIMEOUT: {
+                                "description": "How long a run waits for a new primary after losing the one it wrote to (at least Patroni's ttl + retry_timeout) [default: 60s on an HA cluster].",
+                                "type": "string",
+                                "pattern": DURATION_PATTERN,
+                            },
                         },
                     },
                 },

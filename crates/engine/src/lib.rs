@@ -9,6 +9,7 @@ pub mod connect;
 pub mod control;
 pub mod desired;
 pub mod execute;
+pub mod failover;
 pub mod ident;
 pub mod inventory;
 pub mod observed;

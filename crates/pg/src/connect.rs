@@ -110,6 +110,78 @@ impl Connector {
         connector
     }
 
+    /// The same role, database and settings reaching only `host:port`: the primary a Patroni
+    /// REST API named, out of a multi-host admin URL (or instead of the one host it names).
+    pub fn at(&self, host: &str, port: u16) -> Self {
+        let from = &self.config;
+        let mut config = tokio_postgres::Config::new();
+        config.host(host).port(port);
+        if let Some(user) = from.get_user() {
+            config.user(user);
+        }
+        if let Some(password) = from.get_password() {
+            config.password(password);
+        }
+        if let Some(dbname) = from.get_dbname() {
+            config.dbname(dbname);
+        }
+        if let Some(options) = from.get_options() {
+            config.options(options);
+        }
+        if let Some(name) = from.get_application_name() {
+            config.application_name(name);
+        }
+        if let Some(timeout) = from.get_connect_timeout() {
+            config.connect_timeout(*timeout);
+        }
+        if let Some(timeout) = from.get_tcp_user_timeout() {
+            config.tcp_user_timeout(*timeout);
+        }
+        config
+            .ssl_mode(from.get_ssl_mode())
+            .ssl_negotiation(from.get_ssl_negotiation())
+            .keepalives(from.get_keepalives())
+            .keepalives_idle(from.get_keepalives_idle())
+            .target_session_attrs(from.get_target_session_attrs())
+            .channel_binding(from.get_channel_binding());
+        if let Some(interval) = from.get_keepalives_interval() {
+            config.keepalives_interval(interval);
+        }
+        if let Some(retries) = from.get_keepalives_retries() {
+            config.keepalives_retries(retries);
+        }
+        Connector {
+            config,
+            ..self.clone()
+        }
+    }
+
+    /// Every host and port connections try, in order (several for a multi-host URL).
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        use tokio_postgres::config::Host;
+        let ports = self.config.get_ports();
+        self.config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    Host::Tcp(host) => host.clone(),
+                    #[cfg(unix)]
+                    Host::Unix(path) => path.display().to_string(),
+                };
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                (host, port)
+            })
+            .collect()
+    }
+
+    /// Whether connections insist on a server that takes writes (`target_session_attrs=read-write`).
+    pub fn wants_primary(&self) -> bool {
+        self.config.get_target_session_attrs()
+            == tokio_postgres::config::TargetSessionAttrs::ReadWrite
+    }
+
     /// Host and port of the admin URL: the default endpoint written into credentials.
     pub fn endpoint(&self) -> (String, u16) {
         conninfo::endpoint(&self.config)

@@ -33,6 +33,11 @@ pub struct ConnectionOptions {
     /// connection strings as given, so it should be absolute, and it must
     /// exist where the client runs.
     pub sslrootcert: Option<PathBuf>,
+    /// Every member of a highly available cluster (HOST, PORT), in order; empty: not an HA
+    /// cluster. With members, the URI and JDBC forms name them all and ask for the primary
+    /// (`target_session_attrs=read-write`, `targetServerType=primary`), so applications follow a
+    /// failover; `endpoint` and `port` keep the one address they held.
+    pub hosts: Vec<(String, u16)>,
 }
 
 /// Whose credential it is, in the repo's terms: names the Kubernetes objects
@@ -178,13 +183,34 @@ impl Export<'_> {
     /// `postgresql://user:password@host:port/dbname?sslmode=…[&sslrootcert=…]`,
     /// what libpq (`psql "$URI"`) and most drivers accept.
     pub fn uri(&self) -> String {
-        self.uri_at(&self.credential.endpoint, self.credential.port)
+        match self.members() {
+            Some(hosts) => format!(
+                "{}&target_session_attrs=read-write",
+                self.uri_at_hosts(&hosts)
+            ),
+            None => self.uri_at(&self.credential.endpoint, self.credential.port),
+        }
+    }
+
+    /// The members of an HA cluster as `h1:p1,h2:p2`; None for one server.
+    fn members(&self) -> Option<String> {
+        (!self.options.hosts.is_empty()).then(|| {
+            self.options
+                .hosts
+                .iter()
+                .map(|(host, port)| Self::host_port(host, *port))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
     }
 
     /// `jdbc:postgresql://host:port/dbname?user=…&password=…&sslmode=…`, for
     /// PgJDBC (whose default `LibPQFactory` reads `sslrootcert`).
     pub fn jdbc(&self) -> String {
-        self.jdbc_at(&self.credential.endpoint, self.credential.port)
+        match self.members() {
+            Some(hosts) => format!("{}&targetServerType=primary", self.jdbc_at_hosts(&hosts)),
+            None => self.jdbc_at(&self.credential.endpoint, self.credential.port),
+        }
     }
 
     /// [`Self::uri`] through the pooler; None when the credential is not pooled. The pooler's
@@ -201,22 +227,30 @@ impl Export<'_> {
     }
 
     fn uri_at(&self, host: &str, port: u16) -> String {
+        self.uri_at_hosts(&Self::host_port(host, port))
+    }
+
+    fn uri_at_hosts(&self, hosts: &str) -> String {
         let c = self.credential;
         format!(
             "postgresql://{}:{}@{}/{}?{}",
             percent_encode(&c.username, b""),
             percent_encode(&c.password, b""),
-            Self::host_port(host, port),
+            hosts,
             percent_encode(&c.dbname, b""),
             self.query()
         )
     }
 
     fn jdbc_at(&self, host: &str, port: u16) -> String {
+        self.jdbc_at_hosts(&Self::host_port(host, port))
+    }
+
+    fn jdbc_at_hosts(&self, hosts: &str) -> String {
         let c = self.credential;
         format!(
             "jdbc:postgresql://{}/{}?user={}&password={}&{}",
-            Self::host_port(host, port),
+            hosts,
             percent_encode(&c.dbname, b""),
             percent_encode(&c.username, b""),
             percent_encode(&c.password, b""),
@@ -474,6 +508,7 @@ mod tests {
         ConnectionOptions {
             sslmode: SslMode::VerifyFull,
             sslrootcert: Some(PathBuf::from("/var/lib/pgtenant/cluster/ca.crt")),
+            hosts: Vec::new(),
         }
     }
 
@@ -505,11 +540,42 @@ mod tests {
     }
 
     #[test]
+    fn an_ha_clusters_uri_and_jdbc_name_every_member_and_ask_for_the_primary() {
+        let c = credential("Abc123");
+        let options = ConnectionOptions {
+            hosts: vec![("10.0.0.1".into(), 5432), ("::1".into(), 5433)],
+            ..ConnectionOptions::default()
+        };
+        let e = export(&c, &options);
+        assert_eq!(
+            e.uri(),
+            "postgresql://idp-dev-my-db-write:Abc123@10.0.0.1:5432,[::1]:5433/idp-dev-my-db\
+             ?sslmode=require&target_session_attrs=read-write"
+        );
+        assert_eq!(
+            e.jdbc(),
+            "jdbc:postgresql://10.0.0.1:5432,[::1]:5433/idp-dev-my-db?user=idp-dev-my-db-write\
+             &password=Abc123&sslmode=require&targetServerType=primary"
+        );
+        // The host and port keys keep the one address (the primary or the configured endpoint).
+        let json = e.json();
+        assert_eq!(
+            (json["endpoint"].as_str(), json["port"].as_u64()),
+            (Some("db.internal"), Some(5432))
+        );
+        assert!(
+            e.env().contains("DATABASE_URL=")
+                && e.env().contains("target_session_attrs=read-write")
+        );
+    }
+
+    #[test]
     fn uri_with_verify_full_names_the_ca() {
         let c = credential("Abc123");
         let options = ConnectionOptions {
             sslmode: SslMode::VerifyFull,
             sslrootcert: Some(PathBuf::from("/tmp/my state/ca&1.crt")),
+            ..ConnectionOptions::default()
         };
         assert_eq!(
             export(&c, &options).uri(),

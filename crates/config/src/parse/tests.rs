@@ -496,3 +496,50 @@ fn pooling_and_pooler_problems_are_located() {
         assert_eq!(only_problem(&text), expected, "{text}");
     }
 }
+
+#[test]
+fn an_ha_clusters_patroni_members_and_failover_timeout() {
+    let ha = config(
+        "clusters:\n  - name: main\n    adminUrl: env:A\n    patroni: [http://10.0.0.1:8008, \"http://10.0.0.2:8008/\"]\n    failoverTimeout: 90s\n",
+    );
+    let main = ha.cluster("main").unwrap();
+    assert_eq!(
+        main.patroni,
+        ["http://10.0.0.1:8008", "http://10.0.0.2:8008"]
+    );
+    assert_eq!(main.failover_timeout, Some(Duration::from_secs(90)));
+    let plain = config("clusters:\n  - name: main\n    adminUrl: env:A\n");
+    assert!(plain.clusters[0].patroni.is_empty());
+    assert_eq!(plain.clusters[0].failover_timeout, None);
+}
+
+#[test]
+fn patroni_and_failover_timeout_problems_are_located() {
+    let cluster =
+        |line: &str| format!("clusters:\n  - name: main\n    adminUrl: env:A\n    {line}\n");
+    for (line, expected) in [
+        (
+            "patroni: http://10.0.0.1:8008",
+            "error: /etc/pgtenant/pgtenant.yaml:4:14: clusters[0].patroni: expected a list of Patroni REST API URLs, found the string `http://10.0.0.1:8008`",
+        ),
+        (
+            "patroni: []",
+            "error: /etc/pgtenant/pgtenant.yaml:4:14: clusters[0].patroni: `patroni` lists no member",
+        ),
+        (
+            "patroni: [https://10.0.0.1:8008]",
+            "error: /etc/pgtenant/pgtenant.yaml:4:15: clusters[0].patroni[0]: `https://10.0.0.1:8008` is not a Patroni REST API URL\n  help: pgtenant reaches Patroni's REST API over plain http (on a private network); write `http://HOST:PORT`",
+        ),
+        (
+            "patroni: [10.0.0.1]",
+            "error: /etc/pgtenant/pgtenant.yaml:4:15: clusters[0].patroni[0]: `10.0.0.1` is not a Patroni REST API URL",
+        ),
+        (
+            "failoverTimeout: 60",
+            "error: /etc/pgtenant/pgtenant.yaml:4:22: clusters[0].failoverTimeout: `60` has no unit",
+        ),
+    ] {
+        let problem = only_problem(&cluster(line));
+        assert!(problem.starts_with(expected), "{line}:\n{problem}");
+    }
+}
