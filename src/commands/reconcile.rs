@@ -323,8 +323,10 @@ pub fn ha_policy(
         pgtenant_engine::failover::HaPolicy {
             patroni,
             timeout: timeout.unwrap_or(pgtenant_config::ClusterConfig::DEFAULT_FAILOVER_TIMEOUT),
-            // The pooler follows the primary once `Pooler::follow_primary` (branch p13) is merged.
-            follower: None,
+            follower: crate::commands::cluster::pooler_of(context)
+                .ok()
+                .flatten()
+                .map(|p| p as Arc<dyn pgtenant_engine::failover::FollowPrimary>),
         }
     })
 }

@@ -343,6 +343,10 @@ impl Pooler {
         store: &dyn CredentialStore,
         scope: &SyncScope,
     ) -> Result<Vec<String>, PoolerError> {
+        // Another process (or another Pooler of this process: the failover policy's) may have
+        // followed a new primary since this one was made: the state file says where entries point.
+        *self.followed.write().expect("not poisoned") =
+            followed(self.dir(), &self.server_host, self.server_port)?;
         let entries: Vec<Entry> = desired
             .tenants
             .iter()
@@ -633,6 +637,16 @@ impl pgtenant_engine::PoolerSync for Pooler {
                 .await
                 .map_err(|e| pgtenant_engine::error_chain(&e)),
         )
+    }
+}
+
+/// After a failover, every pool's next server connection goes to the new primary.
+#[async_trait::async_trait]
+impl pgtenant_engine::failover::FollowPrimary for Pooler {
+    async fn follow_primary(&self, host: &str, port: u16) -> Result<bool, String> {
+        Pooler::follow_primary(self, host, port)
+            .await
+            .map_err(|e| pgtenant_engine::error_chain(&e))
     }
 }
 
