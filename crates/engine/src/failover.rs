@@ -27,7 +27,7 @@ use tokio_postgres::error::SqlState;
 use crate::connect::Connector;
 use crate::desired::Desired;
 use crate::execute::{ApplyOutcome, OperationError, Progress, TenantOutcome};
-use crate::ident::{quote_literal, Ident};
+use crate::ident::Ident;
 use crate::plan::Plan;
 use crate::reconcile::{Applied, ReconcileError, Reconciler, Request};
 
@@ -508,7 +508,7 @@ async fn restore_lost_passwords(
             Err(message) => {
                 if let Some(t) = outcome.tenants.iter_mut().find(|t| t.tenant == tenant) {
                     t.error.get_or_insert(OperationError {
-                        statement: format!("ALTER ROLE {} PASSWORD …", role.quote()),
+                        statement: crate::sql::set_password(&role),
                         message,
                         sqlstate: None,
                         detail: None,
@@ -555,11 +555,7 @@ async fn restore_login(
         .await
         .map_err(|e| crate::error_chain(&e))?;
     control
-        .batch_execute(&format!(
-            "ALTER ROLE {} PASSWORD {}",
-            role.quote(),
-            quote_literal(&verifier)
-        ))
+        .batch_execute(&crate::sql::set_password_to(role, &verifier))
         .await
         .map_err(|e| crate::error_chain(&e))?;
     Ok(true)

@@ -68,6 +68,12 @@ pub fn set_password(role: &Ident) -> String {
     )
 }
 
+/// [`set_password`] with the verifier itself, for a statement sent at once rather than shown in
+/// a plan (a password set again after a failover, a pooler's re-set).
+pub fn set_password_to(role: &Ident, verifier: &str) -> String {
+    set_password(role).replace(PASSWORD_PLACEHOLDER, &quote_literal(verifier))
+}
+
 pub fn comment_on_role(role: &Ident, marker: &Marker) -> String {
     format!(
         "COMMENT ON ROLE {} IS {}",

@@ -514,10 +514,9 @@ impl Pooler {
             keep.extend(rows.iter().map(|row| row.get::<_, String>(0)));
             for (login, verifier, digest) in &to_set {
                 control
-                    .batch_execute(&format!(
-                        "ALTER ROLE {} WITH PASSWORD {}",
-                        Ident::new(login.as_str()).quote(),
-                        pgtenant_pg::quote_literal(verifier)
+                    .batch_execute(&pgtenant_engine::sql::set_password_to(
+                        &Ident::new(login.as_str()),
+                        verifier,
                     ))
                     .await
                     .map_err(|e| engine(&e))?;
