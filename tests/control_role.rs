@@ -78,9 +78,9 @@ async fn the_control_role_connects_to_tenant_databases_directly() {
     assert_eq!(env.plan().code, 0);
 }
 
-/// A new database is set up on the control connection as its owner (SET ROLE, then RESET ROLE):
-/// the owner's rights are checked at once, where the control role's would walk its memberships of
-/// every tenant role. A worker keeps its control connection for its next tenants: more new
+/// A new database is set up on the control connection as its owner (in a transaction that borrows
+/// the owner and SETs LOCAL ROLE to it): the owner's rights are checked at once. A worker keeps its
+/// control connection for its next tenants: more new
 /// tenants than workers (at most twice the cores) prove it is the control role again each time
 /// (a tenant owner may not create roles), and the result is what it was: owned by the owner, its
 /// grants made by the owner, the control role's own CONNECT.
@@ -114,4 +114,121 @@ async fn new_databases_are_set_up_as_their_owners_and_the_control_connection_is_
     }
     let plan = env.plan();
     assert_eq!(plan.code, 0, "{}", plan.stdout);
+}
+
+/// Every role the control role is a member of (pg_auth_members, any grantor or option).
+async fn control_memberships(env: &Env) -> Vec<String> {
+    env.superuser(None)
+        .await
+        .query_one(
+            "SELECT ARRAY(SELECT pg_get_userbyid(m.roleid)::text FROM pg_auth_members m
+                           WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1)
+                           ORDER BY 1)",
+            &[&CONTROL_ROLE],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The control role holds no standing membership in any tenant role: it borrows a role inside
+/// the transaction that needs it (GRANT after BEGIN, REVOKE before COMMIT). After an apply of
+/// several tenants (three presets' worth of roles, a declared schema) it is a member of nothing,
+/// and a second plan is clean. Memberships an earlier version left behind are revoked once, as
+/// pgtenant's own, and then never planned again.
+#[tokio::test]
+async fn after_apply_the_control_role_is_a_member_of_no_tenant_role_and_a_second_plan_is_clean() {
+    let env = Env::new();
+    env.declare("idp-dev", "many", &[("a", "standard"), ("b", "protected")]);
+    env.write(
+        "shop/cart/values.yaml",
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: cart\n    mode: standard\n    schemas: [orders]\n  \
+         - name: checkout\n    mode: standard\n    preset: app-migrator\n    extensions: [pgcrypto]\n",
+    );
+    let applied = env.run(&["apply", "--format", "json"]);
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert_eq!(control_memberships(&env).await, Vec::<String>::new());
+    let plan = env.plan();
+    assert_eq!(plan.code, 0, "{}", plan.stdout);
+
+    // An earlier version's standing memberships: revoked once, explained, then clean.
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(&format!(
+            r#"GRANT "idp-dev-a-admin", "idp-dev-a-read" TO "{CONTROL_ROLE}""#
+        ))
+        .await
+        .unwrap();
+    let plan = env.run(&["plan", "--format", "json"]);
+    assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
+    let operations = plan.json()["operations"].as_array().unwrap().clone();
+    assert_eq!(operations.len(), 2, "{}", plan.stdout);
+    for op in &operations {
+        assert!(op["statement"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(r#" FROM "{CONTROL_ROLE}";"#)));
+        assert!(op["why"].as_str().unwrap().starts_with("pgtenant's own"));
+    }
+    env.apply();
+    assert_eq!(control_memberships(&env).await, Vec::<String>::new());
+    assert_eq!(env.plan().code, 0);
+
+    // A removal (final backup, DROP DATABASE, DROP OWNED, DROP ROLE) works without memberships
+    // and leaves none.
+    env.remove("shop/cart/values.yaml");
+    let removed = env.run(&[
+        "apply",
+        "--max-drops",
+        "2",
+        "--allow-namespace-removal",
+        "shop",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(removed.code, 0, "{}\n{}", removed.stdout, removed.stderr);
+    assert!(!env.database_exists("shop-cart").await);
+    assert!(!env.database_exists("shop-checkout").await);
+    assert_eq!(env.roles_like("shop-c").await, 0);
+    assert_eq!(control_memberships(&env).await, Vec::<String>::new());
+    assert_eq!(env.plan().code, 0);
+}
+
+/// A statement that fails after the borrowed GRANT rolls the GRANT back with it: the database was
+/// given to a role pgtenant cannot act as, so handing it back to the owner fails inside the
+/// borrowing transaction, and the control role is a member of nothing afterwards.
+#[tokio::test]
+async fn a_failure_after_the_borrowed_grant_leaves_no_membership() {
+    let env = Env::new();
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    let superuser = env.superuser(None).await;
+    superuser
+        .batch_execute(
+            r#"CREATE ROLE "stranger" NOLOGIN;
+               ALTER DATABASE "idp-dev-my-db" OWNER TO "stranger";"#,
+        )
+        .await
+        .unwrap();
+    let failed = env.run(&["apply", "--format", "json"]);
+    assert_eq!(failed.code, 1, "{}\n{}", failed.stdout, failed.stderr);
+    assert!(
+        failed.stdout.contains("ALTER DATABASE") || failed.stderr.contains("ALTER DATABASE"),
+        "{}\n{}",
+        failed.stdout,
+        failed.stderr
+    );
+    assert_eq!(control_memberships(&env).await, Vec::<String>::new());
+    let owner: String = superuser
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'idp-dev-my-db'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        owner, "stranger",
+        "nothing of the failed transaction was committed"
+    );
 }

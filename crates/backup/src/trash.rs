@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
-use pgtenant_engine::{Connector, FinalBackupRequest, FinalBackups};
+use pgtenant_engine::{sql, Connector, FinalBackupRequest, FinalBackups, Ident};
 use pgtenant_spec::Environment;
 use serde::{Deserialize, Serialize};
 
@@ -204,7 +204,31 @@ impl Trash {
             .arg(&entry.file);
         clear_pg_env(&mut command);
         command.envs(connector.libpq_env(&entry.database));
-        process::run_quiet(&mut command)
+        // The control role holds no standing membership in tenant roles, and pg_restore's SET ROLE
+        // needs one: granted for the restore (committed, pg_restore is a session of its own) and
+        // taken back after it, whatever its outcome. A crash in between leaves it behind; the next
+        // plan revokes it as pgtenant's own.
+        let owner = Ident::new(owner.to_string());
+        let psql = |statement: String| {
+            let mut psql = Command::new(binaries.bin_dir.join("psql"));
+            psql.args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                entry.database.as_str(),
+            ])
+            .arg("-c")
+            .arg(statement);
+            clear_pg_env(&mut psql);
+            psql.envs(connector.libpq_env(&entry.database));
+            process::run_quiet(&mut psql)
+        };
+        psql(sql::lend(&owner, None))?;
+        let restored = process::run_quiet(&mut command);
+        let taken_back = psql(sql::take_back(&owner, None));
+        restored.and(taken_back)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::ident::{quote_literal, Ident};
 use crate::plan::{Action, Operation, Phase, Plan};
 use crate::rotate::journal_path;
 use crate::sessions::Pool;
-use crate::sql::PASSWORD_PLACEHOLDER;
+use crate::sql::{self, PASSWORD_PLACEHOLDER};
 use crate::EngineError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +176,7 @@ impl Executor {
                 final_backups: self.final_backups.clone(),
                 pool: pool.clone(),
                 control: None,
+                lent: Vec::new(),
             };
             tokio::spawn(worker.run(queue, progress))
         });
@@ -196,6 +197,8 @@ struct Worker {
     pool: Arc<Pool>,
     /// Taken on first use and kept for the next tenants this worker takes.
     control: Option<Client>,
+    /// Roles lent to the control role, committed, for a final backup ([`Worker::lend_committed`]).
+    lent: Vec<Ident>,
 }
 
 type Queue = Arc<Mutex<VecDeque<(String, Vec<Operation>)>>>;
@@ -237,7 +240,20 @@ impl Worker {
                         Err(error) => (0, Some(*error)),
                     },
                     Segment::Step(op) => {
-                        match self.step(op, &mut stopped, &mut outcome.notes).await {
+                        let lent = match &op.action {
+                            Action::StopLogins { roles, .. } => {
+                                self.lend_committed(op, roles).await
+                            }
+                            _ => Ok(()),
+                        };
+                        let result = match lent {
+                            Ok(()) => self.step(op, &mut stopped, &mut outcome.notes).await,
+                            Err(error) => Err(error),
+                        };
+                        if matches!(op.action, Action::FinalBackup { .. }) {
+                            self.take_back_committed().await;
+                        }
+                        match result {
                             Ok(()) => (1, None),
                             Err(error) => (0, Some(*error)),
                         }
@@ -258,7 +274,56 @@ impl Worker {
                 break;
             }
         }
+        self.take_back_committed().await;
         outcome
+    }
+
+    /// Before a removed database's logins stop and its final backup: the sessions to end and the
+    /// dump (other backends, outside any transaction of ours) need the privileges of the tenant's
+    /// roles, so the control role is granted them, committed, until [`Self::take_back_committed`]
+    /// right after the backup. A run that dies in between leaves the memberships behind; the next
+    /// plan revokes them as pgtenant's own.
+    async fn lend_committed(
+        &mut self,
+        op: &Operation,
+        roles: &[Ident],
+    ) -> Result<(), Box<OperationError>> {
+        if roles.is_empty() {
+            return Ok(());
+        }
+        self.control()
+            .await
+            .map_err(|e| Box::new(engine_error(op, &e)))?;
+        let client = self.control.as_ref().expect("a control connection");
+        let grants: Vec<String> = roles.iter().map(|r| sql::lend(r, None)).collect();
+        client
+            .batch_execute(&grants.join(";\n"))
+            .await
+            .map_err(|e| Box::new(db_error(op, &e)))?;
+        self.lent = roles.to_vec();
+        Ok(())
+    }
+
+    /// Ends what [`Self::lend_committed`] granted; a failure is logged (the next plan revokes it).
+    async fn take_back_committed(&mut self) {
+        if self.lent.is_empty() {
+            return;
+        }
+        let roles = std::mem::take(&mut self.lent);
+        let revokes: Vec<String> = roles.iter().map(|r| sql::take_back(r, None)).collect();
+        let result = match self.control().await {
+            Ok(()) => self
+                .control
+                .as_ref()
+                .expect("a control connection")
+                .batch_execute(&revokes.join(";\n"))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not take back the control role's memberships for a final backup; the next plan revokes them");
+        }
     }
 
     /// The operations that are neither SQL batches nor credential-store writes: settling an
@@ -439,27 +504,6 @@ impl Worker {
         run_as: Option<&Ident>,
         ops: Vec<&Operation>,
     ) -> (usize, Option<OperationError>) {
-        let outcome = self.sql_segment_in(database, run_as, ops).await;
-        if let (None, Some(_)) = (database, run_as) {
-            // The control connection is kept for the next segments and tenants: back to the control
-            // role itself, or not kept at all.
-            let reset = match &self.control {
-                Some(control) => control.batch_execute("RESET ROLE").await.is_ok(),
-                None => true,
-            };
-            if !reset {
-                self.control = None;
-            }
-        }
-        outcome
-    }
-
-    async fn sql_segment_in(
-        &mut self,
-        database: Option<&Ident>,
-        run_as: Option<&Ident>,
-        ops: Vec<&Operation>,
-    ) -> (usize, Option<OperationError>) {
         let session = match database {
             None => self.control().await.map(|()| None),
             Some(db) => self.connector.connect(Some(db.as_str())).await.map(Some),
@@ -472,14 +516,17 @@ impl Worker {
             .as_ref()
             .or(self.control.as_ref())
             .expect("a connection");
-        if let Some(role) = run_as {
-            if let Err(e) = client
-                .batch_execute(&format!("SET ROLE {}", role.quote()))
-                .await
-            {
-                return (0, Some(db_error(ops[0], &e)));
-            }
-        }
+        // As `run_as`: the control role holds no standing membership in tenant roles, so each
+        // transaction borrows it (granted after BEGIN, taken back before COMMIT: never committed,
+        // and a failure rolls it back) and acts as it with SET LOCAL ROLE, which ends with the
+        // transaction, so a kept control connection is the control role again afterwards.
+        let (prefix, suffix) = match run_as {
+            Some(role) => (
+                vec![sql::lend(role, None), sql::set_local_role(role)],
+                vec!["RESET ROLE".to_string(), sql::take_back(role, None)],
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let mut applied = 0;
         for batch in batches(&ops) {
             let mut statements = Vec::with_capacity(batch.len());
@@ -494,6 +541,7 @@ impl Worker {
                 }
             }
             let transactional = batch.len() > 1
+                || run_as.is_some()
                 || !matches!(
                     batch[0].action,
                     Action::Sql {
@@ -502,7 +550,15 @@ impl Worker {
                     }
                 );
             let text = match transactional {
-                true => format!("BEGIN;\n{};\nCOMMIT", statements.join(";\n")),
+                true => {
+                    let all: Vec<&str> = prefix
+                        .iter()
+                        .chain(&statements)
+                        .chain(&suffix)
+                        .map(String::as_str)
+                        .collect();
+                    format!("BEGIN;\n{};\nCOMMIT", all.join(";\n"))
+                }
                 false => statements[0].clone(),
             };
             let mut result = client.batch_execute(&text).await;
@@ -545,7 +601,10 @@ impl Worker {
                         transactional && batch.len() > 1,
                         error.as_db_error().is_some(),
                     ) {
-                        (true, true) => self.failing_statement(client, &batch, &statements).await,
+                        (true, true) => {
+                            self.failing_statement(client, &batch, &prefix, &statements)
+                                .await
+                        }
                         _ => batch[0],
                     };
                     return (applied, Some(db_error(failed, &error)));
@@ -555,16 +614,23 @@ impl Worker {
         (applied, None)
     }
 
-    /// Which statement of a failed (and rolled back) batch fails: replayed one by one in a
-    /// transaction that is rolled back, so the report names it.
+    /// Which statement of a failed (and rolled back) batch fails: replayed one by one (after the
+    /// batch's `prefix`) in a transaction that is rolled back, so the report names it.
     async fn failing_statement<'a>(
         &self,
         client: &Client,
         batch: &[&'a Operation],
+        prefix: &[String],
         statements: &[String],
     ) -> &'a Operation {
         if client.batch_execute("BEGIN").await.is_err() {
             return batch[0];
+        }
+        for statement in prefix {
+            if client.batch_execute(statement).await.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return batch[0];
+            }
         }
         let mut failing = batch[0];
         for (op, statement) in batch.iter().zip(statements) {

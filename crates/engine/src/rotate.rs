@@ -249,8 +249,9 @@ impl Rotator<'_> {
             )
             .await
             .map_err(catalog_error)?;
-        let (control_role, is_superuser, alternate_exists): (String, bool, bool) =
-            (row.get(0), row.get(1), row.get(2));
+        // Columns 0 and 1 (the control role, superuser or not): the control role holds no
+        // standing membership in a new twin either (see `sql::lend`).
+        let alternate_exists: bool = row.get(2);
         let role_config: Vec<String> = row.get(3);
         let owns_database: bool = row.get(4);
         let version: i32 = row.get(5);
@@ -289,13 +290,6 @@ impl Rotator<'_> {
                 sql::comment_on_role(&target, &Marker::alternate(tenant, kind)),
                 sql::grant_membership(&role, &target, version),
             ];
-            if !is_superuser {
-                statements.push(sql::grant_membership(
-                    &target,
-                    &Ident::new(control_role),
-                    version,
-                ));
-            }
             // The twin behaves like the role: same managed session settings, and an owner's twin
             // acts as the owner so what it creates keeps one owner.
             let mut config: BTreeMap<String, String> = role_config

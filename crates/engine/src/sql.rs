@@ -110,6 +110,36 @@ pub fn drop_role(role: &Ident) -> String {
     format!("DROP ROLE {}", role.quote())
 }
 
+/// A database the control role creates for itself (a non-superuser may name another owner only
+/// as a member of it, and holds no standing memberships): handed to its owner right after, with
+/// [`alter_database_owner`] in a transaction that borrows the owner ([`lend`]).
+pub fn create_database_owned_by_creator(database: &Ident) -> String {
+    format!("CREATE DATABASE {}", database.quote())
+}
+
+/// The control role borrows `role` for one transaction: granted right after BEGIN, taken back by
+/// [`take_back`] before COMMIT, so the membership is never committed (a failure rolls it back).
+/// `control` None: the session's login (`SESSION_USER`), whatever the current role is. Plain
+/// `GRANT` on every version: on PostgreSQL 16 SET and INHERIT default to true, and the grantor is
+/// the control role, which holds ADMIN OPTION on the roles it created.
+pub fn lend(role: &Ident, control: Option<&Ident>) -> String {
+    format!("GRANT {} TO {}", role.quote(), session_or(control))
+}
+
+/// Ends what [`lend`] granted (on PostgreSQL 16, only the control role's own grant).
+pub fn take_back(role: &Ident, control: Option<&Ident>) -> String {
+    format!("REVOKE {} FROM {}", role.quote(), session_or(control))
+}
+
+fn session_or(control: Option<&Ident>) -> String {
+    control.map_or_else(|| "SESSION_USER".to_string(), Ident::quote)
+}
+
+/// For the rest of the transaction only (it ends at COMMIT or ROLLBACK).
+pub fn set_local_role(role: &Ident) -> String {
+    format!("SET LOCAL ROLE {}", role.quote())
+}
+
 pub fn create_database(database: &Ident, owner: &Ident) -> String {
     format!(
         "CREATE DATABASE {} OWNER {}",
@@ -140,7 +170,8 @@ pub fn comment_on_database(database: &Ident, marker: &Marker) -> String {
 }
 
 /// `WITH (FORCE)` terminates the database's sessions in the same step (PostgreSQL 13+); the control
-/// role may do so because it is a member of every tenant role.
+/// role may do so as the database's owner (the plan hands it the database first) with the
+/// privileges of the roles whose sessions it ends (borrowed, or a superuser's).
 pub fn drop_database(database: &Ident) -> String {
     format!("DROP DATABASE {} WITH (FORCE)", database.quote())
 }

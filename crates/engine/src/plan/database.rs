@@ -8,36 +8,52 @@ impl TenantPlanner<'_> {
         let tenant = self.tenant;
         let owner = tenant.owner();
         let observed = self.observed.databases.get(tenant.database.as_str());
-        // A database this plan creates is set up on the control connection as its owner (SET ROLE):
-        // PostgreSQL checks the owner's rights there at once, where the control role's would walk its
-        // memberships of every tenant role for each statement; CREATE DATABASE has just walked them
-        // for the same check, so SET ROLE finds them cached.
-        let fresh = observed.is_none();
+        // The statements after CREATE/ALTER OWNER run as the owner (SET LOCAL ROLE, in a transaction
+        // that borrows the owner when the control role is not a superuser): PostgreSQL checks the
+        // owner's rights at once. A superuser control role runs an existing database's repairs as itself.
+        let fresh = observed.is_none() || self.control_role().is_some();
         let mut current = match observed {
             Some(db) => db.clone(),
             None => {
+                let control = self.control_role();
                 self.push(
                     Phase::Database,
                     Action::Sql {
-                        sql: sql::create_database(&tenant.database, owner),
+                        sql: match &control {
+                            // Without a membership in the owner a non-superuser cannot name it as
+                            // the owner: it creates the database for itself and hands it over.
+                            Some(_) => sql::create_database_owned_by_creator(&tenant.database),
+                            None => sql::create_database(&tenant.database, owner),
+                        },
                         transactional: false,
                     },
                     "declared in the spec; the database does not exist",
                 );
-                fresh_database(owner)
+                if let Some(control) = control {
+                    fresh_database(&control)
+                } else {
+                    fresh_database(owner)
+                }
             }
         };
         if current.owner != owner.as_str() {
-            self.push_sql(
-                Phase::Database,
-                sql::alter_database_owner(&tenant.database, owner),
+            let why = if observed.is_none() {
+                format!("the control role `{}` created it for itself; the tenant's owner role `{owner}` must own it", current.owner)
+            } else {
                 format!(
                     "owned by `{}`; the tenant's owner role `{owner}` must own it",
                     current.owner
-                ),
+                )
+            };
+            // PostgreSQL 15: the current owner (or a member of it) with CREATEDB, a member of the new owner.
+            self.push_borrowing(
+                Phase::Database,
+                std::slice::from_ref(owner),
+                vec![(sql::alter_database_owner(&tenant.database, owner), why)],
             );
             // ALTER … OWNER hands the old owner's ACL entry to the new owner.
             current.acl = transfer_owner(current.acl, &current.owner, owner.as_str());
+            current.owner = owner.as_str().to_string();
         }
         if !current.allow_connections {
             self.push_database_sql(

@@ -152,6 +152,7 @@ impl TenantPlanner<'_> {
     pub(super) fn reassign_objects(&mut self, catalog: &DatabaseCatalog) -> BTreeSet<String> {
         let owner = self.tenant.owner().clone();
         let mut reassigned = BTreeSet::new();
+        let mut statements = Vec::new();
         for (role, objects) in &catalog.owned_by_others {
             let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
             let owned_databases: Vec<&str> = self
@@ -171,13 +172,8 @@ impl TenantPlanner<'_> {
                 ));
                 continue;
             }
-            self.push_at(
-                Phase::Schemas,
-                None,
-                Action::Sql {
-                    sql: sql::reassign_owned(&Ident::new(role.clone()), &owner),
-                    transactional: true,
-                },
+            statements.push((
+                sql::reassign_owned(&Ident::new(role.clone()), &owner),
                 format!(
                     "`{role}` owns {} object(s) here ({}): every object of the tenant belongs to its owner \
                      role `{owner}`, or the tenant's other roles get no grants on it (a session that left the \
@@ -185,8 +181,17 @@ impl TenantPlanner<'_> {
                     objects.len(),
                     summarize(&objects)
                 ),
-            );
+            ));
             reassigned.insert(role.clone());
+        }
+        // REASSIGN OWNED needs the privileges of both roles.
+        let borrowed: Vec<Ident> = reassigned
+            .iter()
+            .map(|r| Ident::new(r.clone()))
+            .chain([owner])
+            .collect();
+        if !statements.is_empty() {
+            self.push_borrowing(Phase::Schemas, &borrowed, statements);
         }
         reassigned
     }

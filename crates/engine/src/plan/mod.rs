@@ -316,7 +316,7 @@ const RELATIONS_PER_GRANT: usize = 500;
 /// sides): run it once.
 fn dedupe(operations: &mut Vec<Operation>) {
     let mut seen = BTreeSet::new();
-    operations.retain(|op| seen.insert((op.database.clone(), op.display())));
+    operations.retain(|op| is_borrow(op) || seen.insert((op.database.clone(), op.display())));
 }
 
 struct TenantPlanner<'a> {
@@ -456,16 +456,80 @@ impl TenantPlanner<'_> {
         (!server.is_superuser).then(|| Ident::new(server.current_user.clone()))
     }
 
-    /// The control role joins every tenant role: PostgreSQL lets a non-superuser create a database
-    /// owned by the owner role, grant as it and end the tenant's sessions only as a member of those roles.
-    fn control_members(&self) -> BTreeSet<String> {
-        let server = &self.observed.server;
-        if server.is_superuser {
-            BTreeSet::new()
-        } else {
-            BTreeSet::from([server.current_user.clone()])
-        }
+    /// `statements` in `phase` as the control role itself (on its own connection, or inside the
+    /// tenant database for the inside phases), borrowing `roles` for their one transaction: see
+    /// [`borrowing`].
+    fn push_borrowing(&mut self, phase: Phase, roles: &[Ident], statements: Vec<(String, String)>) {
+        let ops: Vec<Operation> = statements
+            .into_iter()
+            .map(|(sql, why)| {
+                self.push_at(
+                    phase,
+                    None,
+                    Action::Sql {
+                        sql,
+                        transactional: true,
+                    },
+                    why,
+                );
+                self.ops.pop().expect("just pushed")
+            })
+            .collect();
+        let control = self.control_role();
+        self.ops.extend(borrowing(control.as_ref(), roles, ops));
     }
+}
+
+/// Why a [`sql::lend`] operation is in the plan.
+pub(crate) const LEND_WHY: &str =
+    "pgtenant's own: the control role holds no standing membership in tenant roles; it is granted \
+     this one for the transaction of the next statements only";
+/// Why a [`sql::take_back`] operation is in the plan.
+pub(crate) const TAKE_BACK_WHY: &str =
+    "pgtenant's own: taken back before COMMIT, so the membership is never committed";
+
+/// `ops` (transactional, on one connection) wrapped in `GRANT role TO control` … `REVOKE role FROM
+/// control`: the executor runs consecutive transactional statements of one connection as one
+/// transaction, so the control role has the roles' privileges for exactly that transaction and a
+/// failure rolls the grant back with everything else. A superuser control role (`control` None)
+/// needs no membership: `ops` unchanged.
+pub(crate) fn borrowing(
+    control: Option<&Ident>,
+    roles: &[Ident],
+    ops: Vec<Operation>,
+) -> Vec<Operation> {
+    let (Some(control), Some(first)) = (control, ops.first()) else {
+        return ops;
+    };
+    if roles.is_empty() {
+        return ops;
+    }
+    let around = |sql: String, why: &str| Operation {
+        action: Action::Sql {
+            sql,
+            transactional: true,
+        },
+        why: why.to_string(),
+        destructive: false,
+        run_as: None,
+        ..first.clone()
+    };
+    let mut wrapped: Vec<Operation> = roles
+        .iter()
+        .map(|role| around(sql::lend(role, Some(control)), LEND_WHY))
+        .collect();
+    let back: Vec<Operation> = roles
+        .iter()
+        .map(|role| around(sql::take_back(role, Some(control)), TAKE_BACK_WHY))
+        .collect();
+    wrapped.extend(ops);
+    wrapped.extend(back);
+    wrapped
+}
+
+/// A [`borrowing`] grant or revoke: never deduplicated (each pairs with the statements beside it).
+fn is_borrow(op: &Operation) -> bool {
+    op.why == LEND_WHY || op.why == TAKE_BACK_WHY
 }
 
 fn names(idents: &[Ident]) -> String {

@@ -88,6 +88,9 @@ pub(super) fn plan_removals(
         }
     });
 
+    // A non-superuser control role borrows the removed roles for the statements that need them.
+    let control =
+        (!observed.server.is_superuser).then(|| Ident::new(observed.server.current_user.clone()));
     // Databases dropped in this run: nothing is left to clear inside them.
     let mut dropped_here: BTreeSet<String> = BTreeSet::new();
     for (tenant, found) in removed {
@@ -114,7 +117,7 @@ pub(super) fn plan_removals(
                     orphaned_since: Some(now.to_string()),
                     ..marker.clone()
                 };
-                plan.operations.push(Operation {
+                let comment = Operation {
                     tenant: tenant.clone(),
                     phase: Phase::Database,
                     database: None,
@@ -125,7 +128,13 @@ pub(super) fn plan_removals(
                     },
                     why: "record since when the protected database is no longer declared (`pgtenant list`)".into(),
                     destructive: false,
-                });
+                };
+                // COMMENT ON DATABASE is its owner's.
+                plan.operations.extend(borrowing(
+                    control.as_ref(),
+                    &database_owner(observed, name),
+                    vec![comment],
+                ));
             }
             plan.notices.push(notice(
                 NoticeKind::Retained,
@@ -215,6 +224,27 @@ pub(super) fn plan_removals(
                     environment.as_str()
                 ),
             ));
+            if let Some(control) = &control {
+                // DROP DATABASE (outside any transaction) is its owner's: the control role takes the
+                // database over first, in a transaction that borrows the owner.
+                let take_over = Operation {
+                    destructive: false,
+                    ..drop(
+                        Action::Sql {
+                            sql: sql::alter_database_owner(&Ident::new(name.clone()), control),
+                            transactional: true,
+                        },
+                        "pgtenant's own: the control role takes the database over to drop it (DROP DATABASE \
+                         is the owner's)"
+                            .into(),
+                    )
+                };
+                plan.operations.extend(borrowing(
+                    Some(control),
+                    &database_owner(observed, name),
+                    vec![take_over],
+                ));
+            }
             plan.operations.push(drop(
                 Action::Sql { sql: sql::drop_database(&Ident::new(name.clone())), transactional: false },
                 format!("mode standard and removed from the repo: its logins are stopped and a final backup is taken to the trash \
@@ -224,12 +254,15 @@ pub(super) fn plan_removals(
         }
         if !roles.is_empty() {
             let idents: Vec<Ident> = roles.iter().map(|(n, _)| Ident::new(n.clone())).collect();
-            plan.operations.push(drop(
+            // pg_terminate_backend needs the privileges of each session's role.
+            let terminate = drop(
                 Action::Sql { sql: sql::terminate_sessions_of(&idents), transactional: true },
                 "the removed tenant's roles end their sessions on every database: a temporary table one of \
                  them holds (in `postgres`, say) would keep DROP ROLE from succeeding"
                     .into(),
-            ));
+            );
+            plan.operations
+                .extend(borrowing(control.as_ref(), &idents, vec![terminate]));
         }
         // Where the roles still own or hold something outside their own database (another tenant
         // granted them a privilege, say): cleared there, in those databases only.
@@ -255,14 +288,17 @@ pub(super) fn plan_removals(
                     |d| format!("in database {d}")
                 ),
             );
-            plan.operations.push(drop_in(
+            // DROP OWNED needs the privileges of the roles whose objects it drops.
+            let drop_owned = drop_in(
                 database.map(Ident::new),
                 Action::Sql {
                     sql: sql::drop_owned(&holders),
                     transactional: true,
                 },
                 why,
-            ));
+            );
+            plan.operations
+                .extend(borrowing(control.as_ref(), &holders, vec![drop_owned]));
         }
         for (name, _) in &roles {
             plan.operations.push(drop(
@@ -293,6 +329,16 @@ pub(super) fn plan_removals(
                 .as_ref()
                 .is_none_or(|d| !dropped_here.contains(d.as_str()))
     });
+}
+
+/// The owner of `database` (as observed), to borrow for what only it may do.
+fn database_owner(observed: &Observed, database: &str) -> Vec<Ident> {
+    observed
+        .databases
+        .get(database)
+        .map(|d| Ident::new(d.owner.clone()))
+        .into_iter()
+        .collect()
 }
 
 /// Limits on what one run may drop (issue: a bad merge, a wrong directory, a mistyped key).

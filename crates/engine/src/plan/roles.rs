@@ -14,7 +14,7 @@ impl TenantPlanner<'_> {
                     a.marker()
                         .is_some_and(|m| m == Marker::alternate(self.tenant, role.kind))
                 });
-            let mut members = self.control_members();
+            let mut members = BTreeSet::new();
             if alternate.is_some() {
                 members.insert(role.alternate.as_str().to_string());
             }
@@ -66,13 +66,12 @@ impl TenantPlanner<'_> {
             if alternate.is_some() {
                 // The grace-rotation twin: a login that holds the role's privileges through membership.
                 let member_of = BTreeSet::from([role.name.as_str().to_string()]);
-                let control = self.control_members();
                 self.login_role(
                     &role.alternate,
                     Marker::alternate(self.tenant, role.kind),
                     &role.attributes,
                     &member_of,
-                    &control,
+                    &BTreeSet::new(),
                 );
                 self.role_config(&role.alternate, &role.alternate_config());
                 self.role_database_config(&role.alternate);
@@ -135,22 +134,22 @@ impl TenantPlanner<'_> {
                 format!("`{name}` holds the privileges of `{other}` through membership"),
             );
         }
-        for member in members.difference(members_wanted) {
-            for statement in self.revoke_membership(name.as_str(), member) {
-                self.push_sql(
-                    Phase::Roles,
-                    statement,
-                    format!("`{member}` must not hold the privileges of `{name}`"),
-                );
-            }
-        }
         let control = &self.observed.server.current_user;
-        if members_wanted.contains(control) && !members.contains(control) {
-            self.push_sql(
-                Phase::Roles,
-                sql::grant_membership(name, &Ident::new(control.clone()), version),
-                "the control role (not a superuser) acts for the tenant through membership",
-            );
+        for member in members.difference(members_wanted) {
+            let why = if member == control {
+                // Not drift: pgtenant's own (an earlier version's, or a run that ended between a
+                // final backup's grant and its revoke), taken back once.
+                format!(
+                    "pgtenant's own: the control role holds no standing membership in tenant roles (every \
+                     connection and privilege check would walk them all); it is granted `{name}` only inside \
+                     the transactions that need it"
+                )
+            } else {
+                format!("`{member}` must not hold the privileges of `{name}`")
+            };
+            for statement in self.revoke_membership(name.as_str(), member) {
+                self.push_sql(Phase::Roles, statement, why.clone());
+            }
         }
     }
 

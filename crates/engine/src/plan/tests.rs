@@ -77,7 +77,8 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 attributes: RoleAttributes::TENANT,
                 comment: Some(Marker::role(tenant, role.kind).to_comment()),
                 member_of: Default::default(),
-                members: [CONTROL.to_string()].into(),
+                // No standing membership of the control role: it borrows a role per transaction.
+                members: Default::default(),
                 config: Default::default(),
                 membership_grantors: Default::default(),
                 database_config: Default::default(),
@@ -222,12 +223,12 @@ fn new_tenant_on_an_empty_cluster() {
     insta::assert_snapshot!(render(&plan));
 }
 
-/// A database the plan creates is set up on the control connection as its owner: the owner's
-/// rights are checked at once, where the control role's would walk its memberships of every
-/// tenant role (once per statement that changes the database). An existing one is repaired as
-/// the control role, which may need its own rights (ALTER … OWNER needs CREATEDB).
+/// A non-superuser control role holds no membership in the owner, so it creates the database for
+/// itself and hands it over in a transaction that borrows the owner (GRANT … REVOKE around the
+/// ALTER … OWNER, nothing committed); every later statement on the database runs as the owner
+/// (the executor borrows `run_as` the same way), for a new database and an existing one.
 #[test]
-fn a_new_database_is_set_up_as_its_owner_on_the_control_connection() {
+fn a_new_database_is_created_by_the_control_role_and_handed_over_in_a_borrowing_transaction() {
     let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
     let owner = desired.tenants[0].owner().clone();
     let created = plan(&desired, &empty_cluster(), &context());
@@ -236,10 +237,23 @@ fn a_new_database_is_set_up_as_its_owner_on_the_control_connection() {
         .iter()
         .filter(|op| op.phase == Phase::Database)
         .collect();
-    assert!(database[0].display().starts_with("CREATE DATABASE"));
-    assert_eq!(database[0].run_as, None, "CREATE DATABASE needs CREATEDB");
-    assert!(database.len() > 1);
-    for op in &database[1..] {
+    let shown: Vec<String> = database.iter().take(4).map(|op| op.display()).collect();
+    assert_eq!(
+        shown,
+        [
+            r#"CREATE DATABASE "idp-dev-my-db";"#,
+            r#"GRANT "idp-dev-my-db-admin" TO "pgtenant";"#,
+            r#"ALTER DATABASE "idp-dev-my-db" OWNER TO "idp-dev-my-db-admin";"#,
+            r#"REVOKE "idp-dev-my-db-admin" FROM "pgtenant";"#,
+        ],
+        "{}",
+        render(&created)
+    );
+    assert!(database[..4]
+        .iter()
+        .all(|op| op.run_as.is_none() && op.database.is_none()));
+    assert!(database.len() > 4);
+    for op in &database[4..] {
         assert_eq!(op.database, None, "{}", op.display());
         assert_eq!(op.run_as.as_ref(), Some(&owner), "{}", op.display());
     }
@@ -256,7 +270,57 @@ fn a_new_database_is_set_up_as_its_owner_on_the_control_connection() {
         .filter(|op| op.phase == Phase::Database)
         .collect();
     assert_eq!(database.len(), 2, "{}", render(&repair));
-    assert!(database.iter().all(|op| op.run_as.is_none()));
+    assert!(database.iter().all(|op| op.run_as.as_ref() == Some(&owner)));
+
+    // A superuser control role names the owner at once and repairs as itself.
+    let mut superuser = empty_cluster();
+    superuser.server.is_superuser = true;
+    let created = plan(&desired, &superuser, &context());
+    assert_eq!(
+        created
+            .operations
+            .iter()
+            .find(|op| op.phase == Phase::Database)
+            .unwrap()
+            .display(),
+        r#"CREATE DATABASE "idp-dev-my-db" OWNER "idp-dev-my-db-admin";"#
+    );
+}
+
+/// Standing memberships of the control role (an earlier version's, or a final backup's that a
+/// crash left behind) are revoked once, explained as pgtenant's own; afterwards the plan is clean.
+#[test]
+fn standing_memberships_of_the_control_role_are_revoked_once_as_pgtenants_own() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let mut observed = empty_cluster();
+    converge(&mut observed, &desired.tenants[0]);
+    for role in &desired.tenants[0].roles {
+        observed
+            .roles
+            .get_mut(role.name.as_str())
+            .unwrap()
+            .members
+            .insert(CONTROL.to_string());
+    }
+    let revoking = plan(&desired, &observed, &context());
+    assert_eq!(revoking.operations.len(), 3, "{}", render(&revoking));
+    for op in &revoking.operations {
+        assert!(
+            op.display().starts_with("REVOKE ") && op.display().ends_with(r#" FROM "pgtenant";"#),
+            "{}",
+            op.display()
+        );
+        assert!(op.why.starts_with("pgtenant's own"), "{}", op.why);
+    }
+    for role in &desired.tenants[0].roles {
+        observed
+            .roles
+            .get_mut(role.name.as_str())
+            .unwrap()
+            .members
+            .clear();
+    }
+    assert!(plan(&desired, &observed, &context()).is_converged());
 }
 
 #[test]
@@ -649,7 +713,7 @@ fn grace_rotation_twin_is_part_of_the_model() {
             attributes: RoleAttributes::TENANT,
             comment: Some(Marker::alternate(tenant, RoleKind::Write).to_comment()),
             member_of: [write.name.to_string()].into(),
-            members: [CONTROL.to_string()].into(),
+            members: Default::default(),
             config: Default::default(),
             membership_grantors: Default::default(),
             database_config: Default::default(),
@@ -845,8 +909,10 @@ fn postgresql_16_memberships_carry_options_and_are_revoked_per_grantor() {
     let mut observed = empty_cluster();
     observed.server.version_num = 160_004;
     let fresh = render(&plan(&desired, &observed, &context()));
+    // The control role's borrowed membership is a plain GRANT (SET and INHERIT default to true on
+    // 16, granted by the control role, which has ADMIN OPTION on the roles it created).
     assert!(
-        fresh.contains(r#"GRANT "idp-dev-my-db-admin" TO "pgtenant" WITH INHERIT TRUE, SET TRUE;"#),
+        fresh.contains(r#"GRANT "idp-dev-my-db-admin" TO "pgtenant";"#),
         "{fresh}"
     );
 
@@ -961,10 +1027,20 @@ fn a_removed_standard_database_is_backed_up_with_its_logins_stopped_before_its_d
         steps[1].1,
         Action::FinalBackup { database, retention_days: 7, .. } if database.as_str() == "idp-dev-old"
     ));
-    assert!(matches!(
-        steps[2].1,
-        Action::Sql { sql, .. } if sql.starts_with("DROP DATABASE")
-    ));
+    // The control role takes the database over in a borrowing transaction, then drops it.
+    let sql_of = |i: usize| match steps[i].1 {
+        Action::Sql { sql, .. } => sql.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (2..6).map(sql_of).collect::<Vec<_>>(),
+        [
+            r#"GRANT "idp-dev-old-admin" TO "pgtenant""#,
+            r#"ALTER DATABASE "idp-dev-old" OWNER TO "pgtenant""#,
+            r#"REVOKE "idp-dev-old-admin" FROM "pgtenant""#,
+            r#"DROP DATABASE "idp-dev-old" WITH (FORCE)"#,
+        ]
+    );
     let backup = &now.operations[now
         .operations
         .iter()
