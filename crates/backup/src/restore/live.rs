@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use pgtenant_engine::{sql as engine_sql, Ident};
+
 use crate::libpq::{clear_pg_env, ServerAddress};
 use crate::{process, sql, BackupError, Backups, Login, TenantName};
 
@@ -63,12 +65,35 @@ impl Backups {
     }
 
     /// Ends the sessions on `database` that the control role may end (those of the tenant's
-    /// roles); returns how many.
+    /// roles, `<database>-…`); returns how many. The control role holds no standing membership in
+    /// them: the transaction that ends the sessions borrows the roles that have one (granted first,
+    /// revoked before COMMIT, never committed).
     pub(super) fn terminate_sessions(&self, database: &str) -> Result<u64, BackupError> {
         let database = database.to_string();
         sql::block_on(async {
-            let client = sql::connect(&self.control_url, None).await?;
-            let row = client
+            let mut client = sql::connect(&self.control_url, None).await?;
+            let failed = |e| sql::sql_error("terminating sessions", e);
+            let transaction = client.transaction().await.map_err(failed)?;
+            let roles: Vec<Ident> = transaction
+                .query(
+                    "SELECT DISTINCT r.rolname::text FROM pg_catalog.pg_stat_activity a \
+                     JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.usesysid \
+                     WHERE a.datname OPERATOR(pg_catalog.=) $1 AND NOT r.rolsuper \
+                     AND pg_catalog.starts_with(r.rolname, $1 OPERATOR(pg_catalog.||) '-')",
+                    &[&database],
+                )
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(|row| Ident::new(row.get::<_, String>(0)))
+                .collect();
+            for role in &roles {
+                transaction
+                    .batch_execute(&engine_sql::lend(role, None))
+                    .await
+                    .map_err(failed)?;
+            }
+            let row = transaction
                 .query_one(
                     "SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)) \
                      FROM pg_catalog.pg_stat_activity \
@@ -78,7 +103,14 @@ impl Backups {
                     &[&database],
                 )
                 .await
-                .map_err(|e| sql::sql_error("terminating sessions", e))?;
+                .map_err(failed)?;
+            for role in &roles {
+                transaction
+                    .batch_execute(&engine_sql::take_back(role, None))
+                    .await
+                    .map_err(failed)?;
+            }
+            transaction.commit().await.map_err(failed)?;
             Ok(row.get::<_, i64>(0) as u64)
         })?
     }
