@@ -45,10 +45,19 @@ impl TenantPlanner<'_> {
                     current.owner
                 )
             };
-            // PostgreSQL 15: the current owner (or a member of it) with CREATEDB, a member of the new owner.
+            // PostgreSQL 15: the current owner (or a member of it) with CREATEDB, a member of the new
+            // owner. A current owner among the tenant's own roles is borrowed too; another's is not.
+            let mut borrowed = vec![owner.clone()];
+            if let Some(own) = tenant
+                .roles
+                .iter()
+                .find(|r| r.name.as_str() == current.owner)
+            {
+                borrowed.push(own.name.clone());
+            }
             self.push_borrowing(
                 Phase::Database,
-                std::slice::from_ref(owner),
+                &borrowed,
                 vec![(sql::alter_database_owner(&tenant.database, owner), why)],
             );
             // ALTER … OWNER hands the old owner's ACL entry to the new owner.
