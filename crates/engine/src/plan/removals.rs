@@ -288,7 +288,21 @@ pub(super) fn plan_removals(
                     |d| format!("in database {d}")
                 ),
             );
-            // DROP OWNED needs the privileges of the roles whose objects it drops.
+            // DROP OWNED needs the privileges of the roles whose objects it drops, and revokes what
+            // they were granted as the control role: only what the control role could revoke, so the
+            // database's owner (who granted it, one owner per tenant) is borrowed too.
+            let mut borrowed = holders.clone();
+            if let Some(d) = &database {
+                borrowed.extend(database_owner(observed, d).into_iter().filter(|owner| {
+                    // A tenant's owner only (pgtenant's marker): never a superuser or a
+                    // role pgtenant does not manage.
+                    !holders.contains(owner)
+                        && observed
+                            .roles
+                            .get(owner.as_str())
+                            .is_some_and(|r| r.marker().is_some())
+                }));
+            }
             let drop_owned = drop_in(
                 database.map(Ident::new),
                 Action::Sql {
@@ -298,7 +312,7 @@ pub(super) fn plan_removals(
                 why,
             );
             plan.operations
-                .extend(borrowing(control.as_ref(), &holders, vec![drop_owned]));
+                .extend(borrowing(control.as_ref(), &borrowed, vec![drop_owned]));
         }
         for (name, _) in &roles {
             plan.operations.push(drop(
