@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgtenant_spec::{
-    closest, closest_word, describe, is_dns_label, listed, parse_duration_ms_up_to, shown,
-    syntax_error, Diagnostic, DurationError, Environment, LoadOptions, PoolMode, Pooling,
+    closest, closest_word, describe, is_dns_label, is_label_key, listed, parse_duration_ms_up_to,
+    shown, syntax_error, Diagnostic, DurationError, Environment, LoadOptions, PoolMode, Pooling,
     SourceLocation,
 };
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
@@ -726,19 +726,7 @@ impl Parser<'_> {
         };
         for (key, key_node, label) in entries {
             let at = format!("{field}.{}", shown(key));
-            let valid_key = key.len() <= 63
-                && key
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())
-                && key
-                    .chars()
-                    .last()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-            if !valid_key {
+            if !is_label_key(key) {
                 self.error(
                     key_node,
                     &at,
