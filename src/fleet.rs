@@ -175,12 +175,28 @@ pub fn run(context: &Context, args: &RepoArgs, apply: bool) -> Result<u8> {
         }
         let here: BTreeSet<&str> = placements
             .iter()
-            .filter(|p| {
-                p.cluster.as_deref() == Some(name)
-                    || (p.state == "duplicate" && p.found_on.iter().any(|c| c == name))
-            })
+            .filter(|p| p.cluster.as_deref() == Some(name))
             .map(|p| p.tenant.as_str())
             .collect();
+        // A tenant this cluster shares with another is left alone (both copies would rewrite its
+        // one set of stored credentials), and, being undeclared here, must not be dropped: no
+        // drop on this cluster until only one cluster holds it.
+        let shared: Vec<&str> = placements
+            .iter()
+            .filter(|p| p.state == "duplicate" && p.found_on.iter().any(|c| c == name))
+            .map(|p| p.tenant.as_str())
+            .collect();
+        let drops_held_because =
+            if shared.is_empty() {
+                desired.drops_held_because.clone()
+            } else {
+                Some(format!(
+                "{} also on another cluster ({}): nothing is dropped on `{name}` until only one \
+                 cluster holds each",
+                if shared.len() == 1 { "a tenant is" } else { "tenants are" },
+                shared.join(", ")
+            ))
+            };
         let cluster_desired = Desired {
             tenants: desired
                 .tenants
@@ -191,7 +207,7 @@ pub fn run(context: &Context, args: &RepoArgs, apply: bool) -> Result<u8> {
                     ..t.clone()
                 })
                 .collect(),
-            drops_held_because: desired.drops_held_because.clone(),
+            drops_held_because,
             failed_files: desired.failed_files.clone(),
         };
         let mut cluster_request = Request {

@@ -137,6 +137,43 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
     assert_eq!(fleet.tenants_on("b"), ["team/two"]);
     assert!(fleet.tenants_on("a").len() + fleet.tenants_on("c").len() == 2);
 
+    // The same tenant on two clusters (made behind the fleet's back, with a direct admin URL):
+    // reported with both names, nothing dropped on either.
+    let a_url = fleet.clusters[0].admin_url();
+    // (It fails on the shared credential store, which names b's endpoint; the database is made.)
+    fleet.run(&["--admin-url", &a_url, "apply", "--tenant", "team/two"]);
+    assert!(fleet.tenants_on("a").contains(&"team/two".to_owned()));
+    let plan = fleet.run(&["plan", "--format", "json"]);
+    assert_eq!(plan.code, 1, "{}\n{}", plan.stdout, plan.stderr);
+    let json = plan.json();
+    let two = tenant(&json, "team/two");
+    assert_eq!(two["state"], "duplicate", "{json:#}");
+    assert_eq!(two["found_on"], serde_json::json!(["a", "b"]), "{json:#}");
+    assert!(!plan.stdout.contains("DROP"), "{}", plan.stdout);
+    let a = json["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "a")
+        .unwrap();
+    assert!(
+        a["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["tenant"] != "team/two"),
+        "{json:#}"
+    );
+    let text = fleet.run(&["apply"]);
+    assert_eq!(text.code, 1, "{}\n{}", text.stdout, text.stderr);
+    assert!(
+        text.stdout.contains("duplicate: team/two") && text.stdout.contains("a, b"),
+        "{}",
+        text.stdout
+    );
+    assert!(fleet.tenants_on("a").contains(&"team/two".to_owned()));
+    assert_eq!(fleet.tenants_on("b"), ["team/two"]);
+
     // c stops: `one` is unreachable, a new tenant is held, a and b still converge; exit 1.
     fleet.clusters[2].cluster.cluster.stop().unwrap();
     fleet.write(&format!(
@@ -175,7 +212,10 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
             (&true.into(), &0.into()),
             "{json:#}"
         );
-        assert!(cluster["applied"].as_u64().unwrap() > 0, "{json:#}");
+        // a converges `three`'s change; b holds only the duplicate `two`, left alone.
+        if name == "a" {
+            assert!(cluster["applied"].as_u64().unwrap() > 0, "{json:#}");
+        }
     }
     let with_c_down = fleet.run(&["--cluster", "a", "plan"]);
     assert!(
