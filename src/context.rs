@@ -37,6 +37,12 @@ pub struct Context {
     unusable: Option<String>,
     /// Worth saying about the config's references (a world-readable admin URL file).
     pub warnings: Vec<String>,
+    /// A fleet run (docs/fleet.md): the config lists several clusters, neither `--cluster` nor
+    /// `--admin-url` is given. One context per cluster, in config order.
+    fleet: Vec<Context>,
+    /// `--cluster` chose this cluster of a config that lists several: placement still consults
+    /// the others (those reachable), only this one is planned.
+    pub fleet_member_of: Vec<Context>,
 }
 
 /// Where the config file is, as `--config`, `PGTENANT_CONFIG` and the state dir say.
@@ -151,11 +157,37 @@ impl Context {
     /// The context of `cli` with `config` (read already) instead of the file's; warnings are
     /// left in [`Context::warnings`].
     pub fn with_config(cli: &Cli, config: Option<(PathBuf, Config)>) -> Result<Self> {
+        let flag = cluster_flag(cli).map(str::to_owned);
+        let mut context = Self::choosing(cli, config, flag.as_deref())?;
+        let several = context.config().map_or(Vec::new(), |c| {
+            c.cluster_names().iter().map(|n| n.to_string()).collect()
+        });
+        let flag_url = cli
+            .admin_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty());
+        if several.len() > 1 && !flag_url {
+            let members = several
+                .iter()
+                .map(|name| Self::choosing(cli, context.config.clone(), Some(name)))
+                .collect::<Result<Vec<_>>>()?;
+            if flag.is_none() {
+                // `unusable` stays: commands that are not fleet-aware still say "choose one".
+                context.fleet = members;
+            } else {
+                context.fleet_member_of = members;
+            }
+        }
+        Ok(context)
+    }
+
+    /// The context of one cluster: `flag` as `--cluster` says.
+    fn choosing(cli: &Cli, config: Option<(PathBuf, Config)>, flag: Option<&str>) -> Result<Self> {
         let state_dir = state_dir_of(cli)?;
         let mut warnings = Vec::new();
         let flag_url = cli.admin_url.clone().filter(|url| !url.trim().is_empty());
         let flag_ca = cli.ca_file.clone().filter(|f| !f.as_os_str().is_empty());
-        let chosen = choose_cluster(config.as_ref().map(|(_, c)| c), cluster_flag(cli))?;
+        let chosen = choose_cluster(config.as_ref().map(|(_, c)| c), flag)?;
         let (cluster, mut unusable) = match chosen {
             Ok(cluster) => (cluster, None),
             // An admin URL given as a flag needs no choice among the config's clusters.
@@ -210,7 +242,19 @@ impl Context {
             unusable,
             config,
             warnings,
+            fleet: Vec::new(),
+            fleet_member_of: Vec::new(),
         })
+    }
+
+    /// The clusters of a fleet run, one context each (empty: not a fleet run).
+    pub fn fleet(&self) -> &[Context] {
+        &self.fleet
+    }
+
+    /// The config's entry of this context's cluster, if any.
+    pub fn cluster_config(&self) -> Option<&ClusterConfig> {
+        self.config()?.cluster(&self.cluster)
     }
 
     /// The apps repo: `given` (the REPO argument or PGTENANT_REPO), else the config's `repo:`,

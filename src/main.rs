@@ -3,6 +3,7 @@
 
 mod commands;
 mod context;
+mod fleet;
 mod render;
 
 use std::path::PathBuf;

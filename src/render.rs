@@ -217,7 +217,18 @@ fn held_line(plan: &Plan) {
     }
 }
 
-fn summary(plan: &Plan) -> serde_json::Value {
+/// A plan's operations as the JSON of `plan` shows them (for the fleet's per-cluster plans).
+pub fn operations_json(plan: &Plan) -> serde_json::Value {
+    let operations: Vec<OperationView> = plan.operations.iter().map(OperationView::from).collect();
+    json!(operations)
+}
+
+/// The `diagnostics` of `plan`/`apply` JSON.
+pub fn repo_diagnostics_json(repo: &LoadedRepo) -> serde_json::Value {
+    diagnostics_json(&repo.diagnostics)
+}
+
+pub fn summary(plan: &Plan) -> serde_json::Value {
     let count = |kind| plan.notices.iter().filter(|n| n.kind == kind).count();
     json!({
         "operations": plan.operations.len(),

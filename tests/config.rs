@@ -285,7 +285,16 @@ fn two_clusters_without_cluster_is_a_clear_error_listing_them() {
             .args(extra);
         output(&mut cmd)
     };
-    for command in [&["plan", "."][..], &["list"], &["ca"]] {
+    // plan (and apply) run over every cluster (docs/fleet.md): both are unreachable here.
+    let out = run(&["plan", "."]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("== cluster main == unreachable")
+            && out.stdout.contains("== cluster analytics == unreachable"),
+        "{}",
+        out.stdout
+    );
+    for command in [&["list"][..], &["ca"]] {
         let out = run(command);
         assert_eq!(out.code, 1, "{command:?}: {}", out.stderr);
         assert!(

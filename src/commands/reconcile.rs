@@ -72,7 +72,7 @@ pub struct CheckArgs {
 
 impl ReconcileArgs {
     /// The repo, what it declares, and the request for the library.
-    fn load(
+    pub(crate) fn load(
         &self,
         context: &Context,
         guard: DropGuard,
@@ -90,7 +90,7 @@ impl ReconcileArgs {
     }
 
     /// The pipeline, trusting earlier verifications as the flags say.
-    fn reconciler(&self, context: &Context) -> Result<Reconciler> {
+    pub(crate) fn reconciler(&self, context: &Context) -> Result<Reconciler> {
         let mut reconciler = reconciler(context)?;
         reconciler.trust.trust_for = self.trust_for;
         if !self.tenants.is_empty() {
@@ -127,7 +127,7 @@ pub struct GuardArgs {
 }
 
 impl GuardArgs {
-    fn drop_guard(&self) -> DropGuard {
+    pub(crate) fn drop_guard(&self) -> DropGuard {
         DropGuard {
             max_drops: self.max_drops,
             allow_empty_repo: self.allow_empty_repo,
@@ -247,6 +247,9 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 }
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
+    if crate::fleet::applies(context) {
+        return crate::fleet::run(context, args, false);
+    }
     let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
     let reconciler = args.common.reconciler(context)?;
     let planned = runtime()?.block_on(reconciler.plan(&desired, &request))?;
@@ -261,6 +264,9 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 }
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
+    if crate::fleet::applies(context) {
+        return crate::fleet::run(context, args, true);
+    }
     let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
     let reconciler = args.common.reconciler(context)?;
     let format = args.common.format;

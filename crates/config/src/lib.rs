@@ -18,8 +18,9 @@ mod schema;
 
 pub use cron::check_schedule;
 pub use model::{
-    BackupSchedules, ClusterConfig, Config, HostPort, PoolerAuth, PoolerConfig, PoolerRun,
-    PoolingDefaults, ServeConfig, StoreConfig, StoreKind, TlsConfig, DEFAULT_CLUSTER, FILE_NAME,
+    BackupSchedules, Capacity, ClusterConfig, Config, HostPort, PoolerAuth, PoolerConfig,
+    PoolerRun, PoolingDefaults, ServeConfig, StoreConfig, StoreKind, TlsConfig, DEFAULT_CLUSTER,
+    FILE_NAME,
 };
 pub use parse::{load, parse, Loaded};
 pub use reference::{AdminUrlSource, ResolveError, Resolved};

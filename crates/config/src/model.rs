@@ -81,8 +81,19 @@ pub struct ClusterConfig {
     /// `failoverTimeout:`, how long a run waits for a new primary after losing the one it
     /// wrote to; None: [`ClusterConfig::DEFAULT_FAILOVER_TIMEOUT`] for an HA cluster.
     pub failover_timeout: Option<Duration>,
+    /// `capacity:`, the most the fleet's placement puts on the cluster; None: no limit.
+    pub capacity: Capacity,
     /// Where the item starts.
     pub location: SourceLocation,
+}
+
+/// `clusters[].capacity:`: both limits optional; a cluster at either limit gets no new tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// `maxTenants:`, tenant databases on the cluster.
+    pub max_tenants: Option<u32>,
+    /// `maxSize:`, the total size of its tenant databases in bytes (`50GB`).
+    pub max_size_bytes: Option<u64>,
 }
 
 impl ClusterConfig {

@@ -5,16 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgtenant_spec::{
-    closest, closest_word, describe, is_dns_label, listed, parse_duration_ms_up_to, shown,
-    syntax_error, Diagnostic, DurationError, Environment, LoadOptions, PoolMode, Pooling,
+    closest, closest_word, describe, is_dns_label, is_label_key, listed, parse_duration_ms_up_to,
+    shown, syntax_error, Diagnostic, DurationError, Environment, LoadOptions, PoolMode, Pooling,
     SourceLocation,
 };
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
 use crate::cron::check_schedule;
 use crate::model::{
-    BackupSchedules, ClusterConfig, Config, HostPort, PoolerAuth, PoolerConfig, PoolerRun,
-    PoolingDefaults, ServeConfig, StoreConfig, StoreKind, TlsConfig,
+    BackupSchedules, Capacity, ClusterConfig, Config, HostPort, PoolerAuth, PoolerConfig,
+    PoolerRun, PoolingDefaults, ServeConfig, StoreConfig, StoreKind, TlsConfig,
 };
 use crate::reference::{has_inline_password, AdminUrlSource};
 
@@ -47,7 +47,11 @@ pub(crate) const LABELS: &str = "labels";
 pub(crate) const POOLER: &str = "pooler";
 pub(crate) const PATRONI: &str = "patroni";
 pub(crate) const FAILOVER_TIMEOUT: &str = "failoverTimeout";
-pub(crate) const CLUSTER_FIELDS: [&str; 8] = [
+pub(crate) const CAPACITY: &str = "capacity";
+pub(crate) const MAX_TENANTS: &str = "maxTenants";
+pub(crate) const MAX_SIZE: &str = "maxSize";
+pub(crate) const CAPACITY_FIELDS: [&str; 2] = [MAX_TENANTS, MAX_SIZE];
+pub(crate) const CLUSTER_FIELDS: [&str; 9] = [
     NAME,
     ADMIN_URL,
     ENDPOINT,
@@ -56,6 +60,7 @@ pub(crate) const CLUSTER_FIELDS: [&str; 8] = [
     POOLER,
     PATRONI,
     FAILOVER_TIMEOUT,
+    CAPACITY,
 ];
 
 pub(crate) const MODE: &str = "mode";
@@ -110,6 +115,24 @@ const DAY_MS: u64 = 86_400_000;
 /// `env:` and `file:` in `adminUrl`.
 const ENV_PREFIX: &str = "env:";
 const FILE_PREFIX: &str = "file:";
+
+/// `50GB` in bytes (1024-based units `B`, `kB`, `MB`, `GB`, `TB`, as PostgreSQL's `pg_size_pretty`
+/// writes them; the unit's case is not checked); None when it is not a whole number with a unit.
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "b" => 0,
+        "kb" => 10,
+        "mb" => 20,
+        "gb" => 30,
+        "tb" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
+}
 
 /// What reading a config file gave.
 #[derive(Debug)]
@@ -405,6 +428,7 @@ impl Parser<'_> {
         let mut pooler = None;
         let mut patroni = Vec::new();
         let mut failover_timeout = None;
+        let mut capacity = Capacity::default();
         let mut complete = true;
         for (key, _, value) in &entries {
             let field = format!("{path}.{key}");
@@ -442,6 +466,10 @@ impl Parser<'_> {
                     failover_timeout = self.interval(value, &field, "60s");
                     complete &= failover_timeout.is_some();
                 }
+                CAPACITY => match self.capacity(value, &field) {
+                    Some(given) => capacity = given,
+                    None => complete = false,
+                },
                 _ => unreachable!("only known keys are returned"),
             }
         }
@@ -470,8 +498,71 @@ impl Parser<'_> {
             pooler,
             patroni,
             failover_timeout,
+            capacity,
             location: name_location,
         })
+    }
+
+    /// `capacity: {maxTenants: N, maxSize: 50GB}`, both optional.
+    fn capacity(&mut self, value: &MarkedYaml, path: &str) -> Option<Capacity> {
+        let entries = self.mapping(value, path, &CAPACITY_FIELDS)?;
+        let mut capacity = Capacity::default();
+        let mut valid = true;
+        for (key, _, value) in &entries {
+            let field = format!("{path}.{key}");
+            match *key {
+                MAX_TENANTS => {
+                    let given = match &value.data {
+                        YamlData::Value(Scalar::Integer(n)) => u32::try_from(*n).ok(),
+                        _ => None,
+                    };
+                    match given {
+                        Some(n) => capacity.max_tenants = Some(n),
+                        None => {
+                            self.error(
+                                value,
+                                &field,
+                                format!(
+                                    "expected a number of tenant databases, found {}",
+                                    describe(value)
+                                ),
+                                format!("e.g. `{MAX_TENANTS}: 500` (0 takes no new tenant)"),
+                            );
+                            valid = false;
+                        }
+                    }
+                }
+                _ => match self.size(value, &field) {
+                    Some(bytes) => capacity.max_size_bytes = Some(bytes),
+                    None => valid = false,
+                },
+            }
+        }
+        valid.then_some(capacity)
+    }
+
+    /// A size with a unit, as PostgreSQL writes them: `500MB`, `50GB`, `2TB` (1024-based, `B`,
+    /// `kB`, `MB`, `GB`, `TB`).
+    fn size(&mut self, value: &MarkedYaml, field: &str) -> Option<u64> {
+        let parsed = match &value.data {
+            YamlData::Value(Scalar::String(text)) => parse_size(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            let hint = match &value.data {
+                YamlData::Value(Scalar::Integer(n)) => {
+                    format!("give a unit: `{MAX_SIZE}: {n}GB` (B, kB, MB, GB or TB)")
+                }
+                _ => format!("e.g. `{MAX_SIZE}: 50GB` (B, kB, MB, GB or TB, 1024-based)"),
+            };
+            self.error(
+                value,
+                field,
+                format!("expected a size such as `50GB`, found {}", describe(value)),
+                hint,
+            );
+        }
+        parsed
     }
 
     /// `patroni:`, a list of the members' REST API base URLs (`http://HOST:PORT`).
@@ -635,19 +726,7 @@ impl Parser<'_> {
         };
         for (key, key_node, label) in entries {
             let at = format!("{field}.{}", shown(key));
-            let valid_key = key.len() <= 63
-                && key
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())
-                && key
-                    .chars()
-                    .last()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-            if !valid_key {
+            if !is_label_key(key) {
                 self.error(
                     key_node,
                     &at,

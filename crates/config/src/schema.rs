@@ -13,11 +13,11 @@ use pgtenant_spec::{PoolMode, Pooling};
 
 use crate::model::{PoolerAuth, PoolerRun, PoolingDefaults, StoreKind};
 use crate::parse::{
-    ADMIN_URL, AUTH, BACKUPS, BACKUP_FIELDS, BRANCH, CA_FILE, CERT_FILE, CLUSTERS, CONFIG_DIR,
-    DRIFT_INTERVAL, ENDPOINT, ENDPOINT_URL, ENVIRONMENT, FAILOVER_TIMEOUT, GIT, KEY_FILE,
-    KMS_KEY_ID, LABELS, LISTEN, MODE, NAME, PATRONI, POLL_INTERVAL, POOLER, POOLING, PREFIX,
-    REGION, REMOTE, REPO, RETENTION, ROTATE_EVERY, RUN, SERVE, SIZE, STORE, SUPERUSER_EXTENSIONS,
-    TLS, TOKEN_FILE, TYPE, WEBHOOK_SECRET_FILE,
+    ADMIN_URL, AUTH, BACKUPS, BACKUP_FIELDS, BRANCH, CAPACITY, CA_FILE, CERT_FILE, CLUSTERS,
+    CONFIG_DIR, DRIFT_INTERVAL, ENDPOINT, ENDPOINT_URL, ENVIRONMENT, FAILOVER_TIMEOUT, GIT,
+    KEY_FILE, KMS_KEY_ID, LABELS, LISTEN, MAX_SIZE, MAX_TENANTS, MODE, NAME, PATRONI,
+    POLL_INTERVAL, POOLER, POOLING, PREFIX, REGION, REMOTE, REPO, RETENTION, ROTATE_EVERY, RUN,
+    SERVE, SIZE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE, WEBHOOK_SECRET_FILE,
 };
 
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
@@ -177,6 +177,24 @@ impl JsonSchema for ConfigFile {
                                 "description": "How long a run waits for a new primary after losing the one it wrote to (at least Patroni's ttl + retry_timeout) [default: 60s on an HA cluster].",
                                 "type": "string",
                                 "pattern": DURATION_PATTERN,
+                            },
+                            CAPACITY: {
+                                "description": "The most the fleet's placement puts on the cluster: a cluster at either limit gets no new tenant (tenants already on it stay).",
+                                "type": "object",
+                                "additionalProperties": false,
+                                "properties": {
+                                    MAX_TENANTS: {
+                                        "description": "Tenant databases on the cluster.",
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "maximum": u32::MAX,
+                                    },
+                                    MAX_SIZE: {
+                                        "description": "Total size of the cluster's tenant databases: a whole number with a 1024-based unit, B, kB, MB, GB or TB (`50GB`).",
+                                        "type": "string",
+                                        "pattern": r"^\s*[0-9]+\s*([kKmMgGtT]?[bB])\s*$",
+                                    },
+                                },
                             },
                         },
                     },

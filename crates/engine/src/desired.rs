@@ -93,6 +93,9 @@ pub struct DesiredTenant {
     pub environment: Option<Environment>,
     /// `pooling:` of the spec; None: the platform's defaults.
     pub pooling: Option<pgtenant_spec::Pooling>,
+    /// The cluster of a fleet the tenant is placed on, recorded in its database marker; None
+    /// outside a fleet (a marker without `cluster`, as before).
+    pub cluster: Option<String>,
 }
 
 impl DesiredTenant {
@@ -151,6 +154,7 @@ impl DesiredTenant {
             connection_limit: spec.connection_limit.unwrap_or(-1),
             environment: spec.environment,
             pooling: spec.pooling,
+            cluster: None,
         }
     }
 
@@ -487,6 +491,10 @@ pub struct Marker {
     /// retention of its final backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
+    /// The fleet's cluster the database was placed on (database markers only); absent in
+    /// markers written outside a fleet, which stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 pub const MANAGED_BY: &str = "pgtenant";
@@ -501,6 +509,7 @@ impl Marker {
             alternate: false,
             orphaned_since: None,
             environment: tenant.environment,
+            cluster: tenant.cluster.clone(),
         }
     }
 
@@ -513,6 +522,7 @@ impl Marker {
             alternate: false,
             orphaned_since: None,
             environment: None,
+            cluster: None,
         }
     }
 
@@ -686,7 +696,14 @@ mod tests {
     fn markers_round_trip_and_ignore_foreign_comments() {
         let t = tenant(Mode::Protected);
         let marker = Marker::database(&t);
-        assert_eq!(Marker::parse(&marker.to_comment()), Some(marker));
+        assert_eq!(Marker::parse(&marker.to_comment()), Some(marker.clone()));
+        assert!(!marker.to_comment().contains("cluster"));
+        let placed = Marker::database(&DesiredTenant {
+            cluster: Some("eu-1".into()),
+            ..t.clone()
+        });
+        assert!(placed.to_comment().contains(r#""cluster":"eu-1""#));
+        assert_eq!(Marker::parse(&placed.to_comment()), Some(placed));
         let role = Marker::role(&t, RoleKind::Write);
         assert_eq!(Marker::parse(&role.to_comment()), Some(role.clone()));
         assert!(role.to_comment().starts_with(&Marker::comment_prefix()));

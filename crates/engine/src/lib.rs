@@ -10,6 +10,7 @@ pub mod control;
 pub mod desired;
 pub mod execute;
 pub mod failover;
+pub mod fleet;
 pub mod ident;
 pub mod inventory;
 pub mod observed;

@@ -33,8 +33,8 @@ pub use duration::{parse_duration_ms_up_to, DurationError};
 pub use file::parse_file;
 pub use location::SourceLocation;
 pub use model::{
-    ApiVersion, DatabaseSpec, Environment, LogStatements, Mode, PoolMode, Pooling, Preset,
-    RoleSettings, API_VERSION_V1, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
+    is_label_key, ApiVersion, ClusterChoice, DatabaseSpec, Environment, LogStatements, Mode,
+    PoolMode, Pooling, Preset, RoleSettings, API_VERSION_V1, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
 };
 pub use parse::{describe, listed, syntax_error};
 pub use repo::{

@@ -373,6 +373,49 @@ pub struct DatabaseSpec {
     /// `pooling:`; None: the platform's defaults (pooled when the cluster has a pooler).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pooling: Option<Pooling>,
+    /// `cluster:`, the cluster of the platform config a new tenant goes to; None: placement
+    /// decides. Only a name here: the config says whether it exists ([`ClusterChoice`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterChoice>,
+    /// `placement.labels`: the labels a new tenant's cluster must have; empty: the default (the
+    /// cluster's `tier` is the tenant's environment, when some cluster has a `tier` label).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub placement_labels: BTreeMap<String, String>,
+}
+
+/// A database's `cluster: NAME`, with where it is written so that an unknown name is reported
+/// there once the platform config is known.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterChoice {
+    pub name: String,
+    /// Where the value is.
+    pub location: SourceLocation,
+    /// Its field path, e.g. `postgresqlDatabases[0].cluster`.
+    pub field: String,
+}
+
+impl Serialize for ClusterChoice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name)
+    }
+}
+
+/// A label name of the platform config's `clusters[].labels` and a values file's
+/// `placement.labels`: letters, digits, `-`, `_`, `.` and `/`, starting and ending with a letter
+/// or digit, at most 63 characters.
+pub fn is_label_key(key: &str) -> bool {
+    key.len() <= 63
+        && key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && key
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 impl DatabaseSpec {

@@ -117,6 +117,28 @@ struct Database {
     #[serde(default)]
     #[schemars(schema_with = "pooling")]
     pooling: Option<String>,
+    /// The cluster of the platform config (`clusters[].name` in pgtenant.yaml) a new tenant
+    /// goes to. Placement is sticky: a tenant that exists stays on its cluster; a different
+    /// `cluster` is reported, never acted on (`pgtenant move` moves it).
+    #[serde(default)]
+    #[schemars(schema_with = "dns_label")]
+    cluster: Option<String>,
+    /// Where a new tenant goes when `cluster` is not set: `labels` the cluster must have
+    /// (default: `tier` is the tenant's environment, when some cluster has a `tier` label);
+    /// among those, the cluster with the most headroom.
+    #[serde(default)]
+    placement: Option<PlacementSettings>,
+}
+
+/// `placement:` of a tenant database.
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "Placement")]
+#[allow(dead_code)]
+struct PlacementSettings {
+    /// Labels the cluster must have, e.g. `{region: eu}`.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 /// A tenant database in a legacy file (no `apiVersion`): chart 1.0.1's fields, and chart

@@ -543,3 +543,55 @@ fn patroni_and_failover_timeout_problems_are_located() {
         assert!(problem.starts_with(expected), "{line}:\n{problem}");
     }
 }
+
+#[test]
+fn a_clusters_capacity_limits_tenants_and_size() {
+    let both = config(
+        "clusters:\n  - name: main\n    adminUrl: env:A\n    capacity: {maxTenants: 500, maxSize: 50GB}\n",
+    );
+    let capacity = both.clusters[0].capacity;
+    assert_eq!(capacity.max_tenants, Some(500));
+    assert_eq!(capacity.max_size_bytes, Some(50 << 30));
+    let one =
+        config("clusters:\n  - name: main\n    adminUrl: env:A\n    capacity: {maxSize: 512MB}\n");
+    assert_eq!(one.clusters[0].capacity.max_tenants, None);
+    assert_eq!(one.clusters[0].capacity.max_size_bytes, Some(512 << 20));
+    let none = config("clusters:\n  - name: main\n    adminUrl: env:A\n");
+    assert_eq!(none.clusters[0].capacity, Capacity::default());
+    assert_eq!(parse_size("1TB"), Some(1 << 40));
+    assert_eq!(parse_size("10 kB"), Some(10 << 10));
+    for bad in ["50", "GB", "5.5GB", "5PB", "-1GB", "99999999999999TB"] {
+        assert_eq!(parse_size(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn capacity_problems_are_located() {
+    let cluster =
+        |line: &str| format!("clusters:\n  - name: main\n    adminUrl: env:A\n    {line}\n");
+    for (line, expected) in [
+        (
+            "capacity: {maxTenants: -1}",
+            "error: /etc/pgtenant/pgtenant.yaml:4:28: clusters[0].capacity.maxTenants: expected a number of tenant databases, found the number `-1`",
+        ),
+        (
+            "capacity: {maxSize: 50}",
+            "error: /etc/pgtenant/pgtenant.yaml:4:25: clusters[0].capacity.maxSize: expected a size such as `50GB`, found the number `50`\n  help: give a unit: `maxSize: 50GB`",
+        ),
+        (
+            "capacity: {maxSize: 50XB}",
+            "error: /etc/pgtenant/pgtenant.yaml:4:25: clusters[0].capacity.maxSize: expected a size such as `50GB`, found the string `50XB`",
+        ),
+        (
+            "capacity: {maxTenant: 5}",
+            "error: /etc/pgtenant/pgtenant.yaml:4:16: clusters[0].capacity.maxTenant: unknown key `maxTenant`",
+        ),
+        (
+            "capacity: 5",
+            "error: /etc/pgtenant/pgtenant.yaml:4:15: clusters[0].capacity:",
+        ),
+    ] {
+        let problem = only_problem(&cluster(line));
+        assert!(problem.starts_with(expected), "{line}:\n{problem}");
+    }
+}

@@ -6,9 +6,9 @@ use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::{
     describe, listed, mode_of, string, Field, Format, Located, Mapping, Parser, RawEntry,
-    ADD_API_VERSION_HINT, API_VERSION_KEY, CONNECTION_LIMIT, DATABASES_KEY, ENVIRONMENT,
-    EXTENSIONS, LEGACY_FIELDS, LEGACY_PROTECTION, MODE, NAME, POOLING, PRESET, ROLES, SCHEMAS,
-    V1_FIELDS,
+    ADD_API_VERSION_HINT, API_VERSION_KEY, CLUSTER, CONNECTION_LIMIT, DATABASES_KEY, ENVIRONMENT,
+    EXTENSIONS, LEGACY_FIELDS, LEGACY_PROTECTION, MODE, NAME, PLACEMENT, POOLING, PRESET, ROLES,
+    SCHEMAS, V1_FIELDS,
 };
 use crate::diagnostic::shown;
 use crate::model::{Environment, Mode, Preset};
@@ -38,6 +38,8 @@ impl Parser<'_> {
             environment: Field::Absent,
             roles: Field::Absent,
             pooling: Field::Absent,
+            cluster: Field::Absent,
+            placement: Field::Absent,
             path,
         };
         for (key, value) in fields {
@@ -80,6 +82,8 @@ impl Parser<'_> {
                 ENVIRONMENT => entry.environment = self.environment(&field, value),
                 ROLES => entry.roles = self.roles(&field, value),
                 POOLING => entry.pooling = self.pooling(&field, value),
+                CLUSTER => entry.cluster = self.cluster(&field, value),
+                PLACEMENT => entry.placement = self.placement(&field, value),
                 unknown => {
                     let meant = self.unknown_field(&entry.path, key, unknown);
                     // `nmae: x` already says what to fix; "missing `name`" on top would be noise.

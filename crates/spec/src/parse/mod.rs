@@ -3,11 +3,13 @@
 //! (names, duplicates, roles of the preset) is for `validate`.
 
 mod entry;
+mod placement;
 mod pooling;
 mod roles;
 mod top_level;
 mod yaml;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
@@ -41,11 +43,16 @@ pub(crate) const POOL_MODE: &str = "mode";
 pub(crate) const POOL_SIZE: &str = "size";
 /// The fields of `pooling:`.
 pub(crate) const POOLING_FIELDS: [&str; 2] = [POOL_MODE, POOL_SIZE];
+pub(crate) const CLUSTER: &str = "cluster";
+pub(crate) const PLACEMENT: &str = "placement";
+pub(crate) const PLACEMENT_LABELS: &str = "labels";
+/// The fields of `placement:`.
+pub(crate) const PLACEMENT_FIELDS: [&str; 1] = [PLACEMENT_LABELS];
 
 /// The fields of a legacy entry (no `apiVersion`), as chart 1.0.1 and 0.5.0 wrote them.
 pub(crate) const LEGACY_FIELDS: [&str; 3] = [NAME, MODE, LEGACY_PROTECTION];
 /// The fields of a v1 entry.
-pub(crate) const V1_FIELDS: [&str; 9] = [
+pub(crate) const V1_FIELDS: [&str; 11] = [
     NAME,
     MODE,
     PRESET,
@@ -55,6 +62,8 @@ pub(crate) const V1_FIELDS: [&str; 9] = [
     ENVIRONMENT,
     ROLES,
     POOLING,
+    CLUSTER,
+    PLACEMENT,
 ];
 /// The fields of one role's settings under `roles:`.
 pub(crate) const ROLE_FIELDS: [&str; 3] = [CONNECTION_LIMIT, STATEMENT_TIMEOUT, LOG_STATEMENTS];
@@ -157,6 +166,10 @@ pub(crate) struct RawEntry {
     pub environment: Field<Environment>,
     pub roles: Field<Vec<RawRole>>,
     pub pooling: Field<Pooling>,
+    /// `cluster:`, located at its value.
+    pub cluster: Field<String>,
+    /// `placement.labels`.
+    pub placement: Field<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default)]

@@ -705,7 +705,7 @@ fn statement_timeouts() {
 fn unknown_fields_in_v1_list_the_v1_fields() {
     assert_eq!(
         v1_problems("owner: bob"),
-        ["4:5 postgresqlDatabases[0].owner: unknown field `owner` | the fields of a database are `name`, `mode`, `preset`, `schemas`, `extensions`, `connectionLimit`, `environment`, `roles` and `pooling`"]
+        ["4:5 postgresqlDatabases[0].owner: unknown field `owner` | the fields of a database are `name`, `mode`, `preset`, `schemas`, `extensions`, `connectionLimit`, `environment`, `roles`, `pooling`, `cluster` and `placement`"]
     );
     assert_eq!(
         v1_problems("extension: [pgcrypto]"),
@@ -828,5 +828,44 @@ fn pooling_needs_the_v1_format() {
     assert_eq!(
         rendered,
         [format!("error: {FILE}:3:5: postgresqlDatabases[0].pooling: `pooling` needs the v1 format, and this file has no `apiVersion`\n  help: add `apiVersion: pgtenant.io/v1` at the top of the file (`pgtenant spec upgrade` does it)")]
+    );
+}
+
+#[test]
+fn cluster_and_placement_are_read_with_their_locations() {
+    let (raw, diagnostics) = parse_text(
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: one\n    cluster: eu-1\n    placement: {labels: {region: eu, tier: production}}\n",
+    );
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    let Field::Given(cluster) = &raw.entries[0].cluster else {
+        panic!("no cluster: {:?}", raw.entries[0]);
+    };
+    assert_eq!(cluster.value, "eu-1");
+    assert_eq!(cluster.location.to_string(), format!("{FILE}:4:14"));
+    let labels = raw.entries[0].placement.given().unwrap();
+    assert_eq!(labels.get("region").map(String::as_str), Some("eu"));
+    assert_eq!(labels.len(), 2);
+}
+
+#[test]
+fn cluster_and_placement_problems_are_located() {
+    for (fields, expected) in [
+        ("cluster: Main", "4:14 postgresqlDatabases[0].cluster: `Main` is not a valid cluster name"),
+        ("cluster: [a]", "4:14 postgresqlDatabases[0].cluster: expected the name of a cluster of pgtenant.yaml, found a list"),
+        ("placement: eu", "4:16 postgresqlDatabases[0].placement: expected the placement's settings, found the string `eu`"),
+        ("placement: {label: {a: b}}", "4:17 postgresqlDatabases[0].placement.label: unknown field `label` | did you mean `labels`?"),
+        ("placement: {labels: [a]}", "4:25 postgresqlDatabases[0].placement.labels: expected labels as a mapping"),
+        ("placement: {labels: {tier: 1}}", "4:32 postgresqlDatabases[0].placement.labels.tier: expected the label's value as a string, found the number `1`"),
+        ("placement: {labels: {-x: a}}", "4:26 postgresqlDatabases[0].placement.labels: the string `-x` is not a label name"),
+    ] {
+        let text = format!("apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: one\n    {fields}\n");
+        let problem = only_problem(&text);
+        assert!(problem.starts_with(expected), "{fields}:\n{problem}");
+    }
+    // v1 only.
+    let problem = only_problem("postgresqlDatabases:\n  - name: one\n    cluster: main\n");
+    assert!(
+        problem.contains("`cluster` needs the v1 format"),
+        "{problem}"
     );
 }

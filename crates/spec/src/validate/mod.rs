@@ -4,11 +4,12 @@ mod fields;
 mod legacy;
 mod names;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::{DatabaseSpec, Preset};
-use crate::parse::{Field, Format, RawEntry, RawFile, NAME};
+use crate::model::{ClusterChoice, DatabaseSpec, Preset};
+use crate::parse::{Field, Format, RawEntry, RawFile, CLUSTER, NAME};
 use fields::{extensions, roles, schemas};
 use legacy::{legacy_protection_warning, mode, LegacyUse};
 use names::{identifier_too_long, label_hint, label_message, label_problems, namespace};
@@ -117,6 +118,18 @@ fn validate_entry(
             environment: entry.environment.given().copied(),
             roles,
             pooling: entry.pooling.given().copied(),
+            cluster: match entry.cluster {
+                Field::Given(cluster) => Some(ClusterChoice {
+                    name: cluster.value,
+                    location: cluster.location,
+                    field: format!("{}.{CLUSTER}", entry.path),
+                }),
+                Field::Absent | Field::Invalid => None,
+            },
+            placement_labels: match entry.placement {
+                Field::Given(labels) => labels.value,
+                Field::Absent | Field::Invalid => BTreeMap::new(),
+            },
         },
         field,
     })

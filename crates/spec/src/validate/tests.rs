@@ -381,6 +381,8 @@ fn a_v1_entry_becomes_a_full_spec() {
                 mode: Some(crate::model::PoolMode::Session),
                 size: Some(5),
             }),
+            cluster: None,
+            placement_labels: BTreeMap::new(),
             roles: BTreeMap::from([
                 (
                     "read".to_owned(),

@@ -1,0 +1,494 @@
+//! A fleet of clusters: where each declared tenant lives (sticky placement), from each cluster's
+//! inventory of database markers. Pure: the CLI reads the inventories ([`inventory`]) and plans
+//! each cluster with the tenants placed on it.
+//!
+//! Rules, in order, for each declared tenant:
+//! 1. found on one reachable cluster (its database carries our marker for it): it stays there;
+//!    when the spec or config would now choose another cluster, that is reported
+//!    ([`Placement::would_place`]), never acted on;
+//! 2. found on several clusters: reported with every name, planned on none (nothing dropped);
+//! 3. not found while some cluster is unreachable: held (it might live there), reported;
+//! 4. new: `cluster:` of the spec, else the reachable clusters whose labels match
+//!    `placement.labels` (default `tier` = the tenant's environment, when some cluster has a `tier`
+//!    label), else all; among them the most headroom: fewest tenants relative to `maxTenants`,
+//!    then the smallest total size, then config order; clusters at capacity are skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pgtenant_spec::Environment;
+use serde::Serialize;
+
+/// The label that the default placement matches against a tenant's environment.
+pub const TIER_LABEL: &str = "tier";
+
+/// One cluster as placement sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub max_tenants: Option<u32>,
+    pub max_size_bytes: Option<u64>,
+    /// None: unreachable (down, or refused the control role); else what it holds.
+    pub inventory: Option<Inventory>,
+}
+
+/// The managed tenant databases of one cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Tenant ids (`ns/db`) whose database marker is on the cluster (orphans included).
+    pub tenants: BTreeSet<String>,
+    /// Total size of those databases, in bytes (those the control role may not measure count 0).
+    pub size_bytes: u64,
+}
+
+/// Reads `connector`'s cluster's inventory: one query over `pg_database` (markers, sizes the control
+/// role may read). An error means the cluster is unreachable for this run.
+pub async fn inventory(connector: &crate::Connector) -> Result<Inventory, crate::EngineError> {
+    let client = connector.connect(None).await?;
+    let rows = client
+        .query(
+            "SELECT pg_catalog.shobj_description(d.oid, 'pg_database'),
+                    CASE WHEN pg_catalog.has_database_privilege(d.oid, 'CONNECT')
+                           OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+                         THEN pg_catalog.pg_database_size(d.oid) END
+               FROM pg_catalog.pg_database d
+              WHERE NOT d.datistemplate",
+            &[],
+        )
+        .await
+        .map_err(|source| crate::EngineError::Catalog {
+            database: None,
+            source,
+        })?;
+    let mut inventory = Inventory::default();
+    for row in rows {
+        let comment: Option<String> = row.get(0);
+        let Some(marker) = comment.as_deref().and_then(crate::desired::Marker::parse) else {
+            continue;
+        };
+        if marker.role.is_some() {
+            continue;
+        }
+        let size: Option<i64> = row.get(1);
+        inventory.tenants.insert(marker.tenant);
+        inventory.size_bytes += size.map_or(0, |s| s.max(0) as u64);
+    }
+    Ok(inventory)
+}
+
+/// What the spec says about one tenant's placement.
+#[derive(Debug, Clone, Default)]
+pub struct TenantWish {
+    pub id: String,
+    /// `cluster:`.
+    pub cluster: Option<String>,
+    /// `placement.labels`; empty: the default.
+    pub labels: BTreeMap<String, String>,
+    /// The tenant's environment (its own, else the platform's).
+    pub environment: Option<Environment>,
+}
+
+/// Where a tenant is (or goes), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub tenant: String,
+    /// The cluster it is planned on; None: planned nowhere this run (see `state`).
+    pub cluster: Option<String>,
+    /// `existing`, `new`, `duplicate` (planned on every cluster it is on, nothing dropped),
+    /// `unreachable` (its recorded cluster is), `held` or `unplaceable`.
+    pub state: &'static str,
+    /// Where the spec and config would place it now, when that is not where it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_place: Option<String>,
+    /// Every cluster it was found on (`duplicate`), or its unreachable one (`unreachable`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub found_on: Vec<String>,
+    pub reason: String,
+}
+
+/// The placement of every wished tenant, in the order given. `recorded`: each tenant's cluster as
+/// the local state last recorded it, which says which tenants an unreachable cluster holds.
+pub fn place(
+    clusters: &[ClusterView],
+    wishes: &[TenantWish],
+    recorded: &BTreeMap<String, String>,
+) -> Vec<Placement> {
+    let any_unreachable = clusters.iter().find(|c| c.inventory.is_none());
+    let tiered = clusters.iter().any(|c| c.labels.contains_key(TIER_LABEL));
+    // Tenants placed during this run count against headroom like existing ones.
+    let mut load: BTreeMap<&str, (u64, u64)> = clusters
+        .iter()
+        .filter_map(|c| {
+            let inventory = c.inventory.as_ref()?;
+            Some((
+                c.name.as_str(),
+                (inventory.tenants.len() as u64, inventory.size_bytes),
+            ))
+        })
+        .collect();
+    let mut placements = Vec::with_capacity(wishes.len());
+    for wish in wishes {
+        let found_on: Vec<String> = clusters
+            .iter()
+            .filter(|c| {
+                c.inventory
+                    .as_ref()
+                    .is_some_and(|i| i.tenants.contains(&wish.id))
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        let placement = match found_on.as_slice() {
+            [home] => {
+                let would = choose(clusters, wish, tiered, &load, Some(home));
+                let would_place = would.ok().filter(|w| w != home);
+                let reason = match &would_place {
+                    Some(other) => format!(
+                        "placement is sticky: it stays on `{home}` although the spec and config \
+                         would place it on `{other}` now (`pgtenant move` moves it)"
+                    ),
+                    None => format!("it exists on `{home}`"),
+                };
+                Placement {
+                    tenant: wish.id.clone(),
+                    cluster: Some(home.clone()),
+                    state: "existing",
+                    would_place,
+                    found_on: Vec::new(),
+                    reason,
+                }
+            }
+            [_, _, ..] => Placement {
+                tenant: wish.id.clone(),
+                cluster: None,
+                state: "duplicate",
+                would_place: None,
+                reason: format!(
+                    "its database is on {} clusters ({}): nothing is changed or dropped on any of \
+                     them until only one holds it",
+                    found_on.len(),
+                    found_on.join(", ")
+                ),
+                found_on,
+            },
+            [] => match any_unreachable {
+                Some(_)
+                    if recorded.get(&wish.id).is_some_and(|home| {
+                        clusters
+                            .iter()
+                            .any(|c| &c.name == home && c.inventory.is_none())
+                    }) =>
+                {
+                    let home = &recorded[&wish.id];
+                    Placement {
+                        tenant: wish.id.clone(),
+                        cluster: None,
+                        state: "unreachable",
+                        would_place: None,
+                        found_on: vec![home.clone()],
+                        reason: format!("its cluster `{home}` is unreachable"),
+                    }
+                }
+                Some(down) => Placement {
+                    tenant: wish.id.clone(),
+                    cluster: None,
+                    state: "held",
+                    would_place: None,
+                    found_on: Vec::new(),
+                    reason: format!(
+                        "not placed: cluster `{}` is unreachable and may hold it; creating it \
+                         elsewhere could make a second copy",
+                        down.name
+                    ),
+                },
+                None => match choose(clusters, wish, tiered, &load, None) {
+                    Ok(chosen) => {
+                        let entry = load.entry(clusters_name(clusters, &chosen)).or_default();
+                        entry.0 += 1;
+                        Placement {
+                            tenant: wish.id.clone(),
+                            cluster: Some(chosen.clone()),
+                            state: "new",
+                            would_place: None,
+                            found_on: Vec::new(),
+                            reason: format!("placed on `{chosen}`"),
+                        }
+                    }
+                    Err(why) => Placement {
+                        tenant: wish.id.clone(),
+                        cluster: None,
+                        state: "unplaceable",
+                        would_place: None,
+                        found_on: Vec::new(),
+                        reason: why,
+                    },
+                },
+            },
+        };
+        placements.push(placement);
+    }
+    placements
+}
+
+/// The `&str` of `name` borrowed from `clusters` (for the load map's key).
+fn clusters_name<'c>(clusters: &'c [ClusterView], name: &str) -> &'c str {
+    clusters
+        .iter()
+        .find(|c| c.name == name)
+        .map_or("", |c| c.name.as_str())
+}
+
+/// The cluster rules (a)–(c) choose for `wish`; `home` (an existing tenant's cluster) is not
+/// counted against its own capacity. Err: why none can be chosen.
+fn choose(
+    clusters: &[ClusterView],
+    wish: &TenantWish,
+    tiered: bool,
+    load: &BTreeMap<&str, (u64, u64)>,
+    home: Option<&str>,
+) -> Result<String, String> {
+    if let Some(named) = &wish.cluster {
+        let Some(cluster) = clusters.iter().find(|c| &c.name == named) else {
+            return Err(format!("`cluster: {named}` names no cluster of the config"));
+        };
+        if home == Some(named.as_str()) {
+            return Ok(named.clone());
+        }
+        if cluster.inventory.is_none() {
+            return Err(format!("`cluster: {named}` is unreachable"));
+        }
+        if let Some(full) = at_capacity(cluster, load) {
+            return Err(format!("`cluster: {named}` is at capacity ({full})"));
+        }
+        return Ok(named.clone());
+    }
+    let mut labels = wish.labels.clone();
+    if labels.is_empty() && tiered {
+        if let Some(environment) = wish.environment {
+            labels.insert(TIER_LABEL.to_owned(), environment.as_str().to_owned());
+        }
+    }
+    let matching: Vec<&ClusterView> = clusters
+        .iter()
+        .filter(|c| labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+        .collect();
+    if matching.is_empty() {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return Err(format!("no cluster has the labels {}", wanted.join(", ")));
+    }
+    if let Some(home) = home.and_then(|h| matching.iter().find(|c| c.name == h)) {
+        return Ok(home.name.clone());
+    }
+    let mut candidates: Vec<(f64, u64, usize, &ClusterView)> = Vec::new();
+    let mut full = Vec::new();
+    for (order, cluster) in matching.iter().enumerate() {
+        if cluster.inventory.is_none() {
+            continue;
+        }
+        if let Some(why) = at_capacity(cluster, load) {
+            full.push(format!("`{}` ({why})", cluster.name));
+            continue;
+        }
+        let (tenants, size) = load.get(cluster.name.as_str()).copied().unwrap_or_default();
+        let fill = match cluster.max_tenants {
+            Some(max) if max > 0 => tenants as f64 / f64::from(max),
+            _ => 0.0,
+        };
+        candidates.push((fill, size, order, cluster));
+    }
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    match candidates.first() {
+        Some((_, _, _, cluster)) => Ok(cluster.name.clone()),
+        None if !full.is_empty() => Err(format!(
+            "every cluster it may go to is at capacity: {}",
+            full.join(", ")
+        )),
+        None => Err("every cluster it may go to is unreachable".to_owned()),
+    }
+}
+
+/// Which limit `cluster` has reached, if any.
+fn at_capacity(cluster: &ClusterView, load: &BTreeMap<&str, (u64, u64)>) -> Option<String> {
+    let (tenants, size) = load.get(cluster.name.as_str()).copied().unwrap_or_default();
+    if let Some(max) = cluster.max_tenants.filter(|max| tenants >= u64::from(*max)) {
+        return Some(format!("{tenants} of maxTenants {max}"));
+    }
+    if let Some(max) = cluster.max_size_bytes.filter(|max| size >= *max) {
+        return Some(format!("{size} bytes of maxSize {max}"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str, labels: &[(&str, &str)], tenants: &[&str]) -> ClusterView {
+        ClusterView {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            inventory: Some(Inventory {
+                tenants: tenants.iter().map(|t| t.to_string()).collect(),
+                size_bytes: 0,
+            }),
+            ..ClusterView::default()
+        }
+    }
+
+    fn wish(id: &str) -> TenantWish {
+        TenantWish {
+            id: id.into(),
+            ..TenantWish::default()
+        }
+    }
+
+    fn placed(
+        clusters: &[ClusterView],
+        wishes: &[TenantWish],
+    ) -> Vec<(Option<String>, &'static str)> {
+        place(clusters, wishes, &BTreeMap::new())
+            .into_iter()
+            .map(|p| (p.cluster, p.state))
+            .collect()
+    }
+
+    #[test]
+    fn an_explicit_cluster_wins() {
+        let clusters = [cluster("a", &[], &[]), cluster("b", &[], &["x/full"])];
+        let to_b = TenantWish {
+            cluster: Some("b".into()),
+            ..wish("ns/one")
+        };
+        assert_eq!(placed(&clusters, &[to_b]), [(Some("b".into()), "new")]);
+        let unknown = TenantWish {
+            cluster: Some("c".into()),
+            ..wish("ns/one")
+        };
+        let p = &place(&clusters, &[unknown], &BTreeMap::new())[0];
+        assert_eq!((p.state, p.cluster.as_deref()), ("unplaceable", None));
+    }
+
+    #[test]
+    fn labels_then_the_tier_of_the_environment_choose() {
+        let clusters = [
+            cluster("prod", &[("tier", "production"), ("region", "eu")], &[]),
+            cluster("dev", &[("tier", "dev")], &[]),
+        ];
+        let eu = TenantWish {
+            labels: [("region".into(), "eu".into())].into(),
+            ..wish("ns/a")
+        };
+        let dev = TenantWish {
+            environment: Some(Environment::Dev),
+            ..wish("ns/b")
+        };
+        let production = TenantWish {
+            environment: Some(Environment::Production),
+            ..wish("ns/c")
+        };
+        assert_eq!(
+            placed(&clusters, &[eu, dev, production]),
+            [
+                (Some("prod".into()), "new"),
+                (Some("dev".into()), "new"),
+                (Some("prod".into()), "new")
+            ]
+        );
+        let staging = TenantWish {
+            environment: Some(Environment::Staging),
+            ..wish("ns/d")
+        };
+        assert_eq!(
+            place(&clusters, &[staging], &BTreeMap::new())[0].state,
+            "unplaceable"
+        );
+    }
+
+    #[test]
+    fn the_most_headroom_wins_and_full_clusters_are_skipped() {
+        let mut a = cluster("a", &[], &["t/1", "t/2"]);
+        a.max_tenants = Some(10);
+        let mut b = cluster("b", &[], &["t/3"]);
+        b.max_tenants = Some(2);
+        let mut c = cluster("c", &[], &["t/4"]);
+        c.max_tenants = Some(100);
+        // c: 1/100, a: 2/10, b: 1/2; then c is still emptiest.
+        assert_eq!(
+            placed(
+                &[a.clone(), b.clone(), c.clone()],
+                &[wish("n/x"), wish("n/y")]
+            ),
+            [(Some("c".into()), "new"), (Some("c".into()), "new")]
+        );
+        // Without maxTenants, the smaller total size wins; at capacity, skipped.
+        c.max_tenants = Some(1);
+        a.inventory.as_mut().unwrap().size_bytes = 10;
+        b.max_tenants = None;
+        b.inventory.as_mut().unwrap().size_bytes = 5;
+        a.max_tenants = None;
+        assert_eq!(
+            placed(&[a.clone(), b, c.clone()], &[wish("n/x")]),
+            [(Some("b".into()), "new")]
+        );
+        a.max_tenants = Some(2);
+        let p = &place(&[a, c], &[wish("n/x")], &BTreeMap::new())[0];
+        assert_eq!(p.state, "unplaceable");
+        assert!(p.reason.contains("at capacity"), "{}", p.reason);
+    }
+
+    #[test]
+    fn an_existing_tenant_stays_and_a_different_choice_is_reported() {
+        let mut a = cluster("a", &[("tier", "dev")], &["n/x"]);
+        a.max_tenants = Some(1);
+        let b = cluster("b", &[("tier", "production")], &[]);
+        let moved = TenantWish {
+            environment: Some(Environment::Production),
+            ..wish("n/x")
+        };
+        let p = &place(&[a.clone(), b.clone()], &[moved], &BTreeMap::new())[0];
+        assert_eq!((p.cluster.as_deref(), p.state), (Some("a"), "existing"));
+        assert_eq!(p.would_place.as_deref(), Some("b"));
+        // At its own capacity it still stays, with nothing to report.
+        let stays = TenantWish {
+            environment: Some(Environment::Dev),
+            ..wish("n/x")
+        };
+        let p = &place(&[a, b], &[stays], &BTreeMap::new())[0];
+        assert_eq!(
+            (p.cluster.as_deref(), p.would_place.as_deref()),
+            (Some("a"), None)
+        );
+    }
+
+    #[test]
+    fn a_tenant_on_two_clusters_is_planned_on_neither() {
+        let p = &place(
+            &[cluster("a", &[], &["n/x"]), cluster("b", &[], &["n/x"])],
+            &[wish("n/x")],
+            &BTreeMap::new(),
+        )[0];
+        assert_eq!((p.state, p.cluster.as_deref()), ("duplicate", None));
+        assert_eq!(p.found_on, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_unreachable_cluster_holds_unknown_tenants_but_not_known_ones() {
+        let down = ClusterView {
+            name: "down".into(),
+            ..ClusterView::default()
+        };
+        let up = cluster("up", &[], &["n/known"]);
+        assert_eq!(
+            placed(
+                &[up.clone(), down.clone()],
+                &[wish("n/known"), wish("n/new")]
+            ),
+            [(Some("up".into()), "existing"), (None, "held")]
+        );
+        let recorded = BTreeMap::from([("n/there".to_owned(), "down".to_owned())]);
+        let p = &place(&[up, down], &[wish("n/there")], &recorded)[0];
+        assert_eq!((p.state, p.cluster.as_deref()), ("unreachable", None));
+    }
+}
