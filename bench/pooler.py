@@ -133,7 +133,7 @@ def connect_ms(uri: str, count: int) -> list:
 
 
 def cheap_connect_ms(uri: str, count: int) -> list:
-    """`connect_ms` with bench/scram_client.py: the same TLS and 4,096 SCRAM rounds, the rounds in hashlib."""
+    """`connect_ms` with bench/scram_client.py: TLS and the same 4,096 SCRAM rounds, the rounds in hashlib."""
     host, port, user, password, dbname, cafile = scram_client.from_uri(uri)
     ctx = scram_client.context(cafile)
     samples = []
@@ -231,7 +231,7 @@ def pgbench_load(uris: list, clients: int, seconds: int, fleet, workload: str = 
     procs = [
         subprocess.Popen(
             [program, "-n", "-f", str(script), "-c", str(clients), "-j", str(jobs), "-T", str(seconds), "-M",
-             "simple", uri],
+             "simple", "-P", "1", "--progress-timestamp", uri],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -241,8 +241,18 @@ def pgbench_load(uris: list, clients: int, seconds: int, fleet, workload: str = 
     time.sleep(seconds / 2)
     load_mid = os.getloadavg()[0]
     tps, failed, errors, transactions = 0.0, 0, [], 0
-    for proc in procs:
+    # Wall-clock second -> {process: tps} from each pgbench's progress lines (`progress: <epoch> s, <tps> tps`).
+    seconds_seen = {}
+    for index, proc in enumerate(procs):
         stdout, stderr = proc.communicate()
+        for line in stderr.splitlines():
+            if line.startswith("progress: "):
+                parts = line.split()
+                try:
+                    seconds_seen.setdefault(int(float(parts[1])), {})[index] = float(parts[3])
+                except (IndexError, ValueError):
+                    pass
+        stderr = "\n".join(line for line in stderr.splitlines() if not line.startswith("progress: "))
         for line in stdout.splitlines():
             if line.startswith("tps = "):
                 tps += float(line.split()[2])
@@ -255,6 +265,11 @@ def pgbench_load(uris: list, clients: int, seconds: int, fleet, workload: str = 
         if proc.returncode != 0 and not found:
             found = [stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"]
         errors.extend(found)
+    # The steady state: seconds in which every pgbench reported (all connected, none finished), their summed tps.
+    # pgbench's own `tps =` lines exclude each process's connection time, so their sum overstates the aggregate
+    # when 1,000 SCRAM connects take seconds; transactions / wall time understates it by the same connect phase.
+    full = sorted(sum(by.values()) for second, by in seconds_seen.items() if len(by) == len(procs))
+    steady = statistics.median(full) if full else None
     children_after = os.times()
     # Every backend has ended and been reaped by now (the clients are gone): all in the postmaster's times.
     time.sleep(0.5)
@@ -263,6 +278,8 @@ def pgbench_load(uris: list, clients: int, seconds: int, fleet, workload: str = 
     return {
         "workload": workload,
         "tps": tps,
+        "steady_tps": steady,
+        "steady_seconds": len(full),
         "failed": failed,
         "errors": len(errors),
         "first_error": errors[:1],
@@ -313,6 +330,9 @@ def main():
                         help="comma-separated, of: " + ", ".join(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=1, help="direct/pooled pairs per workload, interleaved")
     parser.add_argument("--jobs", type=int, default=1, help="pgbench -j of each pooled pgbench")
+    parser.add_argument("--pgbouncer-nice", type=int, default=None,
+                        help="experiment: give pgbouncer this nice value (a single process among many runnable ones "
+                             "on a busy machine gets only its share of the CPU)")
     parser.add_argument("--binary", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -345,8 +365,8 @@ def main():
         }
         latency["p50_ratio"] = latency["pooled_p50_ms"] / latency["direct_p50_ms"]
         latency["p99_ratio"] = latency["pooled_p99_ms"] / latency["direct_p99_ms"]
-        # The same with a client whose SCRAM is cheap; each path on its own, so that one refusing it (pgbouncer
-        # 1.18 has refused this client's proof, cause not found) does not hide the other.
+        # The same with a client whose SCRAM is cheap (TLS 1.2: see bench/scram_client.py), each path on its own so
+        # that a failure of one does not hide the other.
         cheap = {}
         for name, key in (("direct", "uri"), ("pooled", "pooler_uri")):
             try:
@@ -360,6 +380,8 @@ def main():
         cheap["load_1m"] = os.getloadavg()[0]
         latency["cheap_client"] = cheap
 
+        if args.pgbouncer_nice is not None:
+            os.setpriority(os.PRIO_PROCESS, fleet.pids()[1], args.pgbouncer_nice)
         if any(w != "select1" for w in workloads):
             make_tables(fleet)
         for workload in workloads:
@@ -377,12 +399,17 @@ def main():
                     "direct": direct_load,
                     "pooled": pooled_load,
                     "ratio": pooled_load["tps"] / direct_load["tps"] if direct_load["tps"] else None,
+                    "steady_ratio": pooled_load["steady_tps"] / direct_load["steady_tps"]
+                    if pooled_load["steady_tps"] and direct_load["steady_tps"] else None,
+                    "wall_ratio": pooled_load["transactions"] / direct_load["transactions"]
+                    if direct_load["transactions"] else None,
                 })
         result = {
             "tenants": args.tenants,
             "connects": len(direct),
             "max_connections": args.max_connections,
             "pool_size": args.pool_size,
+            "pgbouncer_nice": args.pgbouncer_nice,
             "seconds": args.seconds,
             "latency": latency,
             "direct_clients": args.tenants,
@@ -411,17 +438,22 @@ def main():
         print(f"| pooled / direct, hashlib client | {cheap['pooled_p50_ms'] / cheap['direct_p50_ms']:.2f}× "
               f"| {cheap['pooled_p99_ms'] / cheap['direct_p99_ms']:.2f}× |")
     print(f"\nload average (1 min) after the hashlib client's connects: {cheap['load_1m']:.1f}\n")
-    print(f"| load ({args.seconds} s) | clients | tps | failed | client errors | CPU s pgbench / pgbouncer / server "
-          "| load 1m mid | pooled / direct |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| load ({args.seconds} s) | clients | steady tps (s) | sum of pgbench tps | transactions | failed "
+          "| client errors | CPU s pgbench / pgbouncer / server | load 1m mid | pooled / direct: steady, sum, total |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for entry in loads:
         for name, clients, load in (
             ("direct", result["direct_clients"], entry["direct"]),
             ("pooled", result["pooled_clients"], entry["pooled"]),
         ):
             cpu = load["cpu_s"]
-            ratio = f"{entry['ratio']:.2f}×" if name == "pooled" and entry["ratio"] is not None else ""
-            print(f"| {entry['workload']} {name} | {clients} | {load['tps']:.0f} | {load['failed']} | {load['errors']} "
+            ratio = ""
+            if name == "pooled":
+                ratio = ", ".join(f"{entry[k]:.2f}×" if entry[k] is not None else "–"
+                                  for k in ("steady_ratio", "ratio", "wall_ratio"))
+            steady = f"{load['steady_tps']:.0f} ({load['steady_seconds']})" if load["steady_tps"] else "–"
+            print(f"| {entry['workload']} {name} | {clients} | {steady} | {load['tps']:.0f} | {load['transactions']} "
+                  f"| {load['failed']} | {load['errors']} "
                   f"| {cpu['pgbench']:.1f} / {cpu['pgbouncer']:.1f} / {cpu['server']:.1f} "
                   f"| {load['load_1m']['mid']:.1f} | {ratio} |")
     for entry in loads:
