@@ -600,3 +600,282 @@ async fn pgbouncer_pools_are_in_serves_metrics_and_a_stopped_pooler_is_up_0() {
     }
     support::promtool_check_metrics(&text);
 }
+
+/// A pgbouncer of a configured cluster (`pooler: {run: local, auth: query}`) in front of the test
+/// cluster, the superuser as control role (auth_query's lookup function must read `pg_authid`).
+struct QueryPooler {
+    env: common::Env,
+    config: tempfile::TempDir,
+    /// Under the cluster's directory, which the server's account can traverse.
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for QueryPooler {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+impl QueryPooler {
+    fn new() -> Option<QueryPooler> {
+        if pgtenant_cluster::find_pgbouncer().is_none() {
+            pgtenant_cluster::skip_or_fail(
+                "pgbouncer is not installed (apt-get install pgbouncer)",
+            );
+            return None;
+        }
+        let env = common::Env::new();
+        let cluster = &env.cluster.cluster;
+        let base = std::fs::canonicalize(cluster.dir()).unwrap();
+        let dir = base.join("query-pooler");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (cert, key) = cluster.pooler_tls();
+        let config = tempfile::tempdir().unwrap();
+        let admin_url = config.path().join("admin-url");
+        std::fs::write(&admin_url, cluster.superuser_url().unwrap()).unwrap();
+        std::fs::set_permissions(
+            &admin_url,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::write(
+            config.path().join("pgtenant.yaml"),
+            format!(
+                "repo: {}\nclusters:\n  - name: main\n    adminUrl: file:admin-url\n    pooler:\n      run: local\n      listen: 127.0.0.1:{port}\n      configDir: {}\n      auth: query\n      tls: {{certFile: {}, keyFile: {}}}\n",
+                env.repo_path().display(),
+                dir.display(),
+                std::fs::canonicalize(cert).unwrap().display(),
+                std::fs::canonicalize(key).unwrap().display(),
+            ),
+        )
+        .unwrap();
+        Some(QueryPooler {
+            env,
+            config,
+            dir,
+            port,
+        })
+    }
+
+    fn ok(&self, args: &[&str]) -> common::Output {
+        let out = common::Output::of(
+            self.env
+                .cmd()
+                .env_remove("PGTENANT_ADMIN_URL")
+                .env("PGTENANT_CONFIG", self.config.path().join("pgtenant.yaml"))
+                .args(args)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(out.code, 0, "{args:?}:\n{}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    fn credentials(&self, tenant: &str, role: &str) -> Value {
+        self.ok(&["credentials", tenant, "--role", role, "--format", "json"])
+            .json()
+    }
+
+    fn url_for(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgresql://{user}:{password}@127.0.0.1:{}/{database}?sslmode=verify-full&sslrootcert={}",
+            self.port,
+            self.env.cluster.cluster.ca_cert_path().display()
+        )
+    }
+
+    fn pooled_url(&self, tenant: &str, role: &str, database: Option<&str>) -> String {
+        let credential = self.credentials(tenant, role);
+        self.url_for(
+            credential["username"].as_str().unwrap(),
+            credential["password"].as_str().unwrap(),
+            database.unwrap_or(credential["dbname"].as_str().unwrap()),
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+/// pgbouncer's refusal of a login the lookup function does not return (1.18 says `no such user`),
+/// or whose SCRAM exchange it fails.
+fn refused_by_pgbouncer(error: &str) -> bool {
+    error.contains("no such user") || error.contains("SASL authentication failed")
+}
+
+/// The password in a libpq URL `postgresql://user:password@…`.
+fn password_in(url: &str) -> String {
+    url.split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn auth_query_looks_up_only_tenant_logins_that_may_log_in() {
+    let Some(p) = QueryPooler::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.env.declare("team", "b", &[("b", "standard")]);
+    p.ok(&["apply"]);
+
+    // The auth file holds the admin and lookup logins only: tenant logins are looked up.
+    let auth = std::fs::read_to_string(p.dir.join("users.txt")).unwrap();
+    let lines: Vec<&str> = auth.lines().collect();
+    assert_eq!(lines.len(), 2, "{auth}");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("\"pgtenant_pooler_admin\" ")));
+    let lookup_password = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("\"pgtenant_pooler_lookup\" \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the lookup login's password")
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["users.txt", "hba.conf", "pgbouncer.ini"] {
+        let mode = std::fs::metadata(p.dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    // The lookup role: a login with a small connection limit and nothing else.
+    let superuser = p.env.superuser(None).await;
+    let row = superuser
+        .query_one(
+            "SELECT rolcanlogin, rolconnlimit, rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication \
+             OR rolbypassrls, (SELECT count(*) FROM pg_auth_members WHERE member = oid) \
+             FROM pg_authid WHERE rolname = 'pgtenant_pooler_lookup'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the lookup role logs in");
+    assert_eq!(
+        row.get::<_, i32>(1),
+        pgtenant_pooler::LOOKUP_CONNECTION_LIMIT
+    );
+    assert!(!row.get::<_, bool>(2), "no other attribute");
+    assert_eq!(row.get::<_, i64>(3), 0, "a member of nothing");
+
+    // The write role of team/a runs pgbench through the pooler, in transaction mode.
+    let a_write = p.pooled_url("team/a", "write", None);
+    let client = connect(&a_write).await.unwrap_or_else(|e| {
+        panic!(
+            "the write role logs in through the pooler: {e}\n{}",
+            p.log()
+        )
+    });
+    let row = client
+        .query_one("SELECT current_user::text, current_database()::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "team-a-write");
+    assert_eq!(row.get::<_, String>(1), "team-a");
+    drop(client);
+    let pgbench = |url: &str, args: &[&str]| {
+        let out = Command::new(pgbench_program())
+            .args(args)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pgbench {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    pgbench(
+        &p.pooled_url("team/a", "admin", None),
+        &["-i", "-q", "-s", "1"],
+    );
+    let report = pgbench(&a_write, &["-n", "-c", "4", "-j", "2", "-t", "50"]);
+    assert!(
+        report.contains("number of failed transactions: 0"),
+        "{report}"
+    );
+
+    // Tenant A's login is not looked up in tenant B's database.
+    let crossed = connect(&p.pooled_url("team/a", "write", Some("team-b")))
+        .await
+        .expect_err("A's login must not reach B's database");
+    assert!(refused_by_pgbouncer(&crossed), "{crossed}");
+
+    // A login whose VALID UNTIL has passed is refused; once extended, it gets through again.
+    let a_read = p.pooled_url("team/a", "read", None);
+    connect(&a_read).await.expect("the read role logs in");
+    superuser
+        .batch_execute("ALTER ROLE \"team-a-read\" VALID UNTIL '2000-01-01'")
+        .await
+        .unwrap();
+    let expired = connect(&a_read)
+        .await
+        .expect_err("an expired login is refused");
+    assert!(refused_by_pgbouncer(&expired), "{expired}");
+
+    // Superuser, control role, a replication role and the lookup login itself are refused.
+    superuser
+        .batch_execute("CREATE ROLE repl LOGIN REPLICATION PASSWORD 'repl-password-1'")
+        .await
+        .unwrap();
+    let cluster = &p.env.cluster.cluster;
+    for (user, password) in [
+        ("postgres", password_in(&cluster.superuser_url().unwrap())),
+        ("pgtenant", password_in(&cluster.control_url().unwrap())),
+        ("repl", "repl-password-1".to_string()),
+        ("pgtenant_pooler_lookup", lookup_password.clone()),
+    ] {
+        let refused = connect(&p.url_for(user, &password, "team-a"))
+            .await
+            .expect_err(&format!("{user} must not log in through the pooler"));
+        assert!(
+            refused_by_pgbouncer(&refused) || refused.contains("rejected"),
+            "{user}: {refused}"
+        );
+    }
+
+    // The lookup login's password is kept in the store; an unscoped apply repairs its role.
+    superuser
+        .batch_execute("ALTER ROLE pgtenant_pooler_lookup NOLOGIN CONNECTION LIMIT -1")
+        .await
+        .unwrap();
+    p.ok(&["apply"]);
+    let row = superuser
+        .query_one(
+            "SELECT rolcanlogin, rolconnlimit FROM pg_authid WHERE rolname = 'pgtenant_pooler_lookup'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        row.get::<_, bool>(0),
+        "apply gave the lookup role its login back"
+    );
+    assert_eq!(
+        row.get::<_, i32>(1),
+        pgtenant_pooler::LOOKUP_CONNECTION_LIMIT
+    );
+    connect(&p.pooled_url("team/b", "write", None))
+        .await
+        .expect("B's write role logs in through the pooler after the repair");
+}

@@ -357,6 +357,19 @@ pub const POOLER_LOOKUP_ROLE: &str = "pgtenant_pooler_lookup";
 /// replaced, so a database pgtenant did not create gets it too.
 pub const POOLER_LOOKUP_MARKER: &str = "pgtenant: pooler lookup v1";
 
+/// Creates the pooler's lookup role when it does not exist (NOLOGIN: the pooler's sync gives it
+/// its login and password); an existing one is left as it is. Cluster-wide, so any session may
+/// run it; two tenants' sessions creating it at once end with one role (the loser's
+/// `unique_violation` is swallowed too).
+pub fn pooler_lookup_role() -> String {
+    let role = Ident::new(POOLER_LOOKUP_ROLE).quote();
+    format!(
+        "DO $do$ BEGIN CREATE ROLE {role} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
+         NOINHERIT NOREPLICATION NOBYPASSRLS; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
+         END $do$"
+    )
+}
+
 /// The statements that give a tenant database the pooler's lookup function, run inside it as a
 /// superuser (only a superuser's SECURITY DEFINER function may read `pg_authid`, where the SCRAM
 /// verifiers are). It returns the verifier of one of `logins` (the tenant's login roles and their
@@ -373,10 +386,7 @@ pub fn pooler_lookup(logins: &[Ident]) -> Vec<String> {
     );
     let names: Vec<String> = logins.iter().map(|l| quote_literal(l.as_str())).collect();
     vec![
-        format!(
-            "DO $do$ BEGIN CREATE ROLE {role} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
-             NOINHERIT NOREPLICATION NOBYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $do$"
-        ),
+        pooler_lookup_role(),
         format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
         format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
         format!(

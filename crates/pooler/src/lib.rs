@@ -86,6 +86,8 @@ pub struct Pooler {
     /// The primary entries point at instead of `server_host:server_port`, after
     /// [`Self::follow_primary`] (kept in the state file, so later syncs keep it).
     followed: RwLock<Option<(String, u16)>>,
+    /// `auth: query`: where the lookup login's password is kept in the credential store.
+    lookup_secret: Option<SecretPath>,
 }
 
 /// `status`'s view of the pooler.
@@ -250,6 +252,13 @@ impl Pooler {
                 owner,
             )?;
         }
+        if let Auth::Query { user } = &self.settings.auth {
+            changed |= files::write_if_changed(
+                &self.dir().join(render::HBA_FILE),
+                render::hba(user).as_bytes(),
+                owner,
+            )?;
+        }
         changed |= files::write_if_changed(
             &self.dir().join(render::AUTH_FILE),
             self.auth_text(&state).as_bytes(),
@@ -260,6 +269,18 @@ impl Pooler {
 
     fn auth_text(&self, state: &State) -> String {
         let admin = admin_verifier(&state.admin_password);
+        if let Auth::Query { user } = &self.settings.auth {
+            // Tenant logins are looked up on the server (an auth file entry would win over it);
+            // the lookup login needs its password itself to log in to the server.
+            let lookup = state
+                .lookup
+                .as_ref()
+                .map(|l| (user.as_str(), l.password.as_str()))
+                .filter(|(_, password)| render::is_plain(password));
+            return render::auth_file(
+                std::iter::once((render::ADMIN_USER, admin.as_str())).chain(lookup),
+            );
+        }
         render::auth_file(
             std::iter::once((render::ADMIN_USER, admin.as_str())).chain(
                 state
@@ -298,6 +319,83 @@ impl Pooler {
             }
             (Err(error), _) => Err(error),
         }
+    }
+
+    /// `auth: query`: gives the lookup role its login, a generated password kept in the credential
+    /// store (created the first time) and the [`scram_verifier`] of it, a small connection limit and
+    /// no other attribute; the auth file gets the password (see [`render::hba`]). The server is
+    /// asked (and repaired) when the stored password is new to the state, and on every full
+    /// `sync` (`check_server`), so a role changed by hand is put back by the next apply.
+    async fn ensure_lookup_login(
+        &self,
+        connector: &Connector,
+        store: &dyn CredentialStore,
+        state: &mut State,
+        check_server: bool,
+    ) -> Result<Vec<String>, PoolerError> {
+        let (Auth::Query { user }, Some(path)) = (&self.settings.auth, &self.lookup_secret) else {
+            return Ok(Vec::new());
+        };
+        let engine =
+            |e: &dyn std::error::Error| PoolerError::Engine(pgtenant_engine::error_chain(e));
+        let mut changes = Vec::new();
+        let password = match store.get(path).await.map_err(|e| engine(&e))? {
+            Some(credential) => credential.password,
+            None => {
+                let credential = pgtenant_secrets::Credential {
+                    username: user.clone(),
+                    password: pgtenant_secrets::generate_password(),
+                    endpoint: self.server_host.clone(),
+                    port: self.server_port,
+                    dbname: "postgres".to_string(),
+                    pooler: None,
+                };
+                store.put(path, &credential).await.map_err(|e| engine(&e))?;
+                changes.push(format!("password of {user} (new, in {path})"));
+                credential.password
+            }
+        };
+        let known = state
+            .lookup
+            .as_ref()
+            .is_some_and(|l| l.password == password);
+        if known && !check_server {
+            return Ok(changes);
+        }
+        let verifier = scram_verifier(user, &password);
+        let control = connector.connect(None).await.map_err(|e| engine(&e))?;
+        let row = control
+            .query_opt(
+                "SELECT rolcanlogin AND NOT rolsuper AND NOT rolcreatedb AND NOT rolcreaterole \
+                 AND NOT rolinherit AND NOT rolreplication AND NOT rolbypassrls \
+                 AND rolconnlimit = $2 AND (rolvaliduntil IS NULL OR rolvaliduntil = 'infinity') \
+                 AND rolpassword = $3 \
+                 FROM pg_catalog.pg_authid WHERE rolname = $1",
+                &[user, &LOOKUP_CONNECTION_LIMIT, &verifier],
+            )
+            .await
+            .map_err(|e| engine(&e))?;
+        if !row.is_some_and(|row| row.get::<_, bool>(0)) {
+            let role = Ident::new(user.as_str());
+            for statement in [
+                pgtenant_engine::sql::pooler_lookup_role(),
+                format!(
+                    "ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
+                     NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {LOOKUP_CONNECTION_LIMIT} \
+                     VALID UNTIL 'infinity'",
+                    role.quote()
+                ),
+                pgtenant_engine::sql::set_password_to(&role, &verifier),
+            ] {
+                control
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(|e| engine(&e))?;
+            }
+            changes.push(format!("login of {user}"));
+        }
+        state.lookup = Some(state::Lookup { password, verifier });
+        Ok(changes)
     }
 
     /// Every tenant login of `desired` with where its credentials are stored.
@@ -429,6 +527,10 @@ impl Pooler {
         if changed {
             changes.push("pgbouncer.ini".to_string());
         }
+        changes.extend(
+            self.ensure_lookup_login(connector, store, &mut state, unchanged.is_none())
+                .await?,
+        );
         let (listed, stored) = if unchanged.is_some() {
             // Scoped: only these logins' credentials and journals, without listing the store.
             let paths: Vec<_> = logins
@@ -693,6 +795,7 @@ pub fn for_embedded(
         owner: Some(user.clone()),
         followed: RwLock::new(followed(&dir, "127.0.0.1", cluster.port()?)?),
         runner: Runner::Local(Process { program, dir, user }),
+        lookup_secret: None,
     }))
 }
 
@@ -704,8 +807,25 @@ fn followed(dir: &Path, host: &str, port: u16) -> Result<Option<(String, u16)>, 
         .map(|p| (p.host, p.port)))
 }
 
-/// The lookup login of `auth: query` (P13b creates it and its function).
-pub const LOOKUP_USER: &str = "pgtenant_pooler_lookup";
+/// The lookup login of `auth: query`: the plan creates it (NOLOGIN) with its function in every
+/// tenant database and gives it CONNECT there; the sync gives it its login and password.
+pub const LOOKUP_USER: &str = pgtenant_engine::sql::POOLER_LOOKUP_ROLE;
+/// Server connections the lookup login may hold at once: pgbouncer keeps one per database it
+/// has looked a login up in, and closes them when idle.
+pub const LOOKUP_CONNECTION_LIMIT: i32 = 4;
+
+/// Where the lookup login's password of `cluster`'s pooler is kept in the credential store.
+pub fn lookup_secret_path(cluster: &str) -> SecretPath {
+    let segment: String = cluster
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    SecretPath::parse(&format!("pgtenant/pooler/{segment}-lookup"))
+        .expect("a path of valid segments")
+}
 
 /// Where a configured cluster's server is, as pgbouncer reaches it.
 pub struct Server {
@@ -754,6 +874,8 @@ pub fn for_config(
     let followed = RwLock::new(followed(&dir, &server.host, server.port)?);
     Ok(Pooler {
         followed,
+        lookup_secret: (config.auth == pgtenant_config::PoolerAuth::Query)
+            .then(|| lookup_secret_path(cluster)),
         settings: Settings {
             dir,
             listen_addr: config.listen.host.clone(),

@@ -10,6 +10,8 @@ pub const ADMIN_USER: &str = "pgtenant_pooler_admin";
 pub const INI_FILE: &str = "pgbouncer.ini";
 pub const DATABASES_FILE: &str = "databases.ini";
 pub const AUTH_FILE: &str = "users.txt";
+/// `auth: query` only: pgbouncer's own HBA rules, which refuse the lookup login to clients.
+pub const HBA_FILE: &str = "hba.conf";
 pub const PID_FILE: &str = "pgbouncer.pid";
 pub const LOG_FILE: &str = "pgbouncer.log";
 /// The function P13b's lookup role owns in every tenant database (auth: query).
@@ -76,12 +78,17 @@ pub fn ini(settings: &Settings) -> String {
     set("unix_socket_mode", "0700");
     set("pidfile", &path(PID_FILE));
     set("logfile", &path(LOG_FILE));
-    set("auth_type", "scram-sha-256");
-    set("auth_file", &path(AUTH_FILE));
-    if let Auth::Query { user } = &settings.auth {
-        set("auth_user", user);
-        set("auth_query", AUTH_QUERY);
+    match &settings.auth {
+        Auth::File => set("auth_type", "scram-sha-256"),
+        Auth::Query { user } => {
+            // SCRAM for everyone the HBA file does not refuse (see [`hba`]).
+            set("auth_type", "hba");
+            set("auth_hba_file", &path(HBA_FILE));
+            set("auth_user", user);
+            set("auth_query", AUTH_QUERY);
+        }
     }
+    set("auth_file", &path(AUTH_FILE));
     set("admin_users", ADMIN_USER);
     // JDBC sends extra_float_digits, some clients options: pgbouncer refuses unknown ones.
     set("ignore_startup_parameters", "extra_float_digits,options");
@@ -110,6 +117,31 @@ pub fn ini(settings: &Settings) -> String {
     set("log_connections", "0");
     set("log_disconnections", "0");
     let _ = writeln!(out, "%include {}", path(DATABASES_FILE));
+    out
+}
+
+/// pgbouncer's HBA file for `auth: query`. The lookup login must be in the auth file with its
+/// password (pgbouncer logs in to the server with it, where a SCRAM verifier would not do), which
+/// would let a client log in as it too: these rules refuse it to every client, on every socket.
+/// Everyone else logs in with SCRAM (TLS is required of TCP clients by `client_tls_sslmode`).
+pub fn hba(lookup_user: &str) -> String {
+    let mut out = String::from(";; Managed by pgtenant: the lookup login is pgbouncer's own.\n");
+    for kind in ["local all", "host all"] {
+        let address = if kind == "local all" {
+            ""
+        } else {
+            " 0.0.0.0/0"
+        };
+        let _ = writeln!(out, "{kind} {lookup_user}{address} reject");
+        if kind == "host all" {
+            let _ = writeln!(out, "{kind} {lookup_user} ::/0 reject");
+        }
+    }
+    out.push_str(
+        "local all all scram-sha-256\n\
+         host all all 0.0.0.0/0 scram-sha-256\n\
+         host all all ::/0 scram-sha-256\n",
+    );
     out
 }
 
@@ -213,6 +245,17 @@ mod tests {
         s.server_tls.ca_file = None;
         let text = ini(&s);
         assert!(text.contains("auth_user = pgtenant_pooler_lookup\n"));
+        assert!(text.contains("auth_type = hba\n"));
+        assert!(text.contains("auth_hba_file = /var/lib/pgtenant/cluster/pooler/hba.conf\n"));
+        insta::assert_snapshot!(hba("pgtenant_pooler_lookup"), @r"
+        ;; Managed by pgtenant: the lookup login is pgbouncer's own.
+        local all pgtenant_pooler_lookup reject
+        host all pgtenant_pooler_lookup 0.0.0.0/0 reject
+        host all pgtenant_pooler_lookup ::/0 reject
+        local all all scram-sha-256
+        host all all 0.0.0.0/0 scram-sha-256
+        host all all ::/0 scram-sha-256
+        ");
         assert!(text.contains(&format!("auth_query = {AUTH_QUERY}\n")));
         assert!(text.contains("server_tls_sslmode = require\n"));
         assert!(!text.contains("server_tls_ca_file"));

@@ -32,6 +32,18 @@ pub struct State {
     /// [`crate::Pooler::follow_primary`]; None: the configured server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<Followed>,
+    /// `auth: query`: the lookup login's password as the auth file holds it (pgbouncer's
+    /// `auth_user` logs in to the server with it), and [`pgtenant_engine::scram_verifier`] of it,
+    /// which the server was given; the secret store keeps the password itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<Lookup>,
+}
+
+/// The lookup login as the last sync left it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lookup {
+    pub password: String,
+    pub verifier: String,
 }
 
 /// A followed primary, and the configured server it stands in for: once the configuration names
@@ -71,6 +83,7 @@ impl State {
                     digests: BTreeMap::new(),
                     digest_key: random_secret(),
                     primary: None,
+                    lookup: None,
                 };
                 state.save(dir)?;
                 Ok(state)

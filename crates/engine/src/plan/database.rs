@@ -117,6 +117,23 @@ impl TenantPlanner<'_> {
             // Compared without its CONNECT: whatever else it holds is revoked, that one kept.
             wanted.entry(control).or_default();
         }
+        if self.context.pooler_lookup {
+            // pgbouncer's auth_user runs the lookup function inside the database the client asks for.
+            let lookup = Ident::new(sql::POOLER_LOOKUP_ROLE);
+            if !acl
+                .get(&Some(lookup.as_str().to_string()))
+                .is_some_and(|held| held.contains("CONNECT"))
+            {
+                // Before the database phase (its own committed step): as the control role, since
+                // the owner of a new database cannot create roles.
+                self.push_sql(
+                    Phase::Roles,
+                    sql::pooler_lookup_role(),
+                    "the pooler's auth_query logs in as its lookup role, which must exist before it can connect",
+                );
+            }
+            wanted.insert(lookup, BTreeSet::from(["CONNECT"]));
+        }
         for change in diff_acl(&acl, &wanted, true) {
             let (statement, why) = change.render(&object, "the database");
             self.push_database_sql(fresh, statement, why);
