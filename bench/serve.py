@@ -3,6 +3,7 @@
 
     python3 bench/serve.py [--sizes 100,1000] [--samples 20] [--reconciles 1000] [--binary PATH]
                            [--no-pooler] [--skip-git] [--skip-drift] [--skip-rss]
+    python3 bench/serve.py --compare A,B [--rounds 2] [--sizes ...] [--samples ...] [--no-pooler]
 
 Figures, per N:
   change -> applied (directory)   a new tenant's values file written -> the API shows it in-sync
@@ -21,6 +22,12 @@ Figures, per N:
                                   pooler_sync; execute = the rest of the apply, with the lock),
                                   apply finished -> the API shows it (state, publication, poll)
   load average                    of the machine at the start and the end of each N
+
+--compare A,B runs only the directory change -> applied, on one cluster (grown with --binary),
+starting serve binary A, then B, then A again… for samples / rounds new tenants each (interleaved
+before/after on the same machine load); one JSON line per round and a summary per binary.
+The phases include the pooler sync's parts (pooler_sync.base/store/files/reload) and, before the
+apply, before_apply.source_read and before_apply.take_revision; none is subtracted twice.
 
 --no-pooler runs without the managed pgbouncer (PGTENANT_PGBOUNCER=, as with no pgbouncer
 installed). One JSON line per N is printed.

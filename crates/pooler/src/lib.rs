@@ -593,9 +593,8 @@ impl Pooler {
             verifiers, digests, ..
         } = &mut state;
         digests.retain(|login, _| verifiers.contains_key(login));
-        let files_span = tracing::info_span!("pooler_files");
         {
-            let _files = files_span.enter();
+            let _files = tracing::info_span!("pooler_files").entered();
             state.save(self.dir())?;
             let owner = self.owner.as_ref();
             // Both are rendered again from the state and the declaration by every sync: replaced
