@@ -3,6 +3,7 @@
 
     python3 bench/serve.py [--sizes 100,1000] [--samples 20] [--reconciles 1000] [--binary PATH]
                            [--no-pooler] [--skip-git] [--skip-drift] [--skip-rss]
+    python3 bench/serve.py --compare A,B [--rounds 2] [--sizes ...] [--samples ...] [--no-pooler]
 
 Figures, per N:
   change -> applied (directory)   a new tenant's values file written -> the API shows it in-sync
@@ -21,6 +22,12 @@ Figures, per N:
                                   pooler_sync; execute = the rest of the apply, with the lock),
                                   apply finished -> the API shows it (state, publication, poll)
   load average                    of the machine at the start and the end of each N
+
+--compare A,B runs only the directory change -> applied, on one cluster (grown with --binary),
+starting serve binary A, then B, then A again… for samples / rounds new tenants each (interleaved
+before/after on the same machine load); one JSON line per round and a summary per binary.
+The phases include the pooler sync's parts (pooler_sync.base/store/files/reload) and, before the
+apply, before_apply.source_read and before_apply.take_revision; none is subtracted twice.
 
 --no-pooler runs without the managed pgbouncer (PGTENANT_PGBOUNCER=, as with no pgbouncer
 installed). One JSON line per N is printed.
@@ -45,6 +52,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SPANS = ("apply", "observe", "planning", "verify", "pooler_sync")
+# Inside pooler_sync (reported as pooler_sync.NAME, not subtracted from execute).
+POOLER_SPANS = ("pooler_base", "pooler_store", "pooler_files", "pooler_reload")
+# Before the apply, in the worker (part of the queue phase).
+WORKER_SPANS = ("take_revision", "source_read")
 BINARY = ROOT / "target" / "release" / "pgtenant"
 TOKEN = "bench-token-not-secret"
 WEBHOOK_SECRET = "bench-webhook-secret"
@@ -114,10 +125,10 @@ class Bench:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "values.yaml").write_text(f"postgresqlDatabases:\n  - name: {name}\n")
 
-    def serve(self, source: str, drift: str = "1h"):
+    def serve(self, source: str, drift: str = "1h", binary=None):
         self.log = open(self.dir / f"serve-{int(time.time() * 1000)}.log", "w+")
         self.proc = subprocess.Popen(
-            [self.binary, "--log-format", "json", "serve", source, "--listen", "127.0.0.1:0",
+            [binary or self.binary, "--log-format", "json", "serve", source, "--listen", "127.0.0.1:0",
              "--poll-interval", "1h", "--drift-interval", drift,
              "--token-file", str(self.dir / "token"),
              "--webhook-secret-file", str(self.dir / "webhook")],
@@ -183,9 +194,18 @@ class Bench:
         for e in lines:
             fields = e.get("fields", {})
             name = e.get("span", {}).get("name")
-            if fields.get("message") != "close" or name not in SPANS:
+            if fields.get("message") != "close" or name not in SPANS + POOLER_SPANS + WORKER_SPANS:
                 continue
             wall = span_ms(fields.get("time.busy", "0ns")) + span_ms(fields.get("time.idle", "0ns"))
+            if name in WORKER_SPANS:
+                if apply_end is None:
+                    spans[f"before_apply.{name}"] = spans.get(f"before_apply.{name}", 0.0) + wall
+                continue
+            if name in POOLER_SPANS:
+                if apply_end is None:
+                    key = f"pooler_sync.{name.removeprefix('pooler_')}"
+                    spans[key] = spans.get(key, 0.0) + wall
+                continue
             if name == "apply":
                 if apply_end is not None:
                     continue  # a later apply (a drift batch) is not this sample's
@@ -194,7 +214,7 @@ class Bench:
                 spans[name] = spans.get(name, 0.0) + wall
         if source is None or apply_end is None:
             return None
-        inner = sum(v for k, v in spans.items() if k != "apply")
+        inner = sum(v for k, v in spans.items() if k != "apply" and "." not in k)
         return {
             "debounce_and_read": (source - start_wall) * 1000,
             "queue": (apply_end - apply_wall / 1000 - source) * 1000,
@@ -257,6 +277,60 @@ class ConnectionWatch:
 
 def load_average():
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def directory_samples(bench, n, first, samples, binary=None):
+    """`samples` new tenants, one at a time, on a service started with `binary` (N served)."""
+    bench.serve(str(bench.repo), binary=binary)
+    bench.wait_all(n + first)
+    latencies, timelines = [], []
+    for i in range(first, first + samples):
+        name = f"new{i:04d}"
+        offset = bench.log_offset()
+        start_wall = time.time()
+        start = time.perf_counter()
+        bench.declare(bench.repo, name)
+        visible = bench.wait_in_sync(f"bench/{name}")
+        latencies.append(visible - start)
+        time.sleep(0.3)  # the log lines of this sample are written
+        timeline = bench.phases(offset, start_wall, start_wall + (visible - start))
+        if timeline:
+            timelines.append(timeline)
+    bench.stop()
+    return latencies, timelines
+
+
+def summary(latencies, timelines):
+    result = {"p50_ms": round(statistics.median(latencies) * 1000),
+              "p99_ms": round(percentile(latencies, 99) * 1000)}
+    if timelines:
+        keys = list(dict.fromkeys(k for t in timelines for k in t))
+        result["phases_p50_ms"] = {
+            k: round(statistics.median(t.get(k, 0.0) for t in timelines), 1) for k in keys}
+    return result
+
+
+def compare(binaries, n, samples, rounds, pooler=True):
+    """Directory change -> applied of several serve binaries on one cluster, interleaved: each
+    round starts every binary in turn for samples / rounds new tenants."""
+    result = {"n": n, "pooler": pooler, "load_average_start": load_average()}
+    bench = Bench(binaries[0], n, pooler)
+    per = {b: ([], []) for b in binaries}
+    first = 0
+    try:
+        for _ in range(rounds):
+            for b in binaries:
+                lat, tl = directory_samples(bench, n, first, samples // rounds, binary=b)
+                first += samples // rounds
+                per[b][0].extend(lat)
+                per[b][1].extend(tl)
+                print(json.dumps({"binary": str(b), **summary(lat, tl),
+                                  "load_average": load_average()}), flush=True)
+        result["binaries"] = [{"binary": str(b), **summary(*per[b])} for b in binaries]
+    finally:
+        result["load_average_end"] = load_average()
+        bench.close()
+    return result
 
 
 def measure(binary: Path, n: int, samples: int, reconciles: int, pooler: bool = True,
@@ -383,8 +457,16 @@ def main():
     parser.add_argument("--skip-git", action="store_true")
     parser.add_argument("--skip-drift", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--compare", help="serve binaries A,B,...: only the directory change -> "
+                        "applied, interleaved on one cluster (--binary grows it)")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     for n in [int(s) for s in args.sizes.split(",")]:
+        if args.compare:
+            binaries = [Path(b) for b in args.compare.split(",")]
+            print(json.dumps(compare(binaries, n, args.samples, args.rounds,
+                                     pooler=not args.no_pooler)), flush=True)
+            continue
         print(json.dumps(measure(Path(args.binary), n, args.samples, args.reconciles,
                                  pooler=not args.no_pooler, git_source=not args.skip_git,
                                  drift_pass=not args.skip_drift, rss=not args.skip_rss)),

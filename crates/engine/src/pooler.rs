@@ -125,6 +125,78 @@ impl SyncScope {
 /// Passwords are used as bytes, without SASLprep: that is what the server does with a password
 /// SASLprep leaves unchanged, which every ASCII password without control characters is.
 pub fn scram_verifier(role: &str, password: &str) -> String {
+    Recent::verifier(role, password)
+}
+
+/// The verifiers this process computed last, by role and a keyed digest of the password: the
+/// apply computes a tenant login's verifier to set it, and the pooler's sync right after needs the
+/// same one for its auth file. A hit costs one HMAC instead of [`ITERATIONS`] × 2 rounds. Keyed by
+/// a random per-process secret (no key, no memo), so what it holds is no guessing oracle; never
+/// more than [`Recent::CAPACITY`] entries.
+struct Recent {
+    key: [u8; 32],
+    verifiers: std::collections::HashMap<String, ([u8; 32], String)>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 4096;
+
+    fn verifier(role: &str, password: &str) -> String {
+        static RECENT: std::sync::Mutex<Option<Option<Recent>>> = std::sync::Mutex::new(None);
+        let lock = || {
+            RECENT
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let digest = |key: &[u8; 32]| {
+            let mut message = role.as_bytes().to_vec();
+            message.push(0);
+            message.extend_from_slice(password.as_bytes());
+            hmac(key, &message)
+        };
+        let known = {
+            let mut recent = lock();
+            let recent = recent.get_or_insert_with(Recent::new);
+            let Some(recent) = recent.as_ref() else {
+                return compute_verifier(role, password);
+            };
+            let digest = digest(&recent.key);
+            match recent.verifiers.get(role) {
+                Some((known, verifier)) if *known == digest => return verifier.clone(),
+                _ => (recent.key, digest),
+            }
+        };
+        // Computed without the lock: the executor sets many tenants' passwords at once.
+        let verifier = compute_verifier(role, password);
+        let (key, digest) = known;
+        if let Some(Some(recent)) = lock().as_mut() {
+            if recent.key == key {
+                if recent.verifiers.len() >= Self::CAPACITY {
+                    recent.verifiers.clear();
+                }
+                recent
+                    .verifiers
+                    .insert(role.to_string(), (digest, verifier.clone()));
+            }
+        }
+        verifier
+    }
+
+    /// None when the system has no randomness to key the digests with: then nothing is kept.
+    fn new() -> Option<Recent> {
+        use std::io::Read as _;
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .ok()?;
+        Some(Recent {
+            key,
+            verifiers: std::collections::HashMap::new(),
+        })
+    }
+}
+
+fn compute_verifier(role: &str, password: &str) -> String {
     use base64::Engine as _;
     let mut salt_input = SALT_DOMAIN.to_vec();
     salt_input.extend_from_slice(role.as_bytes());
@@ -191,6 +263,19 @@ mod tests {
         assert_ne!(a, scram_verifier("team-app-owner-alt", "secret"));
         assert_ne!(a, scram_verifier("team-app-owner", "secret2"));
         assert!(a.starts_with("SCRAM-SHA-256$4096:"), "{a}");
+    }
+
+    /// What the memo returns is what the rounds compute, for the password asked about: a new
+    /// password of a remembered role is computed again, never served the old verifier.
+    #[test]
+    fn a_remembered_verifier_is_the_computed_one() {
+        let first = scram_verifier("memo-role", "one");
+        assert_eq!(first, compute_verifier("memo-role", "one"));
+        assert_eq!(scram_verifier("memo-role", "one"), first);
+        let second = scram_verifier("memo-role", "two");
+        assert_eq!(second, compute_verifier("memo-role", "two"));
+        assert_ne!(second, first);
+        assert_eq!(scram_verifier("memo-role", "one"), first);
     }
 
     #[test]

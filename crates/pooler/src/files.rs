@@ -35,6 +35,26 @@ pub(crate) fn write_if_changed(
     contents: &[u8],
     owner: Option<&ServerUser>,
 ) -> Result<bool, PoolerError> {
+    write(path, contents, owner, true)
+}
+
+/// [`write_if_changed`] without the fsync, for a file every sync renders again from what is
+/// durable (the state file, the declaration): still replaced atomically, so pgbouncer reads the
+/// old or the new text, and a crash that loses it is repaired by the next sync.
+pub(crate) fn write_derived_if_changed(
+    path: &Path,
+    contents: &[u8],
+    owner: Option<&ServerUser>,
+) -> Result<bool, PoolerError> {
+    write(path, contents, owner, false)
+}
+
+fn write(
+    path: &Path,
+    contents: &[u8],
+    owner: Option<&ServerUser>,
+    durable: bool,
+) -> Result<bool, PoolerError> {
     if fs::read(path).is_ok_and(|current| current == contents) {
         return Ok(false);
     }
@@ -63,7 +83,9 @@ pub(crate) fn write_if_changed(
             file.set_modified(floor).map_err(io)?;
         }
     }
-    file.sync_all().map_err(io)?;
+    if durable {
+        file.sync_all().map_err(io)?;
+    }
     if let Some(owner) = owner {
         owner.chown(&tmp)?;
     }

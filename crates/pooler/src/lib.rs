@@ -29,6 +29,7 @@ use pgtenant_engine::rotate::journal_path;
 use pgtenant_engine::{password_digest, scram_verifier, Connector, Desired, DesiredTenant, Ident};
 use pgtenant_secrets::{CredentialStore, SecretPath};
 use serde::Serialize;
+use tracing::Instrument as _;
 
 pub use admin::Admin;
 pub use process::Process;
@@ -88,6 +89,10 @@ pub struct Pooler {
     followed: RwLock<Option<(String, u16)>>,
     /// `auth: query`: where the lookup login's password is kept in the credential store.
     lookup_secret: Option<SecretPath>,
+    /// The console session a sync's RELOAD goes through, kept open between syncs (a fresh one
+    /// costs a connection and a SCRAM exchange on every apply), with the admin password it
+    /// logged in with.
+    console_session: tokio::sync::Mutex<Option<(String, tokio_postgres::Client)>>,
 }
 
 /// `status`'s view of the pooler.
@@ -398,6 +403,41 @@ impl Pooler {
         Ok(changes)
     }
 
+    /// [`Self::reload`] with the state the caller has loaded, on the kept console session (opened
+    /// again once when it is closed or fails). RELOAD answers once pgbouncer has read its files
+    /// again, so a login the files now hold can log in when this returns.
+    async fn reload_with(&self, state: &State) -> Result<(), PoolerError> {
+        let mut kept = self.console_session.lock().await;
+        if let Some((password, client)) = kept.as_ref() {
+            if *password == state.admin_password
+                && !client.is_closed()
+                && client.simple_query("RELOAD").await.is_ok()
+            {
+                return Ok(());
+            }
+        }
+        *kept = None;
+        let admin = self.admin(state);
+        let reloaded = match admin.connect().await {
+            Ok(client) => match client.simple_query("RELOAD").await {
+                Ok(_) => {
+                    *kept = Some((state.admin_password.clone(), client));
+                    Ok(())
+                }
+                Err(error) => Err(PoolerError::Console(error)),
+            },
+            Err(error) => Err(error),
+        };
+        match (reloaded, &self.runner) {
+            (Ok(()), _) => Ok(()),
+            (Err(error), Runner::Local(process)) if process.pid().is_some() => {
+                tracing::warn!(error = %pgtenant_engine::error_chain(&error), "RELOAD failed; sending SIGHUP");
+                process.hangup()
+            }
+            (Err(error), _) => Err(error),
+        }
+    }
+
     /// Every tenant login of `desired` with where its credentials are stored.
     pub fn logins_of(tenants: &[DesiredTenant]) -> Vec<(String, SecretPath)> {
         Self::logins_in(tenants.iter())
@@ -522,7 +562,8 @@ impl Pooler {
         } = sync;
         let engine =
             |e: &dyn std::error::Error| PoolerError::Engine(pgtenant_engine::error_chain(e));
-        let (mut state, mut changed) = self.write_base()?;
+        let (mut state, mut changed) =
+            tracing::info_span!("pooler_base").in_scope(|| self.write_base())?;
         let mut changes = Vec::new();
         if changed {
             changes.push("pgbouncer.ini".to_string());
@@ -537,7 +578,11 @@ impl Pooler {
                 .iter()
                 .flat_map(|(_, p)| [p.clone(), journal_path(p)])
                 .collect();
-            let stored = store.get_many(&paths).await.map_err(|e| engine(&e))?;
+            let stored = store
+                .get_many(&paths)
+                .instrument(tracing::info_span!("pooler_store"))
+                .await
+                .map_err(|e| engine(&e))?;
             (stored.keys().cloned().collect::<BTreeSet<_>>(), stored)
         } else {
             let listed: BTreeSet<_> = store
@@ -650,24 +695,29 @@ impl Pooler {
             verifiers, digests, ..
         } = &mut state;
         digests.retain(|login, _| verifiers.contains_key(login));
-        state.save(self.dir())?;
-        let owner = self.owner.as_ref();
-        if files::write_if_changed(
-            &self.dir().join(render::AUTH_FILE),
-            self.auth_text(&state).as_bytes(),
-            owner,
-        )? {
-            changed = true;
-            changes.push("auth file".to_string());
-        }
-        if let Some(entries) = entries {
-            if files::write_if_changed(
-                &self.dir().join(render::DATABASES_FILE),
-                render::databases(entries).as_bytes(),
+        {
+            let _files = tracing::info_span!("pooler_files").entered();
+            state.save(self.dir())?;
+            let owner = self.owner.as_ref();
+            // Both are rendered again from the state and the declaration by every sync: replaced
+            // atomically, but not worth an fsync each on the change path.
+            if files::write_derived_if_changed(
+                &self.dir().join(render::AUTH_FILE),
+                self.auth_text(&state).as_bytes(),
                 owner,
             )? {
                 changed = true;
-                changes.push(format!("{} pool entries", entries.len()));
+                changes.push("auth file".to_string());
+            }
+            if let Some(entries) = entries {
+                if files::write_derived_if_changed(
+                    &self.dir().join(render::DATABASES_FILE),
+                    render::databases(entries).as_bytes(),
+                    owner,
+                )? {
+                    changed = true;
+                    changes.push(format!("{} pool entries", entries.len()));
+                }
             }
         }
         match &self.runner {
@@ -675,7 +725,11 @@ impl Pooler {
                 process.start()?;
                 changes.push("pgbouncer started".to_string());
             }
-            _ if changed => self.reload().await?,
+            _ if changed => {
+                self.reload_with(&state)
+                    .instrument(tracing::info_span!("pooler_reload"))
+                    .await?
+            }
             _ => {}
         }
         Ok(changes)
@@ -794,6 +848,7 @@ pub fn for_embedded(
         server_port: cluster.port()?,
         owner: Some(user.clone()),
         followed: RwLock::new(followed(&dir, "127.0.0.1", cluster.port()?)?),
+        console_session: Default::default(),
         runner: Runner::Local(Process { program, dir, user }),
         lookup_secret: None,
     }))
@@ -876,6 +931,7 @@ pub fn for_config(
         followed,
         lookup_secret: (config.auth == pgtenant_config::PoolerAuth::Query)
             .then(|| lookup_secret_path(cluster)),
+        console_session: Default::default(),
         settings: Settings {
             dir,
             listen_addr: config.listen.host.clone(),

@@ -101,6 +101,13 @@ pub fn ini(settings: &Settings) -> String {
         "client_tls_key_file",
         &settings.client_tls_key.display().to_string(),
     );
+    // No client certificate is asked for (`require`), so this CA file verifies nothing; without
+    // one pgbouncer parses the system's whole CA bundle on every RELOAD (a tenant change), which
+    // is most of a RELOAD's time.
+    set(
+        "client_tls_ca_file",
+        &settings.client_tls_cert.display().to_string(),
+    );
     match &settings.server_tls.ca_file {
         Some(ca) => {
             set("server_tls_sslmode", "verify-full");

@@ -235,8 +235,9 @@ impl Worker {
 
     /// Tenants the repo stopped declaring because their file has errors are left alone.
     fn mark_invalid(&self, state: &mut Loop, desired: &Desired) {
+        let declared: BTreeSet<&str> = desired.tenants.iter().map(|t| t.id.as_str()).collect();
         for (id, tracked) in &mut state.tracked {
-            let declared = desired.tenants.iter().any(|t| &t.id == id);
+            let declared = declared.contains(id.as_str());
             tracked.invalid = !declared && desired.undeclared_because_of_errors(id).is_some();
             if tracked.invalid {
                 state.pending.remove(id);
@@ -270,6 +271,10 @@ impl Worker {
 
     /// A new revision: the tenants whose declaration changed (added, changed, removed) are due.
     fn take_revision(&self, state: &mut Loop, revision: &Revision) {
+        tracing::info_span!("take_revision").in_scope(|| self.take_revision_now(state, revision))
+    }
+
+    fn take_revision_now(&self, state: &mut Loop, revision: &Revision) {
         let desired = Arc::new(Desired::from_repo(&revision.repo));
         let old: BTreeMap<&str, &pgtenant_engine::DesiredTenant> = state
             .desired

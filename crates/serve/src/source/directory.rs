@@ -25,6 +25,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use pgtenant_spec::{CheckedValuesFile, LoadOptions, LoadedRepo, VALUES_FILES};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::{refuse_empty, Revision, SourceTask};
 
@@ -64,6 +65,7 @@ pub(super) async fn run(mut task: SourceTask, root: PathBuf) {
             };
             (cache, read)
         })
+        .instrument(tracing::info_span!("source_read"))
         .await;
         paths = None;
         tracing::debug!(
