@@ -142,20 +142,6 @@ async fn pooled_logins_run_pgbench_and_are_isolated_and_tls_only() {
     assert_eq!(row.get::<_, String>(1), "team-a");
 
     // pgbench in transaction mode: the tables made by the admin role, the load by the write role.
-    let pgbench = |url: &str, args: &[&str]| {
-        let out = Command::new(pgbench_program())
-            .args(args)
-            .arg(url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pgbench {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let admin = p.pooled_url("team/a", "admin", None);
     pgbench(&admin, &["-i", "-q", "-s", "1"]);
     let report = pgbench(&a_write, &["-n", "-c", "4", "-j", "2", "-t", "50"]);
@@ -211,6 +197,22 @@ async fn pooled_logins_run_pgbench_and_are_isolated_and_tls_only() {
         refused.contains("SSL required") || refused.contains("ssl"),
         "{refused}"
     );
+}
+
+/// Runs pgbench against `url`, which must succeed; its standard output.
+fn pgbench(url: &str, args: &[&str]) -> String {
+    let out = Command::new(pgbench_program())
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgbench {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn pgbench_program() -> PathBuf {
@@ -791,20 +793,6 @@ async fn auth_query_looks_up_only_tenant_logins_that_may_log_in() {
     assert_eq!(row.get::<_, String>(0), "team-a-write");
     assert_eq!(row.get::<_, String>(1), "team-a");
     drop(client);
-    let pgbench = |url: &str, args: &[&str]| {
-        let out = Command::new(pgbench_program())
-            .args(args)
-            .arg(url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pgbench {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     pgbench(
         &p.pooled_url("team/a", "admin", None),
         &["-i", "-q", "-s", "1"],

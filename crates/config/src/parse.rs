@@ -7,7 +7,7 @@ use std::time::Duration;
 use pgtenant_spec::{
     closest, closest_word, describe, is_dns_label, is_label_key, listed, parse_duration_ms_up_to,
     shown, syntax_error, Diagnostic, DurationError, Environment, LoadOptions, PoolMode, Pooling,
-    SourceLocation,
+    SourceLocation, LABEL_KEY_HINT,
 };
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
@@ -731,9 +731,7 @@ impl Parser<'_> {
                     key_node,
                     &at,
                     format!("`{}` is not a label name", shown(key)),
-                    "use letters, digits, '-', '_', '.' and '/', starting and ending with a \
-                     letter or digit, e.g. `tier`"
-                        .to_owned(),
+                    LABEL_KEY_HINT.to_owned(),
                 );
                 continue;
             }

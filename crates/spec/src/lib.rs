@@ -34,7 +34,8 @@ pub use file::parse_file;
 pub use location::SourceLocation;
 pub use model::{
     is_label_key, ApiVersion, ClusterChoice, DatabaseSpec, Environment, LogStatements, Mode,
-    PoolMode, Pooling, Preset, RoleSettings, API_VERSION_V1, MAX_IDENTIFIER_BYTES, ROLE_SUFFIXES,
+    PoolMode, Pooling, Preset, RoleSettings, API_VERSION_V1, LABEL_KEY_HINT, MAX_IDENTIFIER_BYTES,
+    ROLE_SUFFIXES,
 };
 pub use parse::{describe, listed, syntax_error};
 pub use repo::{

@@ -400,6 +400,11 @@ impl Serialize for ClusterChoice {
     }
 }
 
+/// How to write a name [`is_label_key`] accepts: the hint of every error about one.
+pub const LABEL_KEY_HINT: &str =
+    "use letters, digits, '-', '_', '.' and '/', starting and ending with a \
+     letter or digit, e.g. `tier`";
+
 /// A label name of the platform config's `clusters[].labels` and a values file's
 /// `placement.labels`: letters, digits, `-`, `_`, `.` and `/`, starting and ending with a letter
 /// or digit, at most 63 characters.

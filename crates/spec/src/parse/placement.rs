@@ -10,7 +10,7 @@ use super::{
     describe, listed, string, Field, Parser, PLACEMENT, PLACEMENT_FIELDS, PLACEMENT_LABELS,
 };
 use crate::diagnostic::shown;
-use crate::model::is_label_key;
+use crate::model::{is_label_key, LABEL_KEY_HINT};
 use crate::suggest::closest;
 use crate::validate::is_dns_label;
 
@@ -108,9 +108,7 @@ impl Parser<'_> {
                         label,
                         &path,
                         format!("{} is not a label name", describe(label)),
-                        "use letters, digits, '-', '_', '.' and '/', starting and ending with a \
-                         letter or digit, e.g. `tier`"
-                            .to_owned(),
+                        LABEL_KEY_HINT.to_owned(),
                     );
                     usable = false;
                     continue;
