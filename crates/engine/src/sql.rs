@@ -370,6 +370,26 @@ pub fn pooler_lookup_role() -> String {
     )
 }
 
+/// `role`, the pooler's lookup role, as the login pgbouncer's `auth_user` uses (`auth: query`): no attribute
+/// but LOGIN, a small connection limit, never expiring.
+pub fn pooler_lookup_login(role: &Ident, connection_limit: i32) -> String {
+    format!(
+        "ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION \
+         NOBYPASSRLS CONNECTION LIMIT {connection_limit} VALID UNTIL 'infinity'",
+        role.quote()
+    )
+}
+
+/// Whether the lookup login is as [`pooler_lookup_login`] and [`set_password_to`] left it (`$1` its
+/// name, `$2` the connection limit, `$3` the verifier); read from `pg_authid`, which `auth: query`'s
+/// superuser control role may read.
+pub const POOLER_LOOKUP_LOGIN_IS_SET: &str =
+    "SELECT rolcanlogin AND NOT rolsuper AND NOT rolcreatedb AND NOT rolcreaterole \
+     AND NOT rolinherit AND NOT rolreplication AND NOT rolbypassrls \
+     AND rolconnlimit = $2 AND (rolvaliduntil IS NULL OR rolvaliduntil = 'infinity') \
+     AND rolpassword = $3 \
+     FROM pg_catalog.pg_authid WHERE rolname = $1";
+
 /// The statements that give a tenant database the pooler's lookup function, run inside it as a
 /// superuser (only a superuser's SECURITY DEFINER function may read `pg_authid`, where the SCRAM
 /// verifiers are). It returns the verifier of one of `logins` (the tenant's login roles and their

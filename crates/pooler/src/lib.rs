@@ -371,11 +371,7 @@ impl Pooler {
         let control = connector.connect(None).await.map_err(|e| engine(&e))?;
         let row = control
             .query_opt(
-                "SELECT rolcanlogin AND NOT rolsuper AND NOT rolcreatedb AND NOT rolcreaterole \
-                 AND NOT rolinherit AND NOT rolreplication AND NOT rolbypassrls \
-                 AND rolconnlimit = $2 AND (rolvaliduntil IS NULL OR rolvaliduntil = 'infinity') \
-                 AND rolpassword = $3 \
-                 FROM pg_catalog.pg_authid WHERE rolname = $1",
+                pgtenant_engine::sql::POOLER_LOOKUP_LOGIN_IS_SET,
                 &[user, &LOOKUP_CONNECTION_LIMIT, &verifier],
             )
             .await
@@ -384,12 +380,7 @@ impl Pooler {
             let role = Ident::new(user.as_str());
             for statement in [
                 pgtenant_engine::sql::pooler_lookup_role(),
-                format!(
-                    "ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
-                     NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {LOOKUP_CONNECTION_LIMIT} \
-                     VALID UNTIL 'infinity'",
-                    role.quote()
-                ),
+                pgtenant_engine::sql::pooler_lookup_login(&role, LOOKUP_CONNECTION_LIMIT),
                 pgtenant_engine::sql::set_password_to(&role, &verifier),
             ] {
                 control
