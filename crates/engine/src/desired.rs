@@ -495,6 +495,13 @@ pub struct Marker {
     /// markers written outside a fleet, which stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Set on the copy a `pgtenant move` left behind (a protected orphan): the cluster the tenant
+    /// now lives on. A fleet's inventory does not count such a copy as holding the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
+    /// Until when (RFC 3339, UTC) the moved copy is kept and `pgtenant move --abort` may roll back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_until: Option<String>,
 }
 
 pub const MANAGED_BY: &str = "pgtenant";
@@ -510,6 +517,8 @@ impl Marker {
             orphaned_since: None,
             environment: tenant.environment,
             cluster: tenant.cluster.clone(),
+            moved_to: None,
+            moved_until: None,
         }
     }
 
@@ -523,6 +532,8 @@ impl Marker {
             orphaned_since: None,
             environment: None,
             cluster: None,
+            moved_to: None,
+            moved_until: None,
         }
     }
 

@@ -66,7 +66,8 @@ pub async fn inventory(connector: &crate::Connector) -> Result<Inventory, crate:
         let Some(marker) = comment.as_deref().and_then(crate::desired::Marker::parse) else {
             continue;
         };
-        if marker.role.is_some() {
+        // A copy `pgtenant move` left behind is an orphan, not a home of the tenant.
+        if marker.role.is_some() || marker.moved_to.is_some() {
             continue;
         }
         let size: Option<i64> = row.get(1);

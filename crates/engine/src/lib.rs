@@ -18,6 +18,7 @@ pub mod plan;
 pub mod pooler;
 pub mod quiesce;
 pub mod reconcile;
+pub mod relocate;
 pub mod rotate;
 pub mod sessions;
 pub mod sql;
