@@ -42,14 +42,14 @@ fn record_path(context: &Context) -> PathBuf {
     context.state_dir().join("fleet").join("placements.json")
 }
 
-fn recorded(context: &Context) -> BTreeMap<String, String> {
+pub(crate) fn recorded(context: &Context) -> BTreeMap<String, String> {
     std::fs::read(record_path(context))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }
 
-fn record(context: &Context, placements: &BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn record(context: &Context, placements: &BTreeMap<String, String>) -> Result<()> {
     let path = record_path(context);
     let dir = path.parent().expect("a file in a directory");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -126,6 +126,9 @@ enum Command {
         #[command(subcommand)]
         command: commands::trash::TrashCommand,
     },
+    /// Move a tenant to another cluster of the fleet (offline: pg_dump/pg_restore), or `--abort`
+    /// a completed move. Without --yes the steps are printed and it exits 2.
+    Move(commands::r#move::MoveArgs),
     /// Every database on the cluster: managed, orphaned-protected (since when) or unmanaged.
     List(list::ListArgs),
     /// New passwords for a tenant's roles (crash-safe; `--grace` for zero downtime).
@@ -241,6 +244,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Store { command } => store::run(&context, command),
         Command::Rotate(args) => rotate::run(&context, args),
         Command::List(args) => list::run(&context, args),
+        Command::Move(args) => commands::r#move::run(&context, args),
         Command::Trash { command } => commands::trash::run_command(&context, command),
         Command::Backup(args) => commands::backup::backup(&context, args),
         Command::Restore(args) => commands::backup::restore(&context, args),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod connect;
 pub mod credentials;
 pub mod list;
+pub mod r#move;
 pub mod reconcile;
 pub mod rotate;
 pub mod serve;

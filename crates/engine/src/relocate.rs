@@ -121,11 +121,16 @@ pub fn plan_move(
             step,
             what: match step {
                 Step::RecordIntent => format!("record the move of {tenant} from `{from}` to `{to}` in the local state"),
-                Step::EnsureTarget => format!(
-                    "create database {database} and roles {}, {} on `{to}` (a scoped apply)",
-                    owner.as_str(),
-                    names(logins)
-                ),
+                Step::EnsureTarget => {
+                    let mut roles = logins.to_vec();
+                    if !roles.contains(owner) {
+                        roles.insert(0, owner.clone());
+                    }
+                    format!(
+                        "create database {database} and roles {} on `{to}` (a scoped apply)",
+                        names(&roles)
+                    )
+                }
                 Step::SetPasswords => format!(
                     "give {} on `{to}` the stored passwords (SCRAM verifiers, no plaintext)",
                     names(logins)
