@@ -493,6 +493,8 @@ async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
     })
     .await;
     assert_eq!(serve.tenants()["revision"], first.as_str());
+    let parsed = metric_sum(&serve, "pgtenant_source_files_parsed_total");
+    assert_eq!(parsed, 1.0, "the first commit's one values file");
 
     // A push: the new commit is fetched and applied, its SHA recorded.
     let second = push_tenant(&work, "b");
@@ -502,6 +504,13 @@ async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
     .await;
     assert_eq!(serve.tenants()["revision"], second.as_str());
     assert!(env.database_exists("team-b").await);
+    // Only the blob the commit added is parsed: team/a's is the same blob as before.
+    assert_eq!(
+        metric_sum(&serve, "pgtenant_source_files_parsed_total") - parsed,
+        1.0,
+        "{}",
+        serve.log()
+    );
 
     // The remote unreachable: reported, nothing dropped.
     std::fs::rename(&bare, dir.path().join("gone.git")).unwrap();
@@ -511,6 +520,53 @@ async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
     .await;
     assert!(env.database_exists("team-a").await && env.database_exists("team-b").await);
     assert_eq!(serve.tenants()["revision"], second.as_str());
+}
+
+/// A new tenant's statements and the read-back after them share one session in its database:
+/// the read-back does not open another (pg_stat_database counts every session, flushed when it
+/// ends).
+#[tokio::test]
+async fn a_new_tenant_is_applied_and_read_back_on_one_session_in_its_database() {
+    let env = Env::new();
+    env.write("team/app/values.yaml", &STANDARD.replace("NAME", "app"));
+    let serve = Serve::start(&env, &["--poll-interval", "1h", "--drift-interval", "1h"]);
+    within("the first tenant in sync", BOUND * 2, || {
+        serve.state_of("team/app").as_deref() == Some("in-sync")
+    })
+    .await;
+    env.write("team/new/values.yaml", &STANDARD.replace("NAME", "new"));
+    within("the new tenant in sync", BOUND, || {
+        serve.state_of("team/new").as_deref() == Some("in-sync")
+    })
+    .await;
+    let superuser = env.superuser(None).await;
+    let started = Instant::now();
+    // The reconcile's sessions end with it; a session's counters are flushed before it leaves
+    // pg_stat_activity.
+    loop {
+        let open: i64 = superuser
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'team-new'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(started.elapsed() < BOUND, "sessions left in team-new");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sessions: i64 = superuser
+        .query_one(
+            "SELECT sessions FROM pg_stat_database WHERE datname = 'team-new'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 1, "sessions opened in team-new:\n{}", serve.log());
 }
 
 /// A CA (its PEM file in `dir`) and the certificate and key (PEM) it signed for 127.0.0.1.

@@ -177,6 +177,7 @@ impl Executor {
                 pool: pool.clone(),
                 control: None,
                 lent: Vec::new(),
+                in_tenant: None,
             };
             tokio::spawn(worker.run(queue, progress))
         });
@@ -199,6 +200,9 @@ struct Worker {
     control: Option<Client>,
     /// Roles lent to the control role, committed, for a final backup ([`Worker::lend_committed`]).
     lent: Vec<Ident>,
+    /// The session in the current tenant's database, kept between its segments; given to the pool
+    /// for the read-back when the tenant succeeded (never for a removal).
+    in_tenant: Option<(String, Client)>,
 }
 
 type Queue = Arc<Mutex<VecDeque<(String, Vec<Operation>)>>>;
@@ -275,6 +279,11 @@ impl Worker {
             }
         }
         self.take_back_committed().await;
+        if let Some((database, session)) = self.in_tenant.take() {
+            if outcome.error.is_none() && !ops.iter().any(|op| op.phase.is_removal()) {
+                self.pool.give_back_tenant(&database, session);
+            }
+        }
         outcome
     }
 
@@ -506,7 +515,12 @@ impl Worker {
     ) -> (usize, Option<OperationError>) {
         let session = match database {
             None => self.control().await.map(|()| None),
-            Some(db) => self.connector.connect(Some(db.as_str())).await.map(Some),
+            Some(db) => match self.in_tenant.take() {
+                Some((kept, session)) if kept == db.as_str() && !session.is_closed() => {
+                    Ok(Some(session))
+                }
+                _ => self.connector.connect(Some(db.as_str())).await.map(Some),
+            },
         };
         let session = match session {
             Ok(session) => session,
@@ -610,6 +624,9 @@ impl Worker {
                     return (applied, Some(db_error(failed, &error)));
                 }
             }
+        }
+        if let (Some(db), Some(session)) = (database, session) {
+            self.in_tenant = Some((db.as_str().to_string(), session));
         }
         (applied, None)
     }

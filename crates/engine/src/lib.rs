@@ -241,13 +241,18 @@ pub(crate) async fn observe_on(
         .map(|(tenant, declaration)| {
             let connector = connector.clone();
             let limit = limit.clone();
+            // A read-back (no verification kept) may use the executor's session in the database.
+            let session = reuse
+                .is_none()
+                .then(|| pool.take_tenant(tenant.database.as_str()))
+                .flatten();
             tokio::spawn(async move {
                 let _permit = limit
                     .acquire_owned()
                     .await
                     .expect("semaphore is never closed");
                 let verified_at = std::time::SystemTime::now();
-                let result = inspect(&connector, &tenant).await;
+                let result = inspect(&connector, &tenant, session).await;
                 (
                     tenant.database.as_str().to_string(),
                     declaration,
@@ -307,9 +312,13 @@ pub(crate) async fn observe_on(
 async fn inspect(
     connector: &Connector,
     tenant: &DesiredTenant,
+    session: Option<tokio_postgres::Client>,
 ) -> Result<(observed::DatabaseCatalog, Option<observed::DatabaseStats>), EngineError> {
     let database = tenant.database.as_str();
-    let client = connector.connect(Some(database)).await?;
+    let client = match session {
+        Some(session) => session,
+        None => connector.connect(Some(database)).await?,
+    };
     let failed = |source| EngineError::Catalog {
         database: Some(database.to_string()),
         source,

@@ -175,6 +175,7 @@ impl Reconciler {
             .converge_locked(&pool, desired, request, progress, narrow)
             .await;
         lock.release(&pool).await;
+        pool.close_tenant_sessions();
         applied
     }
 
@@ -216,7 +217,9 @@ impl Reconciler {
         let outcome = self
             .verify(pool, desired, &planned, outcome, &narrow)
             .instrument(tracing::info_span!("verify"))
-            .await?;
+            .await;
+        pool.close_tenant_sessions();
+        let outcome = outcome?;
         if let Some(pooler) = &self.pooler {
             let scope = crate::pooler::SyncScope::after(request, &plan, &outcome);
             match pooler

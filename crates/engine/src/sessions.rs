@@ -18,6 +18,8 @@ use crate::EngineError;
 
 /// Idle admin sessions kept at most; the executor's other workers open their own.
 const KEEP_ADMIN: usize = 2;
+/// Idle sessions in tenant databases kept at most, within one call.
+const KEEP_TENANT: usize = 4;
 
 /// Where a [`crate::Reconciler`] gets its sessions from. Cloning shares the kept ones.
 #[derive(Clone, Default)]
@@ -61,6 +63,10 @@ impl Sessions {
 pub(crate) struct Pool {
     admin: Mutex<Vec<Client>>,
     control: Mutex<Option<Client>>,
+    /// The executor's sessions in the databases of tenants it just changed, by database, for the
+    /// read-back of the same call ([`Pool::close_tenant_sessions`] at its end: never kept between
+    /// calls, a kept pool does not hold a session per tenant).
+    tenant: Mutex<Vec<(String, Client)>>,
 }
 
 impl Pool {
@@ -78,6 +84,30 @@ impl Pool {
 
     /// Keeps `client` for the next user unless enough are idle or it is closed. Its users end
     /// every transaction they begin (the executor rolls back a failed batch).
+    /// An idle session in `database` given back in this call, if there is one.
+    pub(crate) fn take_tenant(&self, database: &str) -> Option<Client> {
+        let mut idle = self.tenant.lock().expect("session pool lock");
+        let at = idle.iter().position(|(name, _)| name == database)?;
+        let (_, client) = idle.swap_remove(at);
+        (!client.is_closed()).then_some(client)
+    }
+
+    /// Keeps `client`, a session in `database` no transaction is open on, for this call's read-back.
+    pub(crate) fn give_back_tenant(&self, database: &str, client: Client) {
+        if client.is_closed() {
+            return;
+        }
+        let mut idle = self.tenant.lock().expect("session pool lock");
+        if idle.len() < KEEP_TENANT {
+            idle.push((database.to_string(), client));
+        }
+    }
+
+    /// Closes the sessions in tenant databases: the call that opened them ends.
+    pub(crate) fn close_tenant_sessions(&self) {
+        self.tenant.lock().expect("session pool lock").clear();
+    }
+
     pub(crate) fn give_back_admin(&self, client: Client) {
         if client.is_closed() {
             return;

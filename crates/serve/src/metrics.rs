@@ -10,7 +10,7 @@
 //! | `pgtenant_reconciles_total` | counter | cluster, result |
 //! | `pgtenant_change_to_applied_seconds` | histogram | source (directory, git) |
 //! | `pgtenant_source_errors_total` | counter | source |
-//! | `pgtenant_source_files_parsed_total` | counter | (directory source: files whose text changed) |
+//! | `pgtenant_source_files_parsed_total` | counter | (values files parsed: a directory's files whose text changed, a commit's changed blobs) |
 //! | `pgtenant_source_up` | gauge | |
 //! | `pgtenant_tenants` | gauge | cluster, state (pending, in-sync, drifted, failed, held, invalid) |
 //! | `pgtenant_drift_items` | gauge | cluster |
@@ -216,7 +216,7 @@ pub fn encode(metrics: &Metrics, snapshot: &Snapshot) -> String {
     );
     registry.register(
         "pgtenant_source_files_parsed",
-        "Values files parsed (the directory source parses only the files whose text changed)",
+        "Values files parsed (only the files whose text changed, or whose blob changed in a commit)",
         metrics.source_files_parsed.clone(),
     );
     registry.register(

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use pgtenant_engine::plan::{DropGuard, NoticeKind, Phase};
 use pgtenant_engine::reconcile::{Applied, Request};
 use pgtenant_engine::{Desired, ReconcileError, Reconciler};
+use pgtenant_spec::{DatabaseSpec, LoadedRepo};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 
@@ -75,6 +76,8 @@ enum Trigger {
 
 struct Loop {
     desired: Option<Arc<Desired>>,
+    /// The revision `desired` was made from: the next one is compared with it.
+    last: Option<Arc<Revision>>,
     revision: Option<String>,
     tracked: BTreeMap<String, Tracked>,
     pending: BTreeSet<String>,
@@ -92,6 +95,7 @@ impl Worker {
     pub async fn run(mut self) {
         let mut state = Loop {
             desired: None,
+            last: None,
             revision: None,
             tracked: BTreeMap::new(),
             pending: BTreeSet::new(),
@@ -235,6 +239,13 @@ impl Worker {
 
     /// Tenants the repo stopped declaring because their file has errors are left alone.
     fn mark_invalid(&self, state: &mut Loop, desired: &Desired) {
+        if desired.failed_files.is_empty() {
+            // No file fails: no tenant is left alone for that.
+            for tracked in state.tracked.values_mut() {
+                tracked.invalid = false;
+            }
+            return;
+        }
         let declared: BTreeSet<&str> = desired.tenants.iter().map(|t| t.id.as_str()).collect();
         for (id, tracked) in &mut state.tracked {
             let declared = declared.contains(id.as_str());
@@ -270,53 +281,32 @@ impl Worker {
     }
 
     /// A new revision: the tenants whose declaration changed (added, changed, removed) are due.
-    fn take_revision(&self, state: &mut Loop, revision: &Revision) {
+    fn take_revision(&self, state: &mut Loop, revision: &Arc<Revision>) {
         tracing::info_span!("take_revision").in_scope(|| self.take_revision_now(state, revision))
     }
 
-    fn take_revision_now(&self, state: &mut Loop, revision: &Revision) {
-        let desired = Arc::new(Desired::from_repo(&revision.repo));
-        let old: BTreeMap<&str, &pgtenant_engine::DesiredTenant> = state
-            .desired
-            .iter()
-            .flat_map(|d| d.tenants.iter())
-            .map(|t| (t.id.as_str(), t))
-            .collect();
-        let new: BTreeMap<&str, &pgtenant_engine::DesiredTenant> =
-            desired.tenants.iter().map(|t| (t.id.as_str(), t)).collect();
-        let changed: BTreeSet<String> = old
-            .keys()
-            .chain(new.keys())
-            .filter(|id| old.get(*id) != new.get(*id))
-            .map(|id| id.to_string())
-            .collect();
-        let files: BTreeMap<String, (String, String, String)> = revision
-            .repo
-            .databases
-            .iter()
-            .map(|spec| {
-                (
-                    format!("{}/{}", spec.namespace, spec.name),
-                    (
-                        spec.preset.as_str().to_string(),
-                        spec.mode.as_str().to_string(),
-                        spec.location.file.display().to_string(),
-                    ),
-                )
-            })
-            .collect();
+    /// Proportional to the change: the declarations are compared with the last revision's (both
+    /// sorted by namespace and name, as the loader sorts them), and only those that differ are
+    /// derived again, in the desired state kept between revisions, and shown again. The repo's
+    /// checks across files (collisions) are the source's, made on the whole repo every read.
+    fn take_revision_now(&self, state: &mut Loop, revision: &Arc<Revision>) {
+        let old: &[DatabaseSpec] = state.last.as_ref().map_or(&[], |r| &r.repo.databases);
+        let differing = differing(old, &revision.repo.databases);
+        let mut desired = state.desired.take().unwrap_or_default();
+        // The worker's own copy between reconciles: changed in place, not cloned.
+        let kept = Arc::make_mut(&mut desired);
+        let changed = update_desired(kept, &differing, &revision.repo.failed_files);
         let cluster = self.cluster.clone();
         self.shared.update(|s| {
-            for tenant in &desired.tenants {
-                let status = s
-                    .tenants
-                    .entry(tenant.id.clone())
-                    .or_insert_with(|| TenantStatus {
-                        tenant: tenant.id.clone(),
-                        cluster: cluster.clone(),
-                        ..TenantStatus::default()
-                    });
-                status.database = tenant.database.as_str().to_string();
+            for (namespace, name, spec) in &differing {
+                let Some(spec) = spec else { continue };
+                let id = format!("{namespace}/{name}");
+                let status = s.tenants.entry(id.clone()).or_insert_with(|| TenantStatus {
+                    tenant: id,
+                    cluster: cluster.clone(),
+                    ..TenantStatus::default()
+                });
+                status.database = spec.database_name();
                 if status.last_backup_at.is_none() {
                     status.last_backup_at = s
                         .clusters
@@ -324,11 +314,9 @@ impl Worker {
                         .and_then(|c| c.backups_by_database.get(&status.database))
                         .map(|b| b.at.clone());
                 }
-                if let Some((preset, mode, file)) = files.get(&tenant.id) {
-                    status.preset = preset.clone();
-                    status.mode = mode.clone();
-                    status.file = Some(file.clone());
-                }
+                status.preset = spec.preset.as_str().to_string();
+                status.mode = spec.mode.as_str().to_string();
+                status.file = Some(spec.location.file.display().to_string());
                 if status.state == TenantState::Invalid {
                     status.state = TenantState::Pending;
                     status.last_error = None;
@@ -344,10 +332,16 @@ impl Worker {
             state.requested.remove(id);
             self.ensure_listed(id);
         }
-        for tenant in &desired.tenants {
-            state.tracked.entry(tenant.id.clone()).or_default();
+        for (namespace, name, spec) in &differing {
+            if spec.is_some() {
+                state
+                    .tracked
+                    .entry(format!("{namespace}/{name}"))
+                    .or_default();
+            }
         }
         state.revision = revision.revision.clone();
+        state.last = Some(revision.clone());
         self.mark_invalid(state, &desired);
         state.desired = Some(desired);
     }
@@ -821,5 +815,164 @@ impl Worker {
                 }
             }
         });
+    }
+}
+
+/// The declarations that differ between two lists sorted by namespace and name (as the loader
+/// sorts them): each with its new spec, None when it is no longer declared.
+fn differing<'a>(
+    old: &'a [DatabaseSpec],
+    new: &'a [DatabaseSpec],
+) -> Vec<(&'a str, &'a str, Option<&'a DatabaseSpec>)> {
+    let key = |spec: &'a DatabaseSpec| (spec.namespace.as_str(), spec.name.as_str());
+    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
+    let mut differing = Vec::new();
+    loop {
+        match (old.peek().copied(), new.peek().copied()) {
+            (None, None) => return differing,
+            (Some(gone), None) => {
+                differing.push((gone.namespace.as_str(), gone.name.as_str(), None));
+                old.next();
+            }
+            (None, Some(added)) => {
+                differing.push((added.namespace.as_str(), added.name.as_str(), Some(added)));
+                new.next();
+            }
+            (Some(before), Some(after)) => match key(before).cmp(&key(after)) {
+                std::cmp::Ordering::Less => {
+                    differing.push((before.namespace.as_str(), before.name.as_str(), None));
+                    old.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    differing.push((after.namespace.as_str(), after.name.as_str(), Some(after)));
+                    new.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if before != after {
+                        differing.push((
+                            after.namespace.as_str(),
+                            after.name.as_str(),
+                            Some(after),
+                        ));
+                    }
+                    old.next();
+                    new.next();
+                }
+            },
+        }
+    }
+}
+
+/// Brings `kept` (made from the last revision) to the new one, given the declarations that
+/// differ: only those are derived again. The tenants whose desired state changed.
+fn update_desired(
+    kept: &mut Desired,
+    differing: &[(&str, &str, Option<&DatabaseSpec>)],
+    failed_files: &[std::path::PathBuf],
+) -> BTreeSet<String> {
+    let mut changed = BTreeSet::new();
+    for &(namespace, name, spec) in differing {
+        let id = format!("{namespace}/{name}");
+        let at = kept
+            .tenants
+            .binary_search_by(|t| (t.namespace.as_str(), t.name.as_str()).cmp(&(namespace, name)));
+        match (spec, at) {
+            (Some(spec), Ok(at)) => {
+                let derived = pgtenant_engine::DesiredTenant::from_spec(spec);
+                if kept.tenants[at] != derived {
+                    kept.tenants[at] = derived;
+                    changed.insert(id);
+                }
+            }
+            (Some(spec), Err(at)) => {
+                kept.tenants
+                    .insert(at, pgtenant_engine::DesiredTenant::from_spec(spec));
+                changed.insert(id);
+            }
+            (None, Ok(at)) => {
+                kept.tenants.remove(at);
+                changed.insert(id);
+            }
+            (None, Err(_)) => {}
+        }
+    }
+    if kept.failed_files != failed_files {
+        // Why drops are held, worded where the desired state is made.
+        let failed = Desired::from_repo(&LoadedRepo {
+            failed_files: failed_files.to_vec(),
+            ..LoadedRepo::default()
+        });
+        kept.failed_files = failed.failed_files;
+        kept.drops_held_because = failed.drops_held_because;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(files: &[(&str, &str)]) -> LoadedRepo {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let mut repo = pgtenant_spec::load_repo(dir.path()).unwrap();
+        repo.root = std::path::PathBuf::new();
+        repo
+    }
+
+    fn apps(names: &[&str]) -> String {
+        let mut text = "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n".to_string();
+        for name in names {
+            text.push_str(&format!("  - name: {name}\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn the_kept_desired_state_follows_each_revision_deriving_only_what_changed() {
+        let revisions = [
+            repo(&[("a/x/values.yaml", &apps(&["one", "two"])), ("a-b/y/values.yaml", &apps(&["three"]))]),
+            // One tenant added, between the others by namespace then name.
+            repo(&[
+                ("a/x/values.yaml", &apps(&["one", "two", "one-b"])),
+                ("a-b/y/values.yaml", &apps(&["three"])),
+            ]),
+            // One tenant's declaration changed, one removed, a file broken (its tenants left out).
+            repo(&[
+                ("a/x/values.yaml", "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: one\n    preset: schema-owner\n  - name: one-b\n"),
+                ("a-b/y/values.yaml", "postgresqlDatabases: [\n"),
+            ]),
+            // Fixed again; a tenant moved to another file without a change of its own.
+            repo(&[
+                ("a/x/values.yaml", "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: one\n    preset: schema-owner\n"),
+                ("a/z/values.yaml", &apps(&["one-b"])),
+                ("a-b/y/values.yaml", &apps(&["three"])),
+            ]),
+        ];
+        let expected_changes: [&[&str]; 4] = [
+            &["a-b/three", "a/one", "a/two"],
+            &["a/one-b"],
+            &["a-b/three", "a/one", "a/two"],
+            &["a-b/three"],
+        ];
+        let mut kept = Desired::default();
+        let mut last: &[DatabaseSpec] = &[];
+        for (repo, expected) in revisions.iter().zip(expected_changes) {
+            let differing = differing(last, &repo.databases);
+            let changed = update_desired(&mut kept, &differing, &repo.failed_files);
+            assert_eq!(
+                changed.iter().map(String::as_str).collect::<Vec<_>>(),
+                expected
+            );
+            let fresh = Desired::from_repo(repo);
+            assert_eq!(kept.tenants, fresh.tenants);
+            assert_eq!(kept.failed_files, fresh.failed_files);
+            assert_eq!(kept.drops_held_because, fresh.drops_held_because);
+            last = &repo.databases;
+        }
     }
 }

@@ -3,13 +3,16 @@
 //! one each. The values files are read straight from the fetched commit's tree: no checkout,
 //! no working copy that could be half-updated.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
-use pgtenant_spec::{Diagnostic, LoadOptions, SourceLocation, VALUES_FILES};
+use pgtenant_spec::{CheckedValuesFile, Diagnostic, LoadOptions, SourceLocation, VALUES_FILES};
+
+use tracing::Instrument as _;
 
 use super::{refuse_empty, Revision, SourceTask};
 
@@ -24,14 +27,39 @@ pub(super) struct Remote {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Every values file of the last commit read, checked, by path with its blob: a commit reads
+/// (and parses) only the blobs that changed. Content-addressed, so an entry is never stale.
+#[derive(Default)]
+struct Checked {
+    files: BTreeMap<PathBuf, (gix::ObjectId, CheckedValuesFile)>,
+    /// Values files parsed since the start (`pgtenant_source_files_parsed_total`).
+    parsed: u64,
+}
+
 pub(super) async fn run(mut task: SourceTask, remote: Remote) {
     // The commit last read: a fetch that finds the same one reads nothing again.
     let mut last: Option<String> = None;
+    let mut checked = Some(Checked::default());
     loop {
         let seen_at = SystemTime::now();
         let fetched = {
             let (remote, last) = (remote.clone(), last.clone());
-            tokio::task::spawn_blocking(move || fetch_and_read(&remote, last)).await
+            let mut cache = checked.take().unwrap_or_default();
+            let parsed_before = cache.parsed;
+            let fetched = tokio::task::spawn_blocking(move || {
+                let read = fetch_and_read(&remote, last, &mut cache);
+                (cache, read)
+            })
+            .instrument(tracing::info_span!("source_read"))
+            .await;
+            fetched.map(|(cache, read)| {
+                task.shared
+                    .metrics
+                    .source_files_parsed
+                    .inc_by(cache.parsed - parsed_before);
+                checked = Some(cache);
+                read
+            })
         };
         match fetched {
             Ok(Ok(Some((sha, repo)))) => {
@@ -70,6 +98,7 @@ pub(super) async fn run(mut task: SourceTask, remote: Remote) {
 fn fetch_and_read(
     remote: &Remote,
     last: Option<String>,
+    checked: &mut Checked,
 ) -> Result<Option<(String, pgtenant_spec::LoadedRepo)>, String> {
     let Remote { branch, mirror, .. } = remote;
     let shown = crate::http::scrub::text(&remote.url);
@@ -119,10 +148,17 @@ fn fetch_and_read(
     }
     let tree = commit.tree().map_err(read_error)?;
     let options = LoadOptions::from_env().map_err(|e| e.to_string())?;
-    let mut texts = Vec::new();
-    collect(&tree, Path::new(""), &options, &mut texts).map_err(read_error)?;
+    let mut files = BTreeMap::new();
+    collect(&tree, Path::new(""), &options, checked, &mut files).map_err(read_error)?;
+    checked.files = files;
     let root = PathBuf::from(format!("{shown}@{}", &sha[..12.min(sha.len())]));
-    let loaded = pgtenant_spec::load_repo_from_texts(&root, texts);
+    let loaded = pgtenant_spec::load_repo_from_checked(
+        &root,
+        checked
+            .files
+            .iter()
+            .map(|(path, (_, checked))| (path.as_path(), checked)),
+    );
     refuse_empty(&loaded).map_err(|e| format!("commit {sha} of {shown}: {e}"))?;
     Ok(Some((sha, loaded)))
 }
@@ -206,7 +242,8 @@ fn collect(
     tree: &gix::Tree<'_>,
     relative: &Path,
     options: &LoadOptions,
-    texts: &mut Vec<(PathBuf, Result<String, Diagnostic>)>,
+    last: &mut Checked,
+    files: &mut BTreeMap<PathBuf, (gix::ObjectId, CheckedValuesFile)>,
 ) -> Result<(), gix::Error> {
     let mut entries = Vec::new();
     for entry in tree.iter() {
@@ -221,6 +258,14 @@ fn collect(
         }
         let path = relative.join(&name);
         if VALUES_FILES.contains(&name.as_str()) {
+            let is_blob = matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable);
+            // The same blob at the same path as in the last commit read: the same result.
+            if is_blob {
+                if let Some(kept) = last.files.remove(&path).filter(|(blob, _)| *blob == id) {
+                    files.insert(path, kept);
+                    continue;
+                }
+            }
             let refused = |message: &str| {
                 Err(
                     Diagnostic::error(SourceLocation::file_start(&path), "", message)
@@ -247,12 +292,22 @@ fn collect(
                 }
                 _ => refused("values file is not a file"),
             };
-            texts.push((path, text));
+            if text.is_ok() {
+                last.parsed += 1;
+            }
+            let checked = CheckedValuesFile::check(&path, text);
+            // A refused entry is checked again next time (its id may be a tree's or a link's).
+            let id = if is_blob {
+                id
+            } else {
+                gix::ObjectId::null(id.kind())
+            };
+            files.insert(path, (id, checked));
             continue;
         }
         if kind == EntryKind::Tree {
             let subtree = tree.repo.find_tree(id)?;
-            collect(&subtree, &path, options, texts)?;
+            collect(&subtree, &path, options, last, files)?;
         }
     }
     Ok(())
