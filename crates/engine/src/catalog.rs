@@ -143,13 +143,19 @@ SELECT d.datname::text,
 ///   `routine`, owner, grantee, privilege, grantor, whether the grantee is one of the tenant's roles,
 ///   a routine's argument types (the server's `format_type`, identifiers quoted).
 /// - `extension`: its name.
+///
+/// Every inspection is a fresh backend with cold catalog caches, so the statement touches as few
+/// catalogs and functions as it can: roles are compared by name through `pg_get_userbyid` (a lookup
+/// in the shared role cache) instead of subqueries on the `pg_roles` view (whose rewrite and
+/// planning cost ~3 ms of server CPU per database), and system schemas are left out with
+/// `starts_with` instead of a regular expression (compiled in every backend).
 const DATABASE_CATALOG: &str = "
 SELECT 'schema', n.nspname::text, pg_catalog.pg_get_userbyid(n.nspowner)::text, n.nspacl::text,
        CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
        a.privilege_type, pg_catalog.pg_get_userbyid(a.grantor)::text, NULL::text, NULL::bool, NULL::text
   FROM pg_catalog.pg_namespace n
   LEFT JOIN LATERAL pg_catalog.aclexplode(COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a ON true
- WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+ WHERE NOT pg_catalog.starts_with(n.nspname, 'pg_') AND n.nspname <> 'information_schema'
 UNION ALL
 SELECT 'default', pg_catalog.pg_get_userbyid(d.defaclrole)::text, d.defaclobjtype::text, d.defaclacl::text,
        CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
@@ -162,16 +168,16 @@ SELECT 'object', n.nspname::text, c.relname::text, CASE WHEN c.relkind = 'S' THE
        pg_catalog.pg_get_userbyid(c.relowner)::text,
        pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
        pg_catalog.pg_get_userbyid(a.grantor)::text,
-       a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)), NULL
+       pg_catalog.pg_get_userbyid(a.grantee) = ANY($2), NULL
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN LATERAL pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault(
            CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::\"char\", c.relowner))) a
-         ON a.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1))
+         ON pg_catalog.pg_get_userbyid(a.grantee) = ANY($1)
             OR (a.grantee <> 0 AND a.grantee <> c.relowner
-                AND a.grantee NOT IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2)))
+                AND NOT pg_catalog.pg_get_userbyid(a.grantee) = ANY($2))
  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S')
-   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+   AND NOT pg_catalog.starts_with(n.nspname, 'pg_') AND n.nspname <> 'information_schema'
 UNION ALL
 SELECT 'object', n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_userbyid(p.proowner)::text,
        pg_catalog.pg_get_userbyid(a.grantee)::text, a.privilege_type,
@@ -180,11 +186,11 @@ SELECT 'object', n.nspname::text, p.proname::text, 'routine', pg_catalog.pg_get_
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   LEFT JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
          ON a.grantee <> 0 AND a.grantee <> p.proowner
-            AND a.grantee NOT IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
- WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+            AND NOT pg_catalog.pg_get_userbyid(a.grantee) = ANY($2)
+ WHERE NOT pg_catalog.starts_with(n.nspname, 'pg_') AND n.nspname <> 'information_schema'
    AND (a.grantee IS NOT NULL
-        OR (p.proowner IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2))
-            AND p.proowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $3)))
+        OR (pg_catalog.pg_get_userbyid(p.proowner) = ANY($2)
+            AND pg_catalog.pg_get_userbyid(p.proowner) <> $3))
 UNION ALL
 SELECT 'extension', extname::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM pg_catalog.pg_extension
