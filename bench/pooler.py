@@ -3,7 +3,10 @@
 
 1. new-connection latency of a tenant login, direct (TLS + SCRAM + a backend forked) vs through the pooler
    (TLS + SCRAM against pgbouncer, a pooled server connection reused): p50/p99 over --connects connects, each a
-   full connect + `SELECT 1` + close, by one client (psycopg, libpq underneath: what applications do);
+   full connect + `SELECT 1` + close, by three clients in turn (see CLIENTS): psycopg (libpq underneath: what
+   applications do), bench/scram_client.py with SCRAM's 4,096 rounds per connect in hashlib, and the same with the
+   SCRAM keys cached across connects (RFC 5802 section 5.1, as a long-lived app pool may), which leaves the
+   servers' own cost; `--workloads ''` measures only these;
 2. --clients-per-tenant clients on each of the N tenants through the pooler (1,000 = 10 × 100 by default) with
    `max_connections` = --max-connections on the server, against one direct client per tenant (N clients, as many
    as the server takes): client errors and transactions per second of each, pgbench running a one-statement
@@ -86,7 +89,7 @@ class Fleet:
     def pgtenant(self, *args) -> str:
         return run([self.binary, *args], env=self.env, cwd=self.repo)
 
-    def start(self, max_connections: int):
+    def start(self, max_connections: int, server_socket: bool = False):
         status = json.loads(self.pgtenant("up", "--format", "json"))
         if (status.get("pooler") or {}).get("state") != "running":
             raise SystemExit(f"pgbouncer is not running after `pgtenant up`: {json.dumps(status)}")
@@ -96,6 +99,17 @@ class Fleet:
         data = self.state / "cluster" / "data"
         with open(data / "postgresql.auto.conf", "a") as conf:
             conf.write(f"max_connections = {max_connections}\nsuperuser_reserved_connections = 0\n")
+        if server_socket:
+            # The experiment of --server-paths socket: the server also listens on a Unix socket in a directory
+            # only its OS account (which pgbouncer runs as) can enter, with SCRAM for every login on it.
+            self.socket = self.state / "cluster" / "socket"
+            self.socket.mkdir(mode=0o700, exist_ok=True)
+            owner = data.stat()
+            os.chown(self.socket, owner.st_uid, owner.st_gid)
+            with open(data / "postgresql.auto.conf", "a") as conf:
+                conf.write(f"unix_socket_directories = '{self.socket}'\nunix_socket_permissions = 0700\n")
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.write("local all all scram-sha-256\n")
         self.pgtenant("down")
         status = json.loads(self.pgtenant("up", "--format", "json"))
         if (status.get("pooler") or {}).get("state") != "running":
@@ -132,16 +146,71 @@ def connect_ms(uri: str, count: int) -> list:
     return samples
 
 
-def cheap_connect_ms(uri: str, count: int) -> list:
-    """`connect_ms` with bench/scram_client.py: TLS and the same 4,096 SCRAM rounds, the rounds in hashlib."""
+def scram_connect_ms(uri: str, count: int, cache=None) -> tuple:
+    """`connect_ms` with bench/scram_client.py (TLS 1.3, the same 4,096 SCRAM rounds in hashlib; with `cache`, the
+    keys kept across connects as RFC 5802 section 5.1 allows): (milliseconds of the connects that worked, errors)."""
     host, port, user, password, dbname, cafile = scram_client.from_uri(uri)
     ctx = scram_client.context(cafile)
-    samples = []
+    samples, errors = [], []
     for _ in range(count):
         start = time.perf_counter()
-        scram_client.connect_once(host, port, user, password, dbname, ctx)
+        try:
+            scram_client.connect_once(host, port, user, password, dbname, ctx, cache)
+        except (ConnectionError, OSError) as error:
+            errors.append(str(error))
+            continue
         samples.append((time.perf_counter() - start) * 1000)
-    return samples
+    return samples, errors
+
+
+# The connect clients, each measured direct and pooled: what applications use (libpq), a client whose SCRAM is
+# one hashlib PBKDF2 call per connect, and one that caches the SCRAM keys (the servers' own cost).
+CLIENTS = {
+    "psycopg": "psycopg (libpq 15): Hi() per connect, one HMAC_Init_ex per round",
+    "hashlib": "bench/scram_client.py: Hi() per connect, in one hashlib call",
+    "cached": "bench/scram_client.py, keys cached (RFC 5802 §5.1): Hi() once per login",
+}
+
+
+def measure_connects(first: dict, connects: int) -> dict:
+    """p50/p99 of each client in CLIENTS, direct and pooled, over `connects` connects each, all six series
+    interleaved in blocks of 100 so that they see the same machine load."""
+    caches = {"direct": scram_client.KeyCache(), "pooled": scram_client.KeyCache()}
+    uris = {"direct": first["uri"], "pooled": first["pooler_uri"]}
+    samples = {(c, p): [] for c in CLIENTS for p in uris}
+    errors = {(c, p): [] for c in CLIENTS for p in uris}
+    # One warm-up connect each: the pooler's first server connection and the cache's first Hi() are not measured.
+    for path, uri in uris.items():
+        connect_ms(uri, 1)
+        scram_connect_ms(uri, 1, caches[path])
+    load = [os.getloadavg()[0]]
+    block = min(100, connects)
+    for _ in range(max(1, connects // 100)):
+        for client in CLIENTS:
+            for path, uri in uris.items():
+                if client == "psycopg":
+                    samples[client, path] += connect_ms(uri, block)
+                else:
+                    done, failed = scram_connect_ms(uri, block, caches[path] if client == "cached" else None)
+                    samples[client, path] += done
+                    errors[client, path] += failed
+        load.append(os.getloadavg()[0])
+    result = {"load_1m": {"min": min(load), "max": max(load)}}
+    for client in CLIENTS:
+        entry = {"label": CLIENTS[client]}
+        for path in uris:
+            got = samples[client, path]
+            entry[f"{path}_connects"] = len(got)
+            entry[f"{path}_errors"] = len(errors[client, path])
+            entry[f"{path}_first_error"] = errors[client, path][:1]
+            if got:
+                entry[f"{path}_p50_ms"] = percentile(got, 50)
+                entry[f"{path}_p99_ms"] = percentile(got, 99)
+        if "direct_p50_ms" in entry and "pooled_p50_ms" in entry:
+            entry["p50_ratio"] = entry["pooled_p50_ms"] / entry["direct_p50_ms"]
+            entry["p99_ratio"] = entry["pooled_p99_ms"] / entry["direct_p99_ms"]
+        result[client] = entry
+    return result
 
 
 def percentile(samples: list, p: float) -> float:
@@ -318,6 +387,24 @@ def release_server_connections(fleet) -> None:
     raise SystemExit("pgbouncer still holds server connections after RECONNECT")
 
 
+def use_server_path(fleet, path: str) -> None:
+    """Points every pool entry at the server over TCP + TLS (`tls`, as pgtenant renders it) or over the server's
+    Unix socket (`socket`), by rewriting the databases file in place, then RELOAD (and RECONNECT, in
+    `release_server_connections`)."""
+    databases = fleet.state / "cluster" / "pooler" / "databases.ini"
+    text = databases.read_text()
+    tcp, unix = "host=127.0.0.1 ", f"host={fleet.socket} "
+    text = text.replace(unix, tcp) if path == "tls" else text.replace(tcp, unix)
+    with open(databases, "w") as out:  # in place: owner and mode stay
+        out.write(text)
+    state = json.loads((fleet.state / "cluster" / "pooler" / "state.json").read_text())
+    port = json.loads(fleet.pgtenant("status", "--format", "json"))["pooler"]["port"]
+    with psycopg.connect(host=str(fleet.state / "cluster" / "pooler"), port=port, user="pgtenant_pooler_admin",
+                         password=state["admin_password"], dbname="pgbouncer", autocommit=True) as admin:
+        admin.pgconn.exec_(b"RELOAD")
+    release_server_connections(fleet)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tenants", type=int, default=100)
@@ -333,6 +420,9 @@ def main():
     parser.add_argument("--pgbouncer-nice", type=int, default=None,
                         help="experiment: give pgbouncer this nice value (a single process among many runnable ones "
                              "on a busy machine gets only its share of the CPU)")
+    parser.add_argument("--server-paths", default="tls",
+                        help="comma-separated, of: tls (pgbouncer to the server over TCP + TLS, as rendered), socket "
+                             "(experiment: over the server's Unix socket); each pooled run is repeated per path")
     parser.add_argument("--binary", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -341,44 +431,15 @@ def main():
         if workload not in WORKLOADS:
             raise SystemExit(f"unknown workload {workload}: expected one of {', '.join(WORKLOADS)}")
 
+    paths = [p for p in args.server_paths.split(",") if p]
+    if not paths or any(p not in ("tls", "socket") for p in paths):
+        raise SystemExit("--server-paths: tls, socket or both")
     fleet = Fleet(args.binary or default_binary(), args.tenants, args.pool_size)
     loads = []
     try:
-        fleet.start(args.max_connections)
+        fleet.start(args.max_connections, "socket" in paths)
         first = fleet.credentials[fleet.tenants[0]]
-        # One warm-up connect each (the pooler's first server connection is not what is measured), direct and
-        # pooled interleaved in blocks of 100 so that both see the same machine load.
-        connect_ms(first["uri"], 1)
-        connect_ms(first["pooler_uri"], 1)
-        direct, pooled = [], []
-        load_connect = [os.getloadavg()[0]]
-        for _ in range(max(1, args.connects // 100)):
-            direct += connect_ms(first["uri"], min(100, args.connects))
-            pooled += connect_ms(first["pooler_uri"], min(100, args.connects))
-            load_connect.append(os.getloadavg()[0])
-        latency = {
-            "direct_p50_ms": percentile(direct, 50),
-            "direct_p99_ms": percentile(direct, 99),
-            "pooled_p50_ms": percentile(pooled, 50),
-            "pooled_p99_ms": percentile(pooled, 99),
-            "load_1m": {"min": min(load_connect), "max": max(load_connect)},
-        }
-        latency["p50_ratio"] = latency["pooled_p50_ms"] / latency["direct_p50_ms"]
-        latency["p99_ratio"] = latency["pooled_p99_ms"] / latency["direct_p99_ms"]
-        # The same with a client whose SCRAM is cheap (TLS 1.2: see bench/scram_client.py), each path on its own so
-        # that a failure of one does not hide the other.
-        cheap = {}
-        for name, key in (("direct", "uri"), ("pooled", "pooler_uri")):
-            try:
-                samples = []
-                for _ in range(max(1, args.connects // 100)):
-                    samples += cheap_connect_ms(first[key], min(100, args.connects))
-                cheap[f"{name}_p50_ms"] = percentile(samples, 50)
-                cheap[f"{name}_p99_ms"] = percentile(samples, 99)
-            except (ConnectionError, OSError) as error:
-                cheap[f"{name}_error"] = str(error)
-        cheap["load_1m"] = os.getloadavg()[0]
-        latency["cheap_client"] = cheap
+        latency = measure_connects(first, args.connects)
 
         if args.pgbouncer_nice is not None:
             os.setpriority(os.PRIO_PROCESS, fleet.pids()[1], args.pgbouncer_nice)
@@ -390,23 +451,28 @@ def main():
                 direct_load = pgbench_load(
                     [fleet.credentials[t]["uri"] for t in fleet.tenants], 1, args.seconds, fleet, workload
                 )
-                pooled_load = pgbench_load(
-                    [fleet.credentials[t]["pooler_uri"] for t in fleet.tenants], args.clients_per_tenant,
-                    args.seconds, fleet, workload, args.jobs,
-                )
-                loads.append({
-                    "workload": workload,
-                    "direct": direct_load,
-                    "pooled": pooled_load,
-                    "ratio": pooled_load["tps"] / direct_load["tps"] if direct_load["tps"] else None,
-                    "steady_ratio": pooled_load["steady_tps"] / direct_load["steady_tps"]
-                    if pooled_load["steady_tps"] and direct_load["steady_tps"] else None,
-                    "wall_ratio": pooled_load["transactions"] / direct_load["transactions"]
-                    if direct_load["transactions"] else None,
-                })
+                for path in paths:
+                    if len(paths) > 1 or path != "tls":
+                        use_server_path(fleet, path)
+                    pooled_load = pgbench_load(
+                        [fleet.credentials[t]["pooler_uri"] for t in fleet.tenants], args.clients_per_tenant,
+                        args.seconds, fleet, workload, args.jobs,
+                    )
+                    loads.append({
+                        "workload": workload,
+                        "server_path": path,
+                        "direct": direct_load,
+                        "pooled": pooled_load,
+                        "ratio": pooled_load["tps"] / direct_load["tps"] if direct_load["tps"] else None,
+                        "steady_ratio": pooled_load["steady_tps"] / direct_load["steady_tps"]
+                        if pooled_load["steady_tps"] and direct_load["steady_tps"] else None,
+                        "wall_ratio": pooled_load["transactions"] / direct_load["transactions"]
+                        if direct_load["transactions"] else None,
+                    })
+                    release_server_connections(fleet)
         result = {
             "tenants": args.tenants,
-            "connects": len(direct),
+            "connects": args.connects,
             "max_connections": args.max_connections,
             "pool_size": args.pool_size,
             "pgbouncer_nice": args.pgbouncer_nice,
@@ -422,33 +488,35 @@ def main():
     print(f"## Connection pooling ({args.tenants} tenants, max_connections={args.max_connections}, "
           f"pool size {args.pool_size} per tenant)\n")
     print(f"load average (1 min) during the connects: {latency['load_1m']['min']:.1f}–{latency['load_1m']['max']:.1f}\n")
-    print("| new connection of a tenant login | p50 | p99 |")
-    print("|---|---|---|")
-    print(f"| direct (TLS + SCRAM + backend) | {latency['direct_p50_ms']:.2f} ms | {latency['direct_p99_ms']:.2f} ms |")
-    print(f"| through the pooler | {latency['pooled_p50_ms']:.2f} ms | {latency['pooled_p99_ms']:.2f} ms |")
-    print(f"| pooled / direct | {latency['p50_ratio']:.2f}× | {latency['p99_ratio']:.2f}× |")
-    cheap = latency["cheap_client"]
-    for name in ("direct", "pooled"):
-        if f"{name}_p50_ms" in cheap:
-            print(f"| {name}, hashlib SCRAM client (bench/scram_client.py) | {cheap[name + '_p50_ms']:.2f} ms "
-                  f"| {cheap[name + '_p99_ms']:.2f} ms |")
-        else:
-            print(f"| {name}, hashlib SCRAM client | {cheap[name + '_error']} | |")
-    if "direct_p50_ms" in cheap and "pooled_p50_ms" in cheap:
-        print(f"| pooled / direct, hashlib client | {cheap['pooled_p50_ms'] / cheap['direct_p50_ms']:.2f}× "
-              f"| {cheap['pooled_p99_ms'] / cheap['direct_p99_ms']:.2f}× |")
-    print(f"\nload average (1 min) after the hashlib client's connects: {cheap['load_1m']:.1f}\n")
+    print("| new connection + SELECT 1 + close | direct p50 / p99 | pooled p50 / p99 | pooled / direct p50 / p99 "
+          "| failed connects direct / pooled |")
+    print("|---|---|---|---|---|")
+    for client in CLIENTS:
+        entry = latency[client]
+        cells = []
+        for path in ("direct", "pooled"):
+            cells.append(f"{entry[path + '_p50_ms']:.2f} / {entry[path + '_p99_ms']:.2f} ms"
+                         if f"{path}_p50_ms" in entry else "–")
+        ratio = f"{entry['p50_ratio']:.2f}× / {entry['p99_ratio']:.2f}×" if "p50_ratio" in entry else "–"
+        print(f"| {entry['label']} | {cells[0]} | {cells[1]} | {ratio} "
+              f"| {entry['direct_errors']} / {entry['pooled_errors']} |")
+        for path in ("direct", "pooled"):
+            if entry[f"{path}_first_error"]:
+                print(f"first {client} {path} connect error: {entry[path + '_first_error'][0]}")
+    print()
     print(f"| load ({args.seconds} s) | clients | steady tps (s) | sum of pgbench tps | transactions | failed "
           "| client errors | CPU s pgbench / pgbouncer / server | load 1m mid | pooled / direct: steady, sum, total |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    shown = set()
     for entry in loads:
-        for name, clients, load in (
-            ("direct", result["direct_clients"], entry["direct"]),
-            ("pooled", result["pooled_clients"], entry["pooled"]),
-        ):
+        rows = [(f"pooled, server over {entry['server_path']}", result["pooled_clients"], entry["pooled"])]
+        if id(entry["direct"]) not in shown:
+            shown.add(id(entry["direct"]))
+            rows.insert(0, ("direct", result["direct_clients"], entry["direct"]))
+        for name, clients, load in rows:
             cpu = load["cpu_s"]
             ratio = ""
-            if name == "pooled":
+            if name != "direct":
                 ratio = ", ".join(f"{entry[k]:.2f}×" if entry[k] is not None else "–"
                                   for k in ("steady_ratio", "ratio", "wall_ratio"))
             steady = f"{load['steady_tps']:.0f} ({load['steady_seconds']})" if load["steady_tps"] else "–"

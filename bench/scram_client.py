@@ -1,8 +1,16 @@
 """A minimal PostgreSQL client for bench/pooler.py: TLS, SCRAM-SHA-256 with Python's hashlib (OpenSSL's PBKDF2 in
 one call, not libpq's one HMAC_Init_ex per round), `SELECT 1`, close. It shows what connect latency the servers
-(PostgreSQL, pgbouncer) give when the client's own SCRAM is cheap: the same 4,096 iterations, the same TLS.
+(PostgreSQL, pgbouncer) give when the client's own SCRAM is cheap: the same 4,096 iterations, the same TLS (1.3,
+as libpq negotiates).
 
-    connect_once(host, port, user, password, dbname, cafile)
+Two modes, reported apart:
+- *hashlib*: every connect computes SaltedPassword = Hi(password, salt, 4096) once, as any client must;
+- *caching* (`cache=KeyCache()`): RFC 5802 section 5.1 lets a client keep ClientKey and ServerKey for the same
+  password, salt and iteration count, as a long-lived application pool does (pgjdbc's and PgBouncer's own
+  SCRAM clients keep the keys across logins too); only the first connect of a login pays the 4,096 rounds.
+  What is left is TLS, the exchange's four messages, and the server's side: what the servers themselves cost.
+
+    connect_once(host, port, user, password, dbname, ctx, cache=None)
 """
 import base64
 import hashlib
@@ -48,25 +56,46 @@ def _auth(sock) -> tuple:
     return struct.unpack("!I", body[:4])[0], body[4:]
 
 
-def context(cafile) -> ssl.SSLContext:
-    """verify-full with a CA file; without one, libpq's `sslmode=require` (encrypted, not verified).
+class KeyCache(dict):
+    """(password, salt, iterations) -> (ClientKey, ServerKey): RFC 5802 section 5.1's client-side cache."""
 
-    TLS 1.2 at most, for both servers: over TLS 1.3, pgbouncer 1.18 refused this client's (correct: PostgreSQL
-    accepts it, and pgbouncer over TLS 1.2 or its Unix socket does too) SCRAM proof with `SASL authentication
-    failed`; the cause was not found. libpq uses TLS 1.3 with both."""
+    def keys_for(self, password: str, salt: bytes, iterations: int) -> tuple:
+        key = (password, salt, iterations)
+        if key not in self:
+            self[key] = _keys(password, salt, iterations)
+        return self[key]
+
+
+def _keys(password: str, salt: bytes, iterations: int) -> tuple:
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return hmac.digest(salted, b"Client Key", "sha256"), hmac.digest(salted, b"Server Key", "sha256")
+
+
+def context(cafile, maximum_version=None) -> ssl.SSLContext:
+    """verify-full with a CA file; without one, libpq's `sslmode=require` (encrypted, not verified). The newest
+    TLS both sides have (1.3 here, like libpq) unless `maximum_version` caps it.
+
+    An earlier version capped this at TLS 1.2 because pgbouncer 1.18 once refused its SCRAM proof over TLS 1.3
+    (`SASL authentication failed`). With the same SCRAM code (gs2 header `n,,`, `c=biws`: no channel binding,
+    the same over both TLS versions) that did not happen again in thousands of TLS 1.3 connects, cold pools
+    (after RECONNECT) and warm, so the cap is gone (docs/pooling.md); bench/pooler.py counts any failed connect
+    instead of stopping."""
     if cafile:
         ctx = ssl.create_default_context(cafile=cafile)
     else:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if maximum_version is not None:
+        ctx.maximum_version = maximum_version
     return ctx
 
 
-def connect_once(host: str, port: int, user: str, password: str, dbname: str, ctx: ssl.SSLContext) -> None:
+def connect_once(host: str, port: int, user: str, password: str, dbname: str, ctx: ssl.SSLContext,
+                 cache: KeyCache = None) -> None:
     """One connect (SSLRequest, TLS, startup, SCRAM-SHA-256), `SELECT 1`, Terminate. A `host` starting with `/` is
-    a Unix socket directory, as in libpq: no TLS then (`ctx` is not used)."""
+    a Unix socket directory, as in libpq: no TLS then (`ctx` is not used). With `cache`, the SCRAM keys of a
+    password, salt and iteration count seen before are reused (RFC 5802 section 5.1)."""
     if host.startswith("/"):
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(f"{host}/.s.PGSQL.{port}")
@@ -95,8 +124,11 @@ def connect_once(host: str, port: int, user: str, password: str, dbname: str, ct
         attrs = dict(part.split("=", 1) for part in server_first.split(","))
         if not attrs["r"].startswith(nonce):
             raise ConnectionError("the server's nonce does not extend ours")
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
-        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        salt, iterations = base64.b64decode(attrs["s"]), int(attrs["i"])
+        if cache is not None:
+            client_key, server_key = cache.keys_for(password, salt, iterations)
+        else:
+            client_key, server_key = _keys(password, salt, iterations)
         stored_key = hashlib.sha256(client_key).digest()
         final_bare = f"c=biws,r={attrs['r']}"
         auth_message = f"{first_bare},{server_first},{final_bare}".encode()
@@ -107,7 +139,6 @@ def connect_once(host: str, port: int, user: str, password: str, dbname: str, ct
         code, data = _auth(sock)
         if code != 12:
             raise ConnectionError(f"expected SASLFinal, got {code}")
-        server_key = hmac.digest(salted, b"Server Key", "sha256")
         expected = base64.b64encode(hmac.digest(server_key, auth_message, "sha256")).decode()
         if data.decode().strip("\0") != f"v={expected}":
             raise ConnectionError("the server's signature does not verify")

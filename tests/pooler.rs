@@ -711,6 +711,16 @@ impl QueryPooler {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
     }
+
+    /// The lookup login's password, as the auth file holds it.
+    fn lookup_password(&self) -> String {
+        let auth = std::fs::read_to_string(self.dir.join("users.txt")).unwrap();
+        auth.lines()
+            .find_map(|l| l.strip_prefix("\"pgtenant_pooler_lookup\" \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("the lookup login's password")
+            .to_string()
+    }
 }
 
 /// pgbouncer's refusal of a login the lookup function does not return (1.18 says `no such user`),
@@ -744,12 +754,7 @@ async fn auth_query_looks_up_only_tenant_logins_that_may_log_in() {
     assert!(lines
         .iter()
         .any(|l| l.starts_with("\"pgtenant_pooler_admin\" ")));
-    let lookup_password = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("\"pgtenant_pooler_lookup\" \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("the lookup login's password")
-        .to_string();
+    let lookup_password = p.lookup_password();
     use std::os::unix::fs::PermissionsExt;
     for file in ["users.txt", "hba.conf", "pgbouncer.ini"] {
         let mode = std::fs::metadata(p.dir.join(file))
@@ -866,4 +871,79 @@ async fn auth_query_looks_up_only_tenant_logins_that_may_log_in() {
     connect(&p.pooled_url("team/b", "write", None))
         .await
         .expect("B's write role logs in through the pooler after the repair");
+}
+
+#[tokio::test]
+async fn rotating_the_lookup_login_refuses_the_old_password_and_keeps_pooled_clients() {
+    let Some(p) = QueryPooler::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.env.declare("team", "b", &[("b", "standard")]);
+    p.ok(&["apply"]);
+    let old = p.lookup_password();
+    // The lookup login straight to the server, into a tenant database it has CONNECT on.
+    let direct = |password: &str| {
+        let credential = p.credentials("team/a", "write");
+        format!(
+            "postgresql://pgtenant_pooler_lookup:{password}@{}:{}/team-a?sslmode=verify-full&sslrootcert={}",
+            credential["endpoint"].as_str().unwrap(),
+            credential["port"],
+            p.env.cluster.cluster.ca_cert_path().display()
+        )
+    };
+    connect(&direct(&old))
+        .await
+        .expect("the lookup login logs in with its password");
+    let pooled = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap_or_else(|e| panic!("team/a logs in through the pooler: {e}\n{}", p.log()));
+
+    let out = p
+        .ok(&["rotate", "--pooler-lookup", "--format", "json"])
+        .json();
+    assert_eq!(out["pooler_lookup"]["username"], "pgtenant_pooler_lookup");
+    assert_eq!(out["pooler_lookup"]["cluster"], "main");
+    assert_eq!(
+        out["pooler_lookup"]["store_path"],
+        "pgtenant/pooler/main-lookup"
+    );
+    let new = p.lookup_password();
+    assert_ne!(new, old, "the auth file holds the new password");
+
+    // The server refuses the old password and takes the new one.
+    let refused = connect(&direct(&old))
+        .await
+        .expect_err("the old lookup password must be refused");
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
+    connect(&direct(&new))
+        .await
+        .expect("the new lookup password logs in");
+
+    // The session pooled before the rotation keeps working; a database pgbouncer has not looked
+    // a login up in yet needs a new lookup connection, with the new password.
+    pooled
+        .simple_query("SELECT 1")
+        .await
+        .expect("the pooled session survives the rotation");
+    let b = connect(&p.pooled_url("team/b", "write", None))
+        .await
+        .unwrap_or_else(|e| panic!("a new lookup after the rotation: {e}\n{}", p.log()));
+    b.simple_query("SELECT 1").await.unwrap();
+
+    // A later apply keeps the rotated password (the store has it).
+    p.ok(&["apply"]);
+    assert_eq!(p.lookup_password(), new);
+
+    // The flag stands alone: no tenant with it.
+    let out = common::Output::of(
+        p.env
+            .cmd()
+            .args(["rotate", "--pooler-lookup", "team/a"])
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("cannot be used with"), "{}", out.stderr);
 }

@@ -17,11 +17,12 @@ use crate::EXIT_OK;
 #[derive(clap::Args)]
 pub struct RotateArgs {
     /// NAMESPACE/DATABASE, as declared in the repo.
-    pub tenant: String,
+    #[arg(required_unless_present = "pooler_lookup")]
+    pub tenant: Option<String>,
     #[arg(
         long,
         value_enum,
-        required_unless_present = "all",
+        required_unless_present_any = ["all", "pooler_lookup"],
         conflicts_with = "all",
         help = RoleArg::help("The role to rotate")
     )]
@@ -38,12 +39,20 @@ pub struct RotateArgs {
     /// credentials apps hold now stay valid until the next grace rotation.
     #[arg(long)]
     pub grace: bool,
+    /// Rotate the cluster's pooler lookup login instead (`pooler.auth: query`; the cluster is
+    /// `--cluster`): a new password in the store at `pgtenant/pooler/<cluster>-lookup`, set on
+    /// the server, written into pgbouncer's auth file and RELOADed. Pooled sessions stay open.
+    #[arg(long, conflicts_with_all = ["tenant", "role", "all", "grace"])]
+    pub pooler_lookup: bool,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
 
 pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
-    let (namespace, name) = parse_tenant(&args.tenant)?;
+    let Some(tenant) = args.tenant.as_deref().filter(|_| !args.pooler_lookup) else {
+        return rotate_pooler_lookup(context, args.format);
+    };
+    let (namespace, name) = parse_tenant(tenant)?;
     let tenant = DesiredTenant::new(namespace, name, Mode::default());
     let store = context.store()?;
     let kinds: Vec<RoleKind> = match args.role {
@@ -125,6 +134,33 @@ pub fn run(context: &Context, args: &RotateArgs) -> Result<u8> {
                 );
             }
         }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `rotate --pooler-lookup`: the cluster's pooler lookup login gets a new password, under the
+/// apply lock (a concurrent apply's pooler sync would otherwise race the auth file).
+fn rotate_pooler_lookup(context: &Context, format: Format) -> Result<u8> {
+    let cluster = context.cluster_name();
+    let Some(pooler) = crate::commands::cluster::pooler_of(context)? else {
+        bail!("cluster `{cluster}` has no pooler, so it has no lookup login to rotate");
+    };
+    let store = context.store()?;
+    let connected = context.connect()?;
+    let (login, path) = runtime()?.block_on(async {
+        let _lock = ApplyLock::acquire(&connected.connector).await?;
+        pooler
+            .rotate_lookup(&connected.connector, store.as_ref())
+            .await
+            .with_context(|| format!("rotating the pooler lookup login of cluster `{cluster}`"))
+    })?;
+    match format {
+        Format::Json => print_json(&json!({
+            "pooler_lookup": { "cluster": cluster, "username": login, "store_path": path.to_string() }
+        }))?,
+        Format::Text => outln!(
+            "rotated the pooler lookup login `{login}` of cluster `{cluster}`: new password in {path}"
+        ),
     }
     Ok(EXIT_OK)
 }

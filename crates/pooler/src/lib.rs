@@ -347,14 +347,7 @@ impl Pooler {
         let password = match store.get(path).await.map_err(|e| engine(&e))? {
             Some(credential) => credential.password,
             None => {
-                let credential = pgtenant_secrets::Credential {
-                    username: user.clone(),
-                    password: pgtenant_secrets::generate_password(),
-                    endpoint: self.server_host.clone(),
-                    port: self.server_port,
-                    dbname: "postgres".to_string(),
-                    pooler: None,
-                };
+                let credential = self.new_lookup_credential(user);
                 store.put(path, &credential).await.map_err(|e| engine(&e))?;
                 changes.push(format!("password of {user} (new, in {path})"));
                 credential.password
@@ -392,6 +385,48 @@ impl Pooler {
         }
         state.lookup = Some(state::Lookup { password, verifier });
         Ok(changes)
+    }
+
+    /// The lookup login's credential with a newly generated password, as the store keeps it.
+    fn new_lookup_credential(&self, user: &str) -> pgtenant_secrets::Credential {
+        pgtenant_secrets::Credential {
+            username: user.to_string(),
+            password: pgtenant_secrets::generate_password(),
+            endpoint: self.server_host.clone(),
+            port: self.server_port,
+            dbname: "postgres".to_string(),
+            pooler: None,
+        }
+    }
+
+    /// `rotate --pooler-lookup` (`auth: query`): a new generated password for the lookup login.
+    /// In this order, so that an interruption anywhere is put right by the next sync: the new
+    /// password goes into the credential store; the sync that follows finds it new to the state
+    /// and sets its verifier on the server (from then on the old password is refused), writes it
+    /// into the auth file and RELOADs. Server connections pgbouncer already holds as the lookup
+    /// login, and every pooled client session, stay open; only lookup connections opened between
+    /// the server's change and the RELOAD would fail (and be retried by pgbouncer).
+    ///
+    /// Returns the login and the store path of its password.
+    pub async fn rotate_lookup(
+        &self,
+        connector: &Connector,
+        store: &dyn CredentialStore,
+    ) -> Result<(String, SecretPath), PoolerError> {
+        let (Auth::Query { user }, Some(path)) = (&self.settings.auth, &self.lookup_secret) else {
+            return Err(PoolerError::Engine(
+                "this cluster's pooler has no lookup login: it uses `auth: file` (the lookup \
+                 login exists with `pooler.auth: query` only)"
+                    .to_string(),
+            ));
+        };
+        let credential = self.new_lookup_credential(user);
+        store
+            .put(path, &credential)
+            .await
+            .map_err(|e| PoolerError::Engine(pgtenant_engine::error_chain(&e)))?;
+        self.sync_logins(connector, store, &[], None).await?;
+        Ok((user.clone(), path.clone()))
     }
 
     /// [`Self::reload`] with the state the caller has loaded, on the kept console session (opened
