@@ -152,6 +152,16 @@ fn a_moved_tenant_keeps_its_data_and_credentials_a_failed_move_leaves_the_source
     assert_eq!(moved.code, 0, "{}\n{}", moved.stdout, moved.stderr);
     let json = moved.json();
     assert_eq!(json["moved"], true, "{json:#}");
+    // The dump held the tenant's data: it is gone, and the directory it was in is private.
+    let fleet_dir = fleet.clusters[0].state_path().join("fleet");
+    let left: Vec<_> = std::fs::read_dir(&fleet_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".dump"))
+        .collect();
+    assert!(left.is_empty(), "dump files left behind: {left:?}");
+    let mode = std::fs::metadata(&fleet_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is {mode:o}", fleet_dir.display());
     assert!(
         moved.stderr.contains("move team/app: verify"),
         "{}",

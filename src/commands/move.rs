@@ -4,6 +4,7 @@
 //! (newest first): the source stays authoritative.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -465,10 +466,12 @@ impl Move<'_> {
                     size,
                     sha256,
                 };
-                pgtenant_backup::trash::Trash::new(self.context.state_dir().join("trash"))
-                    .restore(&entry, &self.target.connector, self.tenant.owner().as_str())
-                    .context("pg_restore into the target")?;
+                let restored =
+                    pgtenant_backup::trash::Trash::new(self.context.state_dir().join("trash"))
+                        .restore(&entry, &self.target.connector, self.tenant.owner().as_str());
+                // The dump holds the tenant's data: it goes whether the restore worked or not.
                 let _ = std::fs::remove_file(&file);
+                restored.context("pg_restore into the target")?;
                 self.reconcile(&self.staged, self.to.cluster_name())
             }
             Step::Verify => {
@@ -585,7 +588,10 @@ impl Move<'_> {
     fn dump(&self) -> Result<()> {
         let rt = runtime()?;
         let file = self.dump_file();
-        std::fs::create_dir_all(file.parent().expect("in a directory"))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(file.parent().expect("in a directory"))?;
         let owner = self.tenant.owner();
         let superuser = rt.block_on(is_superuser(&self.source))?;
         let lend = |statement: String| -> Result<()> {
@@ -612,6 +618,9 @@ impl Move<'_> {
             ],
         );
         let taken_back = lend(sql::take_back(owner, None));
+        if dumped.is_err() {
+            let _ = std::fs::remove_file(&file);
+        }
         dumped.and(taken_back)
     }
 }
@@ -626,6 +635,8 @@ fn pg_tool(program: &str, reconciler: &Reconciler, database: &str, args: &[Strin
     }
     command.envs(reconciler.connector.libpq_env(database));
     command.args(args);
+    // pg_dump's file holds the tenant's data: umask 0077 for it, as for every program pgtenant runs.
+    pgtenant_backup::private_output(&mut command);
     let output = command
         .output()
         .with_context(|| format!("running {program}"))?;
