@@ -511,9 +511,7 @@ impl Move<'_> {
                     self.tenant.owner(),
                     &orphan,
                 ))?;
-                let mut placements = crate::fleet::recorded(self.context);
-                placements.insert(self.id().to_owned(), self.to.cluster_name().to_owned());
-                crate::fleet::record(self.context, &placements)
+                self.record_placement(self.to.cluster_name())
             }
             Step::UpdateCredentials => self.reconcile(&self.target, self.to.cluster_name()),
             Step::Done => Ok(()),
@@ -542,9 +540,7 @@ impl Move<'_> {
                         &marker,
                     ))?;
                 }
-                let mut placements = crate::fleet::recorded(self.context);
-                placements.insert(self.id().to_owned(), self.from.cluster_name().to_owned());
-                crate::fleet::record(self.context, &placements)
+                self.record_placement(self.from.cluster_name())
             }
             // The source's scoped apply writes its endpoint back (and its marker and logins).
             Undo::CredentialsBack => self.reconcile(&self.source, self.from.cluster_name()),
@@ -576,6 +572,13 @@ impl Move<'_> {
         Ok(())
     }
 
+    /// `<state-dir>/fleet/placements.json` names `cluster` as the tenant's home.
+    fn record_placement(&self, cluster: &str) -> Result<()> {
+        let mut placements = crate::fleet::recorded(self.context);
+        placements.insert(self.id().to_owned(), cluster.to_owned());
+        crate::fleet::record(self.context, &placements)
+    }
+
     fn dump_file(&self) -> PathBuf {
         self.context
             .state_dir()
@@ -593,7 +596,10 @@ impl Move<'_> {
             .mode(0o700)
             .create(file.parent().expect("in a directory"))?;
         let owner = self.tenant.owner();
-        let superuser = rt.block_on(is_superuser(&self.source))?;
+        let superuser = rt.block_on(async {
+            let control = self.source.connector.connect(None).await?;
+            is_superuser(&control).await
+        })?;
         let lend = |statement: String| -> Result<()> {
             if superuser {
                 return Ok(());
@@ -650,8 +656,8 @@ fn pg_tool(program: &str, reconciler: &Reconciler, database: &str, args: &[Strin
     Ok(())
 }
 
-async fn is_superuser(reconciler: &Reconciler) -> Result<bool> {
-    let control = reconciler.connector.connect(None).await?;
+/// Asked on a session the caller opens anyway, so no step pays a connection for it.
+async fn is_superuser(control: &tokio_postgres::Client) -> Result<bool> {
     let row = control
         .query_one(
             "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
@@ -682,8 +688,8 @@ async fn set_marker(
     owner: &Ident,
     marker: &Marker,
 ) -> Result<()> {
-    let superuser = is_superuser(reconciler).await?;
     let control = reconciler.connector.connect(None).await?;
+    let superuser = is_superuser(&control).await?;
     let comment = sql::comment_on_database(database, marker);
     let statement = if superuser {
         comment
@@ -708,8 +714,8 @@ async fn row_counts(
     database: &str,
     owner: &Ident,
 ) -> Result<Vec<((String, String), i64)>> {
-    let superuser = is_superuser(reconciler).await?;
     let client = reconciler.connector.connect(Some(database)).await?;
+    let superuser = is_superuser(&client).await?;
     client.batch_execute("BEGIN").await?;
     if !superuser {
         client.batch_execute(&sql::lend(owner, None)).await?;
