@@ -1,6 +1,7 @@
 //! A fleet of three real clusters in one config (docs/fleet.md): placement by explicit cluster,
 //! by label (the tier of the environment) and by headroom; sticky after a change (reported, not
-//! moved); one cluster stopped → its tenants unreachable, the others converge, exit 1.
+//! moved); an HA member applied through failover handling; one cluster stopped → its tenants unreachable, the others converge, exit 1; `check`,
+//! `list`, `credentials` and `url` over the fleet, each tenant with its cluster.
 
 mod common;
 
@@ -24,7 +25,11 @@ impl Fleet {
         let dir = TempDir::new().unwrap();
         let mut config = format!("repo: {}\nclusters:\n", clusters[0].repo_path().display());
         for (env, (name, extra)) in clusters.iter().zip([
-            ("a", "labels: {tier: dev}\n    capacity: {maxTenants: 5}"),
+            // a is applied as an HA cluster (through failovers): a failover timeout makes it one.
+            (
+                "a",
+                "labels: {tier: dev}\n    capacity: {maxTenants: 5}\n    failoverTimeout: 30s",
+            ),
             ("b", "labels: {tier: production}"),
             ("c", "labels: {tier: dev}"),
         ]) {
@@ -71,13 +76,44 @@ impl Fleet {
     }
 }
 
-fn tenant<'v>(json: &'v Value, id: &str) -> &'v Value {
-    json["tenants"]
+/// The port of cluster `i`'s server, as its admin URL names it.
+fn port_of(fleet: &Fleet, i: usize) -> u16 {
+    pgtenant_engine::Connector::from_url(&fleet.clusters[i].admin_url())
+        .unwrap()
+        .endpoint()
+        .1
+}
+
+/// The entry of `json[list]` whose `key` is `value`.
+fn entry<'v>(json: &'v Value, list: &str, key: &str, value: &str) -> &'v Value {
+    json[list]
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["tenant"] == id)
-        .unwrap_or_else(|| panic!("{id} not in {json:#}"))
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("{value} not in {list} of {json:#}"))
+}
+
+/// The entry of cluster `name` in a fleet JSON's `clusters`.
+fn cluster<'v>(json: &'v Value, name: &str) -> &'v Value {
+    entry(json, "clusters", "name", name)
+}
+
+/// `SELECT current_database(), inet_server_port()` over `uri`.
+fn where_logged_in(uri: &str) -> (String, i32) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = common::connect(uri, None).await.unwrap();
+        let row = client
+            .query_one("SELECT current_database(), inet_server_port()", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    })
+}
+
+fn tenant<'v>(json: &'v Value, id: &str) -> &'v Value {
+    entry(json, "tenants", "tenant", id)
 }
 
 const V1: &str = "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n";
@@ -96,8 +132,20 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
         assert_eq!(tenant(&json, id)["cluster"], cluster, "{json:#}");
         assert_eq!(tenant(&json, id)["state"], "new");
     }
-    let apply = fleet.run(&["apply"]);
+    let apply = fleet.run(&["apply", "--format", "json"]);
     assert_eq!(apply.code, 0, "{}\n{}", apply.stdout, apply.stderr);
+    let json = apply.json();
+    // a went through the failover handling (no failover happened), b and c did not.
+    assert_eq!(
+        cluster(&json, "a")["failovers"],
+        serde_json::json!([]),
+        "{json:#}"
+    );
+    assert!(
+        cluster(&json, "a")["applied"].as_u64().unwrap() > 0,
+        "{json:#}"
+    );
+    assert!(cluster(&json, "b").get("failovers").is_none(), "{json:#}");
     assert_eq!(fleet.tenants_on("a"), ["team/three"]);
     assert_eq!(fleet.tenants_on("b"), ["team/two"]);
     assert_eq!(fleet.tenants_on("c"), ["team/one"]);
@@ -107,6 +155,74 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
         "converged:\n{}\n{}",
         again.stdout, again.stderr
     );
+
+    // check, list and credentials over the fleet: each tenant with its cluster.
+    let check = fleet.run(&["check", "--format", "json"]);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    let json = check.json();
+    assert_eq!(json["in_sync"], true, "{json:#}");
+    for (id, on) in [("team/one", "c"), ("team/two", "b"), ("team/three", "a")] {
+        assert_eq!(tenant(&json, id)["cluster"], on, "{json:#}");
+        assert_eq!(tenant(&json, id)["status"], "in-sync", "{json:#}");
+        assert_eq!(cluster(&json, on)["reachable"], true, "{json:#}");
+    }
+    let list = fleet.run(&["list", "--format", "json"]);
+    assert_eq!(list.code, 0, "{}\n{}", list.stdout, list.stderr);
+    let json = list.json();
+    let listed: Vec<(&str, &str)> = json["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["state"] == "managed")
+        .map(|d| {
+            (
+                d["tenant"].as_str().unwrap(),
+                d["cluster"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 3, "{json:#}");
+    for pair in [("team/one", "c"), ("team/two", "b"), ("team/three", "a")] {
+        assert!(listed.contains(&pair), "{pair:?} in {json:#}");
+    }
+    let text = fleet.run(&["list"]);
+    assert!(text.stdout.starts_with("CLUSTER"), "{}", text.stdout);
+    for (id, i) in [("team/two", 1), ("team/three", 0)] {
+        let out = fleet.run(&["credentials", id, "--role", "read", "--format", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let credentials = out.json();
+        assert_eq!(credentials["port"], port_of(&fleet, i), "{credentials:#}");
+        let uri = credentials["uri"].as_str().unwrap();
+        let (database, port) = where_logged_in(uri);
+        assert_eq!(
+            (database.as_str(), port),
+            (
+                credentials["dbname"].as_str().unwrap(),
+                i32::from(port_of(&fleet, i))
+            )
+        );
+        let url = fleet.run(&["url", id, "--role", "read"]);
+        assert_eq!(url.stdout.trim(), uri, "{}", url.stderr);
+    }
+    let nowhere = fleet.run(&["credentials", "team/nowhere", "--role", "read"]);
+    assert_eq!(nowhere.code, 1, "{}", nowhere.stdout);
+    assert!(
+        nowhere.stderr.contains("not placed") && nowhere.stderr.contains("pgtenant apply"),
+        "{}",
+        nowhere.stderr
+    );
+    // Drift on one cluster (a changed declaration not applied yet): exit 2, the others in sync.
+    fleet.write(&format!(
+        "{V1}  - name: one\n    cluster: c\n    environment: dev\n  - name: two\n    environment: production\n    connectionLimit: 7\n  - name: three\n    environment: dev\n"
+    ));
+    let check = fleet.run(&["check", "--format", "json"]);
+    assert_eq!(check.code, 2, "{}\n{}", check.stdout, check.stderr);
+    let json = check.json();
+    assert_eq!(json["in_sync"], false, "{json:#}");
+    assert_eq!(tenant(&json, "team/two")["status"], "drift", "{json:#}");
+    assert_eq!(tenant(&json, "team/three")["status"], "in-sync", "{json:#}");
+    assert_eq!(cluster(&json, "b")["in_sync"], false, "{json:#}");
+    assert_eq!(cluster(&json, "a")["in_sync"], true, "{json:#}");
 
     // Sticky: `two` would now go to a dev cluster; it stays on b, reported.
     fleet.write(&format!(
@@ -150,12 +266,7 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
     assert_eq!(two["state"], "duplicate", "{json:#}");
     assert_eq!(two["found_on"], serde_json::json!(["a", "b"]), "{json:#}");
     assert!(!plan.stdout.contains("DROP"), "{}", plan.stdout);
-    let a = json["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "a")
-        .unwrap();
+    let a = cluster(&json, "a");
     assert!(
         a["operations"]
             .as_array()
@@ -182,12 +293,7 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
     let apply = fleet.run(&["apply", "--format", "json"]);
     assert_eq!(apply.code, 1, "{}\n{}", apply.stdout, apply.stderr);
     let json = apply.json();
-    let c = json["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "c")
-        .unwrap();
+    let c = cluster(&json, "c");
     assert_eq!(c["reachable"], false, "{json:#}");
     assert!(
         c["error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -201,22 +307,55 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
     assert_eq!(tenant(&json, "team/one")["cluster"], "c", "{json:#}");
     assert_eq!(tenant(&json, "team/four")["state"], "held", "{json:#}");
     for name in ["a", "b"] {
-        let cluster = json["clusters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap();
+        let member = cluster(&json, name);
         assert_eq!(
-            (&cluster["reachable"], &cluster["failed"]),
+            (&member["reachable"], &member["failed"]),
             (&true.into(), &0.into()),
             "{json:#}"
         );
         // a converges `three`'s change; b holds only the duplicate `two`, left alone.
         if name == "a" {
-            assert!(cluster["applied"].as_u64().unwrap() > 0, "{json:#}");
+            assert!(member["applied"].as_u64().unwrap() > 0, "{json:#}");
         }
     }
+    // check and list with c down: c's tenant unreachable, exit 1, the others still reported.
+    let check = fleet.run(&["check", "--format", "json"]);
+    assert_eq!(check.code, 1, "{}\n{}", check.stdout, check.stderr);
+    let json = check.json();
+    assert_eq!(
+        (
+            &tenant(&json, "team/one")["status"],
+            &tenant(&json, "team/one")["cluster"]
+        ),
+        (&"unreachable".into(), &"c".into()),
+        "{json:#}"
+    );
+    assert_eq!(tenant(&json, "team/three")["cluster"], "a", "{json:#}");
+    assert!(tenant(&json, "team/three")["roles"].is_array(), "{json:#}");
+    assert_eq!(cluster(&json, "c")["reachable"], false, "{json:#}");
+    let list = fleet.run(&["list", "--format", "json"]);
+    assert_eq!(list.code, 1, "{}\n{}", list.stdout, list.stderr);
+    let json = list.json();
+    assert_eq!(cluster(&json, "c")["reachable"], false, "{json:#}");
+    assert!(
+        json["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["cluster"] == "a" && d["tenant"] == "team/three"),
+        "{json:#}"
+    );
+    // The credentials of a tenant on the unreachable cluster: its recorded cluster's endpoint.
+    let out = fleet.run(&[
+        "credentials",
+        "team/one",
+        "--role",
+        "read",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["port"], port_of(&fleet, 2), "{}", out.stdout);
     let with_c_down = fleet.run(&["--cluster", "a", "plan"]);
     assert!(
         !with_c_down.stdout.contains("DROP"),

@@ -63,8 +63,10 @@ pub struct DoctorArgs {
 }
 
 pub fn psql(context: &Context, args: &PsqlArgs) -> Result<u8> {
-    let options = credentials::connection_options(context, args.ssl.sslmode)?;
-    let loaded = credentials::load(context, &args.tenant, args.role)?;
+    let (context, options, loaded) =
+        credentials::load_at_home(context, &args.tenant, args.role, |c| {
+            credentials::connection_options(c, args.ssl.sslmode)
+        })?;
     if args.role == RoleArg::Admin {
         eprintln!(
             "warning: connecting as {}, the database owner: use admin only in emergencies and for \
@@ -133,8 +135,9 @@ fn no_pooled_endpoint(context: &Context, tenant: &str) -> anyhow::Error {
 }
 
 pub fn url(context: &Context, args: &UrlArgs) -> Result<u8> {
-    let options = credentials::connection_options(context, args.ssl.sslmode)?;
-    let loaded = credentials::load(context, &args.tenant, args.role)?;
+    let (_, options, loaded) = credentials::load_at_home(context, &args.tenant, args.role, |c| {
+        credentials::connection_options(c, args.ssl.sslmode)
+    })?;
     outln!("{}", loaded.export(&options).uri());
     Ok(EXIT_OK)
 }

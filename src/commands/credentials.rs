@@ -348,6 +348,23 @@ pub fn load(context: &Context, tenant: &str, role: RoleArg) -> Result<Loaded> {
     })
 }
 
+/// The cluster of `tenant` (in a fleet, the one it lives on: [`crate::fleet::home`]), its
+/// connection options (`options_of` that cluster) and the stored credential of `role`, with
+/// that cluster's endpoint.
+pub fn load_at_home<'c>(
+    context: &'c Context,
+    tenant: &str,
+    role: RoleArg,
+    options_of: impl FnOnce(&Context) -> Result<ConnectionOptions>,
+) -> Result<(&'c Context, ConnectionOptions, Loaded)> {
+    parse_tenant(tenant)?;
+    let home = crate::fleet::home(context, tenant)?;
+    let options = options_of(home.context)?;
+    let mut loaded = load(home.context, tenant, role)?;
+    home.settle(tenant, &mut loaded.credential)?;
+    Ok((home.context, options, loaded))
+}
+
 fn read(
     store: &dyn CredentialStore,
     namespace: &str,
@@ -410,8 +427,9 @@ fn exportable_options(context: &Context, sslmode: SslModeArg) -> Result<Connecti
 }
 
 pub fn run(context: &Context, args: &CredentialsArgs) -> Result<u8> {
-    let options = exportable_options(context, args.ssl.sslmode)?;
-    let loaded = load(context, &args.tenant, args.role)?;
+    let (context, options, loaded) = load_at_home(context, &args.tenant, args.role, |c| {
+        exportable_options(c, args.ssl.sslmode)
+    })?;
     let export = loaded.export(&options);
     match args.format {
         CredentialFormat::Json => print_json(&export.json())?,

@@ -1,5 +1,5 @@
-//! `list`: every database on the cluster and its state: managed, orphaned-protected (since when),
-//! or unmanaged.
+//! `list`: every database on the cluster (in a fleet, on every cluster) and its state: managed,
+//! orphaned-protected (since when), or unmanaged.
 
 use crate::render::outln;
 use anyhow::{Context as _, Result};
@@ -8,6 +8,7 @@ use crate::commands::reconcile::runtime;
 use crate::context::Context;
 use crate::render::{print_json, Format};
 use crate::EXIT_OK;
+use pgtenant_engine::inventory::ListedDatabase;
 
 #[derive(clap::Args)]
 pub struct ListArgs {
@@ -16,6 +17,9 @@ pub struct ListArgs {
 }
 
 pub fn run(context: &Context, args: &ListArgs) -> Result<u8> {
+    if !context.fleet().is_empty() {
+        return crate::fleet::list(context, args.format);
+    }
     let connected = context.connect()?;
     let databases = runtime()?
         .block_on(pgtenant_engine::list_databases(&connected.connector))
@@ -23,23 +27,44 @@ pub fn run(context: &Context, args: &ListArgs) -> Result<u8> {
     match args.format {
         Format::Json => print_json(&databases)?,
         Format::Text => {
-            outln!("{:<20} {:<32} {:<24} MODE", "STATE", "DATABASE", "TENANT");
+            header(false);
             for db in &databases {
-                let tenant = db.tenant.as_deref().unwrap_or("-");
-                let mode = db.mode.as_deref().unwrap_or("-");
-                let since = db
-                    .orphaned_since
-                    .as_deref()
-                    .map(|s| format!(" since {s}"))
-                    .unwrap_or_default();
-                outln!(
-                    "{:<20} {:<32} {:<24} {mode}{since}",
-                    db.state,
-                    db.database,
-                    tenant
-                );
+                line(db, None);
             }
         }
     }
     Ok(EXIT_OK)
+}
+
+/// The text table's header; `fleet`: with the CLUSTER column first.
+pub fn header(fleet: bool) {
+    let cluster = if fleet {
+        format!("{:<16} ", "CLUSTER")
+    } else {
+        String::new()
+    };
+    outln!(
+        "{cluster}{:<20} {:<32} {:<24} MODE",
+        "STATE",
+        "DATABASE",
+        "TENANT"
+    );
+}
+
+/// One database of the text table, after its cluster in a fleet.
+pub fn line(db: &ListedDatabase, cluster: Option<&str>) {
+    let cluster = cluster.map(|c| format!("{c:<16} ")).unwrap_or_default();
+    let tenant = db.tenant.as_deref().unwrap_or("-");
+    let mode = db.mode.as_deref().unwrap_or("-");
+    let since = db
+        .orphaned_since
+        .as_deref()
+        .map(|s| format!(" since {s}"))
+        .unwrap_or_default();
+    outln!(
+        "{cluster}{:<20} {:<32} {:<24} {mode}{since}",
+        db.state,
+        db.database,
+        tenant
+    );
 }

@@ -248,7 +248,12 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 
 pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
     if crate::fleet::applies(context) {
-        return crate::fleet::run(context, args, false);
+        return crate::fleet::run(
+            context,
+            &args.common,
+            args.guard.drop_guard(),
+            crate::fleet::Mode::Plan,
+        );
     }
     let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
     let reconciler = args.common.reconciler(context)?;
@@ -265,7 +270,12 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
 
 pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     if crate::fleet::applies(context) {
-        return crate::fleet::run(context, args, true);
+        return crate::fleet::run(
+            context,
+            &args.common,
+            args.guard.drop_guard(),
+            crate::fleet::Mode::Apply,
+        );
     }
     let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
     let reconciler = args.common.reconciler(context)?;
@@ -386,6 +396,10 @@ pub fn reconcile_tenant(
 
 pub fn check(context: &Context, args: &CheckArgs) -> Result<u8> {
     let args = &args.common;
+    if crate::fleet::applies(context) {
+        let mode = crate::fleet::Mode::Check;
+        return crate::fleet::run(context, args, DropGuard::default(), mode);
+    }
     let (repo, desired, request) = args.load(context, DropGuard::default())?;
     let reconciler = args.reconciler(context)?;
     let planned = runtime()?.block_on(reconciler.plan(&desired, &request))?;
@@ -409,7 +423,7 @@ pub fn check(context: &Context, args: &CheckArgs) -> Result<u8> {
 
 /// Adds each pooled tenant's pool (SHOW DATABASES/POOLS/STATS) to `report`: an entry pgbouncer
 /// lacks or holds differently from the repo is drift, which apply repairs (re-render + RELOAD).
-fn pooler_check(
+pub(crate) fn pooler_check(
     pooler: &pgtenant_pooler::Pooler,
     desired: &Desired,
     report: &mut pgtenant_engine::check::CheckReport,
