@@ -499,7 +499,7 @@ async fn a_followed_primary_gets_every_pools_next_server_connection() {
     }
     let b_port = b.cluster.port().unwrap();
 
-    let pooler = pgtenant_pooler::for_embedded(a).unwrap().unwrap();
+    let pooler = pgtenant_pooler::for_embedded(a, true).unwrap().unwrap();
     assert!(pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
     assert!(!pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
     let pid = p.pid();
@@ -554,7 +554,7 @@ async fn pgbouncer_pools_are_in_serves_metrics_and_a_stopped_pooler_is_up_0() {
         .unwrap();
     session.batch_execute("SELECT 1").await.unwrap();
     let pooler = std::sync::Arc::new(
-        pgtenant_pooler::for_embedded(&p.env.cluster.cluster)
+        pgtenant_pooler::for_embedded(&p.env.cluster.cluster, true)
             .unwrap()
             .unwrap(),
     );
