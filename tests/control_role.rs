@@ -232,3 +232,86 @@ async fn a_failure_after_the_borrowed_grant_leaves_no_membership() {
         "nothing of the failed transaction was committed"
     );
 }
+
+/// The pids of the sessions `user` logged in with since `from` (a byte offset in the server log),
+/// split by how they came: over the Unix socket, and over TCP (with whether TLS was on).
+fn logins_in_log(env: &Env, from: usize, user: &str) -> (Vec<String>, Vec<(String, bool)>) {
+    let log = std::fs::read_to_string(env.cluster.cluster.log_file()).unwrap();
+    let pid = |line: &str| {
+        let start = line.find('[').unwrap() + 1;
+        line[start..start + line[start..].find(']').unwrap()].to_string()
+    };
+    let mut local = std::collections::BTreeSet::new();
+    let (mut on_socket, mut on_tcp) = (Vec::new(), Vec::new());
+    for line in log[from..].lines() {
+        if line.contains("connection received: host=[local]") {
+            local.insert(pid(line));
+        } else if line.contains(&format!("connection authorized: user={user} ")) {
+            match local.contains(&pid(line)) {
+                true => on_socket.push(pid(line)),
+                false => on_tcp.push((pid(line), line.contains("SSL enabled"))),
+            }
+        }
+    }
+    (on_socket, on_tcp)
+}
+
+#[tokio::test]
+async fn the_control_role_comes_over_the_socket_and_credentials_name_the_tcp_address_with_tls() {
+    let env = Env::new();
+    let admin_url = env.admin_url();
+    assert!(
+        admin_url.contains("@/postgres?host=/") && admin_url.contains("sslmode=disable"),
+        "the embedded cluster's control URL is its socket: {admin_url}"
+    );
+    let superuser = env.superuser(None).await;
+    for sql in [
+        "ALTER SYSTEM SET log_connections = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        superuser.batch_execute(sql).await.unwrap();
+    }
+    env.wait_for_setting("log_connections", "on").await;
+    let from = std::fs::metadata(env.cluster.cluster.log_file())
+        .unwrap()
+        .len() as usize;
+
+    env.declare("idp-dev", "my-db", &[("my-db", "standard")]);
+    env.apply();
+    let full = env.run(&["plan", "--full"]);
+    assert_eq!(full.code, 0, "{}\n{}", full.stdout, full.stderr);
+
+    // Applications get 127.0.0.1 and the server's TCP port, and log in there with TLS.
+    let port = env.cluster.cluster.port().unwrap();
+    let credentials = env.credentials("idp-dev/my-db", "write");
+    assert_eq!(credentials["endpoint"], "127.0.0.1", "{credentials:#}");
+    assert_eq!(credentials["port"], port, "{credentials:#}");
+    let uri = credentials["uri"].as_str().unwrap();
+    assert!(uri.contains(&format!("@127.0.0.1:{port}/")), "{uri}");
+    assert!(!uri.contains("socket"), "{uri}");
+    let app = env.connect_as("idp-dev/my-db", "write").await;
+    let row = app
+        .query_one(
+            "SELECT s.ssl, inet_client_addr() IS NOT NULL FROM pg_stat_ssl s \
+             WHERE s.pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true));
+
+    // Every session pgtenant opened (the apply, the full plan's per-database inspection) came
+    // over the socket; the application's over TCP with TLS.
+    let (on_socket, on_tcp) = logins_in_log(&env, from, CONTROL_ROLE);
+    assert!(
+        on_socket.len() >= 2,
+        "control sessions on the socket: {on_socket:?}"
+    );
+    assert_eq!(on_tcp, [], "control sessions over TCP");
+    let (app_socket, app_tcp) = logins_in_log(&env, from, "idp-dev-my-db-write");
+    assert_eq!(app_socket, Vec::<String>::new());
+    assert!(
+        !app_tcp.is_empty() && app_tcp.iter().all(|(_, tls)| *tls),
+        "{app_tcp:?}"
+    );
+}

@@ -149,6 +149,31 @@ async fn pooled_logins_run_pgbench_and_are_isolated_and_tls_only() {
         report.contains("number of failed transactions: 0"),
         "{report}"
     );
+    // pgbouncer's server connections come over the server's Unix socket (`pooling.serverSocket`
+    // is on by default): no client address, no TLS. The clients' side stays TLS (below).
+    let row = p
+        .env
+        .superuser(None)
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE a.client_addr IS NULL AND NOT s.ssl), count(*) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.usename = 'team-a-write'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (on_socket, all): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        all > 0 && on_socket == all,
+        "{on_socket} of {all} on the socket"
+    );
+    let databases = std::fs::read_to_string(p.pooler_dir().join("databases.ini")).unwrap();
+    let socket = p.env.cluster.cluster.socket_dir();
+    assert!(
+        databases.contains(&format!("team-a = host={} port=", socket.display())),
+        "{databases}"
+    );
 
     // Tenant A's credentials do not reach tenant B's database through the pooler.
     let crossed = connect(&p.pooled_url("team/a", "write", Some("team-b")))
@@ -457,6 +482,12 @@ async fn server_port(client: &tokio_postgres::Client) -> Option<i32> {
 #[tokio::test]
 async fn a_followed_primary_gets_every_pools_next_server_connection() {
     let Some(p) = Pooled::new() else { return };
+    // Over TCP, as a pooler in front of another host's server is.
+    std::fs::write(
+        p.env.state.path().join("pgtenant.yaml"),
+        "pooling: {serverSocket: false}\n",
+    )
+    .unwrap();
     p.env.declare("team", "a", &[("a", "standard")]);
     p.up();
     p.ok(&["apply"]);
@@ -499,7 +530,7 @@ async fn a_followed_primary_gets_every_pools_next_server_connection() {
     }
     let b_port = b.cluster.port().unwrap();
 
-    let pooler = pgtenant_pooler::for_embedded(a).unwrap().unwrap();
+    let pooler = pgtenant_pooler::for_embedded(a, false).unwrap().unwrap();
     assert!(pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
     assert!(!pooler.follow_primary("127.0.0.1", b_port).await.unwrap());
     let pid = p.pid();
@@ -554,7 +585,7 @@ async fn pgbouncer_pools_are_in_serves_metrics_and_a_stopped_pooler_is_up_0() {
         .unwrap();
     session.batch_execute("SELECT 1").await.unwrap();
     let pooler = std::sync::Arc::new(
-        pgtenant_pooler::for_embedded(&p.env.cluster.cluster)
+        pgtenant_pooler::for_embedded(&p.env.cluster.cluster, true)
             .unwrap()
             .unwrap(),
     );

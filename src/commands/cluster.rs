@@ -31,12 +31,14 @@ pub fn up(context: &Context, args: &StatusArgs) -> Result<u8> {
     // Also for clusters created by an older pgtenant; granting again changes nothing.
     crate::context::grant_platform_parameters(&cluster)?;
     // With the platform config's pool defaults from the start, not only after the first apply.
-    if let Some(pooler) = embedded_pooler(&cluster)?.map(|p| with_pool_defaults(context, p)) {
+    if let Some(pooler) =
+        embedded_pooler(context, &cluster)?.map(|p| with_pool_defaults(context, p))
+    {
         pooler
             .ensure_running()
             .context("starting the embedded cluster's pgbouncer")?;
     }
-    print_status(&status_of(&cluster)?, args.format)?;
+    print_status(&status_of(context, &cluster)?, args.format)?;
     Ok(EXIT_OK)
 }
 
@@ -44,7 +46,7 @@ pub fn down(context: &Context) -> Result<u8> {
     let cluster = context.embedded();
     let status = cluster.status()?;
     if status.initialized {
-        if let Some(pooler) = embedded_pooler(&cluster)? {
+        if let Some(pooler) = embedded_pooler(context, &cluster)? {
             if pooler.status().pid.is_some() {
                 pooler.stop()?;
                 eprintln!("pgbouncer stopped");
@@ -66,16 +68,18 @@ pub fn down(context: &Context) -> Result<u8> {
 }
 
 pub fn status(context: &Context, args: &StatusArgs) -> Result<u8> {
-    print_status(&status_of(&context.embedded())?, args.format)?;
+    print_status(&status_of(context, &context.embedded())?, args.format)?;
     Ok(EXIT_OK)
 }
 
-/// The embedded cluster's pooler, when the cluster exists and pgbouncer is installed.
-pub fn embedded_pooler(cluster: &EmbeddedCluster) -> Result<Option<Pooler>> {
+/// The embedded cluster's pooler, when the cluster exists and pgbouncer is installed; to the
+/// server over its Unix socket unless the config's `pooling.serverSocket` is false.
+pub fn embedded_pooler(context: &Context, cluster: &EmbeddedCluster) -> Result<Option<Pooler>> {
     if !cluster.is_initialized() {
         return Ok(None);
     }
-    Ok(pgtenant_pooler::for_embedded(cluster)?)
+    let server_socket = context.config().is_none_or(|c| c.pooling.server_socket);
+    Ok(pgtenant_pooler::for_embedded(cluster, server_socket)?)
 }
 
 /// The pooler apply and rotate keep in line: the chosen cluster's `pooler:` in the platform
@@ -106,7 +110,9 @@ pub fn pooler_of(context: &Context) -> Result<Option<Arc<Pooler>>> {
             )
         }
         (Some(_), None) => None,
-        (None, _) => embedded_pooler(&context.embedded())?.map(|p| with_pool_defaults(context, p)),
+        (None, _) => {
+            embedded_pooler(context, &context.embedded())?.map(|p| with_pool_defaults(context, p))
+        }
     };
     Ok(pooler.map(Arc::new))
 }
@@ -119,10 +125,10 @@ fn with_pool_defaults(context: &Context, mut pooler: Pooler) -> Pooler {
     pooler
 }
 
-fn status_of(cluster: &EmbeddedCluster) -> Result<Status> {
+fn status_of(context: &Context, cluster: &EmbeddedCluster) -> Result<Status> {
     Ok(Status {
         cluster: cluster.status()?,
-        pooler: embedded_pooler(cluster)?.map(|p| p.status()),
+        pooler: embedded_pooler(context, cluster)?.map(|p| p.status()),
     })
 }
 

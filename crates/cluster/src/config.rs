@@ -1,5 +1,7 @@
 //! The server configuration pgtenant imposes on its embedded cluster.
 
+use std::path::Path;
+
 /// Our settings live in their own file, included from `postgresql.conf`, so they stay
 /// distinguishable from initdb's defaults.
 pub(crate) const CONF_FILE: &str = "pgtenant.conf";
@@ -8,12 +10,15 @@ pub(crate) const CONF_FILE: &str = "pgtenant.conf";
 pub(crate) const INCLUDE_LINE: &str =
     "\n# Settings managed by pgtenant.\ninclude 'pgtenant.conf'\n";
 
-/// TLS with a password is the only way in: no `host` line (so plaintext logins are refused
-/// with "no encryption") and no `local` line (the server has no Unix socket).
+/// A password is the only way in: TLS over loopback (no `host` line, so plaintext TCP logins
+/// are refused with "no encryption"), or SCRAM over the Unix socket in the cluster's private
+/// `socket/` directory (0700, the server's account), which only the server's account and root
+/// can enter: the control role uses it when the server listens there.
 pub(crate) const HBA_CONF: &str = "\
-# Managed by pgtenant: TLS and SCRAM over loopback only.
+# Managed by pgtenant: TLS and SCRAM over loopback, SCRAM over the private Unix socket.
 hostssl all all 127.0.0.1/32 scram-sha-256
 hostssl all all ::1/128 scram-sha-256
+local all all scram-sha-256
 ";
 
 /// File names, relative to the data directory, that the server reads its key pair from.
@@ -29,13 +34,14 @@ pub(crate) const ARCHIVE_END: &str = "# END archiving";
 /// over the private Unix socket (pgBackRest connects only that way).
 pub(crate) const IDENT_MAP: &str = "pgtenant";
 
-/// `pg_hba.conf` once archiving is on: the TLS rules, plus the superuser over the Unix socket for
-/// the server's own OS account only (peer authentication through [`IDENT_MAP`]; the socket
-/// directory is private to that account as well).
+/// `pg_hba.conf` once archiving is on: the superuser over the Unix socket for the server's own
+/// OS account only (peer authentication through [`IDENT_MAP`]; the first matching line decides,
+/// so it comes before the SCRAM `local` line), then the rules of [`HBA_CONF`].
 pub(crate) fn hba_with_socket(superuser: &str) -> String {
+    let (first, rules) = HBA_CONF.split_once('\n').expect("a heading line");
     format!(
-        "{HBA_CONF}# pgBackRest: the server's OS account, as {superuser}, over the private socket.\n\
-         local all {superuser} peer map={IDENT_MAP}\n"
+        "{first}\n# pgBackRest: the server's OS account, as {superuser}, over the private socket.\n\
+         local all {superuser} peer map={IDENT_MAP}\n{rules}"
     )
 }
 
@@ -44,11 +50,7 @@ pub(crate) fn ident_conf(os_user: &str, superuser: &str) -> String {
 }
 
 /// The archiving block of [`CONF_FILE`]: `command` is the `archive_command`.
-pub(crate) fn archive_block(
-    command: &str,
-    timeout_secs: u32,
-    socket_dir: &std::path::Path,
-) -> String {
+pub(crate) fn archive_block(command: &str, timeout_secs: u32) -> String {
     format!(
         "{ARCHIVE_BEGIN}
 wal_level = replica
@@ -56,15 +58,10 @@ archive_mode = on
 archive_command = {}
 # Recovery point objective: a WAL segment is archived at least this often when anything was written.
 archive_timeout = {timeout_secs}
-# pgBackRest talks to the server only through a Unix socket; it lives in a directory only the
-# server's account can enter.
-unix_socket_directories = {}
-unix_socket_permissions = 0700
 {ARCHIVE_END}
 ",
         // postgresql.conf strings double an inner quote, as SQL literals do.
         pgtenant_pg::quote_literal(command),
-        pgtenant_pg::quote_literal(&socket_dir.display().to_string())
     )
 }
 
@@ -96,16 +93,70 @@ pub(crate) fn with_archive_block(conf: &str, block: &str) -> String {
     out
 }
 
+/// The longest Unix socket path the server can bind (`sun_path` less its terminating zero).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The socket settings of [`CONF_FILE`]: the server listens in `socket_dir` (0700, its own
+/// account's), or on TCP only when the socket's path would be too long for the kernel (the
+/// server refuses to start when it can create none of its sockets).
+pub(crate) fn socket_lines(socket_dir: &Path, port: u16) -> String {
+    let dir = socket_dir.display().to_string();
+    let path_len = dir.len() + format!("/.s.PGSQL.{port}").len();
+    let dir = if path_len <= MAX_SOCKET_PATH {
+        dir
+    } else {
+        String::new()
+    };
+    format!(
+        "{SOCKET_COMMENT}\nunix_socket_directories = {}\nunix_socket_permissions = 0700\n",
+        pgtenant_pg::quote_literal(&dir)
+    )
+}
+
+const SOCKET_COMMENT: &str =
+    "# The control role, pgBackRest and the local pooler reach the server \
+                              over this socket; only the server's account (and root) can enter \
+                              its directory, and pg_hba.conf asks for SCRAM there too.";
+
+/// `conf` with its socket settings (and those of an older pgtenant: none, or in the archiving
+/// block) replaced by [`socket_lines`], right after the `port` line.
+pub(crate) fn with_socket(conf: &str, socket_dir: &Path, port: u16) -> String {
+    let mut out = String::new();
+    for line in conf.lines() {
+        let setting = line.split('=').next().unwrap_or_default().trim();
+        let old = matches!(
+            setting,
+            "unix_socket_directories" | "unix_socket_permissions"
+        ) || line == SOCKET_COMMENT
+            || OLD_SOCKET_COMMENTS.contains(&line);
+        if old {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("port = ") {
+            out.push_str(&socket_lines(socket_dir, port));
+        }
+    }
+    out
+}
+
+/// Comments an older pgtenant wrote next to its socket settings.
+const OLD_SOCKET_COMMENTS: [&str; 4] = [
+    "# TCP only: a socket directory would need a path writable by the server user and would",
+    "# allow logins that bypass TLS.",
+    "# pgBackRest talks to the server only through a Unix socket; it lives in a directory only the",
+    "# server's account can enter.",
+];
+
 /// Contents of [`CONF_FILE`].
-pub(crate) fn server_conf(port: u16, fast: bool) -> String {
+pub(crate) fn server_conf(port: u16, socket_dir: &Path, fast: bool) -> String {
+    let socket = socket_lines(socket_dir, port);
     let mut conf = format!(
         "\
 listen_addresses = '127.0.0.1'
 port = {port}
-# TCP only: a socket directory would need a path writable by the server user and would
-# allow logins that bypass TLS.
-unix_socket_directories = ''
-max_connections = 200
+{socket}max_connections = 200
 
 ssl = on
 ssl_cert_file = '{SERVER_CERT}'
@@ -146,28 +197,35 @@ pub(crate) fn create_control_role_sql(role: &str, scram_verifier: &str) -> Strin
 mod tests {
     use super::*;
 
-    #[test]
-    fn hba_has_only_hostssl_rules() {
-        let rules: Vec<&str> = HBA_CONF
-            .lines()
+    const SOCKET: &str = "/state/cluster/socket";
+
+    fn rules(hba: &str) -> Vec<&str> {
+        hba.lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn hba_asks_for_tls_on_tcp_and_scram_everywhere() {
         assert_eq!(
-            rules,
+            rules(HBA_CONF),
             [
                 "hostssl all all 127.0.0.1/32 scram-sha-256",
-                "hostssl all all ::1/128 scram-sha-256"
+                "hostssl all all ::1/128 scram-sha-256",
+                "local all all scram-sha-256"
             ]
         );
     }
 
     #[test]
     fn fast_settings_only_when_asked() {
-        let normal = server_conf(5433, false);
+        let normal = server_conf(5433, Path::new(SOCKET), false);
         assert!(normal.contains("port = 5433\n"));
         assert!(normal.contains("ssl = on\n"));
+        assert!(normal.contains("unix_socket_directories = '/state/cluster/socket'\n"));
+        assert!(normal.contains("unix_socket_permissions = 0700\n"));
         assert!(!normal.contains("fsync"));
-        let fast = server_conf(5433, true);
+        let fast = server_conf(5433, Path::new(SOCKET), true);
         for setting in [
             "fsync = off",
             "synchronous_commit = off",
@@ -178,32 +236,80 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_path_too_long_for_the_kernel_leaves_the_server_on_tcp() {
+        let long = format!("/{}/socket", "d".repeat(100));
+        let conf = server_conf(5433, Path::new(&long), false);
+        assert!(conf.contains("unix_socket_directories = ''\n"), "{conf}");
+        // 107 bytes fit: 94 + "/.s.PGSQL.5433".
+        let fits = format!("/{}", "d".repeat(92));
+        assert_eq!(fits.len() + "/.s.PGSQL.5433".len(), MAX_SOCKET_PATH);
+        let conf = server_conf(5433, Path::new(&fits), false);
+        assert!(conf.contains(&format!("unix_socket_directories = '{fits}'\n")));
+    }
+
+    #[test]
+    fn older_configurations_get_one_socket_setting_after_the_port() {
+        let socket = Path::new(SOCKET);
+        let current = server_conf(5433, socket, false);
+        assert_eq!(with_socket(&current, socket, 5433), current);
+        // TCP only, as pgtenant wrote it before the socket, and then with archiving on.
+        let tcp_only = current.replace(
+            &socket_lines(socket, 5433),
+            &format!(
+                "{}\n{}\nunix_socket_directories = ''\n",
+                OLD_SOCKET_COMMENTS[0], OLD_SOCKET_COMMENTS[1]
+            ),
+        );
+        assert!(!tcp_only.contains(SOCKET));
+        let archiving = format!(
+            "{tcp_only}\n{ARCHIVE_BEGIN}\narchive_mode = on\n{}\n{}\n\
+             unix_socket_directories = '{SOCKET}'\nunix_socket_permissions = 0700\n{ARCHIVE_END}\n",
+            OLD_SOCKET_COMMENTS[2], OLD_SOCKET_COMMENTS[3]
+        );
+        for old in [tcp_only, archiving.clone()] {
+            let new = with_socket(&old, socket, 5433);
+            assert_eq!(new.matches("unix_socket_directories").count(), 1, "{new}");
+            assert_eq!(new.matches("unix_socket_permissions").count(), 1, "{new}");
+            assert!(new.contains(&format!("port = 5433\n{}", socket_lines(socket, 5433))));
+            assert!(!new.contains("TCP only"), "{new}");
+            assert_eq!(with_socket(&new, socket, 5433), new);
+        }
+        assert!(with_socket(&archiving, socket, 5433).contains("archive_mode = on\n"));
+    }
+
+    #[test]
     fn archive_block_is_replaced_not_repeated() {
-        let base = server_conf(5433, false);
-        let socket = std::path::Path::new("/state/cluster/socket");
-        let first = with_archive_block(&base, &archive_block("push '%p'", 60, socket));
+        let base = server_conf(5433, Path::new(SOCKET), false);
+        let first = with_archive_block(&base, &archive_block("push '%p'", 60));
         assert!(first.starts_with(&base));
         assert!(
             first.contains("archive_command = 'push ''%p'''\n"),
             "{first}"
         );
         assert!(first.contains("archive_timeout = 60\n"));
-        assert!(first.contains("unix_socket_directories = '/state/cluster/socket'\n"));
-        let second = with_archive_block(&first, &archive_block("other %p", 30, socket));
+        assert_eq!(first.matches("unix_socket_directories").count(), 1);
+        let second = with_archive_block(&first, &archive_block("other %p", 30));
         assert_eq!(second.matches(ARCHIVE_BEGIN).count(), 1, "{second}");
         assert!(second.contains("archive_command = 'other %p'\n"));
         assert!(!second.contains("push"));
         assert_eq!(
-            with_archive_block(&second, &archive_block("other %p", 30, socket)),
+            with_archive_block(&second, &archive_block("other %p", 30)),
             second
         );
     }
 
     #[test]
-    fn socket_login_only_for_the_superuser_by_peer() {
+    fn on_the_socket_the_superuser_by_peer_first_everyone_else_by_scram() {
         let hba = hba_with_socket("postgres");
-        assert!(hba.starts_with(HBA_CONF));
-        assert!(hba.ends_with("local all postgres peer map=pgtenant\n"));
+        assert_eq!(
+            rules(&hba),
+            [
+                "local all postgres peer map=pgtenant",
+                "hostssl all all 127.0.0.1/32 scram-sha-256",
+                "hostssl all all ::1/128 scram-sha-256",
+                "local all all scram-sha-256"
+            ]
+        );
         assert_eq!(
             ident_conf("postgres", "postgres").lines().last(),
             Some("pgtenant postgres postgres")

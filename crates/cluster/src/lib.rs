@@ -1,8 +1,9 @@
 //! The embedded local PostgreSQL cluster.
 //!
 //! When the user gives pgtenant no admin URL, it creates and runs a private cluster of its
-//! own: reachable only over TLS on 127.0.0.1 with SCRAM passwords, with a control role that
-//! can create databases and roles but is not a superuser. The cluster is driven entirely
+//! own: reachable over TLS on 127.0.0.1 and over a Unix socket in a private directory, with
+//! SCRAM passwords on both, and a control role that can create databases and roles but is not
+//! a superuser. Applications get the TLS address; the control role uses the socket. The cluster is driven entirely
 //! through the PostgreSQL server binaries (initdb, pg_ctl, postgres); this crate never
 //! connects to it as a client.
 //!
@@ -13,12 +14,12 @@
 //! ca.crt, ca.key      the cluster's private CA (ca.key 0600, invoking user)
 //! data/               the data directory (0700, server user)
 //! log/postgresql.log  the server log (server user)
-//! socket/             the Unix socket, only once WAL archiving is on (0700, server user)
+//! socket/             the Unix socket (0700, server user)
 //! pooler/             pgbouncer's files when it is installed (0700, server user; crates/pooler)
 //! ```
 //!
-//! [`EmbeddedCluster::enable_archiving`] turns on WAL archiving (for pgBackRest, which also needs
-//! the private Unix socket); [`ScratchCluster`] runs throwaway servers on restored backups.
+//! [`EmbeddedCluster::enable_archiving`] turns on WAL archiving (for pgBackRest, which logs in
+//! over the private Unix socket); [`ScratchCluster`] runs throwaway servers on restored backups.
 
 mod binaries;
 mod config;
@@ -278,12 +279,32 @@ impl EmbeddedCluster {
     }
 
     /// Starts the server and waits until it accepts connections; nothing to do if it runs.
+    ///
+    /// Brings the configuration of a cluster made by an older pgtenant up to date first (the
+    /// Unix socket and its `pg_hba.conf` line): a running server is reloaded, and listens on
+    /// the socket from its next start ([`Self::control_url`] uses TCP until then).
     pub fn start(&self) -> Result<(), ClusterError> {
         let state = self.initialized_state()?;
         let (binaries, user) = self.server(&state)?;
+        let changed = self.update_config(&state, &user)?;
         if self.is_running(&binaries, &user)? {
+            if changed {
+                let mut cmd = self.pg_ctl(&binaries, &user);
+                cmd.arg("reload");
+                run(&mut cmd, None)?;
+            }
             return Ok(());
         }
+        self.start_server(&binaries, &user, &state)
+    }
+
+    /// Starts a stopped server with the configuration as it is.
+    fn start_server(
+        &self,
+        binaries: &Binaries,
+        user: &ServerUser,
+        state: &State,
+    ) -> Result<(), ClusterError> {
         // Checked up front because the server's own complaint is buried in its log.
         if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, state.port)) {
             if e.kind() == ErrorKind::AddrInUse {
@@ -295,7 +316,7 @@ impl EmbeddedCluster {
         }
         // pg_ctl waits by watching postmaster.pid for the "ready" mark, so it needs no
         // socket to connect to.
-        let mut cmd = self.pg_ctl(&binaries, &user);
+        let mut cmd = self.pg_ctl(binaries, user);
         cmd.arg("-l")
             .arg(self.log_file())
             .args(["-w", "-t", PG_CTL_TIMEOUT, "start"]);
@@ -357,12 +378,12 @@ impl EmbeddedCluster {
     }
 
     /// Turns on WAL archiving with `archive_command` (`%p` is the segment's path) and
-    /// `archive_timeout`, and opens the private Unix socket ([`Self::socket_dir`]) on which the
-    /// server's own OS account may log in as the superuser (peer authentication), which is how
-    /// pgBackRest talks to the server. Idempotent; returns whether a file changed.
+    /// `archive_timeout`, and lets the server's own OS account log in as the superuser over the
+    /// private Unix socket ([`Self::socket_dir`]; peer authentication), which is how pgBackRest
+    /// talks to the server. Idempotent; returns whether a file changed.
     ///
-    /// A running server is reloaded, but `archive_mode`, `wal_level` and the socket take effect
-    /// only at its next start: the caller checks `pg_settings.pending_restart` and restarts
+    /// A running server is reloaded, but `archive_mode` and `wal_level` take effect only at its
+    /// next start: the caller checks `pg_settings.pending_restart` and restarts
     /// ([`Self::restart`]) when it can.
     pub fn enable_archiving(
         &self,
@@ -371,6 +392,26 @@ impl EmbeddedCluster {
     ) -> Result<bool, ClusterError> {
         let state = self.initialized_state()?;
         let (_, user) = self.server(&state)?;
+        let data = self.data_dir();
+        let block = config::archive_block(archive_command, archive_timeout_secs);
+        let mut changed = rewrite(&data.join(config::CONF_FILE), |current| {
+            config::with_archive_block(current, &block)
+        })?;
+        // After the block: the HBA rules follow whether archiving is on.
+        changed |= self.update_config(&state, &user)?;
+        changed |= rewrite(&data.join("pg_ident.conf"), |_| {
+            config::ident_conf(user.name(), SUPERUSER)
+        })?;
+        if changed {
+            self.reload()?;
+        }
+        Ok(changed)
+    }
+
+    /// Makes the socket directory and the server's settings and HBA rules what this version of
+    /// pgtenant writes (a cluster made by an older one had no socket, or only with archiving).
+    /// Returns whether a file changed; the caller reloads a running server.
+    fn update_config(&self, state: &State, user: &ServerUser) -> Result<bool, ClusterError> {
         let socket = self.socket_dir();
         match fs::DirBuilder::new().mode(0o700).create(&socket) {
             Ok(()) => user.chown(&socket)?,
@@ -378,31 +419,14 @@ impl EmbeddedCluster {
             Err(e) => return Err(ClusterError::io(&socket, e)),
         }
         let data = self.data_dir();
-        let block = config::archive_block(archive_command, archive_timeout_secs, &socket);
-        let files = [
-            (data.join(config::CONF_FILE), None),
-            (
-                data.join("pg_hba.conf"),
-                Some(config::hba_with_socket(SUPERUSER)),
-            ),
-            (
-                data.join("pg_ident.conf"),
-                Some(config::ident_conf(user.name(), SUPERUSER)),
-            ),
-        ];
-        let mut changed = false;
-        for (path, wanted) in files {
-            let current = fs::read_to_string(&path).map_err(|e| ClusterError::io(&path, e))?;
-            let wanted = wanted.unwrap_or_else(|| config::with_archive_block(&current, &block));
-            if current != wanted {
-                // Written in place: the files belong to the server account, which keeps them.
-                fs::write(&path, wanted).map_err(|e| ClusterError::io(&path, e))?;
-                changed = true;
-            }
-        }
-        if changed {
-            self.reload()?;
-        }
+        let mut changed = rewrite(&data.join(config::CONF_FILE), |current| {
+            config::with_socket(current, &socket, state.port)
+        })?;
+        let hba = match self.archiving_enabled() {
+            true => config::hba_with_socket(SUPERUSER),
+            false => config::HBA_CONF.to_string(),
+        };
+        changed |= rewrite(&data.join("pg_hba.conf"), |_| hba)?;
         Ok(changed)
     }
 
@@ -412,9 +436,27 @@ impl EmbeddedCluster {
             .is_ok_and(|conf| conf.lines().any(|l| l == config::ARCHIVE_BEGIN))
     }
 
-    /// The directory of the Unix socket opened by [`Self::enable_archiving`].
+    /// The directory of the server's Unix socket (0700, the server's account), links in the
+    /// cluster's path resolved: the server's settings, `postmaster.pid` and pgbouncer's files
+    /// name it so, whichever path (a link in a state directory, say) the cluster is opened by.
     pub fn socket_dir(&self) -> PathBuf {
-        self.dir.join(SOCKET_DIR)
+        let dir = fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        dir.join(SOCKET_DIR)
+    }
+
+    /// Whether the running server listens on its Unix socket: a cluster made by an older
+    /// pgtenant does only after its first restart by this one, and a state directory whose path
+    /// is too long for a socket never does. Read from `postmaster.pid`, whose fifth line is the
+    /// server's socket directory, and the socket file itself.
+    pub fn listens_on_socket(&self) -> bool {
+        let Ok(state) = self.initialized_state() else {
+            return false;
+        };
+        let socket = self.socket_dir();
+        let pid_file = self.data_dir().join("postmaster.pid");
+        let listed = fs::read_to_string(pid_file)
+            .is_ok_and(|pid| pid.lines().nth(4) == Some(&*socket.display().to_string()));
+        listed && socket.join(format!(".s.PGSQL.{}", state.port)).exists()
     }
 
     /// The cluster's own directory (holding `data/`, `log/`, the CA).
@@ -476,9 +518,14 @@ impl EmbeddedCluster {
     }
 
     /// libpq URL of the control role, which pgtenant manages tenants with: LOGIN CREATEDB
-    /// CREATEROLE, not a superuser.
+    /// CREATEROLE, not a superuser. Over the private Unix socket when the server listens there
+    /// (SCRAM, no TLS: the server offers none on a socket, and no other account can reach it),
+    /// else over TCP with TLS. Applications are never given this URL.
     pub fn control_url(&self) -> Result<String, ClusterError> {
         let state = self.initialized_state()?;
+        if self.listens_on_socket() {
+            return Ok(self.socket_url(CONTROL_ROLE, &state.control_password, state.port));
+        }
         Ok(self.url(CONTROL_ROLE, &state.control_password, state.port))
     }
 
@@ -652,7 +699,7 @@ impl EmbeddedCluster {
 
     fn write_config(&self, user: &ServerUser, port: u16, fast: bool) -> Result<(), ClusterError> {
         let data = self.data_dir();
-        let conf = config::server_conf(port, fast);
+        let conf = config::server_conf(port, &self.socket_dir(), fast);
         write_new_file(
             &data.join(config::CONF_FILE),
             conf.as_bytes(),
@@ -712,6 +759,14 @@ impl EmbeddedCluster {
         )
     }
 
+    /// `user` over the Unix socket: the server's port names the socket file in the directory.
+    fn socket_url(&self, user: &str, password: &str, port: u16) -> String {
+        format!(
+            "postgresql://{user}:{password}@/{DATABASE}?host={}&port={port}&sslmode=disable",
+            percent_encode(&self.socket_dir())
+        )
+    }
+
     /// Adds the end of the server log to a failed pg_ctl's error, where the actual reason is.
     fn with_log_tail(&self, err: ClusterError) -> ClusterError {
         match err {
@@ -744,6 +799,18 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
+}
+
+/// Rewrites `path` in place (its owner, the server's account, keeps it) with `wanted` of its
+/// contents when that differs; returns whether it did.
+fn rewrite(path: &Path, wanted: impl FnOnce(&str) -> String) -> Result<bool, ClusterError> {
+    let current = fs::read_to_string(path).map_err(|e| ClusterError::io(path, e))?;
+    let wanted = wanted(&current);
+    if current == wanted {
+        return Ok(false);
+    }
+    fs::write(path, wanted).map_err(|e| ClusterError::io(path, e))?;
+    Ok(true)
 }
 
 fn create_private_dir(path: &Path, owner: &ServerUser) -> Result<(), ClusterError> {

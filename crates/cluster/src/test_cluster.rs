@@ -214,9 +214,13 @@ mod tests {
         assert_ne!(moved, port);
         assert!(cluster.status().unwrap().running);
         assert!(cluster
-            .control_url()
+            .superuser_url()
             .unwrap()
             .contains(&format!(":{moved}/")));
+        assert!(cluster
+            .control_url()
+            .unwrap()
+            .contains(&format!("&port={moved}&")));
         drop(squatter);
     }
 

@@ -113,7 +113,16 @@ fn tls_roles_and_unprivileged_server() {
         ca.display()
     );
     assert!(superuser.ends_with(&expected_tail), "{superuser}");
-    assert!(control.ends_with(&expected_tail), "{control}");
+    // The control role is on the private socket: SCRAM, no TLS (the server offers none there).
+    let socket = cluster.socket_dir();
+    assert!(cluster.listens_on_socket());
+    assert!(
+        control.ends_with(&format!(
+            "@/postgres?host={}&port={port}&sslmode=disable",
+            socket.display()
+        )),
+        "{control}"
+    );
 
     // verify-full with our CA works, and the session really is encrypted.
     assert_eq!(
@@ -131,13 +140,26 @@ fn tls_roles_and_unprivileged_server() {
         ),
         "f|t|t|t"
     );
+    let own_session = "SELECT current_user, inet_client_addr() IS NULL, ssl FROM pg_stat_ssl \
+                       WHERE pid = pg_backend_pid()";
+    assert_eq!(query(&control, own_session), "pgtenant|t|f");
+    // Over TCP the control role still needs TLS, as everyone does.
+    let control_tcp = Url::parse(&superuser)
+        .without_password
+        .replace("postgresql://postgres@", "postgresql://pgtenant@");
+    let control_password = Url::parse(&control).password;
     assert_eq!(
-        query(
-            &control,
-            "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-        ),
-        "pgtenant|t"
+        psql(&control_tcp, &control_password, own_session).unwrap(),
+        "pgtenant|f|t"
     );
+    // On the socket a password is still required: no trust, no peer.
+    let no_password =
+        psql(&Url::parse(&control).without_password, "wrong", "SELECT 1").unwrap_err();
+    assert!(
+        no_password.contains("password authentication failed"),
+        "{no_password}"
+    );
+
     // The verifier, not a password, is what the server stored.
     assert_eq!(
         query(
@@ -186,6 +208,12 @@ fn tls_roles_and_unprivileged_server() {
     assert_eq!(mode(&dir.join("cluster.json")), 0o600);
     assert_eq!(mode(&dir.join("ca.key")), 0o600);
     assert_eq!(mode(&ca), 0o644);
+    assert_eq!(mode(&socket), 0o700);
+    assert_eq!(
+        fs::metadata(&socket).unwrap().uid(),
+        fs::metadata(cluster.data_dir()).unwrap().uid(),
+        "the socket's directory belongs to the server's account"
+    );
     let server_key = cluster.data_dir().join("server.key");
     assert_eq!(mode(&server_key), 0o600);
     assert_eq!(
@@ -355,7 +383,15 @@ fn archiving_needs_one_restart_and_opens_a_socket_only_the_server_account_may_us
         "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart",
     );
     assert!(pending.contains("archive_mode"), "{pending}");
-    assert!(pending.contains("unix_socket_directories"), "{pending}");
+    assert!(!pending.contains("unix_socket_directories"), "{pending}");
+    // The control role keeps its socket, now behind the superuser's peer line.
+    assert_eq!(
+        query(
+            &cluster.control_url().unwrap(),
+            "SELECT current_user || ' ' || (inet_client_addr() IS NULL)"
+        ),
+        "pgtenant true"
+    );
     cluster.restart().unwrap();
     assert_eq!(
         query(
@@ -396,7 +432,10 @@ fn archiving_needs_one_restart_and_opens_a_socket_only_the_server_account_may_us
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postgres");
     let out = login_as(CONTROL_ROLE);
-    assert!(!out.status.success(), "only the superuser, for pgBackRest");
+    assert!(
+        !out.status.success(),
+        "peer only for the superuser, for pgBackRest; anyone else needs a password"
+    );
 
     // A new archive command replaces the block instead of adding one.
     assert!(cluster.enable_archiving("false %p", 30).unwrap());
@@ -411,4 +450,84 @@ fn archiving_needs_one_restart_and_opens_a_socket_only_the_server_account_may_us
         ),
         "t"
     );
+}
+
+#[test]
+fn a_cluster_made_before_the_socket_keeps_tcp_until_its_next_restart() {
+    let tc = TestCluster::start().unwrap();
+    let cluster = &tc.cluster;
+    cluster.stop().unwrap();
+    // What an older pgtenant wrote: TCP only, no socket directory, no `local` line.
+    let data = cluster.data_dir();
+    let conf_path = data.join("pgtenant.conf");
+    let conf = fs::read_to_string(&conf_path).unwrap();
+    let old_conf: String = conf
+        .lines()
+        .filter(|l| !l.starts_with("unix_socket_permissions") && !l.starts_with("# The control"))
+        .map(|l| match l.starts_with("unix_socket_directories") {
+            true => "unix_socket_directories = ''\n".to_string(),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(&conf_path, &old_conf).unwrap();
+    let old_hba =
+        "hostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n";
+    fs::write(data.join("pg_hba.conf"), old_hba).unwrap();
+    fs::remove_dir(cluster.socket_dir()).unwrap();
+    // Started as the older pgtenant did: pg_ctl on the files as they are.
+    let user = cluster.server_user().unwrap();
+    let pg_ctl = cluster.binaries().unwrap().program("pg_ctl");
+    let out = user
+        .command(&pg_ctl, cluster.dir())
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(cluster.log_file())
+        .args(["-w", "start"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let on_tcp_with_tls = "SELECT (inet_client_addr() IS NOT NULL) || ' ' || ssl FROM pg_stat_ssl \
+                           WHERE pid = pg_backend_pid()";
+    assert!(!cluster.listens_on_socket());
+    let control = cluster.control_url().unwrap();
+    assert!(control.contains("@127.0.0.1:"), "{control}");
+    assert_eq!(query(&control, on_tcp_with_tls), "true true");
+
+    // This pgtenant's start of the running server: the files are updated and reloaded, the
+    // socket waits for a restart, and meanwhile the control role stays on TCP + TLS.
+    cluster.start().unwrap();
+    let conf = fs::read_to_string(&conf_path).unwrap();
+    assert_eq!(conf.matches("unix_socket_directories").count(), 1, "{conf}");
+    assert!(conf.contains(&format!(
+        "unix_socket_directories = '{}'",
+        cluster.socket_dir().display()
+    )));
+    let hba = fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+    assert!(hba.contains("\nlocal all all scram-sha-256\n"), "{hba}");
+    assert!(cluster.socket_dir().is_dir());
+    assert!(!cluster.listens_on_socket());
+    let superuser = cluster.superuser_url().unwrap();
+    assert_eq!(
+        query(
+            &superuser,
+            "SELECT string_agg(name, ',') FROM pg_settings WHERE pending_restart"
+        ),
+        "unix_socket_directories,unix_socket_permissions"
+    );
+    let control = cluster.control_url().unwrap();
+    assert!(control.contains("@127.0.0.1:"), "{control}");
+    assert_eq!(query(&control, on_tcp_with_tls), "true true");
+
+    cluster.restart().unwrap();
+    assert!(cluster.listens_on_socket());
+    let control = cluster.control_url().unwrap();
+    assert!(control.contains("sslmode=disable"), "{control}");
+    assert_eq!(query(&control, on_tcp_with_tls), "false false");
+    assert_eq!(query(&superuser, on_tcp_with_tls), "true true");
 }

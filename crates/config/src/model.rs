@@ -109,6 +109,10 @@ pub struct PoolingDefaults {
     pub mode: PoolMode,
     /// `size:`, pgbouncer's `pool_size` [default: 10].
     pub size: u32,
+    /// `serverSocket:`, whether the embedded cluster's pgbouncer reaches the server over its
+    /// private Unix socket instead of TCP + TLS [default: true]; only for the embedded cluster
+    /// (a config that lists clusters may not set it).
+    pub server_socket: bool,
 }
 
 impl PoolingDefaults {
@@ -120,6 +124,7 @@ impl Default for PoolingDefaults {
         PoolingDefaults {
             mode: PoolMode::Transaction,
             size: Self::DEFAULT_SIZE,
+            server_socket: true,
         }
     }
 }

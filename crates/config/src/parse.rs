@@ -65,7 +65,8 @@ pub(crate) const CLUSTER_FIELDS: [&str; 9] = [
 
 pub(crate) const MODE: &str = "mode";
 pub(crate) const SIZE: &str = "size";
-pub(crate) const POOLING_FIELDS: [&str; 2] = [MODE, SIZE];
+pub(crate) const SERVER_SOCKET: &str = "serverSocket";
+pub(crate) const POOLING_FIELDS: [&str; 3] = [MODE, SIZE, SERVER_SOCKET];
 pub(crate) const RUN: &str = "run";
 pub(crate) const CONFIG_DIR: &str = "configDir";
 pub(crate) const AUTH: &str = "auth";
@@ -318,6 +319,7 @@ impl Parser<'_> {
     fn top_level(&mut self, document: &MarkedYaml) -> Option<Config> {
         let entries = self.mapping(document, "", &TOP_LEVEL)?;
         let mut config = Config::default();
+        let mut server_socket = None;
         for (name, _, value) in entries {
             match name {
                 REPO => config.repo = self.repo(value),
@@ -328,9 +330,19 @@ impl Parser<'_> {
                 BACKUPS => config.backups = self.backups(value),
                 SERVE => config.serve = self.serve(value),
                 SUPERUSER_EXTENSIONS => config.superuser_extensions = self.extensions(value),
-                POOLING => config.pooling = self.pooling(value),
+                POOLING => (config.pooling, server_socket) = self.pooling(value),
                 _ => unreachable!("only known keys are returned"),
             }
+        }
+        if let Some(node) = server_socket.filter(|_| !config.clusters.is_empty()) {
+            self.error(
+                node,
+                &format!("{POOLING}.{SERVER_SOCKET}"),
+                "only the embedded cluster has a Unix socket for its pooler; the clusters listed \
+                 here are reached over TCP + TLS"
+                    .to_owned(),
+                format!("remove `{SERVER_SOCKET}` (or `clusters:`, to use the embedded cluster)"),
+            );
         }
         Some(config)
     }
@@ -1165,15 +1177,35 @@ impl Parser<'_> {
         None
     }
 
-    /// `pooling:`: the pool mode and size of tenant databases without their own.
-    fn pooling(&mut self, value: &MarkedYaml) -> PoolingDefaults {
+    /// `pooling:`: the pool mode and size of tenant databases without their own, and whether the
+    /// embedded cluster's pooler uses the server's socket (with the node of `serverSocket` when
+    /// set, which a config listing clusters may not).
+    fn pooling<'n>(
+        &mut self,
+        value: &'n MarkedYaml<'n>,
+    ) -> (PoolingDefaults, Option<&'n MarkedYaml<'n>>) {
         let mut pooling = PoolingDefaults::default();
         let Some(entries) = self.mapping(value, POOLING, &POOLING_FIELDS) else {
-            return pooling;
+            return (pooling, None);
         };
+        let mut server_socket = None;
         for (key, _, value) in entries {
             let field = format!("{POOLING}.{key}");
             match key {
+                SERVER_SOCKET => {
+                    server_socket = Some(value);
+                    match &value.data {
+                        YamlData::Value(Scalar::Boolean(on)) => pooling.server_socket = *on,
+                        _ => self.error(
+                            value,
+                            &field,
+                            format!("expected true or false, found {}", describe(value)),
+                            "`serverSocket: false` makes the pooler reach the embedded \
+                             cluster over TCP + TLS"
+                                .to_owned(),
+                        ),
+                    }
+                }
                 MODE => {
                     let options = PoolMode::ALL.map(|mode| (mode, mode.as_str()));
                     if let Some(mode) = self.word(value, &field, "pool mode", &options) {
@@ -1187,7 +1219,7 @@ impl Parser<'_> {
                 }
             }
         }
-        pooling
+        (pooling, server_socket)
     }
 
     /// A pool size: 1 to [`Pooling::MAX_SIZE`] server connections.

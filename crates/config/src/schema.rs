@@ -17,7 +17,8 @@ use crate::parse::{
     CONFIG_DIR, DRIFT_INTERVAL, ENDPOINT, ENDPOINT_URL, ENVIRONMENT, FAILOVER_TIMEOUT, GIT,
     KEY_FILE, KMS_KEY_ID, LABELS, LISTEN, MAX_SIZE, MAX_TENANTS, MODE, NAME, PATRONI,
     POLL_INTERVAL, POOLER, POOLING, PREFIX, REGION, REMOTE, REPO, RETENTION, ROTATE_EVERY, RUN,
-    SERVE, SIZE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE, WEBHOOK_SECRET_FILE,
+    SERVE, SERVER_SOCKET, SIZE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE,
+    WEBHOOK_SECRET_FILE,
 };
 
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
@@ -117,6 +118,10 @@ impl JsonSchema for ConfigFile {
                     "type": "integer",
                     "minimum": 1,
                     "maximum": Pooling::MAX_SIZE,
+                },
+                SERVER_SOCKET: {
+                    "description": "The embedded cluster's pgbouncer reaches the server over its private Unix socket (SCRAM, no TLS needed: only the server's account can enter the directory) instead of TCP + TLS; clients still reach pgbouncer with TLS only. Not allowed in a config that lists clusters [default: true].",
+                    "type": "boolean",
                 },
             },
         });

@@ -12,6 +12,8 @@ use crate::{ClientEnv, Error, SslMode};
 
 /// Bounded waits on every control connection, so a stuck lock or server never hangs a run.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where applications reach a server whose admin URL names a Unix socket on this host.
+pub const LOOPBACK: &str = "127.0.0.1";
 /// `application_name` unless the URL names one.
 pub const APPLICATION_NAME: &str = "pgtenant";
 /// `idle_session_timeout=0`: the apply lock lives in an idle session that must not be cut.
@@ -182,9 +184,25 @@ impl Connector {
             == tokio_postgres::config::TargetSessionAttrs::ReadWrite
     }
 
-    /// Host and port of the admin URL: the default endpoint written into credentials.
+    /// Host and port of the admin URL: the default endpoint written into credentials. Never a
+    /// Unix socket, which applications on other hosts or in other accounts cannot reach: an
+    /// admin URL naming one (the embedded cluster's control role uses its private socket) gives
+    /// the same server's TCP address, [`LOOPBACK`] and the port.
     pub fn endpoint(&self) -> (String, u16) {
-        conninfo::endpoint(&self.config)
+        let (host, port) = conninfo::endpoint(&self.config);
+        match self.on_socket() {
+            true => (LOOPBACK.to_string(), port),
+            false => (host, port),
+        }
+    }
+
+    /// Whether connections go to a Unix socket (the admin URL's first host is a directory).
+    pub fn on_socket(&self) -> bool {
+        #[cfg(unix)]
+        if let Some(tokio_postgres::config::Host::Unix(_)) = self.config.get_hosts().first() {
+            return true;
+        }
+        false
     }
 
     pub fn user(&self) -> Option<&str> {
@@ -203,7 +221,7 @@ impl Connector {
     /// libpq's environment for a client program (pg_dump, pg_restore, psql) to reach `database`
     /// the way this connector does, as its role with the control session's identity options.
     pub fn client_env(&self, database: &str) -> ClientEnv {
-        let (host, port) = self.endpoint();
+        let (host, port) = conninfo::endpoint(&self.config);
         let mut env = ClientEnv::new(host, port, database);
         env.user = self.config.get_user().map(str::to_string);
         env.password = self
@@ -279,6 +297,26 @@ mod tests {
         assert_eq!(connector.endpoint(), ("db.internal".to_string(), 6432));
         assert_eq!(connector.user(), Some("u"));
         assert_eq!(connector.ssl_mode(), (SslMode::Require, true));
+    }
+
+    #[test]
+    fn a_socket_admin_url_gives_applications_the_tcp_address() {
+        let url = "postgresql://pgtenant:pw@/postgres?host=/state/my%20cluster/socket&port=5544\
+                   &sslmode=disable";
+        let connector = Connector::from_url(url).unwrap();
+        assert!(connector.on_socket());
+        assert_eq!(connector.endpoint(), (LOOPBACK.to_string(), 5544));
+        assert_eq!(connector.user(), Some("pgtenant"));
+        assert_eq!(connector.ssl_mode(), (SslMode::Disable, true));
+        // pg_dump and pg_restore use the socket, like the control connections.
+        let env = connector.client_env("app");
+        assert_eq!(
+            (env.host.as_str(), env.port),
+            ("/state/my cluster/socket", 5544)
+        );
+        let tcp = Connector::from_url("postgresql://u@127.0.0.1:5544/postgres").unwrap();
+        assert!(!tcp.on_socket());
+        assert_eq!(tcp.client_env("x").host, "127.0.0.1");
     }
 
     #[test]

@@ -839,10 +839,16 @@ pub const MAX_CLIENT_CONN: u32 = 2000;
 
 /// The embedded cluster's pooler: pgbouncer on 127.0.0.1 at the port recorded in `cluster.json`,
 /// presenting the server's own certificate (issued by the cluster's CA for 127.0.0.1 and
-/// localhost), verifying the server with that CA, run as the server's OS account. None when
-/// pgbouncer is not installed.
+/// localhost), run as the server's OS account. None when pgbouncer is not installed.
+///
+/// With `server_socket` (`pooling.serverSocket`, the default) and a server that listens on its
+/// Unix socket, the pool entries name the socket's directory, which the server's account (and
+/// so pgbouncer) can enter: no TLS between them, and SCRAM still. Otherwise (or when the path
+/// cannot stand in pgbouncer's files as is) they name 127.0.0.1 and pgbouncer verifies the
+/// server's certificate with the cluster's CA.
 pub fn for_embedded(
     cluster: &pgtenant_cluster::EmbeddedCluster,
+    server_socket: bool,
 ) -> Result<Option<Pooler>, PoolerError> {
     let Some(program) = pgtenant_cluster::find_pgbouncer() else {
         return Ok(None);
@@ -855,6 +861,12 @@ pub fn for_embedded(
     let dir = base.join(cluster.pooler_dir().file_name().expect("a named directory"));
     let (cert, key) = cluster.pooler_tls();
     let (cert, key) = (real(cert), real(key));
+    let socket = cluster.socket_dir().display().to_string();
+    let server_host =
+        match server_socket && cluster.listens_on_socket() && render::is_plain(&socket) {
+            true => socket,
+            false => "127.0.0.1".to_string(),
+        };
     Ok(Some(Pooler {
         settings: Settings {
             dir: dir.clone(),
@@ -870,10 +882,10 @@ pub fn for_embedded(
             default_pool_size: DEFAULT_POOL_SIZE,
             max_client_conn: MAX_CLIENT_CONN,
         },
-        server_host: "127.0.0.1".to_string(),
+        followed: RwLock::new(followed(&dir, &server_host, cluster.port()?)?),
+        server_host,
         server_port: cluster.port()?,
         owner: Some(user.clone()),
-        followed: RwLock::new(followed(&dir, "127.0.0.1", cluster.port()?)?),
         console_session: Default::default(),
         runner: Runner::Local(Process { program, dir, user }),
         lookup_secret: None,

@@ -412,7 +412,8 @@ fn pooling_defaults_and_a_clusters_pooler() {
         config.pooling,
         PoolingDefaults {
             mode: PoolMode::Session,
-            size: 25
+            size: 25,
+            server_socket: true,
         }
     );
     assert_eq!(
@@ -445,8 +446,14 @@ fn pooling_defaults_and_a_clusters_pooler() {
         Config::default().pooling,
         PoolingDefaults {
             mode: PoolMode::Transaction,
-            size: 10
+            size: 10,
+            server_socket: true,
         }
+    );
+    assert!(
+        !self::config("pooling: {serverSocket: false}\n")
+            .pooling
+            .server_socket
     );
 }
 
@@ -463,6 +470,14 @@ fn pooling_and_pooler_problems_are_located() {
         (
             "pooling: {size: 0}\n".to_owned(),
             "error: /etc/pgtenant/pgtenant.yaml:1:17: pooling.size: expected a pool size from 1 to 10000, found the number `0`\n  help: e.g. `size: 10` (server connections per tenant database)",
+        ),
+        (
+            "pooling: {serverSocket: yes}\n".to_owned(),
+            "error: /etc/pgtenant/pgtenant.yaml:1:25: pooling.serverSocket: expected true or false, found the string `yes`\n  help: `serverSocket: false` makes the pooler reach the embedded cluster over TCP + TLS",
+        ),
+        (
+            "pooling: {serverSocket: true}\nclusters:\n  - name: main\n    adminUrl: env:A\n".to_owned(),
+            "error: /etc/pgtenant/pgtenant.yaml:1:25: pooling.serverSocket: only the embedded cluster has a Unix socket for its pooler; the clusters listed here are reached over TCP + TLS\n  help: remove `serverSocket` (or `clusters:`, to use the embedded cluster)",
         ),
         (
             "pooling: {sizes: 3}\n".to_owned(),
