@@ -22,6 +22,8 @@ pgbouncer, pgbench and psycopg (`pip install "psycopg[binary]"`). Prints the fig
 --json, writes them to FILE.
 """
 import argparse
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 import scram_client
 
@@ -210,6 +213,83 @@ def measure_connects(first: dict, connects: int) -> dict:
             entry["p50_ratio"] = entry["pooled_p50_ms"] / entry["direct_p50_ms"]
             entry["p99_ratio"] = entry["pooled_p99_ms"] / entry["direct_p99_ms"]
         result[client] = entry
+    return result
+
+
+def verifier(password: str, iterations: int) -> str:
+    """A SCRAM-SHA-256 verifier of `password` with `iterations` rounds and a random salt, in PostgreSQL's format."""
+    salt = os.urandom(16)
+    client_key, server_key = scram_client._keys(password, salt, iterations)
+    b64 = lambda raw: base64.b64encode(raw).decode()
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt)}$"
+            f"{b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}")
+
+
+def admin_console(fleet):
+    state = json.loads((fleet.state / "cluster" / "pooler" / "state.json").read_text())
+    port = json.loads(fleet.pgtenant("status", "--format", "json"))["pooler"]["port"]
+    return psycopg.connect(host=str(fleet.state / "cluster" / "pooler"), port=port, user="pgtenant_pooler_admin",
+                           password=state["admin_password"], dbname="pgbouncer", autocommit=True)
+
+
+def use_iterations(fleet, credential: dict, iterations: int, bump: int) -> None:
+    """Gives the login of `credential` a verifier of its unchanged password with `iterations` rounds, on the server
+    (the login changes its own password: no superuser needed) and in pgbouncer's auth file (the same verifier, as
+    pgbouncer needs), then RELOAD and RECONNECT, so that the pool logs in to the server again with the new keys.
+    `bump`: seconds added to the auth file's mtime (pgbouncer re-reads it only when size or mtime changed)."""
+    login, password = credential["username"], credential["password"]
+    new = verifier(password, iterations)
+    with psycopg.connect(credential["uri"], autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE {psycopg.sql.Identifier(login).as_string(conn)} PASSWORD "
+                     f"{psycopg.sql.Literal(new).as_string(conn)}")
+    users = fleet.state / "cluster" / "pooler" / "users.txt"
+    lines = [f'"{login}" "{new}"' if line.startswith(f'"{login}" ') else line
+             for line in users.read_text().splitlines()]
+    with open(users, "w") as out:  # in place: owner and mode stay
+        out.write("\n".join(lines) + "\n")
+    os.utime(users, (time.time() + bump, time.time() + bump))
+    with admin_console(fleet) as admin:
+        admin.pgconn.exec_(b"RELOAD")
+        admin.pgconn.exec_(b"RECONNECT")
+
+
+def measure_iterations(fleet, first: dict, counts: list, connects: int, block: int = 20) -> dict:
+    """p50/p99 of the psycopg and hashlib clients, direct and pooled, with the login's verifier at each of `counts`
+    iterations, over `connects` connects per series: the counts interleaved in blocks of `block` connects (each
+    block: set the count, one unmeasured connect per path, then `block` connects per client and path), small blocks
+    so that every count sees the same swings of a shared machine's load."""
+    clients = ("psycopg", "hashlib")
+    uris = {"direct": first["uri"], "pooled": first["pooler_uri"]}
+    samples = {(n, c, p): [] for n in counts for c in clients for p in uris}
+    errors = {(n, c, p): [] for n in counts for c in clients for p in uris}
+    load, bump = [os.getloadavg()[0]], 0
+    block = min(block, connects)
+    for _ in range(max(1, connects // block)):
+        for n in counts:
+            bump += 2
+            use_iterations(fleet, first, n, bump)
+            for path, uri in uris.items():
+                connect_ms(uri, 1)  # the pool's new server login, and a check that the count works
+                for client in clients:
+                    if client == "psycopg":
+                        samples[n, client, path] += connect_ms(uri, block)
+                    else:
+                        done, failed = scram_connect_ms(uri, block)
+                        samples[n, client, path] += done
+                        errors[n, client, path] += failed
+            load.append(os.getloadavg()[0])
+    result = {"load_1m": {"min": min(load), "max": max(load)}, "series": []}
+    for n in counts:
+        for client in clients:
+            entry = {"iterations": n, "client": client}
+            for path in uris:
+                got = samples[n, client, path]
+                entry[f"{path}_connects"] = len(got)
+                entry[f"{path}_errors"] = len(errors[n, client, path])
+                if got:
+                    entry[f"{path}_p50_ms"] = percentile(got, 50)
+                    entry[f"{path}_p99_ms"] = percentile(got, 99)
+            result["series"].append(entry)
     return result
 
 
@@ -405,6 +485,20 @@ def use_server_path(fleet, path: str) -> None:
     release_server_connections(fleet)
 
 
+def print_iterations(by_count: dict, connects: int) -> None:
+    print(f"## Connect latency by SCRAM iteration count ({connects} connects per series, interleaved; "
+          f"load average (1 min) {by_count['load_1m']['min']:.1f}–{by_count['load_1m']['max']:.1f})\n")
+    print("| iterations | client | direct p50 / p99 | pooled p50 / p99 | pooled / direct p50 | failed direct / pooled |")
+    print("|---|---|---|---|---|---|")
+    for e in by_count["series"]:
+        cells = [f"{e[p + '_p50_ms']:.2f} / {e[p + '_p99_ms']:.2f} ms" if p + "_p50_ms" in e else "–"
+                 for p in ("direct", "pooled")]
+        ratio = f"{e['pooled_p50_ms'] / e['direct_p50_ms']:.2f}×" if "pooled_p50_ms" in e and "direct_p50_ms" in e \
+            else "–"
+        print(f"| {e['iterations']} | {e['client']} | {cells[0]} | {cells[1]} | {ratio} "
+              f"| {e['direct_errors']} / {e['pooled_errors']} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tenants", type=int, default=100)
@@ -423,6 +517,10 @@ def main():
     parser.add_argument("--server-paths", default="tls",
                         help="comma-separated, of: tls (pgbouncer to the server over TCP + TLS, as rendered), socket "
                              "(experiment: over the server's Unix socket); each pooled run is repeated per path")
+    parser.add_argument("--iterations", default=None,
+                        help="comma-separated SCRAM iteration counts, e.g. 4096,1024,256,16: measure connect latency "
+                             "(psycopg, hashlib; direct and pooled) with the first tenant's verifier at each count, "
+                             "interleaved, instead of the three clients at pgtenant's count")
     parser.add_argument("--binary", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -439,6 +537,13 @@ def main():
     try:
         fleet.start(args.max_connections, "socket" in paths)
         first = fleet.credentials[fleet.tenants[0]]
+        if args.iterations:
+            counts = [int(n) for n in args.iterations.split(",") if n]
+            by_count = measure_iterations(fleet, first, counts, args.connects)
+            print_iterations(by_count, args.connects)
+            if args.json:
+                args.json.write_text(json.dumps({"tenants": args.tenants, "iterations": by_count}, indent=2) + "\n")
+            return
         latency = measure_connects(first, args.connects)
 
         if args.pgbouncer_nice is not None:

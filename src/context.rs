@@ -317,6 +317,14 @@ impl Context {
         &self.superuser_extensions
     }
 
+    /// The config's `passwords.scramIterations`, else PostgreSQL's default.
+    pub fn scram_iterations(&self) -> u32 {
+        self.config.as_ref().map_or(
+            pgtenant_config::Passwords::DEFAULT_SCRAM_ITERATIONS,
+            |(_, config)| config.passwords.scram_iterations,
+        )
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }

@@ -21,6 +21,7 @@ fn reconciler(env: &Env) -> Reconciler {
         store: Arc::new(MemoryStore::default()),
         endpoint: Endpoint { host, port },
         superuser_extensions: BTreeSet::new(),
+        scram_iterations: pgtenant_secrets::DEFAULT_SCRAM_ITERATIONS,
         platform_environment: None,
         final_backups: None,
         trust: Trust::none(),

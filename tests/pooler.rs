@@ -978,3 +978,96 @@ async fn rotating_the_lookup_login_refuses_the_old_password_and_keeps_pooled_cli
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("cannot be used with"), "{}", out.stderr);
 }
+
+/// The SCRAM iteration count of every login of `prefix`, from `pg_authid` (as superuser).
+async fn verifier_counts(p: &Pooled, prefix: &str) -> Vec<(String, String)> {
+    p.env
+        .superuser(None)
+        .await
+        .query(
+            "SELECT rolname::text, split_part(split_part(rolpassword, '$', 2), ':', 1)
+               FROM pg_authid WHERE rolcanlogin AND rolname LIKE $1 || '%' ORDER BY 1",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// `passwords.scramIterations` changed in the platform config: the next apply sets every login's
+/// stored password again with the new count (once: the apply after it has nothing to do), the
+/// credentials do not change, the login works directly and through the pooler, and a pooled
+/// session open across the change is not cut.
+#[tokio::test]
+async fn a_changed_scram_iteration_count_is_applied_once_with_the_same_passwords() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("team", "a", &[("a", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let counts = verifier_counts(&p, "team-a-").await;
+    assert!(!counts.is_empty());
+    assert!(counts.iter().all(|(_, n)| n == "4096"), "{counts:?}");
+    let before = p.env.credentials("team/a", "write");
+    let open = connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .unwrap();
+
+    std::fs::write(
+        p.env.state.path().join("pgtenant.yaml"),
+        "passwords: {scramIterations: 256}\n",
+    )
+    .unwrap();
+    let plan = p.run(&["plan", "--format", "json"]);
+    assert!(
+        plan.stdout.contains("passwords.scramIterations is 256"),
+        "the plan says why the passwords are set again:\n{}",
+        plan.stdout
+    );
+    let (code, _) = p.check();
+    assert_eq!(code, 2, "a login of another count is drift until applied");
+    p.ok(&["apply"]);
+    let counts = verifier_counts(&p, "team-a-").await;
+    assert!(counts.iter().all(|(_, n)| n == "256"), "{counts:?}");
+    let after = p.env.credentials("team/a", "write");
+    assert_eq!(before["username"], after["username"]);
+    assert_eq!(
+        before["password"], after["password"],
+        "the password is kept"
+    );
+    connect(after["uri"].as_str().unwrap())
+        .await
+        .expect("the unchanged password logs in directly with the new count");
+    let users = std::fs::read_to_string(p.pooler_dir().join("users.txt")).unwrap();
+    assert!(
+        users.contains("\"team-a-write\" \"SCRAM-SHA-256$256:"),
+        "{users}"
+    );
+    // A new server login of the pool, with the new count: pgbouncer passes it through.
+    p.admin().await.simple_query("RECONNECT").await.unwrap();
+    connect(&p.pooled_url("team/a", "write", None))
+        .await
+        .expect("the unchanged password logs in through the pooler with the new count");
+    open.batch_execute("SELECT 1")
+        .await
+        .expect("a pooled session is not cut by the new count");
+
+    let again = p.run(&["plan", "--format", "json"]);
+    assert!(
+        !again.stdout.contains("scramIterations"),
+        "set once, not on every run:\n{}",
+        again.stdout
+    );
+    let (code, report) = p.check();
+    assert_eq!(code, 0, "converged after one apply: {report}");
+    let last = p.env.apply();
+    assert!(
+        !last.to_string().contains("scramIterations"),
+        "the second apply sets nothing again: {last}"
+    );
+    assert!(verifier_counts(&p, "team-a-")
+        .await
+        .iter()
+        .all(|(_, n)| n == "256"));
+}

@@ -430,8 +430,11 @@ impl Move<'_> {
                         )
                     })?;
                     let login = Ident::new(stored.username.clone());
-                    let verifier =
-                        pgtenant_engine::pooler::scram_verifier(login.as_str(), &stored.password);
+                    let verifier = pgtenant_engine::pooler::scram_verifier(
+                        login.as_str(),
+                        &stored.password,
+                        stored.scram_iterations(),
+                    );
                     control
                         .batch_execute(&sql::set_password_to(&login, &verifier))
                         .await

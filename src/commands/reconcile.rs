@@ -171,6 +171,7 @@ pub fn reconciler(context: &Context) -> Result<Reconciler> {
             .pooler_config()
             .is_some_and(|pooler| pooler.auth == pgtenant_config::PoolerAuth::Query),
         superuser_extensions: context.superuser_extensions().clone(),
+        scram_iterations: context.scram_iterations(),
         platform_environment,
         final_backups: Some(Arc::new(pgtenant_backup::trash::Trash::new(
             context.state_dir().join("trash"),

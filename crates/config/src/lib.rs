@@ -17,6 +17,7 @@ mod reference;
 mod schema;
 
 pub use cron::check_schedule;
+pub use model::Passwords;
 pub use model::{
     BackupSchedules, Capacity, ClusterConfig, Config, HostPort, PoolerAuth, PoolerConfig,
     PoolerRun, PoolingDefaults, ServeConfig, StoreConfig, StoreKind, TlsConfig, DEFAULT_CLUSTER,

@@ -36,6 +36,33 @@ pub struct Config {
     pub superuser_extensions: Vec<String>,
     /// `pooling:`, what a tenant database without a `pooling:` of its own gets.
     pub pooling: PoolingDefaults,
+    /// `passwords:`, how the tenant logins' passwords are set.
+    pub passwords: Passwords,
+}
+
+/// `passwords:`: how pgtenant sets the passwords it generates for tenant logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passwords {
+    /// `scramIterations:`, the iteration count of each login's SCRAM verifier: what every client
+    /// runs PBKDF2 for on every new connection [default: 4096].
+    pub scram_iterations: u32,
+}
+
+impl Passwords {
+    /// PostgreSQL's default (`scram_iterations`), RFC 7677's minimum, and pgjdbc's: its SCRAM
+    /// client refuses fewer.
+    pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+    pub const MIN_SCRAM_ITERATIONS: u32 = 1;
+    /// Well past OWASP's 600,000 for PBKDF2-HMAC-SHA256; more only slows every connect.
+    pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Passwords {
+            scram_iterations: Self::DEFAULT_SCRAM_ITERATIONS,
+        }
+    }
 }
 
 impl Config {

@@ -12,6 +12,7 @@ use pgtenant_spec::{
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
 use crate::cron::check_schedule;
+use crate::model::Passwords;
 use crate::model::{
     BackupSchedules, Capacity, ClusterConfig, Config, HostPort, PoolerAuth, PoolerConfig,
     PoolerRun, PoolingDefaults, ServeConfig, StoreConfig, StoreKind, TlsConfig,
@@ -27,7 +28,8 @@ pub(crate) const BACKUPS: &str = "backups";
 pub(crate) const SERVE: &str = "serve";
 pub(crate) const SUPERUSER_EXTENSIONS: &str = "superuserExtensions";
 pub(crate) const POOLING: &str = "pooling";
-pub(crate) const TOP_LEVEL: [&str; 9] = [
+pub(crate) const PASSWORDS: &str = "passwords";
+pub(crate) const TOP_LEVEL: [&str; 10] = [
     REPO,
     CLUSTERS,
     STORE,
@@ -37,6 +39,7 @@ pub(crate) const TOP_LEVEL: [&str; 9] = [
     SERVE,
     SUPERUSER_EXTENSIONS,
     POOLING,
+    PASSWORDS,
 ];
 
 pub(crate) const NAME: &str = "name";
@@ -67,6 +70,8 @@ pub(crate) const MODE: &str = "mode";
 pub(crate) const SIZE: &str = "size";
 pub(crate) const SERVER_SOCKET: &str = "serverSocket";
 pub(crate) const POOLING_FIELDS: [&str; 3] = [MODE, SIZE, SERVER_SOCKET];
+pub(crate) const SCRAM_ITERATIONS: &str = "scramIterations";
+pub(crate) const PASSWORDS_FIELDS: [&str; 1] = [SCRAM_ITERATIONS];
 pub(crate) const RUN: &str = "run";
 pub(crate) const CONFIG_DIR: &str = "configDir";
 pub(crate) const AUTH: &str = "auth";
@@ -331,6 +336,7 @@ impl Parser<'_> {
                 SERVE => config.serve = self.serve(value),
                 SUPERUSER_EXTENSIONS => config.superuser_extensions = self.extensions(value),
                 POOLING => (config.pooling, server_socket) = self.pooling(value),
+                PASSWORDS => config.passwords = self.passwords(value),
                 _ => unreachable!("only known keys are returned"),
             }
         }
@@ -1220,6 +1226,40 @@ impl Parser<'_> {
             }
         }
         (pooling, server_socket)
+    }
+
+    /// `passwords:`: how pgtenant sets the passwords it generates.
+    fn passwords(&mut self, value: &MarkedYaml) -> Passwords {
+        let mut passwords = Passwords::default();
+        let Some(entries) = self.mapping(value, PASSWORDS, &PASSWORDS_FIELDS) else {
+            return passwords;
+        };
+        for (key, _, value) in entries {
+            let field = format!("{PASSWORDS}.{key}");
+            let range = Passwords::MIN_SCRAM_ITERATIONS..=Passwords::MAX_SCRAM_ITERATIONS;
+            match &value.data {
+                YamlData::Value(Scalar::Integer(number))
+                    if u32::try_from(*number).is_ok_and(|n| range.contains(&n)) =>
+                {
+                    passwords.scram_iterations = *number as u32;
+                }
+                _ => self.error(
+                    value,
+                    &field,
+                    format!(
+                        "expected a SCRAM iteration count from {} to {}, found {}",
+                        range.start(),
+                        range.end(),
+                        describe(value)
+                    ),
+                    format!(
+                        "e.g. `{SCRAM_ITERATIONS}: {}` (PostgreSQL's default; docs/config.md says when fewer are safe)",
+                        Passwords::DEFAULT_SCRAM_ITERATIONS
+                    ),
+                ),
+            }
+        }
+        passwords
     }
 
     /// A pool size: 1 to [`Pooling::MAX_SIZE`] server connections.

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use pgtenant_spec::{PoolMode, Pooling};
 
+use crate::model::Passwords;
 use crate::model::{PoolerAuth, PoolerRun, PoolingDefaults, StoreKind};
 use crate::parse::{
     ADMIN_URL, AUTH, BACKUPS, BACKUP_FIELDS, BRANCH, CAPACITY, CA_FILE, CERT_FILE, CLUSTERS,
@@ -20,6 +21,7 @@ use crate::parse::{
     SERVE, SERVER_SOCKET, SIZE, STORE, SUPERUSER_EXTENSIONS, TLS, TOKEN_FILE, TYPE,
     WEBHOOK_SECRET_FILE,
 };
+use crate::parse::{PASSWORDS, SCRAM_ITERATIONS};
 
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
 const HOST_PORT_PATTERN: &str = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}$";
@@ -312,6 +314,19 @@ impl JsonSchema for ConfigFile {
                     },
                 },
                 POOLING: pooling,
+                PASSWORDS: {
+                    "description": "How pgtenant sets the passwords it generates for tenant logins.",
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        SCRAM_ITERATIONS: {
+                            "description": format!("The iteration count of each tenant login's SCRAM-SHA-256 verifier, which every client runs PBKDF2 for on every new connection; a change is applied to every login by the next apply, with the same passwords. Fewer than 4096 breaks pgjdbc (Java) clients [default: {}].", Passwords::DEFAULT_SCRAM_ITERATIONS),
+                            "type": "integer",
+                            "minimum": Passwords::MIN_SCRAM_ITERATIONS,
+                            "maximum": Passwords::MAX_SCRAM_ITERATIONS,
+                        },
+                    },
+                },
                 SUPERUSER_EXTENSIONS: {
                     "description": "Extensions that need superuser and that tenants may still declare.",
                     "type": "array",

@@ -112,6 +112,8 @@ pub struct Executor {
     pub parallelism: usize,
     /// None: a plan with a final backup fails that tenant before its drop.
     pub final_backups: Option<Arc<dyn FinalBackups>>,
+    /// The iteration count of every SCRAM verifier it sets (`passwords.scramIterations`).
+    pub scram_iterations: u32,
 }
 
 /// Called once per finished tenant (a progress bar, one line per tenant).
@@ -174,6 +176,7 @@ impl Executor {
                 store: self.store.clone(),
                 endpoint: self.endpoint.clone(),
                 final_backups: self.final_backups.clone(),
+                scram_iterations: self.scram_iterations,
                 pool: pool.clone(),
                 control: None,
                 lent: Vec::new(),
@@ -194,6 +197,7 @@ struct Worker {
     store: Arc<dyn CredentialStore>,
     endpoint: Endpoint,
     final_backups: Option<Arc<dyn FinalBackups>>,
+    scram_iterations: u32,
     /// Where the control connection comes from and goes back to.
     pool: Arc<Pool>,
     /// Taken on first use and kept for the next tenants this worker takes.
@@ -430,12 +434,11 @@ impl Worker {
                         .put(
                             secret_path,
                             &Credential {
-                                username: existing.username,
-                                password: existing.password,
                                 endpoint: self.endpoint.host.clone(),
                                 port: self.endpoint.port,
                                 dbname: dbname.clone(),
                                 pooler: pooler.clone(),
+                                ..existing
                             },
                         )
                         .await
@@ -466,8 +469,17 @@ impl Worker {
                     match self.store.get(secret_path).await.map_err(store_failed)? {
                         // The stored password is reused only for this very login; credentials naming
                         // another one (a grace twin dropped by hand) are replaced like missing ones.
+                        // Set again with the platform's iteration count, which the store then records.
                         Some(existing) if existing.username == role.as_str() => {
-                            (existing.password, None)
+                            let password = existing.password.clone();
+                            let recount = (existing.scram_iterations() != self.scram_iterations)
+                                .then(|| Pending {
+                                    secret_path: secret_path.clone(),
+                                    journal: None,
+                                    credential: existing
+                                        .with_scram_iterations(self.scram_iterations),
+                                });
+                            (password, recount)
                         }
                         _ => {
                             let credential = Credential {
@@ -477,7 +489,9 @@ impl Worker {
                                 port: self.endpoint.port,
                                 dbname: dbname.clone(),
                                 pooler: pooler.clone(),
-                            };
+                                scram_iterations: None,
+                            }
+                            .with_scram_iterations(self.scram_iterations);
                             let journal = journal_path(secret_path);
                             self.store
                                 .put(&journal, &credential)
@@ -488,13 +502,14 @@ impl Worker {
                                 password,
                                 Some(Pending {
                                     secret_path: secret_path.clone(),
-                                    journal,
+                                    journal: Some(journal),
                                     credential,
                                 }),
                             )
                         }
                     };
-                let verifier = crate::pooler::scram_verifier(role.as_str(), &password);
+                let verifier =
+                    crate::pooler::scram_verifier(role.as_str(), &password, self.scram_iterations);
                 Ok((
                     sql.replace(PASSWORD_PLACEHOLDER, &quote_literal(&verifier)),
                     pending,
@@ -607,8 +622,8 @@ impl Worker {
                     }
                     if error.as_db_error().is_some() {
                         // Rolled back: the server never saw these passwords.
-                        for promote in &pending {
-                            let _ = self.store.delete(&promote.journal).await;
+                        for journal in pending.iter().filter_map(|p| p.journal.as_ref()) {
+                            let _ = self.store.delete(journal).await;
                         }
                     }
                     let failed = match (
@@ -669,17 +684,22 @@ impl Worker {
     }
 }
 
-/// A new password the server is being given, journalled until it has it.
+/// What the store gets once the server has accepted a password: a new one, journalled until
+/// then, or the stored one recording the iteration count its verifier now has (no journal: the
+/// password did not change, and either count's verifier accepts it).
 struct Pending {
     secret_path: SecretPath,
-    journal: SecretPath,
+    journal: Option<SecretPath>,
     credential: Credential,
 }
 
 impl Pending {
     async fn apply(self, store: &dyn CredentialStore) -> Result<(), pgtenant_secrets::StoreError> {
         store.put(&self.secret_path, &self.credential).await?;
-        store.delete(&self.journal).await
+        match &self.journal {
+            Some(journal) => store.delete(journal).await,
+            None => Ok(()),
+        }
     }
 }
 

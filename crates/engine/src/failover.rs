@@ -549,7 +549,11 @@ async fn restore_login(
         // plan is the authority on those.
         Err(_) => return Ok(false),
     }
-    let verifier = crate::pooler::scram_verifier(role.as_str(), &credential.password);
+    let verifier = crate::pooler::scram_verifier(
+        role.as_str(),
+        &credential.password,
+        credential.scram_iterations(),
+    );
     let control = connector
         .connect(None)
         .await

@@ -356,6 +356,7 @@ async fn read_store(
         stored.insert(
             path,
             observed::StoredCredential {
+                scram_iterations: credential.scram_iterations(),
                 username: credential.username,
                 endpoint: credential.endpoint,
                 port: credential.port,

@@ -226,6 +226,10 @@ pub struct StoredCredential {
     /// The pooled endpoint written with it, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pooler: Option<pgtenant_secrets::PoolerAddress>,
+    /// The iteration count of the verifier set with its password
+    /// ([`pgtenant_secrets::Credential::scram_iterations`]).
+    #[serde(skip)]
+    pub scram_iterations: u32,
 }
 
 /// Builds an [`Acl`] from `(grantee, privilege)` pairs; an empty grantee is PUBLIC.

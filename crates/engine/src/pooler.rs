@@ -19,8 +19,11 @@ use crate::plan::{Action, Plan};
 use crate::reconcile::Request;
 use crate::{Connector, Desired};
 
-/// PostgreSQL's default iteration count (`scram_iterations`).
-const ITERATIONS: u32 = 4096;
+/// The rounds of Hi() that derive a verifier's salt: fixed, whatever the verifier's own
+/// iteration count (the platform config's `passwords.scramIterations`), so that a guess at a
+/// password costs what it costs at PostgreSQL's default even for a verifier of few rounds
+/// (see [`scram_verifier`]).
+const SALT_ITERATIONS: u32 = pgtenant_secrets::DEFAULT_SCRAM_ITERATIONS;
 /// Separates this use of SHA-256 from any other.
 const SALT_DOMAIN: &[u8] = b"pgtenant SCRAM salt v2\0";
 
@@ -112,25 +115,28 @@ impl SyncScope {
     }
 }
 
-/// The SCRAM-SHA-256 verifier pgtenant sets for `role` with `password`: PostgreSQL's format and
-/// iteration count, with a 16-byte salt derived from both. The same inputs always give the same
-/// verifier; a new password gives a new salt.
+/// The SCRAM-SHA-256 verifier pgtenant sets for `role` with `password` and `iterations` rounds
+/// (a credential's [`pgtenant_secrets::Credential::scram_iterations`], or the platform's setting
+/// for a password it sets now): PostgreSQL's format, with a 16-byte salt derived from the role
+/// and the password. The same inputs always give the same verifier; a new password gives a new
+/// salt, the same password with another count the same salt.
 ///
 /// The server (and pgbouncer) send the salt to any client that starts a SCRAM login as the role,
 /// before it has proven anything. A salt from one fast hash of the password would let anyone who
 /// can reach the port test guesses offline at hash speed, so the salt is itself Hi() over
-/// [`ITERATIONS`] rounds: a guess then costs what it costs against a stolen verifier. (pgtenant's
-/// passwords are 40 random alphanumerics, about 238 bits, out of reach either way.)
+/// [`SALT_ITERATIONS`] rounds, whatever `iterations` is: a guess then costs at least what it costs
+/// against a stolen verifier of the default count. (pgtenant's passwords are 40 random
+/// alphanumerics, about 238 bits, out of reach either way.)
 ///
 /// Passwords are used as bytes, without SASLprep: that is what the server does with a password
 /// SASLprep leaves unchanged, which every ASCII password without control characters is.
-pub fn scram_verifier(role: &str, password: &str) -> String {
-    Recent::verifier(role, password)
+pub fn scram_verifier(role: &str, password: &str, iterations: u32) -> String {
+    Recent::verifier(role, password, iterations)
 }
 
 /// The verifiers this process computed last, by role and a keyed digest of the password: the
 /// apply computes a tenant login's verifier to set it, and the pooler's sync right after needs the
-/// same one for its auth file. A hit costs one HMAC instead of [`ITERATIONS`] × 2 rounds. Keyed by
+/// same one for its auth file. A hit costs one HMAC instead of two runs of Hi(). Keyed by
 /// a random per-process secret (no key, no memo), so what it holds is no guessing oracle; never
 /// more than [`Recent::CAPACITY`] entries.
 struct Recent {
@@ -141,7 +147,7 @@ struct Recent {
 impl Recent {
     const CAPACITY: usize = 4096;
 
-    fn verifier(role: &str, password: &str) -> String {
+    fn verifier(role: &str, password: &str, iterations: u32) -> String {
         static RECENT: std::sync::Mutex<Option<Option<Recent>>> = std::sync::Mutex::new(None);
         let lock = || {
             RECENT
@@ -152,13 +158,15 @@ impl Recent {
             let mut message = role.as_bytes().to_vec();
             message.push(0);
             message.extend_from_slice(password.as_bytes());
+            message.push(0);
+            message.extend_from_slice(&iterations.to_be_bytes());
             hmac(key, &message)
         };
         let known = {
             let mut recent = lock();
             let recent = recent.get_or_insert_with(Recent::new);
             let Some(recent) = recent.as_ref() else {
-                return compute_verifier(role, password);
+                return compute_verifier(role, password, iterations);
             };
             let digest = digest(&recent.key);
             match recent.verifiers.get(role) {
@@ -167,7 +175,7 @@ impl Recent {
             }
         };
         // Computed without the lock: the executor sets many tenants' passwords at once.
-        let verifier = compute_verifier(role, password);
+        let verifier = compute_verifier(role, password, iterations);
         let (key, digest) = known;
         if let Some(Some(recent)) = lock().as_mut() {
             if recent.key == key {
@@ -196,33 +204,39 @@ impl Recent {
     }
 }
 
-fn compute_verifier(role: &str, password: &str) -> String {
+fn compute_verifier(role: &str, password: &str, iterations: u32) -> String {
     use base64::Engine as _;
     let mut salt_input = SALT_DOMAIN.to_vec();
     salt_input.extend_from_slice(role.as_bytes());
-    let salt = &hi(password.as_bytes(), &salt_input, ITERATIONS)[..16];
-    let salted = hi(password.as_bytes(), salt, ITERATIONS);
+    let salt = &hi(password.as_bytes(), &salt_input, SALT_ITERATIONS)[..16];
+    let salted = hi(password.as_bytes(), salt, iterations);
     let client_key = hmac(&salted, b"Client Key");
     let stored_key = Sha256::digest(client_key);
     let server_key = hmac(&salted, b"Server Key");
     let b64 = base64::engine::general_purpose::STANDARD;
     format!(
-        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
         b64.encode(salt),
         b64.encode(stored_key),
         b64.encode(server_key)
     )
 }
 
-/// A cheap, keyed fingerprint of `password` for `login` (HMAC-SHA-256 under `key`, base64): lets
-/// the pooler's sync tell that a stored password is the one whose verifier it already recorded
-/// without running [`scram_verifier`]'s 8,192 rounds for every login on every apply. Keyed by a
-/// random secret of the pooler's private state, so the fingerprint is no guessing oracle.
-pub fn password_digest(key: &str, login: &str, password: &str) -> String {
+/// A cheap, keyed fingerprint of `password` for `login` with a verifier of `iterations` rounds
+/// (HMAC-SHA-256 under `key`, base64): lets the pooler's sync tell that a stored password (and its
+/// iteration count) is the one whose verifier it already recorded without running
+/// [`scram_verifier`]'s rounds for every login on every apply. Keyed by a random secret of the
+/// pooler's private state, so the fingerprint is no guessing oracle. The default count is not
+/// part of the message, so fingerprints recorded before the count was a setting stay valid.
+pub fn password_digest(key: &str, login: &str, password: &str, iterations: u32) -> String {
     use base64::Engine as _;
     let mut message = login.as_bytes().to_vec();
     message.push(0);
     message.extend_from_slice(password.as_bytes());
+    if iterations != pgtenant_secrets::DEFAULT_SCRAM_ITERATIONS {
+        message.push(0);
+        message.extend_from_slice(iterations.to_string().as_bytes());
+    }
     base64::engine::general_purpose::STANDARD.encode(hmac(key.as_bytes(), &message))
 }
 
@@ -258,33 +272,66 @@ mod tests {
 
     #[test]
     fn verifiers_are_deterministic_per_role_and_password() {
-        let a = scram_verifier("team-app-owner", "secret");
-        assert_eq!(a, scram_verifier("team-app-owner", "secret"));
-        assert_ne!(a, scram_verifier("team-app-owner-alt", "secret"));
-        assert_ne!(a, scram_verifier("team-app-owner", "secret2"));
+        let a = scram_verifier("team-app-owner", "secret", 4096);
+        assert_eq!(a, scram_verifier("team-app-owner", "secret", 4096));
+        assert_ne!(a, scram_verifier("team-app-owner-alt", "secret", 4096));
+        assert_ne!(a, scram_verifier("team-app-owner", "secret2", 4096));
         assert!(a.starts_with("SCRAM-SHA-256$4096:"), "{a}");
+    }
+
+    /// Another count gives another verifier with that count and the same salt (the salt's own
+    /// rounds do not follow the count), and the memo never serves one count's verifier for another.
+    #[test]
+    fn the_iteration_count_is_the_verifiers_and_keeps_the_salt() {
+        let salt_of = |v: &str| {
+            v.split('$')
+                .nth(1)
+                .unwrap()
+                .split(':')
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        let default = scram_verifier("count-role", "secret", 4096);
+        let few = scram_verifier("count-role", "secret", 16);
+        assert!(few.starts_with("SCRAM-SHA-256$16:"), "{few}");
+        assert_eq!(salt_of(&few), salt_of(&default));
+        assert_ne!(few, default);
+        assert_eq!(few, compute_verifier("count-role", "secret", 16));
+        assert_eq!(scram_verifier("count-role", "secret", 4096), default);
+        assert_eq!(
+            scram_verifier("count-role", "secret", 1),
+            compute_verifier("count-role", "secret", 1)
+        );
     }
 
     /// What the memo returns is what the rounds compute, for the password asked about: a new
     /// password of a remembered role is computed again, never served the old verifier.
     #[test]
     fn a_remembered_verifier_is_the_computed_one() {
-        let first = scram_verifier("memo-role", "one");
-        assert_eq!(first, compute_verifier("memo-role", "one"));
-        assert_eq!(scram_verifier("memo-role", "one"), first);
-        let second = scram_verifier("memo-role", "two");
-        assert_eq!(second, compute_verifier("memo-role", "two"));
+        let first = scram_verifier("memo-role", "one", 4096);
+        assert_eq!(first, compute_verifier("memo-role", "one", 4096));
+        assert_eq!(scram_verifier("memo-role", "one", 4096), first);
+        let second = scram_verifier("memo-role", "two", 4096);
+        assert_eq!(second, compute_verifier("memo-role", "two", 4096));
         assert_ne!(second, first);
-        assert_eq!(scram_verifier("memo-role", "one"), first);
+        assert_eq!(scram_verifier("memo-role", "one", 4096), first);
     }
 
     #[test]
     fn password_digests_depend_on_key_login_and_password() {
-        let a = password_digest("key", "team-app-owner", "secret");
-        assert_eq!(a, password_digest("key", "team-app-owner", "secret"));
-        assert_ne!(a, password_digest("other key", "team-app-owner", "secret"));
-        assert_ne!(a, password_digest("key", "team-app-owner-alt", "secret"));
-        assert_ne!(a, password_digest("key", "team-app-owner", "secret2"));
+        let a = password_digest("key", "team-app-owner", "secret", 4096);
+        assert_eq!(a, password_digest("key", "team-app-owner", "secret", 4096));
+        assert_ne!(
+            a,
+            password_digest("other key", "team-app-owner", "secret", 4096)
+        );
+        assert_ne!(
+            a,
+            password_digest("key", "team-app-owner-alt", "secret", 4096)
+        );
+        assert_ne!(a, password_digest("key", "team-app-owner", "secret2", 4096));
+        assert_ne!(a, password_digest("key", "team-app-owner", "secret", 256));
         assert!(!a.contains("secret"));
     }
 
@@ -395,8 +442,15 @@ mod tests {
     /// it: the SCRAM client proof made from the password must match the verifier's stored key.
     #[test]
     fn verifier_matches_the_scram_client_computation() {
+        for iterations in [4096, 16] {
+            verifier_matches_the_scram_client_at(iterations);
+        }
+    }
+
+    fn verifier_matches_the_scram_client_at(iterations: u32) {
         use base64::Engine as _;
-        let verifier = scram_verifier("r", "pencil");
+        let verifier = scram_verifier("r", "pencil", iterations);
+        assert!(verifier.starts_with(&format!("SCRAM-SHA-256${iterations}:")));
         let (_, rest) = verifier.split_once('$').unwrap();
         let (iter_salt, keys) = rest.split_once('$').unwrap();
         let (_, salt) = iter_salt.split_once(':').unwrap();
@@ -410,7 +464,7 @@ mod tests {
         );
         let client_first = String::from_utf8(scram.message().to_vec()).unwrap();
         let client_nonce = client_first.rsplit_once("r=").unwrap().1.to_string();
-        let server_first = format!("r={client_nonce}srv,s={},i=4096", b64.encode(&salt));
+        let server_first = format!("r={client_nonce}srv,s={},i={iterations}", b64.encode(&salt));
         scram.update(server_first.as_bytes()).unwrap();
         let client_final = String::from_utf8(scram.message().to_vec()).unwrap();
         let proof = b64

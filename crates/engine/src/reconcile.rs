@@ -47,6 +47,9 @@ pub struct Reconciler {
     pub pooler_lookup: bool,
     /// Extensions that need superuser and that the platform allows.
     pub superuser_extensions: BTreeSet<String>,
+    /// The iteration count of the SCRAM verifiers of tenant logins (`passwords.scramIterations`):
+    /// a login whose stored credential records another count gets its password set again.
+    pub scram_iterations: u32,
     /// The platform's tier: the retention of final backups of databases without a tier of their own.
     pub platform_environment: Option<Environment>,
     /// Takes the final backup before a standard database is dropped; None: such a tenant fails
@@ -277,6 +280,7 @@ impl Reconciler {
             pooler_lookup: self.pooler_lookup,
             guard: request.guard.clone(),
             superuser_extensions: self.superuser_extensions.clone(),
+            scram_iterations: self.scram_iterations,
             now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             scope: scope.clone(),
             platform_environment: self.platform_environment,
@@ -355,6 +359,7 @@ impl Reconciler {
             endpoint: self.endpoint.clone(),
             parallelism: planned.observed.server.parallelism(),
             final_backups: self.final_backups.clone(),
+            scram_iterations: self.scram_iterations,
         };
         executor
             .apply_on(plan, progress, pool.clone())

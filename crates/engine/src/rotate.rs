@@ -280,9 +280,12 @@ impl Rotator<'_> {
         self.store.put(&journal, &next).await?;
         failpoint("rotate:after-journal");
 
+        // The count the login has now: a rotation changes the password, not the count; the next
+        // apply moves it to the platform's (`passwords.scramIterations`), as it does every login.
         let verifier = quote_literal(&crate::pooler::scram_verifier(
             target.as_str(),
             &next.password,
+            next.scram_iterations(),
         ));
         let statements = if target == alternate && !alternate_exists {
             let mut statements = vec![

@@ -27,7 +27,7 @@ use pgtenant_engine::desired::alternate_name;
 use pgtenant_engine::pooler::SyncScope;
 use pgtenant_engine::rotate::journal_path;
 use pgtenant_engine::{password_digest, scram_verifier, Connector, Desired, DesiredTenant, Ident};
-use pgtenant_secrets::{CredentialStore, SecretPath};
+use pgtenant_secrets::{CredentialStore, SecretPath, DEFAULT_SCRAM_ITERATIONS};
 use serde::Serialize;
 use tracing::Instrument as _;
 
@@ -360,7 +360,7 @@ impl Pooler {
         if known && !check_server {
             return Ok(changes);
         }
-        let verifier = scram_verifier(user, &password);
+        let verifier = scram_verifier(user, &password, DEFAULT_SCRAM_ITERATIONS);
         let control = connector.connect(None).await.map_err(|e| engine(&e))?;
         let row = control
             .query_opt(
@@ -396,6 +396,7 @@ impl Pooler {
             port: self.server_port,
             dbname: "postgres".to_string(),
             pooler: None,
+            scram_iterations: None,
         }
     }
 
@@ -648,11 +649,13 @@ impl Pooler {
                 continue;
             };
             let login = credential.username.clone();
-            let digest = password_digest(&state.digest_key, &login, &credential.password);
+            let iterations = credential.scram_iterations();
+            let digest =
+                password_digest(&state.digest_key, &login, &credential.password, iterations);
             let known =
                 state.digests.get(&login) == Some(&digest) && state.verifiers.contains_key(&login);
             if !known {
-                let verifier = scram_verifier(&login, &credential.password);
+                let verifier = scram_verifier(&login, &credential.password, iterations);
                 if state.verifiers.get(&login) == Some(&verifier) {
                     state.digests.insert(login.clone(), digest);
                 } else if set_by_apply.contains(&login) {
@@ -780,7 +783,7 @@ fn admin_verifier(password: &str) -> String {
     match last.as_ref() {
         Some((known, verifier)) if known == password => verifier.clone(),
         _ => {
-            let verifier = scram_verifier(render::ADMIN_USER, password);
+            let verifier = scram_verifier(render::ADMIN_USER, password, DEFAULT_SCRAM_ITERATIONS);
             *last = Some((password.to_string(), verifier.clone()));
             verifier
         }

@@ -121,6 +121,9 @@ struct StoredValue {
     pooler_endpoint: Option<String>,
     #[serde(default)]
     pooler_port: Option<Port>,
+    /// Written only when the password's verifier has another count than the default.
+    #[serde(default)]
+    scram_iterations: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +295,7 @@ impl AwsSecretsManagerStore {
             port,
             dbname: stored.dbname,
             pooler,
+            scram_iterations: stored.scram_iterations,
         }))
     }
 
@@ -455,6 +459,9 @@ pub fn secret_value(credential: &Credential) -> String {
         "uri": export.uri(),
     });
     export.add_pooler_keys(&mut value);
+    if let Some(iterations) = credential.scram_iterations {
+        value["scram_iterations"] = json!(iterations);
+    }
     value.to_string()
 }
 
@@ -742,6 +749,7 @@ mod tests {
             port: 5432,
             dbname: "shop-orders".into(),
             pooler: None,
+            scram_iterations: None,
         };
         let value = secret_value(&credential);
         let json: Value = serde_json::from_str(&value).unwrap();

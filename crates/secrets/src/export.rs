@@ -487,6 +487,7 @@ mod tests {
             port: 5432,
             dbname: "idp-dev-my-db".into(),
             pooler: None,
+            scram_iterations: None,
         }
     }
 

@@ -78,7 +78,7 @@ mod password;
 mod path;
 
 pub use aws_store::{secret_value, AwsSecretsManagerStore, AwsSettings};
-pub use credential::{Credential, PoolerAddress};
+pub use credential::{Credential, PoolerAddress, DEFAULT_SCRAM_ITERATIONS};
 pub use error::StoreError;
 pub use export::{ConnectionOptions, Export, ExportFormat, SslMode, TenantRole};
 pub use file_store::FileStore;

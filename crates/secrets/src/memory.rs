@@ -53,6 +53,7 @@ mod tests {
             port: 5432,
             dbname: "orders".into(),
             pooler: None,
+            scram_iterations: None,
         }
     }
 

@@ -610,3 +610,36 @@ fn capacity_problems_are_located() {
         assert!(problem.starts_with(expected), "{line}:\n{problem}");
     }
 }
+
+#[test]
+fn passwords_scram_iterations_and_its_problems() {
+    assert_eq!(Config::default().passwords.scram_iterations, 4096);
+    assert_eq!(
+        config("passwords: {scramIterations: 256}\n")
+            .passwords
+            .scram_iterations,
+        256
+    );
+    assert_eq!(
+        config("passwords: {scramIterations: 1}\n")
+            .passwords
+            .scram_iterations,
+        1
+    );
+    for (text, expected) in [
+        (
+            "passwords: {scramIterations: 0}\n",
+            "error: /etc/pgtenant/pgtenant.yaml:1:30: passwords.scramIterations: expected a SCRAM iteration count from 1 to 1000000, found the number `0`\n  help: e.g. `scramIterations: 4096` (PostgreSQL's default; docs/config.md says when fewer are safe)",
+        ),
+        (
+            "passwords: {scramIterations: many}\n",
+            "error: /etc/pgtenant/pgtenant.yaml:1:30: passwords.scramIterations: expected a SCRAM iteration count from 1 to 1000000, found the string `many`\n  help: e.g. `scramIterations: 4096` (PostgreSQL's default; docs/config.md says when fewer are safe)",
+        ),
+        (
+            "passwords: {scramIteration: 16}\n",
+            "error: /etc/pgtenant/pgtenant.yaml:1:13: passwords.scramIteration: unknown key `scramIteration`\n  help: did you mean `scramIterations`?",
+        ),
+    ] {
+        assert_eq!(only_problem(text), expected, "{text}");
+    }
+}

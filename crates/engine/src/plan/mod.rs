@@ -246,6 +246,8 @@ pub struct PlanContext {
     pub guard: DropGuard,
     /// Extensions that need superuser and that the platform allows (seed 004's `superuser_extensions`).
     pub superuser_extensions: BTreeSet<String>,
+    /// The iteration count tenant logins' SCRAM verifiers must have (`passwords.scramIterations`).
+    pub scram_iterations: u32,
     /// The time of this run (RFC 3339, UTC), written where the plan records a moment.
     pub now: String,
     /// Tenants (`NS/DB`) to plan for; empty: all.

@@ -287,6 +287,25 @@ impl TenantPlanner<'_> {
                 },
             ),
             (_, Some(stored)) => {
+                if stored.scram_iterations != self.context.scram_iterations {
+                    // The same password, set again: applications and sessions are unaffected.
+                    self.push(
+                        Phase::Roles,
+                        Action::SetPassword {
+                            sql: sql::set_password(&Ident::new(stored.username.as_str())),
+                            role: Ident::new(stored.username.as_str()),
+                            secret_path: secret_path.clone(),
+                            dbname: dbname.to_string(),
+                            pooler: self.context.pooler_for(self.tenant),
+                        },
+                        format!(
+                            "the stored password's SCRAM verifier has {} iterations, the platform's \
+                             passwords.scramIterations is {}: setting the same password again",
+                            stored.scram_iterations,
+                            self.context.scram_iterations
+                        ),
+                    );
+                }
                 let current = (&stored.endpoint, stored.port, stored.dbname.as_str());
                 let wanted = (
                     &self.context.endpoint_host,

@@ -43,6 +43,7 @@ fn context() -> PlanContext {
         pooler_lookup: false,
         guard: DropGuard::default(),
         superuser_extensions: Default::default(),
+        scram_iterations: pgtenant_secrets::DEFAULT_SCRAM_ITERATIONS,
         now: "2026-11-21T09:00:00Z".into(),
         scope: Default::default(),
         platform_environment: None,
@@ -95,6 +96,7 @@ fn converge(observed: &mut Observed, tenant: &DesiredTenant) {
                 port: 5432,
                 dbname: db.into(),
                 pooler: None,
+                scram_iterations: pgtenant_secrets::DEFAULT_SCRAM_ITERATIONS,
             },
         );
     }
@@ -1260,4 +1262,44 @@ fn auth_query_is_refused_without_a_superuser_control_role() {
     for needed in ["auth: query", "superuser", "auth: file", CONTROL] {
         assert!(blocked[0].contains(needed), "{needed}: {}", blocked[0]);
     }
+}
+
+/// A platform iteration count other than the one each stored credential records: every login's
+/// password is set again (the same one: the executor reuses a stored password of the same login),
+/// nothing else; a credential that records the new count plans nothing.
+#[test]
+fn a_changed_scram_iteration_count_sets_each_logins_password_again() {
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let mut observed = empty_cluster();
+    converge(&mut observed, &desired.tenants[0]);
+    let fewer = PlanContext {
+        scram_iterations: 256,
+        ..context()
+    };
+    let planned = plan(&desired, &observed, &fewer);
+    let logins: Vec<&str> = desired.tenants[0]
+        .roles
+        .iter()
+        .filter(|r| r.secret_path.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    assert!(!logins.is_empty());
+    let set: Vec<&str> = planned
+        .operations
+        .iter()
+        .map(|op| match &op.action {
+            Action::SetPassword { role, sql, .. } => {
+                assert!(sql.starts_with("ALTER ROLE"), "{sql}");
+                assert!(op.why.contains("4096 iterations"), "{}", op.why);
+                role.as_str()
+            }
+            other => panic!("only passwords are set again: {other:?}"),
+        })
+        .collect();
+    assert_eq!(set, logins, "{}", render(&planned));
+    for credential in observed.stored_credentials.values_mut() {
+        credential.scram_iterations = 256;
+    }
+    assert!(plan(&desired, &observed, &fewer).is_converged());
+    assert!(!plan(&desired, &observed, &context()).is_converged());
 }
