@@ -288,12 +288,11 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
     if crate::fleet::applies(context) {
         return crate::fleet::run(context, args, true);
     }
-    // A pooler's sync after the apply rewrites its databases file from every declared tenant:
-    // it needs the whole repo.
-    let only_scope = crate::commands::cluster::pooler_of(context)?.is_none();
+    // A pooler's sync after a scoped apply replaces only the scoped tenants' entries and logins:
+    // the scoped load is enough for it too.
     let (repo, desired, request) =
         args.common
-            .load_reading(context, args.guard.drop_guard(), only_scope)?;
+            .load_reading(context, args.guard.drop_guard(), true)?;
     let reconciler = args.common.reconciler(context)?;
     let format = args.common.format;
     let mut progress = None;
