@@ -274,13 +274,43 @@ impl Context {
         given: Option<&Path>,
         allow_not_a_repo: bool,
     ) -> Result<pgtenant_spec::LoadedRepo> {
+        self.load_repo_for(given, allow_not_a_repo, &BTreeSet::new())
+    }
+
+    /// [`Self::load_repo`] reading only the values files that can declare or collide with the
+    /// tenants `scope` (`NS/DB`; empty: every file), so that its cost does not grow with the
+    /// repo. When what it read does not declare every one of them (a removal, a broken file of
+    /// theirs), the whole repo is read after all: a removal is planned, and its guards judged,
+    /// against everything the repo declares.
+    pub fn load_repo_for(
+        &self,
+        given: Option<&Path>,
+        allow_not_a_repo: bool,
+        scope: &BTreeSet<String>,
+    ) -> Result<pgtenant_spec::LoadedRepo> {
         let root = self.repo(given);
-        let repo = pgtenant_spec::load_repo(&root)
-            .with_context(|| format!("reading the apps repo {}", root.display()))?;
+        let reading = || format!("reading the apps repo {}", root.display());
+        let options = pgtenant_spec::LoadOptions::from_env().with_context(reading)?;
+        let mut repo =
+            pgtenant_spec::load_repo_scoped(&root, scope, &options).with_context(reading)?;
+        let declared = |tenant: &String| repo.databases.iter().any(|d| d.tenant_id() == *tenant);
+        if !scope.iter().all(declared) {
+            repo = pgtenant_spec::load_repo_with(&root, &options).with_context(reading)?;
+        }
         if !allow_not_a_repo {
             repo.ensure_apps_repo()?;
         }
         crate::render::diagnostics(&repo);
+        if !repo.not_read.is_empty() {
+            eprintln!(
+                "--tenant: read {} of {} values file(s), those that can declare or collide with the \
+                 named tenant(s); the other {} were not read, so their problems are not reported here \
+                 (a run without --tenant reads every file)",
+                repo.files_read.len(),
+                repo.files_read.len() + repo.not_read.len(),
+                repo.not_read.len()
+            );
+        }
         Ok(repo)
     }
 

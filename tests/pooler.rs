@@ -288,6 +288,97 @@ async fn tenants_join_and_leave_the_pooler_without_a_restart_or_cut_sessions() {
         .expect("A's pooled session survives B's removal");
 }
 
+/// `apply --tenant` of a new tenant reads only the values files that can declare it, pools C and
+/// adds its logins, and leaves every other tenant's pool entry and verifiers as they were: the
+/// pooler replaces only the scoped tenant's lines, it does not render the others again from
+/// what the scoped run read. A following full apply finds nothing to change in the pooler, and a
+/// scoped apply of C once it is removed takes out C's lines alone.
+#[tokio::test]
+async fn a_scoped_apply_reads_only_its_tenant_and_keeps_every_other_pool_entry_and_login() {
+    let Some(p) = Pooled::new() else { return };
+    p.env.declare("north", "a", &[("a", "standard")]);
+    p.env.declare("south", "b", &[("b", "standard")]);
+    p.up();
+    p.ok(&["apply"]);
+    let files = || {
+        ["databases.ini", "users.txt"]
+            .map(|name| std::fs::read_to_string(p.pooler_dir().join(name)).unwrap())
+    };
+    let lines = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines().map(str::to_string).collect()
+    };
+    let before = files();
+    assert!(before[0].contains("north-a = ") && before[0].contains("south-b = "));
+    let a = connect(&p.pooled_url("north/a", "write", None))
+        .await
+        .unwrap();
+    a.batch_execute("SELECT 1").await.unwrap();
+
+    p.env.declare("west", "c", &[("c", "standard")]);
+    let scoped = p.ok(&["apply", "--tenant", "west/c"]);
+    assert!(
+        scoped.stderr.contains("read 1 of 3 values file(s)"),
+        "the scoped load read only west/c's file:\n{}",
+        scoped.stderr
+    );
+    let after = files();
+    for (file, (was, is)) in ["databases.ini", "users.txt"]
+        .iter()
+        .zip(before.iter().zip(after.iter()))
+    {
+        let (was, is) = (lines(was), lines(is));
+        assert!(
+            was.is_subset(&is),
+            "{file}: a line of A or B changed or left:\n{is:?}"
+        );
+        let added: Vec<_> = is.difference(&was).collect();
+        assert!(!added.is_empty(), "{file}: C was added");
+        assert!(
+            added
+                .iter()
+                .all(|line| line.trim_start_matches('"').starts_with("west-c")),
+            "{file}: only C's lines are new: {added:?}"
+        );
+    }
+    let c = connect(&p.pooled_url("west/c", "write", None))
+        .await
+        .expect("C is reachable through the pooler at once");
+    c.batch_execute("SELECT 1").await.unwrap();
+    a.batch_execute("SELECT 1")
+        .await
+        .expect("A's pooled session survives C's scoped arrival");
+    let b = connect(&p.pooled_url("south/b", "write", None))
+        .await
+        .expect("B still logs in through the pooler");
+    b.batch_execute("SELECT 1").await.unwrap();
+
+    p.ok(&["apply"]);
+    assert_eq!(
+        files(),
+        after,
+        "a full apply after the scoped one changes nothing in the pooler's files"
+    );
+    a.batch_execute("SELECT 1").await.unwrap();
+
+    // C removed from the repo: its scoped apply reads the whole repo and C's lines go, alone.
+    p.env.remove("west/c/values.yaml");
+    p.ok(&[
+        "apply",
+        "--tenant",
+        "west/c",
+        "--allow-namespace-removal",
+        "west",
+    ]);
+    assert_eq!(
+        files(),
+        before,
+        "C's entry and logins left, A's and B's stayed"
+    );
+    a.batch_execute("SELECT 1")
+        .await
+        .expect("A's pooled session survives C's scoped removal");
+}
+
 #[tokio::test]
 async fn rotation_and_grace_work_through_the_pooler_at_once() {
     let Some(p) = Pooled::new() else { return };

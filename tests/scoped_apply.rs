@@ -116,3 +116,53 @@ async fn a_scoped_apply_still_refuses_to_reassign_what_a_tenant_role_owns_elsewh
         .get(0);
     assert_eq!(owner, "team-a-write", "nothing was reassigned");
 }
+
+#[tokio::test]
+async fn a_scoped_apply_reads_only_the_files_that_can_declare_or_collide_with_its_tenant() {
+    let env = Env::new();
+    env.declare("team", "a", &[("a", "standard")]);
+    env.apply();
+    // Broken, in a namespace that can neither declare team/new nor make its database name.
+    env.write(
+        "other/app/values.yaml",
+        "postgresqlDatabases:\n  - name: [oops\n",
+    );
+    env.declare("team", "new", &[("new", "standard")]);
+    let out = env.run(&["apply", "--tenant", "team/new", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("read 2 of 3 values file(s)")
+            && out.stderr.contains("the other 1 were not read"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("other/app"), "{}", out.stderr);
+    assert!(env.database_exists("team-new").await);
+    // A run without --tenant still reads it, reports it and holds every drop.
+    let full = env.plan();
+    assert_eq!(full.code, 1, "{}", full.stderr);
+    assert!(
+        full.stderr.contains("other/app/values.yaml"),
+        "{}",
+        full.stderr
+    );
+
+    // `team/x-y` and `team-x/y` both become the database `team-x-y`: the scoped run reads the
+    // prefix namespace `team` and refuses both.
+    env.declare("team-x", "y", &[("y", "standard")]);
+    env.declare("team", "xy", &[("x-y", "standard")]);
+    for command in ["plan", "apply"] {
+        let out = env.run(&[command, "--tenant", "team-x/y", "--format", "json"]);
+        assert_eq!(out.code, 1, "{command}: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("team-x/y/values.yaml")
+                && out.stderr.contains("collides with `team/x-y`"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+    assert!(!env.database_exists("team-x-y").await);
+    // The tenant applied before is untouched by all this, and so is its plan.
+    let out = env.run(&["plan", "--tenant", "team/a", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+}

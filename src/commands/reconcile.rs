@@ -77,9 +77,28 @@ impl ReconcileArgs {
         context: &Context,
         guard: DropGuard,
     ) -> Result<(pgtenant_spec::LoadedRepo, Desired, Request)> {
+        self.load_reading(context, guard, false)
+    }
+
+    /// [`Self::load`]; with `only_scope` and --tenant, only the values files that can declare or
+    /// collide with the named tenants are read and derived ([`Context::load_repo_for`]). The plan
+    /// of a declared tenant in scope depends on nothing else: its observation is narrowed to its
+    /// own roles and databases, whose names it derives, so no removal of another tenant is
+    /// planned, and whatever else is planned for others is cut by the scope.
+    pub(crate) fn load_reading(
+        &self,
+        context: &Context,
+        guard: DropGuard,
+        only_scope: bool,
+    ) -> Result<(pgtenant_spec::LoadedRepo, Desired, Request)> {
         let scope = self.scope()?;
+        let read = if only_scope {
+            scope.clone()
+        } else {
+            BTreeSet::new()
+        };
         // The flag that allows dropping everything also accepts a directory without values files.
-        let repo = context.load_repo(self.repo.as_deref(), guard.allow_empty_repo)?;
+        let repo = context.load_repo_for(self.repo.as_deref(), guard.allow_empty_repo, &read)?;
         let desired = Desired::from_repo(&repo);
         let request = Request {
             guard,
@@ -256,7 +275,9 @@ pub fn plan(context: &Context, args: &RepoArgs) -> Result<u8> {
             crate::fleet::Mode::Plan,
         );
     }
-    let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
+    let (repo, desired, request) =
+        args.common
+            .load_reading(context, args.guard.drop_guard(), true)?;
     let reconciler = args.common.reconciler(context)?;
     let planned = runtime()?.block_on(reconciler.plan(&desired, &request))?;
     render::plan(&planned.plan, &repo, args.common.format)?;
@@ -278,7 +299,11 @@ pub fn apply(context: &Context, args: &RepoArgs) -> Result<u8> {
             crate::fleet::Mode::Apply,
         );
     }
-    let (repo, desired, request) = args.common.load(context, args.guard.drop_guard())?;
+    // A pooler's sync after a scoped apply replaces only the scoped tenants' entries and logins:
+    // the scoped load is enough for it too.
+    let (repo, desired, request) =
+        args.common
+            .load_reading(context, args.guard.drop_guard(), true)?;
     let reconciler = args.common.reconciler(context)?;
     let format = args.common.format;
     let mut progress = None;
@@ -401,7 +426,7 @@ pub fn check(context: &Context, args: &CheckArgs) -> Result<u8> {
         let mode = crate::fleet::Mode::Check;
         return crate::fleet::run(context, args, DropGuard::default(), mode);
     }
-    let (repo, desired, request) = args.load(context, DropGuard::default())?;
+    let (repo, desired, request) = args.load_reading(context, DropGuard::default(), true)?;
     let reconciler = args.reconciler(context)?;
     let planned = runtime()?.block_on(reconciler.plan(&desired, &request))?;
     let mut report = check::report(&desired, &planned.observed, &planned.plan);

@@ -79,8 +79,10 @@ pub struct PoolStats {
 /// What an apply touched, for [`PoolerSync::sync_scoped`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncScope {
-    /// The tenants (`NS/DB`) whose logins may have changed; None: every tenant (a full sync, as
-    /// after an unscoped run or a drift pass, which may find what changed behind pgtenant's back).
+    /// The tenants (`NS/DB`) whose logins may have changed, after a run scoped with `--tenant`
+    /// (`--full` too: it verifies those tenants, and the Desired state of a scoped run may hold
+    /// only them); None: every tenant (a full sync, as after an unscoped run or a drift pass,
+    /// which may find what changed behind pgtenant's back).
     pub tenants: Option<BTreeSet<String>>,
     /// Logins whose password the apply set, to [`scram_verifier`] of the password now stored:
     /// the server has that verifier, so the pooler records it without setting it again.
@@ -88,8 +90,8 @@ pub struct SyncScope {
 }
 
 impl SyncScope {
-    /// The scope of an apply of `request` that ran `plan` to `outcome`. A scoped run that was not
-    /// a full verification syncs only its tenants. A login counts as set by the apply only when
+    /// The scope of an apply of `request` that ran `plan` to `outcome`. A scoped run syncs only
+    /// its tenants. A login counts as set by the apply only when
     /// its tenant ran every planned operation without error: after a failure the server may not
     /// have the stored password's verifier, and the sync sets it.
     pub fn after(request: &Request, plan: &Plan, outcome: &ApplyOutcome) -> Self {
@@ -109,7 +111,7 @@ impl SyncScope {
             })
             .collect();
         SyncScope {
-            tenants: (!request.scope.is_empty() && !request.full).then(|| request.scope.clone()),
+            tenants: (!request.scope.is_empty()).then(|| request.scope.clone()),
             set_by_apply,
         }
     }
@@ -371,7 +373,7 @@ mod tests {
     }
 
     /// Only the logins of tenants that ran their whole plan count as set by the apply; a scoped
-    /// run syncs its tenants, an unscoped or full one everything.
+    /// run syncs its tenants (with `--full` too), an unscoped one everything.
     #[test]
     fn a_sync_scope_names_only_passwords_a_complete_tenant_set() {
         let plan = Plan {
@@ -401,9 +403,12 @@ mod tests {
         assert_eq!(scope.tenants, Some(scoped.scope.clone()));
         let full = Request {
             full: true,
-            ..scoped
+            ..scoped.clone()
         };
-        assert_eq!(SyncScope::after(&full, &plan, &outcome).tenants, None);
+        assert_eq!(
+            SyncScope::after(&full, &plan, &outcome).tenants,
+            Some(scoped.scope.clone())
+        );
         assert_eq!(
             SyncScope::after(&Request::default(), &plan, &outcome).tenants,
             None

@@ -206,12 +206,8 @@ impl Pooler {
             (!configured).then(|| (host.to_string(), port));
         changed |= before != self.target();
         let path = self.dir().join(render::DATABASES_FILE);
-        let entries: Vec<Entry> = match std::fs::read_to_string(&path) {
-            Ok(text) => render::parse_databases(&text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(PoolerError::io(&path, e)),
-        };
-        let entries: Vec<Entry> = entries
+        let entries: Vec<Entry> = self
+            .written_entries()?
             .into_iter()
             .map(|entry| Entry {
                 host: host.to_string(),
@@ -495,10 +491,14 @@ impl Pooler {
             .await
     }
 
-    /// [`Self::sync_now`] after an apply that touched only `scope.tenants`: every declared
-    /// tenant's pool entry still (rendering them is cheap), but only the logins of the tenants in
-    /// scope are read from the store and checked; the others keep the verifiers the state has
-    /// (a full sync, after an unscoped run or a drift pass, checks them all). The logins in
+    /// [`Self::sync_now`] after an apply that touched only `scope.tenants`. Of `desired`, only the
+    /// tenants in scope are read, so it is correct whether `desired` holds the whole repo or only
+    /// what a scoped load read: their pool entries are rendered again (an entry goes when its
+    /// tenant opted out), their logins are read from the store and checked; every other entry of
+    /// the databases file, and every other login's verifier, stays as pgtenant's files and state
+    /// have them. A tenant in scope that `desired` does not declare was removed from the repo (the
+    /// scoped load reads the whole repo then): its entry and the logins the state records for it
+    /// go, as a full sync would remove them. A full sync, after an unscoped run, checks them all. The logins in
     /// `scope.set_by_apply` have just been given their stored password's verifier by the apply:
     /// it is recorded, not set again.
     pub async fn sync_scoped(
@@ -512,34 +512,83 @@ impl Pooler {
         // followed a new primary since this one was made: the state file says where entries point.
         *self.followed.write().expect("not poisoned") =
             followed(self.dir(), &self.server_host, self.server_port)?;
-        let entries: Vec<Entry> = desired
-            .tenants
-            .iter()
-            .filter_map(|t| self.entry(t))
-            .collect();
-        let (logins, unchanged) = match &scope.tenants {
-            None => (Self::logins_of(&desired.tenants), None),
-            Some(tenants) => {
-                let in_scope = |t: &&DesiredTenant| tenants.contains(&t.id);
-                (
-                    Self::logins_in(desired.tenants.iter().filter(in_scope)),
-                    Some(Self::logins_in(
-                        desired.tenants.iter().filter(|t| !in_scope(t)),
-                    )),
-                )
+        let tenants: Vec<&DesiredTenant> = match &scope.tenants {
+            None => desired.tenants.iter().collect(),
+            Some(scope) => desired
+                .tenants
+                .iter()
+                .filter(|t| scope.contains(&t.id))
+                .collect(),
+        };
+        let entries = match &scope.tenants {
+            None => tenants.iter().filter_map(|t| self.entry(t)).collect(),
+            Some(scope) => {
+                // A tenant in scope that `desired` does not declare was removed (the scoped load
+                // then read the whole repo): its entry goes, as in a full sync, unless another
+                // tenant declares a database of the same name.
+                let declared: BTreeSet<&str> = desired
+                    .tenants
+                    .iter()
+                    .map(|t| t.database.as_str())
+                    .collect();
+                let removed: BTreeSet<String> = scope
+                    .iter()
+                    .filter(|id| !tenants.iter().any(|t| t.id == **id))
+                    .filter_map(|id| pgtenant_spec::TenantId::parse(id).ok())
+                    .map(|t| t.database())
+                    .filter(|database| !declared.contains(database.as_str()))
+                    .collect();
+                self.entries_replacing(&tenants, &removed)?
             }
         };
+        let logins = Self::logins_in(tenants.iter().copied());
+        let owners: BTreeMap<String, String> = tenants
+            .iter()
+            .flat_map(|t| {
+                t.login_roles()
+                    .map(|r| (r.name.as_str().to_string(), t.id.clone()))
+            })
+            .collect();
         self.sync_with(
             connector,
             store,
             Sync {
                 logins: &logins,
                 entries: Some(&entries),
-                unchanged: unchanged.as_deref(),
+                scope: scope.tenants.as_ref(),
+                owners: &owners,
                 set_by_apply: &scope.set_by_apply,
             },
         )
         .await
+    }
+
+    /// The entries of the databases file pgtenant wrote last (none before the first).
+    fn written_entries(&self) -> Result<Vec<Entry>, PoolerError> {
+        let path = self.dir().join(render::DATABASES_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(render::parse_databases(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(PoolerError::io(&path, e)),
+        }
+    }
+
+    /// The written entries, those of `tenants`' databases replaced by what they declare now (none
+    /// for a tenant that opted out of pooling), those of `removed` gone; every other entry exactly
+    /// as the file has it.
+    fn entries_replacing(
+        &self,
+        tenants: &[&DesiredTenant],
+        removed: &BTreeSet<String>,
+    ) -> Result<Vec<Entry>, PoolerError> {
+        let replaced: BTreeSet<&str> = tenants.iter().map(|t| t.database.as_str()).collect();
+        let mut entries: Vec<Entry> = self
+            .written_entries()?
+            .into_iter()
+            .filter(|e| !replaced.contains(e.database.as_str()) && !removed.contains(&e.database))
+            .collect();
+        entries.extend(tenants.iter().filter_map(|t| self.entry(t)));
+        Ok(entries)
     }
 
     /// Brings the auth file in line with the stored credentials of `logins` (role, secret path)
@@ -568,7 +617,8 @@ impl Pooler {
             Sync {
                 logins,
                 entries,
-                unchanged: None,
+                scope: None,
+                owners: &BTreeMap::new(),
                 set_by_apply: &BTreeSet::new(),
             },
         )
@@ -584,7 +634,8 @@ impl Pooler {
         let Sync {
             logins,
             entries,
-            unchanged,
+            scope,
+            owners,
             set_by_apply,
         } = sync;
         let engine =
@@ -596,10 +647,10 @@ impl Pooler {
             changes.push("pgbouncer.ini".to_string());
         }
         changes.extend(
-            self.ensure_lookup_login(connector, store, &mut state, unchanged.is_none())
+            self.ensure_lookup_login(connector, store, &mut state, scope.is_none())
                 .await?,
         );
-        let (listed, stored) = if unchanged.is_some() {
+        let (listed, stored) = if scope.is_some() {
             // Scoped: only these logins' credentials and journals, without listing the store.
             let paths: Vec<_> = logins
                 .iter()
@@ -627,18 +678,27 @@ impl Pooler {
             (listed, stored)
         };
         let mut keep = BTreeSet::new();
-        // Logins out of scope keep what the state has, their grace twins too.
-        for (role, _) in unchanged.unwrap_or_default() {
-            for name in [role.clone(), alternate_name(role)] {
-                if state.verifiers.contains_key(&name) {
-                    keep.insert(name);
-                }
-            }
+        if let Some(scope) = scope {
+            // Every login that is not one of the tenants in scope keeps what the state has.
+            let replaced: BTreeSet<String> = logins
+                .iter()
+                .flat_map(|(role, _)| [role.clone(), alternate_name(role)])
+                .collect();
+            let of_scope = |login: &String| {
+                replaced.contains(login)
+                    || state.tenants.get(login).is_some_and(|t| scope.contains(t))
+            };
+            keep.extend(state.verifiers.keys().filter(|l| !of_scope(l)).cloned());
         }
         let mut twins = BTreeSet::new();
         let mut to_set = Vec::new();
         for (role, path) in logins {
             let alternate = alternate_name(role);
+            if let Some(tenant) = owners.get(role) {
+                for name in [role, &alternate] {
+                    state.tenants.insert(name.clone(), tenant.clone());
+                }
+            }
             if listed.contains(&journal_path(path)) {
                 // A password change in flight: whatever the server has now, the state knew last.
                 keep.insert(role.clone());
@@ -721,9 +781,13 @@ impl Pooler {
             }
         }
         let State {
-            verifiers, digests, ..
+            verifiers,
+            digests,
+            tenants,
+            ..
         } = &mut state;
         digests.retain(|login, _| verifiers.contains_key(login));
+        tenants.retain(|login, _| verifiers.contains_key(login));
         {
             let _files = tracing::info_span!("pooler_files").entered();
             state.save(self.dir())?;
@@ -765,13 +829,15 @@ impl Pooler {
     }
 }
 
-/// What one sync covers: `logins` are read from the store and checked; `entries` (the whole
-/// fleet's) replace the databases file, and then every login neither in `logins` nor in
-/// `unchanged` leaves the auth file; `unchanged` (Some: a scoped sync) keep what the state has.
+/// What one sync covers: `logins` are read from the store and checked; `entries` replace the
+/// databases file, and then every login not in `logins` leaves the auth file, except, with
+/// `scope` (the tenants of a scoped sync), every login the state does not record as one of
+/// theirs. `owners`: the tenant of each role in `logins`, recorded in the state.
 struct Sync<'a> {
     logins: &'a [(String, SecretPath)],
     entries: Option<&'a [Entry]>,
-    unchanged: Option<&'a [(String, SecretPath)]>,
+    scope: Option<&'a BTreeSet<String>>,
+    owners: &'a BTreeMap<String, String>,
     set_by_apply: &'a BTreeSet<String>,
 }
 

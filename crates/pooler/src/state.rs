@@ -25,6 +25,11 @@ pub struct State {
     /// was made from: a sync recomputes a verifier only when the password changed.
     #[serde(default)]
     pub digests: BTreeMap<String, String>,
+    /// Login → the tenant (`NS/DB`) it was last synced for: a sync scoped to some tenants
+    /// replaces only their logins and keeps every other one as this file has it. A login not
+    /// recorded here (a state from before) is kept by a scoped sync until a full one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, String>,
     /// The key of those digests, random, never leaves this file.
     #[serde(default = "random_secret")]
     pub digest_key: String,
@@ -81,6 +86,7 @@ impl State {
                     admin_password: random_secret(),
                     verifiers: BTreeMap::new(),
                     digests: BTreeMap::new(),
+                    tenants: BTreeMap::new(),
                     digest_key: random_secret(),
                     primary: None,
                     lookup: None,

@@ -39,9 +39,9 @@ pub use model::{
 };
 pub use parse::{describe, listed, syntax_error};
 pub use repo::{
-    find_values_files, load_repo, load_repo_from_checked, load_repo_from_texts, load_repo_with,
-    read_values_file, read_values_file_with, CheckedValuesFile, LoadOptions, LoadedRepo, SpecError,
-    DEFAULT_MAX_VALUES_FILE_BYTES, MAX_VALUES_FILE_BYTES_ENV, VALUES_FILES,
+    find_values_files, load_repo, load_repo_from_checked, load_repo_from_texts, load_repo_scoped,
+    load_repo_with, read_values_file, read_values_file_with, CheckedValuesFile, LoadOptions,
+    LoadedRepo, SpecError, DEFAULT_MAX_VALUES_FILE_BYTES, MAX_VALUES_FILE_BYTES_ENV, VALUES_FILES,
 };
 pub use schema::{draft07_schema_for, schema_text, values_file_schema, values_file_schema_text};
 pub use suggest::{closest, closest_word};

@@ -77,6 +77,11 @@ pub struct LoadedRepo {
     /// Files with at least one error, relative to the repo root and sorted. They contribute no
     /// databases: the tenants they declare are unknown and must be left alone.
     pub failed_files: Vec<PathBuf>,
+    /// Values files found but not read, relative to the repo root and sorted: by a
+    /// [`load_repo_scoped`], those that can neither declare its tenants nor collide with them.
+    /// Their databases and problems are unknown. Empty for a full load.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_read: Vec<PathBuf>,
 }
 
 impl LoadedRepo {
@@ -97,6 +102,7 @@ impl LoadedRepo {
     pub fn app_values_files(&self) -> usize {
         self.files_read
             .iter()
+            .chain(&self.not_read)
             .filter(|file| is_app_values_file(file))
             .count()
     }
@@ -171,6 +177,57 @@ pub fn load_repo_with(root: &Path, options: &LoadOptions) -> Result<LoadedRepo, 
         })
         .collect();
     Ok(load_repo_from_texts(root, texts))
+}
+
+/// [`load_repo_with`] for the tenants `scope` only (`namespace/name`, as [`TenantId`] parses
+/// them): of the values files found, only those that can declare one of them or collide with one
+/// are read, the others are listed in [`LoadedRepo::not_read`]. Databases collide on their name
+/// `<namespace>-<name>`, so the files read are those of each namespace that is, up to a `-`, a
+/// prefix of a scoped tenant's database name (its own namespace included), and files outside any
+/// namespace folder. What is read is checked exactly as a full load checks it: a broken file in
+/// the scope is an error, a collision with a prefix namespace is found. An empty scope reads
+/// everything.
+///
+/// [`TenantId`]: crate::TenantId
+pub fn load_repo_scoped(
+    root: &Path,
+    scope: &BTreeSet<String>,
+    options: &LoadOptions,
+) -> Result<LoadedRepo, SpecError> {
+    let databases: Vec<String> = scope.iter().map(|t| t.replacen('/', "-", 1)).collect();
+    let (read, not_read): (Vec<PathBuf>, Vec<PathBuf>) = find_values_files(root)?
+        .into_iter()
+        .partition(|file| scope.is_empty() || can_declare_or_collide(file, &databases));
+    let texts = read
+        .into_iter()
+        .map(|relative| {
+            let text = read_values_file_with(root, &relative, options);
+            (relative, text)
+        })
+        .collect();
+    Ok(LoadedRepo {
+        not_read,
+        ..load_repo_from_texts(root, texts)
+    })
+}
+
+/// Whether the values file `relative` can declare a database named one of `databases`: every
+/// database it declares is named `<namespace>-<name>` after its first folder, the namespace.
+/// A file outside any namespace folder is always read, and so is a folder whose name is not
+/// UTF-8 (it is reported when read).
+fn can_declare_or_collide(relative: &Path, databases: &[String]) -> bool {
+    let mut components = relative.components();
+    let (Some(first), Some(_)) = (components.next(), components.next()) else {
+        return true;
+    };
+    let Some(namespace) = first.as_os_str().to_str() else {
+        return true;
+    };
+    databases.iter().any(|database| {
+        database
+            .strip_prefix(namespace)
+            .is_some_and(|rest| rest.starts_with('-'))
+    })
 }
 
 /// [`load_repo`] from values files already read (`relative` path, text or why it could not be
@@ -258,6 +315,7 @@ fn assemble(root: &Path, files: impl Iterator<Item = (PathBuf, CheckedValuesFile
         diagnostics,
         files_read,
         failed_files,
+        not_read: Vec::new(),
     }
 }
 
@@ -624,6 +682,102 @@ mod tests {
                 ("other/shared".to_owned(), Mode::Standard),
             ]
         );
+    }
+
+    fn scope(tenants: &[&str]) -> BTreeSet<String> {
+        tenants.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn a_scoped_load_reads_the_namespaces_that_can_collide_and_finds_the_collision() {
+        let dir = repo(&[
+            // `a/b-c` and `a-b/c` both become the database `a-b-c`.
+            ("a/x/values.yaml", "postgresqlDatabases:\n  - name: b-c\n"),
+            ("a-b/y/values.yaml", "postgresqlDatabases:\n  - name: c\n"),
+            // Another folder of the same namespace is read, a longer namespace is not.
+            (
+                "a-b/z/values.yaml",
+                "postgresqlDatabases:\n  - name: other\n",
+            ),
+            ("a-bc/w/values.yaml", "postgresqlDatabases:\n  - name: c\n"),
+            // Broken, but it can neither declare `a-b/c` nor collide with it.
+            (
+                "zz/q/values.yaml",
+                "postgresqlDatabases:\n  - name: [oops\n",
+            ),
+        ]);
+        let options = LoadOptions::default();
+        let scoped = load_repo_scoped(dir.path(), &scope(&["a-b/c"]), &options).unwrap();
+        assert_eq!(
+            scoped.files_read,
+            paths(&["a/x/values.yaml", "a-b/y/values.yaml", "a-b/z/values.yaml"])
+        );
+        assert_eq!(
+            scoped.not_read,
+            paths(&["a-bc/w/values.yaml", "zz/q/values.yaml"])
+        );
+        assert_eq!(
+            scoped.failed_files,
+            paths(&["a/x/values.yaml", "a-b/y/values.yaml"])
+        );
+        assert_eq!(tenants(&scoped), [("a-b/other".to_owned(), Mode::Standard)]);
+        let full = load_repo_with(dir.path(), &options).unwrap();
+        assert!(full.not_read.is_empty());
+        // What the scoped load reports is what the full load reports about those files.
+        let about_scope = |loaded: &LoadedRepo| -> Vec<String> {
+            loaded
+                .diagnostics
+                .iter()
+                .filter(|d| scoped.files_read.contains(&d.location.file))
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(about_scope(&scoped), about_scope(&full));
+        assert_eq!(about_scope(&scoped), rendered(&scoped));
+        assert!(
+            rendered(&scoped)[0].contains("collides with"),
+            "{:?}",
+            rendered(&scoped)
+        );
+        // Not read is not lost: the unread files still make the folder an apps repo.
+        assert_eq!(scoped.app_values_files(), full.app_values_files());
+    }
+
+    #[test]
+    fn a_scoped_load_of_a_declared_tenant_equals_the_full_load_of_its_files() {
+        let dir = repo(&[
+            (
+                "shop/cart/values.yaml",
+                "postgresqlDatabases:\n  - name: cart\n",
+            ),
+            (
+                "shop/web/values.yaml",
+                "postgresqlDatabases:\n  - name: web\n",
+            ),
+            ("values.yaml", "postgresqlDatabases:\n  - name: x\n"),
+            (
+                "other/app/values.yaml",
+                "postgresqlDatabases:\n  - name: Not_OK\n",
+            ),
+        ]);
+        let options = LoadOptions::default();
+        let scoped = load_repo_scoped(dir.path(), &scope(&["shop/cart"]), &options).unwrap();
+        assert_eq!(
+            tenants(&scoped),
+            [
+                ("shop/cart".to_owned(), Mode::Standard),
+                ("shop/web".to_owned(), Mode::Standard)
+            ]
+        );
+        // A file outside any namespace folder is read: it is reported as a full load reports it.
+        assert_eq!(scoped.failed_files, paths(&["values.yaml"]));
+        assert_eq!(scoped.not_read, paths(&["other/app/values.yaml"]));
+        // No scope: everything, as load_repo_with.
+        let all = load_repo_scoped(dir.path(), &BTreeSet::new(), &options).unwrap();
+        let full = load_repo_with(dir.path(), &options).unwrap();
+        assert_eq!(rendered(&all), rendered(&full));
+        assert_eq!(all.files_read, full.files_read);
+        assert!(all.not_read.is_empty());
     }
 
     #[test]
