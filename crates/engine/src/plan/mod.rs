@@ -315,10 +315,16 @@ pub fn plan(desired: &Desired, observed: &Observed, context: &PlanContext) -> Pl
 const RELATIONS_PER_GRANT: usize = 500;
 
 /// Two tenants can ask for the same statement (a membership between their roles is seen from both
-/// sides): run it once.
+/// sides): run it once. Not the pooler's lookup role: each tenant's later grant to it needs it to
+/// exist, and tenants run concurrently, so each creates it itself (the statement is idempotent).
 fn dedupe(operations: &mut Vec<Operation>) {
+    let lookup_role = sql::pooler_lookup_role();
+    let is_lookup_role =
+        |op: &Operation| matches!(&op.action, Action::Sql { sql, .. } if *sql == lookup_role);
     let mut seen = BTreeSet::new();
-    operations.retain(|op| is_borrow(op) || seen.insert((op.database.clone(), op.display())));
+    operations.retain(|op| {
+        is_borrow(op) || is_lookup_role(op) || seen.insert((op.database.clone(), op.display()))
+    });
 }
 
 struct TenantPlanner<'a> {

@@ -1242,6 +1242,41 @@ fn auth_query_gives_every_tenant_database_the_lookup_function() {
     );
 }
 
+/// Tenants are applied concurrently: a new tenant's grant of CONNECT to the lookup role must not
+/// depend on another tenant having created it first.
+#[test]
+fn auth_query_has_every_new_tenant_create_the_lookup_role_before_its_grant() {
+    let lookup = PlanContext {
+        pooler_lookup: true,
+        ..context()
+    };
+    let specs = [
+        spec("team", "a", Mode::Standard),
+        spec("team", "b", Mode::Standard),
+    ];
+    let mut observed = empty_cluster();
+    observed.server.is_superuser = true;
+    let now = plan(&desired(&specs), &observed, &lookup);
+    let create = sql::pooler_lookup_role();
+    for tenant in ["team/a", "team/b"] {
+        let ops: Vec<&Operation> = now
+            .operations
+            .iter()
+            .filter(|op| op.tenant == tenant)
+            .collect();
+        let position = |wanted: &dyn Fn(&str) -> bool| {
+            ops.iter()
+                .position(|op| matches!(&op.action, Action::Sql { sql, .. } if wanted(sql)))
+        };
+        let created = position(&|sql| sql == create).expect("the tenant creates the lookup role");
+        let granted = position(&|sql| {
+            sql.starts_with("GRANT CONNECT") && sql.contains(sql::POOLER_LOOKUP_ROLE)
+        })
+        .expect("the tenant grants CONNECT to the lookup role");
+        assert!(created < granted, "{tenant}: {}", render(&now));
+    }
+}
+
 #[test]
 fn auth_query_is_refused_without_a_superuser_control_role() {
     let lookup = PlanContext {
