@@ -75,9 +75,14 @@ async fn two_admin_urls_naming_different_databases_are_serialised() {
         "{}&application_name=ops-runner",
         admin_url_naming(&env, "idp-dev-my-db")
     );
-    let holder = ApplyLock::acquire(&Connector::from_url(&other_url).unwrap())
-        .await
-        .expect("the lock is free");
+    let other = Connector::from_url(&other_url).unwrap();
+    // The embedded cluster's admin URL is its Unix socket when the server listens there.
+    let holder_client = if other.on_socket() {
+        "client local socket"
+    } else {
+        "client 127.0.0.1:"
+    };
+    let holder = ApplyLock::acquire(&other).await.expect("the lock is free");
 
     env.declare("idp-dev", "other", &[("other", "standard")]);
     let out = env.run(&["apply"]);
@@ -95,9 +100,8 @@ async fn two_admin_urls_naming_different_databases_are_serialised() {
         out.stderr
     );
     assert!(
-        // The control role's admin URL is the embedded cluster's Unix socket when it listens there.
-        out.stderr.contains("client local socket") || out.stderr.contains("client 127.0.0.1:"),
-        "and by its client address: {}",
+        out.stderr.contains(holder_client),
+        "and by its client address ({holder_client}): {}",
         out.stderr
     );
     let out = env.run(&["rotate", "idp-dev/my-db", "--role", "read"]);
