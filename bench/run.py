@@ -89,6 +89,12 @@ class Cluster:
             "PGSSLMODE": "verify-full",
             "PGSSLROOTCERT": str(ca),
         }
+        # pgtenant's own transport to its embedded cluster: the private Unix socket (no TLS), when the
+        # server listens there; the baseline is measured over both.
+        socket_dir = self.state / "cluster" / "socket"
+        self.socket_env = None
+        if (socket_dir / f".s.PGSQL.{state['port']}").exists():
+            self.socket_env = {**self.psql_env, "PGHOST": str(socket_dir.resolve()), "PGSSLMODE": "disable"}
 
     def declare(self, name: str):
         folder = self.repo / "bench" / name
@@ -98,12 +104,17 @@ class Cluster:
     def pgtenant(self, *args):
         return timed([self.binary, *args, str(self.repo)], env=self.env)
 
-    def psql(self, script: str):
+    def psql(self, script: str, socket: bool = False):
         path = self.dir / "script.sql"
         path.write_text(script)
         start = time.perf_counter()
-        run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)], env=self.psql_env)
+        run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)], env=self.env_for(socket))
         return time.perf_counter() - start
+
+    def env_for(self, socket: bool) -> dict:
+        if socket and not self.socket_env:
+            raise SystemExit("the embedded cluster does not listen on its Unix socket")
+        return self.socket_env if socket else self.psql_env
 
     def postmaster_pid(self) -> int:
         return int((self.state / "cluster" / "data" / "postmaster.pid").read_text().split()[0])
@@ -129,12 +140,13 @@ class Cluster:
             time.sleep(0.01)
         return elapsed, out, self.children_cpu() - before
 
-    def connect_ms(self, database: str, connections: int = 50) -> float:
-        """Average time of one control-role connection to `database` (TLS, SCRAM, backend start, the
-        CONNECT check), from pgbench -C with a one-query script."""
+    def connect_ms(self, database: str, connections: int = 50, socket: bool = False) -> float:
+        """Average time of one control-role connection to `database` (TLS unless over the socket, SCRAM,
+        backend start, the CONNECT check), from pgbench -C with a one-query script."""
         path = self.dir / "one.sql"
         path.write_text("SELECT 1;\n")
-        out = run(["pgbench", "-n", "-C", "-f", str(path), "-t", str(connections), database], env=self.psql_env)
+        out = run(["pgbench", "-n", "-C", "-f", str(path), "-t", str(connections), database],
+                  env=self.env_for(socket))
         for line in out.stdout.splitlines():
             if line.startswith("average connection time"):
                 return float(line.split("=")[1].split()[0])
@@ -215,7 +227,8 @@ def grow(n_sizes, runs: int, binary: Path) -> list:
             grow_s, _, _ = c.pgtenant("apply", "--format", "json")
             declared = n
             r = {"n": n, "grow": grow_s, "grown_by": n - (results[-1]["n"] if results else 0)}
-            samples = {k: [] for k in ("full", "plan", "check", "sequential", "add", "again", "cpu", "connect")}
+            samples = {k: [] for k in ("full", "plan", "check", "sequential", "sequential_socket", "add", "again",
+                                       "cpu", "connect", "connect_socket")}
             seq = "".join(f'\\c "bench-app{i:04d}"\nSELECT count(*) FROM pg_catalog.pg_class;\n' for i in range(n))
             for _ in range(runs):
                 elapsed, out, cpu = c.backend_cpu(*full, "--format", "json")
@@ -226,7 +239,9 @@ def grow(n_sizes, runs: int, binary: Path) -> list:
                 samples["plan"].append(c.pgtenant("plan", "--format", "json")[0])
                 samples["check"].append(c.pgtenant("check", "--format", "json")[0])
                 samples["sequential"].append(c.psql(seq))
+                samples["sequential_socket"].append(c.psql(seq, socket=True))
                 samples["connect"].append(c.connect_ms(f"bench-app{n - 1:04d}"))
+                samples["connect_socket"].append(c.connect_ms(f"bench-app{n - 1:04d}", socket=True))
                 c.declare(f"extra{extra:04d}")
                 samples["add"].append(c.pgtenant("apply", "--tenant", f"bench/extra{extra:04d}", "--format", "json")[0])
                 # The same tenant again, converged: what a scoped run costs besides its DDL (the lock, the
@@ -249,12 +264,14 @@ def targets(results) -> str:
     first, last = results[0], results[-1]
     mark = lambda ok: "met" if ok else "NOT met"
     full_ratio = last["full"] / last["sequential"]
+    full_socket_ratio = last["full"] / last["sequential_socket"]
     check_ratio = last["check"] / last["sequential"]
     flat = last["add"] / first["add"]
     lines = [
-        f"- full no-op plan at N={last['n']}: {last['full']:.2f} s, {full_ratio:.2f}× the sequential baseline "
+        f"- full no-op plan at N={last['n']}: {last['full']:.2f} s, {full_ratio:.2f}× the sequential baseline over "
+        f"TLS, {full_socket_ratio:.2f}× the same baseline over the Unix socket pgtenant uses "
         f"(target ≤ 15 s and ≤ 0.2×: {mark(last['full'] <= 15 and full_ratio <= 0.2)})",
-        f"- check at N={last['n']}: {last['check']:.2f} s, {check_ratio:.2f}× the sequential baseline; default "
+        f"- check at N={last['n']}: {last['check']:.2f} s, {check_ratio:.2f}× the sequential baseline over TLS; default "
         f"no-op plan {last['plan']:.2f} s (with the skip, idle: target ≤ 2 s: "
         f"{mark(max(last['plan'], last['check']) <= 2)})",
         f"- apply --tenant of one new tenant: {last['add']:.3f} s at N={last['n']} vs {first['add']:.3f} s at "
@@ -268,7 +285,8 @@ def targets(results) -> str:
 def fleet_section(results, args, machine: str) -> str:
     rows = "\n".join(
         f"| {r['n']} | {r['full']:.3f} | {r['plan']:.3f} | {r['check']:.3f} | {r['sequential']:.3f} "
-        f"| {r['full'] / r['sequential']:.2f}× | {r['cpu'] * 1000:.1f} | {r['connect']:.1f} | {r['add']:.3f} "
+        f"| {r['sequential_socket']:.3f} | {r['full'] / r['sequential']:.2f}× | {r['full'] / r['sequential_socket']:.2f}× "
+        f"| {r['cpu'] * 1000:.1f} | {r['connect']:.1f} | {r['connect_socket']:.1f} | {r['add']:.3f} "
         f"| {r['again']:.3f} | {r['grow']:.1f} ({r['grown_by']} new) |"
         for r in results
     )
@@ -280,8 +298,8 @@ to each size in turn; each figure is the median of {args.runs} runs at that size
 
 {machine}
 
-| tenants N | full no-op plan (s) | default no-op plan (s) | check (s) | sequential connect+query (s) | full plan / sequential | backend CPU per tenant database, full plan (ms) | control-role connection (ms) | apply --tenant, 1 new (s) | apply --tenant, same one again (s) | growing to N (s) |
-|---|---|---|---|---|---|---|---|---|---|---|
+| tenants N | full no-op plan (s) | default no-op plan (s) | check (s) | sequential connect+query, TLS (s) | the same, Unix socket (s) | full plan / sequential TLS | full plan / sequential socket | backend CPU per tenant database, full plan (ms) | control-role connection, TLS (ms) | the same, Unix socket (ms) | apply --tenant, 1 new (s) | apply --tenant, same one again (s) | growing to N (s) |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 Targets (issue 11):
@@ -291,11 +309,13 @@ Load average when the run ended: {" / ".join(f"{x:.2f}" for x in os.getloadavg()
 
 - *full no-op plan*: every tenant database inspected; *default no-op plan*: `pgtenant plan` (which may trust
   the last verification of databases whose statistics did not move); *check*: `pgtenant check --format json`.
-- *sequential connect+query*: one psql session doing `\\c` into each tenant database and one catalog query.
+- *sequential connect+query*: one psql session doing `\\c` into each tenant database and one catalog query, over
+  TLS on loopback (the baseline issue 11's targets were set against) and over the cluster's private Unix socket
+  (what pgtenant itself uses for its control role on the embedded cluster: no TLS handshake, SCRAM still).
 - *backend CPU per tenant database*: the server's CPU for the whole full plan (its backends' user+system time,
   from the kernel's accounting of the postmaster's reaped children), divided by N.
 - *control-role connection*: `pgbench -C` as the control role into one tenant database, 50 connections, one
-  `SELECT 1` each: TLS handshake, SCRAM, backend start and the CONNECT check.
+  `SELECT 1` each: TLS handshake (not over the socket), SCRAM, backend start and the CONNECT check.
 - *apply --tenant, 1 new*: declaring one more tenant and `pgtenant apply --tenant` of it (must stay flat in N).
 - *apply --tenant, same one again*: the scoped apply repeated on the converged tenant: the fixed cost of a scoped
   run (process start, repo, apply lock, the tenant's rows of the cluster catalog, its database read).
