@@ -10,12 +10,11 @@ pub(crate) const CONF_FILE: &str = "pgtenant.conf";
 pub(crate) const INCLUDE_LINE: &str =
     "\n# Settings managed by pgtenant.\ninclude 'pgtenant.conf'\n";
 
-/// A password is the only way in: TLS over loopback (no `host` line, so plaintext TCP logins
-/// are refused with "no encryption"), or SCRAM over the Unix socket in the cluster's private
-/// `socket/` directory (0700, the server's account), which only the server's account and root
-/// can enter: the control role uses it when the server listens there.
-pub(crate) const HBA_CONF: &str = "\
-# Managed by pgtenant: TLS and SCRAM over loopback, SCRAM over the private Unix socket.
+/// TLS over loopback (no `host` line, so plaintext TCP logins are refused with "no encryption")
+/// and SCRAM for everyone; the Unix socket lives in the cluster's private `socket/` directory
+/// (0700, the server's account), which only the server's account and root can enter.
+/// [`hba`] puts the peer-authenticated lines of the socket before these.
+const HBA_RULES: &str = "\
 hostssl all all 127.0.0.1/32 scram-sha-256
 hostssl all all ::1/128 scram-sha-256
 local all all scram-sha-256
@@ -30,23 +29,53 @@ pub(crate) const SERVER_KEY: &str = "server.key";
 pub(crate) const ARCHIVE_BEGIN: &str = "# BEGIN archiving (managed by `pgtenant backup`)";
 pub(crate) const ARCHIVE_END: &str = "# END archiving";
 
-/// The map name in `pg_ident.conf` that lets the server's OS account log in as the superuser
-/// over the private Unix socket (pgBackRest connects only that way).
+/// The map name in `pg_ident.conf` of the OS accounts that may log in over the private Unix
+/// socket without a password, and as which roles.
 pub(crate) const IDENT_MAP: &str = "pgtenant";
 
-/// `pg_hba.conf` once archiving is on: the superuser over the Unix socket for the server's own
-/// OS account only (peer authentication through [`IDENT_MAP`]; the first matching line decides,
-/// so it comes before the SCRAM `local` line), then the rules of [`HBA_CONF`].
-pub(crate) fn hba_with_socket(superuser: &str) -> String {
-    let (first, rules) = HBA_CONF.split_once('\n').expect("a heading line");
-    format!(
-        "{first}\n# pgBackRest: the server's OS account, as {superuser}, over the private socket.\n\
-         local all {superuser} peer map={IDENT_MAP}\n{rules}"
-    )
+/// The OS account that, besides the server's own, can enter the socket directory: pgtenant runs
+/// as it when it runs the server as an unprivileged account.
+const ROOT: &str = "root";
+
+/// `pg_hba.conf`: over the private Unix socket, peer authentication through [`IDENT_MAP`] for the
+/// control role (the only accounts that can reach the socket, root and the server's, can read its
+/// password anyway: peer spares each of its connections a SCRAM exchange, whose PBKDF2 costs the
+/// client ~1.5 ms) and, once archiving is on, for the superuser (pgBackRest connects only that
+/// way); then [`HBA_RULES`]. The first matching line decides, so the peer lines come first.
+pub(crate) fn hba(control_role: &str, superuser_by_peer: Option<&str>) -> String {
+    let mut hba = String::from(
+        "# Managed by pgtenant: TLS and SCRAM over loopback; over the private Unix socket, \
+         the control role (and pgBackRest's superuser) by peer, everyone else by SCRAM.\n",
+    );
+    if let Some(superuser) = superuser_by_peer {
+        hba.push_str(&format!(
+            "# pgBackRest: the server's OS account, as {superuser}, over the private socket.\n\
+             local all {superuser} peer map={IDENT_MAP}\n"
+        ));
+    }
+    hba.push_str(&format!(
+        "# pgtenant itself (root or the server's OS account), as {control_role}, over the private socket.\n\
+         local all {control_role} peer map={IDENT_MAP}\n{HBA_RULES}"
+    ));
+    hba
 }
 
-pub(crate) fn ident_conf(os_user: &str, superuser: &str) -> String {
-    format!("# Managed by pgtenant.\n{IDENT_MAP} {os_user} {superuser}\n")
+/// `pg_ident.conf` for [`hba`]: the server's account as the control role and, when archiving is
+/// on, as the superuser; root as the control role.
+pub(crate) fn ident_conf(
+    server_account: &str,
+    control_role: &str,
+    superuser_by_peer: Option<&str>,
+) -> String {
+    let mut conf = String::from("# Managed by pgtenant.\n");
+    if let Some(superuser) = superuser_by_peer {
+        conf.push_str(&format!("{IDENT_MAP} {server_account} {superuser}\n"));
+    }
+    conf.push_str(&format!("{IDENT_MAP} {server_account} {control_role}\n"));
+    if server_account != ROOT {
+        conf.push_str(&format!("{IDENT_MAP} {ROOT} {control_role}\n"));
+    }
+    conf
 }
 
 /// The archiving block of [`CONF_FILE`]: `command` is the `archive_command`.
@@ -113,10 +142,9 @@ pub(crate) fn socket_lines(socket_dir: &Path, port: u16) -> String {
     )
 }
 
-const SOCKET_COMMENT: &str =
-    "# The control role, pgBackRest and the local pooler reach the server \
-                              over this socket; only the server's account (and root) can enter \
-                              its directory, and pg_hba.conf asks for SCRAM there too.";
+const SOCKET_COMMENT: &str = "# The control role, pgBackRest and the local pooler reach the server \
+     over this socket; only the server's account (and root) can enter its directory, and pg_hba.conf \
+     lets in only the control role and pgBackRest's superuser by peer, everyone else by SCRAM.";
 
 /// `conf` with its socket settings (and those of an older pgtenant: none, or in the archiving
 /// block) replaced by [`socket_lines`], right after the `port` line.
@@ -142,7 +170,9 @@ pub(crate) fn with_socket(conf: &str, socket_dir: &Path, port: u16) -> String {
 }
 
 /// Comments an older pgtenant wrote next to its socket settings.
-const OLD_SOCKET_COMMENTS: [&str; 4] = [
+const OLD_SOCKET_COMMENTS: [&str; 5] = [
+    "# The control role, pgBackRest and the local pooler reach the server over this socket; only \
+     the server's account (and root) can enter its directory, and pg_hba.conf asks for SCRAM there too.",
     "# TCP only: a socket directory would need a path writable by the server user and would",
     "# allow logins that bypass TLS.",
     "# pgBackRest talks to the server only through a Unix socket; it lives in a directory only the",
@@ -206,14 +236,19 @@ mod tests {
     }
 
     #[test]
-    fn hba_asks_for_tls_on_tcp_and_scram_everywhere() {
+    fn hba_lets_only_the_control_role_in_by_peer_and_asks_tls_and_scram_of_everyone_else() {
         assert_eq!(
-            rules(HBA_CONF),
+            rules(&hba("pgtenant", None)),
             [
+                "local all pgtenant peer map=pgtenant",
                 "hostssl all all 127.0.0.1/32 scram-sha-256",
                 "hostssl all all ::1/128 scram-sha-256",
                 "local all all scram-sha-256"
             ]
+        );
+        assert_eq!(
+            rules(&ident_conf("postgres", "pgtenant", None)),
+            ["pgtenant postgres pgtenant", "pgtenant root pgtenant"]
         );
     }
 
@@ -299,20 +334,24 @@ mod tests {
     }
 
     #[test]
-    fn on_the_socket_the_superuser_by_peer_first_everyone_else_by_scram() {
-        let hba = hba_with_socket("postgres");
+    fn with_archiving_the_superuser_by_peer_too_for_the_server_account_only() {
         assert_eq!(
-            rules(&hba),
+            rules(&hba("pgtenant", Some("postgres"))),
             [
                 "local all postgres peer map=pgtenant",
+                "local all pgtenant peer map=pgtenant",
                 "hostssl all all 127.0.0.1/32 scram-sha-256",
                 "hostssl all all ::1/128 scram-sha-256",
                 "local all all scram-sha-256"
             ]
         );
         assert_eq!(
-            ident_conf("postgres", "postgres").lines().last(),
-            Some("pgtenant postgres postgres")
+            rules(&ident_conf("pgdata", "pgtenant", Some("postgres"))),
+            [
+                "pgtenant pgdata postgres",
+                "pgtenant pgdata pgtenant",
+                "pgtenant root pgtenant"
+            ]
         );
     }
 

@@ -272,6 +272,7 @@ impl EmbeddedCluster {
         self.initdb(&binaries, &user, &state, options.fast)?;
         self.write_tls(&user)?;
         self.write_config(&user, port, options.fast)?;
+        self.update_config(&state, &user)?;
         self.create_control_role(&binaries, &user, &state, options.fast)?;
 
         state.initialized = true;
@@ -399,17 +400,15 @@ impl EmbeddedCluster {
         })?;
         // After the block: the HBA rules follow whether archiving is on.
         changed |= self.update_config(&state, &user)?;
-        changed |= rewrite(&data.join("pg_ident.conf"), |_| {
-            config::ident_conf(user.name(), SUPERUSER)
-        })?;
         if changed {
             self.reload()?;
         }
         Ok(changed)
     }
 
-    /// Makes the socket directory and the server's settings and HBA rules what this version of
-    /// pgtenant writes (a cluster made by an older one had no socket, or only with archiving).
+    /// Makes the socket directory, the server's settings, HBA rules and ident map what this
+    /// version of pgtenant writes (a cluster made by an older one had no socket, or only with
+    /// archiving, or SCRAM for the control role on the socket).
     /// Returns whether a file changed; the caller reloads a running server.
     fn update_config(&self, state: &State, user: &ServerUser) -> Result<bool, ClusterError> {
         let socket = self.socket_dir();
@@ -422,11 +421,13 @@ impl EmbeddedCluster {
         let mut changed = rewrite(&data.join(config::CONF_FILE), |current| {
             config::with_socket(current, &socket, state.port)
         })?;
-        let hba = match self.archiving_enabled() {
-            true => config::hba_with_socket(SUPERUSER),
-            false => config::HBA_CONF.to_string(),
-        };
-        changed |= rewrite(&data.join("pg_hba.conf"), |_| hba)?;
+        let superuser_by_peer = self.archiving_enabled().then_some(SUPERUSER);
+        changed |= rewrite(&data.join("pg_ident.conf"), |_| {
+            config::ident_conf(user.name(), CONTROL_ROLE, superuser_by_peer)
+        })?;
+        changed |= rewrite(&data.join("pg_hba.conf"), |_| {
+            config::hba(CONTROL_ROLE, superuser_by_peer)
+        })?;
         Ok(changed)
     }
 
@@ -713,9 +714,7 @@ impl EmbeddedCluster {
             .append(true)
             .open(&postgresql_conf)
             .and_then(|mut f| f.write_all(config::INCLUDE_LINE.as_bytes()))
-            .map_err(|e| ClusterError::io(&postgresql_conf, e))?;
-        let hba = data.join("pg_hba.conf");
-        fs::write(&hba, config::HBA_CONF).map_err(|e| ClusterError::io(&hba, e))
+            .map_err(|e| ClusterError::io(&postgresql_conf, e))
     }
 
     /// Creates the control role in single-user mode, before the server ever listens, so no

@@ -152,9 +152,17 @@ fn tls_roles_and_unprivileged_server() {
         psql(&control_tcp, &control_password, own_session).unwrap(),
         "pgtenant|f|t"
     );
-    // On the socket a password is still required: no trust, no peer.
-    let no_password =
-        psql(&Url::parse(&control).without_password, "wrong", "SELECT 1").unwrap_err();
+    // On the socket the control role is let in by peer: whatever password comes with it, the
+    // server asks for none (this process is root or the server's account, the only ones that can
+    // enter the socket's directory). Every other role still needs its password there.
+    let control_on_socket = Url::parse(&control).without_password;
+    assert_eq!(
+        psql(&control_on_socket, "wrong", own_session).unwrap(),
+        "pgtenant|t|f"
+    );
+    let superuser_on_socket =
+        control_on_socket.replace("postgresql://pgtenant@", "postgresql://postgres@");
+    let no_password = psql(&superuser_on_socket, "wrong", "SELECT 1").unwrap_err();
     assert!(
         no_password.contains("password authentication failed"),
         "{no_password}"
@@ -384,7 +392,7 @@ fn archiving_needs_one_restart_and_opens_a_socket_only_the_server_account_may_us
     );
     assert!(pending.contains("archive_mode"), "{pending}");
     assert!(!pending.contains("unix_socket_directories"), "{pending}");
-    // The control role keeps its socket, now behind the superuser's peer line.
+    // The control role keeps its socket, its peer line now after the superuser's.
     assert_eq!(
         query(
             &cluster.control_url().unwrap(),
@@ -409,7 +417,7 @@ fn archiving_needs_one_restart_and_opens_a_socket_only_the_server_account_may_us
     let user = cluster.server_user().unwrap();
     let login_as = |role: &str| {
         user.command(Path::new(PSQL), cluster.dir())
-            .args(["-X", "-A", "-t", "-h"])
+            .args(["-X", "-w", "-A", "-t", "-h"])
             .arg(&socket)
             .args([
                 "-p",
@@ -432,9 +440,22 @@ fn archiving_needs_one_restart_and_opens_a_socket_only_the_server_account_may_us
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postgres");
     let out = login_as(CONTROL_ROLE);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        CONTROL_ROLE,
+        "the control role by peer too: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    query(
+        &superuser,
+        "CREATE ROLE some_tenant LOGIN PASSWORD 'a password nobody gives'",
+    );
+    let out = login_as("some_tenant");
     assert!(
-        !out.status.success(),
-        "peer only for the superuser, for pgBackRest; anyone else needs a password"
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("password"),
+        "peer only for the superuser (pgBackRest) and the control role; anyone else needs a \
+         password: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // A new archive command replaces the block instead of adding one.
@@ -509,7 +530,14 @@ fn a_cluster_made_before_the_socket_keeps_tcp_until_its_next_restart() {
         cluster.socket_dir().display()
     )));
     let hba = fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+    assert!(
+        hba.contains("\nlocal all pgtenant peer map=pgtenant\n"),
+        "{hba}"
+    );
     assert!(hba.contains("\nlocal all all scram-sha-256\n"), "{hba}");
+    let ident = fs::read_to_string(data.join("pg_ident.conf")).unwrap();
+    let server_account = format!("pgtenant {} pgtenant", user.name());
+    assert!(ident.lines().any(|l| l == server_account), "{ident}");
     assert!(cluster.socket_dir().is_dir());
     assert!(!cluster.listens_on_socket());
     let superuser = cluster.superuser_url().unwrap();
