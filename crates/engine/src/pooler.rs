@@ -10,9 +10,7 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use hmac::{Hmac, KeyInit, Mac};
 use pgtenant_secrets::CredentialStore;
-use sha2::{Digest, Sha256};
 
 use crate::execute::ApplyOutcome;
 use crate::plan::{Action, Plan};
@@ -162,7 +160,7 @@ impl Recent {
             message.extend_from_slice(password.as_bytes());
             message.push(0);
             message.extend_from_slice(&iterations.to_be_bytes());
-            hmac(key, &message)
+            pgtenant_scram::hmac_sha256(key, &message)
         };
         let known = {
             let mut recent = lock();
@@ -207,21 +205,10 @@ impl Recent {
 }
 
 fn compute_verifier(role: &str, password: &str, iterations: u32) -> String {
-    use base64::Engine as _;
     let mut salt_input = SALT_DOMAIN.to_vec();
     salt_input.extend_from_slice(role.as_bytes());
-    let salt = &hi(password.as_bytes(), &salt_input, SALT_ITERATIONS)[..16];
-    let salted = hi(password.as_bytes(), salt, iterations);
-    let client_key = hmac(&salted, b"Client Key");
-    let stored_key = Sha256::digest(client_key);
-    let server_key = hmac(&salted, b"Server Key");
-    let b64 = base64::engine::general_purpose::STANDARD;
-    format!(
-        "SCRAM-SHA-256${iterations}:{}${}:{}",
-        b64.encode(salt),
-        b64.encode(stored_key),
-        b64.encode(server_key)
-    )
+    let salt = &pgtenant_scram::hi(password.as_bytes(), &salt_input, SALT_ITERATIONS)[..16];
+    pgtenant_scram::verifier(password.as_bytes(), salt, iterations)
 }
 
 /// A cheap, keyed fingerprint of `password` for `login` with a verifier of `iterations` rounds
@@ -239,33 +226,8 @@ pub fn password_digest(key: &str, login: &str, password: &str, iterations: u32) 
         message.push(0);
         message.extend_from_slice(iterations.to_string().as_bytes());
     }
-    base64::engine::general_purpose::STANDARD.encode(hmac(key.as_bytes(), &message))
-}
-
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
-}
-
-/// PBKDF2-HMAC-SHA-256 with one block: SCRAM's Hi(). The keyed HMAC state is made once and
-/// cloned for each round, which halves the hashing of keying it every round.
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(password).expect("any key length");
-    let round = |message: &[u8]| -> [u8; 32] {
-        let mut mac = keyed.clone();
-        mac.update(message);
-        mac.finalize().into_bytes().into()
-    };
-    let mut first = salt.to_vec();
-    first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = round(&first);
-    let mut out = u;
-    for _ in 1..iterations {
-        u = round(&u);
-        out.iter_mut().zip(u.iter()).for_each(|(o, x)| *o ^= x);
-    }
-    out
+    base64::engine::general_purpose::STANDARD
+        .encode(pgtenant_scram::hmac_sha256(key.as_bytes(), &message))
 }
 
 #[cfg(test)]
@@ -413,77 +375,5 @@ mod tests {
             SyncScope::after(&Request::default(), &plan, &outcome).tenants,
             None
         );
-    }
-
-    /// Hi() as RFC 5802 writes it, re-keying the HMAC every round: the keyed-once loop must give
-    /// the very same bytes, or every verifier recorded before would stop matching the server's.
-    #[test]
-    fn hi_keyed_once_is_the_textbook_hi() {
-        fn textbook(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-            let mut first = salt.to_vec();
-            first.extend_from_slice(&1u32.to_be_bytes());
-            let mut u = hmac(password, &first);
-            let mut out = u;
-            for _ in 1..iterations {
-                u = hmac(password, &u);
-                out.iter_mut().zip(u.iter()).for_each(|(o, x)| *o ^= x);
-            }
-            out
-        }
-        for (password, salt, rounds) in [
-            (&b"pencil"[..], &b"salt"[..], 4096),
-            (b"", b"", 1),
-            (
-                &[7u8; 100][..],
-                b"a longer salt than a block of sixty-four bytes, to be sure of it",
-                3,
-            ),
-        ] {
-            assert_eq!(hi(password, salt, rounds), textbook(password, salt, rounds));
-        }
-    }
-
-    /// The same computation as the server's (and postgres-protocol's), checked by logging in with
-    /// it: the SCRAM client proof made from the password must match the verifier's stored key.
-    #[test]
-    fn verifier_matches_the_scram_client_computation() {
-        for iterations in [4096, 16] {
-            verifier_matches_the_scram_client_at(iterations);
-        }
-    }
-
-    fn verifier_matches_the_scram_client_at(iterations: u32) {
-        use base64::Engine as _;
-        let verifier = scram_verifier("r", "pencil", iterations);
-        assert!(verifier.starts_with(&format!("SCRAM-SHA-256${iterations}:")));
-        let (_, rest) = verifier.split_once('$').unwrap();
-        let (iter_salt, keys) = rest.split_once('$').unwrap();
-        let (_, salt) = iter_salt.split_once(':').unwrap();
-        let (stored, _) = keys.split_once(':').unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let salt = b64.decode(salt).unwrap();
-        // An independent Hi(): postgres-protocol's client, driven through a full exchange.
-        let mut scram = postgres_protocol::authentication::sasl::ScramSha256::new(
-            b"pencil",
-            postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
-        );
-        let client_first = String::from_utf8(scram.message().to_vec()).unwrap();
-        let client_nonce = client_first.rsplit_once("r=").unwrap().1.to_string();
-        let server_first = format!("r={client_nonce}srv,s={},i={iterations}", b64.encode(&salt));
-        scram.update(server_first.as_bytes()).unwrap();
-        let client_final = String::from_utf8(scram.message().to_vec()).unwrap();
-        let proof = b64
-            .decode(client_final.rsplit_once("p=").unwrap().1)
-            .unwrap();
-        // ClientSignature = HMAC(StoredKey, AuthMessage); ClientKey = proof XOR signature.
-        let without_proof = client_final.rsplit_once(",p=").unwrap().0;
-        let auth_message = format!(
-            "{},{server_first},{without_proof}",
-            client_first.trim_start_matches("n,,")
-        );
-        let stored = b64.decode(stored).unwrap();
-        let signature = hmac(&stored, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
-        assert_eq!(Sha256::digest(&client_key).to_vec(), stored);
     }
 }
