@@ -102,11 +102,11 @@ SELECT d.datname::text, pg_catalog.pg_get_userbyid(d.datdba)::text,
  WHERE $1::text[] IS NULL OR d.datname = ANY($1)
     OR d.datdba IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($2::text[]))";
 
-/// Each database's OID and the `pg_stat_database` counters that move with every transaction in
-/// it (pgtenant's own included), when they were last reset, and whether the server counts at all.
+/// Each database's OID and the `pg_stat_database` counters of rows written in it (catalog rows
+/// included; see [`crate::verified`]), when they were last reset, and whether the server counts.
 const STATISTICS: &str = "
-SELECT d.datname::text, d.oid, s.xact_commit, s.xact_rollback, s.tup_inserted, s.tup_updated,
-       s.tup_deleted, (EXTRACT(EPOCH FROM s.stats_reset) * 1000000)::int8,
+SELECT d.datname::text, d.oid, s.tup_inserted, s.tup_updated, s.tup_deleted,
+       (EXTRACT(EPOCH FROM s.stats_reset) * 1000000)::int8,
        pg_catalog.current_setting('track_counts')::bool
   FROM pg_catalog.pg_database d
   JOIN pg_catalog.pg_stat_database s ON s.datid = d.oid
@@ -373,18 +373,16 @@ pub async fn read_cluster_of(
         .collect();
 
     let statistics = Statistics {
-        track_counts: statistics.first().is_some_and(|row| row.get(8)),
+        track_counts: statistics.first().is_some_and(|row| row.get(6)),
         databases: statistics
             .iter()
             .map(|row| {
                 let stats = DatabaseStats {
                     oid: row.get(1),
-                    xact_commit: row.get(2),
-                    xact_rollback: row.get(3),
-                    tup_inserted: row.get(4),
-                    tup_updated: row.get(5),
-                    tup_deleted: row.get(6),
-                    stats_reset: row.get(7),
+                    tup_inserted: row.get(2),
+                    tup_updated: row.get(3),
+                    tup_deleted: row.get(4),
+                    stats_reset: row.get(5),
                 };
                 (row.get(0), stats)
             })

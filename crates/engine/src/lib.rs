@@ -281,7 +281,7 @@ pub(crate) async fn observe_on(
                         fresh.insert(
                             name.clone(),
                             verified::VerifiedDatabase {
-                                stats: verified::expected_after_commit(stats),
+                                stats,
                                 verified_at,
                                 declaration,
                                 catalog: catalog.clone(),
@@ -307,8 +307,8 @@ pub(crate) async fn observe_on(
     })
 }
 
-/// The tenant's database catalog, read in one transaction that also reads the database's
-/// counters ([`verified::snapshot`]): None when they cannot be believed.
+/// The tenant's database catalog, and the database's counters read just before it
+/// ([`verified::snapshot`]): None when they cannot be believed.
 async fn inspect(
     connector: &Connector,
     tenant: &DesiredTenant,
@@ -319,20 +319,13 @@ async fn inspect(
         Some(session) => session,
         None => connector.connect(Some(database)).await?,
     };
-    let failed = |source| EngineError::Catalog {
-        database: Some(database.to_string()),
-        source,
-    };
-    let snapshot = verified::snapshot(&client).await.map_err(failed)?;
-    // The COMMIT goes out with the read (after a failed read it ends the aborted transaction).
-    let (catalog, finished) = futures::future::join(
+    // Both go out at once (one round trip); the server runs them in order, the counters first.
+    let (snapshot, catalog) = futures::future::join(
+        verified::snapshot(&client),
         catalog::read_tenant_database(&client, tenant),
-        verified::finish(&client),
     )
     .await;
-    let catalog = catalog?;
-    finished.map_err(failed)?;
-    Ok((catalog, snapshot))
+    Ok((catalog?, snapshot))
 }
 
 /// Which secrets the store holds (a directory listing), and the connection details of those in

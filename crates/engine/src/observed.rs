@@ -255,13 +255,13 @@ pub struct Statistics {
     pub role_names: BTreeMap<u32, String>,
 }
 
-/// One database's identity and the counters that move with every transaction in it.
+/// One database's identity and the counters that move with every row written in it, catalog rows
+/// included: every change the planner compares (a GRANT, a REVOKE, an owner, a schema, default
+/// privileges, an extension) writes one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseStats {
     /// The database's OID: another database of the same name is another database.
     pub oid: u32,
-    pub xact_commit: i64,
-    pub xact_rollback: i64,
     pub tup_inserted: i64,
     pub tup_updated: i64,
     pub tup_deleted: i64,
