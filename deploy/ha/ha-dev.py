@@ -37,6 +37,12 @@ SCOPE = "pgtenant-ha"
 # Patroni's failure detection: the leader key lives `ttl` seconds, refreshed every `loop_wait`.
 # Short values keep failover drills quick on loopback (a failover takes about ttl seconds).
 TTL, LOOP_WAIT, RETRY_TIMEOUT = 10, 2, 5
+# How far (bytes of WAL) behind the primary's last reported position a replica may be and still be
+# promoted. Patroni's 1 MiB is less than one CREATE DATABASE writes (the template's ~8 MiB, STRATEGY
+# WAL_LOG): a primary killed during a burst of them left both replicas "exceeding maximum replication
+# lag", and no leader at all. A drill cluster prefers a leader that may miss the last commits, which
+# is the case pgtenant's failover handling is built for (it plans again from the new primary's catalog).
+MAXIMUM_LAG_ON_FAILOVER = 64 * 1024 * 1024
 START_TIMEOUT = 120
 
 
@@ -125,7 +131,7 @@ def node_config(root, tls, index, node, etcd_port, superuser_password, replicati
                 "ttl": TTL,
                 "loop_wait": LOOP_WAIT,
                 "retry_timeout": RETRY_TIMEOUT,
-                "maximum_lag_on_failover": 1048576,
+                "maximum_lag_on_failover": MAXIMUM_LAG_ON_FAILOVER,
                 "postgresql": {
                     "use_pg_rewind": True,
                     "parameters": {
