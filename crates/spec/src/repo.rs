@@ -411,6 +411,9 @@ pub fn read_values_file_with(
     let refused = |message: String, hint: &str| {
         Diagnostic::error(SourceLocation::file_start(relative), "", message).with_hint(hint)
     };
+    if let Some((file, metadata)) = open_beneath(root, relative) {
+        return read_opened(file, metadata, false, relative, options);
+    }
     let cannot_read =
         |error: io::Error| refused(format!("cannot read file: {error}"), READABLE_HINT);
     let path = root.join(relative);
@@ -442,6 +445,62 @@ pub fn read_values_file_with(
         link.file_type().is_symlink(),
         &refused,
     )?;
+    // `resolved` has no symlink left; should one appear in its place, or a FIFO, opening
+    // neither follows nor waits, and the open file's own type is what counts.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(&resolved)
+        .map_err(cannot_read)?;
+    let metadata = file.metadata().map_err(cannot_read)?;
+    read_opened(
+        file,
+        metadata,
+        link.file_type().is_symlink(),
+        relative,
+        options,
+    )
+}
+
+/// The regular file `relative` inside `root`, opened in one `openat2` call that the kernel
+/// confines to the repo (`RESOLVE_BENEATH`: no `..` above it, no absolute symlink, no magic
+/// link; symlinks that stay inside are followed) — instead of resolving every component of the
+/// path in user space, which at 1,000 values files was most of a scoped run's repo read. None
+/// for anything else (no such file, outside the repo, not a regular file, a kernel without
+/// `openat2`): the caller's full resolution then reads it or says exactly what is wrong.
+fn open_beneath(root: &Path, relative: &Path) -> Option<(File, fs::Metadata)> {
+    use nix::fcntl::{openat2, OpenHow, ResolveFlag};
+    use std::os::fd::FromRawFd as _;
+    let directory = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_DIRECTORY.bits())
+        .open(root)
+        .ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(std::os::fd::AsRawFd::as_raw_fd(&directory), relative, how).ok()?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let metadata = file.metadata().ok()?;
+    metadata.is_file().then_some((file, metadata))
+}
+
+/// The text of an opened values file (`metadata` its own): a regular file of at most the
+/// allowed size, UTF-8.
+fn read_opened(
+    file: File,
+    metadata: fs::Metadata,
+    through_symlink: bool,
+    relative: &Path,
+    options: &LoadOptions,
+) -> Result<String, Diagnostic> {
+    let refused = |message: String, hint: &str| {
+        Diagnostic::error(SourceLocation::file_start(relative), "", message).with_hint(hint)
+    };
+    let cannot_read =
+        |error: io::Error| refused(format!("cannot read file: {error}"), READABLE_HINT);
+    not_a_regular_file(metadata.file_type(), through_symlink, &refused)?;
     let too_large = |size: String| {
         refused(
             format!(
@@ -457,20 +516,8 @@ pub fn read_values_file_with(
     if metadata.len() > options.max_values_file_bytes {
         return Err(too_large(format!("{} bytes", metadata.len())));
     }
-
-    // `resolved` has no symlink left; should one appear in its place, or a FIFO, opening
-    // neither follows nor waits, and the open file's own type is what counts.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
-        .open(&resolved)
-        .map_err(cannot_read)?;
-    not_a_regular_file(
-        file.metadata().map_err(cannot_read)?.file_type(),
-        link.file_type().is_symlink(),
-        &refused,
-    )?;
-    let bytes = read_at_most(file, options.max_values_file_bytes).map_err(cannot_read)?;
+    let bytes =
+        read_at_most(file, metadata.len(), options.max_values_file_bytes).map_err(cannot_read)?;
     if bytes.len() as u64 > options.max_values_file_bytes {
         return Err(too_large("larger than that".to_owned()));
     }
@@ -484,9 +531,12 @@ pub fn read_values_file_with(
 
 const READABLE_HINT: &str = "make the file readable by pgtenant";
 
-/// Up to `limit + 1` bytes of `file`: one more than allowed tells a file over the limit.
-fn read_at_most(file: File, limit: u64) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
+/// Up to `limit + 1` bytes of `file`: one more than allowed tells a file over the limit. Room
+/// for the `size` it had when opened, and one byte more, makes that one read and the one that
+/// finds its end.
+fn read_at_most(file: File, size: u64, limit: u64) -> io::Result<Vec<u8>> {
+    let room = size.min(limit).saturating_add(1);
+    let mut bytes = Vec::with_capacity(usize::try_from(room).unwrap_or(usize::MAX));
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
@@ -920,14 +970,44 @@ mod tests {
             dir.path().join("ns/app/values.yaml"),
         )
         .unwrap();
+        // An absolute link that stays inside (the kernel-confined open refuses those; the full
+        // resolution reads it).
+        let repo_file = dir.path().join("other/app/values.yaml");
+        fs::create_dir_all(repo_file.parent().unwrap()).unwrap();
+        fs::write(
+            dir.path().join("shared/other.yaml"),
+            "postgresqlDatabases:\n  - name: absolute\n",
+        )
+        .unwrap();
+        symlink(dir.path().join("shared/other.yaml"), &repo_file).unwrap();
         let loaded = load_repo(dir.path()).unwrap();
         assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
-        assert_eq!(tenants(&loaded), [("ns/linked".to_owned(), Mode::Standard)]);
+        assert_eq!(
+            tenants(&loaded),
+            [
+                ("ns/linked".to_owned(), Mode::Standard),
+                ("other/absolute".to_owned(), Mode::Standard)
+            ]
+        );
         // A repo reached through a symlink of its own is still inside itself.
         let link = tempfile::tempdir().unwrap();
         symlink(dir.path(), link.path().join("repo")).unwrap();
         let loaded = load_repo(&link.path().join("repo")).unwrap();
-        assert_eq!(tenants(&loaded), [("ns/linked".to_owned(), Mode::Standard)]);
+        assert_eq!(tenants(&loaded).len(), 2);
+    }
+
+    #[test]
+    fn a_values_file_linked_through_proc_is_refused() {
+        let outside = repo(&[("values.yaml", SECRET)]);
+        let dir = repo(&[]);
+        fs::create_dir_all(dir.path().join("ns/app")).unwrap();
+        let file = fs::File::open(outside.path().join("values.yaml")).unwrap();
+        let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        symlink(&magic, dir.path().join("ns/app/values.yaml")).unwrap();
+        let loaded = load_repo(dir.path()).unwrap();
+        let error = error_of(&loaded, "ns/app/values.yaml");
+        assert!(error.contains("leads outside the repo"), "{error}");
+        assert!(!error.contains("outside-secret"), "{error}");
     }
 
     #[test]
@@ -1002,7 +1082,7 @@ mod tests {
         // Were such a file opened, no more than the cap and one byte would be read.
         let zero = File::open("/dev/zero").unwrap();
         assert_eq!(
-            quickly(move || read_at_most(zero, 1024).unwrap().len()),
+            quickly(move || read_at_most(zero, 0, 1024).unwrap().len()),
             1025
         );
     }
