@@ -311,11 +311,12 @@ Load average when the run ended: {" / ".join(f"{x:.2f}" for x in os.getloadavg()
   the last verification of databases whose statistics did not move); *check*: `pgtenant check --format json`.
 - *sequential connect+query*: one psql session doing `\\c` into each tenant database and one catalog query, over
   TLS on loopback (the baseline issue 11's targets were set against) and over the cluster's private Unix socket
-  (what pgtenant itself uses for its control role on the embedded cluster: no TLS handshake, SCRAM still).
+  (what pgtenant itself uses for its control role on the embedded cluster: no TLS handshake, peer authentication
+  instead of SCRAM).
 - *backend CPU per tenant database*: the server's CPU for the whole full plan (its backends' user+system time,
   from the kernel's accounting of the postmaster's reaped children), divided by N.
 - *control-role connection*: `pgbench -C` as the control role into one tenant database, 50 connections, one
-  `SELECT 1` each: TLS handshake (not over the socket), SCRAM, backend start and the CONNECT check.
+  `SELECT 1` each: TLS handshake and SCRAM (over the socket: peer authentication), backend start and the CONNECT check.
 - *apply --tenant, 1 new*: declaring one more tenant and `pgtenant apply --tenant` of it (must stay flat in N).
 - *apply --tenant, same one again*: the scoped apply repeated on the converged tenant: the fixed cost of a scoped
   run (process start, repo, apply lock, the tenant's rows of the cluster catalog, its database read).
