@@ -944,11 +944,18 @@ mod tests {
         .unwrap();
         // A folder link out of the repo, above a plain name, leads out just the same.
         symlink(outside.path(), dir.path().join("ns/via")).unwrap();
+        // So does a relative link that climbs out with `..`.
+        fs::create_dir_all(dir.path().join("ns/up")).unwrap();
+        let to_root = dir.path().components().count() - 1 + 2;
+        let climb =
+            Path::new(&"../".repeat(to_root)).join(outside.path().strip_prefix("/").unwrap());
+        symlink(&climb, dir.path().join("ns/up/values.yaml")).unwrap();
         let loaded = load_repo(dir.path()).unwrap();
         assert_eq!(
             error_of(&loaded, "ns/app/values.yaml"),
             "error: ns/app/values.yaml:1:1: values file is a symlink that leads outside the repo; pgtenant reads only files inside the apps repo\n  help: replace the symlink with the file itself, or point it at a file inside the repo"
         );
+        assert!(error_of(&loaded, "ns/up/values.yaml").contains("leads outside the repo"));
         assert_eq!(tenants(&loaded), [("ns/fine".to_owned(), Mode::Standard)]);
         let via = read_values_file_with(
             dir.path(),
