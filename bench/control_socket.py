@@ -5,7 +5,7 @@ postmaster's reaped-children counters as bench/run.py reads them) and the wall t
 with the admin URL pointing at the socket or at 127.0.0.1 with verify-full. Prints JSON with every figure
 and the load average before and after.
 
-    python3 bench/socket.py [--tenants 100] [--rounds 3] [--connections 100] [--binary target/debug/pgtenant]
+    python3 bench/control_socket.py [--tenants 100] [--rounds 3] [--connections 100] [--binary target/debug/pgtenant]
 """
 import argparse
 import json
