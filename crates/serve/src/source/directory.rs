@@ -200,7 +200,7 @@ impl Files {
         if !std::fs::metadata(&self.root).is_ok_and(|m| m.is_dir()) {
             return self.read_all();
         }
-        let mut relist = false;
+        let mut folders = Vec::new();
         let mut named = Vec::new();
         for path in changed {
             // notify names paths below the root made absolute.
@@ -232,13 +232,31 @@ impl Files {
             let is_folder =
                 std::fs::symlink_metadata(self.root.join(relative)).is_ok_and(|m| m.is_dir());
             if was_folder || is_folder {
-                relist = true;
+                folders.push(relative.to_path_buf());
             }
         }
         self.complete = false;
-        if relist {
-            let listed = self.list()?;
-            self.files.retain(|path, _| listed.contains(path));
+        // Only below each folder named: the rest of the tree is as it was.
+        for folder in folders {
+            let listed = match self.entered(&folder) {
+                Ok(true) => match pgtenant_spec::find_values_files(&self.root.join(&folder)) {
+                    Ok(below) => below.into_iter().map(|file| folder.join(file)).collect(),
+                    // Gone again, or unreadable: what a full read makes of it.
+                    Err(_) => return self.read_all(),
+                },
+                Ok(false) => std::collections::BTreeSet::new(),
+                Err(_) => return self.read_all(),
+            };
+            let gone: Vec<PathBuf> = self
+                .files
+                .range(folder.clone()..)
+                .take_while(|(file, _)| file.starts_with(&folder))
+                .filter(|(file, _)| !listed.contains(*file))
+                .map(|(file, _)| file.clone())
+                .collect();
+            for file in gone {
+                self.files.remove(&file);
+            }
             for relative in &listed {
                 if !self.files.contains_key(relative) {
                     self.refresh(relative, &options);
@@ -267,6 +285,27 @@ impl Files {
     fn list(&self) -> Result<std::collections::BTreeSet<PathBuf>, String> {
         let listed = pgtenant_spec::find_values_files(&self.root).map_err(|e| self.error(&e))?;
         Ok(listed.into_iter().collect())
+    }
+
+    /// Whether the loader enters the folder `relative`: it and every folder above it a folder,
+    /// not a link, and none named like a values file (dot folders are left out before).
+    fn entered(&self, relative: &Path) -> io::Result<bool> {
+        let mut at = self.root.clone();
+        for component in relative.components() {
+            at.push(component);
+            let metadata = match std::fs::symlink_metadata(&at) {
+                Ok(metadata) => metadata,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(error) => return Err(error),
+            };
+            let is_values_name = VALUES_FILES
+                .iter()
+                .any(|values| component.as_os_str() == *values);
+            if !metadata.is_dir() || is_values_name {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Whether the loader would list `relative` (a values file's name): every folder above it a
@@ -445,6 +484,45 @@ mod tests {
         assert_eq!(repo.databases.len(), 19);
         same_as_a_full_load(root, &repo);
         assert_eq!(files.parsed, 22);
+    }
+
+    /// A folder's event lists only below it; whatever happened there, the result is the full
+    /// load's: nested folders added, one replaced by a link out of the repo, one emptied.
+    #[test]
+    fn a_folder_event_lists_below_that_folder_as_the_loader_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(outside.path(), "values.yaml", &app("outside"));
+        for name in ["a", "b"] {
+            write(root, &format!("ns/{name}/values.yaml"), &app(name));
+        }
+        write(root, "team/x/values.yaml", &app("x"));
+        let mut files = Files::new(root.to_path_buf());
+        files.read_all().unwrap();
+
+        // Deep folders created under an existing one: the event names the top folder.
+        write(root, "ns/deep/er/values.yaml", &app("deeper"));
+        write(root, "ns/deep/.hidden/values.yaml", &app("hidden"));
+        let repo = files.read_changed(&[root.join("ns/deep")]).unwrap();
+        assert!(tenants(&repo).contains(&"ns/deeper".to_string()));
+        assert!(!tenants(&repo).contains(&"ns/hidden".to_string()));
+        same_as_a_full_load(root, &repo);
+
+        // A folder replaced by a link out of the repo: its tenants go, the link is not entered.
+        std::fs::remove_dir_all(root.join("ns/b")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("ns/b")).unwrap();
+        let repo = files.read_changed(&[root.join("ns/b")]).unwrap();
+        assert!(!tenants(&repo).contains(&"ns/b".to_string()));
+        assert!(!tenants(&repo).contains(&"ns/outside".to_string()));
+        same_as_a_full_load(root, &repo);
+
+        // A folder emptied (its values file moved to another folder's event-less rename).
+        std::fs::rename(root.join("ns/deep/er"), root.join("ns/deep/.er")).unwrap();
+        let repo = files.read_changed(&[root.join("ns/deep/er")]).unwrap();
+        assert!(!tenants(&repo).contains(&"ns/deeper".to_string()));
+        same_as_a_full_load(root, &repo);
+        assert!(tenants(&repo).contains(&"team/x".to_string()));
     }
 
     #[test]
