@@ -135,6 +135,18 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
     let apply = fleet.run(&["apply", "--format", "json"]);
     assert_eq!(apply.code, 0, "{}\n{}", apply.stdout, apply.stderr);
     let json = apply.json();
+    // serve has one worker for one cluster: on a fleet's member it would create the tenants
+    // placed on the others there too, so it refuses the fleet, with or without --cluster.
+    for args in [&["serve"][..], &["--cluster", "a", "serve"]] {
+        let serve = fleet.run(&[args, &["--listen", "127.0.0.1:0"]].concat());
+        assert_eq!(serve.code, 1, "{args:?}: {}", serve.stderr);
+        assert!(
+            serve.stderr.contains("several clusters"),
+            "{}",
+            serve.stderr
+        );
+    }
+    assert_eq!(fleet.tenants_on("a"), ["team/three"]);
     // a went through the failover handling (no failover happened), b and c did not.
     assert_eq!(
         cluster(&json, "a")["failovers"],

@@ -125,6 +125,15 @@ fn schedules_of(config: Option<&Config>) -> Schedules {
 }
 
 pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
+    // serve reconciles every declared tenant into its one cluster: in a fleet that would create
+    // tenants placed on the other clusters a second time, here.
+    if crate::fleet::applies(context) {
+        bail!(
+            "the config declares several clusters; `pgtenant serve` does not place tenants across \
+             clusters yet (it would create every tenant on one of them): run `pgtenant apply` \
+             for the fleet, or serve with a config of one cluster or an --admin-url"
+        );
+    }
     let config = serve_config(context);
     let listen_text = args
         .listen
