@@ -229,36 +229,11 @@ async fn a_file_added_changed_and_removed_is_applied_by_the_running_service() {
         "team/more/values.yaml",
         "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: more\n    mode: standard\n    schemas: [billing]\n",
     );
-    let superuser = env.superuser(Some("team-more")).await;
-    let schema_exists = || async {
-        superuser
-            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'billing'", &[])
-            .await
-            .unwrap()
-            .is_some()
-    };
-    let started = Instant::now();
-    while !schema_exists().await {
-        assert!(
-            started.elapsed() < BOUND,
-            "the changed file was not applied:\n{}",
-            serve.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(superuser);
+    schema_appears(&env, &serve, "team-more", "billing").await;
 
     // Removed: dropped (after its final backup), and gone from the API.
     env.remove("team/more/values.yaml");
-    let started = Instant::now();
-    while env.database_exists("team-more").await {
-        assert!(
-            started.elapsed() < BOUND,
-            "the removed file's database was not dropped:\n{}",
-            serve.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    database_dropped(&env, &serve, "team-more").await;
     within("the removed tenant gone from the API", BOUND, || {
         serve.tenant("team/more").is_none()
     })
@@ -266,6 +241,38 @@ async fn a_file_added_changed_and_removed_is_applied_by_the_running_service() {
     assert_eq!(serve.state_of("team/app").as_deref(), Some("in-sync"));
     let (status, body) = serve.get("/readyz");
     assert_eq!(status, 200, "{body}");
+}
+
+/// Waits (at most [`BOUND`]) until `schema` exists in `database`: a changed file applied.
+async fn schema_appears(env: &Env, serve: &Serve, database: &str, schema: &str) {
+    let superuser = env.superuser(Some(database)).await;
+    let started = Instant::now();
+    while superuser
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < BOUND,
+            "schema {schema} not in {database}: the change was not applied:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (at most [`BOUND`]) until `database` is gone: a removed file applied.
+async fn database_dropped(env: &Env, serve: &Serve, database: &str) {
+    let started = Instant::now();
+    while env.database_exists(database).await {
+        assert!(
+            started.elapsed() < BOUND,
+            "{database} was not dropped after its file was removed:\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The sum of a metric's samples in `GET /metrics` (every label set).
@@ -418,6 +425,77 @@ async fn a_revoke_made_by_hand_is_repaired_within_the_drift_interval() {
     .await;
 }
 
+/// A tenant whose apply fails (an extension the server does not have) is retried with a
+/// doubling backoff, shown as `failed` with its error and `retry_at`; meanwhile another tenant's
+/// change is applied as usual, and fixing the file applies it at once, not after the backoff.
+#[tokio::test]
+async fn a_failing_tenant_backs_off_without_holding_the_others_back_and_a_fix_applies_at_once() {
+    let env = Env::new();
+    env.write("team/a/values.yaml", &STANDARD.replace("NAME", "a"));
+    let broken = "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: bad\n    mode: standard\n    extensions: [no_such_extension]\n";
+    env.write("team/bad/values.yaml", broken);
+    let serve = Serve::start(&env, &["--poll-interval", "1h", "--drift-interval", "1h"]);
+    within("team/a in sync", BOUND * 2, || {
+        serve.state_of("team/a").as_deref() == Some("in-sync")
+    })
+    .await;
+
+    // Each failure shows a new retry time; the time between them doubles (1 s, 2 s, 4 s, ...).
+    let retry_at = || {
+        serve
+            .tenant("team/bad")
+            .filter(|t| t["state"] == "failed")
+            .and_then(|t| t["retry_at"].as_str().map(str::to_string))
+    };
+    let mut failures: Vec<(String, Instant)> = Vec::new();
+    while failures.len() < 4 {
+        if let Some(at) = retry_at() {
+            if failures.last().is_none_or(|(last, _)| *last != at) {
+                failures.push((at, Instant::now()));
+            }
+        }
+        assert!(
+            failures
+                .first()
+                .is_none_or(|(_, first)| first.elapsed() < BOUND * 2),
+            "four failures not seen: {failures:?}\n{}",
+            serve.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = serve.tenant("team/bad").unwrap()["last_error"].to_string();
+    assert!(error.contains("no_such_extension"), "{error}");
+    for (k, pair) in failures.windows(2).enumerate() {
+        let gap = pair[1].1 - pair[0].1;
+        let backoff = Duration::from_secs(1 << k);
+        // Never tried again before its backoff (less the 20 ms the test polls at).
+        assert!(
+            gap + Duration::from_millis(50) >= backoff,
+            "retry {k} came after {gap:?}, before its backoff {backoff:?}: {failures:?}"
+        );
+    }
+
+    // Meanwhile team/a's change goes through as usual.
+    env.write(
+        "team/a/values.yaml",
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: a\n    mode: standard\n    schemas: [billing]\n",
+    );
+    schema_appears(&env, &serve, "team-a", "billing").await;
+
+    // The fix is applied at once, though the backoff is now 8 s or more.
+    env.write("team/bad/values.yaml", &STANDARD.replace("NAME", "bad"));
+    let fixed = within("the fixed tenant in sync", BOUND, || {
+        serve.state_of("team/bad").as_deref() == Some("in-sync")
+    })
+    .await;
+    assert!(
+        fixed < Duration::from_secs(8),
+        "the fix waited for the backoff: {fixed:?}\n{}",
+        serve.log()
+    );
+    assert!(serve.tenant("team/bad").unwrap()["retry_at"].is_null());
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
@@ -520,6 +598,108 @@ async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
     .await;
     assert!(env.database_exists("team-a").await && env.database_exists("team-b").await);
     assert_eq!(serve.tenants()["revision"], second.as_str());
+}
+
+/// `POST /api/v1/hooks/git` as GitHub and GitLab send it: `X-Hub-Signature-256`, the HMAC of
+/// the body with the shared secret, or `X-Gitlab-Token`, the secret itself.
+fn send_webhook(serve: &Serve, secret: &str, github: bool) -> u16 {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let header = if github {
+        let mac = pgtenant_scram::hmac_sha256(secret.as_bytes(), body);
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        format!("X-Hub-Signature-256: sha256={hex}")
+    } else {
+        format!("X-Gitlab-Token: {secret}")
+    };
+    let mut stream = TcpStream::connect(&serve.address).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/hooks/git HTTP/1.1\r\nHost: {}\r\n{header}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        serve.address,
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(599)
+}
+
+/// With polling out of the way (1 h), only the signed webhook can make the service fetch: a
+/// commit that changes one tenant's file and one that removes another's are each applied at
+/// their own SHA, and the change-to-applied latency is recorded for the git source.
+#[tokio::test]
+async fn a_signed_webhook_fetches_at_once_and_a_change_and_a_removal_are_applied_at_their_commit() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("apps.git");
+    let work = bare_and_clone(dir.path(), &bare);
+    push_tenant(&work, "a");
+    let first = push_tenant(&work, "b");
+    let secret = "webhook-secret-of-the-test";
+    let secret_file = dir.path().join("webhook");
+    std::fs::write(&secret_file, secret).unwrap();
+
+    let remote = format!("file://{}", bare.display());
+    let serve = Serve::start(
+        &env,
+        &[
+            &remote,
+            "--poll-interval",
+            "1h",
+            "--drift-interval",
+            "1h",
+            "--webhook-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    within("the first commit applied", BOUND * 2, || {
+        applied_at(&serve, "team/a", &first) && applied_at(&serve, "team/b", &first)
+    })
+    .await;
+
+    // Changed: team/a declares a schema. GitHub's signature.
+    std::fs::write(
+        work.join("team/a/values.yaml"),
+        "apiVersion: pgtenant.io/v1\npostgresqlDatabases:\n  - name: a\n    mode: standard\n    schemas: [billing]\n",
+    )
+    .unwrap();
+    let changed = commit_and_push(&work, "a declares billing");
+    assert_eq!(send_webhook(&serve, "not-the-secret", true), 403);
+    assert_eq!(send_webhook(&serve, secret, true), 202);
+    within("the change applied at its commit", BOUND, || {
+        applied_at(&serve, "team/a", &changed)
+    })
+    .await;
+    schema_appears(&env, &serve, "team-a", "billing").await;
+
+    // Removed: team/b's file deleted. GitLab's token.
+    std::fs::remove_dir_all(work.join("team/b")).unwrap();
+    let removed = commit_and_push(&work, "b removed");
+    assert_eq!(send_webhook(&serve, secret, false), 202);
+    within("the removal applied at its commit", BOUND, || {
+        serve.tenants()["revision"] == removed.as_str() && serve.tenant("team/b").is_none()
+    })
+    .await;
+    database_dropped(&env, &serve, "team-b").await;
+    assert_eq!(serve.state_of("team/a").as_deref(), Some("in-sync"));
+    let (_, metrics) = serve.get("/metrics");
+    let latencies = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("pgtenant_change_to_applied_seconds_count")
+                && line.contains("source=\"git\"")
+        })
+        .and_then(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(
+        latencies >= 2.0,
+        "change-to-applied recorded per commit:\n{metrics}"
+    );
 }
 
 /// A new tenant's statements and the read-back after them share one session in its database:
