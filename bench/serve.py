@@ -13,6 +13,9 @@ Figures, per N:
                                   the API shows the new tenant in-sync with that commit
   drift pass                      the service's own "drift pass finished" log line (ms) for all N,
                                   and the most client backends the server had at once meanwhile
+  drift repaired                  a REVOKE made by hand by a tenant's admin (first, middle and last
+                                  tenant) -> the service has granted it again, in seconds, against
+                                  the bound driftInterval + 1 s
   RSS                             of the serve process before and after --reconciles tenant
                                   reconciles (POST /api/v1/reconcile of everything, repeated)
   phases (directory)              medians over the samples, from the service's own log
@@ -224,6 +227,36 @@ class Bench:
             "publish_and_poll": (visible_wall - apply_end) * 1000,
         }
 
+    def drift_repaired_s(self, name, timeout):
+        """REVOKE USAGE ON SCHEMA public FROM the read role, as the tenant's admin; seconds until
+        the service has granted it again (polled every 20 ms on the admin's session)."""
+        uri = run([self.binary, "credentials", f"bench/{name}", "--role", "admin", "--format", "uri"],
+                  env=self.env).stdout.strip()
+        read = f"bench-{name}-read"
+        check = f"SELECT has_schema_privilege('{read}', 'public', 'USAGE');\n"
+        poll = subprocess.Popen(["psql", "-X", "-At", "-f", "-", uri], env=self.psql_env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+        def granted():
+            poll.stdin.write(check)
+            poll.stdin.flush()
+            return poll.stdout.readline().strip() == "t"
+
+        try:
+            if not granted():
+                raise SystemExit(f"{read} has no USAGE on public before the REVOKE")
+            run(["psql", "-X", "-q", "-c", f'REVOKE USAGE ON SCHEMA public FROM "{read}"', uri],
+                env=self.psql_env)
+            revoked = time.perf_counter()
+            while not granted():
+                if time.perf_counter() - revoked > timeout:
+                    raise SystemExit(f"the REVOKE on {name} was not repaired within {timeout} s")
+                time.sleep(0.02)
+            return time.perf_counter() - revoked
+        finally:
+            poll.stdin.close()
+            poll.wait()
+
     def rss_kib(self):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -406,6 +439,11 @@ def measure(binary: Path, n: int, samples: int, reconciles: int, pooler: bool = 
         # The first pass starts with the start-up reconcile of everything; the second is steady.
         result["drift_pass_ms"] = passes[-1] if passes else None
         result["drift_max_connections"] = watch.close()
+        # A REVOKE made by hand (the tenant's admin, as a team would) -> the service repaired it.
+        repairs = [bench.drift_repaired_s(f"app{i:04d}", timeout=3 * drift + 60)
+                   for i in sorted({0, n // 2, n - 1})]
+        result["drift_repair_s"] = [round(r, 2) for r in repairs]
+        result["drift_repair_bound_s"] = drift + 1
         bench.stop()
 
         # Git source: the same tenants in a bare repo, a push and the signed webhook per sample.
