@@ -496,6 +496,69 @@ async fn a_failing_tenant_backs_off_without_holding_the_others_back_and_a_fix_ap
     assert!(serve.tenant("team/bad").unwrap()["retry_at"].is_null());
 }
 
+/// Removals keep the CLI's guards in the service: a namespace losing its last database is held,
+/// two databases gone in one read are both held (at most one drop a run), and a protected
+/// tenant's removal keeps its database as an orphan. Held drops are shown in the API, the metrics and
+/// the page; no database is dropped.
+#[tokio::test]
+async fn removals_past_a_guard_are_held_and_reported_and_a_protected_database_is_kept() {
+    let env = Env::new();
+    env.write("team/a/values.yaml", &values(&["a"]));
+    env.write(
+        "team/b/values.yaml",
+        "postgresqlDatabases:\n  - name: b\n    mode: protected\n",
+    );
+    env.write("team/pair/values.yaml", &values(&["c", "d"]));
+    env.write("shop/cart/values.yaml", &values(&["cart"]));
+    let serve = Serve::start(&env, &["--poll-interval", "1h", "--drift-interval", "1h"]);
+    let all = ["team/a", "team/b", "team/c", "team/d", "shop/cart"];
+    within("every tenant in sync", BOUND * 2, || {
+        all.iter()
+            .all(|t| serve.state_of(t).as_deref() == Some("in-sync"))
+    })
+    .await;
+
+    // The shop namespace's last database, a single drop: held, a namespace is not emptied.
+    env.remove("shop/cart/values.yaml");
+    within("the namespace removal held", BOUND, || {
+        serve.state_of("shop/cart").as_deref() == Some("held")
+    })
+    .await;
+
+    // One file declaring two databases removed: more than one drop in a run, all held.
+    env.remove("team/pair/values.yaml");
+    within("both drops held", BOUND, || {
+        ["team/c", "team/d"]
+            .iter()
+            .all(|t| serve.state_of(t).as_deref() == Some("held"))
+    })
+    .await;
+    let c = serve.tenant("team/c").unwrap();
+    assert!(
+        c["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{c}"
+    );
+    assert!(metric_sum(&serve, "pgtenant_held_drops") >= 1.0);
+    let (_, page) = serve.get("/");
+    assert!(page.contains("drop held"), "{page}");
+
+    // The protected tenant's file removed: kept as an orphan, gone from the API.
+    env.remove("team/b/values.yaml");
+    within("the protected tenant left the API", BOUND, || {
+        serve.tenant("team/b").is_none()
+    })
+    .await;
+
+    for database in ["team-b", "team-c", "team-d", "shop-cart"] {
+        assert!(
+            env.database_exists(database).await,
+            "{database} was dropped:\n{}",
+            serve.log()
+        );
+    }
+    assert_eq!(serve.state_of("team/a").as_deref(), Some("in-sync"));
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
