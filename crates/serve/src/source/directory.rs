@@ -308,27 +308,17 @@ impl Files {
         Ok(true)
     }
 
-    /// Whether the loader would list `relative` (a values file's name): every folder above it a
-    /// folder, not a link, and an entry of that name present, whatever its type.
+    /// Whether the loader would list `relative` (a values file's name): the folder it is in
+    /// entered, and an entry of that name present, whatever its type.
     fn listed(&self, relative: &Path) -> io::Result<bool> {
-        let mut at = self.root.clone();
-        let mut components = relative.components().peekable();
-        while let Some(component) = components.next() {
-            at.push(component);
-            let metadata = match std::fs::symlink_metadata(&at) {
-                Ok(metadata) => metadata,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(error) => return Err(error),
-            };
-            // The loader enters neither a link nor a folder named like a values file.
-            let is_values_name = VALUES_FILES
-                .iter()
-                .any(|values| component.as_os_str() == *values);
-            if components.peek().is_some() && (!metadata.is_dir() || is_values_name) {
-                return Ok(false);
-            }
+        if !self.entered(relative.parent().unwrap_or(Path::new("")))? {
+            return Ok(false);
         }
-        Ok(true)
+        match std::fs::symlink_metadata(self.root.join(relative)) {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads `relative` with the spec's single-file reader; parses it when its text changed.
