@@ -854,35 +854,30 @@ fn update_desired(
 }
 
 /// Sizes and connections of every database, on a session and a task of their own: every
-/// [`STATS_EVERY`] while this instance is active, and at once when it becomes active or a tenant
-/// without a known size appears (looked at every second, in memory). `pg_database_size` walks
-/// every file of every database — 0.8–1.0 s at 1,000 databases — and in the reconcile loop it
-/// held up every change and drift batch behind it.
+/// [`STATS_EVERY`] while this instance is active, at once when it becomes active, and again as
+/// soon as tenants are listed if the last read had none to show (the first read can come before
+/// the source). `pg_database_size` walks every file of every database — 0.8–1.0 s at 1,000
+/// databases — so it is never read per change, and in the reconcile loop it held up every change
+/// and drift batch behind it.
 async fn read_stats_every(
     shared: Arc<Shared>,
     connector: Arc<pgtenant_engine::Connector>,
     mut active: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let unknown_sizes = || {
-        shared.read(|s| {
-            s.tenants
-                .values()
-                .filter(|t| t.size_bytes.is_none())
-                .map(|t| t.tenant.clone())
-                .collect::<BTreeSet<String>>()
-        })
-    };
+    let listed = || shared.read(|s| !s.tenants.is_empty());
     let mut session: Option<Client> = None;
-    let mut last_read: Option<Instant> = None;
-    let mut still_unknown = BTreeSet::new();
+    // When the last read was, and whether it had tenants to show.
+    let mut last_read: Option<(Instant, bool)> = None;
     loop {
         if *active.borrow_and_update() {
-            let due = last_read.is_none_or(|at| at.elapsed() >= STATS_EVERY);
-            if due || !unknown_sizes().is_subset(&still_unknown) {
+            let due = last_read.is_none_or(|(at, had_tenants)| {
+                at.elapsed() >= STATS_EVERY || (!had_tenants && listed())
+            });
+            if due {
+                let had_tenants = listed();
                 read_stats(&shared, &connector, &mut session).await;
-                last_read = Some(Instant::now());
-                still_unknown = unknown_sizes();
+                last_read = Some((Instant::now(), had_tenants));
             }
         } else {
             last_read = None;
