@@ -4,6 +4,8 @@
 
 mod backup_env;
 mod common;
+#[path = "../crates/serve/tests/support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -667,29 +669,27 @@ async fn a_git_remote_is_served_from_the_fetched_commit_with_its_sha() {
 /// the body with the shared secret, or `X-Gitlab-Token`, the secret itself.
 fn send_webhook(serve: &Serve, secret: &str, github: bool) -> u16 {
     let body = br#"{"ref":"refs/heads/main"}"#;
+    let signature = format!(
+        "sha256={}",
+        pgtenant_scram::hmac_sha256(secret.as_bytes(), body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
     let header = if github {
-        let mac = pgtenant_scram::hmac_sha256(secret.as_bytes(), body);
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        format!("X-Hub-Signature-256: sha256={hex}")
+        ("X-Hub-Signature-256", signature.as_str())
     } else {
-        format!("X-Gitlab-Token: {secret}")
+        ("X-Gitlab-Token", secret)
     };
-    let mut stream = TcpStream::connect(&serve.address).unwrap();
-    write!(
-        stream,
-        "POST /api/v1/hooks/git HTTP/1.1\r\nHost: {}\r\n{header}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        serve.address,
-        body.len()
+    let address = serve.address.parse().unwrap();
+    support::request(
+        address,
+        "POST",
+        "/api/v1/hooks/git",
+        &[header, ("Content-Type", "application/json")],
+        body,
     )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(599)
+    .status
 }
 
 /// With polling out of the way (1 h), only the signed webhook can make the service fetch: a
