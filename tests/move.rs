@@ -7,7 +7,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use assert_cmd::Command;
 use common::{connect, Env, Output};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -35,8 +34,8 @@ impl Fleet {
         Fleet { clusters, dir }
     }
 
-    fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
-        let mut cmd = Command::cargo_bin("pgtenant").unwrap();
+    fn command(&self, env: &[(&str, &str)], args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pgtenant"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PGTENANT_STATE_DIR", self.clusters[0].state_path())
@@ -44,7 +43,37 @@ impl Fleet {
             .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .args(args);
-        Output::of(cmd.output().unwrap())
+        cmd
+    }
+
+    fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        Output::of(self.command(env, args).output().unwrap())
+    }
+
+    /// The comment (pgtenant's marker) of database team-app on cluster `index`.
+    fn marker_of_team_app(&self, index: usize, rt: &tokio::runtime::Runtime) -> String {
+        rt.block_on(async {
+            self.clusters[index]
+                .superuser(None)
+                .await
+                .query_one(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'team-app'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, Option<String>>(0)
+                .unwrap()
+        })
+    }
+
+    /// The dump files in the fleet's state directory (each holds a tenant's data).
+    fn dumps(&self) -> Vec<String> {
+        std::fs::read_dir(self.clusters[0].state_path().join("fleet"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".dump"))
+            .collect()
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -154,12 +183,11 @@ fn a_moved_tenant_keeps_its_data_and_credentials_a_failed_move_leaves_the_source
     assert_eq!(json["moved"], true, "{json:#}");
     // The dump held the tenant's data: it is gone, and the directory it was in is private.
     let fleet_dir = fleet.clusters[0].state_path().join("fleet");
-    let left: Vec<_> = std::fs::read_dir(&fleet_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".dump"))
-        .collect();
-    assert!(left.is_empty(), "dump files left behind: {left:?}");
+    assert_eq!(
+        fleet.dumps(),
+        Vec::<String>::new(),
+        "dump files left behind"
+    );
     let mode = std::fs::metadata(&fleet_dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "{} is {mode:o}", fleet_dir.display());
     assert!(
@@ -196,19 +224,7 @@ fn a_moved_tenant_keeps_its_data_and_credentials_a_failed_move_leaves_the_source
     let apply = fleet.ok(&["apply"]);
     assert!(!apply.stdout.contains("DROP"), "{}", apply.stdout);
     assert_eq!(fleet.placed_on("team/app"), ("b".into(), 0));
-    let kept = rt.block_on(async {
-        fleet.clusters[0]
-            .superuser(None)
-            .await
-            .query_one(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'team-app'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, Option<String>>(0)
-            .unwrap()
-    });
+    let kept = fleet.marker_of_team_app(0, &rt);
     assert!(
         kept.contains(r#""mode":"protected""#) && kept.contains(r#""moved_to":"b""#),
         "{kept}"
@@ -264,4 +280,88 @@ fn a_moved_tenant_keeps_its_data_and_credentials_a_failed_move_leaves_the_source
     assert_eq!(fleet.placed_on("team/app"), ("a".into(), 0));
     let again = fleet.run(&["move", "team/app", "--abort"]);
     assert_eq!(again.code, 1, "an aborted move cannot be aborted twice");
+}
+
+#[test]
+fn a_move_killed_half_way_is_refused_until_aborted_and_abort_puts_the_source_back() {
+    let fleet = Fleet::new();
+    let rt = rt();
+    fleet.clusters[0].write("team/app/values.yaml", &format!("{V1}  - name: app\n"));
+    fleet.ok(&["apply"]);
+    assert_eq!(fleet.placed_on("team/app"), ("a".into(), 0));
+    let before = fleet.credentials("team/app", "admin");
+    let uri = before["uri"].as_str().unwrap().to_owned();
+    rt.block_on(async {
+        let admin = connect(&uri, None).await.unwrap();
+        admin
+            .batch_execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 5) g")
+            .await
+            .unwrap();
+    });
+
+    // The move stops after its dump and is killed there (SIGKILL: no rollback runs).
+    let mut child = fleet
+        .command(
+            &[("PGTENANT_TEST_MOVE_PAUSE_AFTER", "dump")],
+            &["move", "team/app", "--to", "b", "--yes"],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("paused after dump") {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "the move ended before its dump:\n{seen}");
+        seen.push_str(&line);
+    }
+    // While it runs, a second move of it is refused.
+    let second = fleet.run(&["move", "team/app", "--to", "b", "--yes"]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another `pgtenant move` is running"),
+        "{}",
+        second.stderr
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // What the crash left: the source's logins stopped and the tenant's data in a dump file.
+    rt.block_on(async {
+        assert!(connect(&uri, None).await.is_err(), "logins were stopped");
+    });
+    assert_eq!(fleet.dumps().len(), 1, "the dump of the interrupted move");
+    let refused = fleet.run(&["move", "team/app", "--to", "b", "--yes"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("was interrupted")
+            && refused.stderr.contains("last step done: dump")
+            && refused.stderr.contains("--abort"),
+        "{}",
+        refused.stderr
+    );
+
+    let abort = fleet.run(&["move", "team/app", "--abort", "--format", "json"]);
+    assert_eq!(abort.code, 0, "{}\n{}", abort.stdout, abort.stderr);
+    let json = abort.json();
+    assert_eq!(json["was"], "moving", "{json:#}");
+    assert_eq!(json["cluster"], "a", "{json:#}");
+    assert_eq!(fleet.dumps(), Vec::<String>::new(), "the dump is removed");
+    let back = fleet.credentials("team/app", "admin");
+    assert_eq!(back["uri"], before["uri"]);
+    assert_eq!(back["password"], before["password"]);
+    rt.block_on(async {
+        assert_eq!(count(&uri, "t").await, Ok(5), "the source serves again");
+    });
+    // The copy on b is a protected orphan: nothing is dropped, the tenant is on a alone.
+    let apply = fleet.ok(&["apply"]);
+    assert!(!apply.stdout.contains("DROP"), "{}", apply.stdout);
+    assert_eq!(fleet.placed_on("team/app"), ("a".into(), 0));
+    let orphan = fleet.marker_of_team_app(1, &rt);
+    assert!(
+        orphan.contains(r#""mode":"protected""#) && orphan.contains(r#""moved_to":"a""#),
+        "{orphan}"
+    );
 }

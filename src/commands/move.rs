@@ -84,6 +84,23 @@ fn save_move(context: &Context, tenant: &str, record: &MoveRecord) -> Result<()>
     std::fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// One move or abort at a time per state directory, held until it ends. The kernel lets go of it
+/// when the process dies however it dies, so a record still `moving` while the lock is free is a
+/// move that was interrupted.
+fn move_lock(context: &Context) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = moves_path(context).with_file_name("move.lock");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path.parent().expect("a file in a directory"))?;
+    pgtenant_backup::try_lock_file(&path)?.with_context(|| {
+        format!(
+            "another `pgtenant move` is running with this state directory (it holds {}): wait for it to end",
+            path.display()
+        )
+    })
+}
+
 /// The store as the target's scoped applies see it before the cut-over: what they write stays in
 /// memory (read back by their own re-plan), so the stored endpoint keeps naming the source until
 /// [`Step::UpdateCredentials`].
@@ -155,8 +172,21 @@ pub fn run(context: &Context, args: &MoveArgs) -> Result<u8> {
     if context.fleet().is_empty() {
         bail!("`pgtenant move` moves a tenant between clusters of a fleet: the config lists fewer than two clusters (or --admin-url/--cluster chose one)");
     }
+    let _lock = move_lock(context)?;
     if args.abort {
         return abort(context, args);
+    }
+    if let Some(record) = moves(context).get(id).filter(|r| r.state == "moving") {
+        bail!(
+            "the move of {id} from `{}` to `{}` (started {}, last step done: {}) was interrupted: the process \
+             ended before it finished or rolled back. `pgtenant move {id} --abort` rolls it back and `{}` is \
+             authoritative again; then move again",
+            record.from,
+            record.to,
+            record.started,
+            if record.step.is_empty() { "none" } else { &record.step },
+            record.from
+        );
     }
     let to = args
         .to
@@ -275,6 +305,7 @@ pub fn run(context: &Context, args: &MoveArgs) -> Result<u8> {
             Ok(()) => {
                 done.push(json!({"step": planned.step, "what": planned.what, "ok": true}));
                 save_move(context, id, &record)?;
+                injected_pause(planned.step);
             }
             Err(error) => {
                 done.push(json!({"step": planned.step, "what": planned.what, "ok": false, "error": format!("{error:#}")}));
@@ -350,6 +381,22 @@ fn injected_failure(step: Step) -> Result<()> {
     Ok(())
 }
 
+/// Waits after `step` until the test kills the process (debug builds only): a move interrupted
+/// by a crash, for the tests of `--abort`.
+fn injected_pause(step: Step) {
+    #[cfg(debug_assertions)]
+    if std::env::var("PGTENANT_TEST_MOVE_PAUSE_AFTER").is_ok_and(|s| s == step.name()) {
+        eprintln!(
+            "move: paused after {} (PGTENANT_TEST_MOVE_PAUSE_AFTER)",
+            step.name()
+        );
+        loop {
+            std::thread::park();
+        }
+    }
+    let _ = step;
+}
+
 impl Move<'_> {
     fn id(&self) -> &str {
         &self.tenant.id
@@ -412,8 +459,9 @@ impl Move<'_> {
         let rt = runtime()?;
         match step {
             Step::RecordIntent => {
-                record.source_marker =
-                    rt.block_on(database_comment(&self.source, self.database()))?;
+                record.source_marker = rt
+                    .block_on(database_comment(&self.source, self.database()))?
+                    .with_context(|| format!("database {} does not exist", self.database()))?;
                 save_move(self.context, self.id(), record)
             }
             Step::EnsureTarget => self.reconcile(&self.staged, self.to.cluster_name()),
@@ -554,7 +602,7 @@ impl Move<'_> {
     /// run counts it as the tenant's home.
     fn orphan_target(&self, record: &MoveRecord) -> Result<()> {
         let rt = runtime()?;
-        let Ok(comment) = rt.block_on(database_comment(&self.target, self.database())) else {
+        let Some(comment) = rt.block_on(database_comment(&self.target, self.database()))? else {
             return Ok(()); // never created
         };
         rt.block_on(pgtenant_engine::quiesce::quiesce(
@@ -670,17 +718,17 @@ async fn is_superuser(control: &tokio_postgres::Client) -> Result<bool> {
     Ok(row.get(0))
 }
 
-/// The comment (pgtenant's marker) of `database`; an error when the database does not exist.
-async fn database_comment(reconciler: &Reconciler, database: &str) -> Result<String> {
+/// The comment (pgtenant's marker) of `database`; None when the database does not exist. A
+/// cluster that cannot be asked is an error, never a database that does not exist.
+async fn database_comment(reconciler: &Reconciler, database: &str) -> Result<Option<String>> {
     let control = reconciler.connector.connect(None).await?;
     let row = control
         .query_opt(
             "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database WHERE datname = $1",
             &[&database],
         )
-        .await?
-        .with_context(|| format!("database {database} does not exist"))?;
-    Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
+        .await?;
+    Ok(row.map(|row| row.get::<_, Option<String>>(0).unwrap_or_default()))
 }
 
 /// COMMENT ON DATABASE is its owner's: a control role that is not a superuser borrows the owner
@@ -738,7 +786,9 @@ async fn row_counts(
     Ok(counts)
 }
 
-/// `pgtenant move NS/DB --abort`: back to the source while its copy is kept.
+/// `pgtenant move NS/DB --abort`: back to the source while its copy is kept — after a completed
+/// move, an interrupted one (`moving`, the process gone) or a failed one whose rollback may not
+/// have finished.
 fn abort(context: &Context, args: &MoveArgs) -> Result<u8> {
     let id = args.tenant.as_str();
     let Some(mut record) = moves(context).remove(id) else {
@@ -747,14 +797,13 @@ fn abort(context: &Context, args: &MoveArgs) -> Result<u8> {
             moves_path(context).display()
         );
     };
-    if record.state != "moved" {
-        bail!(
-            "the last move of {id} is `{}`, not a completed move: nothing to abort",
-            record.state
-        );
+    // `moving` with the lock free: interrupted. `failed`: rolled back, perhaps not all of it (a
+    // cluster down during the rollback); every undo is safe to run again.
+    if record.state == "aborted" {
+        bail!("the last move of {id} is already aborted: nothing to abort");
     }
     let now = pgtenant_backup::Timestamp::now().to_rfc3339();
-    if now >= record.until {
+    if record.state == "moved" && now >= record.until {
         bail!(
             "the copy of {id} on `{}` was kept until {}: too late to abort",
             record.from,
@@ -801,11 +850,18 @@ fn abort(context: &Context, args: &MoveArgs) -> Result<u8> {
         work.undo(undo, &record)
             .with_context(|| format!("aborting the move of {id}: step {undo:?}"))?;
     }
-    record.state = "aborted".into();
+    // A move interrupted between its dump and its restore left the tenant's data on disk.
+    match std::fs::remove_file(work.dump_file()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", work.dump_file().display()))
+        }
+        _ => {}
+    }
+    let was = std::mem::replace(&mut record.state, "aborted".into());
     save_move(context, id, &record)?;
     match args.format {
         Format::Json => render::print_json(&json!({
-            "tenant": id, "aborted": true, "cluster": record.from,
+            "tenant": id, "aborted": true, "cluster": record.from, "was": was,
             "target_copy": "protected orphan (not dropped)",
         }))?,
         Format::Text => outln!(

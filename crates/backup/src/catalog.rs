@@ -206,7 +206,7 @@ pub(crate) fn lock_file(path: &Path) -> Result<Flock<fs::File>, BackupError> {
 }
 
 /// Like [`lock_file`] but gives up at once: None if another process holds it.
-pub(crate) fn try_lock_file(path: &Path) -> Result<Option<Flock<fs::File>>, BackupError> {
+pub fn try_lock_file(path: &Path) -> Result<Option<Flock<fs::File>>, BackupError> {
     flock(path, FlockArg::LockExclusiveNonblock)
 }
 

@@ -49,7 +49,8 @@ use pgtenant_cluster::{ClusterError, EmbeddedCluster, ServerUser};
 use serde::Serialize;
 
 pub use catalog::{
-    Catalog, CatalogFile, LogicalBackup, RestoreRecord, Settings, Verification, VerifiedDatabase,
+    try_lock_file, Catalog, CatalogFile, LogicalBackup, RestoreRecord, Settings, Verification,
+    VerifiedDatabase,
 };
 pub use libpq::ServerAddress;
 pub use pgbackrest::{BackupSet, PgBackRest, StanzaInfo, EMBEDDED_STANZA};
