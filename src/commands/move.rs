@@ -417,14 +417,8 @@ impl Move<'_> {
         }
     }
 
-    /// A scoped apply of the tenant on one side; fails when any of its operations did. Twice at
-    /// most: roles new on a cluster get their stored credentials' endpoint only in the next plan.
+    /// A scoped apply of the tenant on one side; fails when any of its operations did.
     fn reconcile(&self, reconciler: &Reconciler, cluster: &str) -> Result<()> {
-        self.reconcile_once(reconciler, cluster)
-            .or_else(|_| self.reconcile_once(reconciler, cluster))
-    }
-
-    fn reconcile_once(&self, reconciler: &Reconciler, cluster: &str) -> Result<()> {
         let desired = self.desired_on(cluster);
         let applied = runtime()?
             .block_on(reconciler.reconcile_tenant(&desired, self.id(), |_| {

@@ -2,6 +2,7 @@
 //! stored credentials.
 
 use super::*;
+use crate::observed::StoredCredential;
 
 impl TenantPlanner<'_> {
     pub(super) fn roles(&mut self) {
@@ -60,8 +61,12 @@ impl TenantPlanner<'_> {
             );
             self.role_config(&role.name, &role.config());
             self.role_database_config(&role.name);
-            if let (true, Some(secret_path)) = (exists, &role.secret_path) {
-                self.credentials(&role.name, &role.alternate, secret_path);
+            match (exists, &role.secret_path) {
+                (true, Some(secret_path)) => {
+                    self.credentials(&role.name, &role.alternate, secret_path)
+                }
+                (false, Some(secret_path)) => self.credentials_of_new_role(&role.name, secret_path),
+                (_, None) => {}
             }
             if alternate.is_some() {
                 // The grace-rotation twin: a login that holds the role's privileges through membership.
@@ -306,43 +311,63 @@ impl TenantPlanner<'_> {
                         ),
                     );
                 }
-                let current = (&stored.endpoint, stored.port, stored.dbname.as_str());
-                let wanted = (
-                    &self.context.endpoint_host,
-                    self.context.endpoint_port,
-                    dbname,
-                );
-                let pooler = self.context.pooler_for(self.tenant);
-                let pooled = |address: &Option<PoolerAddress>| match address {
-                    Some(p) => format!("{}:{}", p.endpoint, p.port),
-                    None => "none".to_owned(),
-                };
-                let why = if current != wanted {
-                    Some(format!(
-                        "stored connection details ({}:{}/{}) differ from {}:{}/{}",
-                        current.0, current.1, current.2, wanted.0, wanted.1, wanted.2
-                    ))
-                } else if stored.pooler != pooler {
-                    Some(format!(
-                        "stored pooled endpoint ({}) differs from {}",
-                        pooled(&stored.pooler),
-                        pooled(&pooler)
-                    ))
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    self.push(
-                        Phase::Credentials,
-                        Action::StoreCredential {
-                            secret_path: secret_path.clone(),
-                            dbname: dbname.to_string(),
-                            pooler,
-                        },
-                        why,
-                    );
-                }
+                let stored = stored.clone();
+                self.connection_details(&stored, secret_path);
             }
         }
+    }
+
+    /// A role created here whose stored credentials it takes over (same username: the executor
+    /// sets the stored password, and writes nothing else) must still get this cluster's
+    /// connection details — a tenant moved here, or a cluster rebuilt with the same store.
+    pub(super) fn credentials_of_new_role(&mut self, role: &Ident, secret_path: &SecretPath) {
+        if let Some(stored) = self
+            .observed
+            .stored_credentials
+            .get(secret_path)
+            .filter(|s| s.username == role.as_str())
+            .cloned()
+        {
+            self.connection_details(&stored, secret_path);
+        }
+    }
+
+    /// The stored endpoint, port, database name and pooled endpoint are this cluster's.
+    fn connection_details(&mut self, stored: &StoredCredential, secret_path: &SecretPath) {
+        let dbname = self.tenant.database.as_str();
+        let current = (&stored.endpoint, stored.port, stored.dbname.as_str());
+        let wanted = (
+            &self.context.endpoint_host,
+            self.context.endpoint_port,
+            dbname,
+        );
+        let pooler = self.context.pooler_for(self.tenant);
+        let pooled = |address: &Option<PoolerAddress>| match address {
+            Some(p) => format!("{}:{}", p.endpoint, p.port),
+            None => "none".to_owned(),
+        };
+        let why = if current != wanted {
+            format!(
+                "stored connection details ({}:{}/{}) differ from {}:{}/{}",
+                current.0, current.1, current.2, wanted.0, wanted.1, wanted.2
+            )
+        } else if stored.pooler != pooler {
+            format!(
+                "stored pooled endpoint ({}) differs from {}",
+                pooled(&stored.pooler),
+                pooled(&pooler)
+            )
+        } else {
+            return;
+        };
+        self.push(
+            Phase::Credentials,
+            Action::StoreCredential {
+                secret_path: secret_path.clone(),
+                dbname: dbname.to_string(),
+                pooler,
+            },
+            why,
+        );
     }
 }

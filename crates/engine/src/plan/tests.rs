@@ -1338,3 +1338,65 @@ fn a_changed_scram_iteration_count_sets_each_logins_password_again() {
     assert!(plan(&desired, &observed, &fewer).is_converged());
     assert!(!plan(&desired, &observed, &context()).is_converged());
 }
+
+#[test]
+fn roles_new_on_this_cluster_take_over_their_stored_credentials_with_this_clusters_endpoint() {
+    // The store holds the tenant's credentials from another cluster (a moved tenant, or a cluster
+    // rebuilt with the same store): the roles are created with the stored passwords, and the
+    // stored connection details are this cluster's in the same plan, not in a second one.
+    let desired = desired(&[spec("idp-dev", "my-db", Mode::Standard)]);
+    let tenant = &desired.tenants[0];
+    let mut elsewhere = empty_cluster();
+    converge(&mut elsewhere, tenant);
+    let mut observed = empty_cluster();
+    observed.stored_paths = elsewhere.stored_paths.clone();
+    observed.stored_credentials = elsewhere.stored_credentials.clone();
+    for stored in observed.stored_credentials.values_mut() {
+        stored.endpoint = "old.internal".into();
+    }
+    let logins: BTreeSet<&SecretPath> = tenant
+        .login_roles()
+        .filter_map(|r| r.secret_path.as_ref())
+        .collect();
+    // A login whose stored username is another role's gets a new password, which carries this
+    // cluster's endpoint already: nothing more to store for it.
+    let replaced = tenant.login_roles().last().unwrap();
+    let replaced_path = replaced.secret_path.clone().unwrap();
+    observed
+        .stored_credentials
+        .get_mut(&replaced_path)
+        .unwrap()
+        .username = "someone-else".into();
+
+    let planned = plan(&desired, &observed, &context());
+    let created: BTreeSet<&SecretPath> = planned
+        .operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            Action::SetPassword { secret_path, .. } => Some(secret_path),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, logins, "{}", render(&planned));
+    let stored: Vec<(&SecretPath, &str)> = planned
+        .operations
+        .iter()
+        .filter_map(|op| match &op.action {
+            Action::StoreCredential { secret_path, .. } => Some((secret_path, op.why.as_str())),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<&SecretPath> = logins
+        .iter()
+        .copied()
+        .filter(|p| **p != replaced_path)
+        .collect();
+    assert_eq!(
+        stored.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        expected,
+        "{}",
+        render(&planned)
+    );
+    assert!(stored.iter().all(|(_, why)| why
+        == &"stored connection details (old.internal:5432/idp-dev-my-db) differ from db.internal:5432/idp-dev-my-db"));
+}
