@@ -575,6 +575,13 @@ pub fn run(context: &Context, common: &ReconcileArgs, guard: DropGuard, mode: Mo
                         "error": m.error.clone().or_else(|| result.and_then(|r| r.as_ref().err().cloned())),
                         "tenants": placements.iter().filter(|p| p.cluster.as_deref() == Some(name)).count(),
                     });
+                    if let Some(inventory) = &m.inventory {
+                        value["headroom"] = json!({
+                            "size_bytes": inventory.size_bytes,
+                            "connections": inventory.connections,
+                            "usable_connections": inventory.usable_connections,
+                        });
+                    }
                     if let Some(Ok(run)) = result {
                         let plan = &run.plan;
                         if let Some(report) = &run.report {

@@ -223,6 +223,40 @@ fn a_fleet_places_by_cluster_label_and_headroom_sticks_and_survives_a_stopped_cl
         "{}",
         nowhere.stderr
     );
+    // Headroom counts the connections in use: a new dev tenant goes to c (no limit, a holds 1 of
+    // its maxTenants 5), unless c's server is busier than that.
+    let with_five = format!(
+        "{V1}  - name: one\n    cluster: c\n    environment: dev\n  - name: two\n    environment: production\n  - name: three\n    environment: dev\n  - name: five\n    environment: dev\n"
+    );
+    fleet.write(&with_five);
+    let placed = |json: &Value| tenant(json, "team/five")["cluster"].clone();
+    let plan = fleet.run(&["plan", "--format", "json"]).json();
+    assert_eq!(placed(&plan), "c", "{plan:#}");
+    let usable = cluster(&plan, "c")["headroom"]["usable_connections"]
+        .as_u64()
+        .unwrap();
+    assert!(usable > 50, "{plan:#}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Two fifths of c's connections: fuller than a's one fifth of tenants.
+    let held: Vec<_> = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..usable * 2 / 5 + 1 {
+            held.push(fleet.clusters[2].superuser(None).await);
+        }
+        held
+    });
+    let busy = fleet.run(&["plan", "--format", "json"]).json();
+    assert_eq!(placed(&busy), "a", "{busy:#}");
+    assert!(
+        cluster(&busy, "c")["headroom"]["connections"]
+            .as_u64()
+            .unwrap()
+            > usable * 2 / 5,
+        "{busy:#}"
+    );
+    drop(held);
+    drop(rt);
+
     // Drift on one cluster (a changed declaration not applied yet): exit 2, the others in sync.
     fleet.write(&format!(
         "{V1}  - name: one\n    cluster: c\n    environment: dev\n  - name: two\n    environment: production\n    connectionLimit: 7\n  - name: three\n    environment: dev\n"

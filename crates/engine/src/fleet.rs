@@ -10,8 +10,10 @@
 //! 3. not found while some cluster is unreachable: held (it might live there), reported;
 //! 4. new: `cluster:` of the spec, else the reachable clusters whose labels match
 //!    `placement.labels` (default `tier` = the tenant's environment, when some cluster has a `tier`
-//!    label), else all; among them the most headroom: fewest tenants relative to `maxTenants`,
-//!    then the smallest total size, then config order; clusters at capacity are skipped.
+//!    label), else all; among them the most headroom ([`Headroom`]): the lowest fill of its
+//!    fullest resource (tenants of `maxTenants`, size of `maxSize`, connections in use of
+//!    `max_connections`), then the fewest tenants, then the smallest total size, then config
+//!    order; clusters at capacity are skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +41,11 @@ pub struct Inventory {
     pub tenants: BTreeSet<String>,
     /// Total size of those databases, in bytes (those the control role may not measure count 0).
     pub size_bytes: u64,
+    /// Sessions connected to its databases when it was read.
+    pub connections: u64,
+    /// The sessions the server allows clients other than superusers (`max_connections` less the
+    /// reserved ones); 0: not known.
+    pub usable_connections: u64,
 }
 
 /// Reads `connector`'s cluster's inventory: one query over `pg_database` (markers, sizes the control
@@ -60,7 +67,19 @@ pub async fn inventory(connector: &crate::Connector) -> Result<Inventory, crate:
             database: None,
             source,
         })?;
-    let mut inventory = Inventory::default();
+    let sessions =
+        client
+            .query_one(CONNECTIONS, &[])
+            .await
+            .map_err(|source| crate::EngineError::Catalog {
+                database: None,
+                source,
+            })?;
+    let mut inventory = Inventory {
+        connections: sessions.get::<_, i64>(0).max(0) as u64,
+        usable_connections: sessions.get::<_, i32>(1).max(0) as u64,
+        ..Inventory::default()
+    };
     for row in rows {
         let comment: Option<String> = row.get(0);
         let Some(marker) = comment.as_deref().and_then(crate::desired::Marker::parse) else {
@@ -75,6 +94,52 @@ pub async fn inventory(connector: &crate::Connector) -> Result<Inventory, crate:
         inventory.size_bytes += size.map_or(0, |s| s.max(0) as u64);
     }
     Ok(inventory)
+}
+
+/// Sessions in use, and those the server allows non-superusers. `pg_stat_database.numbackends`
+/// counts every role's sessions for every role; `pg_stat_activity` hides the backend type of other
+/// roles' sessions from a control role that is not a superuser.
+const CONNECTIONS: &str = "
+SELECT (SELECT COALESCE(pg_catalog.sum(numbackends), 0)::bigint FROM pg_catalog.pg_stat_database),
+       pg_catalog.current_setting('max_connections')::int
+         - pg_catalog.current_setting('superuser_reserved_connections')::int
+         - COALESCE(pg_catalog.current_setting('reserved_connections', true)::int, 0)";
+
+/// How full a cluster is, for choosing among candidates: the fill of its fullest resource first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Headroom {
+    /// The highest of tenants / `maxTenants`, size / `maxSize` and connections in use / usable
+    /// connections (the last in steps of a tenth, so the few sessions that come and go — this
+    /// run's own among them — do not decide); each only where its limit is known.
+    fill: f64,
+    tenants: u64,
+    size_bytes: u64,
+}
+
+impl Headroom {
+    fn of(cluster: &ClusterView, tenants: u64, size_bytes: u64) -> Headroom {
+        let ratio = |used: u64, limit: Option<u64>| match limit {
+            Some(limit) if limit > 0 => used as f64 / limit as f64,
+            _ => 0.0,
+        };
+        let connections = cluster.inventory.as_ref().map_or(0.0, |i| {
+            (ratio(i.connections, Some(i.usable_connections)) * 10.0).floor() / 10.0
+        });
+        Headroom {
+            fill: ratio(tenants, cluster.max_tenants.map(u64::from))
+                .max(ratio(size_bytes, cluster.max_size_bytes))
+                .max(connections),
+            tenants,
+            size_bytes,
+        }
+    }
+
+    fn cmp(&self, other: &Headroom) -> std::cmp::Ordering {
+        self.fill
+            .total_cmp(&other.fill)
+            .then(self.tenants.cmp(&other.tenants))
+            .then(self.size_bytes.cmp(&other.size_bytes))
+    }
 }
 
 /// What the spec says about one tenant's placement.
@@ -279,7 +344,7 @@ fn choose(
     if let Some(home) = home.and_then(|h| matching.iter().find(|c| c.name == h)) {
         return Ok(home.name.clone());
     }
-    let mut candidates: Vec<(f64, u64, usize, &ClusterView)> = Vec::new();
+    let mut candidates: Vec<(Headroom, usize, &ClusterView)> = Vec::new();
     let mut full = Vec::new();
     for (order, cluster) in matching.iter().enumerate() {
         if cluster.inventory.is_none() {
@@ -290,15 +355,11 @@ fn choose(
             continue;
         }
         let (tenants, size) = load.get(cluster.name.as_str()).copied().unwrap_or_default();
-        let fill = match cluster.max_tenants {
-            Some(max) if max > 0 => tenants as f64 / f64::from(max),
-            _ => 0.0,
-        };
-        candidates.push((fill, size, order, cluster));
+        candidates.push((Headroom::of(cluster, tenants, size), order, cluster));
     }
-    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     match candidates.first() {
-        Some((_, _, _, cluster)) => Ok(cluster.name.clone()),
+        Some((_, _, cluster)) => Ok(cluster.name.clone()),
         None if !full.is_empty() => Err(format!(
             "every cluster it may go to is at capacity: {}",
             full.join(", ")
@@ -332,7 +393,7 @@ mod tests {
                 .collect(),
             inventory: Some(Inventory {
                 tenants: tenants.iter().map(|t| t.to_string()).collect(),
-                size_bytes: 0,
+                ..Inventory::default()
             }),
             ..ClusterView::default()
         }
@@ -437,6 +498,48 @@ mod tests {
         let p = &place(&[a, c], &[wish("n/x")], &BTreeMap::new())[0];
         assert_eq!(p.state, "unplaceable");
         assert!(p.reason.contains("at capacity"), "{}", p.reason);
+    }
+
+    #[test]
+    fn headroom_counts_tenants_without_a_limit_connections_in_use_and_max_size() {
+        let sessions = |mut c: ClusterView, connections: u64| {
+            let inventory = c.inventory.as_mut().unwrap();
+            inventory.connections = connections;
+            inventory.usable_connections = 100;
+            c
+        };
+        // No limits declared: the fewest tenants, not config order.
+        let busy = sessions(cluster("a", &[], &["t/1", "t/2"]), 3);
+        let idle = sessions(cluster("c", &[], &[]), 8);
+        assert_eq!(
+            placed(&[busy.clone(), idle.clone()], &[wish("n/x")]),
+            [(Some("c".into()), "new")],
+            "3 or 8 sessions of 100 is the same headroom: the tenant count decides"
+        );
+        // A server nearly out of connections is the fullest, however few tenants it has.
+        let crowded = sessions(cluster("c", &[], &[]), 90);
+        assert_eq!(
+            placed(&[crowded.clone(), busy.clone()], &[wish("n/x")]),
+            [(Some("a".into()), "new")]
+        );
+        // maxSize: 80 of 100 bytes is fuller than 2 of 10 tenants.
+        let mut big = cluster("b", &[], &["t/3"]);
+        big.max_size_bytes = Some(100);
+        big.inventory.as_mut().unwrap().size_bytes = 80;
+        let mut roomy = cluster("d", &[], &["t/4", "t/5"]);
+        roomy.max_tenants = Some(10);
+        assert_eq!(
+            placed(&[big.clone(), roomy], &[wish("n/x")]),
+            [(Some("d".into()), "new")]
+        );
+        big.inventory.as_mut().unwrap().size_bytes = 100;
+        let p = &place(&[big], &[wish("n/x")], &BTreeMap::new())[0];
+        assert_eq!(p.state, "unplaceable");
+        assert!(
+            p.reason.contains("100 bytes of maxSize 100"),
+            "{}",
+            p.reason
+        );
     }
 
     #[test]
